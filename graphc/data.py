@@ -1,0 +1,621 @@
+"""MNIST: reading IDX files, finding or downloading the data, loading arrays.
+
+The four canonical MNIST files live in one directory, chosen by `mnist_dir`:
+
+    1. the `data_dir` argument (the command line's --data-dir), else
+    2. $GRAPHC_DATA/mnist, else
+    3. ~/.cache/graphc/mnist
+
+Missing files are downloaded from a list of mirrors (or the single base URL
+in $GRAPHC_MNIST_MIRROR), checked against the SHA-256 of their decompressed
+content, and moved into place atomically, so a failed or interrupted
+download never leaves a partial file where a good one should be.
+
+Every problem a person can cause (a missing directory, no network, a
+truncated or corrupt file) becomes a GraphcError naming the file and what
+is wrong with it; nothing here shows a traceback to a person.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from graphc.errors import GraphcError
+
+__all__ = [
+    "DEFAULT_MIRRORS",
+    "IDX_TYPES",
+    "MNIST_COUNTS",
+    "MNIST_FILES",
+    "MNIST_SHA256",
+    "clear_cache",
+    "download_mnist",
+    "load_mnist",
+    "mnist_dir",
+    "read_idx",
+    "sha256_of_content",
+    "verify_mnist",
+]
+
+# --------------------------------------------------------------------------
+# IDX files
+
+# IDX type code -> element dtype. IDX data is big-endian whatever the host.
+IDX_TYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_IDX_LAYOUT_HINT = (
+    "an IDX file starts with two zero bytes, a type code (0x08 unsigned byte, "
+    "0x09 signed byte, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64) "
+    "and the number of dimensions"
+)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (gzipped or raw) into an array of its declared shape.
+
+    The file is treated as gzip if its name ends in .gz or it starts with the
+    gzip magic bytes. The header and the file length are checked exactly:
+    a truncated file or trailing bytes are errors, not silently ignored.
+
+    Unsigned-byte data is returned as a read-only view on the file's bytes
+    (no copy); multi-byte types are converted to native byte order.
+    Raises GraphcError (where=the path) on any problem.
+    """
+    where = str(path)
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise GraphcError("no such file", where=where) from None
+    except IsADirectoryError:
+        raise GraphcError("is a directory, expected an IDX file", where=where) from None
+    except OSError as e:
+        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
+
+    if p.name.endswith(".gz") or raw[:2] == _GZIP_MAGIC:
+        data = _gunzip(raw, where)
+    else:
+        data = raw
+    return _parse_idx(data, where)
+
+
+def _gunzip(raw: bytes, where: str) -> bytes:
+    if raw[:2] != _GZIP_MAGIC:
+        # Decompressing would fail anyway; say why in plain words.
+        raise GraphcError(
+            "not a gzip file: the name ends in .gz but the file does not start "
+            "with the gzip magic bytes 1f 8b",
+            where=where,
+            hint="rename the file without .gz if it is a raw IDX file, or download it again",
+        )
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        reason = "the compressed data ends early (the file is truncated)"
+    except zlib.error as e:
+        reason = str(e)
+    except OSError as e:  # includes gzip.BadGzipFile (bad CRC, bad header, ...)
+        reason = str(e) or type(e).__name__
+    raise GraphcError(
+        f"corrupt gzip file: {reason}",
+        where=where,
+        hint="delete the file and download it again",
+    )
+
+
+def _parse_idx(data: bytes, where: str) -> np.ndarray:
+    size = len(data)
+    if size == 0:
+        raise GraphcError("not an IDX file: the file is empty", where=where)
+    if size < 4:
+        raise GraphcError(
+            f"not an IDX file: only {size} bytes, too short for the 4-byte magic number",
+            where=where,
+        )
+    magic = int.from_bytes(data[:4], "big")
+    if data[0] != 0 or data[1] != 0:
+        raise GraphcError(
+            f"not an IDX file: magic number 0x{magic:08x}, expected 0x0000080N",
+            where=where,
+            hint=_IDX_LAYOUT_HINT,
+        )
+    code, ndim = data[2], data[3]
+    if code not in IDX_TYPES:
+        raise GraphcError(
+            f"not an IDX file: unknown type code 0x{code:02x} in magic number 0x{magic:08x}",
+            where=where,
+            hint=_IDX_LAYOUT_HINT,
+        )
+    if ndim == 0:
+        raise GraphcError(
+            f"not an IDX file: magic number 0x{magic:08x} declares 0 dimensions",
+            where=where,
+            hint=_IDX_LAYOUT_HINT,
+        )
+    header = 4 + 4 * ndim
+    if size < header:
+        raise GraphcError(
+            f"truncated IDX file: header declares {ndim} dimensions ({header} bytes "
+            f"of header), found {size} bytes",
+            where=where,
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_TYPES[code]
+    # Python ints: the product of four u32 dimensions can overflow int64.
+    count = math.prod(dims)
+    expected = count * dtype.itemsize
+    found = size - header
+    if found != expected:
+        what = "truncated IDX file" if found < expected else (
+            f"IDX file has {found - expected} trailing bytes"
+        )
+        raise GraphcError(
+            f"{what}: header says {_describe(dims)} ({expected} bytes of data), "
+            f"found {found} bytes",
+            where=where,
+            hint="delete the file and download it again",
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
+    if dtype.itemsize > 1:
+        # Native byte order so later arithmetic is not slowed by byte swaps.
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def _describe(dims: tuple[int, ...]) -> str:
+    """Dimensions in words, for error messages: '60000 images of 28x28'."""
+    if len(dims) == 1:
+        return f"{dims[0]} entries"
+    rest = "x".join(str(d) for d in dims[1:])
+    noun = "rows" if len(dims) == 2 else "images"
+    return f"{dims[0]} {noun} of {rest}"
+
+
+def sha256_of_content(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex) of a file's content, decompressed first if it is gzip.
+
+    Hashing the decompressed bytes makes the check independent of how a
+    mirror chose to compress (gzip headers carry names and timestamps).
+    """
+    where = str(path)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            is_gzip = f.read(2) == _GZIP_MAGIC
+        opener: Any = gzip.open if is_gzip else open
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise GraphcError("no such file", where=where) from None
+    except EOFError:
+        raise GraphcError(
+            "corrupt gzip file: the compressed data ends early (the file is truncated)",
+            where=where,
+        ) from None
+    except (zlib.error, gzip.BadGzipFile) as e:
+        raise GraphcError(f"corrupt gzip file: {e}", where=where) from None
+    except OSError as e:
+        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Where MNIST lives
+
+# Role -> file name. Roles key the structure checks; names are on disk.
+MNIST_FILES: dict[str, str] = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+# SHA-256 of the DECOMPRESSED content of each file.
+MNIST_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# Number of examples in each split; checked on every load.
+MNIST_COUNTS: dict[str, int] = {"train": 60000, "test": 10000}
+
+DEFAULT_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+_ENV_DATA = "GRAPHC_DATA"
+_ENV_MIRROR = "GRAPHC_MNIST_MIRROR"
+_IMAGE_SHAPE = (28, 28)
+_NUM_CLASSES = 10
+
+
+def mnist_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The MNIST directory: `data_dir`, else $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    root = os.environ.get(_ENV_DATA)
+    if root:  # an empty variable means unset, as shells often leave it
+        return Path(root).expanduser() / "mnist"
+    return Path.home() / ".cache" / "graphc" / "mnist"
+
+
+def _fix_hint(directory: Path) -> str:
+    names = ", ".join(MNIST_FILES.values())
+    return (
+        f"put the four MNIST files ({names}) in {directory}, "
+        f"or pass --data-dir DIR to use a directory that holds them, "
+        f"or set {_ENV_DATA}=DIR to use DIR/mnist"
+    )
+
+
+def _mirrors() -> list[str]:
+    env = os.environ.get(_ENV_MIRROR, "").strip()
+    return env.split() if env else list(DEFAULT_MIRRORS)
+
+
+# --------------------------------------------------------------------------
+# Downloading
+
+
+class _MirrorFailed(Exception):
+    """One mirror could not supply a good copy; the next one is tried."""
+
+
+class _WriteFailed(Exception):
+    """The local disk refused the data; no other mirror can fix that."""
+
+
+def download_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    checksums: Mapping[str, str] | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """Download whichever of the four MNIST files are missing; return the directory.
+
+    `mirrors` are base URLs tried in order (default: $GRAPHC_MNIST_MIRROR,
+    whitespace-separated, else DEFAULT_MIRRORS). `checksums` maps each file
+    name to the SHA-256 of its decompressed content (default: MNIST_SHA256;
+    tests pass their own for tiny files). Existing files are never touched.
+    Each file is written to a temporary file in the same directory, verified,
+    then renamed into place; on any failure the temporary file is removed.
+    `progress` shows a tqdm bar on stderr, only when stderr is a terminal.
+    """
+    directory = mnist_dir(data_dir)
+    bases = list(mirrors) if mirrors is not None else _mirrors()
+    table = MNIST_SHA256 if checksums is None else checksums
+    missing = [n for n in MNIST_FILES.values() if not (directory / n).exists()]
+    if not missing:
+        return directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GraphcError(
+            f"cannot create the MNIST data directory: {e.strerror or e}",
+            where=str(directory),
+            hint=_fix_hint(directory),
+        ) from None
+    for name in missing:
+        _download_one(directory, name, bases, table[name], progress, timeout)
+    return directory
+
+
+def _download_one(
+    directory: Path,
+    name: str,
+    bases: Sequence[str],
+    sha256: str,
+    progress: bool,
+    timeout: float,
+) -> None:
+    failures: list[str] = []
+    for base in bases:
+        url = base if base.endswith("/") else base + "/"
+        url += name
+        try:
+            _fetch_verified(url, directory, name, sha256, progress, timeout)
+            return
+        except _MirrorFailed as e:
+            failures.append(f"  {url}: {e}")
+        except (_WriteFailed, OSError) as e:
+            cause = e.__cause__ if isinstance(e, _WriteFailed) else e
+            reason = getattr(cause, "strerror", None) or str(cause)
+            raise GraphcError(
+                f"cannot write {name} into the MNIST data directory: {reason}",
+                where=str(directory),
+                hint=_fix_hint(directory),
+            ) from None
+    tried = "\n".join(failures) if failures else "  (no mirrors configured)"
+    raise GraphcError(
+        f"MNIST file {name} is missing and could not be downloaded:\n{tried}",
+        where=str(directory),
+        hint=_fix_hint(directory),
+    )
+
+
+def _fetch_verified(
+    url: str, directory: Path, name: str, sha256: str, progress: bool, timeout: float
+) -> None:
+    target = directory / name
+    # Same directory as the target so os.replace is an atomic rename.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _fetch(url, out, name, progress, timeout)
+            out.flush()
+            os.fsync(out.fileno())  # the rename must not expose unwritten data
+        try:
+            got = sha256_of_content(tmp)
+        except GraphcError as e:
+            raise _MirrorFailed(f"downloaded data is not usable: {e.message}") from None
+        if got != sha256.lower():
+            raise _MirrorFailed(
+                f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
+                f"expected {sha256.lower()}"
+            )
+        if target.exists():
+            return  # someone else put a file there meanwhile: keep theirs
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -> None:
+    """Stream `url` into `out`; network problems become _MirrorFailed."""
+    from tqdm import tqdm  # only downloads need it; keep `import graphc.data` light
+
+    request = urllib.request.Request(url, headers={"User-Agent": "graphc"})
+    show = progress and _is_tty(sys.stderr)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            received = 0
+            with tqdm(
+                total=total,
+                desc=name,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                disable=not show,
+                leave=False,
+            ) as bar:
+                while chunk := response.read(1 << 16):
+                    try:
+                        out.write(chunk)
+                    except OSError as e:  # disk full: not the mirror's fault
+                        raise _WriteFailed() from e
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and received != total:
+                raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
+    except urllib.error.HTTPError as e:
+        raise _MirrorFailed(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, TimeoutError):
+            raise _MirrorFailed(f"timed out after {timeout:g} s") from None
+        raise _MirrorFailed(str(reason)) from None
+    except TimeoutError:
+        raise _MirrorFailed(f"timed out after {timeout:g} s") from None
+    except http.client.HTTPException as e:
+        raise _MirrorFailed(f"{type(e).__name__}: {e}") from None
+    except OSError as e:  # reset connections, TLS errors, ...
+        raise _MirrorFailed(str(e) or type(e).__name__) from None
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def verify_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Check the four files against MNIST_SHA256 (slow: decompresses everything)."""
+    directory = mnist_dir(data_dir)
+    for name in MNIST_FILES.values():
+        path = directory / name
+        got = sha256_of_content(path)
+        if got != MNIST_SHA256[name]:
+            raise GraphcError(
+                f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
+                f"expected {MNIST_SHA256[name]}",
+                where=str(path),
+                hint="delete the file and run again to download a fresh copy",
+            )
+    return directory
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+Split = tuple[np.ndarray, np.ndarray]
+
+# Loads are cached per process: decompressing the training images costs
+# ~0.2 s, and tests and benchmarks load many times. Keys include each file's
+# size and mtime so a replaced file is read again.
+_raw_cache: dict[tuple[Any, ...], tuple[Split, Split]] = {}
+_cache: dict[tuple[Any, ...], tuple[Split, Split]] = {}
+
+
+def clear_cache() -> None:
+    """Forget every cached load (frees the memory)."""
+    _raw_cache.clear()
+    _cache.clear()
+
+
+def load_mnist(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot: bool = False,
+    dtype: Any = np.float32,
+    download: bool = True,
+    progress: bool = True,
+) -> tuple[Split, Split]:
+    """Load MNIST as ((x_train, t_train), (x_test, t_test)).
+
+    x: `dtype`, scaled to [0, 1] if `normalize` (else 0..255), shaped
+    (N, 784) if `flatten` else (N, 1, 28, 28). t: (N, 10) one-hot in `dtype`
+    if `one_hot`, else int64 class indices. N is 60000 for train, 10000 test.
+
+    Missing files are downloaded (unless `download` is False). The structure
+    of every file is checked on every load; checksums only on download (see
+    `verify_mnist`). Results are cached per process and the SAME arrays are
+    returned by repeated calls, so they are READ-ONLY (writeable=False);
+    copy them (np.array(x)) to modify.
+    """
+    directory = mnist_dir(data_dir)
+    np_dtype = np.dtype(dtype)
+    if np_dtype.kind not in "fiu":
+        raise GraphcError(f"cannot load MNIST as dtype {np_dtype}: expected a numeric dtype")
+    if normalize and np_dtype.kind != "f":
+        raise GraphcError(
+            f"cannot normalize MNIST to [0, 1] in dtype {np_dtype}",
+            hint="use a floating dtype such as float32, or do not normalize",
+        )
+
+    paths = {role: directory / name for role, name in MNIST_FILES.items()}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        if not download:
+            raise GraphcError(
+                "MNIST files missing: " + ", ".join(missing),
+                where=str(directory),
+                hint=_fix_hint(directory),
+            )
+        download_mnist(directory, progress=progress)
+
+    stamp = _stamp(directory, paths)
+    key = (stamp, normalize, flatten, one_hot, np_dtype.str)
+    if key in _cache:
+        return _cache[key]
+    raw = _raw_cache.get(stamp)
+    if raw is None:
+        raw = _read_splits(paths)
+        clear_cache()  # keep one directory's data at a time: bounds memory
+        _raw_cache[stamp] = raw
+    result = tuple(
+        (_images(x, normalize, flatten, np_dtype), _labels(t, one_hot, np_dtype)) for x, t in raw
+    )
+    _cache[key] = result  # type: ignore[assignment]
+    return result  # type: ignore[return-value]
+
+
+def _stamp(directory: Path, paths: Mapping[str, Path]) -> tuple[Any, ...]:
+    stats = []
+    for p in paths.values():
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise GraphcError(f"cannot read file: {e.strerror or e}", where=str(p)) from None
+        stats.append((st.st_size, st.st_mtime_ns, st.st_ino))
+    return (str(directory.resolve()), tuple(stats))
+
+
+def _read_splits(paths: Mapping[str, Path]) -> tuple[Split, Split]:
+    splits = []
+    for split in ("train", "test"):
+        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        _check_split(split, images, images_path, labels, labels_path)
+        splits.append((images, labels))
+    return splits[0], splits[1]
+
+
+def _check_split(
+    split: str, images: np.ndarray, images_path: Path, labels: np.ndarray, labels_path: Path
+) -> None:
+    hint = "this is not the canonical MNIST file; delete it to download a fresh copy"
+    for arr, path in ((images, images_path), (labels, labels_path)):
+        if arr.dtype != np.uint8:
+            raise GraphcError(
+                f"expected unsigned-byte data (IDX type 0x08), found {arr.dtype}",
+                where=str(path),
+                hint=hint,
+            )
+    if images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
+        shape = "x".join(str(d) for d in images.shape)
+        raise GraphcError(
+            f"expected images of shape N x 28 x 28, found {shape}",
+            where=str(images_path),
+            hint=hint,
+        )
+    if labels.ndim != 1:
+        shape = "x".join(str(d) for d in labels.shape)
+        raise GraphcError(
+            f"expected a 1-dimensional list of labels, found shape {shape}",
+            where=str(labels_path),
+            hint=hint,
+        )
+    want = MNIST_COUNTS[split]
+    if len(images) != want:
+        raise GraphcError(
+            f"expected {want} {split} images, found {len(images)}",
+            where=str(images_path),
+            hint=hint,
+        )
+    if len(labels) != len(images):
+        raise GraphcError(
+            f"{len(labels)} labels for {len(images)} images in {images_path.name}",
+            where=str(labels_path),
+            hint=hint,
+        )
+    if len(labels) and int(labels.max()) >= _NUM_CLASSES:
+        bad = int(np.argmax(labels >= _NUM_CLASSES))
+        raise GraphcError(
+            f"label {int(labels[bad])} at index {bad} is out of range 0..9",
+            where=str(labels_path),
+            hint=hint,
+        )
+
+
+def _images(raw: np.ndarray, normalize: bool, flatten: bool, dtype: np.dtype[Any]) -> np.ndarray:
+    x = raw.astype(dtype)
+    if normalize:
+        x /= dtype.type(255)  # in place: no second full-size temporary
+    x = x.reshape((len(x), -1) if flatten else (len(x), 1, *_IMAGE_SHAPE))
+    x.setflags(write=False)
+    return x
+
+
+def _labels(raw: np.ndarray, one_hot: bool, dtype: np.dtype[Any]) -> np.ndarray:
+    if one_hot:
+        t = np.zeros((len(raw), _NUM_CLASSES), dtype=dtype)
+        t[np.arange(len(raw)), raw] = 1
+    else:
+        t = raw.astype(np.int64)
+    t.setflags(write=False)
+    return t
