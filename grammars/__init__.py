@@ -1,0 +1,1 @@
+"""The .graph grammar, installed as the package `graphc.grammars` (see pyproject.toml)."""

@@ -1,0 +1,3 @@
+from graphc.cli import entry_point
+
+entry_point()

@@ -1,0 +1,153 @@
+"""The typed syntax tree of a .graph file: frozen dataclasses, each with a span.
+
+Built by `graphc.parse` and nothing else; read by `graphc.elaborate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from graphc.errors import Source, Span
+
+Dim = Union[int, str]  # an integer size, or a symbolic dimension such as N
+LiteralValue = Union[int, float, list]  # a number or a nested list of numbers
+
+
+@dataclass(frozen=True)
+class Name:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: LiteralValue
+    span: Span
+
+
+@dataclass(frozen=True)
+class TensorType:
+    dtype: str | None  # "f32", "f64", or None when not written
+    shape: tuple[Dim, ...] | None  # None when not written
+    span: Span
+
+
+@dataclass(frozen=True)
+class Init:
+    """An initializer: `zeros`, `normal(0.01)`, ... or a literal value."""
+
+    kind: Name | None  # None for a literal
+    args: tuple[float, ...]
+    literal: Literal | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class DimDecl:
+    name: Name
+    size: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: Name
+    type: TensorType | None
+    init: Init | None
+    role: Name | None  # `from images`
+    span: Span
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    name: Name
+    type: TensorType
+    init: Init | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class ConstDecl:
+    name: Name
+    type: TensorType | None
+    value: Literal
+    span: Span
+
+
+@dataclass(frozen=True)
+class AttrValue:
+    value: LiteralValue | str  # a number, a list, a string or a bare word
+    span: Span
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: Name
+    value: AttrValue
+    span: Span
+
+
+Arg = Union[Name, Literal]
+
+
+@dataclass(frozen=True)
+class Call:
+    op: Name
+    args: tuple[Arg, ...]
+    attrs: tuple[Attr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Assign:
+    target: Name
+    call: Call
+    span: Span
+
+
+@dataclass(frozen=True)
+class Link:
+    """One `-> item [as name]` of a chain."""
+
+    item: Name | Call
+    alias: Name | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Chain:
+    head: Name | Call
+    links: tuple[Link, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class OutputDecl:
+    names: tuple[Name, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExpectDecl:
+    target: Name
+    of_grad: bool
+    value: Literal
+    tolerance: float | None
+    span: Span
+
+
+Statement = Union[DimDecl, InputDecl, ParamDecl, ConstDecl, Assign, Chain, OutputDecl, ExpectDecl]
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: Name
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Module:
+    graphs: tuple[Graph, ...]
+    source: Source

@@ -1,0 +1,145 @@
+"""Stage 4: the checks a graph must pass before shapes and plans.
+
+Errors: undefined names, cycles, missing or undefined outputs, expectations
+about undefined values, two inputs claiming the same data role. Warnings:
+values nothing reads, and params that cannot reach the (first) output.
+All errors are reported together, in source order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
+from graphc.graph import build_graph
+from graphc.ir import ConstDecl, GraphIR, InputDecl, OpNode, ParamDecl
+
+
+@dataclass(frozen=True, eq=False)
+class CheckedGraph:
+    ir: GraphIR
+    graph: nx.MultiDiGraph
+    order: tuple[str, ...]  # topological, ties broken by source order
+    warnings: tuple[Diagnostic, ...]
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def output(self) -> str:
+        """The output backward is seeded at: the first one declared."""
+        return self.ir.outputs[0][0]
+
+
+def check(ir: GraphIR) -> CheckedGraph:
+    graph = build_graph(ir)
+    errors = _undefined_names(ir, graph) + _outputs(ir) + _roles(ir)
+    cycle = _cycle(ir, graph)
+    if cycle:
+        errors.append(cycle)
+    if errors:
+        raise GraphcError(diagnostics=sorted(errors, key=_position))
+    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: ir.order[n]))
+    return CheckedGraph(ir, graph, order, tuple(_warnings(ir, graph)))
+
+
+def _position(d: Diagnostic) -> tuple[int, int]:
+    return (d.span.line, d.span.column) if d.span else (0, 0)
+
+
+def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
+    errors = []
+    for name in graph.nodes:
+        if "decl" in graph.nodes[name]:
+            continue
+        for _, _, span in graph.out_edges(name, data="span"):
+            errors.append(Diagnostic(f"undefined name `{name}`", span, did_you_mean(name, ir.decls)))
+    for name, span in ir.outputs:
+        if name not in ir.decls:
+            errors.append(Diagnostic(f"output `{name}` is not defined", span, did_you_mean(name, ir.decls)))
+    for expect in ir.expects:
+        if expect.target not in ir.decls:
+            errors.append(
+                Diagnostic(f"undefined name `{expect.target}`", expect.target_span, did_you_mean(expect.target, ir.decls))
+            )
+    return errors
+
+
+def _outputs(ir: GraphIR) -> list[Diagnostic]:
+    if ir.outputs:
+        return []
+    return [Diagnostic(
+        f"graph `{ir.name}` has no output",
+        ir.span,
+        "add `output NAME` for the value to compute; backward starts from the first output",
+    )]
+
+
+def _roles(ir: GraphIR) -> list[Diagnostic]:
+    errors, seen = [], {}
+    for decl in ir.inputs():
+        if decl.role is None:
+            continue
+        if decl.role in seen:
+            errors.append(Diagnostic(
+                f"two inputs are fed `from {decl.role}`: `{seen[decl.role]}` and `{decl.name}`", decl.role_span
+            ))
+        seen[decl.role] = decl.name
+    return errors
+
+
+def _cycle(ir: GraphIR, graph: nx.MultiDiGraph) -> Diagnostic | None:
+    try:
+        edges = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return None
+    path = [u for u, *_ in edges]
+    start = min(range(len(path)), key=lambda i: ir.order[path[i]])
+    path = path[start:] + path[:start]
+    lines = [ir.decls[name].stmt_span for name in path]
+    text = " -> ".join(f"`{name}`" for name in path + path[:1])
+    first = ir.decls[path[0]]
+    return Diagnostic(
+        f"cycle: {text}",
+        lines[0],
+        "a value cannot depend on itself; break the loop by reading an input or param instead",
+        related=tuple(lines[1:]),
+    )
+
+
+def _warnings(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
+    warnings = []
+    outputs = {name for name, _ in ir.outputs}
+    expected = {e.target for e in ir.expects}
+    reaching = nx.ancestors(graph, ir.outputs[0][0]) | {ir.outputs[0][0]}
+    for name, decl in ir.decls.items():
+        if graph.out_degree(name) == 0 and name not in outputs and name not in expected:
+            if isinstance(decl, ConstDecl) and decl.span is decl.stmt_span:
+                continue  # a literal argument; it is read where it is written
+            kind = _kind(decl)
+            warnings.append(Diagnostic(
+                f"unused {kind} `{name}`", decl.span,
+                "nothing reads it and it is not an output" if kind == "node" else None,
+                severity="warning",
+            ))
+        elif isinstance(decl, ParamDecl) and name not in reaching:
+            output = ir.outputs[0][0]
+            warnings.append(Diagnostic(
+                f"param `{name}` does not reach the output `{output}`; it gets no gradient",
+                decl.span, severity="warning",
+            ))
+    return warnings
+
+
+def _kind(decl) -> str:
+    if isinstance(decl, InputDecl):
+        return "input"
+    if isinstance(decl, ParamDecl):
+        return "param"
+    if isinstance(decl, ConstDecl):
+        return "const"
+    assert isinstance(decl, OpNode)
+    return "node"

@@ -1,0 +1,85 @@
+"""The `graphc` command line: a thin layer over the library.
+
+main(argv) -> exit status, so tests call it directly. A person's mistakes
+arrive as GraphcError and print as diagnostics with status 2; a failed check
+(an expectation, a gradient check) is status 1; --traceback shows the Python
+traceback for debugging graphc itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from graphc import __version__
+from graphc.errors import ExitCode, GraphcError
+
+# Each command is a module in graphc.commands with HELP, add_arguments and
+# run; these come first in --help, in the order people learn them.
+FIRST = ("check", "compile", "run", "gradcheck", "train", "eval", "draw", "time")
+
+
+def command_names() -> list[str]:
+    import graphc.commands
+
+    found = [m.name for m in pkgutil.iter_modules(graphc.commands.__path__) if not m.name.startswith("_")]
+    found = [name for name in found if name != "common"]
+    return [n for n in FIRST if n in found] + sorted(n for n in found if n not in FIRST)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its complaints are GraphcErrors like every other mistake."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise GraphcError(message, where=self.prog, hint=f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="graphc",
+        description="Compile, run, check, train and draw computational graphs written as .graph files.",
+    )
+    parser.add_argument("--version", action="version", version=f"graphc {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks (for debugging graphc)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in command_names():
+        module = importlib.import_module(f"graphc.commands.{name}")
+        command = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        command.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    traceback = "--traceback" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.run(args))
+    except GraphcError as err:
+        if traceback:
+            raise
+        print(err.render(), file=sys.stderr)
+        return ExitCode.USER_ERROR
+    except KeyboardInterrupt:
+        print("graphc: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return ExitCode.OK  # `graphc ... | head` is not an error
+    except Exception:
+        # Not the person's mistake but graphc's: show everything.
+        import traceback as tb
+
+        tb.print_exc()
+        print("graphc: internal error (a bug in graphc, not in your graph); please report it "
+              "with the traceback above", file=sys.stderr)
+        return ExitCode.INTERNAL_ERROR
+
+
+def entry_point() -> None:
+    sys.exit(main())

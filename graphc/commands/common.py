@@ -1,0 +1,202 @@
+"""What several commands share: loading a graph, feeding it from the command
+line, and printing numbers, arrays and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from graphc.compiler import CompiledGraph, front_end_file, select
+from graphc.errors import Diagnostic, GraphcError, Source, Span
+from graphc.program import Program
+
+# --- arguments ---------------------------------------------------------------
+
+
+def add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a .graph file")
+    parser.add_argument("--graph", metavar="NAME", help="which graph of the file (default: the first)")
+
+
+def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="give an input (or param) a value: a number or a list such as [[1, 2], [3, 4]]",
+    )
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="give an input a value from a .npy file"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for param initializers and made-up inputs (default 0)")
+
+
+def add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
+    graphs = front_end_file(args.file)
+    print_diagnostics(d for g in graphs for d in g.warnings)
+    return graphs
+
+
+def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
+    """The selected graph as a Program, with --set/--input applied; returns (program, feeds)."""
+    compiled = select(load_graphs(args), getattr(args, "graph", None))
+    program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0))
+    feeds: dict[str, np.ndarray] = {}
+    for text in getattr(args, "set", []):
+        name, value, where = _split_assignment("--set", text)
+        array = _parse_value(value, where)
+        _assign(program, feeds, name, array, where)
+    for text in getattr(args, "input", []):
+        name, path, where = _split_assignment("--input", text)
+        array = _load_npy(path, where.value)
+        _assign(program, feeds, name, array, where)
+    return program, feeds
+
+
+class _Where:
+    """Spans into one command-line argument, shown as `--set NAME=VALUE`."""
+
+    def __init__(self, flag: str, text: str):
+        self.source = Source(f"{flag} {text}", "<command line>")
+        self.offset = len(flag) + 1
+        self.text = text
+        equals = text.find("=")
+        self.name = self.span(0, equals if equals >= 0 else len(text))
+        self.value = self.span(equals + 1, len(text)) if equals >= 0 else self.span(0, len(text))
+
+    def span(self, start: int, end: int) -> Span:
+        return Span(self.source, 1, self.offset + start + 1, 1, self.offset + max(end, start + 1) + 1)
+
+
+def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
+    where = _Where(flag, text)
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise GraphcError(f"{flag} takes NAME=VALUE, got `{text}`", where.span(0, len(text)),
+                          f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`")
+    if not value:
+        raise GraphcError(f"{flag} {name}= has no value", where.value)
+    return name.strip(), value, where
+
+
+def _parse_value(text: str, where: _Where) -> np.ndarray:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            value = float(text)  # also inf and nan
+        except ValueError:
+            raise GraphcError(
+                f"cannot read `{text}` as a number or a list", where.value,
+                "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]",
+            ) from None
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise GraphcError(f"`{text}` is not a number or a list of numbers with equal rows", where.value) from None
+    return array
+
+
+def _load_npy(path: str, span: Span) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise GraphcError(f"no such file: {path}", span) from None
+    except IsADirectoryError:
+        raise GraphcError(f"is a directory: {path}", span) from None
+    except (ValueError, OSError, EOFError) as err:
+        raise GraphcError(f"cannot read {path} as a .npy array: {err}", span,
+                          "save one with numpy.save(path, array)") from None
+    if not isinstance(array, np.ndarray):
+        raise GraphcError(f"{path} holds several arrays (.npz); give one .npy array", span)
+    return array
+
+
+def _assign(program: Program, feeds: dict[str, np.ndarray], name: str, array: np.ndarray, where: _Where) -> None:
+    """Feed an input (or set a param), pointing any error at the command line."""
+    try:
+        if name in program.param_names:
+            program.params[name] = array
+        else:
+            feeds[name] = program.feed(name, array)
+    except GraphcError as err:
+        first = err.diagnostics[0]
+        if name not in program.input_names and name not in program.param_names:
+            message = f"no input or param named `{name}` in graph `{program.name}`"
+            raise GraphcError(message, where.name, first.hint) from None
+        # Show the argument, and the declaration it disagrees with.
+        notes = [(f"`{name}` is declared here", first.span)] if first.span is not None else []
+        raise GraphcError(first.message, where.value, first.hint, notes=notes) from None
+
+
+# --- printing -----------------------------------------------------------------
+
+
+def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        print(diagnostic.render(), file=sys.stderr)
+
+
+def fmt_number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    return f"{value:.10g}"
+
+
+def fmt_array(value: Any, small: int = 12) -> str:
+    """A scalar as a number, a small array in full, a large one summarised."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return fmt_number(float(array))
+    if array.size <= small:
+        return np.array2string(
+            array, separator=", ", max_line_width=1 << 16, formatter={"float_kind": lambda v: f"{v:.6g}", "int": str}
+        )
+    finite = np.isfinite(array)
+    flags = ""
+    if not finite.all():
+        flags = f"  ({int(np.isnan(array).sum())} NaN, {int(np.isinf(array).sum())} inf)"
+        array = np.where(finite, array, 0)
+    dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(array.dtype, str(array.dtype))
+    mean = float(np.mean(array))
+    norm = float(np.linalg.norm(array.astype(np.float64).ravel()))
+    return f"{dtype}{list(array.shape)}  mean {mean:.4g}  norm {norm:.4g}{flags}"
+
+
+def to_json(value: Any) -> Any:
+    """Plain floats and lists; NaN and infinities as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(to_json(value), indent=2))
+
+
+def write_output(text: str, output: str | None) -> None:
+    """Print, or write atomically to -o."""
+    if output is None or output == "-":
+        sys.stdout.write(text)
+    else:
+        from graphc.fileio import write_text
+
+        write_text(output, text)
+        print(f"wrote {output}", file=sys.stderr)

@@ -1,0 +1,69 @@
+"""Check backpropagation against numerical differentiation: the float64
+central-difference gradient of every input and param against backprop's.
+Prints the largest absolute and relative error per tensor; status 1 when any
+exceeds the tolerance."""
+
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from graphc.commands.common import (
+    add_feed_arguments, add_file_arguments, add_json_argument, load_program, print_json,
+)
+from graphc.errors import ExitCode, GraphcError
+from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, check_grads
+
+HELP = "compare backprop with numerical gradients, per tensor"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise GraphcError(f"`{text}` is not a number") from None
+    if not value > 0:
+        raise GraphcError(f"must be positive, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_file_arguments(parser)
+    add_feed_arguments(parser)
+    add_json_argument(parser)
+    parser.add_argument("--rtol", type=_positive, default=DEFAULT_RTOL,
+                        help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    parser.add_argument("--eps", type=_positive, default=DEFAULT_EPS,
+                        help=f"finite-difference step (default {DEFAULT_EPS:g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    program, feeds = load_program(args, dtype="float64")
+    rows = check_grads(program, feeds, eps=args.eps, rtol=args.rtol)
+    failed = [r for r in rows if not r.ok]
+    if args.json:
+        print_json({
+            "graph": program.name, "rtol": args.rtol, "eps": args.eps, "ok": not failed,
+            "tensors": [
+                {"name": r.name, "shape": list(r.shape), "max_abs_error": r.max_abs_error,
+                 "max_rel_error": r.max_rel_error, "ok": r.ok}
+                for r in rows
+            ],
+        })
+        return ExitCode.CHECK_FAILED if failed else ExitCode.OK
+    table = tabulate(
+        [(r.name, str(list(r.shape)), f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}", "ok" if r.ok else "FAIL")
+         for r in rows],
+        headers=("tensor", "shape", "max abs error", "max rel error", ""),
+    )
+    print(f"graph {program.name}: backprop vs central differences (eps {args.eps:g}, float64)")
+    print()
+    print(table)
+    print()
+    if failed:
+        print(f"FAIL: {len(failed)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
+              + ", ".join(r.name for r in failed))
+        return ExitCode.CHECK_FAILED
+    print(f"ok: {len(rows)} tensors within relative error {args.rtol:g}")
+    return ExitCode.OK

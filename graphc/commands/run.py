@@ -1,0 +1,72 @@
+"""Run a graph forward, then backward from its (first) output. Prints every
+output and the gradient of every input and param, and checks the graph's
+`expect` lines: status 1 when one fails."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphc.commands.common import (
+    add_feed_arguments, add_file_arguments, add_json_argument, fmt_array, load_program, print_json,
+)
+from graphc.errors import ExitCode
+
+HELP = "run forward and backward; print outputs and gradients; check expectations"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_file_arguments(parser)
+    add_feed_arguments(parser)
+    add_json_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    program, feeds = load_program(args)
+    outputs = program.forward(**feeds)
+    grads = program.backward()
+    results = program.expectations()
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        print_json({
+            "graph": program.name,
+            "outputs": outputs,
+            "grads": grads,
+            "expects": [
+                {
+                    "line": r.expectation.span.line,
+                    "expect": r.expectation.describe(),
+                    "ok": r.ok,
+                    "actual": r.actual,
+                    "detail": r.detail,
+                }
+                for r in results
+            ],
+        })
+        return ExitCode.CHECK_FAILED if failed else ExitCode.OK
+
+    width = max(len(n) for n in list(outputs) + list(grads) + [""])
+    print(f"graph {program.name}")
+    print()
+    print("outputs")
+    for name, value in outputs.items():
+        print(f"  {name:<{width}}  {fmt_array(value)}")
+    print()
+    print(f"gradients of {program.plan.seed}")
+    for name, grad in grads.items():
+        print(f"  {name:<{width}}  {fmt_array(grad)}")
+    missing = [n for n in program.plan.wrt if n not in grads]
+    for name in missing:
+        print(f"  {name:<{width}}  none (read only as labels)")
+    if results:
+        print()
+        print("expectations")
+        path = program.ir.source.path
+        for r in results:
+            mark = "ok  " if r.ok else "FAIL"
+            line = f"  {mark}  {path}:{r.expectation.span.line}  {r.expectation.describe()}"
+            if not r.ok:
+                got = fmt_array(r.actual) if r.actual is not None else ""
+                line += f"  (got {got}; {r.detail})" if got else f"  ({r.detail})"
+            print(line)
+        print(f"{len(results) - len(failed)} of {len(results)} expectations hold")
+    return ExitCode.CHECK_FAILED if failed else ExitCode.OK

@@ -1,0 +1,70 @@
+"""The front end in one call: text -> parsed -> elaborated -> checked -> typed.
+
+Each stage is its own module; this one only chains them and collects the
+errors of every graph in a file, so a person sees them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphc import ast
+from graphc.check import CheckedGraph, check
+from graphc.elaborate import elaborate
+from graphc.errors import Diagnostic, GraphcError, did_you_mean
+from graphc.ir import GraphIR, TensorType
+from graphc.parse import parse, parse_file
+from graphc.shapes import infer_shapes
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledGraph:
+    checked: CheckedGraph
+    types: dict[str, TensorType]
+
+    @property
+    def name(self) -> str:
+        return self.checked.name
+
+    @property
+    def ir(self) -> GraphIR:
+        return self.checked.ir
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return self.checked.warnings
+
+
+def compile_module(module: ast.Module) -> list[CompiledGraph]:
+    graphs: list[CompiledGraph] = []
+    errors: list[Diagnostic] = []
+    for ir in elaborate(module):
+        try:
+            checked = check(ir)
+            graphs.append(CompiledGraph(checked, infer_shapes(checked)))
+        except GraphcError as err:
+            errors.extend(err.diagnostics)
+    if errors:
+        raise GraphcError(diagnostics=errors)
+    return graphs
+
+
+def front_end(text: str, path: str = "<string>") -> list[CompiledGraph]:
+    return compile_module(parse(text, path))
+
+
+def front_end_file(path: str | Path) -> list[CompiledGraph]:
+    return compile_module(parse_file(path))
+
+
+def select(graphs: list[CompiledGraph], name: str | None) -> CompiledGraph:
+    """The graph called `name`, or the file's first graph."""
+    if name is None:
+        return graphs[0]
+    for graph in graphs:
+        if graph.name == name:
+            return graph
+    names = [g.name for g in graphs]
+    hint = did_you_mean(name, names) or "graphs in this file: " + ", ".join(f"`{n}`" for n in names)
+    raise GraphcError(f"no graph named `{name}`", hint=hint, where=str(graphs[0].ir.source.path))

@@ -1,0 +1,417 @@
+"""Stage 2: syntax tree -> flat IR (`graphc.ir.GraphIR`), one per graph.
+
+Resolves op names against the registry (arity, attributes), expands arrow
+chains into op nodes, turns literal arguments into consts, converts values
+and initializers to numpy, and reports duplicate definitions. Names that are
+used but never defined are left for the checker, which sees the whole graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphc import ast
+from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
+from graphc.ir import (
+    DTYPES,
+    ConstDecl,
+    Decl,
+    Expectation,
+    GraphIR,
+    Initializer,
+    InputDecl,
+    OpNode,
+    ParamDecl,
+    TensorType,
+)
+from graphc.ops import REGISTRY, Op
+
+# Initializer name -> how many numbers it takes.
+INITIALIZERS = {"zeros": 0, "ones": 0, "normal": 1, "uniform": 2, "he": 0, "xavier": 0, "onehot": 0}
+ROLES = ("images", "labels")
+
+
+def elaborate(module: ast.Module) -> list[GraphIR]:
+    errors: list[Diagnostic] = []
+    graphs: list[GraphIR] = []
+    seen: dict[str, ast.Name] = {}
+    for graph in module.graphs:
+        if graph.name.text in seen:
+            errors.append(_duplicate(graph.name, seen[graph.name.text], "graph"))
+        seen[graph.name.text] = graph.name
+        builder = _GraphBuilder(graph, module)
+        graphs.append(builder.build())
+        errors.extend(builder.errors)
+    if errors:
+        raise GraphcError(diagnostics=errors)
+    return graphs
+
+
+def _duplicate(name: ast.Name, first: ast.Name, what: str = "") -> Diagnostic:
+    return Diagnostic(
+        f"duplicate definition of {what + ' ' if what else ''}`{name.text}`",
+        name.span,
+        f"`{name.text}` is first defined at line {first.span.line}; pick another name",
+    )
+
+
+class _GraphBuilder:
+    def __init__(self, graph: ast.Graph, module: ast.Module):
+        self.graph = graph
+        self.module = module
+        self.errors: list[Diagnostic] = []
+        self.decls: dict[str, Decl] = {}
+        self.first: dict[str, ast.Name] = {}
+        self.dims: dict[str, int] = {}
+        self.outputs: list[tuple[str, Span]] = []
+        self.expects: list[Expectation] = []
+        self.user_names = self._user_names()
+        self.op_counts: dict[str, int] = {}
+
+    def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.errors.append(Diagnostic(message, span, hint))
+
+    def build(self) -> GraphIR:
+        for stmt in self.graph.body:
+            handler = getattr(self, "_" + type(stmt).__name__)
+            handler(stmt)
+        self.check_made_up_inputs()
+        order = {name: i for i, name in enumerate(self.decls)}
+        return GraphIR(
+            self.graph.name.text,
+            self.graph.name.span,
+            self.decls,
+            tuple(self.outputs),
+            tuple(self.expects),
+            self.dims,
+            self.module.source,
+            order,
+        )
+
+    def check_made_up_inputs(self) -> None:
+        """An input filled by an initializer needs a size for each symbolic dim."""
+        for decl in self.decls.values():
+            if isinstance(decl, InputDecl) and decl.init is not None and decl.init.kind != "value":
+                for d in decl.type.shape:
+                    if isinstance(d, str) and d not in self.dims:
+                        self.error(
+                            f"input `{decl.name}` is made up by `{decl.init.describe()}` but dim `{d}` has no size",
+                            decl.init.span,
+                            f"declare one in the graph, e.g. `dim {d} = 2`",
+                        )
+
+    def _user_names(self) -> set[str]:
+        """Every name the person defines, so generated names never collide."""
+        names: set[str] = set()
+        for stmt in self.graph.body:
+            if isinstance(stmt, (ast.InputDecl, ast.ParamDecl, ast.ConstDecl)):
+                names.add(stmt.name.text)
+            elif isinstance(stmt, ast.Assign):
+                names.add(stmt.target.text)
+            elif isinstance(stmt, ast.Chain):
+                for link in stmt.links:
+                    if link.alias:
+                        names.add(link.alias.text)
+                    if isinstance(link.item, ast.Name):
+                        names.add(link.item.text)
+        return names
+
+    def define(self, name: ast.Name, decl: Decl) -> None:
+        if name.text in self.first:
+            self.errors.append(_duplicate(name, self.first[name.text]))
+            return
+        self.first[name.text] = name
+        self.decls[name.text] = decl
+
+    # --- declarations --------------------------------------------------------
+
+    def _DimDecl(self, stmt: ast.DimDecl) -> None:
+        if stmt.name.text in self.dims:
+            self.error(f"duplicate definition of dim `{stmt.name.text}`", stmt.name.span)
+        elif stmt.size < 1:
+            self.error(f"dim `{stmt.name.text}` must be at least 1, got {stmt.size}", stmt.span)
+        else:
+            self.dims[stmt.name.text] = stmt.size
+
+    def _InputDecl(self, stmt: ast.InputDecl) -> None:
+        dtype = (stmt.type.dtype if stmt.type else None) or "f64"
+        shape = stmt.type.shape if stmt.type else None
+        init = self.initializer(stmt.init, dtype, shape, stmt.name) if stmt.init else None
+        if shape is None:
+            shape = tuple(init.value.shape) if init is not None and init.value is not None else ()
+        role = None
+        if stmt.role is not None:
+            role = stmt.role.text
+            if role not in ROLES:
+                hint = did_you_mean(role, ROLES) or "an input is fed `from images` or `from labels`"
+                self.error(f"unknown data role `{role}`", stmt.role.span, hint)
+        decl = InputDecl(
+            stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init, role,
+            stmt.role.span if stmt.role else None,
+        )
+        self.define(stmt.name, decl)
+
+    def _ParamDecl(self, stmt: ast.ParamDecl) -> None:
+        dtype = stmt.type.dtype or "f64"
+        shape = stmt.type.shape
+        if dtype == "i64":
+            self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", stmt.type.span)
+        if shape is not None:
+            symbolic = [d for d in shape if isinstance(d, str)]
+            if symbolic:
+                self.error(
+                    f"param `{stmt.name.text}` has symbolic dim `{symbolic[0]}`; a param's shape must be concrete",
+                    stmt.type.span,
+                )
+                return
+        if stmt.init is None:
+            self.error(
+                f"param `{stmt.name.text}` has no initializer",
+                stmt.span,
+                "add one, e.g. `= normal(0.01)`, `= zeros` or `= he`",
+            )
+            return
+        init = self.initializer(stmt.init, dtype, shape, stmt.name)
+        if init is None:
+            return
+        if shape is None:
+            if init.value is None:
+                self.error(
+                    f"param `{stmt.name.text}` needs a shape for `{init.kind}`", stmt.type.span,
+                    f"e.g. `param {stmt.name.text}: [784, 50] = {init.describe()}`",
+                )
+                return
+            shape = tuple(init.value.shape)
+        self.define(stmt.name, ParamDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init))
+
+    def _ConstDecl(self, stmt: ast.ConstDecl) -> None:
+        dtype = stmt.type.dtype if stmt.type else None
+        value = self.array(stmt.value, dtype or "f64")
+        if value is None:
+            return
+        shape = stmt.type.shape if stmt.type and stmt.type.shape is not None else tuple(value.shape)
+        if not self.literal_fits(value, shape, stmt.value, stmt.name):
+            return
+        self.define(stmt.name, ConstDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), value))
+
+    def initializer(self, init: ast.Init, dtype: str, shape, name: ast.Name) -> Initializer | None:
+        if init.literal is not None:
+            value = self.array(init.literal, dtype)
+            if value is None:
+                return None
+            if shape is not None and value.ndim > 0 and not self.literal_fits(value, shape, init.literal, name):
+                return None
+            return Initializer("value", (), value, init.span)
+        assert init.kind is not None
+        kind = init.kind.text
+        if kind not in INITIALIZERS:
+            hint = did_you_mean(kind, INITIALIZERS) or "initializers: " + ", ".join(INITIALIZERS)
+            self.error(f"unknown initializer `{kind}`", init.kind.span, hint)
+            return None
+        wanted = INITIALIZERS[kind]
+        if len(init.args) != wanted:
+            usage = {"normal": "normal(std)", "uniform": "uniform(low, high)"}.get(kind, kind)
+            self.error(
+                f"initializer `{kind}` takes {wanted} number{'s' if wanted != 1 else ''}, got {len(init.args)}",
+                init.span,
+                f"write `{usage}`",
+            )
+            return None
+        return Initializer(kind, init.args, None, init.span)
+
+    def array(self, literal: ast.Literal, dtype: str) -> np.ndarray | None:
+        try:
+            return np.array(literal.value, dtype=DTYPES[dtype])
+        except (ValueError, TypeError):
+            self.error("ragged list: every row must have the same length", literal.span)
+            return None
+
+    def literal_fits(self, value: np.ndarray, shape, literal: ast.Literal, name: ast.Name) -> bool:
+        declared = TensorType(None, tuple(shape))
+        ok = value.ndim == len(shape) and all(
+            isinstance(d, str) or d == n for d, n in zip(shape, value.shape)
+        )
+        if not ok:
+            self.error(
+                f"value of `{name.text}` has shape {list(value.shape)}, declared {declared.shape_text()}",
+                literal.span,
+            )
+        return ok
+
+    # --- nodes ---------------------------------------------------------------
+
+    def resolve_op(self, name: ast.Name) -> Op | None:
+        op = REGISTRY.get(name.text)
+        if op is None:
+            hint = did_you_mean(name.text, REGISTRY) or "ops: " + ", ".join(REGISTRY)
+            self.error(f"unknown op `{name.text}`", name.span, hint)
+        return op
+
+    def operand(self, arg: ast.Arg) -> tuple[str, Span]:
+        if isinstance(arg, ast.Name):
+            return arg.text, arg.span
+        # A literal operand becomes a const named by its value, shared by equal literals.
+        text = arg.span.source.line(arg.span.line)[arg.span.column - 1 : arg.span.end_column - 1]
+        name = text if arg.span.end_line == arg.span.line else repr(arg.value)
+        name = "".join(name.split())
+        if name not in self.decls:
+            value = np.array(arg.value, dtype=np.float64)
+            self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value)
+        return name, arg.span
+
+    def node(self, target: str, target_span: Span, stmt_span: Span, call: ast.Call | ast.Name,
+             piped: tuple[str, Span] | None = None) -> bool:
+        """Add `target = op(piped, args...)`; False if the op is wrong."""
+        op_name = call.op if isinstance(call, ast.Call) else call
+        op = self.resolve_op(op_name)
+        if op is None:
+            return False
+        operands = [piped] if piped else []
+        attrs: dict[str, Any] = {}
+        if isinstance(call, ast.Call):
+            operands += [self.operand(a) for a in call.args]
+            if not self.attributes(op, call, attrs):
+                return False
+        for key, attr in op.attributes.items():
+            attrs.setdefault(key, attr.default)
+        call_span = call.span
+        if len(operands) != len(op.operands):
+            n = len(op.operands)
+            got = len(operands) - (1 if piped else 0)
+            piped_note = " plus the value piped in by `->`" if piped else ""
+            self.error(
+                f"wrong number of arguments: `{op.name}` takes {n} ({', '.join(op.operands)}), "
+                f"got {got}{piped_note}",
+                call_span,
+                f"write `{op.name}({', '.join(op.operands)})`"
+                + (f", or `-> {op.name}({', '.join(op.operands[1:])})` in a chain" if n > 1 else ""),
+            )
+            return False
+        decl = OpNode(
+            target, target_span, stmt_span, op,
+            tuple(name for name, _ in operands), tuple(span for _, span in operands), attrs, call_span,
+        )
+        self.define(ast.Name(target, target_span), decl)
+        return True
+
+    def attributes(self, op: Op, call: ast.Call, attrs: dict[str, Any]) -> bool:
+        ok = True
+        for attr in call.attrs:
+            key = attr.name.text
+            spec = op.attributes.get(key)
+            if spec is None:
+                known = ", ".join(f"`{k}`" for k in op.attributes)
+                hint = did_you_mean(key, op.attributes) or (
+                    f"`{op.name}` takes {known}" if known else f"`{op.name}` takes no attributes"
+                )
+                self.error(f"unknown attribute `{key}` for `{op.name}`", attr.name.span, hint)
+                ok = False
+            elif key in attrs:
+                self.error(f"attribute `{key}` given twice", attr.name.span)
+                ok = False
+            elif spec.choices and attr.value.value not in spec.choices:
+                choices = ", ".join(f"`{c}`" for c in spec.choices)
+                self.error(
+                    f"`{key}` of `{op.name}` must be one of {choices}, got `{attr.value.value}`",
+                    attr.value.span,
+                    did_you_mean(str(attr.value.value), spec.choices),
+                )
+                ok = False
+            else:
+                attrs[key] = attr.value.value
+        return ok
+
+    def _Assign(self, stmt: ast.Assign) -> None:
+        self.node(stmt.target.text, stmt.target.span, stmt.span, stmt.call)
+
+    def _Chain(self, stmt: ast.Chain) -> None:
+        """`x -> f(a) -> g as h -> y` is `f1 = f(x, a); h = g(f1); y = ...`.
+
+        The last link names the result; the links between apply ops, the piped
+        value first. Unnamed intermediate values are called after their op
+        (affine1, relu1, affine2), the textbook's layer names.
+        """
+        *steps, last = stmt.links
+        if not isinstance(last.item, ast.Name) or last.alias is not None:
+            self.error(
+                "a chain must end by naming its result",
+                last.span,
+                "end it with `-> NAME`, e.g. `x -> relu -> h`",
+            )
+            return
+        if last.item.text in REGISTRY:
+            self.error(
+                f"chain ends in op `{last.item.text}`; name its result",
+                last.item.span,
+                f"write `... -> {last.item.text} -> NAME`",
+            )
+            return
+        if not steps and isinstance(stmt.head, ast.Name):
+            self.error("a chain needs at least one op between its ends", stmt.span, "e.g. `x -> relu -> h`")
+            return
+        if isinstance(stmt.head, ast.Call):
+            first = self.auto_name(stmt.head.op.text) if steps else last.item.text
+            if not self.node(first, stmt.head.span, stmt.span, stmt.head):
+                return
+            current = (first, stmt.head.span)
+        else:
+            current = (stmt.head.text, stmt.head.span)
+        for i, link in enumerate(steps):
+            final = i == len(steps) - 1
+            if isinstance(link.item, ast.Name) and link.item.text not in REGISTRY:
+                hint = did_you_mean(link.item.text, REGISTRY)
+                hint = hint or f"to name a value inside a chain, write `-> op as {link.item.text}`"
+                self.error(f"unknown op `{link.item.text}`", link.item.span, hint)
+                return
+            if final:
+                target, span = last.item.text, last.item.span
+            elif link.alias is not None:
+                target, span = link.alias.text, link.alias.span
+            else:
+                target, span = self.auto_name(_op_name(link.item)), _op_span(link.item)
+            if final and link.alias is not None:
+                self.error(
+                    f"`as {link.alias.text}` on the last op of a chain: its result is `{last.item.text}`",
+                    link.alias.span,
+                )
+                return
+            if not self.node(target, span, stmt.span, link.item, piped=current):
+                return
+            current = (target, span)
+
+    def auto_name(self, op: str) -> str:
+        while True:
+            self.op_counts[op] = self.op_counts.get(op, 0) + 1
+            name = f"{op}{self.op_counts[op]}"
+            if name not in self.user_names and name not in self.decls:
+                return name
+
+    # --- outputs and expectations --------------------------------------------
+
+    def _OutputDecl(self, stmt: ast.OutputDecl) -> None:
+        for name in stmt.names:
+            if any(name.text == seen for seen, _ in self.outputs):
+                self.error(f"`{name.text}` is already an output", name.span)
+            else:
+                self.outputs.append((name.text, name.span))
+
+    def _ExpectDecl(self, stmt: ast.ExpectDecl) -> None:
+        value = self.array(stmt.value, "f64")
+        if value is None:
+            return
+        if stmt.tolerance is not None and stmt.tolerance < 0:
+            self.error("a tolerance must not be negative", stmt.span)
+            return
+        self.expects.append(
+            Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span)
+        )
+
+
+def _op_name(item: ast.Name | ast.Call) -> str:
+    return item.op.text if isinstance(item, ast.Call) else item.text
+
+
+def _op_span(item: ast.Name | ast.Call) -> Span:
+    return item.op.span if isinstance(item, ast.Call) else item.span

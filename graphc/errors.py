@@ -1,0 +1,154 @@
+"""Diagnostics: every mistake a person can make becomes a GraphcError.
+
+A diagnostic points at a span of some source text (a .graph file, or the
+command line itself) and renders as
+
+    models/bad.graph:7:9: error: unknown op `rleu`
+        7 |     h = rleu(x)
+          |         ^^^^
+    hint: did you mean `relu`?
+
+The command line prints it and exits with status 2; nothing here raises a
+Python traceback at a person.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    CHECK_FAILED = 1  # a check ran and failed: an `expect`, a gradient check
+    USER_ERROR = 2  # the person's input is wrong: syntax, shapes, flags, files
+    INTERNAL_ERROR = 3  # a bug in graphc itself
+
+
+class Source:
+    """Text that diagnostics point into: a file, a string, a command-line argument."""
+
+    def __init__(self, text: str, path: str = "<string>"):
+        self.text = text
+        self.path = path
+        self.lines = text.splitlines() or [""]
+
+    def line(self, lineno: int) -> str:
+        if 1 <= lineno <= len(self.lines):
+            return self.lines[lineno - 1]
+        return ""
+
+    def __repr__(self) -> str:
+        return f"Source({self.path!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class Span:
+    """A region of a Source, 1-based lines and columns, end exclusive."""
+
+    source: Source
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.source.path}:{self.line}:{self.column}"
+
+    def __repr__(self) -> str:
+        return f"Span({self})"
+
+    @classmethod
+    def whole_line(cls, source: Source, line: int) -> Span:
+        text = source.line(line)
+        start = len(text) - len(text.lstrip()) + 1
+        return cls(source, line, start, line, len(text.rstrip()) + 1)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    severity: str = "error"  # or "warning"
+    # Further places shown under the first, e.g. each step of a cycle.
+    related: tuple[Span, ...] = ()
+    # A prefix for diagnostics with no span ("graphc", or a data file's path).
+    where: str | None = None
+    # Labelled places elsewhere, e.g. the declaration a command-line value disagrees with.
+    notes: tuple[tuple[str, Span], ...] = ()
+
+    def render(self) -> str:
+        if self.span is not None:
+            head = f"{self.span}: {self.severity}: {self.message}"
+        else:
+            head = f"{self.where or 'graphc'}: {self.severity}: {self.message}"
+        lines = [head]
+        spans = ([self.span] if self.span is not None else []) + list(self.related)
+        if spans:
+            width = len(str(max(s.line for s in spans)))
+            for span in spans:
+                lines.extend(_excerpt(span, width))
+        for text, span in self.notes:
+            lines.append(f"{span}: note: {text}")
+            lines.extend(_excerpt(span, len(str(span.line))))
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def _excerpt(span: Span, width: int) -> list[str]:
+    text = span.source.line(span.line).expandtabs(1)
+    if span.end_line == span.line:
+        end = max(span.end_column, span.column + 1)
+    else:
+        end = max(len(text.rstrip()) + 1, span.column + 1)
+    caret = " " * (span.column - 1) + "^" * (end - span.column)
+    pad = " " * width
+    return [f" {span.line:>{width}} | {text}", f" {pad} | {caret}"]
+
+
+class GraphcError(Exception):
+    """A mistake in a person's input; carries one or more diagnostics."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        span: Span | None = None,
+        hint: str | None = None,
+        related: Iterable[Span] = (),
+        where: str | None = None,
+        diagnostics: Iterable[Diagnostic] | None = None,
+        notes: Iterable[tuple[str, Span]] = (),
+    ):
+        if diagnostics is None:
+            assert message is not None
+            diagnostics = [Diagnostic(message, span, hint, "error", tuple(related), where, tuple(notes))]
+        self.diagnostics = list(diagnostics)
+        super().__init__(self.render())
+
+    @property
+    def message(self) -> str:
+        return self.diagnostics[0].message
+
+    @property
+    def span(self) -> Span | None:
+        return self.diagnostics[0].span
+
+    def render(self) -> str:
+        return "\n".join(d.render() for d in self.diagnostics)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidate, or None if nothing is close."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None
+
+
+def argument_span(text: str, start: int = 0, end: int | None = None) -> Span:
+    """A span into a command-line argument, for errors in --set and friends."""
+    source = Source(text, "<command line>")
+    end = len(text) if end is None else end
+    return Span(source, 1, start + 1, 1, max(end, start + 1) + 1)

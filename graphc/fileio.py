@@ -1,0 +1,48 @@
+"""Files written atomically: a failure never leaves a half-written file, and
+the previous file stays intact until the new one is complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, BinaryIO
+
+from graphc.errors import GraphcError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside `path`; on success it replaces `path`."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise GraphcError("cannot write: no such directory", where=str(path),
+                          hint=f"create `{directory}` first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise GraphcError(f"cannot write: {err.strerror}", where=str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    try:
+        with atomic_open(path) as handle:
+            handle.write(data)
+    except OSError as err:
+        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None

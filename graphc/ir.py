@@ -1,0 +1,149 @@
+"""The flat IR that elaboration produces and every later stage reads.
+
+A graph is a dict of declarations keyed by value name, in source order:
+inputs, params, consts and op nodes. Chains are already expanded and
+literal arguments already turned into consts, so each op node simply names
+the values it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from graphc.errors import Source, Span
+
+if TYPE_CHECKING:
+    from graphc.ops import Op
+
+Dim = Union[int, str]
+
+DTYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A dtype and a shape whose dims are sizes or symbols (`N`).
+
+    dtype None marks a literal that takes the dtype of what it meets, so that
+    `mul(x, 0.5)` stays float32 when x is.
+    """
+
+    dtype: str | None
+    shape: tuple[Dim, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+
+    def __str__(self) -> str:
+        dtype = self.dtype or "f64"
+        return dtype if not self.shape else dtype + self.shape_text()
+
+    def size(self, dims: dict[str, int] | None = None) -> int | None:
+        """Number of elements, or None when a symbolic dim is unbound."""
+        total = 1
+        for d in self.shape:
+            if isinstance(d, str):
+                if not dims or d not in dims:
+                    return None
+                d = dims[d]
+            total *= d
+        return total
+
+
+@dataclass(frozen=True, eq=False)
+class Initializer:
+    """How a param (or a made-up input) gets its first value."""
+
+    kind: str  # zeros, ones, normal, uniform, he, xavier, onehot, or value
+    args: tuple[float, ...]
+    value: np.ndarray | None  # for kind == "value"
+    span: Span
+
+    def describe(self) -> str:
+        if self.kind == "value":
+            return "value"
+        if self.args:
+            return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
+        return self.kind
+
+
+@dataclass(frozen=True, eq=False)
+class Decl:
+    name: str
+    span: Span  # the name where it is defined
+    stmt_span: Span  # the whole statement, for diagrams and cycle reports
+
+
+@dataclass(frozen=True, eq=False)
+class InputDecl(Decl):
+    type: TensorType
+    init: Initializer | None
+    role: str | None  # `from images` / `from labels`
+    role_span: Span | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ParamDecl(Decl):
+    type: TensorType
+    init: Initializer
+
+
+@dataclass(frozen=True, eq=False)
+class ConstDecl(Decl):
+    type: TensorType
+    value: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class OpNode(Decl):
+    op: Op
+    args: tuple[str, ...]
+    arg_spans: tuple[Span, ...]
+    attrs: dict[str, Any]
+    call_span: Span
+
+
+@dataclass(frozen=True, eq=False)
+class Expectation:
+    target: str
+    of_grad: bool
+    value: np.ndarray
+    tolerance: float | None
+    span: Span
+    target_span: Span
+
+    def describe(self) -> str:
+        target = f"grad({self.target})" if self.of_grad else self.target
+        text = self.span.source.line(self.span.line).strip()
+        value = text.split("==", 1)[1].strip() if "==" in text else str(self.value)
+        return f"{target} == {value}"
+
+
+@dataclass(frozen=True, eq=False)
+class GraphIR:
+    name: str
+    span: Span
+    decls: dict[str, Decl]
+    outputs: tuple[tuple[str, Span], ...]
+    expects: tuple[Expectation, ...]
+    dims: dict[str, int]  # `dim N = 3`
+    source: Source
+    # Position of each declaration in the source: breaks ties in plans.
+    order: dict[str, int] = field(default_factory=dict)
+
+    def inputs(self) -> list[InputDecl]:
+        return [d for d in self.decls.values() if isinstance(d, InputDecl)]
+
+    def params(self) -> list[ParamDecl]:
+        return [d for d in self.decls.values() if isinstance(d, ParamDecl)]
+
+    def nodes(self) -> list[OpNode]:
+        return [d for d in self.decls.values() if isinstance(d, OpNode)]

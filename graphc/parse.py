@@ -1,0 +1,260 @@
+"""Stage 1: .graph text -> typed syntax tree (`graphc.ast.Module`).
+
+The grammar lives in grammars/graphc.lark (installed as package data under
+`graphc.grammars`). Lark parses it LALR with positions kept; the Transformer
+below only builds dataclasses. Lark's exceptions become GraphcErrors that say,
+in words, what was expected where.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+import lark
+from lark import Token, Transformer, v_args
+
+from graphc import ast
+from graphc.errors import GraphcError, Source, Span
+
+GRAMMAR_FILE = "graphc.lark"
+
+
+def grammar_text() -> str:
+    """The grammar, from the installed package or, in a source checkout, grammars/."""
+    try:
+        return resources.files("graphc.grammars").joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_FILE).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    source = Source(text, path)
+    try:
+        tree = _parser().parse(text)
+    except lark.UnexpectedInput as err:
+        raise _syntax_error(err, source) from None
+    try:
+        return _ToAst(source).transform(tree)
+    except lark.exceptions.VisitError as err:
+        if isinstance(err.orig_exc, GraphcError):
+            raise err.orig_exc from None
+        raise
+
+
+def parse_file(path: str | Path) -> ast.Module:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GraphcError("no such file", where=str(path)) from None
+    except IsADirectoryError:
+        raise GraphcError("is a directory, not a .graph file", where=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise GraphcError(f"not UTF-8 text (byte {err.start})", where=str(path)) from None
+    except OSError as err:
+        raise GraphcError(err.strerror or str(err), where=str(path)) from None
+    return parse(text, str(path))
+
+
+# --- syntax errors -----------------------------------------------------------
+
+# How terminals read in "expected ..." messages; string terminals show themselves.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "INT": "an integer",
+    "SIGNED_NUMBER": "a number",
+    "STRING": "a string",
+    "DTYPE": "`f32`, `f64` or `i64`",
+    "$END": "end of file",
+}
+_STATEMENT_KEYWORDS = {"input", "param", "const", "output", "expect", "dim"}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _TERMINAL_WORDS:
+        return _TERMINAL_WORDS[terminal]
+    try:
+        pattern = _parser().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal
+    if isinstance(pattern, lark.lexer.PatternStr):
+        return f"`{pattern.value}`"
+    return terminal.lower()
+
+
+def _expected(terminals: set[str] | frozenset[str]) -> str:
+    words = sorted({_describe(t) for t in terminals})
+    keywords = {w.strip("`") for w in words}
+    if _STATEMENT_KEYWORDS <= keywords:
+        rest = [w for w in words if w.strip("`") not in _STATEMENT_KEYWORDS and w != "a name"]
+        words = ["a statement"] + rest
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _token_span(source: Source, token: Token) -> Span:
+    end_column = token.end_column if token.end_line == token.line else token.column + 1
+    return Span(source, token.line, token.column, token.line, max(end_column, token.column + 1))
+
+
+def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
+    if isinstance(err, lark.UnexpectedCharacters):
+        char = source.text[err.pos_in_stream]
+        span = Span(source, err.line, err.column, err.line, err.column + 1)
+        hint = "statements end at the end of the line; no `;` is needed" if char == ";" else None
+        return GraphcError(f"unexpected character `{char}`", span, hint)
+    if isinstance(err, lark.UnexpectedEOF) or (
+        isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"
+    ):
+        last = len(source.lines)
+        column = len(source.line(last)) + 1
+        span = Span(source, last, column, last, column + 1)
+        hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in err.expected else None
+        return GraphcError(f"unexpected end of file; expected {_expected(err.expected)}", span, hint)
+    assert isinstance(err, lark.UnexpectedToken)
+    token = err.token
+    span = _token_span(source, token)
+    shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
+    return GraphcError(
+        f"unexpected `{shown}`; expected {_expected(err.expected)}", span, _syntax_hint(err)
+    )
+
+
+def _syntax_hint(err: lark.UnexpectedToken) -> str | None:
+    expected, token = err.expected, err.token
+    if "LPAR" in expected and token.type == "NAME" and "MINUS_GREATER" not in expected:
+        return "ops are called with parentheses, e.g. `y = relu(x)`"
+    if token.type == "EQUAL" and "__ANON_0" in expected or (token.value == "=" and any(
+            _describe(t) == "`==`" for t in expected)):
+        return "an expectation compares with `==`, e.g. `expect price == 220`"
+    if token.type == "NAME" and "COLON" in expected and "EQUAL" in expected:
+        return "a declaration reads `input NAME: f64[N, 784]` or `input NAME = VALUE`"
+    return None
+
+
+# --- the syntax tree ---------------------------------------------------------
+
+
+def _span(source: Source, meta) -> Span:
+    return Span(source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+@v_args(meta=True, inline=True)
+class _ToAst(Transformer):
+    """Builds `graphc.ast` dataclasses from Lark's tree, and nothing else."""
+
+    def __init__(self, source: Source):
+        super().__init__(visit_tokens=True)
+        self.source = source
+
+    def _s(self, meta) -> Span:
+        return _span(self.source, meta)
+
+    # Terminals arrive before the rules that hold them.
+    def NAME(self, token: Token) -> ast.Name:  # noqa: N802 (Lark's naming)
+        return ast.Name(str(token), _token_span(self.source, token))
+
+    def start(self, meta, *graphs):
+        return ast.Module(tuple(graphs), self.source)
+
+    def graph(self, meta, name, *body):
+        return ast.Graph(name, tuple(body), self._s(meta))
+
+    def dim_decl(self, meta, name, size):
+        return ast.DimDecl(name, int(size), self._s(meta))
+
+    def input_decl(self, meta, name, type_, init, role):
+        return ast.InputDecl(name, type_, init, role, self._s(meta))
+
+    def param_decl(self, meta, name, type_, init):
+        return ast.ParamDecl(name, type_, init, self._s(meta))
+
+    def const_decl(self, meta, name, type_, value):
+        return ast.ConstDecl(name, type_, value, self._s(meta))
+
+    def assign(self, meta, target, call):
+        return ast.Assign(target, call, self._s(meta))
+
+    def chain(self, meta, head, *links):
+        return ast.Chain(head, tuple(links), self._s(meta))
+
+    def link(self, meta, item, alias):
+        return ast.Link(item, alias, self._s(meta))
+
+    def output_decl(self, meta, *names):
+        return ast.OutputDecl(tuple(names), self._s(meta))
+
+    def expect_decl(self, meta, target, value, tolerance):
+        of_grad = isinstance(target, tuple)
+        name = target[0] if of_grad else target
+        tol = None if tolerance is None else float(tolerance.value)
+        return ast.ExpectDecl(name, of_grad, value, tol, self._s(meta))
+
+    def grad_target(self, meta, name):
+        return (name,)  # marks `grad(name)` apart from a plain name
+
+    def call(self, meta, op, *args):
+        args = [a for a in args if a is not None]
+        attrs = tuple(a for a in args if isinstance(a, ast.Attr))
+        operands = tuple(a for a in args if not isinstance(a, ast.Attr))
+        return ast.Call(op, operands, attrs, self._s(meta))
+
+    def name_arg(self, meta, name):
+        return name
+
+    def literal_arg(self, meta, literal):
+        return literal
+
+    def attr_arg(self, meta, name, value):
+        if isinstance(value, ast.Literal):
+            value = ast.AttrValue(value.value, value.span)
+        return ast.Attr(name, value, self._s(meta))
+
+    def symbol(self, meta, name):
+        return ast.AttrValue(name.text, name.span)
+
+    def string(self, meta, token):
+        return ast.AttrValue(str(token)[1:-1].encode().decode("unicode_escape"), self._s(meta))
+
+    def type(self, meta, *parts):
+        dtype = None
+        shape = None
+        for part in parts:
+            if isinstance(part, Token):
+                dtype = str(part)
+            elif part is not None:
+                shape = part
+        return ast.TensorType(dtype, shape, self._s(meta))
+
+    def shape(self, meta, *dims):
+        return tuple(d for d in dims if d is not None)
+
+    def int_dim(self, meta, token):
+        return int(token)
+
+    def sym_dim(self, meta, name):
+        return name.text
+
+    def init_call(self, meta, kind, *args):
+        numbers = tuple(float(a.value) for a in args if a is not None)
+        return ast.Init(kind, numbers, None, self._s(meta))
+
+    def init_value(self, meta, literal):
+        return ast.Init(None, (), literal, self._s(meta))
+
+    def list(self, meta, *items):
+        values = [item.value for item in items if item is not None]
+        return ast.Literal(values, self._s(meta))
+
+    def number(self, meta, token):
+        text = str(token)
+        value: int | float = int(text) if text.lstrip("+-").isdigit() else float(text)
+        return ast.Literal(value, _token_span(self.source, token))

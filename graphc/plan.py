@@ -1,0 +1,236 @@
+"""Stage 6: checked, typed graph -> forward and backward plans.
+
+A plan is data: a list of forward steps in topological order (ties broken
+by source order) and a list of backward steps in reverse, each naming its
+local rule, which gradients it writes or adds into (fan-out), and what it
+reads from the forward pass. Backward is pruned to the steps that lie between
+the seed output and a value whose gradient is wanted.
+
+The plan also records liveness: after which step each forward value is dead,
+so the interpreter can let go of it; and which steps' saved tensors backward
+uses at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import networkx as nx
+
+from graphc.check import CheckedGraph
+from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
+from graphc.ops import Op
+
+
+def grad_name(value: str) -> str:
+    return f"d_{value}"
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardStep:
+    out: str
+    op: Op
+    args: tuple[str, ...]
+    attrs: dict[str, Any]
+    taped: bool  # backward uses this step: keep what its forward saves
+    saves: tuple[str, ...]  # what backward reads from this step, by name
+    frees: tuple[str, ...]  # forward values no later step reads
+
+    def text(self) -> str:
+        attrs = "".join(f", {k}={v}" for k, v in self.attrs.items() if v != self.op.attributes[k].default)
+        return f"{self.out} = {self.op.name}({', '.join(self.args)}{attrs})"
+
+
+@dataclass(frozen=True, eq=False)
+class GradWrite:
+    """One operand's gradient from one backward step."""
+
+    operand: int
+    target: str  # the gradient written, e.g. d_apple
+    accumulate: bool  # add into a gradient a later consumer already wrote
+    in_place: bool  # ... and that gradient is a buffer of the plan's own, safe to add into
+    rule: str  # the local rule, e.g. d_price * tax
+    reads: tuple[str, ...]  # forward values and saved tensors it reads
+
+
+@dataclass(frozen=True, eq=False)
+class BackwardStep:
+    node: str  # the forward node whose local rules this applies
+    forward_index: int  # its step in the forward plan, whose saved tensors it reads
+    op: Op
+    attrs: dict[str, Any]
+    dout: str  # the incoming gradient, e.g. d_price
+    needs: tuple[bool, ...]  # which operands get a gradient
+    writes: tuple[GradWrite, ...]
+    frees: tuple[str, ...]  # gradients dead after this step
+
+    def targets(self) -> tuple[str | None, ...]:
+        by_operand = {w.operand: w.target for w in self.writes}
+        return tuple(by_operand.get(i) for i in range(len(self.needs)))
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    graph: str
+    types: dict[str, TensorType]
+    inputs: tuple[str, ...]
+    params: tuple[str, ...]
+    consts: tuple[str, ...]
+    outputs: tuple[str, ...]
+    forward: tuple[ForwardStep, ...]
+    seed: str | None  # the output backward starts from; None for a forward-only plan
+    backward: tuple[BackwardStep, ...] = ()
+    wrt: tuple[str, ...] = ()  # values whose gradients the plan returns
+    # Values wanted gradients that nothing differentiable connects to the seed.
+    disconnected: tuple[str, ...] = ()
+    keep: tuple[str, ...] = field(default=())  # forward values kept after the pass
+
+    def text(self) -> str:
+        from graphc.emit import plan_text  # the printer lives with the other emitters
+
+        return plan_text(self)
+
+
+def make_plan(
+    checked: CheckedGraph,
+    types: dict[str, TensorType],
+    wrt: Iterable[str] | None = None,
+    seed: str | None = None,
+    keep: Iterable[str] = (),
+) -> Plan:
+    """The training plan: forward everything, backward from `seed` to `wrt`.
+
+    wrt defaults to every input and param; seed to the first output. `keep`
+    names forward values the caller wants after the pass (outputs always are).
+    """
+    ir = checked.ir
+    seed = seed or checked.output
+    decls = ir.decls
+    inputs = tuple(n for n in checked.order if isinstance(decls[n], InputDecl))
+    params = tuple(n for n in checked.order if isinstance(decls[n], ParamDecl))
+    wanted = tuple(wrt) if wrt is not None else inputs + params
+    nodes = [n for n in checked.order if isinstance(decls[n], OpNode)]
+
+    # Which values carry a gradient to the seed, and which depend on a wanted one.
+    graph = checked.graph
+    reaches: set[str] = {seed}
+    for name in reversed(checked.order):
+        for _, consumer, position in graph.out_edges(name, keys=True):
+            if consumer in reaches and decls[consumer].op.differentiable(position):
+                reaches.add(name)
+                break
+    depends: set[str] = set(wanted)
+    for name in nodes:
+        node = decls[name]
+        if any(arg in depends and node.op.differentiable(i) for i, arg in enumerate(node.args)):
+            depends.add(name)
+    live = reaches & depends
+
+    backward: list[BackwardStep] = []
+    # Gradient -> whether its buffer is the plan's own (a fresh array no one
+    # else holds), so that fan-out contributions can be added into it in place.
+    written: dict[str, bool] = {}
+    index = {name: i for i, name in enumerate(nodes)}
+    for name in reversed(nodes):
+        if name not in live:
+            continue
+        node = decls[name]
+        needs = tuple(node.op.differentiable(i) and arg in live for i, arg in enumerate(node.args))
+        if not any(needs):
+            continue
+        names = _rule_names(node, name)
+        writes = []
+        for i, arg in enumerate(node.args):
+            if not needs[i]:
+                continue
+            rule = node.op.rules[node.op.operands[i]]
+            text = node.op.rule(i, names, node.attrs)
+            reads = tuple(_saved_name(node, name, item) for item in rule.reads)
+            target = grad_name(arg)
+            accumulate = target in written
+            writes.append(GradWrite(
+                i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads
+            ))
+            written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
+        backward.append(BackwardStep(name, index[name], node.op, node.attrs, grad_name(name), needs, tuple(writes), ()))
+
+    used_saves = {step.forward_index for step in backward}
+    outputs = tuple(n for n, _ in ir.outputs)
+    keep_set = set(outputs) | set(keep)
+    forward = _forward_steps(checked, nodes, used_saves, keep_set)
+    backward = _free_gradients(backward, {grad_name(w) for w in wanted} | {grad_name(k) for k in keep})
+    # A wanted value with no path at all to the seed has gradient zero; one
+    # whose paths all go through labels has none.
+    upstream = nx.ancestors(graph, seed)
+    disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
+    return Plan(
+        ir.name, types, inputs, params,
+        tuple(n for n in checked.order if isinstance(decls[n], ConstDecl)),
+        outputs, forward, seed, tuple(backward), wanted, disconnected,
+        tuple(sorted(keep_set, key=ir.order.__getitem__)),
+    )
+
+
+def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], targets: Iterable[str]) -> Plan:
+    """Forward only, just the steps the targets need, nothing saved for backward."""
+    targets = tuple(targets)
+    needed = set(targets)
+    for target in targets:
+        needed |= nx.ancestors(checked.graph, target)
+    decls = checked.ir.decls
+    nodes = [n for n in checked.order if n in needed and isinstance(decls[n], OpNode)]
+    ir = checked.ir
+    return Plan(
+        ir.name, types,
+        tuple(n for n in checked.order if n in needed and isinstance(decls[n], InputDecl)),
+        tuple(n for n in checked.order if n in needed and isinstance(decls[n], ParamDecl)),
+        tuple(n for n in checked.order if n in needed and isinstance(decls[n], ConstDecl)),
+        targets, _forward_steps(checked, nodes, set(), set(targets)), None, keep=targets,
+    )
+
+
+def _forward_steps(checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]) -> tuple[ForwardStep, ...]:
+    decls = checked.ir.decls
+    last_read: dict[str, int] = {}
+    for i, name in enumerate(nodes):
+        for arg in decls[name].args:
+            last_read[arg] = i
+    frees: dict[int, list[str]] = {}
+    for i, name in enumerate(nodes):
+        # An op value nobody reads later is dropped after its last reader (or
+        # at once); backward keeps what it needs through the saved tensors.
+        if name in keep:
+            continue
+        frees.setdefault(last_read.get(name, i), []).append(name)
+    steps = []
+    for i, name in enumerate(nodes):
+        node = decls[name]
+        taped = i in used_saves
+        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
+        steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
+    return tuple(steps)
+
+
+def _free_gradients(steps: list[BackwardStep], keep: set[str]) -> list[BackwardStep]:
+    """Mark each incoming gradient dead after the step that consumes it."""
+    result = []
+    for step in steps:
+        frees = () if step.dout in keep else (step.dout,)
+        result.append(BackwardStep(step.node, step.forward_index, step.op, step.attrs, step.dout,
+                                   step.needs, step.writes, frees))
+    return result
+
+
+def _rule_names(node: OpNode, name: str) -> dict[str, str]:
+    names = dict(zip(node.op.operands, node.args))
+    names.update(dout=grad_name(name), out=name)
+    return names
+
+
+def _saved_name(node: OpNode, name: str, item: str) -> str:
+    if item == "out":
+        return name
+    if item in node.op.operands:
+        return node.args[node.op.operands.index(item)]
+    return f"{name}.{item}"
