@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
 from graphc.graph import build_graph
 from graphc.ir import ConstDecl, GraphIR, InputDecl, OpNode, ParamDecl
@@ -34,15 +35,20 @@ class CheckedGraph:
         return self.ir.outputs[0][0]
 
 
+@gc_paused
 def check(ir: GraphIR) -> CheckedGraph:
     graph = build_graph(ir)
     errors = _undefined_names(ir, graph) + _outputs(ir) + _roles(ir)
-    cycle = _cycle(ir, graph)
-    if cycle:
-        errors.append(cycle)
+    # The order, when there is one, doubles as the test for cycles; an
+    # undefined name (no position of its own) sorts last.
+    try:
+        order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: ir.order.get(n, len(ir.order))))
+    except nx.NetworkXUnfeasible:
+        cycle = _cycle(ir, graph)
+        if cycle:
+            errors.append(cycle)
     if errors:
         raise GraphcError(diagnostics=sorted(errors, key=_position))
-    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: ir.order[n]))
     return CheckedGraph(ir, graph, order, tuple(_warnings(ir, graph)))
 
 
@@ -52,8 +58,8 @@ def _position(d: Diagnostic) -> tuple[int, int]:
 
 def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
     errors = []
-    for name in graph.nodes:
-        if "decl" in graph.nodes[name]:
+    for name, decl in graph.nodes(data="decl"):
+        if decl is not None:
             continue
         for _, _, span in graph.out_edges(name, data="span"):
             errors.append(Diagnostic(f"undefined name `{name}`", span, did_you_mean(name, ir.decls)))
@@ -115,8 +121,9 @@ def _warnings(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
     outputs = {name for name, _ in ir.outputs}
     expected = {e.target for e in ir.expects}
     reaching = nx.ancestors(graph, ir.outputs[0][0]) | {ir.outputs[0][0]}
+    read = {name for name, _ in graph.edges()}
     for name, decl in ir.decls.items():
-        if graph.out_degree(name) == 0 and name not in outputs and name not in expected:
+        if name not in read and name not in outputs and name not in expected:
             if isinstance(decl, ConstDecl) and decl.span is decl.stmt_span:
                 continue  # a literal argument; it is read where it is written
             kind = _kind(decl)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from graphc import ast
+from graphc._gc import gc_paused
 from graphc.check import CheckedGraph, check
 from graphc.elaborate import elaborate
 from graphc.errors import Diagnostic, GraphcError, did_you_mean
@@ -50,10 +51,12 @@ def compile_module(module: ast.Module) -> list[CompiledGraph]:
     return graphs
 
 
+@gc_paused
 def front_end(text: str, path: str = "<string>") -> list[CompiledGraph]:
     return compile_module(parse(text, path))
 
 
+@gc_paused
 def front_end_file(path: str | Path) -> list[CompiledGraph]:
     return compile_module(parse_file(path))
 

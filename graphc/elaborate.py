@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from graphc import ast
+from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
 from graphc.ir import (
     DTYPES,
@@ -33,6 +34,7 @@ INITIALIZERS = {"zeros": 0, "ones": 0, "normal": 1, "uniform": 2, "he": 0, "xavi
 ROLES = ("images", "labels")
 
 
+@gc_paused
 def elaborate(module: ast.Module) -> list[GraphIR]:
     errors: list[Diagnostic] = []
     graphs: list[GraphIR] = []

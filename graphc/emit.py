@@ -17,7 +17,7 @@ def _columns(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 def plan_text(plan: Plan) -> str:
     lines = [f"graph {plan.graph}", ""]
-    lines.append(f"forward ({len(plan.forward)} steps)")
+    lines.append(f"forward ({_steps(len(plan.forward))})")
     rows = []
     for i, step in enumerate(plan.forward, 1):
         saves = f"saves {', '.join(step.saves)}" if step.saves else ""
@@ -27,7 +27,7 @@ def plan_text(plan: Plan) -> str:
     if plan.seed is None:
         return "\n".join(lines) + "\n"
     lines.append("")
-    lines.append(f"backward from {plan.seed} ({len(plan.backward)} steps, seeded with {grad_name(plan.seed)} = 1)")
+    lines.append(f"backward from {plan.seed} ({_steps(len(plan.backward))}, seeded with {grad_name(plan.seed)} = 1)")
     rows = []
     numbers = {step.out: i for i, step in enumerate(plan.forward, 1)}
     for step in plan.backward:
@@ -44,6 +44,10 @@ def plan_text(plan: Plan) -> str:
     if zero:
         lines.append("zero (no path to the output): " + ", ".join(zero))
     return "\n".join(lines) + "\n"
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
 
 
 def _written(plan: Plan, name: str) -> bool:

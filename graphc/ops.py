@@ -15,7 +15,7 @@ gradient can be shared by several consumers in a DAG.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -94,6 +94,29 @@ class Op:
         """The local rule for operand's gradient, names substituted."""
         return self.rules[self.operands[operand]].text.format(**names)
 
+    def own_tensor_type(self, item: str, types: dict[str, TensorType]) -> TensorType:
+        """The type of a tensor of the op's own that backward reads ("mask"),
+        from `types` of the operands and "out"; for memory planning."""
+        raise KeyError(f"{self.name} saves no tensor `{item}`")
+
+    # --- code generation (graphc.codegen) ---------------------------------
+    # The op as numpy source. `v` maps the operand names, "out", "dout" and
+    # the op's own tensors ("mask") to Python expressions; `types` maps the
+    # operand names and "out" to their types. `helpers` are the functions of
+    # this module the source calls; codegen copies their source text into the
+    # generated module, so it runs the interpreter's very arithmetic.
+    helpers: ClassVar[tuple[Callable, ...]] = ()
+
+    def forward_source(self, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType],
+                       taped: bool) -> list[str]:
+        """Lines that set `v["out"]` (and, when taped, the own tensors backward reads)."""
+        raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
+
+    def grad_source(self, operand: int, v: dict[str, str], attrs: dict[str, Any],
+                    types: dict[str, TensorType]) -> str:
+        """An expression for the operand's gradient, already summed to its shape."""
+        raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
+
     def __repr__(self) -> str:
         return f"<op {self.name}>"
 
@@ -161,6 +184,84 @@ def sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
 
 
+def sum_to_source(expr: str, shape: Sequence[Dim], target: Sequence[Dim]) -> str:
+    """`sum_to` as source, its axes found from the types: `d_h.sum(axis=0)`.
+
+    A dim 1 in `target` against any other dim (a symbol included) was
+    stretched; numpy gives the same sums if a symbol turns out to be 1.
+    """
+    lead = len(shape) - len(target)
+    added = tuple(range(lead))
+    stretched = tuple(i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
+    if not added and not stretched:
+        return expr
+    base = expr if expr.isidentifier() else f"({expr})"
+    if added:
+        base += ".sum()" if lead == len(shape) else f".sum(axis={_axes_text(added)})"
+    if stretched:
+        base += f".sum(axis={_axes_text(stretched)}, keepdims=True)"
+    return base
+
+
+def _axes_text(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+# --- numpy kernels ----------------------------------------------------------
+# Shared by the ops below and by generated modules, which get a copy of their
+# source: each is plain numpy and reads nothing else from this module.
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed stably."""
+    # exp of -|x| never overflows; both branches of the logistic follow from it.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(e.dtype, copy=False)
+
+
+def softmax_cross_entropy(y, t, mean=True):
+    """Cross-entropy of softmax(y) against labels t, and softmax(y).
+
+    t is one-hot rows shaped like y, or class indices. The loss is averaged
+    over the batch when `mean`, else summed.
+    """
+    # log-softmax by log-sum-exp: shifting by the max keeps exp finite.
+    z = y - y.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    total = e.sum(axis=-1, keepdims=True)
+    probs = e / total
+    log_total = np.log(total)
+    n = y.shape[0] if y.ndim == 2 else 1
+    if t.shape == y.shape:
+        loss = -np.sum(t.astype(z.dtype, copy=False) * (z - log_total))  # i64 one-hot labels too
+    else:
+        t = t.astype(np.intp, copy=False)
+        if y.ndim == 2:
+            loss = -np.sum(z[np.arange(n), t] - log_total[:, 0])
+        else:
+            loss = -(z[t] - log_total[0])
+    if mean:
+        loss = loss / n
+    return np.asarray(loss, dtype=y.dtype), probs
+
+
+def softmax_cross_entropy_backward(probs, t, dout, mean=True):
+    """d loss / d y from the saved softmax(y): dout * (softmax(y) - t) / N."""
+    if t.shape == probs.shape:
+        grad = probs - t.astype(probs.dtype, copy=False)  # i64 one-hot labels must not make f32 into f64
+    else:
+        grad = probs.copy()
+        t = t.astype(np.intp, copy=False)
+        if probs.ndim == 2:
+            grad[np.arange(len(t)), t] -= 1
+        else:
+            grad[t] -= 1
+    n = probs.shape[0] if probs.ndim == 2 else 1
+    # d(mean loss)/dy = (softmax(y) - t) / N: each row's loss counts 1/N.
+    grad *= dout / n if mean else dout
+    return grad
+
+
 # --- the ops -----------------------------------------------------------------
 
 
@@ -190,6 +291,13 @@ class Mul(_Elementwise2):
         db = sum_to(dout * a, np.shape(b)) if needs[1] else None
         return da, db
 
+    def forward_source(self, v, attrs, types, taped):
+        return [f"{v['out']} = {v['a']} * {v['b']}"]
+
+    def grad_source(self, operand, v, attrs, types):
+        mine, other = ("a", "b") if operand == 0 else ("b", "a")
+        return sum_to_source(f"{v['dout']} * {v[other]}", types["out"].shape, types[mine].shape)
+
 
 @register
 class Add(_Elementwise2):
@@ -209,6 +317,12 @@ class Add(_Elementwise2):
         da = sum_to(dout, shape_a) if needs[0] else None
         db = sum_to(dout, shape_b) if needs[1] else None
         return da, db
+
+    def forward_source(self, v, attrs, types, taped):
+        return [f"{v['out']} = {v['a']} + {v['b']}"]
+
+    def grad_source(self, operand, v, attrs, types):
+        return sum_to_source(v["dout"], types["out"].shape, types[self.operands[operand]].shape)
 
 
 class _Elementwise1(Op):
@@ -236,6 +350,19 @@ class Relu(_Elementwise1):
         (mask,) = saved
         return (dout * mask,)
 
+    def own_tensor_type(self, item, types):
+        if item != "mask":
+            return super().own_tensor_type(item, types)
+        return TensorType("bool", types["out"].shape)  # one byte a value
+
+    def forward_source(self, v, attrs, types, taped):
+        if not taped:
+            return [f"{v['out']} = np.maximum({v['x']}, 0)"]
+        return [f"{v['mask']} = {v['x']} > 0", f"{v['out']} = {v['x']} * {v['mask']}"]
+
+    def grad_source(self, operand, v, attrs, types):
+        return f"{v['dout']} * {v['mask']}"
+
 
 @register
 class Sigmoid(_Elementwise1):
@@ -243,15 +370,21 @@ class Sigmoid(_Elementwise1):
     math = "out = 1 / (1 + exp(-x))"
     rules = {"x": Rule("{dout} * {out} * (1 - {out})", ("out",))}
 
+    helpers = (sigmoid,)
+
     def forward(self, attrs, x):
-        # exp of -|x| never overflows; both branches of the logistic follow from it.
-        e = np.exp(-np.abs(x))
-        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(e.dtype, copy=False)
+        out = sigmoid(x)
         return out, (out,)
 
     def backward(self, attrs, saved, dout, needs):
         (out,) = saved
         return (dout * out * (1 - out),)
+
+    def forward_source(self, v, attrs, types, taped):
+        return [f"{v['out']} = sigmoid({v['x']})"]
+
+    def grad_source(self, operand, v, attrs, types):
+        return f"{v['dout']} * {v['out']} * (1 - {v['out']})"
 
 
 @register
@@ -320,6 +453,22 @@ class Affine(Op):
             db = dout.sum(axis=0) if dout.ndim == 2 and b_shape == dout.shape[1:] else sum_to(dout, b_shape)
         return dx, dw, db
 
+    def forward_source(self, v, attrs, types, taped):
+        return [f"{v['out']} = {_flat_source(v['x'], types['x'])} @ {v['W']} + {v['b']}"]
+
+    def grad_source(self, operand, v, attrs, types):
+        x, dout = types["x"], v["dout"]
+        if operand == 0:
+            dx = f"{dout} @ {v['W']}.T"
+            if x.ndim <= 2:
+                return dx
+            # Only the batch dim may be symbolic: the rest multiply to W's rows.
+            dims = ", ".join("-1" if isinstance(d, str) else str(d) for d in x.shape)
+            return f"({dx}).reshape({dims})"
+        if operand == 1:
+            return f"np.outer({v['x']}, {dout})" if x.ndim == 1 else f"{_flat_source(v['x'], x)}.T @ {dout}"
+        return sum_to_source(dout, types["out"].shape, types["b"].shape)
+
 
 @register
 class SoftmaxLoss(Op):
@@ -356,42 +505,35 @@ class SoftmaxLoss(Op):
         rule = super().rule(operand, names, attrs)
         return rule.removesuffix(" / N") if attrs.get("reduction") == "sum" else rule
 
+    helpers = (softmax_cross_entropy, softmax_cross_entropy_backward)
+
     def forward(self, attrs, y, t):
-        # log-softmax by log-sum-exp: shifting by the max keeps exp finite.
-        z = y - y.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        total = e.sum(axis=-1, keepdims=True)
-        probs = e / total
-        log_total = np.log(total)
-        n = y.shape[0] if y.ndim == 2 else 1
-        if t.shape == y.shape:
-            loss = -np.sum(t * (z - log_total))
-        else:
-            t = t.astype(np.intp, copy=False)
-            if y.ndim == 2:
-                rows = np.arange(n)
-                loss = -np.sum(z[rows, t] - log_total[:, 0])
-            else:
-                loss = -(z[t] - log_total[0])
-        if attrs["reduction"] == "mean":
-            loss = loss / n
-        return np.asarray(loss, dtype=y.dtype), (probs, t)
+        loss, probs = softmax_cross_entropy(y, t, attrs["reduction"] == "mean")
+        return loss, (probs, t)
 
     def backward(self, attrs, saved, dout, needs):
         probs, t = saved
-        if t.shape == probs.shape:
-            grad = probs - t
-        else:
-            grad = probs.copy()
-            if probs.ndim == 2:
-                grad[np.arange(len(t)), t] -= 1
-            else:
-                grad[t] -= 1
-        n = probs.shape[0] if probs.ndim == 2 else 1
-        # d(mean loss)/dy = (softmax(y) - t) / N: each row's loss counts 1/N.
-        scale = dout / n if attrs["reduction"] == "mean" else dout
-        grad *= scale
-        return grad, None
+        return softmax_cross_entropy_backward(probs, t, dout, attrs["reduction"] == "mean"), None
+
+    def own_tensor_type(self, item, types):
+        if item != "probs":
+            return super().own_tensor_type(item, types)
+        return types["y"]
+
+    def forward_source(self, v, attrs, types, taped):
+        mean = "" if attrs["reduction"] == "mean" else ", mean=False"
+        if not taped:
+            return [f"{v['out']} = softmax_cross_entropy({v['y']}, {v['t']}{mean})[0]"]
+        return [f"{v['out']}, {v['probs']} = softmax_cross_entropy({v['y']}, {v['t']}{mean})"]
+
+    def grad_source(self, operand, v, attrs, types):
+        mean = "" if attrs["reduction"] == "mean" else ", mean=False"
+        return f"softmax_cross_entropy_backward({v['probs']}, {v['t']}, {v['dout']}{mean})"
+
+
+def _flat_source(x: str, t: TensorType) -> str:
+    """affine's x as a matrix: trailing dims flattened, as the book's Affine does."""
+    return f"{x}.reshape(len({x}), -1)" if t.ndim > 2 else x
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

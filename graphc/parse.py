@@ -9,13 +9,15 @@ in words, what was expected where.
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, Tree
 
 from graphc import ast
+from graphc._gc import gc_paused
 from graphc.errors import GraphcError, Source, Span
 
 GRAMMAR_FILE = "graphc.lark"
@@ -34,18 +36,14 @@ def _parser() -> lark.Lark:
     return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
+@gc_paused
 def parse(text: str, path: str = "<string>") -> ast.Module:
     source = Source(text, path)
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
-    try:
-        return _ToAst(source).transform(tree)
-    except lark.exceptions.VisitError as err:
-        if isinstance(err.orig_exc, GraphcError):
-            raise err.orig_exc from None
-        raise
+    return _ToAst(source).transform(tree)
 
 
 def parse_file(path: str | Path) -> ast.Module:
@@ -111,25 +109,57 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
         span = Span(source, err.line, err.column, err.line, err.column + 1)
         hint = "statements end at the end of the line; no `;` is needed" if char == ";" else None
         return GraphcError(f"unexpected character `{char}`", span, hint)
+    # What the parser accepts at the error, exactly; `expected` is LALR's
+    # merged lookahead, which names tokens that could not come next.
+    expected = getattr(err, "accepts", None) or err.expected
     if isinstance(err, lark.UnexpectedEOF) or (
         isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"
     ):
         last = len(source.lines)
         column = len(source.line(last)) + 1
         span = Span(source, last, column, last, column + 1)
-        hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in err.expected else None
-        return GraphcError(f"unexpected end of file; expected {_expected(err.expected)}", span, hint)
+        hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in expected else None
+        return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint)
     assert isinstance(err, lark.UnexpectedToken)
     token = err.token
     span = _token_span(source, token)
+    unclosed = _unclosed_graph(source, token)
+    if unclosed is not None:
+        return unclosed
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
-        f"unexpected `{shown}`; expected {_expected(err.expected)}", span, _syntax_hint(err)
+        f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
     )
 
 
-def _syntax_hint(err: lark.UnexpectedToken) -> str | None:
-    expected, token = err.expected, err.token
+def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
+    """`graph b {` inside a graph: the `}` of the graph before it is missing.
+
+    Inside a graph `graph` is an ordinary name, so the parser stumbles on
+    the name after it; say what really happened.
+    """
+    text = source.line(token.line)
+    if token.type != "NAME" or text[: token.column - 1].strip() != "graph":
+        return None
+    start = text.index("graph") + 1
+    outer = next(
+        (m.group(1) for line in reversed(source.lines[: token.line - 1])
+         if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", line))),
+        None,
+    )
+    if outer is None:
+        return None
+    return GraphcError(
+        f"graph `{outer}` is not closed before graph `{token.value}` starts",
+        Span(source, token.line, start, token.line, start + len("graph")),
+        f"add `}}` at the end of graph `{outer}`",
+    )
+
+
+def _syntax_hint(err: lark.UnexpectedToken, expected: set[str] | frozenset[str], source: Source) -> str | None:
+    token = err.token
+    if "RPAR" in expected and not source.line(token.line)[: token.column - 1].strip():
+        return "a `(` is not closed: is a `)` missing at the end of the line before?"
     if "LPAR" in expected and token.type == "NAME" and "MINUS_GREATER" not in expected:
         return "ops are called with parentheses, e.g. `y = relu(x)`"
     if token.type == "EQUAL" and "__ANON_0" in expected or (token.value == "=" and any(
@@ -147,13 +177,27 @@ def _span(source: Source, meta) -> Span:
     return Span(source, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    """Builds `graphc.ast` dataclasses from Lark's tree, and nothing else."""
+class _ToAst:
+    """Builds `graphc.ast` dataclasses from Lark's tree, and nothing else.
+
+    Bottom-up, as a Lark Transformer with `v_args(meta=True, inline=True)`:
+    each rule's method gets the rule's position and its children, already
+    built; a NAME token becomes an `ast.Name`, other tokens pass as they are.
+    A plain walk rather than `lark.Transformer`, whose per-call `v_args`
+    wrappers cost more than building the tree on large files.
+    """
 
     def __init__(self, source: Source):
-        super().__init__(visit_tokens=True)
         self.source = source
+
+    def transform(self, tree: Tree):
+        children = [
+            self.transform(child) if isinstance(child, Tree)
+            else self.NAME(child) if isinstance(child, Token) and child.type == "NAME"
+            else child
+            for child in tree.children
+        ]
+        return getattr(self, tree.data)(tree.meta, *children)
 
     def _s(self, meta) -> Span:
         return _span(self.source, meta)
@@ -206,12 +250,6 @@ class _ToAst(Transformer):
         attrs = tuple(a for a in args if isinstance(a, ast.Attr))
         operands = tuple(a for a in args if not isinstance(a, ast.Attr))
         return ast.Call(op, operands, attrs, self._s(meta))
-
-    def name_arg(self, meta, name):
-        return name
-
-    def literal_arg(self, meta, literal):
-        return literal
 
     def attr_arg(self, meta, name, value):
         if isinstance(value, ast.Literal):

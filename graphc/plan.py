@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import networkx as nx
 
+from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
 from graphc.ops import Op
@@ -92,6 +93,7 @@ class Plan:
         return plan_text(self)
 
 
+@gc_paused
 def make_plan(
     checked: CheckedGraph,
     types: dict[str, TensorType],
@@ -106,6 +108,7 @@ def make_plan(
     """
     ir = checked.ir
     seed = seed or checked.output
+    keep = tuple(keep)  # read twice below
     decls = ir.decls
     inputs = tuple(n for n in checked.order if isinstance(decls[n], InputDecl))
     params = tuple(n for n in checked.order if isinstance(decls[n], ParamDecl))
@@ -114,16 +117,16 @@ def make_plan(
 
     # Which values carry a gradient to the seed, and which depend on a wanted one.
     graph = checked.graph
+    flows = {op.name: tuple(map(op.differentiable, range(len(op.operands)))) for op in {decls[n].op for n in nodes}}
     reaches: set[str] = {seed}
-    for name in reversed(checked.order):
-        for _, consumer, position in graph.out_edges(name, keys=True):
-            if consumer in reaches and decls[consumer].op.differentiable(position):
-                reaches.add(name)
-                break
+    for name in reversed(nodes):  # every reader of a value comes after it
+        if name in reaches:
+            node = decls[name]
+            reaches.update(arg for arg, f in zip(node.args, flows[node.op.name]) if f)
     depends: set[str] = set(wanted)
     for name in nodes:
         node = decls[name]
-        if any(arg in depends and node.op.differentiable(i) for i, arg in enumerate(node.args)):
+        if any(f and arg in depends for arg, f in zip(node.args, flows[node.op.name])):
             depends.add(name)
     live = reaches & depends
 
@@ -132,11 +135,13 @@ def make_plan(
     # else holds), so that fan-out contributions can be added into it in place.
     written: dict[str, bool] = {}
     index = {name: i for i, name in enumerate(nodes)}
+    # A gradient the caller gets back stays; any other dies with the step that reads it.
+    kept_grads = {grad_name(w) for w in wanted} | {grad_name(k) for k in keep}
     for name in reversed(nodes):
         if name not in live:
             continue
         node = decls[name]
-        needs = tuple(node.op.differentiable(i) and arg in live for i, arg in enumerate(node.args))
+        needs = tuple(f and arg in live for arg, f in zip(node.args, flows[node.op.name]))
         if not any(needs):
             continue
         names = _rule_names(node, name)
@@ -153,13 +158,14 @@ def make_plan(
                 i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads
             ))
             written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
-        backward.append(BackwardStep(name, index[name], node.op, node.attrs, grad_name(name), needs, tuple(writes), ()))
+        dout = grad_name(name)
+        frees = () if dout in kept_grads else (dout,)
+        backward.append(BackwardStep(name, index[name], node.op, node.attrs, dout, needs, tuple(writes), frees))
 
     used_saves = {step.forward_index for step in backward}
     outputs = tuple(n for n, _ in ir.outputs)
     keep_set = set(outputs) | set(keep)
     forward = _forward_steps(checked, nodes, used_saves, keep_set)
-    backward = _free_gradients(backward, {grad_name(w) for w in wanted} | {grad_name(k) for k in keep})
     # A wanted value with no path at all to the seed has gradient zero; one
     # whose paths all go through labels has none.
     upstream = nx.ancestors(graph, seed)
@@ -172,6 +178,7 @@ def make_plan(
     )
 
 
+@gc_paused
 def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], targets: Iterable[str]) -> Plan:
     """Forward only, just the steps the targets need, nothing saved for backward."""
     targets = tuple(targets)
@@ -204,22 +211,48 @@ def _forward_steps(checked: CheckedGraph, nodes: list[str], used_saves: set[int]
             continue
         frees.setdefault(last_read.get(name, i), []).append(name)
     steps = []
+    op_saves: dict[str, tuple[str, ...]] = {}  # Op.saves, computed once per op
     for i, name in enumerate(nodes):
         node = decls[name]
         taped = i in used_saves
-        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
+        if taped and node.op.name not in op_saves:
+            op_saves[node.op.name] = node.op.saves
+        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in op_saves[node.op.name])) if taped else ()
         steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
     return tuple(steps)
 
 
-def _free_gradients(steps: list[BackwardStep], keep: set[str]) -> list[BackwardStep]:
-    """Mark each incoming gradient dead after the step that consumes it."""
-    result = []
-    for step in steps:
-        frees = () if step.dout in keep else (step.dout,)
-        result.append(BackwardStep(step.node, step.forward_index, step.op, step.attrs, step.dout,
-                                   step.needs, step.writes, frees))
-    return result
+def shared_gradients(plan: Plan) -> tuple[str, ...]:
+    """Returned gradients that may be the very array of another returned
+    gradient, or of the seed, so a caller must get them as copies.
+
+    `add` hands its incoming gradient to both operands unchanged (and
+    `affine` to a bias as large as its output); the plan then adds into such
+    a gradient only by making a fresh sum. Two params summed into one value
+    would otherwise get back one array, and an optimizer updating one
+    gradient in place would change the other.
+    """
+    if plan.seed is None:
+        return ()
+    seed = grad_name(plan.seed)
+    array = {seed: seed}  # gradient -> the gradient whose write made its array
+    for step in plan.backward:
+        for w in step.writes:
+            if w.accumulate:
+                if not w.in_place:
+                    array[w.target] = w.target  # a fresh sum
+            elif step.op.operands[w.operand] in step.op.passes_gradient_through:
+                array[w.target] = array[step.dout]
+            else:
+                array[w.target] = w.target
+    shared, owners = [], {seed}
+    for name in plan.wrt:
+        target = grad_name(name)
+        if target in array:
+            if array[target] in owners:
+                shared.append(target)
+            owners.add(array[target])
+    return tuple(shared)
 
 
 def _rule_names(node: OpNode, name: str) -> dict[str, str]:

@@ -106,7 +106,8 @@ class Program:
             self.params[decl.name] = initialize(decl.init, self._concrete(decl.type), param_rng)
         self._made_up: dict[str, np.ndarray] = {}
         for decl in self.ir.inputs():
-            if decl.init is not None:
+            if decl.init is not None and decl.init.kind != "value":
+                # Elaboration made sure every symbolic dim here has a `dim` size.
                 self._made_up[decl.name] = initialize(decl.init, self._concrete(decl.type), input_rng)
         self.consts = self._consts()
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
@@ -161,10 +162,18 @@ class Program:
         return feeds
 
     def _cast_value(self, value: np.ndarray, name: str) -> np.ndarray:
+        """A literal default as the input's dtype; a scalar fills a declared shape."""
         t = self.types[name]
-        return np.broadcast_to(value, self._concrete(t).shape if t.shape and value.ndim == 0 else value.shape).astype(
-            DTYPES[t.dtype]
-        )
+        if value.ndim == 0 and t.shape:
+            unbound = [d for d in t.shape if isinstance(d, str) and d not in self.ir.dims]
+            if unbound:
+                raise GraphcError(
+                    f"input `{name}`: a single number cannot fill symbolic dim `{unbound[0]}`",
+                    self.ir.decls[name].span,
+                    f"declare its size, e.g. `dim {unbound[0]} = 2`, or give a full list",
+                )
+            value = np.broadcast_to(value, self._concrete(t).shape)
+        return value.astype(DTYPES[t.dtype])
 
     def feed(self, name: str, value: Any, bindings: dict[str, tuple[int, str]] | None = None) -> np.ndarray:
         """Check `value` for input `name`; returns it as the array the plan reads.
@@ -205,7 +214,7 @@ class Program:
             raise GraphcError(
                 f"input `{name}` expects shape {declared}, got {list(array.shape)}",
                 decl.span,
-                None if name not in self.label_inputs else f"labels may also be class indices of shape {list(t.shape[:-1])}",
+                None if name not in self.label_inputs else f"labels may also be class indices of shape {TensorType(None, t.shape[:-1]).shape_text()}",
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -357,6 +366,19 @@ class Program:
 
     def __repr__(self) -> str:
         return f"<graphc.Program {self.name}: {len(self.plan.forward)} forward steps, {len(self.plan.backward)} backward>"
+
+    # Jupyter draws a Program: as SVG where Graphviz is installed, else as a
+    # Mermaid block; with the values and gradients of the last run, if any.
+
+    def _repr_svg_(self) -> str | None:
+        from graphc.draw import program_svg
+
+        return program_svg(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from graphc.draw import program_mimebundle
+
+        return program_mimebundle(self)
 
 
 DEFAULT_RTOL = 1e-9

@@ -5,58 +5,91 @@ both passes. Forward keeps each step's saved tensors on a tape when backward
 will need them; backward walks its steps, reading the tape and writing
 gradients, adding into a gradient where several consumers contribute.
 Steps are flattened into tuples once, so the loops do no attribute lookups.
+
+With free=True nothing dead is held: a forward value goes when its last
+reader has run (what backward needs lives on in the tape), a step's saved
+tensors go when its backward step has run, and a gradient when the step that
+reads it has. The loops keep no array in a local variable from one step to
+the next.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from graphc.plan import Plan, grad_name
+from graphc.plan import Plan, grad_name, shared_gradients
+
+# observe(pass, step index, *containers): called once a step's results are
+# stored and before anything it frees is let go: forward passes (env, tape),
+# backward (tape, grads). For measuring what a pass holds, step by step.
+Observer = Callable[..., None]
+# wrap(pass, step, function) -> function: replaces a step's op call, e.g. to
+# time it. Applied once, when the interpreter is built.
+Wrapper = Callable[[str, object, Callable], Callable]
 
 
 class Interpreter:
-    def __init__(self, plan: Plan, free: bool = True):
+    def __init__(self, plan: Plan, free: bool = True, *, observe: Observer | None = None,
+                 wrap: Wrapper | None = None):
         """free=False keeps every value and gradient (for printing and drawing)."""
         self.plan = plan
+        self.observe = observe
+        wrap = wrap or (lambda kind, step, function: function)
         self._forward = [
-            (step.op.forward, step.attrs, step.args, step.out, step.taped, step.frees if free else ())
+            (wrap("forward", step, step.op.forward), step.attrs, step.args, step.out, step.taped,
+             step.frees if free else ())
             for step in plan.forward
         ]
         self._backward = [
             (
-                step.op.backward, step.attrs, step.forward_index, step.dout, step.needs,
+                wrap("backward", step, step.op.backward), step.attrs, step.forward_index, step.dout, step.needs,
                 tuple((w.operand, w.target, w.accumulate, w.in_place) for w in step.writes),
                 step.frees if free else (),
             )
             for step in plan.backward
         ]
+        self._shared = shared_gradients(plan)
 
     def forward(self, env: dict[str, np.ndarray]) -> list:
         """Run forward in `env`; returns the tape of saved tensors."""
         tape: list = [None] * len(self._forward)
+        observe = self.observe
         for i, (forward, attrs, args, out, keep, frees) in enumerate(self._forward):
-            value, saved = forward(attrs, *[env[a] for a in args])
-            env[out] = value
+            env[out], saved = forward(attrs, *[env[a] for a in args])
             if keep:
                 tape[i] = saved
+            saved = None  # an untaped step's saved tensors die here
+            if observe is not None:
+                observe("forward", i, env, tape)
             for name in frees:
                 del env[name]
         return tape
 
     def backward(self, tape: list, seed: np.ndarray) -> dict[str, np.ndarray]:
-        """Run backward from `seed`; returns gradients by name (d_x)."""
+        """Run backward from `seed`; returns gradients by name (d_x).
+
+        No two gradients returned are one array, and none is the seed.
+        """
         grads: dict[str, np.ndarray] = {grad_name(self.plan.seed): seed}
-        for backward, attrs, index, dout, needs, writes, frees in self._backward:
+        observe = self.observe
+        for j, (backward, attrs, index, dout, needs, writes, frees) in enumerate(self._backward):
             results = backward(attrs, tape[index], grads[dout], needs)
-            tape[index] = None  # this step's saved tensors are dead now
             for operand, target, accumulate, in_place in writes:
-                grad = results[operand]
                 if not accumulate:
-                    grads[target] = grad
+                    grads[target] = results[operand]
                 elif in_place and isinstance(grads[target], np.ndarray):
-                    grads[target] += grad
+                    grads[target] += results[operand]
                 else:
-                    grads[target] = grads[target] + grad  # never into a shared array
+                    grads[target] = grads[target] + results[operand]  # never into a shared array
+            results = None
+            if observe is not None:
+                observe("backward", j, tape, grads)
+            tape[index] = None  # this step's saved tensors are dead now
             for name in frees:
                 del grads[name]
+        for name in self._shared:
+            if name in grads:
+                grads[name] = np.copy(grads[name])
         return grads

@@ -7,12 +7,14 @@ is reported at the operand that does not fit, with both shapes and names.
 
 from __future__ import annotations
 
+from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
 from graphc.errors import Diagnostic, GraphcError
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
 from graphc.ops import Operand, ShapeError
 
 
+@gc_paused
 def infer_shapes(checked: CheckedGraph) -> dict[str, TensorType]:
     types: dict[str, TensorType] = {}
     errors: list[Diagnostic] = []

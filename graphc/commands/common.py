@@ -33,6 +33,9 @@ def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", action="append", default=[], metavar="NAME=FILE.npy", help="give an input a value from a .npy file"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for param initializers and made-up inputs (default 0)")
+    parser.add_argument(
+        "--weights", metavar="W.npz", help="set the params from a checkpoint (graphc train --save) or an .npz of params"
+    )
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +52,13 @@ def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
 
 
 def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
-    """The selected graph as a Program, with --set/--input applied; returns (program, feeds)."""
-    compiled = select(load_graphs(args), getattr(args, "graph", None))
+    """The selected graph as a Program, with --weights, --set and --input applied; returns (program, feeds)."""
+    compiled = select_graph(load_graphs(args), args)
     program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0))
+    if getattr(args, "weights", None):
+        from graphc.checkpoint import load_weights
+
+        load_weights(program, args.weights)  # before --set, so --set can still change one param
     feeds: dict[str, np.ndarray] = {}
     for text in getattr(args, "set", []):
         name, value, where = _split_assignment("--set", text)
@@ -62,6 +69,18 @@ def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Pr
         array = _load_npy(path, where.value)
         _assign(program, feeds, name, array, where)
     return program, feeds
+
+
+def select_graph(graphs: list[CompiledGraph], args: argparse.Namespace) -> CompiledGraph:
+    """The graph `--graph NAME` names, or the file's first; a wrong name is shown on the command line."""
+    name = getattr(args, "graph", None)
+    try:
+        return select(graphs, name)
+    except GraphcError as err:
+        assert name is not None  # without --graph, select takes the first graph
+        where = _Where("--graph", name)
+        message = f"{err.message} in {args.file}"
+        raise GraphcError(message, where.span(0, len(name)), err.diagnostics[0].hint) from None
 
 
 class _Where:
@@ -105,7 +124,9 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
         array = np.array(value, dtype=np.float64)
     except (ValueError, TypeError):
         raise GraphcError(f"`{text}` is not a number or a list of numbers with equal rows", where.value) from None
-    return array
+    # Whole numbers stay integers: class-index labels and i64 inputs need them.
+    exact = np.array(value)
+    return exact if exact.dtype.kind == "i" else array
 
 
 def _load_npy(path: str, span: Span) -> np.ndarray:
@@ -156,13 +177,16 @@ def fmt_number(value: float) -> str:
 
 def fmt_array(value: Any, small: int = 12) -> str:
     """A scalar as a number, a small array in full, a large one summarised."""
+    if isinstance(value, str):
+        return value
     array = np.asarray(value)
     if array.ndim == 0:
         return fmt_number(float(array))
     if array.size <= small:
-        return np.array2string(
+        text = np.array2string(
             array, separator=", ", max_line_width=1 << 16, formatter={"float_kind": lambda v: f"{v:.6g}", "int": str}
         )
+        return text.replace("\n", "")  # rows of a matrix on one line: [[1, 2], [3, 4]]
     finite = np.isfinite(array)
     flags = ""
     if not finite.all():
@@ -172,6 +196,18 @@ def fmt_array(value: Any, small: int = 12) -> str:
     mean = float(np.mean(array))
     norm = float(np.linalg.norm(array.astype(np.float64).ravel()))
     return f"{dtype}{list(array.shape)}  mean {mean:.4g}  norm {norm:.4g}{flags}"
+
+
+def fmt_named(values: dict[str, Any], indent: str = "  ") -> list[str]:
+    """One line per value, names and array summaries in aligned columns."""
+    cells = [(name, fmt_array(value).split("  ", 1)) for name, value in values.items()]
+    name_width = max((len(n) for n, _ in cells), default=0)
+    head_width = max((len(c[0]) for _, c in cells if len(c) > 1), default=0)
+    lines = []
+    for name, parts in cells:
+        text = parts[0] if len(parts) == 1 else f"{parts[0]:<{head_width}}  {parts[1]}"
+        lines.append(f"{indent}{name:<{name_width}}  {text}")
+    return lines
 
 
 def to_json(value: Any) -> Any:

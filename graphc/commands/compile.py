@@ -1,6 +1,7 @@
 """Compile a graph and print (or write with -o) what it compiles to: the
 forward and backward plans as text, the plan as JSON, a standalone numpy
-module, or a Graphviz DOT diagram."""
+module, or a Graphviz DOT diagram. With --batch, the plan also shows the
+memory one training step holds, step by step, and its peak."""
 
 from __future__ import annotations
 
@@ -8,26 +9,67 @@ import argparse
 import json
 from typing import Callable
 
-from graphc.commands.common import add_file_arguments, load_graphs, write_output
-from graphc.compiler import CompiledGraph, select
+from graphc.commands.common import add_file_arguments, load_graphs, select_graph, write_output
+from graphc.compiler import CompiledGraph
 from graphc.emit import plan_json, plan_text
-from graphc.plan import make_plan
+from graphc.errors import GraphcError, did_you_mean
+from graphc.ir import TensorType
+from graphc.plan import Plan, make_plan
 
 HELP = "print the forward and backward plans, or the graph as Python, JSON or DOT"
 
 
+def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
+    """--wrt: `params`, `inputs`, `all` (the default) or names, comma-separated."""
+    inputs = tuple(d.name for d in graph.ir.inputs())
+    params = tuple(d.name for d in graph.ir.params())
+    if text is None or text == "all":
+        return None
+    if text == "params":
+        return params
+    if text == "inputs":
+        return inputs
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if name not in inputs + params:
+            hint = did_you_mean(name, inputs + params) or "give `params`, `inputs`, `all`, or names of inputs and params"
+            raise GraphcError(f"--wrt: no input or param named `{name}` in graph `{graph.name}`", hint=hint)
+    return names
+
+
+def training_plan(graph: CompiledGraph, args: argparse.Namespace) -> Plan:
+    """The plan --wrt and --dtype ask for."""
+    types = graph.types
+    dtype = {"float32": "f32", "float64": "f64"}.get(getattr(args, "dtype", None) or "")
+    if dtype:
+        types = {n: TensorType(dtype, t.shape) if t.dtype in ("f32", "f64") else t for n, t in types.items()}
+    return make_plan(graph.checked, types, wrt=wrt_names(graph, getattr(args, "wrt", None)))
+
+
 def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
-    return plan_text(make_plan(graph.checked, graph.types))
+    plan = training_plan(graph, args)
+    text = plan_text(plan)
+    if args.batch is not None:
+        from graphc.memory import batch_dims, memory_text, predict_memory
+
+        text += "\n" + memory_text(predict_memory(plan, batch_dims(graph, plan, args.batch)))
+    return text
 
 
 def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
-    return json.dumps(plan_json(make_plan(graph.checked, graph.types)), indent=2) + "\n"
+    plan = training_plan(graph, args)
+    data = plan_json(plan)
+    if args.batch is not None:
+        from graphc.memory import batch_dims, memory_json, predict_memory
+
+        data["memory"] = memory_json(predict_memory(plan, batch_dims(graph, plan, args.batch)))
+    return json.dumps(data, indent=2) + "\n"
 
 
 def _python(graph: CompiledGraph, args: argparse.Namespace) -> str:
     from graphc.codegen import python_module
 
-    return python_module(graph)
+    return python_module(graph, dtype=args.dtype, wrt=wrt_names(graph, args.wrt))
 
 
 def _dot(graph: CompiledGraph, args: argparse.Namespace) -> str:
@@ -49,9 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     parser.add_argument("--emit", choices=EMITTERS, default="plan", help="what to emit (default: plan)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of printing")
+    parser.add_argument(
+        "--wrt", metavar="WHAT",
+        help="which gradients backward computes: `all` inputs and params (default), `params` "
+             "(a training step), `inputs`, or names, comma-separated",
+    )
+    parser.add_argument("--dtype", choices=("float32", "float64"), help="make every float value this dtype")
+    parser.add_argument(
+        "--batch", type=int, metavar="B",
+        help="with --emit plan or json: the memory of one step at batch size B, step by step, and its peak",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    graph = select(load_graphs(args), args.graph)
+    graph = select_graph(load_graphs(args), args)
     write_output(EMITTERS[args.emit](graph, args), args.output)
     return 0

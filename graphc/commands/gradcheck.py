@@ -12,19 +12,20 @@ from tabulate import tabulate
 from graphc.commands.common import (
     add_feed_arguments, add_file_arguments, add_json_argument, load_program, print_json,
 )
-from graphc.errors import ExitCode, GraphcError
+from graphc.errors import ExitCode
 from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, check_grads
 
 HELP = "compare backprop with numerical gradients, per tensor"
 
 
 def _positive(text: str) -> float:
+    # ArgumentTypeError, so that argparse names the flag in the message.
     try:
         value = float(text)
     except ValueError:
-        raise GraphcError(f"`{text}` is not a number") from None
+        raise argparse.ArgumentTypeError(f"`{text}` is not a number") from None
     if not value > 0:
-        raise GraphcError(f"must be positive, got {text}")
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -65,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"FAIL: {len(failed)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
               + ", ".join(r.name for r in failed))
         return ExitCode.CHECK_FAILED
-    print(f"ok: {len(rows)} tensors within relative error {args.rtol:g}")
+    print(f"ok: {len(rows)} tensor{'s' * (len(rows) != 1)} within relative error {args.rtol:g}")
     return ExitCode.OK

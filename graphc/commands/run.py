@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from graphc.commands.common import (
-    add_feed_arguments, add_file_arguments, add_json_argument, fmt_array, load_program, print_json,
+    add_feed_arguments, add_file_arguments, add_json_argument, fmt_array, fmt_named, load_program, print_json,
 )
 from graphc.errors import ExitCode
 
@@ -44,19 +44,17 @@ def run(args: argparse.Namespace) -> int:
         })
         return ExitCode.CHECK_FAILED if failed else ExitCode.OK
 
-    width = max(len(n) for n in list(outputs) + list(grads) + [""])
     print(f"graph {program.name}")
     print()
     print("outputs")
-    for name, value in outputs.items():
-        print(f"  {name:<{width}}  {fmt_array(value)}")
+    print("\n".join(fmt_named(outputs)))
     print()
     print(f"gradients of {program.plan.seed}")
-    for name, grad in grads.items():
-        print(f"  {name:<{width}}  {fmt_array(grad)}")
-    missing = [n for n in program.plan.wrt if n not in grads]
-    for name in missing:
-        print(f"  {name:<{width}}  none (read only as labels)")
+    shown: dict = dict(grads)
+    for name in program.plan.wrt:
+        if name not in grads:
+            shown[name] = "none (read only as labels)"
+    print("\n".join(fmt_named(shown)))
     if results:
         print()
         print("expectations")

@@ -1,0 +1,34 @@
+"""Pause Python's cycle collector while a compiler stage runs.
+
+Each stage allocates one small object per token, node, edge or step and keeps
+nearly all of them. Every 700 allocations the collector wakes and scans the
+young objects, and the older generations again and again as they grow: on a
+10,000-node graph that is about 40% of the front end's time, and it finds
+nothing, because the stages make no reference cycles to collect. The stages
+therefore run with the collector paused; it resumes (if it was on) when the
+outermost paused stage returns, and collects as usual from then on.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+def gc_paused(function: F) -> F:
+    """Decorate a stage so that it runs with the cycle collector paused."""
+
+    @functools.wraps(function)
+    def paused(*args, **kwargs):
+        if not gc.isenabled():  # already paused, by an outer stage or the caller
+            return function(*args, **kwargs)
+        gc.disable()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused  # type: ignore[return-value]

@@ -1,0 +1,960 @@
+"""Every mistake a person can make, with its whole rendered message: the
+location, the message, the source line, the caret and the hint. The command
+line prints the same text and exits 2, never with a traceback."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc.cli import main
+from graphc.errors import GraphcError
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def text(block: str) -> str:
+    return textwrap.dedent(block).strip("\n")
+
+
+def source(block: str) -> str:
+    return textwrap.dedent(block).lstrip("\n")
+
+
+def error(src: str) -> str:
+    """The rendered error compiling `src` (as m.graph) raises."""
+    with pytest.raises(GraphcError) as info:
+        graphc.compile_source(source(src), "m.graph")
+    return info.value.render()
+
+
+def warnings_of(src: str) -> str:
+    program = graphc.compile_source(source(src), "m.graph")
+    return "\n".join(d.render() for d in program.compiled.warnings)
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """stderr of a command that must fail with status 2 and no traceback."""
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+    return captured.err.rstrip("\n")
+
+
+# --- syntax --------------------------------------------------------------------
+
+
+def test_syntax_error_says_what_was_expected():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu x
+            output y
+        }
+    """) == text("""
+        m.graph:3:14: error: unexpected `x`; expected `(`
+         3 |     y = relu x
+           |              ^
+        hint: ops are called with parentheses, e.g. `y = relu(x)`
+    """)
+
+
+def test_syntax_error_for_an_unclosed_call():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu(x
+            output y
+        }
+    """) == text("""
+        m.graph:4:5: error: unexpected `output`; expected `)`, `,` or `=`
+         4 |     output y
+           |     ^^^^^^
+        hint: a `(` is not closed: is a `)` missing at the end of the line before?
+    """)
+
+
+def test_syntax_error_lists_only_what_can_really_come_next():
+    assert error("""
+        graph g {
+            input x = 1 2
+        }
+    """) == text("""
+        m.graph:2:17: error: unexpected `2`; expected a statement, `from` or `}`
+         2 |     input x = 1 2
+           |                 ^
+    """)
+
+
+def test_semicolon():
+    assert error("""
+        graph g {
+            input x = 1;
+            output x
+        }
+    """) == text("""
+        m.graph:2:16: error: unexpected character `;`
+         2 |     input x = 1;
+           |                ^
+        hint: statements end at the end of the line; no `;` is needed
+    """)
+
+
+def test_missing_closing_brace_at_end_of_file():
+    assert error("""
+        graph g {
+            input x = 1
+            output x
+    """) == text("""
+        m.graph:3:13: error: unexpected end of file; expected a statement, `,` or `}`
+         3 |     output x
+           |             ^
+        hint: every `graph NAME {` needs a closing `}`
+    """)
+
+
+def test_missing_closing_brace_before_the_next_graph():
+    assert error("""
+        graph a {
+            input x = 1
+            output x
+
+        graph b {
+            input x = 1
+            output x
+        }
+    """) == text("""
+        m.graph:5:1: error: graph `a` is not closed before graph `b` starts
+         5 | graph b {
+           | ^^^^^
+        hint: add `}` at the end of graph `a`
+    """)
+
+
+def test_expectation_with_a_single_equals():
+    assert error("""
+        graph g {
+            input x = 1
+            output x
+            expect x = 1
+        }
+    """) == text("""
+        m.graph:4:14: error: unexpected `=`; expected `==`
+         4 |     expect x = 1
+           |              ^
+        hint: an expectation compares with `==`, e.g. `expect price == 220`
+    """)
+
+
+def test_empty_file():
+    assert error("") == text("""
+        m.graph:1:1: error: unexpected end of file; expected `graph`
+         1 | 
+           | ^
+    """)
+
+
+# --- names and ops -------------------------------------------------------------------
+
+
+def test_unknown_op_suggests_the_closest():
+    assert error("""
+        graph g {
+            input x = 1
+            y = rleu(x)
+            output y
+        }
+    """) == text("""
+        m.graph:3:9: error: unknown op `rleu`
+         3 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+    """)
+
+
+def test_unknown_op_with_nothing_close_lists_the_ops():
+    assert error("""
+        graph g {
+            input x = 1
+            y = conv2d(x)
+            output y
+        }
+    """) == text("""
+        m.graph:3:9: error: unknown op `conv2d`
+         3 |     y = conv2d(x)
+           |         ^^^^^^
+        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss
+    """)
+
+
+def test_unknown_op_in_a_chain():
+    assert error("""
+        graph g {
+            input x = 1
+            x -> sigmiod -> y
+            output y
+        }
+    """) == text("""
+        m.graph:3:10: error: unknown op `sigmiod`
+         3 |     x -> sigmiod -> y
+           |          ^^^^^^^
+        hint: did you mean `sigmoid`?
+    """)
+
+
+def test_wrong_number_of_arguments():
+    assert error("""
+        graph g {
+            input x = 1
+            y = mul(x)
+            output y
+        }
+    """) == text("""
+        m.graph:3:9: error: wrong number of arguments: `mul` takes 2 (a, b), got 1
+         3 |     y = mul(x)
+           |         ^^^^^^
+        hint: write `mul(a, b)`, or `-> mul(b)` in a chain
+    """)
+
+
+def test_wrong_number_of_arguments_in_a_chain():
+    assert error("""
+        graph g {
+            input x: [2, 3]
+            param W: [3, 4] = zeros
+            x -> affine(W) -> y
+            output y
+        }
+    """) == text("""
+        m.graph:4:10: error: wrong number of arguments: `affine` takes 3 (x, W, b), got 1 plus the value piped in by `->`
+         4 |     x -> affine(W) -> y
+           |          ^^^^^^^^^
+        hint: write `affine(x, W, b)`, or `-> affine(W, b)` in a chain
+    """)
+
+
+def test_unknown_attribute():
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            input t: [2, 3]
+            loss = softmax_loss(y, t, reduce=sum)
+            output loss
+        }
+    """) == text("""
+        m.graph:4:31: error: unknown attribute `reduce` for `softmax_loss`
+         4 |     loss = softmax_loss(y, t, reduce=sum)
+           |                               ^^^^^^
+        hint: did you mean `reduction`?
+    """)
+
+
+def test_attribute_of_an_op_that_takes_none():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu(x, slope=0.1)
+            output y
+        }
+    """) == text("""
+        m.graph:3:17: error: unknown attribute `slope` for `relu`
+         3 |     y = relu(x, slope=0.1)
+           |                 ^^^^^
+        hint: `relu` takes no attributes
+    """)
+
+
+def test_attribute_value_not_among_the_choices():
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            input t: [2, 3]
+            loss = softmax_loss(y, t, reduction=summ)
+            output loss
+        }
+    """) == text("""
+        m.graph:4:41: error: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `summ`
+         4 |     loss = softmax_loss(y, t, reduction=summ)
+           |                                         ^^^^
+        hint: did you mean `sum`?
+    """)
+
+
+def test_undefined_name_suggests_the_closest():
+    assert error("""
+        graph g {
+            input apple = 100
+            price = mul(aple, 2)
+            output price
+        }
+    """) == text("""
+        m.graph:3:17: error: undefined name `aple`
+         3 |     price = mul(aple, 2)
+           |                 ^^^^
+        hint: did you mean `apple`?
+    """)
+
+
+def test_duplicate_definition():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu(x)
+            y = sigmoid(x)
+            output y
+        }
+    """) == text("""
+        m.graph:4:5: error: duplicate definition of `y`
+         4 |     y = sigmoid(x)
+           |     ^
+        hint: `y` is first defined at line 3; pick another name
+    """)
+
+
+def test_duplicate_graph():
+    assert error("""
+        graph g {
+            input x = 1
+            output x
+        }
+        graph g {
+            input x = 1
+            output x
+        }
+    """) == text("""
+        m.graph:5:7: error: duplicate definition of graph `g`
+         5 | graph g {
+           |       ^
+        hint: `g` is first defined at line 1; pick another name
+    """)
+
+
+def test_cycle_shows_its_path_through_the_source():
+    assert error("""
+        graph g {
+            input x = 1
+            a = add(x, c)
+            b = mul(a, x)
+            c = relu(b)
+            output c
+        }
+    """) == text("""
+        m.graph:3:5: error: cycle: `a` -> `b` -> `c` -> `a`
+         3 |     a = add(x, c)
+           |     ^^^^^^^^^^^^^
+         4 |     b = mul(a, x)
+           |     ^^^^^^^^^^^^^
+         5 |     c = relu(b)
+           |     ^^^^^^^^^^^
+        hint: a value cannot depend on itself; break the loop by reading an input or param instead
+    """)
+
+
+def test_a_node_that_reads_itself_is_a_cycle():
+    assert error("""
+        graph g {
+            input x = 1
+            a = add(x, a)
+            output a
+        }
+    """) == text("""
+        m.graph:3:5: error: cycle: `a` -> `a`
+         3 |     a = add(x, a)
+           |     ^^^^^^^^^^^^^
+        hint: a value cannot depend on itself; break the loop by reading an input or param instead
+    """)
+
+
+def test_output_not_defined():
+    assert error("""
+        graph g {
+            input x = 1
+            price = relu(x)
+            output prise
+        }
+    """) == text("""
+        m.graph:4:12: error: output `prise` is not defined
+         4 |     output prise
+           |            ^^^^^
+        hint: did you mean `price`?
+    """)
+
+
+def test_no_output():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu(x)
+        }
+    """) == text("""
+        m.graph:1:7: error: graph `g` has no output
+         1 | graph g {
+           |       ^
+        hint: add `output NAME` for the value to compute; backward starts from the first output
+    """)
+
+
+def test_expectation_about_an_undefined_name():
+    assert error("""
+        graph g {
+            input x = 1
+            y = relu(x)
+            output y
+            expect grad(z) == 1
+        }
+    """) == text("""
+        m.graph:5:17: error: undefined name `z`
+         5 |     expect grad(z) == 1
+           |                 ^
+    """)
+
+
+def test_all_errors_of_a_stage_are_reported_together_in_source_order():
+    assert error("""
+        graph g {
+            input x = 1
+            a = relu(q)
+            output b
+        }
+        graph h {
+            input x = 1
+            y = relu(z)
+            output y
+        }
+    """) == text("""
+        m.graph:3:14: error: undefined name `q`
+         3 |     a = relu(q)
+           |              ^
+        m.graph:4:12: error: output `b` is not defined
+         4 |     output b
+           |            ^
+        m.graph:8:14: error: undefined name `z`
+         8 |     y = relu(z)
+           |              ^
+    """)
+
+
+def test_op_errors_come_before_name_errors():
+    # Names are checked once every op is known: the unknown op is reported
+    # first, the undefined name in the other graph on the next try.
+    assert error("""
+        graph g {
+            input x = 1
+            a = relu(q)
+            output a
+        }
+        graph h {
+            input x = 1
+            y = rleu(x)
+            z = sigmod(y)
+            output z
+        }
+    """) == text("""
+        m.graph:8:9: error: unknown op `rleu`
+         8 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+        m.graph:9:9: error: unknown op `sigmod`
+         9 |     z = sigmod(y)
+           |         ^^^^^^
+        hint: did you mean `sigmoid`?
+    """)
+
+
+# --- declarations ----------------------------------------------------------------
+
+
+def test_unknown_initializer():
+    assert error("""
+        graph g {
+            param W: [2, 3] = glorot
+            output W
+        }
+    """) == text("""
+        m.graph:2:23: error: unknown initializer `glorot`
+         2 |     param W: [2, 3] = glorot
+           |                       ^^^^^^
+        hint: initializers: zeros, ones, normal, uniform, he, xavier, onehot
+    """)
+
+
+def test_initializer_with_the_wrong_numbers():
+    assert error("""
+        graph g {
+            param W: [2, 3] = uniform(1)
+            output W
+        }
+    """) == text("""
+        m.graph:2:23: error: initializer `uniform` takes 2 numbers, got 1
+         2 |     param W: [2, 3] = uniform(1)
+           |                       ^^^^^^^^^^
+        hint: write `uniform(low, high)`
+    """)
+
+
+def test_param_without_initializer():
+    assert error("""
+        graph g {
+            param W: [2, 3]
+            output W
+        }
+    """) == text("""
+        m.graph:2:5: error: param `W` has no initializer
+         2 |     param W: [2, 3]
+           |     ^^^^^^^^^^^^^^^
+        hint: add one, e.g. `= normal(0.01)`, `= zeros` or `= he`
+    """)
+
+
+def test_literal_that_does_not_fit_its_declared_shape():
+    assert error("""
+        graph g {
+            input x: [2, 3] = [1, 2]
+            output x
+        }
+    """) == text("""
+        m.graph:2:23: error: value of `x` has shape [2], declared [2, 3]
+         2 |     input x: [2, 3] = [1, 2]
+           |                       ^^^^^^
+    """)
+
+
+def test_made_up_input_needs_a_size_for_its_symbolic_dim():
+    assert error("""
+        graph g {
+            input x: [N, 3] = normal(1)
+            output x
+        }
+    """) == text("""
+        m.graph:2:23: error: input `x` is made up by `normal(1)` but dim `N` has no size
+         2 |     input x: [N, 3] = normal(1)
+           |                       ^^^^^^^^^
+        hint: declare one in the graph, e.g. `dim N = 2`
+    """)
+
+
+def test_unknown_data_role():
+    assert error("""
+        graph g {
+            input x: [2, 3] = zeros from image
+            output x
+        }
+    """) == text("""
+        m.graph:2:34: error: unknown data role `image`
+         2 |     input x: [2, 3] = zeros from image
+           |                                  ^^^^^
+        hint: did you mean `images`?
+    """)
+
+
+def test_ragged_list():
+    assert error("""
+        graph g {
+            input x = [[1, 2], [3]]
+            output x
+        }
+    """) == text("""
+        m.graph:2:15: error: ragged list: every row must have the same length
+         2 |     input x = [[1, 2], [3]]
+           |               ^^^^^^^^^^^^^
+    """)
+
+
+# --- shapes and dtypes -------------------------------------------------------------
+
+
+def test_shape_mismatch_names_both_shapes_and_both_operands():
+    assert error("""
+        graph g {
+            input x: [3, 4]
+            input y: [3, 5]
+            z = add(x, y)
+            output z
+        }
+    """) == text("""
+        m.graph:4:16: error: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [3, 5] (dim 4 vs 5)
+         4 |     z = add(x, y)
+           |                ^
+        hint: input `y` is declared f64[3, 5] at line 3
+    """)
+
+
+def test_affine_shape_mismatch():
+    assert error("""
+        graph g {
+            input x: f64[N, 784]
+            param W1: [748, 50] = normal(0.01)
+            param b1: [50] = zeros
+            h = affine(x, W1, b1)
+            output h
+        }
+    """) == text("""
+        m.graph:5:19: error: shape mismatch in `affine`: `x` has 784 features, `W1` expects 748 (x is [N, 784], W is [748, 50])
+         5 |     h = affine(x, W1, b1)
+           |                   ^^
+        hint: param `W1` is declared f64[748, 50] at line 3
+    """)
+
+
+def test_bias_that_does_not_fit():
+    assert error("""
+        graph g {
+            input x: [4, 3]
+            param W: [3, 5] = zeros
+            param b: [4] = zeros
+            h = affine(x, W, b)
+            output h
+        }
+    """) == text("""
+        m.graph:5:22: error: shape mismatch in `affine`: bias `b` [4] does not fit x·W [4, 5]
+         5 |     h = affine(x, W, b)
+           |                      ^
+        hint: param `b` is declared f64[4] at line 4
+    """)
+
+
+def test_labels_that_fit_neither_form():
+    assert error("""
+        graph g {
+            input y: [N, 10]
+            input t: [N, 9]
+            loss = softmax_loss(y, t)
+            output loss
+        }
+    """) == text("""
+        m.graph:4:28: error: shape mismatch in `softmax_loss`: labels `t` [N, 9] fit neither one-hot [N, 10] nor class indices [N] for scores `y`
+         4 |     loss = softmax_loss(y, t)
+           |                            ^
+        hint: input `t` is declared f64[N, 9] at line 3
+    """)
+
+
+def test_dtype_mismatch():
+    assert error("""
+        graph g {
+            input x: f32[3]
+            input y: f64[3]
+            z = mul(x, y)
+            output z
+        }
+    """) == text("""
+        m.graph:4:16: error: dtype mismatch in `mul`: `x` is f32, `y` is f64
+         4 |     z = mul(x, y)
+           |                ^
+        hint: input `y` is declared f64[3] at line 3
+    """)
+
+
+def test_float_op_on_integers():
+    assert error("""
+        graph g {
+            input x: i64[3]
+            y = sigmoid(x)
+            output y
+        }
+    """) == text("""
+        m.graph:3:17: error: `sigmoid` needs a float operand, `x` is i64
+         3 |     y = sigmoid(x)
+           |                 ^
+        hint: input `x` is declared i64[3] at line 2
+    """)
+
+
+def test_a_shape_error_is_reported_once_not_again_downstream():
+    assert error("""
+        graph g {
+            input x: [3, 4]
+            input y: [5]
+            z = add(x, y)
+            w = relu(z)
+            output w
+        }
+    """) == text("""
+        m.graph:4:16: error: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [5] (dim 4 vs 5)
+         4 |     z = add(x, y)
+           |                ^
+        hint: input `y` is declared f64[5] at line 3
+    """)
+
+
+# --- warnings ----------------------------------------------------------------------
+
+
+def test_warnings_for_what_nothing_reads_and_params_that_get_no_gradient():
+    assert warnings_of("""
+        graph g {
+            input x = 1
+            input unused = 2
+            param w: [] = 1
+            param lonely: [] = 1
+            param other: [] = 1
+            a = relu(x)
+            y = mul(x, w)
+            side = mul(other, 2)
+            output y, side
+        }
+    """) == text("""
+        m.graph:3:11: warning: unused input `unused`
+         3 |     input unused = 2
+           |           ^^^^^^
+        m.graph:5:11: warning: unused param `lonely`
+         5 |     param lonely: [] = 1
+           |           ^^^^^^
+        m.graph:6:11: warning: param `other` does not reach the output `y`; it gets no gradient
+         6 |     param other: [] = 1
+           |           ^^^^^
+        m.graph:7:5: warning: unused node `a`
+         7 |     a = relu(x)
+           |     ^
+        hint: nothing reads it and it is not an output
+    """)
+
+
+def test_a_clean_graph_has_no_warnings():
+    assert warnings_of("""
+        graph g {
+            input x = 1
+            param w: [] = 1
+            y = mul(x, w)
+            output y
+            expect y == 1
+        }
+    """) == ""
+
+
+def test_check_prints_warnings_to_stderr_and_still_succeeds(tmp_path, capsys):
+    path = tmp_path / "w.graph"
+    path.write_text("graph g {\n    input x = 1\n    input u = 2\n    output x\n}\n")
+    assert main(["check", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == text(f"""
+        {path}:3:11: warning: unused input `u`
+         3 |     input u = 2
+           |           ^
+    """) + "\n"
+    assert captured.out.endswith(f"{path}: ok, 1 graph, 1 warning\n")
+
+
+# --- values fed at run time ----------------------------------------------------------
+
+NET = """
+    graph net {
+        input x: [N, 4]
+        input t: [N, 3] from labels
+        param W: [4, 3] = normal(0.1)
+        param b: [3] = zeros
+        y = affine(x, W, b)
+        loss = softmax_loss(y, t)
+        output loss
+    }
+"""
+
+
+def feed_error(**feeds) -> str:
+    program = graphc.compile_source(source(NET), "net.graph")
+    with pytest.raises(GraphcError) as info:
+        program.forward(**feeds)
+    return info.value.render()
+
+
+def test_symbolic_batch_dims_must_agree_across_inputs():
+    assert feed_error(x=np.zeros((3, 4)), t=np.zeros((4, 3))) == text("""
+        net.graph:3:11: error: input `t` has N = 4, but `x` has N = 3
+         3 |     input t: [N, 3] from labels
+           |           ^
+        hint: every input must agree on the size of `N`
+    """)
+
+
+def test_class_indices_must_be_in_range():
+    assert feed_error(x=np.zeros((3, 4)), t=np.array([0, 3, 1])) == text("""
+        net.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..3
+         3 |     input t: [N, 3] from labels
+           |           ^
+    """)
+
+
+def test_wrong_shape_for_a_label_input_mentions_class_indices():
+    assert feed_error(x=np.zeros((3, 4)), t=np.zeros((3, 4))) == text("""
+        net.graph:3:11: error: input `t` expects shape [N, 3], got [3, 4]
+         3 |     input t: [N, 3] from labels
+           |           ^
+        hint: labels may also be class indices of shape [N]
+    """)
+
+
+def test_unknown_input_in_python():
+    assert feed_error(x=np.zeros((3, 4)), t=np.zeros((3, 3)), xx=1) == text("""
+        graphc: error: no input named `xx` in graph `net`
+        hint: did you mean `x`?
+    """)
+
+
+def test_missing_input():
+    assert feed_error(x=np.zeros((3, 4))) == text("""
+        net.graph:3:11: error: input `t` has no value
+         3 |     input t: [N, 3] from labels
+           |           ^
+        hint: give it one: `--set t=VALUE` or `--input t=FILE.npy` on the command line, a keyword argument in Python, or a default in the graph (`input t = ...`)
+    """)
+
+
+# --- the command line ---------------------------------------------------------------
+
+APPLE = str(MODELS / "apple.graph")
+NET_FILE = str(MODELS / "two_layer_net.graph")
+
+
+def test_cli_unknown_input_in_set(capsys):
+    assert cli_error(["run", APPLE, "--set", "aple=3"], capsys) == text("""
+        <command line>:1:7: error: no input or param named `aple` in graph `buy_apple`
+         1 | --set aple=3
+           |       ^^^^
+        hint: did you mean `apple`?
+    """)
+
+
+def test_cli_unparsable_value(capsys):
+    assert cli_error(["run", APPLE, "--set", "apple=1,5"], capsys) == text("""
+        <command line>:1:13: error: cannot read `1,5` as a number or a list
+         1 | --set apple=1,5
+           |             ^^^
+        hint: write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]
+    """)
+
+
+def test_cli_ragged_value(capsys):
+    assert cli_error(["run", APPLE, "--set", "apple=[[1], [2, 3]]"], capsys) == text("""
+        <command line>:1:13: error: `[[1], [2, 3]]` is not a number or a list of numbers with equal rows
+         1 | --set apple=[[1], [2, 3]]
+           |             ^^^^^^^^^^^^^
+    """)
+
+
+def test_cli_set_without_a_value(capsys):
+    assert cli_error(["run", APPLE, "--set", "apple"], capsys) == text("""
+        <command line>:1:7: error: --set takes NAME=VALUE, got `apple`
+         1 | --set apple
+           |       ^^^^^
+        hint: e.g. `--set x=3`
+    """)
+
+
+def test_cli_wrong_shape_in_set(capsys):
+    assert cli_error(["run", NET_FILE, "--set", "x=[1, 2]"], capsys) == text(f"""
+        <command line>:1:9: error: input `x` expects shape [N, 784], got [2]
+         1 | --set x=[1, 2]
+           |         ^^^^^^
+        {NET_FILE}:7:11: note: `x` is declared here
+         7 |     input x: f64[N, 784] = uniform(0, 1) from images
+           |           ^
+    """)
+
+
+def test_cli_wrong_shape_for_a_param(capsys):
+    assert cli_error(["run", NET_FILE, "--set", "b2=[1, 2]"], capsys) == text(f"""
+        <command line>:1:10: error: param `b2` has shape [10], got [2]
+         1 | --set b2=[1, 2]
+           |          ^^^^^^
+        {NET_FILE}:13:11: note: `b2` is declared here
+         13 |     param b2: [10] = zeros
+            |           ^^
+    """)
+
+
+def test_cli_wrong_shape_in_input_file(tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((3, 783)))
+    assert cli_error(["run", NET_FILE, "--input", f"x={path}"], capsys) == text(f"""
+        <command line>:1:11: error: input `x` expects shape [N, 784], got [3, 783]
+         1 | --input x={path}
+           |           {"^" * len(str(path))}
+        {NET_FILE}:7:11: note: `x` is declared here
+         7 |     input x: f64[N, 784] = uniform(0, 1) from images
+           |           ^
+    """)
+
+
+def test_cli_batch_dims_disagree_between_set_and_the_made_up_default(capsys):
+    assert cli_error(["run", NET_FILE, "--set", "t=[1, 2]"], capsys) == text(f"""
+        {NET_FILE}:8:11: error: input `t` has N = 2, but `x` has N = 3
+         8 |     input t: f64[N, 10] = onehot from labels    # one-hot; class indices work too
+           |           ^
+        hint: every input must agree on the size of `N`
+    """)
+
+
+def test_cli_missing_npy_file(tmp_path, capsys):
+    missing = tmp_path / "nope.npy"
+    assert cli_error(["run", NET_FILE, "--input", f"x={missing}"], capsys) == text(f"""
+        <command line>:1:11: error: no such file: {missing}
+         1 | --input x={missing}
+           |           {"^" * len(str(missing))}
+    """)
+
+
+def test_cli_unreadable_npy_file(tmp_path, capsys):
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"not numpy")
+    message = cli_error(["run", NET_FILE, "--input", f"x={path}"], capsys)
+    assert message.startswith(f"<command line>:1:11: error: cannot read {path} as a .npy array: ")
+    assert message.endswith(text(f"""
+         1 | --input x={path}
+           |           {"^" * len(str(path))}
+        hint: save one with numpy.save(path, array)
+    """))
+
+
+def test_cli_unknown_graph(capsys):
+    assert cli_error(["run", APPLE, "--graph", "buy"], capsys) == text(f"""
+        <command line>:1:9: error: no graph named `buy` in {APPLE}
+         1 | --graph buy
+           |         ^^^
+        hint: graphs in this file: `buy_apple`
+    """)
+
+
+def test_cli_unknown_graph_suggests_the_closest(capsys):
+    assert cli_error(["compile", APPLE, "--graph", "buy_aple"], capsys) == text(f"""
+        <command line>:1:9: error: no graph named `buy_aple` in {APPLE}
+         1 | --graph buy_aple
+           |         ^^^^^^^^
+        hint: did you mean `buy_apple`?
+    """)
+
+
+def test_cli_missing_graph_file(tmp_path, capsys):
+    missing = tmp_path / "nope.graph"
+    assert cli_error(["check", str(missing)], capsys) == f"{missing}: error: no such file"
+
+
+def test_cli_compile_error_is_the_rendered_diagnostic(tmp_path, capsys):
+    path = tmp_path / "typo.graph"
+    path.write_text("graph g {\n    input x = 1\n    y = rleu(x)\n    output y\n}\n")
+    expected = text(f"""
+        {path}:3:9: error: unknown op `rleu`
+         3 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+    """)
+    for command in ("check", "compile", "run", "gradcheck"):
+        assert cli_error([command, str(path)], capsys) == expected, command
+
+
+def test_cli_bad_flag_value(capsys):
+    assert cli_error(["gradcheck", APPLE, "--rtol", "0"], capsys) == text("""
+        graphc gradcheck: error: argument --rtol: must be positive, got 0
+        hint: see `graphc gradcheck --help`
+    """)
+
+
+def test_cli_unknown_command(capsys):
+    assert cli_error(["frobnicate"], capsys).startswith(
+        "graphc: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
+    )

@@ -1,0 +1,401 @@
+"""The language: what the parser builds, and what elaboration makes of it.
+
+Functional form, arrow chains (with their generated names and `as`), literal
+arguments, consts, initializers, dims, dtypes, data roles, expectations,
+several graphs per file, comments."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from graphc import ast
+from graphc.compiler import front_end
+from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
+from graphc.parse import grammar_text, parse
+
+
+def source(block: str) -> str:
+    return textwrap.dedent(block).lstrip("\n")
+
+
+def compiled(block: str, graph: int = 0):
+    return front_end(source(block), "p.graph")[graph]
+
+
+def nodes(block: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(name, op, operands) of every op node, in source order."""
+    return [(n.name, n.op.name, n.args) for n in compiled(block).ir.nodes()]
+
+
+def where(span) -> tuple[int, int, int, int]:
+    return (span.line, span.column, span.end_line, span.end_column)
+
+
+def test_grammar_is_the_one_in_grammars():
+    assert grammar_text().startswith("// The graphc language")
+    assert "graph: \"graph\" NAME \"{\" _stmt* \"}\"" in grammar_text()
+
+
+# --- the syntax tree ------------------------------------------------------------------
+
+
+def test_functional_form_builds_a_call_with_positions():
+    module = parse("graph g {\n    y = mul(a, 0.5)\n    output y\n}\n", "f.graph")
+    [graph] = module.graphs
+    assert graph.name.text == "g"
+    assign, output = graph.body
+    assert isinstance(assign, ast.Assign)
+    assert assign.target.text == "y"
+    call = assign.call
+    assert call.op.text == "mul"
+    name, literal = call.args
+    assert isinstance(name, ast.Name) and name.text == "a"
+    assert isinstance(literal, ast.Literal) and literal.value == 0.5
+    assert call.attrs == ()
+    assert where(assign.span) == (2, 5, 2, 20)
+    assert where(call.op.span) == (2, 9, 2, 12)
+    assert where(name.span) == (2, 13, 2, 14)
+    assert where(literal.span) == (2, 16, 2, 19)
+    assert str(literal.span) == "f.graph:2:16"
+    assert isinstance(output, ast.OutputDecl) and [n.text for n in output.names] == ["y"]
+
+
+def test_attributes_are_kept_apart_from_operands():
+    module = parse("graph g {\n    l = softmax_loss(y, t, reduction=sum)\n    output l\n}\n")
+    call = module.graphs[0].body[0].call
+    assert [a.text for a in call.args] == ["y", "t"]
+    [attr] = call.attrs
+    assert attr.name.text == "reduction" and attr.value.value == "sum"
+
+
+def test_numbers_and_lists():
+    module = parse(source("""
+        graph g {
+            input a = 3
+            input b = -2.5e-3
+            input c = +4
+            input d = [[1, 2,], [3, 4],]
+            input e = []
+            output a
+        }
+    """))
+    values = [stmt.init.literal.value for stmt in module.graphs[0].body[:5]]
+    assert values == [3, -2.5e-3, 4, [[1, 2], [3, 4]], []]
+    assert isinstance(values[0], int) and isinstance(values[1], float)
+
+
+def test_declarations():
+    module = parse(source("""
+        graph g {
+            dim N = 3
+            input x: f32[N, 784] = uniform(0, 1) from images
+            input t: [N, 10] from labels
+            param W: f32[784, 10] = normal(0.01)
+            const half: f32 = 0.5
+            expect grad(W) == 0 within 1e-3
+            output x
+        }
+    """))
+    dim, x, t, w, half, expect, _ = module.graphs[0].body
+    assert (dim.name.text, dim.size) == ("N", 3)
+    assert (x.type.dtype, x.type.shape) == ("f32", ("N", 784))
+    assert (x.init.kind.text, x.init.args, x.role.text) == ("uniform", (0.0, 1.0), "images")
+    assert (t.type.dtype, t.type.shape, t.init, t.role.text) == (None, ("N", 10), None, "labels")
+    assert (w.type.dtype, w.type.shape, w.init.kind.text, w.init.args) == ("f32", (784, 10), "normal", (0.01,))
+    assert (half.type.dtype, half.type.shape, half.value.value) == ("f32", None, 0.5)
+    assert (expect.target.text, expect.of_grad, expect.value.value, expect.tolerance) == ("W", True, 0, 1e-3)
+
+
+def test_comments_are_ignored_everywhere():
+    with_comments = source("""
+        # a file comment
+        graph g {  # after the brace
+            # a line of its own
+            input x = 2   # after a statement
+            y = mul(x, x) # no space before it
+            output y
+        }
+        # the end, with no newline after it""").rstrip("\n")
+    without = "graph g {\ninput x = 2\ny = mul(x, x)\noutput y\n}\n"
+    a, b = front_end(with_comments)[0], front_end(without)[0]
+    assert list(a.ir.decls) == list(b.ir.decls) == ["x", "y"]
+    assert a.types == b.types
+
+
+def test_statements_may_share_a_line_with_braces():
+    assert nodes("graph g { input x = 1\n y = relu(x)\n output y }") == [("y", "relu", ("x",))]
+
+
+def test_words_are_keywords_only_where_the_grammar_expects_them():
+    graph = compiled("""
+        graph g {
+            input grad = 2
+            input f32 = 3
+            input within = 4
+            y = mul(grad, f32)
+            z = add(y, within)
+            output z
+            expect grad(grad) == 3
+        }
+    """)
+    assert list(graph.ir.decls)[:3] == ["grad", "f32", "within"]
+
+
+# --- elaboration ----------------------------------------------------------------------
+
+
+def test_functional_form():
+    assert nodes("""
+        graph g {
+            input a = 1
+            input b = 2
+            c = mul(a, b)
+            d = add(c, a)
+            output d
+        }
+    """) == [("c", "mul", ("a", "b")), ("d", "add", ("c", "a"))]
+
+
+def test_chain_names_its_steps_after_their_ops():
+    graph = compiled("""
+        graph g {
+            input x: [2, 3]
+            param W1: [3, 4] = zeros
+            param b1: [4] = zeros
+            param W2: [4, 2] = zeros
+            param b2: [2] = zeros
+            x -> affine(W1, b1) -> relu -> affine(W2, b2) -> y
+            output y
+        }
+    """)
+    assert [(n.name, n.op.name, n.args) for n in graph.ir.nodes()] == [
+        ("affine1", "affine", ("x", "W1", "b1")),
+        ("relu1", "relu", ("affine1",)),
+        ("y", "affine", ("relu1", "W2", "b2")),
+    ]
+    assert graph.types["affine1"] == TensorType("f64", (2, 4))
+    assert graph.types["y"] == TensorType("f64", (2, 2))
+    # Each generated node points at its op in the chain, and at the whole chain.
+    relu1 = graph.ir.decls["relu1"]
+    assert where(relu1.span) == (7, 28, 7, 32)
+    assert where(relu1.stmt_span)[:2] == (7, 5)
+
+
+def test_chain_counts_each_op_separately_and_continues_across_chains():
+    assert nodes("""
+        graph g {
+            input x = 1
+            x -> relu -> sigmoid -> relu -> a
+            x -> relu -> sigmoid -> b
+            output a, b
+        }
+    """) == [
+        ("relu1", "relu", ("x",)), ("sigmoid1", "sigmoid", ("relu1",)), ("a", "relu", ("sigmoid1",)),
+        ("relu2", "relu", ("x",)), ("b", "sigmoid", ("relu2",)),
+    ]
+
+
+def test_chain_as_names_a_step():
+    assert nodes("""
+        graph g {
+            input x = 1
+            x -> relu as h -> sigmoid -> mul(2) as twice -> relu -> y
+            output y
+        }
+    """) == [
+        ("h", "relu", ("x",)), ("sigmoid1", "sigmoid", ("h",)), ("twice", "mul", ("sigmoid1", "2")),
+        ("y", "relu", ("twice",)),
+    ]
+
+
+def test_generated_names_never_collide_with_the_persons():
+    assert nodes("""
+        graph g {
+            input x = 1
+            relu1 = sigmoid(x)
+            relu1 -> relu -> relu -> y
+            output y
+        }
+    """) == [("relu1", "sigmoid", ("x",)), ("relu2", "relu", ("relu1",)), ("y", "relu", ("relu2",))]
+
+
+def test_chain_may_start_with_a_call():
+    assert nodes("""
+        graph g {
+            input a = 1
+            input b = 2
+            mul(a, b) -> relu -> y
+            add(a, b) -> z
+            output y, z
+        }
+    """) == [("mul1", "mul", ("a", "b")), ("y", "relu", ("mul1",)), ("z", "add", ("a", "b"))]
+
+
+def test_literal_arguments_become_consts():
+    graph = compiled("""
+        graph g {
+            input x: f32[3]
+            a = mul(x, 0.5)
+            b = mul(a, 0.5)
+            c = add(b, -1)
+            output c
+        }
+    """)
+    assert [(n.name, n.args) for n in graph.ir.nodes()] == [("a", ("x", "0.5")), ("b", ("a", "0.5")), ("c", ("b", "-1"))]
+    half = graph.ir.decls["0.5"]
+    assert isinstance(half, ConstDecl) and half.value == 0.5
+    # A literal takes the dtype of what it meets: f32 stays f32.
+    assert half.type == TensorType(None, ())
+    assert graph.types["c"] == TensorType("f32", (3,))
+    assert graph.warnings == ()
+
+
+def test_consts():
+    graph = compiled("""
+        graph g {
+            input x: [2]
+            const scale = [2, 3]
+            const k: f32 = 1.5
+            y = mul(x, scale)
+            output y
+        }
+    """)
+    scale = graph.ir.decls["scale"]
+    assert isinstance(scale, ConstDecl)
+    np.testing.assert_array_equal(scale.value, [2.0, 3.0])
+    assert graph.types["scale"] == TensorType(None, (2,))
+    k = graph.ir.decls["k"]
+    assert k.value.dtype == np.float32 and k.type == TensorType("f32", ())
+    [warning] = graph.warnings
+    assert warning.message == "unused const `k`"
+
+
+def test_dims_and_declared_types():
+    graph = compiled("""
+        graph g {
+            dim N = 3
+            dim C = 10
+            input x: f32[N, 4] = normal(1)
+            input t: [N, C] = onehot
+            input i: i64[N]
+            input s = 2
+            param w: [4, 10] = zeros
+            param v: f32[] = 1
+            output x
+        }
+    """)
+    assert graph.ir.dims == {"N": 3, "C": 10}
+    types = {name: graph.types[name] for name in ("x", "t", "i", "s", "w", "v")}
+    assert types == {
+        "x": TensorType("f32", ("N", 4)),
+        "t": TensorType("f64", ("N", "C")),
+        "i": TensorType("i64", ("N",)),
+        "s": TensorType("f64", ()),
+        "w": TensorType("f64", (4, 10)),
+        "v": TensorType("f32", ()),
+    }
+
+
+def test_shape_of_an_undeclared_input_comes_from_its_value():
+    graph = compiled("""
+        graph g {
+            input x = [[1, 2, 3], [4, 5, 6]]
+            param w: f64 = [1, 2, 3]
+            y = mul(x, w)
+            output y
+        }
+    """)
+    assert graph.types["x"] == graph.types["y"] == TensorType("f64", (2, 3))
+    assert graph.types["w"] == TensorType("f64", (3,))
+
+
+def test_initializers():
+    graph = compiled("""
+        graph g {
+            param a: [2] = zeros
+            param b: [2] = ones
+            param c: [2] = normal(0.1)
+            param d: [2] = uniform(-1, 1)
+            param e: [2, 2] = he
+            param f: [2, 2] = xavier
+            input t: [3, 4] = onehot
+            param h: [2] = [5, 6]
+            param i: [2, 2] = 7
+            output a
+        }
+    """)
+    decls = graph.ir.decls
+    inits = {name: (decls[name].init.kind, decls[name].init.args) for name in "abcdefthi"}
+    assert inits == {
+        "a": ("zeros", ()), "b": ("ones", ()), "c": ("normal", (0.1,)), "d": ("uniform", (-1.0, 1.0)),
+        "e": ("he", ()), "f": ("xavier", ()), "t": ("onehot", ()), "h": ("value", ()), "i": ("value", ()),
+    }
+    np.testing.assert_array_equal(decls["h"].init.value, [5.0, 6.0])
+    assert decls["i"].init.value == 7.0
+    assert decls["c"].init.describe() == "normal(0.1)"
+    assert decls["d"].init.describe() == "uniform(-1, 1)"
+
+
+def test_data_roles():
+    graph = compiled("""
+        graph g {
+            input x: [N, 2] from images
+            input t: [N, 2] from labels
+            input u: [N, 2]
+            y = add(x, u)
+            loss = softmax_loss(y, t)
+            output loss
+        }
+    """)
+    roles = {d.name: d.role for d in graph.ir.inputs()}
+    assert roles == {"x": "images", "t": "labels", "u": None}
+
+
+def test_several_graphs_in_one_file():
+    graphs = front_end(source("""
+        graph first {
+            input x = 1
+            y = relu(x)
+            output y
+        }
+        # the same names, another graph
+        graph second {
+            input x = 1
+            y = sigmoid(x)
+            output y
+        }
+    """))
+    assert [g.name for g in graphs] == ["first", "second"]
+    assert [n.op.name for g in graphs for n in g.ir.nodes()] == ["relu", "sigmoid"]
+
+
+def test_outputs_and_expectations():
+    graph = compiled("""
+        graph g {
+            input x = 2
+            y = mul(x, x)
+            z = relu(y)
+            output z, y
+            expect z == 4
+            expect grad(x) == [4] within 0.5
+        }
+    """)
+    assert [name for name, _ in graph.ir.outputs] == ["z", "y"]
+    assert graph.checked.output == "z"
+    first, second = graph.ir.expects
+    assert (first.target, first.of_grad, first.tolerance, first.describe()) == ("z", False, None, "z == 4")
+    assert (second.target, second.of_grad, second.tolerance) == ("x", True, 0.5)
+    assert second.describe() == "grad(x) == [4] within 0.5"
+    np.testing.assert_array_equal(second.value, [4.0])
+
+
+@pytest.mark.parametrize("decl, kind", [
+    ("input x = 1", InputDecl), ("param x: [] = 1", ParamDecl), ("const x = 1", ConstDecl),
+])
+def test_every_kind_of_declaration_is_in_the_ir(decl, kind):
+    graph = compiled(f"graph g {{\n    {decl}\n    y = relu(x)\n    output y\n}}\n")
+    assert isinstance(graph.ir.decls["x"], kind)
+    assert isinstance(graph.ir.decls["y"], OpNode)
