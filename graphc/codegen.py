@@ -1,0 +1,638 @@
+"""Code generation: a compiled graph as a standalone, readable numpy module.
+
+    graphc compile models/two_layer_net.graph --emit python -o two_layer_net.py
+
+The module imports numpy and nothing else. It has
+
+    init_params(seed=0)                -> params, as graphc's Program makes them
+    forward(params, *, x, t)           -> (outputs, saved)
+    backward(params, saved, dout=1.0)  -> gradients by value name
+    loss_and_grads(params, *, x, t)    -> (loss, gradients)
+    scores(params, *, x), predict(...) -> forward only, to the loss's scores
+    example_inputs(seed=0)             -> the graph's made-up inputs, if it has them
+
+Only the plan is read (its steps, their saves and frees, the gradient writes
+and their rules), with the types and initializers of the compiled graph. Each
+forward step is one line named after the plan's value; each backward line
+carries its local rule as a comment; `del` lines let arrays go where the plan
+frees them, so the module holds what the interpreter holds. What each op
+looks like in Python is the op's own business (`forward_source` and
+`grad_source` in graphc.ops), beside its forward and backward, and the
+kernels they call (stable sigmoid, log-softmax cross-entropy) are copied
+from graphc.ops verbatim, so generated and interpreted arithmetic agree to
+the last bit.
+
+`load_module(compiled, dtype)` compiles the same source in memory, for the
+trainer.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import keyword
+import re
+import textwrap
+import types as pytypes
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from graphc import __version__
+from graphc.compiler import CompiledGraph
+from graphc.errors import GraphcError
+from graphc.ir import DTYPES, ConstDecl, Initializer, InputDecl, OpNode, ParamDecl, TensorType
+from graphc.plan import Plan, grad_name, make_inference_plan, make_plan, shared_gradients
+
+FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+NUMPY_DTYPE = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64"}
+
+# Names the module defines or uses itself; a value called so is renamed (`np_`).
+_OWN_NAMES = {
+    "np", "DTYPE", "PARAM_SHAPES", "params", "saved", "dout", "outputs", "grads", "inputs", "seed",
+    "param_rng", "input_rng", "forward", "backward", "loss_and_grads", "init_params", "example_inputs",
+    "scores", "predict", "as_labels", "name", "value", "grad",
+}
+
+
+# --- names -------------------------------------------------------------------------
+
+
+class _Names:
+    """Python identifiers for values, gradients and saved tensors: the graph's
+    own names wherever they are valid and free, else the nearest that is.
+
+    Values and saved tensors are keyed by their plan names (`relu1`,
+    `relu1.mask`), gradients by ("d", value): a value may itself be called
+    `d_x`, and its gradient is not x's.
+    """
+
+    def __init__(self, reserved: set[str]):
+        self.taken = set(reserved)
+        self.of: dict[str | tuple[str, str], str] = {}
+
+    def add(self, name: str | tuple[str, str], wanted: str | None = None) -> str:
+        if name in self.of:
+            return self.of[name]
+        assert wanted is not None or isinstance(name, str)
+        base = re.sub(r"\W", "_", wanted or name)  # type: ignore[arg-type]
+        if not base or base[0].isdigit():
+            base = "v_" + base
+        ident = base
+        while ident in self.taken or keyword.iskeyword(ident) or keyword.issoftkeyword(ident):
+            ident += "_"
+        self.taken.add(ident)
+        self.of[name] = ident
+        return ident
+
+    def __getitem__(self, name: str) -> str:
+        return self.of[name]
+
+    def grad(self, gradient: str) -> str:
+        """The identifier of a plan gradient (`d_x`)."""
+        return self.of[("d", gradient)]
+
+
+# --- the module --------------------------------------------------------------------
+
+
+def python_module(compiled: CompiledGraph, *, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> str:
+    """The source of a standalone numpy module for `compiled`.
+
+    dtype ("float32" or "float64") overrides the graph's float dtype, as
+    Program(dtype=...) does; wrt names the values backward differentiates
+    (default: every input and param, as `graphc run` shows them).
+    """
+    return _Writer(compiled, dtype, wrt).module()
+
+
+@dataclass
+class GeneratedModel:
+    """A generated module compiled in memory, with the trainer's calling convention."""
+
+    source: str
+    module: pytypes.ModuleType
+    input_names: dict[str, str]  # graph input name -> the module's keyword
+    param_names: tuple[str, ...]
+
+    def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
+        return self.module.init_params(seed)
+
+    def _keywords(self, feeds: dict[str, Any], only: tuple[str, ...] | None = None) -> dict[str, Any]:
+        return {self.input_names[n]: v for n, v in feeds.items() if only is None or self.input_names[n] in only}
+
+    def loss_and_grads(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The loss and the gradient of every param, as Program.loss_and_grads."""
+        return self.module.loss_and_grads(params, **self._keywords(feeds))
+
+    def scores(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> np.ndarray:
+        """Forward only, to the scores the loss reads; labels are not needed."""
+        wanted = tuple(inspect.signature(self.module.scores).parameters)[1:]
+        return self.module.scores(params, **self._keywords(feeds, wanted))
+
+    def predict(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> np.ndarray:
+        return self.scores(params, feeds).argmax(axis=-1)
+
+
+def load_module(compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> GeneratedModel:
+    """Generate the module (gradients of the params only, by default) and import it in memory."""
+    params = tuple(d.name for d in compiled.ir.params())
+    writer = _Writer(compiled, dtype, params if wrt is None else wrt)
+    source = writer.module()
+    module = pytypes.ModuleType(f"graphc_generated_{compiled.name}")
+    module.__file__ = f"<graphc: {compiled.name}>"
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    inputs = {n: writer.names[n] for n in writer.plan.inputs}
+    return GeneratedModel(source, module, inputs, params)
+
+
+class _Writer:
+    def __init__(self, compiled: CompiledGraph, dtype: str | None, wrt: tuple[str, ...] | None):
+        if dtype is not None and dtype not in FLOAT_DTYPES:
+            raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
+        self.compiled = compiled
+        self.ir = compiled.ir
+        override = FLOAT_DTYPES[dtype] if dtype else None
+        self.types = {
+            n: TensorType(override, t.shape) if override and t.dtype in ("f32", "f64") else t
+            for n, t in compiled.types.items()
+        }
+        self.plan = make_plan(compiled.checked, self.types, wrt=wrt)
+        floats = {t.dtype for t in self.types.values() if t.dtype in ("f32", "f64")}
+        if len(floats) > 1:
+            raise GraphcError(
+                f"graph `{compiled.name}` mixes f32 and f64 values; a generated module has one float dtype",
+                hint="give one with --dtype float32 or --dtype float64",
+            )
+        self.float = override or (floats.pop() if floats else "f64")
+        self.decls = self.ir.decls
+        self.labels = self._label_inputs()
+        self.shared = set(shared_gradients(self.plan))
+        seed = self.plan.seed
+        scores_of = self.decls.get(seed)
+        self.scores = (
+            scores_of.args[0] if isinstance(scores_of, OpNode) and scores_of.op.name == "softmax_loss" else None
+        )
+        self.inference = make_inference_plan(compiled.checked, self.types, (self.scores,)) if self.scores else None
+        self._name_everything()
+
+    # --- names and values -----------------------------------------------------
+
+    def _name_everything(self) -> None:
+        helpers = {f.__name__ for f in self._helpers()}
+        self.names = _Names(_OWN_NAMES | helpers | set(dir(builtins)))
+        self.literals: dict[str, str] = {}  # literal consts written inline: "0.5" -> "0.5"
+        for name, decl in self.decls.items():
+            if isinstance(decl, ConstDecl) and decl.span is decl.stmt_span and decl.value.ndim == 0:
+                self.literals[name] = _literal(decl.value)
+            elif isinstance(decl, ConstDecl) and decl.span is decl.stmt_span:
+                self.names.add(name, "const")
+            else:
+                self.names.add(name)
+        for step in self.plan.forward:
+            for item in step.saves:
+                if item not in self.types:  # a tensor of the op's own: relu1.mask -> relu1_mask
+                    node, own = item.split(".", 1) if item.startswith(step.out + ".") else (step.out, item)
+                    self.names.add(item, f"{self.names[step.out]}_{own}")
+        for name in self.decls:
+            self.names.add(("d", grad_name(name)), "d_" + self.names.of.get(name, re.sub(r"\W", "_", name)))
+
+    def expr(self, name: str) -> str:
+        """A value as the module reads it: its variable, or a literal written inline."""
+        return self.literals.get(name) or self.names[name]
+
+    def dtype_source(self, dtype: str | None) -> str:
+        dtype = dtype or self.float
+        return "DTYPE" if dtype == self.float else NUMPY_DTYPE[dtype]
+
+    def _label_inputs(self) -> set[str]:
+        """Inputs read only as softmax_loss labels: one-hot rows or class indices."""
+        graph = self.compiled.checked.graph
+        labels = set()
+        for decl in self.ir.inputs():
+            uses = [(v, k) for _, v, k in graph.out_edges(decl.name, keys=True)]
+            if uses and all(self.decls[v].op.name == "softmax_loss" and k == 1 for v, k in uses):
+                labels.add(decl.name)
+        return labels
+
+    def _helpers(self) -> list[Callable]:
+        used = {self.decls[s.out].op.name: self.decls[s.out].op for s in self.plan.forward}
+        helpers: list[Callable] = []
+        for op in used.values():
+            helpers.extend(f for f in op.helpers if f not in helpers)
+        return helpers
+
+    # --- the pieces ---------------------------------------------------------
+
+    def module(self) -> str:
+        parts = [self.header(), "import numpy as np\n", self.constants()]
+        helpers = self.helper_source()
+        if helpers:
+            parts.append(helpers)
+        parts += [self.init_params(), self.forward(), self.backward(), self.loss_and_grads()]
+        if self.inference is not None:
+            parts.append(self.scores_function())
+        examples = self.example_inputs()
+        if examples:
+            parts.append(examples)
+            parts.append(self.main())
+        return "\n\n\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+    def header(self) -> str:
+        plan, ir = self.plan, self.ir
+        inputs = ", ".join(f"{self.names[n]}=..." for n in plan.inputs)
+        lines = [
+            f'"""{ir.name}: the graph as plain numpy, forward and backward.',
+            "",
+            f"Generated by graphc {__version__} from {ir.source.path}. It imports numpy",
+            "and nothing else; to change the network, edit the .graph file and generate",
+            "this module again rather than editing it.",
+            "",
+            "    params = init_params(seed=0)",
+            f"    outputs, saved = forward(params, {inputs})",
+            "    grads = backward(params, saved)   # d " + plan.seed + " / d each value below",
+            f"    loss, grads = loss_and_grads(params, {inputs})",
+            "",
+        ]
+        lines.append(f"Floats are {np.dtype(DTYPES[self.float]).name} (DTYPE).")
+        if plan.params:
+            lines += ["", "Params:"]
+            lines += _table([(self.names[n], str(self.types[n]), self.decls[n].init.describe()) for n in plan.params])
+        if plan.inputs:
+            lines += ["", "Inputs:"]
+            rows = []
+            for n in plan.inputs:
+                decl = self.decls[n]
+                notes = [f"from {decl.role}"] if decl.role else []
+                if n in self.labels:
+                    classes = TensorType(None, self.types[n].shape[:-1]).shape_text()
+                    notes.append(f"one-hot rows, or class indices {classes}")
+                if decl.init is not None and decl.init.kind == "value":
+                    value = decl.init.value
+                    notes.append(f"= {_literal(value).strip('()')}" if value.ndim == 0 else "has a value")
+                elif decl.init is not None:
+                    notes.append(f"example_inputs() makes it up as {decl.init.describe()}")
+                note = "; ".join(notes)
+                rows.append((self.names[n], str(self.types[n]), note))
+            lines += _table(rows)
+        lines += ["", f"Outputs: {', '.join(plan.outputs)}; backward starts from {plan.seed}."]
+        got = [grad_name(w) for w in plan.wrt if self._gets_gradient(w)]
+        lines.append(textwrap.fill("Gradients: " + (", ".join(got) if got else "none") + ".", 79))
+        lines.append('"""')
+        return "\n".join(lines) + "\n"
+
+    def _gets_gradient(self, name: str) -> bool:
+        return name in self.plan.disconnected or self._written(name)
+
+    def _written(self, name: str) -> bool:
+        return name == self.plan.seed or any(
+            w.target == grad_name(name) for s in self.plan.backward for w in s.writes
+        )
+
+    def constants(self) -> str:
+        lines = [f"DTYPE = {NUMPY_DTYPE[self.float]}"]
+        if self.plan.params:
+            shapes = ", ".join(f'"{n}": {_shape(self.types[n].shape)}' for n in self.plan.params)
+            lines.append(f"PARAM_SHAPES = {{{shapes}}}")
+        consts = [n for n in self.plan.consts if n not in self.literals]
+        if consts:
+            lines.append("")
+            for n in consts:
+                decl = self.decls[n]
+                lines.append(f"{self.names[n]} = {self.const_value(n, decl.value)}")
+        return "\n".join(lines) + "\n"
+
+    def const_value(self, name: str, value: np.ndarray) -> str:
+        dtype = self.types[name].dtype or self._reader_dtype(name)
+        if value.ndim == 0 and dtype in ("f32", "f64"):
+            return repr(float(value))
+        return f"np.array({value.tolist()!r}, dtype={self.dtype_source(dtype)})"
+
+    def _reader_dtype(self, name: str) -> str:
+        for step in self.plan.forward:
+            if name in step.args and self.types[step.out].dtype:
+                return self.types[step.out].dtype
+        return self.float
+
+    def helper_source(self) -> str:
+        helpers = self._helpers()
+        sources = [inspect.getsource(f) for f in helpers]
+        if self.labels:
+            sources.append(
+                'def as_labels(t):\n'
+                '    """Labels as the graph reads them: one-hot rows in DTYPE, or class indices."""\n'
+                '    t = np.asarray(t)\n'
+                '    return t.astype(DTYPE, copy=False) if t.dtype.kind == "f" else t.astype(np.int64, copy=False)\n'
+            )
+        return "\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""
+
+    def init_params(self) -> str:
+        lines = [
+            "def init_params(seed=0):",
+            '    """Fresh params from the graph\'s initializers; the same numbers as',
+            '    graphc.compile_file(..., seed=seed).params."""',
+        ]
+        if not self.plan.params:
+            return "\n".join(lines + ["    return {}"]) + "\n"
+        if any(_uses_rng(self.decls[n].init) for n in self.plan.params):
+            lines.append("    param_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])")
+        lines.append("    return {")
+        for n in self.plan.params:
+            init = self.decls[n].init
+            lines.append(f'        "{n}": {self.init_source(init, self.types[n], "param_rng")},')
+        lines.append("    }")
+        return "\n".join(lines) + "\n"
+
+    def init_source(self, init: Initializer, t: TensorType, rng: str) -> str:
+        """graphc.program.initialize, as source, for a concrete type."""
+        shape = tuple(self.ir.dims[d] if isinstance(d, str) else d for d in t.shape)
+        dtype = self.dtype_source(t.dtype)
+        fan_in = shape[0] if shape else 1
+        kind, args = init.kind, init.args
+        if kind == "value":
+            if init.value.shape == shape:
+                return f"np.asarray({init.value.tolist()!r}, {dtype})"
+            return f"np.full({_shape(shape)}, {init.value.item()!r}, {dtype})"
+        if kind == "zeros":
+            return f"np.zeros({_shape(shape)}, {dtype})"
+        if kind == "ones":
+            return f"np.ones({_shape(shape)}, {dtype})"
+        if kind == "normal":
+            return f"({args[0]!r} * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
+        if kind == "uniform":
+            return f"{rng}.uniform({args[0]!r}, {args[1]!r}, {_shape(shape)}).astype({dtype})"
+        if kind == "he":
+            return f"(np.sqrt(2.0 / {fan_in}) * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
+        if kind == "xavier":
+            return f"(np.sqrt(1.0 / {fan_in}) * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
+        if kind == "onehot":
+            if not shape:
+                return f"np.ones((), {dtype})"
+            return f"np.eye({shape[-1]}, dtype={dtype})[{rng}.integers(0, {shape[-1]}, size={_shape(shape[:-1])})]"
+        raise AssertionError(f"initializer {kind} passed elaboration")
+
+    # --- forward ------------------------------------------------------------------
+
+    def signature(self, inputs: tuple[str, ...]) -> str:
+        parts = ["params"]
+        if inputs:
+            parts.append("*")
+        for n in inputs:
+            default = self.default(n)
+            parts.append(self.names[n] + (f"={default}" if default is not None else ""))
+        return ", ".join(parts)
+
+    def default(self, name: str) -> str | None:
+        """An input's value in the graph (`input tax = 1.1`), if it has one."""
+        init = self.decls[name].init
+        if init is None or init.kind != "value":
+            return None
+        value, shape = init.value, self.types[name].shape
+        if shape and value.ndim == 0:
+            if any(isinstance(d, str) for d in shape):
+                return None
+            return f"np.full({_shape(shape)}, {value.item()!r})"
+        return repr(value.tolist())
+
+    def coerce(self, inputs: tuple[str, ...]) -> list[str]:
+        lines = []
+        for n in inputs:
+            v = self.names[n]
+            if n in self.labels:
+                lines.append(f"    {v} = as_labels({v})")
+            else:
+                lines.append(f"    {v} = np.asarray({v}, {self.dtype_source(self.types[n].dtype)})")
+        return lines
+
+    def step_lines(self, plan: Plan, step, taped: bool) -> list[tuple[str, str]]:
+        node = self.decls[step.out]
+        v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
+        v["out"] = self.names[step.out]
+        for item in step.saves:
+            if item not in self.types:
+                own = item.split(".", 1)[1]
+                v[own] = self.names[item]
+        types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
+        types["out"] = self.types[step.out]
+        lines = node.op.forward_source(v, node.attrs, types, taped)
+        return _commented(lines, step.text())
+
+    def forward(self) -> str:
+        plan = self.plan
+        saved = self.saved_items()
+        read = {a for s in plan.forward for a in s.args}
+        lines = [
+            f"def forward({self.signature(plan.inputs)}):",
+            '    """The outputs, and `saved`: what backward reads."""',
+        ]
+        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read]
+        lines += self.coerce(plan.inputs)
+        saved_names = set(saved)
+        rows: list[tuple[str, str]] = []
+        for step in plan.forward:
+            rows += self.step_lines(plan, step, step.taped)
+            dead = [self.names[n] for n in step.frees if n not in saved_names]
+            if dead:
+                rows.append((f"del {', '.join(dead)}", ""))
+        lines += _aligned(rows)
+        outputs = ", ".join(f'"{n}": {self.expr(n)}' for n in plan.outputs)
+        lines.append(f"    outputs = {{{outputs}}}")
+        if saved:
+            lines.append("    saved = {")
+            lines += [f'        "{self.names[n]}": {self.names[n]},' for n in saved]
+            lines.append("    }")
+        else:
+            lines.append("    saved = {}")
+        lines.append("    return outputs, saved")
+        return "\n".join(lines) + "\n"
+
+    def saved_items(self) -> list[str]:
+        """What backward reads from forward, besides params and consts, in order."""
+        items: dict[str, None] = {}
+        for step in self.plan.forward:
+            for item in step.saves:
+                decl = self.decls.get(item)
+                if not isinstance(decl, (ParamDecl, ConstDecl)):
+                    items[item] = None
+        for n in self.plan.disconnected:
+            if isinstance(self.decls[n], InputDecl):
+                items[n] = None  # its gradient is zeros of its shape
+        return list(items)
+
+    # --- backward ------------------------------------------------------------------
+
+    def backward(self) -> str:
+        plan = self.plan
+        saved = self.saved_items()
+        # The last backward step that reads each saved item: it goes after that.
+        last: dict[str, int] = {}
+        for j, step in enumerate(plan.backward):
+            for item in plan.forward[step.forward_index].saves:
+                last[item] = j
+        reads = {item for s in plan.backward for w in s.writes for item in w.reads}
+        params_read = [n for n in plan.params if n in reads]
+        disconnected_params = [n for n in plan.disconnected if n in plan.params]
+        lines = [
+            "def backward(params, saved, dout=1.0):",
+            f'    """d {plan.seed} / d each input and param, from what forward saved.',
+            "",
+            "    Empties `saved` as it goes, so each saved array is freed once its last",
+            '    reader has run."""',
+        ]
+        lines += [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
+        lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
+        lines.append(f"    {self.names.grad(grad_name(plan.seed))} = dout")
+        for j, step in enumerate(plan.backward):
+            node = self.decls[step.node]
+            fstep = plan.forward[step.forward_index]
+            v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
+            v["out"] = self.names.of.get(step.node, step.node)
+            v["dout"] = self.names.grad(step.dout)
+            for item in fstep.saves:
+                if item not in self.types:
+                    v[item.split(".", 1)[1]] = self.names[item]
+            types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
+            types["out"] = self.types[step.node]
+            lines.append(f"    # {fstep.text()}")
+            body = []
+            for w in step.writes:
+                target = self.names.grad(w.target)
+                expr = node.op.grad_source(w.operand, v, node.attrs, types)
+                if not w.accumulate:
+                    code = f"{target} = {expr}"
+                elif w.in_place:
+                    code = f"{target} += {expr}"
+                else:
+                    code = f"{target} = {target} + {expr}"
+                body.append((code, f"{w.target} {'+=' if w.accumulate else '='} {w.rule}"))
+            width = max(len(c) for c, _ in body)
+            lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
+            # What dies here; inputs are the caller's, and stay.
+            dead = [self.names[i] for i in fstep.saves
+                    if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)]
+            dead += [self.names.grad(g) for g in step.frees]
+            if dead:
+                lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
+        lines.append("    return {")
+        for n in plan.wrt:
+            if n in plan.disconnected:
+                value = self.names[n]
+                dtype = "" if self.types[n].dtype in ("f32", "f64") else ", dtype=np.float64"
+                lines.append(f'        "{n}": np.zeros_like({value}{dtype}),  # no path to {plan.seed}')
+            elif self._written(n):
+                g = self.names.grad(grad_name(n))
+                copy = grad_name(n) in self.shared
+                lines.append(f'        "{n}": {"np.copy(" + g + ")" if copy else g},'
+                             + ("  # its own array: add passed one gradient to several" if copy else ""))
+        lines.append("    }")
+        return "\n".join(lines) + "\n"
+
+    def loss_and_grads(self) -> str:
+        plan = self.plan
+        call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
+        return "\n".join([
+            f"def loss_and_grads({self.signature(plan.inputs)}):",
+            f'    """One training step\'s arithmetic: {plan.seed} and its gradients."""',
+            f"    outputs, saved = forward(params{', ' + call if call else ''})",
+            f'    return outputs["{plan.seed}"], backward(params, saved, np.ones_like(outputs["{plan.seed}"]))',
+        ]) + "\n"
+
+    def scores_function(self) -> str:
+        plan = self.inference
+        assert plan is not None
+        read = {a for s in plan.forward for a in s.args}
+        lines = [
+            f"def scores({self.signature(plan.inputs)}):",
+            f'    """Forward only, to `{self.scores}`, the scores the loss reads: no labels,',
+            '    nothing kept for backward."""',
+        ]
+        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read]
+        lines += self.coerce(plan.inputs)
+        rows: list[tuple[str, str]] = []
+        for step in plan.forward:
+            rows += self.step_lines(plan, step, taped=False)
+            dead = [self.names[n] for n in step.frees]
+            if dead:
+                rows.append((f"del {', '.join(dead)}", ""))
+        lines += _aligned(rows)
+        lines.append(f"    return {self.names[self.scores]}")
+        call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
+        lines += [
+            "",
+            "",
+            f"def predict({self.signature(plan.inputs)}):",
+            '    """The predicted class of each row: the argmax of the scores."""',
+            f"    return scores(params{', ' + call if call else ''}).argmax(axis=-1)",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def example_inputs(self) -> str | None:
+        """The inputs graphc makes up when none are given, if every input has one."""
+        inputs = [self.decls[n] for n in self.plan.inputs]
+        if not inputs or any(d.init is None for d in inputs):
+            return None
+        lines = [
+            "def example_inputs(seed=0):",
+            '    """The inputs graphc makes up when it is given none: the same numbers',
+            '    as graphc.compile_file(..., seed=seed).default_feeds()."""',
+        ]
+        if any(_uses_rng(d.init) for d in self.ir.inputs() if d.init is not None):
+            lines.append("    input_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])")
+        lines.append("    return {")
+        # In declaration order, as Program draws them, so the random streams agree.
+        for decl in self.ir.inputs():
+            if decl.init is not None and decl.name in self.plan.inputs:
+                lines.append(f'        "{self.names[decl.name]}": {self.init_source(decl.init, self.types[decl.name], "input_rng")},')
+        lines.append("    }")
+        return "\n".join(lines) + "\n"
+
+    def main(self) -> str:
+        return textwrap.dedent(f'''\
+            if __name__ == "__main__":
+                # A smoke test: one step on the made-up inputs.
+                params = init_params(seed=0)
+                outputs, saved = forward(params, **example_inputs(seed=0))
+                for name, value in outputs.items():
+                    print(name, "=", value)
+                for name, grad in backward(params, saved).items():
+                    print(f"d_{{name}}", np.shape(grad), "norm", float(np.linalg.norm(grad)))
+            ''')
+
+
+# --- small pieces ---------------------------------------------------------------
+
+
+def _shape(shape: tuple) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _uses_rng(init: Initializer) -> bool:
+    return init.kind in ("normal", "uniform", "he", "xavier") or (init.kind == "onehot")
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["    " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def _commented(lines: list[str], comment: str) -> list[tuple[str, str]]:
+    """The line that sets the step's value gets the step as the graph writes it."""
+    return [(line, "") for line in lines[:-1]] + [(lines[-1], comment)]
+
+
+def _aligned(rows: list[tuple[str, str]], indent: str = "    ", limit: int = 48) -> list[str]:
+    """Code lines with their comments in one column (lines longer than `limit` aside)."""
+    width = max([len(code) for code, comment in rows if comment and len(code) <= limit] + [0])
+    return [
+        indent + (f"{code.ljust(width)}  # {comment}" if comment else code).rstrip() for code, comment in rows
+    ]
+
+
+def _literal(value: np.ndarray) -> str:
+    """A scalar const as Python source: weakly typed, so f32 stays f32."""
+    number = value.item()
+    if isinstance(number, float) and not np.isfinite(number):
+        return f"float({str(number)!r})"
+    text = repr(number)
+    return f"({text})" if text.startswith("-") else text

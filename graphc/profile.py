@@ -1,0 +1,273 @@
+"""Per-node timing of a training step: where the time goes.
+
+    profile = profile_graph(compiled, batch=100, iters=50)
+    print(profile_text(profile))
+
+Runs the training plan (forward, then backward to every param) on made-up
+inputs of the batch size asked for: each input's initializer where it has
+one, else random values of its declared shape (one-hot rows for labels).
+Each op call is timed with time.perf_counter over `iters` iterations after
+`warmup` ones, and averaged. The step is also timed whole, with nothing
+instrumented: what that takes beyond the sum of the op calls is time outside
+numpy's kernels, spent by the interpreter itself (looking up values, storing
+results, summing fan-out gradients). The same step through the generated
+module (graphc.codegen) is timed too, for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from graphc.compiler import CompiledGraph
+from graphc.ir import DTYPES, TensorType
+from graphc.memory import bind_dims
+from graphc.plan import Plan, make_plan
+from graphc.program import Program, initialize
+from graphc.run import Interpreter
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    node: str
+    op: str
+    type: str  # its output, concrete: f64[100, 50]
+    forward: float  # seconds per iteration
+    backward: float  # 0 where backward does not run the node
+
+    @property
+    def total(self) -> float:
+        return self.forward + self.backward
+
+
+@dataclass(frozen=True)
+class Profile:
+    graph: str
+    dims: dict[str, int]
+    dtype: str  # float32 or float64
+    wrt: tuple[str, ...]
+    iters: int
+    warmup: int
+    nodes: tuple[NodeTime, ...]  # most expensive first
+    total: float  # seconds per iteration of the plain interpreter, forward + backward
+    codegen: float | None  # seconds per iteration of the generated module
+    blas: str
+
+    @property
+    def in_ops(self) -> float:
+        return sum(n.total for n in self.nodes)
+
+    @property
+    def overhead(self) -> float:
+        """Seconds per iteration outside op calls (never below zero: timing noise)."""
+        return max(self.total - self.in_ops, 0.0)
+
+    @property
+    def overhead_share(self) -> float:
+        return self.overhead / self.total if self.total > 0 else 0.0
+
+
+def blas_info() -> str:
+    """numpy's BLAS and its threads, as threadpoolctl sees them."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl to see it)"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        return "none found"
+    parts = []
+    for p in pools:
+        arch = f" ({p['architecture']})" if p.get("architecture") else ""
+        threads = p.get("num_threads")
+        parts.append(f"{p.get('internal_api', '?')} {p.get('version', '')}{arch}, "
+                     f"{threads} thread{'s' if threads != 1 else ''}")
+    return "; ".join(parts)
+
+
+def made_up_inputs(program: Program, plan: Plan, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs for a timing run, at `dims`: from each input's initializer, else random."""
+    rng = np.random.default_rng(seed)
+    defaults = program.default_feeds()
+    feeds: dict[str, np.ndarray] = {}
+    for name in plan.inputs:
+        decl = program.ir.decls[name]
+        t = program.types[name]
+        concrete = TensorType(t.dtype or "f64", tuple(dims[d] if isinstance(d, str) else d for d in t.shape))
+        if decl.init is not None and decl.init.kind == "value":
+            feeds[name] = defaults[name]
+        elif decl.init is not None:
+            feeds[name] = initialize(decl.init, concrete, rng)
+        elif name in program.label_inputs and concrete.shape:
+            classes = concrete.shape[-1]
+            feeds[name] = np.eye(classes, dtype=DTYPES[concrete.dtype])[rng.integers(0, classes, concrete.shape[:-1])]
+        elif concrete.dtype == "i64":
+            feeds[name] = rng.integers(0, 10, concrete.shape)
+        else:
+            feeds[name] = rng.standard_normal(concrete.shape).astype(DTYPES[concrete.dtype])
+    return {name: program.feed(name, value) for name, value in feeds.items()}
+
+
+class _Timer:
+    """Wraps each step's op call to add up the seconds it takes."""
+
+    def __init__(self, plan: Plan):
+        self.forward = {step.out: 0.0 for step in plan.forward}
+        self.backward = {step.node: 0.0 for step in plan.backward}
+
+    def wrap(self, kind: str, step: Any, function: Callable) -> Callable:
+        seconds = self.forward if kind == "forward" else self.backward
+        key = step.out if kind == "forward" else step.node
+        clock = time.perf_counter
+
+        def timed(*args):
+            start = clock()
+            result = function(*args)
+            seconds[key] += clock() - start
+            return result
+
+        return timed
+
+
+def _step(interpreter: Interpreter, base: dict[str, np.ndarray]) -> None:
+    env = dict(base)
+    tape = interpreter.forward(env)
+    interpreter.backward(tape, np.ones_like(env[interpreter.plan.seed]))
+
+
+def profile_graph(
+    compiled: CompiledGraph,
+    *,
+    batch: int | None = 100,
+    iters: int = 50,
+    warmup: int = 5,
+    dtype: str | None = None,
+    seed: int = 0,
+    wrt: tuple[str, ...] | None = None,
+    codegen: bool = True,
+) -> Profile:
+    """Time one training step of `compiled`, node by node.
+
+    wrt defaults to the params (a training step); a graph without params
+    differentiates its inputs instead.
+    """
+    program = Program(compiled, dtype=dtype, seed=seed)
+    if wrt is None:
+        wrt = program.param_names or program.input_names
+    plan = make_plan(program.checked, program.types, wrt=wrt)
+    dims = bind_dims(plan, program.ir.dims, batch)
+    base = dict(program.consts)
+    base.update(program.params)
+    feeds = made_up_inputs(program, plan, dims, seed)
+    base.update(feeds)
+
+    plain = Interpreter(plan, free=True)
+    timer = _Timer(plan)
+    timed = Interpreter(plan, free=True, wrap=timer.wrap)
+    runs: list[Callable[[], None]] = [lambda: _step(plain, base), lambda: _step(timed, base)]
+    if codegen:
+        from graphc.codegen import load_module
+
+        model = load_module(compiled, dtype, wrt)
+        params = dict(program.params)
+        runs.append(lambda: model.loss_and_grads(params, feeds))
+    # The three runs take turns, iteration by iteration, so that a machine
+    # busy with something else slows them all alike.
+    seconds = [0.0] * len(runs)
+    clock = time.perf_counter
+    with np.errstate(all="ignore"):
+        for i in range(warmup + iters):
+            if i == warmup:
+                seconds = [0.0] * len(runs)
+                for table in (timer.forward, timer.backward):
+                    for key in table:
+                        table[key] = 0.0
+            for k, run in enumerate(runs):
+                start = clock()
+                run()
+                seconds[k] += clock() - start
+    total = seconds[0] / iters
+    generated = seconds[2] / iters if codegen else None
+
+    nodes = []
+    for step in plan.forward:
+        t = program.types[step.out]
+        shape = tuple(dims[d] if isinstance(d, str) else d for d in t.shape)
+        nodes.append(NodeTime(
+            step.out, step.op.name, str(TensorType(t.dtype, shape)),
+            timer.forward[step.out] / iters, timer.backward.get(step.out, 0.0) / iters,
+        ))
+    nodes.sort(key=lambda n: n.total, reverse=True)
+    float_dtype = np.dtype(DTYPES[program.dtype]).name if program.dtype else _float_name(program)
+    return Profile(compiled.name, dims, float_dtype, tuple(wrt), iters, warmup, tuple(nodes), total, generated,
+                   blas_info())
+
+
+def _float_name(program: Program) -> str:
+    floats = {t.dtype for t in program.types.values() if t.dtype in ("f32", "f64")}
+    return "/".join(np.dtype(DTYPES[d]).name for d in sorted(floats)) or "float64"
+
+
+# --- printing ------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def profile_text(profile: Profile) -> str:
+    from tabulate import tabulate
+
+    dims = ", ".join(f"{k} = {v}" for k, v in sorted(profile.dims.items()))
+    in_ops = profile.in_ops
+    rows = [
+        [n.node, n.op, n.type, _ms(n.forward), _ms(n.backward) if n.backward else "-", _ms(n.total),
+         f"{100 * n.total / in_ops:.1f}%" if in_ops > 0 else "-"]
+        for n in profile.nodes
+    ]
+    table = tabulate(
+        rows, headers=["node", "op", "output", "forward ms", "backward ms", "total ms", "share"],
+        colalign=("left", "left", "left", "right", "right", "right", "right"), disable_numparse=True,
+    )
+    lines = [
+        f"graph {profile.graph}: one training step{' at ' + dims if dims else ''}, {profile.dtype}, "
+        f"gradients of {', '.join(profile.wrt) or 'nothing'}",
+        f"{profile.iters} iterations after {profile.warmup} warm-up; numpy BLAS: {profile.blas}",
+        "",
+        table,
+        "",
+        f"total per iteration   {_ms(profile.total):>9} ms  forward + backward, interpreter",
+        f"  in op calls         {_ms(in_ops):>9} ms",
+        f"  outside op calls    {_ms(profile.overhead):>9} ms  {100 * profile.overhead_share:.1f}% "
+        "(interpreter overhead)",
+    ]
+    if profile.codegen is not None:
+        ratio = profile.total / profile.codegen if profile.codegen > 0 else float("inf")
+        lines.append(f"generated module      {_ms(profile.codegen):>9} ms  "
+                     f"(graphc compile --emit python; interpreter/generated = {ratio:.2f})")
+    return "\n".join(lines) + "\n"
+
+
+def profile_json(profile: Profile) -> dict[str, Any]:
+    return {
+        "graph": profile.graph,
+        "dims": profile.dims,
+        "dtype": profile.dtype,
+        "wrt": list(profile.wrt),
+        "iters": profile.iters,
+        "warmup": profile.warmup,
+        "blas": profile.blas,
+        "nodes": [
+            {"node": n.node, "op": n.op, "type": n.type, "forward_ms": n.forward * 1e3,
+             "backward_ms": n.backward * 1e3, "total_ms": n.total * 1e3}
+            for n in profile.nodes
+        ],
+        "total_ms": profile.total * 1e3,
+        "in_ops_ms": profile.in_ops * 1e3,
+        "overhead_ms": profile.overhead * 1e3,
+        "overhead_share": profile.overhead_share,
+        "codegen_ms": None if profile.codegen is None else profile.codegen * 1e3,
+    }

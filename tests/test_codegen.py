@@ -1,0 +1,403 @@
+"""The generated numpy module computes what the interpreter computes."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graphc.cli import main
+from graphc.codegen import load_module, python_module
+from graphc.compiler import CompiledGraph, front_end, front_end_file
+from graphc.ops import REGISTRY
+from graphc.program import Program
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_GRAPHS = [
+    pytest.param(path, graph.name, id=f"{path.stem}:{graph.name}")
+    for path in sorted((ROOT / "models").glob("*.graph"))
+    for graph in front_end_file(path)
+]
+TOL = dict(rtol=1e-12, atol=1e-12)
+
+
+def compiled_graph(path: Path, name: str) -> CompiledGraph:
+    return next(g for g in front_end_file(path) if g.name == name)
+
+
+def import_source(source: str, name: str = "generated") -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
+    return module
+
+
+def one_graph(text: str) -> CompiledGraph:
+    [graph] = front_end(textwrap.dedent(text), "g.graph")
+    return graph
+
+
+def assert_same(actual: dict, expected: dict) -> None:
+    assert set(actual) == set(expected)
+    for name in expected:
+        a, e = np.asarray(actual[name]), np.asarray(expected[name])
+        assert a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, **TOL, err_msg=name)
+
+
+# --- every model, against the interpreter ------------------------------------------
+
+
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_generated_module_matches_the_interpreter(path, name):
+    compiled = compiled_graph(path, name)
+    program = Program(compiled, seed=0)
+    module = import_source(python_module(compiled))
+    # Same params and made-up inputs, number for number.
+    params = module.init_params(0)
+    assert set(params) == set(program.params)
+    for key, value in program.params.items():
+        np.testing.assert_array_equal(params[key], value)
+        assert params[key].dtype == value.dtype
+    feeds = program.default_feeds()
+    if hasattr(module, "example_inputs"):
+        inputs = module.example_inputs(0)
+        assert set(inputs) == set(feeds)
+        for key in feeds:
+            np.testing.assert_array_equal(inputs[key], feeds[key])
+    outputs, saved = module.forward(params, **feeds)
+    grads = module.backward(params, saved)
+    assert saved == {}, "backward empties saved"
+    assert_same(outputs, program.forward(**feeds))
+    assert_same(grads, program.backward())
+
+
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_loaded_module_trains_as_the_lean_plan_does(path, name):
+    compiled = compiled_graph(path, name)
+    program = Program(compiled, seed=0)
+    model = load_module(compiled)
+    feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
+    loss, grads = model.loss_and_grads(dict(program.params), feeds)
+    expected_loss, expected = program.loss_and_grads(feeds)
+    np.testing.assert_allclose(loss, expected_loss, **TOL)
+    assert_same(grads, expected)
+    assert set(grads) <= set(program.param_names)
+
+
+def test_scores_and_predict_run_the_inference_plan(models):
+    compiled = compiled_graph(models / "two_layer_net.graph", "two_layer_net")
+    program = Program(compiled, seed=1)
+    model = load_module(compiled)
+    x = np.random.default_rng(2).random((7, 784))
+    scores = model.scores(dict(program.params), {"x": x, "t": np.zeros(7, np.int64)})
+    expected = program.evaluate(("y",), {"x": x})["y"]
+    np.testing.assert_allclose(scores, expected, **TOL)
+    np.testing.assert_array_equal(model.predict(dict(program.params), {"x": x}), expected.argmax(axis=1))
+    assert "t" not in model.module.scores.__code__.co_varnames  # labels are not needed
+
+
+# --- every op, every example shape ---------------------------------------------------
+
+
+def _op_cases():
+    for op in REGISTRY.values():
+        for shapes in op.examples:
+            yield pytest.param(op.name, shapes, id=f"{op.name}-{'-'.join(map(str, shapes))}")
+
+
+def _random_feeds(op_name: str, shapes, rng) -> dict[str, np.ndarray]:
+    feeds = {}
+    for i, shape in enumerate(shapes):
+        feeds[f"in{i}"] = rng.standard_normal(shape)
+    if op_name == "softmax_loss":
+        y_shape, t_shape = shapes
+        if t_shape == y_shape:  # one-hot rows
+            labels = rng.integers(0, y_shape[-1], size=y_shape[:-1])
+            feeds["in1"] = np.eye(y_shape[-1])[labels]
+        else:  # class indices
+            feeds["in1"] = rng.integers(0, y_shape[-1], size=t_shape)
+    return feeds
+
+
+@pytest.mark.parametrize("op_name, shapes", list(_op_cases()))
+def test_every_op_generates_what_it_computes(op_name, shapes):
+    op = REGISTRY[op_name]
+    decls = []
+    for i, shape in enumerate(shapes):
+        dims = ", ".join(map(str, shape))
+        dtype = "i64" if op_name == "softmax_loss" and i == 1 and len(shape) < len(shapes[0]) else "f64"
+        decls.append(f"input in{i}: {dtype}[{dims}]")
+    args = ", ".join(f"in{i}" for i in range(len(shapes)))
+    compiled = one_graph("graph g {\n" + "\n".join(decls) + f"\nout = {op_name}({args})\noutput out\n}}\n")
+    rng = np.random.default_rng(3)
+    feeds = _random_feeds(op_name, shapes, rng)
+    program = Program(compiled)
+    expected_out = program.forward(**feeds)
+    seed = rng.standard_normal(np.shape(expected_out["out"]))
+    expected = program.backward(seed)
+    module = import_source(python_module(compiled))
+    outputs, saved = module.forward({}, **feeds)
+    assert_same(outputs, expected_out)
+    assert_same(module.backward({}, saved, seed), expected)
+    assert op.forward_source and op.grad_source
+
+
+# --- programs that exercise the code generator's corners ----------------------------
+
+CORNERS = {
+    "broadcasting and literals": """
+        graph g {
+            input x: [4, 3] = uniform(-1, 1)
+            param w: [1, 3] = normal(1)
+            param s: [] = 0.5
+            const c = [1, 2, 3]
+            const half = 0.5
+            a = mul(x, w)
+            b = add(a, s)
+            c2 = mul(b, c)
+            d = mul(c2, half)
+            e = add(d, -1)
+            f = sigmoid(e)
+            g2 = mul(f, 2)
+            loss = add(g2, g2)
+            output loss
+        }
+    """,
+    "fan-out through add, labels, a disconnected param": """
+        graph g {
+            dim N = 5
+            input x: [N, 4] = uniform(0, 1)
+            input t: [N, 3] = onehot
+            param W: [4, 3] = he
+            param b: [3] = zeros
+            param u: [3] = ones
+            param V: [4, 3] = xavier
+            h = affine(x, W, b)
+            k = add(h, h)
+            r = relu(k)
+            z = add(r, k)
+            loss = softmax_loss(z, t, reduction=sum)
+            unused = mul(u, u)
+            output loss
+        }
+    """,
+    "names that Python or the module already use": """
+        graph g {
+            input np = 2
+            input len = 3
+            param saved: [] = 1.5
+            param d_np: [] = 0.25
+            lambda = mul(np, len)
+            d_lambda = mul(lambda, saved)
+            out = add(d_lambda, d_np)
+            output out
+        }
+    """,
+    "three-dim input to affine, and class-index labels": """
+        graph g {
+            dim N = 2
+            input img: [N, 2, 3] = uniform(0, 1)
+            input t: i64[N]
+            param W: [6, 4] = normal(0.1)
+            param b: [1, 4] = normal(0.1)
+            y = affine(img, W, b)
+            loss = softmax_loss(y, t)
+            output loss
+        }
+    """,
+    "two params that get one gradient": """
+        graph g {
+            param p: [3] = normal(1)
+            param q: [3] = normal(1)
+            s = add(p, q)
+            loss = mul(s, s)
+            output s
+        }
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(CORNERS))
+def test_corner_cases_match_the_interpreter(name):
+    compiled = one_graph(CORNERS[name])
+    program = Program(compiled, seed=4)
+    feeds = program.default_feeds()
+    if "t" in program.input_names and "t" not in feeds:
+        feeds["t"] = np.array([1, 3])
+    module = import_source(python_module(compiled))
+    params = module.init_params(4)
+    for key, value in program.params.items():
+        np.testing.assert_array_equal(params[key], value)
+    program_out = program.forward(**feeds)
+    seed = np.ones_like(program_out[program.plan.seed])
+    keywords = inspect.signature(module.forward).parameters
+    outputs, saved = module.forward(params, **{k if k in keywords else k + "_": v for k, v in feeds.items()})
+    assert_same(outputs, program_out)
+    grads = module.backward(params, saved, seed)
+    assert_same(grads, program.backward(seed))
+    # No two gradients handed back are one array.
+    arrays = [g for g in grads.values() if isinstance(g, np.ndarray)]
+    assert len({id(g) for g in arrays}) == len(arrays)
+
+
+def test_reserved_names_are_renamed_and_readable():
+    source = python_module(one_graph(CORNERS["names that Python or the module already use"]))
+    assert "def forward(params, *, np_=2.0, len_=3.0):" in source
+    assert "lambda_ = np_ * len_" in source
+    assert "d_lambda = lambda_ * saved_" in source  # the value called d_lambda
+    assert "d_lambda_ = d_d_lambda * saved_  # d_lambda = d_d_lambda * saved" in source  # lambda's gradient
+
+
+def test_same_gradient_for_two_params_is_copied():
+    source = python_module(one_graph(CORNERS["two params that get one gradient"]))
+    assert '"q": np.copy(d_q),' in source
+
+
+# --- standalone, and readable -----------------------------------------------------------
+
+
+def _imports(source: str) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            modules.add((node.module or "").split(".")[0])
+    return modules
+
+
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_generated_module_imports_numpy_and_nothing_else(path, name):
+    assert _imports(python_module(compiled_graph(path, name))) == {"numpy"}
+
+
+def test_generated_module_runs_where_graphc_cannot_be_imported(tmp_path, models):
+    out = tmp_path / "two_layer_net.py"
+    assert main(["compile", str(models / "two_layer_net.graph"), "--emit", "python", "-o", str(out)]) == 0
+    # Isolated mode (no cwd, no PYTHONPATH), and graphc made unimportable.
+    driver = (
+        "import runpy, sys; sys.modules['graphc'] = None; "
+        f"runpy.run_path({str(out)!r}, run_name='__main__')"
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", driver], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("loss = 2.30")
+    assert [line.split()[0] for line in lines[1:]] == ["d_x", "d_W1", "d_b1", "d_W2", "d_b2"]
+
+
+def test_generated_code_reads_like_the_plan(models):
+    source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
+    assert source.startswith('"""buy_apple: the graph as plain numpy, forward and backward.\n')
+    assert source.splitlines()[2].startswith("Generated by graphc ") and "apple.graph" in source.splitlines()[2]
+    assert "def forward(params, *, apple=100.0, apple_num=2.0, tax=1.1):" in source
+    assert "apple_price = apple * apple_num  # apple_price = mul(apple, apple_num)" in source
+    assert "d_apple_price = d_price * tax  # d_apple_price = d_price * tax" in source
+    compile(source, "apple.py", "exec")  # valid Python
+
+
+def test_two_layer_net_reads_like_the_book(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    for line in [
+        "affine1 = x @ W1 + b1",
+        "relu1_mask = affine1 > 0",
+        "relu1 = affine1 * relu1_mask",
+        "d_b2 = d_y.sum(axis=0)  # d_b2 = sum(d_y, axis=0)",
+        "d_affine1 = d_relu1 * relu1_mask  # d_affine1 = d_relu1 * (affine1 > 0)",
+        "del affine1",
+        "def softmax_cross_entropy(y, t, mean=True):",
+    ]:
+        assert line in source, line
+    assert "PARAM_SHAPES = {\"W1\": (784, 50), \"b1\": (50,), \"W2\": (50, 10), \"b2\": (10,)}" in source
+
+
+def test_params_only_module_skips_the_input_gradient(models):
+    compiled = compiled_graph(models / "two_layer_net.graph", "two_layer_net")
+    source = python_module(compiled, wrt=("W1", "b1", "W2", "b2"))
+    assert "d_x" not in source
+    assert load_module(compiled).source == source
+
+
+# --- float32 end to end ------------------------------------------------------------------
+
+
+def _float_arrays_in(frame_locals: dict) -> list[tuple[str, np.dtype]]:
+    found = []
+
+    def visit(name, value):
+        if isinstance(value, (np.ndarray, np.generic)):
+            found.append((name, value.dtype))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(f"{name}[{k!r}]", v)
+        elif isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                visit(f"{name}[{i}]", v)
+
+    for name, value in frame_locals.items():
+        visit(name, value)
+    return found
+
+
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_float32_module_makes_only_float32(path, name):
+    compiled = compiled_graph(path, name)
+    program = Program(compiled, dtype="float32", seed=0)
+    model = load_module(compiled, "float32")
+    filename = model.module.__file__
+    seen: list[tuple[str, np.dtype]] = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != filename:
+            return None
+        if event in ("line", "return"):
+            seen.extend(_float_arrays_in(frame.f_locals))
+            if event == "return":
+                seen.extend(_float_arrays_in({"<returned>": arg}))
+        return tracer
+
+    params = model.init_params(0)
+    feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
+    sys.settrace(tracer)
+    try:
+        loss, grads = model.loss_and_grads(params, feeds)
+    finally:
+        sys.settrace(None)
+    assert seen, "the tracer saw the generated code run"
+    wrong = {(n, str(d)) for n, d in seen if d.kind == "f" and d != np.float32}
+    assert not wrong
+    assert np.asarray(loss).dtype == np.float32
+    assert all(np.asarray(g).dtype == np.float32 for g in grads.values())
+
+
+def test_emit_python_with_dtype_and_output_file(tmp_path, models, capsys):
+    out = tmp_path / "m.py"
+    argv = ["compile", str(models / "two_layer_net.graph"), "--emit", "python", "--dtype", "float32", "-o", str(out)]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "DTYPE = np.float32" in text
+    assert "Floats are float32 (DTYPE)." in text
+
+
+def test_documented_excerpt_is_what_graphc_writes(models):
+    """The README's excerpt of the apple module (docs/readme/compiler.md until merged)."""
+    import re
+
+    marker = "<!-- excerpt: graphc compile models/apple.graph --emit python -->"
+    for doc in (ROOT / "README.md", ROOT / "docs" / "readme" / "compiler.md"):
+        text = doc.read_text(encoding="utf-8") if doc.exists() else ""
+        if marker in text:
+            block = re.search(re.escape(marker) + r"\n```python\n(.*?)^```$", text, re.S | re.M)
+            assert block, f"{doc}: the excerpt marker is not followed by a python block"
+            source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
+            assert block.group(1) in source
+            return
+    pytest.skip("no documented excerpt")
