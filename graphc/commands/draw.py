@@ -1,0 +1,61 @@
+"""Draw a graph as the textbook does: left to right, each edge labelled with
+its tensor's type, and with --values and --grads the forward value above it
+and the gradient below it in red. The format follows the output's extension:
+.svg, .png and .pdf render with Graphviz; .dot and .mmd (Mermaid) need
+nothing but graphc; `-o -` prints DOT. --plan backward draws the backward
+plan instead: gradients flowing through each step's local rules, and the
+forward values those rules read."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from graphc.commands.common import add_feed_arguments, add_file_arguments, load_graphs, load_program, select_graph
+from graphc.plan import make_plan
+
+HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradients"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_file_arguments(parser)
+    parser.add_argument(
+        "-o", "--output", metavar="OUT", default="-",
+        help="OUT.svg, .png, .pdf, .dot or .mmd; `-` prints DOT (the default)",
+    )
+    parser.add_argument("--values", action="store_true", help="run forward and write each value above its edge")
+    parser.add_argument(
+        "--grads", action="store_true", help="run forward and backward and write each gradient below its edge, in red"
+    )
+    parser.add_argument("--rankdir", choices=("LR", "TB"), default="LR", help="left to right (default) or top to bottom")
+    parser.add_argument(
+        "--plan", choices=("forward", "backward"), default="forward",
+        help="draw the graph (default) or its backward plan",
+    )
+    add_feed_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphc.draw import backward_diagram, graph_diagram, output_format, program_diagram, to_dot, write_diagram
+
+    output_format(args.output)  # an unknown extension fails before any work
+    feeds_given = args.set or args.input or getattr(args, "weights", None)
+    if args.values or args.grads or feeds_given:  # feeds are checked even when not shown
+        program, feeds = load_program(args)
+        if args.values or args.grads:
+            program.forward(**feeds)
+        if args.grads:
+            program.backward()
+        diagram = program_diagram(program, values=args.values, grads=args.grads, plan=args.plan)
+    else:
+        graph = select_graph(load_graphs(args), args)
+        if args.plan == "backward":
+            diagram = backward_diagram(make_plan(graph.checked, graph.types))
+        else:
+            diagram = graph_diagram(graph)
+    if args.output == "-":
+        sys.stdout.write(to_dot(diagram, args.rankdir))
+        return 0
+    write_diagram(diagram, args.output, args.rankdir)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
