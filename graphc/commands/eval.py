@@ -1,0 +1,83 @@
+"""Measure trained weights on MNIST: accuracy, accuracy per class, and the
+confusion matrix (rows: the true class, columns: the predicted one)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from tabulate import tabulate
+
+from graphc.checkpoint import apply_weights, read_checkpoint
+from graphc.commands.common import add_file_arguments, add_json_argument, load_program, print_json
+from graphc.errors import ExitCode
+from graphc.train import DATASETS, load_data, predict
+
+HELP = "test accuracy, per-class accuracy and confusion matrix of trained weights"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_file_arguments(parser)
+    parser.add_argument("--weights", required=True, metavar="W.npz",
+                        help="the weights: a checkpoint from `graphc train --save`, or an .npz of params")
+    parser.add_argument("--data", default="mnist", metavar="NAME", help=f"dataset: {', '.join(DATASETS)} (default mnist)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist)")
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="which images (default test)")
+    parser.add_argument("--dtype", choices=("float64", "float32"),
+                        help="compute in this dtype (default: the one the weights were trained in)")
+    add_json_argument(parser)
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """counts[i, j]: images of class i predicted as j."""
+    return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+
+
+def run(args: argparse.Namespace) -> int:
+    checkpoint = read_checkpoint(args.weights)
+    dtype = args.dtype or checkpoint.meta.get("dtype") or "float64"
+    program, _ = load_program(args, dtype=dtype)
+    apply_weights(program, checkpoint)
+    data = load_data(args.data, program, data_dir=args.data_dir)
+    x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
+    predicted = predict(program, data, x)
+    counts = confusion_matrix(y, predicted, data.classes)
+    per_class = counts.sum(axis=1)
+    correct = np.diag(counts)
+    accuracy = float(correct.sum() / len(y)) if len(y) else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        class_acc = correct / per_class
+
+    if args.json:
+        print_json({
+            "graph": program.name, "weights": args.weights, "iteration": checkpoint.iteration,
+            "data": data.name, "split": args.split, "images": len(y), "dtype": dtype,
+            "accuracy": accuracy,
+            "per_class": [
+                {"class": c, "images": int(per_class[c]), "correct": int(correct[c]),
+                 "accuracy": float(class_acc[c]) if per_class[c] else None}
+                for c in range(data.classes)
+            ],
+            "confusion": counts,
+        })
+        return ExitCode.OK
+
+    trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta else ""
+    print(f"{program.name} with weights {args.weights}{trained} on the {data.name} {args.split} set, {dtype}")
+    print(f"accuracy {accuracy:.4f}  ({int(correct.sum())} of {len(y)} images)")
+    print()
+    print(tabulate(
+        [(c, int(per_class[c]), int(correct[c]), f"{class_acc[c]:.4f}" if per_class[c] else "-")
+         for c in range(data.classes)],
+        headers=("class", "images", "correct", "accuracy"), colalign=("right", "right", "right", "right"),
+        disable_numparse=True,
+    ))
+    print()
+    print("confusion matrix: rows are the true class, columns the predicted class")
+    print(tabulate(
+        [[f"{c}"] + [int(v) for v in counts[c]] for c in range(data.classes)],
+        headers=["true"] + [str(c) for c in range(data.classes)],
+        colalign=["right"] * (data.classes + 1),
+    ))
+    return ExitCode.OK

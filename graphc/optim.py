@@ -1,0 +1,206 @@
+"""Optimizers: how a param moves, given its gradient.
+
+The four of the book's chapter 6, each a small class over named arrays:
+
+    SGD       W -= lr * dW
+    Momentum  v = 0.9 v - lr * dW;  W += v
+    AdaGrad   h += dW * dW;  W -= lr * dW / (sqrt(h) + 1e-7)
+    Adam      m, v: running means of dW and dW^2, bias-corrected by the step size
+
+Updates are in place, on the very arrays the Program holds, and every state
+array has its param's dtype: a float32 model stays float32 throughout. Each
+update writes through one scratch buffer per param, so a step allocates
+nothing.
+
+The state (per-param slot arrays and the step count) is a flat dict of
+arrays, `state_dict()`, which a checkpoint stores as is and
+`load_state_dict` puts back, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from graphc.errors import GraphcError, did_you_mean
+
+EPS = 1e-7  # the book's guard against dividing by zero in AdaGrad and Adam
+
+
+class Optimizer:
+    name: ClassVar[str]
+    default_lr: ClassVar[float]
+    slots: ClassVar[tuple[str, ...]] = ()  # per-param state arrays
+
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None):
+        self.lr = float(self.default_lr if lr is None else lr)
+        self.names = tuple(params)
+        self.steps = 0  # updates done
+        self.state: dict[str, dict[str, np.ndarray]] = {
+            slot: {name: np.zeros_like(params[name]) for name in self.names} for slot in self.slots
+        }
+        self._scratch = {name: np.empty_like(params[name]) for name in self.names}
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+        """Move every param that has a gradient, in place."""
+        self.steps += 1
+        self._prepare()
+        for name in self.names:
+            grad = grads.get(name)
+            if grad is not None:
+                self._update(name, params[name], grad, self._scratch[name])
+
+    def _prepare(self) -> None:
+        """Per-step scalars (Adam's bias-corrected step size)."""
+
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def hyperparams(self) -> dict[str, float]:
+        return {"lr": self.lr}
+
+    # --- state ----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """`steps` and one `slot/param` array per slot and param."""
+        state = {"steps": np.array(self.steps, dtype=np.int64)}
+        for slot, arrays in self.state.items():
+            for name, array in arrays.items():
+                state[f"{slot}/{name}"] = array
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Put back what state_dict gave; raises GraphcError naming what does not fit."""
+        expected = ["steps"] + [f"{slot}/{name}" for slot in self.slots for name in self.names]
+        for key in expected:
+            if key not in state:
+                raise GraphcError(f"{self.name} state has no `{key}`")
+        for key in state:
+            if key not in expected:
+                raise GraphcError(f"{self.name} state has `{key}`, which this model has no use for")
+        for slot in self.slots:
+            for name in self.names:
+                value = np.asarray(state[f"{slot}/{name}"])
+                target = self.state[slot][name]
+                if value.shape != target.shape:
+                    raise GraphcError(
+                        f"{self.name} state `{slot}/{name}` has shape {list(value.shape)}, "
+                        f"param `{name}` has {list(target.shape)}"
+                    )
+        steps = np.asarray(state["steps"])
+        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+            raise GraphcError(f"{self.name} state `steps` must be a count, got {steps!r}")
+        for slot in self.slots:
+            for name in self.names:
+                np.copyto(self.state[slot][name], state[f"{slot}/{name}"], casting="unsafe")
+        self.steps = int(steps)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v:g}" for k, v in self.hyperparams().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """W -= lr * dW"""
+
+    name = "sgd"
+    default_lr = 0.1  # the book's chapter 5 training loop
+
+    def _update(self, name, param, grad, scratch):
+        np.multiply(grad, self.lr, out=scratch)
+        param -= scratch
+
+
+class Momentum(Optimizer):
+    """v = momentum * v - lr * dW;  W += v"""
+
+    name = "momentum"
+    default_lr = 0.01
+    slots = ("v",)
+
+    def __init__(self, params, lr=None, momentum: float = 0.9):
+        super().__init__(params, lr)
+        self.momentum = float(momentum)
+
+    def hyperparams(self):
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def _update(self, name, param, grad, scratch):
+        v = self.state["v"][name]
+        v *= self.momentum
+        np.multiply(grad, self.lr, out=scratch)
+        v -= scratch
+        param += v
+
+
+class AdaGrad(Optimizer):
+    """h += dW * dW;  W -= lr * dW / (sqrt(h) + eps): each weight's step shrinks with its history."""
+
+    name = "adagrad"
+    default_lr = 0.01
+    slots = ("h",)
+
+    def _update(self, name, param, grad, scratch):
+        h = self.state["h"][name]
+        np.multiply(grad, grad, out=scratch)
+        h += scratch
+        np.sqrt(h, out=scratch)
+        scratch += EPS
+        np.divide(grad, scratch, out=scratch)
+        scratch *= self.lr
+        param -= scratch
+
+
+class Adam(Optimizer):
+    """m += (1 - beta1)(dW - m);  v += (1 - beta2)(dW^2 - v);  W -= lr_t * m / (sqrt(v) + eps)
+
+    with lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), which undoes the bias
+    of m and v towards their zero start in the first steps.
+    """
+
+    name = "adam"
+    default_lr = 0.001
+    slots = ("m", "v")
+
+    def __init__(self, params, lr=None, beta1: float = 0.9, beta2: float = 0.999):
+        super().__init__(params, lr)
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self._lr_t = self.lr
+
+    def hyperparams(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
+
+    def _prepare(self):
+        t = self.steps
+        self._lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+
+    def _update(self, name, param, grad, scratch):
+        m, v = self.state["m"][name], self.state["v"][name]
+        np.subtract(grad, m, out=scratch)
+        scratch *= 1.0 - self.beta1
+        m += scratch
+        np.multiply(grad, grad, out=scratch)
+        scratch -= v
+        scratch *= 1.0 - self.beta2
+        v += scratch
+        np.sqrt(v, out=scratch)
+        scratch += EPS
+        np.divide(m, scratch, out=scratch)
+        scratch *= self._lr_t
+        param -= scratch
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, Momentum, AdaGrad, Adam)}
+
+
+def make_optimizer(name: str, params: Mapping[str, np.ndarray], lr: float | None = None) -> Optimizer:
+    """The optimizer called `name` over `params`; lr None takes its default."""
+    cls = OPTIMIZERS.get(name)
+    if cls is None:
+        hint = did_you_mean(name, OPTIMIZERS) or "optimizers: " + ", ".join(OPTIMIZERS)
+        raise GraphcError(f"unknown optimizer `{name}`", hint=hint)
+    return cls(params, lr)

@@ -1,0 +1,608 @@
+"""Training a Program on a labelled image dataset: the book's minibatch loop.
+
+    program = graphc.compile_file("models/two_layer_net.graph", seed=0)
+    data = load_data("mnist", program)               # checked against the graph once
+    trainer = Trainer(program, data, TrainOptions(iters=2000))
+    result = trainer.run()
+    result.test_acc                                  # 0.95...
+
+Each iteration draws `batch` random training rows (with replacement, from a
+numpy Generator seeded with `seed`), computes the loss and the gradient of
+every param with the program's lean training plan, and lets the optimizer
+move the params in place. After every epoch (train_size / batch iterations)
+and at the end, the train and test accuracies are measured with the
+forward-only inference plan.
+
+Which inputs receive the images and the labels is declared in the graph
+(`input x: f64[N, 784] from images`) or inferred from the inputs' shapes.
+
+Nothing here prints: progress goes to the callbacks the caller passes, so the
+command line and tests drive the same loop. Same seed, same data, same
+options: bit-identical weights, also across a save and a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphc.checkpoint import Checkpoint, apply_weights, check_weights, save_checkpoint
+from graphc.errors import GraphcError
+from graphc.ir import DTYPES, InputDecl, TensorType
+from graphc.optim import OPTIMIZERS, Optimizer, make_optimizer
+from graphc.program import Program
+
+DATASETS = ("mnist",)
+MNIST_PIXELS = 784
+MNIST_CLASSES = 10
+# Image layouts an MNIST input may declare, after the batch dim.
+MNIST_LAYOUTS = ((784,), (28, 28), (1, 28, 28))
+
+
+# --- which input gets what ---------------------------------------------------------
+
+
+def _first_dim_symbolic(t: TensorType) -> bool:
+    return t.ndim >= 1 and isinstance(t.shape[0], str)
+
+
+def _fits_images(t: TensorType) -> bool:
+    return _first_dim_symbolic(t) and t.dtype in ("f32", "f64") and tuple(t.shape[1:]) in MNIST_LAYOUTS
+
+
+def _fits_labels(t: TensorType, classes: int) -> bool:
+    if not _first_dim_symbolic(t):
+        return False
+    return tuple(t.shape[1:]) == (classes,) or (t.dtype == "i64" and t.ndim == 1)
+
+
+def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str]:
+    """(images input, labels input): declared with `from images`/`from labels`, else
+    the one input whose shape fits; a GraphcError when none or several do."""
+    inputs = program.ir.inputs()
+    declared = {d.role: d for d in inputs if d.role}
+    chosen: dict[str, InputDecl] = {}
+    for role, fits, example, want in (
+        ("images", _fits_images, "f64[N, 784]", "a [N, 784] (or [N, 1, 28, 28]) float input"),
+        ("labels", lambda t: _fits_labels(t, classes), f"f64[N, {classes}]",
+         f"a [N, {classes}] one-hot or [N] i64 input"),
+    ):
+        if role in declared:
+            decl = declared[role]
+            if not fits(program.compiled.types[decl.name]):
+                raise GraphcError(
+                    f"input `{decl.name}` is fed `from {role}`, but MNIST {role} need {want}; "
+                    f"`{decl.name}` is {program.compiled.types[decl.name]}",
+                    decl.role_span or decl.span,
+                )
+            chosen[role] = decl
+            continue
+        taken = {d.name for d in chosen.values()}
+        candidates = [d for d in inputs if d.role is None and d.name not in taken and fits(program.compiled.types[d.name])]
+        if len(candidates) == 1:
+            chosen[role] = candidates[0]
+        elif not candidates:
+            raise GraphcError(
+                f"no input of graph `{program.name}` can take the MNIST {role}: it needs {want}",
+                program.ir.span,
+                f"declare one, e.g. `input {'x' if role == 'images' else 't'}: {example} from {role}`",
+            )
+        else:
+            names = ", ".join(f"`{d.name}`" for d in candidates[:-1]) + f" and `{candidates[-1].name}`"
+            raise GraphcError(
+                f"cannot tell which input takes the MNIST {role}: {names} {'both' if len(candidates) == 2 else 'all'} fit",
+                candidates[0].span,
+                f"say which with `from {role}`, e.g. `input {candidates[0].name}: ... from {role}`",
+                related=[d.span for d in candidates[1:]],
+            )
+    return chosen["images"].name, chosen["labels"].name
+
+
+# --- data, as the program reads it ---------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TrainData:
+    """A dataset checked against a program, in the arrays its plans read."""
+
+    name: str
+    images: str  # the input fed the images
+    labels: str  # the input fed the labels
+    scores: str  # the value whose argmax is the prediction
+    x_train: np.ndarray
+    t_train: np.ndarray  # as fed: class indices where the graph takes them, else one-hot
+    y_train: np.ndarray  # class indices, for accuracy
+    x_test: np.ndarray
+    t_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # other inputs' fixed values
+
+    @property
+    def train_size(self) -> int:
+        return len(self.x_train)
+
+
+def prepare_data(
+    program: Program,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    name: str = "data",
+    classes: int = MNIST_CLASSES,
+) -> TrainData:
+    """Check (images, class indices) pairs against the program once, casting and
+    reshaping them to what its inputs declare (without copying when they already are)."""
+    images, labels = find_roles(program, classes)
+    x_type, t_type = program.types[images], program.types[labels]
+    feeds_labels_as_indices = labels in program.label_inputs or (t_type.dtype == "i64" and t_type.ndim == 1)
+    sample = tuple(int(d) for d in x_type.shape[1:])
+    dtype = DTYPES[x_type.dtype]
+    prepared = []
+    for split, (x, y) in (("train", train), ("test", test)):
+        x = np.asarray(x)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            raise GraphcError(f"{name} {split}: expected {len(x)} integer class labels, got {y.dtype}{list(y.shape)}")
+        if math.prod(x.shape[1:]) != math.prod(sample):
+            raise GraphcError(
+                f"{name} {split} images have shape {list(x.shape[1:])}, input `{images}` expects {list(sample)}",
+                program.ir.decls[images].span,
+            )
+        x = x.reshape((len(x),) + sample).astype(dtype, copy=False)
+        if feeds_labels_as_indices:
+            t = y.astype(np.int64, copy=False)
+        else:
+            t = np.zeros((len(y), classes), DTYPES[t_type.dtype or "f64"])
+            t[np.arange(len(y)), y] = 1
+        bindings: dict[str, tuple[int, str]] = {}
+        x = program.feed(images, x, bindings)
+        t = program.feed(labels, t, bindings)
+        prepared.append((x, t, y))
+
+    scores = program.scores_name()
+    s_type = program.types[scores]
+    if s_type.ndim != 2 or s_type.shape[0] != x_type.shape[0] or s_type.shape[1] != classes:
+        raise GraphcError(
+            f"cannot read predictions from graph `{program.name}`: `{scores}` is {s_type}, "
+            f"not one score per class ([{x_type.shape[0]}, {classes}])",
+            program.ir.decls[scores].span,
+            "the output should be softmax_loss(scores, labels), with scores of shape [N, classes]",
+        )
+    extra: dict[str, np.ndarray] = {}
+    defaults = program.default_feeds()
+    for decl in program.ir.inputs():
+        if decl.name in (images, labels):
+            continue
+        t = program.types[decl.name]
+        if decl.init is None or decl.init.kind != "value" or any(isinstance(d, str) for d in t.shape):
+            raise GraphcError(
+                f"input `{decl.name}` is fed neither images nor labels, and has no fixed value to train with",
+                decl.span,
+                f"give it a value (`input {decl.name} = 0.5`) or make it a param",
+            )
+        extra[decl.name] = program.feed(decl.name, defaults[decl.name])
+    (x_train, t_train, y_train), (x_test, t_test, y_test) = prepared
+    return TrainData(name, images, labels, scores, x_train, t_train, y_train, x_test, t_test, y_test, classes, extra)
+
+
+def load_data(
+    name: str, program: Program, *, data_dir: str | Path | None = None, download: bool = True, progress: bool = True
+) -> TrainData:
+    """A known dataset (only "mnist" for now), loaded and checked against `program`."""
+    if name not in DATASETS:
+        raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS))
+    from graphc.data import load_mnist
+
+    images, _ = find_roles(program)
+    dtype = DTYPES[program.types[images].dtype]
+    # Loaded straight in the program's dtype: one copy of the set, cast once.
+    train, test = load_mnist(
+        data_dir, normalize=True, flatten=True, one_hot=False, dtype=dtype, download=download, progress=progress
+    )
+    return prepare_data(program, train, test, name=name)
+
+
+# --- options and results -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    iters: int = 10000  # total: a resumed run continues up to this many
+    batch: int = 100
+    optimizer: str = "sgd"
+    lr: float | None = None  # None: the optimizer's default (SGD's is the book's 0.1)
+    seed: int = 0  # the minibatch generator's seed
+    evaluate: bool = True  # measure accuracies after every epoch
+    eval_chunk: int = 10000  # rows per inference pass
+
+    def __post_init__(self) -> None:
+        if self.iters < 1:
+            raise GraphcError(f"iterations must be at least 1, got {self.iters}")
+        if self.batch < 1:
+            raise GraphcError(f"batch size must be at least 1, got {self.batch}")
+        if self.optimizer not in OPTIMIZERS:
+            make_optimizer(self.optimizer, {})  # raises, with a hint
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise GraphcError(f"learning rate must be a positive number, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    iteration: int
+    loss: float  # mean minibatch loss over the epoch's iterations
+    train_acc: float | None
+    test_acc: float | None
+    seconds: float  # since training started, resumed runs included
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" or "interrupted"
+    start_iteration: int
+    iteration: int
+    history: list[EpochRecord]
+    losses: np.ndarray  # every minibatch loss of this run
+    seconds: float  # this run, evaluation included
+    eval_seconds: float
+
+    @property
+    def iters(self) -> int:
+        """Iterations this run did."""
+        return self.iteration - self.start_iteration
+
+    @property
+    def train_acc(self) -> float | None:
+        return self.history[-1].train_acc if self.history else None
+
+    @property
+    def test_acc(self) -> float | None:
+        return self.history[-1].test_acc if self.history else None
+
+    @property
+    def iters_per_second(self) -> float:
+        busy = self.seconds - self.eval_seconds
+        return self.iters / busy if busy > 0 else 0.0
+
+
+class Diverged(GraphcError):
+    """The loss became NaN or infinite: a check that failed (exit status 1)."""
+
+    def __init__(self, message: str, hint: str, iteration: int, tensor: str, loss: float):
+        super().__init__(message, hint=hint)
+        self.iteration = iteration
+        self.tensor = tensor
+        self.loss = loss
+
+
+# --- the loop --------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(
+        self, program: Program, data: TrainData, options: TrainOptions = TrainOptions(),
+        resume: Checkpoint | None = None,
+    ):
+        self.program = program
+        self.data = data
+        self.options = options
+        self.iters_per_epoch = max(data.train_size // options.batch, 1)
+        self.epochs = math.ceil(options.iters / self.iters_per_epoch)
+        self.optimizer: Optimizer = make_optimizer(options.optimizer, program.params, options.lr)
+        self.rng = np.random.default_rng(options.seed)
+        self.iteration = 0
+        self.history: list[EpochRecord] = []
+        self.seconds_before = 0.0  # training time of the runs this one resumes
+        self.saved_at: int | None = None  # iteration of the last checkpoint written
+        self._stop = False
+        self._started: float | None = None
+        if resume is not None:
+            self._resume(resume)
+
+    def _resume(self, checkpoint: Checkpoint) -> None:
+        where = checkpoint.path
+        if not checkpoint.resumable:
+            raise GraphcError("these weights hold no training state to resume from", where=where,
+                              hint="resume from a checkpoint written by `graphc train --save`")
+        check_weights(self.program, checkpoint)
+        if checkpoint.optimizer != self.optimizer.name:
+            raise GraphcError(
+                f"the checkpoint was trained with {checkpoint.optimizer}, not {self.optimizer.name}", where=where,
+                hint=f"resume with `--optimizer {checkpoint.optimizer}`",
+            )
+        apply_weights(self.program, checkpoint)
+        try:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+            self.rng.bit_generator.state = checkpoint.meta["rng"]
+            self.history = [EpochRecord(**record) for record in checkpoint.meta.get("history", [])]
+        except (GraphcError, TypeError, ValueError, KeyError) as err:
+            message = err.message if isinstance(err, GraphcError) else str(err)
+            raise GraphcError(f"corrupt training state: {message}", where=where) from None
+        self.iteration = checkpoint.iteration
+        self.seconds_before = float(checkpoint.meta.get("seconds", 0.0))
+
+    # --- evaluation ---
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted class of every row, by the inference plan in chunks."""
+        return predict(self.program, self.data, x, self.options.eval_chunk)
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
+
+    # --- checkpoints ---
+
+    def save(self, path: str | Path) -> None:
+        """Everything a resume needs: params, optimizer state, iteration, generator state."""
+        save_checkpoint(
+            path, self.program, iteration=self.iteration, optimizer=self.optimizer, rng=self.rng,
+            history=[r.as_dict() for r in self.history],
+            info={"data": self.data.name, "batch": self.options.batch, "seed": self.options.seed,
+                  "iters": self.options.iters, "seconds": self.seconds_before + self._elapsed()},
+        )
+        self.saved_at = self.iteration
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._started if self._started is not None else 0.0
+
+    # --- stopping ---
+
+    def request_stop(self) -> None:
+        """Stop cleanly after the current iteration (what Ctrl-C does under handle_sigint)."""
+        self._stop = True
+
+    @contextlib.contextmanager
+    def _sigint_stops(self, enabled: bool) -> Iterator[None]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self._stop = True
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    # --- training ---
+
+    def run(
+        self,
+        *,
+        on_iteration: Callable[[int, float], None] | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        checkpoint: str | Path | None = None,
+        handle_sigint: bool = False,
+    ) -> TrainResult:
+        """Train up to options.iters iterations.
+
+        on_iteration(iteration, loss) after every update; on_epoch(record) after
+        every epoch's evaluation. With `checkpoint`, the state is saved there
+        after every epoch and at the end, so a run that diverges leaves its last
+        good state. With handle_sigint, Ctrl-C stops after the current iteration
+        (status "interrupted"); a second Ctrl-C raises KeyboardInterrupt.
+        Raises Diverged when the loss is not finite.
+        """
+        program, data, options = self.program, self.data, self.options
+        x, t = data.x_train, data.t_train
+        size, batch = len(x), options.batch
+        # One buffer per minibatch, refilled in place: no allocation per step.
+        x_batch = np.empty((batch,) + x.shape[1:], x.dtype)
+        t_batch = np.empty((batch,) + t.shape[1:], t.dtype)
+        feeds = dict(data.extra)
+        feeds[data.images] = x_batch
+        feeds[data.labels] = t_batch
+        loss_and_grads = program.loss_and_grads
+        step = self.optimizer.step
+        params = program.params
+        integers = self.rng.integers
+        take = np.take
+        isfinite = math.isfinite
+        per_epoch = self.iters_per_epoch
+        stop_at = options.iters
+
+        start = self.iteration
+        losses: list[float] = []
+        epoch_loss, epoch_count = 0.0, 0
+        eval_seconds = 0.0
+        status = "completed"
+        self._stop = False
+        self._started = time.perf_counter()
+        # NaN and inf are caught and reported by the loss check, not warned about.
+        with self._sigint_stops(handle_sigint), np.errstate(all="ignore"):
+            while self.iteration < stop_at:
+                if self._stop:
+                    status = "interrupted"
+                    break
+                index = integers(0, size, batch)
+                take(x, index, axis=0, out=x_batch, mode="clip")
+                take(t, index, axis=0, out=t_batch, mode="clip")
+                loss, grads = loss_and_grads(feeds)
+                value = float(loss)
+                if not isfinite(value):
+                    self._diverged(value, feeds, grads, checkpoint)
+                step(params, grads)
+                self.iteration += 1
+                losses.append(value)
+                epoch_loss += value
+                epoch_count += 1
+                if on_iteration is not None:
+                    on_iteration(self.iteration, value)
+                if self.iteration % per_epoch == 0 or self.iteration == stop_at:
+                    began = time.perf_counter()
+                    record = self._end_epoch(epoch_loss / epoch_count)
+                    epoch_loss, epoch_count = 0.0, 0
+                    if checkpoint is not None:
+                        self.save(checkpoint)
+                    eval_seconds += time.perf_counter() - began
+                    if on_epoch is not None:
+                        on_epoch(record)
+        if status == "interrupted" and checkpoint is not None and self.params_finite():
+            self.save(checkpoint)
+        seconds = time.perf_counter() - self._started
+        self.seconds_before += seconds
+        self._started = None
+        return TrainResult(status, start, self.iteration, list(self.history), np.array(losses), seconds, eval_seconds)
+
+    def _end_epoch(self, loss: float) -> EpochRecord:
+        data = self.data
+        train_acc = test_acc = None
+        if self.options.evaluate:
+            train_acc = self.accuracy(data.x_train, data.y_train)
+            test_acc = self.accuracy(data.x_test, data.y_test)
+        record = EpochRecord(
+            epoch=math.ceil(self.iteration / self.iters_per_epoch), iteration=self.iteration, loss=loss,
+            train_acc=train_acc, test_acc=test_acc, seconds=self.seconds_before + self._elapsed(),
+        )
+        self.history.append(record)
+        return record
+
+    def params_finite(self) -> bool:
+        """No NaN or inf in any param: safe to save."""
+        return all(np.isfinite(self.program.params[n]).all() for n in self.program.param_names)
+
+    def _diverged(self, loss: float, feeds: dict[str, np.ndarray], grads: dict[str, np.ndarray],
+                  checkpoint: str | Path | None) -> None:
+        iteration = self.iteration + 1
+        tensor = first_nonfinite(self.program, feeds, grads)
+        lr = self.optimizer.lr
+        hint = f"lower the learning rate (it is {lr:g}), e.g. --lr {lr / 10:g}"
+        if checkpoint is not None:
+            if self.saved_at is not None:
+                hint += f"; {checkpoint} keeps the last good state, from iteration {self.saved_at}"
+            else:
+                hint += f"; nothing was saved to {checkpoint}"
+        raise Diverged(
+            f"training diverged at iteration {iteration}: the loss is {loss}; "
+            f"the first tensor holding NaN or inf is {tensor}",
+            hint, iteration, tensor, loss,
+        )
+
+
+def predict(program: Program, data: TrainData, x: np.ndarray, chunk: int = 10000) -> np.ndarray:
+    """Predicted class of every row of x (already in the program's layout and dtype)."""
+    feeds = dict(data.extra)
+    out = np.empty(len(x), np.int64)
+    target = (data.scores,)
+    with np.errstate(all="ignore"):
+        for start in range(0, len(x), chunk):
+            feeds[data.images] = x[start:start + chunk]
+            scores = program.evaluate(target, feeds)[data.scores]
+            out[start:start + chunk] = scores.argmax(axis=1)
+    return out
+
+
+def first_nonfinite(program: Program, feeds: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> str:
+    """Where NaN or inf shows first: a param, else a forward value in plan order, else a gradient."""
+    for name in program.param_names:
+        if not np.isfinite(program.params[name]).all():
+            return f"param `{name}`"
+    program.forward(**feeds)
+    for step in program.plan.forward:
+        value = program.values.get(step.out)
+        if value is not None and not np.isfinite(value).all():
+            return f"`{step.text()}`"
+    for name in program.param_names:
+        if name in grads and not np.isfinite(grads[name]).all():
+            return f"the gradient of `{name}`"
+    return "the loss"
+
+
+# --- reports --------------------------------------------------------------------------
+
+LOG_COLUMNS = ("epoch", "iteration", "loss", "train_acc", "test_acc", "seconds")
+
+
+def log_csv(history: list[EpochRecord]) -> str:
+    """The per-epoch figures as CSV text, one row per epoch."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LOG_COLUMNS)
+    for record in history:
+        row = record.as_dict()
+        writer.writerow(["" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                         for c in LOG_COLUMNS])
+    return out.getvalue()
+
+
+def write_log(path: str | Path, history: list[EpochRecord]) -> None:
+    from graphc.fileio import write_text
+
+    write_text(path, log_csv(history))
+
+
+def write_curves(path: str | Path, history: list[EpochRecord], losses: np.ndarray, start_iteration: int = 0,
+                 title: str = "") -> None:
+    """Loss and accuracy curves as a PNG: minibatch loss by iteration, accuracies by epoch."""
+    # matplotlib is heavy: imported here, and without pyplot's global state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from graphc.fileio import atomic_open
+
+    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, acc_axes = figure.subplots(1, 2)
+    if len(losses):
+        steps = np.arange(start_iteration + 1, start_iteration + 1 + len(losses))
+        loss_axes.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.6, label="minibatch loss")
+    if history:
+        loss_axes.plot([r.iteration for r in history], [r.loss for r in history], "o-", color="tab:blue",
+                       markersize=3, label="mean loss per epoch")
+    loss_axes.set_xlabel("iteration")
+    loss_axes.set_ylabel("loss")
+    loss_axes.set_title("training loss")
+    loss_axes.legend(loc="upper right")
+    measured = [r for r in history if r.train_acc is not None]
+    if measured:
+        epochs = [r.epoch for r in measured]
+        acc_axes.plot(epochs, [r.train_acc for r in measured], "o-", markersize=3, label="train")
+        acc_axes.plot(epochs, [r.test_acc for r in measured], "s--", markersize=3, label="test")
+        acc_axes.legend(loc="lower right")
+    acc_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_axes.set_xlabel("epoch")
+    acc_axes.set_ylabel("accuracy")
+    acc_axes.set_title("accuracy")
+    acc_axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    try:
+        with atomic_open(path) as handle:
+            figure.savefig(handle, format="png")
+    except OSError as err:
+        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None
+
+
+def train(
+    program: Program, data: TrainData, options: TrainOptions = TrainOptions(), **run_options: Any
+) -> TrainResult:
+    """Trainer(program, data, options).run(**run_options), in one call."""
+    return Trainer(program, data, options).run(**run_options)
+
+
+__all__ = [
+    "DATASETS", "Diverged", "EpochRecord", "TrainData", "TrainOptions", "TrainResult", "Trainer",
+    "find_roles", "first_nonfinite", "load_data", "log_csv", "predict", "prepare_data", "train",
+    "write_curves", "write_log",
+]

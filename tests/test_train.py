@@ -1,0 +1,483 @@
+"""Training on MNIST: roles, the loop, determinism, resuming, stopping, accuracy,
+and the `train`, `eval` and `run --weights` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import graphc
+from graphc import cli
+from graphc.checkpoint import read_checkpoint, save_checkpoint
+from graphc.data import load_mnist
+from graphc.errors import GraphcError
+from graphc.train import (
+    Diverged, Trainer, TrainOptions, find_roles, load_data, log_csv, prepare_data,
+)
+
+GRAPH = """
+graph g {{
+    input x: {x}
+    input t: {t}
+    param W: [784, 10] = normal(0.01)
+    param b: [10] = zeros
+    x -> affine(W, b) -> y
+    loss = softmax_loss(y, t)
+    output loss
+}}
+"""
+
+
+def source(x: str = "f64[N, 784]", t: str = "f64[N, 10]") -> str:
+    return GRAPH.format(x=x, t=t)
+
+
+def program_of(text: str, **kwargs) -> graphc.Program:
+    return graphc.compile_source(text, "g.graph", **kwargs)
+
+
+@pytest.fixture
+def net(models):
+    def make(dtype: str = "float32", seed: int = 0) -> graphc.Program:
+        return graphc.compile_file(models / "two_layer_net.graph", dtype=dtype, seed=seed)
+    return make
+
+
+@pytest.fixture
+def data32(net):
+    return load_data("mnist", net("float32"))
+
+
+def params_of(program: graphc.Program) -> dict[str, bytes]:
+    return {name: program.params[name].tobytes() for name in program.param_names}
+
+
+def error_of(call, *args, **kwargs) -> str:
+    with pytest.raises(GraphcError) as err:
+        call(*args, **kwargs)
+    return err.value.render()
+
+
+# --- which input gets what ----------------------------------------------------------
+
+
+def test_roles_declared(net):
+    assert find_roles(net()) == ("x", "t")
+
+
+def test_roles_inferred_from_shapes():
+    assert find_roles(program_of(source())) == ("x", "t")
+    assert find_roles(program_of(source("f64[N, 1, 28, 28]", "i64[N]"))) == ("x", "t")
+
+
+def test_roles_declared_win_over_shapes():
+    text = source("f64[N, 784] from images\n    input z: f64[N, 784]", "f64[N, 10]")
+    assert find_roles(program_of(text.replace("loss = ", "u = mul(z, 2)\n    loss = "))) == ("x", "t")
+
+
+def test_roles_ambiguous():
+    text = source("f64[N, 784]\n    input z: f64[N, 784]").replace("x -> affine", "v = add(x, z)\n    v -> affine")
+    assert error_of(find_roles, program_of(text)) == (
+        "g.graph:3:11: error: cannot tell which input takes the MNIST images: `x` and `z` both fit\n"
+        " 3 |     input x: f64[N, 784]\n"
+        "   |           ^\n"
+        " 4 |     input z: f64[N, 784]\n"
+        "   |           ^\n"
+        "hint: say which with `from images`, e.g. `input x: ... from images`"
+    )
+
+
+def test_roles_none_fits():
+    text = source("f64[N, 784]", "f64[N, 10]").replace("[784, 10]", "[784, 12]").replace("[10] = zeros", "[12] = zeros")
+    text = text.replace("f64[N, 10]", "f64[N, 12]")
+    assert error_of(find_roles, program_of(text)) == (
+        "g.graph:2:7: error: no input of graph `g` can take the MNIST labels: it needs a [N, 10] one-hot or [N] i64 input\n"
+        " 2 | graph g {\n"
+        "   |       ^\n"
+        "hint: declare one, e.g. `input t: f64[N, 10] from labels`"
+    )
+
+
+def test_roles_declared_with_a_shape_that_does_not_fit():
+    text = source("f64[N, 100] from images").replace("[784, 10]", "[100, 10]")
+    assert error_of(find_roles, program_of(text)) == (
+        "g.graph:3:31: error: input `x` is fed `from images`, but MNIST images need a [N, 784] "
+        "(or [N, 1, 28, 28]) float input; `x` is f64[N, 100]\n"
+        " 3 |     input x: f64[N, 100] from images\n"
+        "   |                               ^^^^^^"
+    )
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def test_data_is_checked_once_and_not_copied(net):
+    program = net("float32")
+    data = load_data("mnist", program)
+    (x_train, y_train), (x_test, _) = load_mnist(dtype=np.float32)
+    # Cast once, at load: the loader's own arrays, not copies.
+    assert np.shares_memory(data.x_train, x_train) and np.shares_memory(data.x_test, x_test)
+    assert data.t_train.dtype == np.int64 and data.t_train.shape == (60000,)  # indices, not one-hot
+    assert data.y_train is data.t_train or np.array_equal(data.y_train, y_train)
+    assert (data.images, data.labels, data.scores) == ("x", "t", "y")
+
+
+def test_data_one_hot_where_the_graph_reads_labels_as_values():
+    text = source().replace("output loss", "s = mul(t, 2)\n    output loss\n    output s")
+    program = program_of(text, dtype="float32")
+    data = load_data("mnist", program)
+    assert data.t_train.shape == (60000, 10) and data.t_train.dtype == np.float32
+    assert np.array_equal(data.t_train.argmax(axis=1), data.y_train)
+
+
+def test_data_reshaped_for_image_inputs():
+    program = program_of(source("f64[N, 1, 28, 28]", "i64[N]"))
+    data = load_data("mnist", program)
+    assert data.x_train.shape == (60000, 1, 28, 28)
+    assert np.shares_memory(data.x_train, load_mnist(dtype=np.float64)[0][0])
+
+
+def test_prepare_data_from_arrays(net):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 28, 28)), rng.integers(0, 10, 200)
+    program = net("float32")
+    data = prepare_data(program, (x, y), (x[:50], y[:50]), name="noise")
+    assert data.x_train.shape == (200, 784) and data.x_train.dtype == np.float32
+    trainer = Trainer(program, data, TrainOptions(iters=5, batch=100))
+    assert (trainer.iters_per_epoch, trainer.epochs) == (2, 3)
+    assert [r.iteration for r in trainer.run().history] == [2, 4, 5]
+    assert error_of(prepare_data, program, (x, y * 1.0), (x, y), name="noise") == (
+        "graphc: error: noise train: expected 200 integer class labels, got float64[200]"
+    )
+
+
+def test_unknown_dataset(net):
+    assert error_of(load_data, "cifar", net()) == "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"
+
+
+def test_other_inputs_need_a_fixed_value():
+    text = source().replace("output loss", "u = mul(y, k)\n    output loss").replace(
+        "input t", "input k: f64[10]\n    input t")
+    assert error_of(load_data, "mnist", program_of(text)) == (
+        "g.graph:4:11: error: input `k` is fed neither images nor labels, and has no fixed value to train with\n"
+        " 4 |     input k: f64[10]\n"
+        "   |           ^\n"
+        "hint: give it a value (`input k = 0.5`) or make it a param"
+    )
+    fixed = program_of(text.replace("input k: f64[10]", "input k = 2"))
+    data = load_data("mnist", fixed)
+    assert data.extra["k"] == 2
+    assert Trainer(fixed, data, TrainOptions(iters=5, evaluate=False)).run().iteration == 5
+
+
+# --- the loop --------------------------------------------------------------------------
+
+
+def test_same_seed_same_weights_bit_for_bit(net, data32):
+    runs = []
+    for _ in range(2):
+        program = net(seed=3)
+        Trainer(program, data32, TrainOptions(iters=200, seed=3, evaluate=False)).run()
+        runs.append(params_of(program))
+    assert runs[0] == runs[1]
+    other = net(seed=3)
+    Trainer(other, data32, TrainOptions(iters=200, seed=4, evaluate=False)).run()
+    assert params_of(other) != runs[0]
+
+
+@pytest.fixture
+def small(net, data32):
+    """A tenth of MNIST: epochs of 60 iterations, so resuming crosses a few cheaply."""
+    train = (data32.x_train[:6000], data32.y_train[:6000])
+    test = (data32.x_test[:1000], data32.y_test[:1000])
+    return prepare_data(net(), train, test, name="mnist")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_resume_continues_bit_for_bit(net, small, tmp_path, optimizer):
+    options = dict(optimizer=optimizer, evaluate=False)
+    straight = net()
+    Trainer(straight, small, TrainOptions(iters=130, **options)).run()
+
+    path = tmp_path / "w.npz"
+    first = net()
+    result = Trainer(first, small, TrainOptions(iters=70, **options)).run(checkpoint=path)
+    assert result.iteration == 70 and read_checkpoint(path).iteration == 70
+    second = net(seed=99)  # the params come from the checkpoint, not the seed
+    trainer = Trainer(second, small, TrainOptions(iters=130, **options), resume=read_checkpoint(path))
+    assert trainer.iteration == 70
+    result = trainer.run()
+    assert (result.start_iteration, result.iteration, result.iters) == (70, 130, 60)
+    assert params_of(second) == params_of(straight)
+    assert [r.iteration for r in trainer.history] == [60, 70, 120, 130]
+
+
+def test_resume_needs_the_same_optimizer(net, data32, tmp_path):
+    path = tmp_path / "w.npz"
+    Trainer(net(), data32, TrainOptions(iters=10, optimizer="adam", evaluate=False)).run(checkpoint=path)
+    message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
+    assert message == f"{path}: error: the checkpoint was trained with adam, not sgd\nhint: resume with `--optimizer adam`"
+
+
+def test_resume_needs_training_state(net, data32, tmp_path):
+    path = tmp_path / "w.npz"
+    save_checkpoint(path, net())
+    message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
+    assert message == (f"{path}: error: these weights hold no training state to resume from\n"
+                       "hint: resume from a checkpoint written by `graphc train --save`")
+
+
+def test_epochs_and_history(net, data32):
+    trainer = Trainer(net(), data32, TrainOptions(iters=1300))
+    seen = []
+    result = trainer.run(on_epoch=seen.append)
+    assert trainer.iters_per_epoch == 600 and trainer.epochs == 3
+    assert [(r.epoch, r.iteration) for r in seen] == [(1, 600), (2, 1200), (3, 1300)]
+    assert seen == result.history
+    assert 0.85 < result.test_acc < 1 and 0.85 < result.train_acc < 1
+    assert len(result.losses) == 1300 and result.losses[0] == pytest.approx(np.log(10), abs=0.05)
+    assert result.history[0].loss == pytest.approx(result.losses[:600].mean())
+    assert log_csv(result.history).splitlines()[0] == "epoch,iteration,loss,train_acc,test_acc,seconds"
+
+
+def test_ctrl_c_stops_cleanly_and_saves(net, data32, tmp_path):
+    path = tmp_path / "w.npz"
+    before = signal.getsignal(signal.SIGINT)
+
+    def interrupt(iteration, loss):
+        if iteration == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = Trainer(net(), data32, TrainOptions(iters=1000, evaluate=False))
+    result = trainer.run(on_iteration=interrupt, checkpoint=path, handle_sigint=True)
+    assert (result.status, result.iteration) == ("interrupted", 30)
+    assert read_checkpoint(path).iteration == 30
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_request_stop(net, data32):
+    trainer = Trainer(net(), data32, TrainOptions(iters=1000, evaluate=False))
+    result = trainer.run(on_iteration=lambda i, loss: i == 5 and trainer.request_stop())
+    assert (result.status, result.iteration) == ("interrupted", 5)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, data32, tmp_path):
+    path = tmp_path / "w.npz"
+    Trainer(net(), data32, TrainOptions(iters=600, evaluate=False)).run(checkpoint=path)
+    good = path.read_bytes()
+    trainer = Trainer(net(), data32, TrainOptions(iters=1300, lr=1e30, evaluate=False),
+                      resume=read_checkpoint(path))
+    with pytest.raises(Diverged) as err:
+        trainer.run(checkpoint=path)
+    assert err.value.render() == (
+        "graphc: error: training diverged at iteration 602: the loss is nan; "
+        "the first tensor holding NaN or inf is `y = affine(relu1, W2, b2)`\n"
+        f"hint: lower the learning rate (it is 1e+30), e.g. --lr 1e+29; nothing was saved to {path}"
+    )
+    assert (err.value.iteration, err.value.tensor) == (602, "`y = affine(relu1, W2, b2)`")
+    assert path.read_bytes() == good
+
+
+def test_divergence_after_a_save_names_it(net, data32, tmp_path):
+    path = tmp_path / "w.npz"
+    trainer = Trainer(net(), data32, TrainOptions(iters=1300, evaluate=False))
+
+    def blow_up(iteration, loss):
+        if iteration == 600:
+            trainer.optimizer.lr = 1e30
+
+    with pytest.raises(Diverged) as err:
+        trainer.run(checkpoint=path, on_iteration=blow_up)
+    assert err.value.diagnostics[0].hint.endswith(f"; {path} keeps the last good state, from iteration 600")
+    assert read_checkpoint(path).iteration == 600
+
+
+def test_options_are_checked():
+    assert error_of(TrainOptions, iters=0) == "graphc: error: iterations must be at least 1, got 0"
+    assert error_of(TrainOptions, batch=-1) == "graphc: error: batch size must be at least 1, got -1"
+    assert error_of(TrainOptions, lr=float("nan")) == "graphc: error: learning rate must be a positive number, got nan"
+    assert error_of(TrainOptions, optimizer="adma") == "graphc: error: unknown optimizer `adma`\nhint: did you mean `adam`?"
+
+
+# --- accuracy: the book's figures ------------------------------------------------------
+
+
+def test_short_run_reaches_94_percent(net, data32):
+    """The book's settings (SGD, lr 0.1, batch 100) for 3000 of its 10000 iterations."""
+    result = Trainer(net("float32"), data32, TrainOptions(iters=3000)).run()
+    assert result.test_acc >= 0.94
+
+
+def test_full_run_reaches_97_percent(net, data32):
+    """The book's whole run: 10000 iterations; it reports about 97% test accuracy."""
+    began = time.perf_counter()
+    result = Trainer(net("float32"), data32, TrainOptions()).run()
+    assert result.iteration == 10000 and len(result.history) == 17
+    assert result.test_acc >= 0.97
+    assert time.perf_counter() - began < 120  # about 8 s on two cores
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def graphc_cli(capsys, *argv) -> tuple[int, str, str]:
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_train_json_save_log_plot(models, capsys, tmp_path):
+    save, log, plot = tmp_path / "w.npz", tmp_path / "log.csv", tmp_path / "curves.png"
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--data", "mnist", "--iters", 50,
+                                  "--dtype", "float32", "--save", save, "--log", log, "--plot", plot, "--json")
+    assert status == 0, err
+    summary = json.loads(out)
+    assert {"train_acc", "test_acc", "iters", "seconds"} <= set(summary)
+    assert summary["iters"] == 50 and summary["status"] == "completed" and summary["saved"] == str(save)
+    assert 0.5 < summary["test_acc"] < 1
+    assert (summary["optimizer"], summary["lr"], summary["batch"], summary["dtype"]) == ("sgd", 0.1, 100, "float32")
+    assert read_checkpoint(save).iteration == 50
+    assert log.read_text().splitlines()[0] == "epoch,iteration,loss,train_acc,test_acc,seconds"
+    assert log.read_text().splitlines()[1].startswith("1,50,")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_train_text(models, capsys):
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 50, "--dtype", "float32")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == ("training two_layer_net on mnist: 60000 train / 10000 test images, "
+                        "float32, sgd lr 0.1, batch 100, seed 0")
+    assert lines[1] == "50 iterations (1 epoch of 600)"
+    assert lines[2].startswith("epoch 1/1  iter     50  loss ")
+    assert lines[3].startswith("trained 50 iterations in ")
+    assert lines[4].startswith("final: train acc 0.")
+    assert err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_cli_resume_matches_a_straight_run(models, capsys, tmp_path):
+    model = models / "two_layer_net.graph"
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert graphc_cli(capsys, "train", model, "--iters", 120, "--batch", 50, "--optimizer", "adam",
+                      "--dtype", "float32", "--save", a)[0] == 0
+    assert graphc_cli(capsys, "train", model, "--iters", 60, "--batch", 50, "--optimizer", "adam",
+                      "--dtype", "float32", "--save", b)[0] == 0
+    # --resume takes the optimizer, its lr, the batch and the dtype from the checkpoint
+    status, out, _ = graphc_cli(capsys, "train", model, "--iters", 120, "--resume", b, "--save", b, "--json")
+    assert status == 0
+    assert json.loads(out)["iters_run"] == 60
+    pa, pb = read_checkpoint(a).params, read_checkpoint(b).params
+    assert all(pa[name].tobytes() == pb[name].tobytes() for name in pa)
+
+
+def test_cli_resume_with_nothing_left(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    model = models / "two_layer_net.graph"
+    assert graphc_cli(capsys, "train", model, "--iters", 20, "--save", path)[0] == 0
+    status, out, _ = graphc_cli(capsys, "train", model, "--iters", 20, "--resume", path)
+    assert status == 0
+    assert f"nothing to do: {path} is at iteration 20 already; pass a larger --iters to train further" in out
+
+
+def test_cli_epochs(models, capsys):
+    status, out, _ = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 1000,
+                                "--dtype", "float32", "--json")
+    assert status == 0
+    assert json.loads(out)["iters"] == 60
+
+
+def test_cli_ctrl_c_saves_and_exits_130(models, capsys, tmp_path, monkeypatch):
+    import graphc.commands.train as command
+
+    class Interrupted(Trainer):
+        def run(self, **kwargs):
+            def interrupt(iteration, loss):
+                if iteration == 25:
+                    os.kill(os.getpid(), signal.SIGINT)
+            kwargs["on_iteration"] = interrupt
+            return super().run(**kwargs)
+
+    monkeypatch.setattr(command, "Trainer", Interrupted)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 100)
+    assert status == 130
+    assert err.splitlines() == [
+        "interrupted at iteration 25; saved two_layer_net-interrupted.npz",
+        f"continue with: graphc train {models / 'two_layer_net.graph'} --resume two_layer_net-interrupted.npz "
+        "--save two_layer_net-interrupted.npz",
+    ]
+    assert read_checkpoint(tmp_path / "two_layer_net-interrupted.npz").iteration == 25
+
+
+def test_cli_divergence_exits_1(models, capsys, tmp_path):
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 20, "--lr", "1e30",
+                                  "--dtype", "float32", "--json")
+    assert status == 1
+    assert json.loads(out)["status"] == "diverged"
+    assert err.startswith("graphc: error: training diverged at iteration 2: the loss is nan; ")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--iters", "-5"], "graphc: error: --iters must be at least 1, got -5\nhint: e.g. `--iters 100`"),
+    (["--iters", "ten"], "graphc: error: --iters takes a whole number, got `ten`\nhint: e.g. `--iters 100`"),
+    (["--batch", "0"], "graphc: error: --batch must be at least 1, got 0\nhint: e.g. `--batch 100`"),
+    (["--lr", "fast"], "graphc: error: --lr takes a number, got `fast`\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
+    (["--lr", "-1"], "graphc: error: --lr must be a positive number, got -1\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
+    (["--iters", "10", "--epochs", "2"], "graphc: error: give --iters or --epochs, not both\n"
+     "hint: --epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100"),
+    (["--data", "cifar"], "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"),
+    (["--save", "/no/such/dir/w.npz"], "graphc: error: --save /no/such/dir/w.npz: no such directory `/no/such/dir`\n"
+     "hint: create `/no/such/dir` first"),
+])
+def test_cli_flag_errors(models, capsys, flags, message):
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", *flags)
+    assert status == 2
+    assert err.rstrip("\n") == message
+
+
+def test_cli_eval(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    model = models / "two_layer_net.graph"
+    assert graphc_cli(capsys, "train", model, "--iters", 100, "--dtype", "float32", "--save", path)[0] == 0
+    status, out, err = graphc_cli(capsys, "eval", model, "--weights", path, "--data", "mnist", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10000 == report["images"]
+    assert report["accuracy"] == np.trace(confusion) / 10000
+    assert [c["images"] for c in report["per_class"]] == confusion.sum(axis=1).tolist()
+    assert report["dtype"] == "float32" and report["iteration"] == 100
+    status, out, _ = graphc_cli(capsys, "eval", model, "--weights", path)
+    assert status == 0
+    assert f"accuracy {report['accuracy']:.4f}  ({np.trace(confusion)} of 10000 images)" in out
+    assert "confusion matrix: rows are the true class, columns the predicted class" in out
+
+
+def test_cli_eval_wrong_weights(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    np.savez(path, W1=np.zeros((784, 100)))
+    status, _, err = graphc_cli(capsys, "eval", models / "two_layer_net.graph", "--weights", path)
+    assert status == 2
+    assert err.startswith(f"{path}: error: tensor `W1` has shape [784, 100], but param `W1` of graph "
+                          "`two_layer_net` has shape [784, 50]")
+
+
+def test_cli_run_and_gradcheck_with_weights(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    model = models / "two_layer_net.graph"
+    trained = graphc.compile_file(model, seed=5)
+    save_checkpoint(path, trained)
+    status, out, _ = graphc_cli(capsys, "run", model, "--weights", path, "--json")
+    expected = graphc.compile_file(model, seed=0)
+    for name in expected.param_names:
+        expected.params[name] = trained.params[name]
+    assert json.loads(out)["outputs"]["loss"] == pytest.approx(float(expected.forward()["loss"]), rel=1e-12)
+    status, out, _ = graphc_cli(capsys, "gradcheck", model, "--weights", path, "--json")
+    assert status == 0 and json.loads(out)["ok"]
+    status, _, err = graphc_cli(capsys, "run", model, "--weights", tmp_path / "none.npz")
+    assert status == 2 and err.startswith(f"{tmp_path / 'none.npz'}: error: no such weights file")
