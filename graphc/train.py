@@ -36,12 +36,14 @@ from typing import Any
 import numpy as np
 
 from graphc.checkpoint import Checkpoint, apply_weights, check_weights, save_checkpoint
-from graphc.errors import GraphcError
+from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
 from graphc.optim import OPTIMIZERS, Optimizer, make_optimizer
 from graphc.program import Program
 
 DATASETS = ("mnist",)
+ENGINES = ("auto", "codegen", "interpreter")
+FLOAT_NAMES = {"f32": "float32", "f64": "float64"}
 MNIST_PIXELS = 784
 MNIST_CLASSES = 10
 # Image layouts an MNIST input may declare, after the batch dim.
@@ -224,6 +226,13 @@ class TrainOptions:
     seed: int = 0  # the minibatch generator's seed
     evaluate: bool = True  # measure accuracies after every epoch
     eval_chunk: int = 10000  # rows per inference pass
+    # Who runs the training step: the plan interpreter, or the numpy module
+    # graphc generates for the graph (graphc compile --emit python). Both do
+    # the same arithmetic in the same order, so the weights are bit-identical;
+    # the generated module skips the interpreter's dispatch and measures a
+    # little faster (bench/train_mnist.py). "auto" takes it wherever a module
+    # can be generated (one float dtype), else the interpreter.
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.iters < 1:
@@ -234,6 +243,9 @@ class TrainOptions:
             make_optimizer(self.optimizer, {})  # raises, with a hint
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise GraphcError(f"learning rate must be a positive number, got {self.lr}")
+        if self.engine not in ENGINES:
+            raise GraphcError(f"unknown engine `{self.engine}`", hint=did_you_mean(self.engine, ENGINES)
+                              or "engines: " + ", ".join(ENGINES))
 
 
 @dataclass(frozen=True)
@@ -309,6 +321,7 @@ class Trainer:
         self.saved_at: int | None = None  # iteration of the last checkpoint written
         self._stop = False
         self._started: float | None = None
+        self.engine = options.engine  # the one that ran: "codegen" or "interpreter"
         if resume is not None:
             self._resume(resume)
 
@@ -409,7 +422,7 @@ class Trainer:
         feeds = dict(data.extra)
         feeds[data.images] = x_batch
         feeds[data.labels] = t_batch
-        loss_and_grads = program.loss_and_grads
+        loss_and_grads = self._training_step()
         step = self.optimizer.step
         params = program.params
         integers = self.rng.integers
@@ -460,6 +473,32 @@ class Trainer:
         self.seconds_before += seconds
         self._started = None
         return TrainResult(status, start, self.iteration, list(self.history), np.array(losses), seconds, eval_seconds)
+
+    def _training_step(self) -> Callable[[dict[str, np.ndarray]], tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """feeds -> (loss, param gradients), by the chosen engine."""
+        program = self.program
+        self.engine = self.options.engine
+        if self.engine == "interpreter":
+            return program.loss_and_grads
+        from graphc.codegen import load_module
+
+        try:
+            model = load_module(program.compiled, dtype=FLOAT_NAMES.get(program.dtype))
+        except GraphcError:
+            if self.engine == "codegen":
+                raise
+            self.engine = "interpreter"
+            return program.loss_and_grads
+        self.engine = "codegen"
+        # The optimizer moves the params in place, so this dict stays current.
+        params = dict(program.params)
+        keywords = model.input_names
+        generated = model.module.loss_and_grads
+
+        def loss_and_grads(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            return generated(params, **{keywords[name]: value for name, value in feeds.items()})
+
+        return loss_and_grads
 
     def _end_epoch(self, loss: float) -> EpochRecord:
         data = self.data

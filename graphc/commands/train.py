@@ -31,7 +31,7 @@ from graphc.commands.common import add_file_arguments, add_json_argument, load_p
 from graphc.errors import ExitCode, GraphcError
 from graphc.optim import OPTIMIZERS
 from graphc.train import (
-    DATASETS, Diverged, EpochRecord, TrainOptions, TrainResult, Trainer, load_data, write_curves, write_log,
+    DATASETS, ENGINES, Diverged, EpochRecord, TrainOptions, TrainResult, Trainer, load_data, write_curves, write_log,
 )
 
 HELP = "train on MNIST; print accuracies per epoch; save checkpoints"
@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     loop.add_argument("--seed", type=_seed, metavar="S",
                       help="seeds the param initializers and the minibatch draws (default 0)")
     loop.add_argument("--dtype", choices=("float64", "float32"), help="compute in this dtype (default float64)")
+    loop.add_argument("--engine", choices=ENGINES, default="auto",
+                      help="run training steps through the generated numpy module (codegen) or the plan "
+                           "interpreter; auto (the default) takes codegen where the graph allows it")
     files = parser.add_argument_group("files")
     files.add_argument("--save", metavar="W.npz", help="write a checkpoint after every epoch and at the end")
     files.add_argument("--resume", metavar="W.npz", help="continue training from a checkpoint")
@@ -127,7 +130,7 @@ def _options(args: argparse.Namespace, resume: Checkpoint | None, train_size: in
         iters = args.epochs * max(train_size // batch, 1)
     else:
         iters = args.iters or DEFAULT_ITERS
-    return TrainOptions(iters=iters, batch=int(batch), optimizer=optimizer, lr=lr, seed=int(seed))
+    return TrainOptions(iters=iters, batch=int(batch), optimizer=optimizer, lr=lr, seed=int(seed), engine=args.engine)
 
 
 def _epoch_line(record: EpochRecord, epochs: int) -> str:
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
             "seconds": round(seconds, 3), "eval_seconds": round(eval_seconds, 3),
             "iters_per_second": round(rate, 1),
             "dtype": dtype, "optimizer": options.optimizer, "lr": trainer.optimizer.lr, "batch": options.batch,
-            "seed": options.seed, "saved": saved,
+            "seed": options.seed, "engine": trainer.engine, "saved": saved,
             "history": [r.as_dict() for r in trainer.history],
         })
     if diverged is not None:
@@ -242,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.CHECK_FAILED
     if human:
         if iters_run:
-            print(f"trained {iters_run} iterations in {seconds:.1f} s: {rate:.0f} it/s, "
+            print(f"trained {iters_run} iterations in {seconds:.1f} s ({trainer.engine}): {rate:.0f} it/s, "
                   f"{eval_seconds:.1f} s of it evaluating and saving")
         if last is not None and last.train_acc is not None:
             label = "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
