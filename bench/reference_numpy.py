@@ -144,6 +144,31 @@ def train_reference(x_train, t_train_onehot, iters, batch=100, lr=0.1, seed=0) -
             "net": net, "loss": loss}
 
 
+
+def train_reference_script(x_train, t_train_onehot, x_test, t_test_onehot, iters=10000, batch=100, lr=0.1,
+                           seed=0) -> dict:
+    """The book's whole train_neuralnet.py: the SGD loop, plus train and test
+    accuracy over the full sets at every epoch (at i % iters_per_epoch == 0,
+    i = 0 included). Returns {"seconds", "train_acc", "test_acc", "evals"}."""
+    rng = np.random.default_rng(seed)
+    net = TwoLayerNet(weight_init_std=0.01, rng=rng)
+    train_size = x_train.shape[0]
+    iter_per_epoch = max(train_size / batch, 1)
+    train_acc = test_acc = float("nan")
+    evals = 0
+    t0 = time.perf_counter()
+    for i in range(iters):
+        idx = rng.choice(train_size, batch)
+        grad = net.gradient(x_train[idx], t_train_onehot[idx])
+        for key in ("W1", "b1", "W2", "b2"):
+            net.params[key] -= lr * grad[key]
+        if i % iter_per_epoch == 0:
+            train_acc = accuracy(net, x_train, t_train_onehot)
+            test_acc = accuracy(net, x_test, t_test_onehot)
+            evals += 1
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "train_acc": train_acc, "test_acc": test_acc, "evals": evals, "net": net}
+
 if __name__ == "__main__":
     import sys
 
