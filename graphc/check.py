@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from graphc._gc import gc_paused
-from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
+from graphc.errors import Diagnostic, GraphcError, did_you_mean
 from graphc.graph import build_graph
 from graphc.ir import ConstDecl, GraphIR, InputDecl, OpNode, ParamDecl
 
@@ -107,7 +107,6 @@ def _cycle(ir: GraphIR, graph: nx.MultiDiGraph) -> Diagnostic | None:
     path = path[start:] + path[:start]
     lines = [ir.decls[name].stmt_span for name in path]
     text = " -> ".join(f"`{name}`" for name in path + path[:1])
-    first = ir.decls[path[0]]
     return Diagnostic(
         f"cycle: {text}",
         lines[0],

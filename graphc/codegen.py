@@ -588,7 +588,7 @@ class _Writer:
         return "\n".join(lines) + "\n"
 
     def main(self) -> str:
-        return textwrap.dedent(f'''\
+        return textwrap.dedent('''\
             if __name__ == "__main__":
                 # A smoke test: one step on the made-up inputs.
                 params = init_params(seed=0)
@@ -596,7 +596,7 @@ class _Writer:
                 for name, value in outputs.items():
                     print(name, "=", value)
                 for name, grad in backward(params, saved).items():
-                    print(f"d_{{name}}", np.shape(grad), "norm", float(np.linalg.norm(grad)))
+                    print(f"d_{name}", np.shape(grad), "norm", float(np.linalg.norm(grad)))
             ''')
 
 

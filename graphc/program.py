@@ -19,8 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from graphc.compiler import CompiledGraph, front_end, front_end_file, select
-from graphc.errors import GraphcError, Span, did_you_mean
-from graphc.ir import DTYPE_NAMES, DTYPES, ConstDecl, Expectation, Initializer, InputDecl, OpNode, TensorType
+from graphc.errors import GraphcError, did_you_mean
+from graphc.ir import DTYPES, ConstDecl, Expectation, Initializer, OpNode, TensorType
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
 

@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
