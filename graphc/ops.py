@@ -419,7 +419,7 @@ class Affine(Op):
         if features != fan_in:
             raise ShapeError(
                 f"shape mismatch in `affine`: `{x.name}` has {features} features, "
-                f"`{w.name}` expects {fan_in} (x is {x.type.shape_text()}, W is {w.type.shape_text()})",
+                f"`{w.name}` expects {fan_in} (`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
                 1,
             )
         out = batch + (fan_out,)

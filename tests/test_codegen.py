@@ -388,16 +388,12 @@ def test_emit_python_with_dtype_and_output_file(tmp_path, models, capsys):
 
 
 def test_documented_excerpt_is_what_graphc_writes(models):
-    """The README's excerpt of the apple module (docs/readme/compiler.md until merged)."""
+    """The README's excerpt of the apple module."""
     import re
 
     marker = "<!-- excerpt: graphc compile models/apple.graph --emit python -->"
-    for doc in (ROOT / "README.md", ROOT / "docs" / "readme" / "compiler.md"):
-        text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-        if marker in text:
-            block = re.search(re.escape(marker) + r"\n```python\n(.*?)^```$", text, re.S | re.M)
-            assert block, f"{doc}: the excerpt marker is not followed by a python block"
-            source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
-            assert block.group(1) in source
-            return
-    pytest.skip("no documented excerpt")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(re.escape(marker) + r"\n```python\n(.*?)^```$", text, re.S | re.M)
+    assert block, "README.md: the excerpt marker is missing or not followed by a python block"
+    source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
+    assert block.group(1) in source

@@ -601,11 +601,9 @@ def test_program_shows_itself_as_mermaid_without_graphviz(monkeypatch):
 
 def documented_commands() -> list[list[str]]:
     commands = []
-    for doc in (ROOT / "docs" / "readme" / "draw.md", ROOT / "README.md"):
-        if doc.exists():
-            for line in doc.read_text(encoding="utf-8").splitlines():
-                if line.startswith("graphc draw ") and " -o docs/" in line:
-                    commands.append(shlex.split(line))
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("graphc draw ") and " -o docs/" in line:
+            commands.append(shlex.split(line))
     return commands
 
 

@@ -595,7 +595,7 @@ def test_affine_shape_mismatch():
             output h
         }
     """) == text("""
-        m.graph:5:19: error: shape mismatch in `affine`: `x` has 784 features, `W1` expects 748 (x is [N, 784], W is [748, 50])
+        m.graph:5:19: error: shape mismatch in `affine`: `x` has 784 features, `W1` expects 748 (`x` is [N, 784], `W1` is [748, 50])
          5 |     h = affine(x, W1, b1)
            |                   ^^
         hint: param `W1` is declared f64[748, 50] at line 3
