@@ -62,7 +62,7 @@ class InputDecl:
 @dataclass(frozen=True)
 class ParamDecl:
     name: Name
-    type: TensorType
+    type: TensorType | None
     init: Init | None
     span: Span
 

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from graphc import __version__
+from graphc import __version__, initializers
 from graphc.compiler import CompiledGraph
 from graphc.errors import GraphcError
 from graphc.ir import DTYPES, ConstDecl, Initializer, InputDecl, OpNode, ParamDecl, TensorType
@@ -335,7 +335,7 @@ class _Writer:
         ]
         if not self.plan.params:
             return "\n".join(lines + ["    return {}"]) + "\n"
-        if any(_uses_rng(self.decls[n].init) for n in self.plan.params):
+        if any(initializers.uses_rng(self.decls[n].init) for n in self.plan.params):
             lines.append("    param_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])")
         lines.append("    return {")
         for n in self.plan.params:
@@ -345,32 +345,8 @@ class _Writer:
         return "\n".join(lines) + "\n"
 
     def init_source(self, init: Initializer, t: TensorType, rng: str) -> str:
-        """graphc.program.initialize, as source, for a concrete type."""
-        shape = tuple(self.ir.dims[d] if isinstance(d, str) else d for d in t.shape)
-        dtype = self.dtype_source(t.dtype)
-        fan_in = shape[0] if shape else 1
-        kind, args = init.kind, init.args
-        if kind == "value":
-            if init.value.shape == shape:
-                return f"np.asarray({init.value.tolist()!r}, {dtype})"
-            return f"np.full({_shape(shape)}, {init.value.item()!r}, {dtype})"
-        if kind == "zeros":
-            return f"np.zeros({_shape(shape)}, {dtype})"
-        if kind == "ones":
-            return f"np.ones({_shape(shape)}, {dtype})"
-        if kind == "normal":
-            return f"({args[0]!r} * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
-        if kind == "uniform":
-            return f"{rng}.uniform({args[0]!r}, {args[1]!r}, {_shape(shape)}).astype({dtype})"
-        if kind == "he":
-            return f"(np.sqrt(2.0 / {fan_in}) * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
-        if kind == "xavier":
-            return f"(np.sqrt(1.0 / {fan_in}) * {rng}.standard_normal({_shape(shape)})).astype({dtype})"
-        if kind == "onehot":
-            if not shape:
-                return f"np.ones((), {dtype})"
-            return f"np.eye({shape[-1]}, dtype={dtype})[{rng}.integers(0, {shape[-1]}, size={_shape(shape[:-1])})]"
-        raise AssertionError(f"initializer {kind} passed elaboration")
+        """The initializer's expression (graphc/initializers.py), for a concrete type."""
+        return initializers.source(init, initializers.concrete_shape(t, self.ir.dims), self.dtype_source(t.dtype), rng)
 
     # --- forward ------------------------------------------------------------------
 
@@ -577,7 +553,7 @@ class _Writer:
             '    """The inputs graphc makes up when it is given none: the same numbers',
             '    as graphc.compile_file(..., seed=seed).default_feeds()."""',
         ]
-        if any(_uses_rng(d.init) for d in self.ir.inputs() if d.init is not None):
+        if any(initializers.uses_rng(d.init) for d in self.ir.inputs() if d.init is not None):
             lines.append("    input_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])")
         lines.append("    return {")
         # In declaration order, as Program draws them, so the random streams agree.
@@ -605,10 +581,6 @@ class _Writer:
 
 def _shape(shape: tuple) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _uses_rng(init: Initializer) -> bool:
-    return init.kind in ("normal", "uniform", "he", "xavier") or (init.kind == "onehot")
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:

@@ -27,10 +27,9 @@ from graphc.ir import (
     ParamDecl,
     TensorType,
 )
+from graphc.initializers import KINDS
 from graphc.ops import REGISTRY, Op
 
-# Initializer name -> how many numbers it takes.
-INITIALIZERS = {"zeros": 0, "ones": 0, "normal": 1, "uniform": 2, "he": 0, "xavier": 0, "onehot": 0}
 ROLES = ("images", "labels")
 
 
@@ -156,16 +155,17 @@ class _GraphBuilder:
         self.define(stmt.name, decl)
 
     def _ParamDecl(self, stmt: ast.ParamDecl) -> None:
-        dtype = stmt.type.dtype or "f64"
-        shape = stmt.type.shape
+        dtype = (stmt.type.dtype if stmt.type else None) or "f64"
+        shape = stmt.type.shape if stmt.type else None
+        type_span = stmt.type.span if stmt.type else stmt.name.span
         if dtype == "i64":
-            self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", stmt.type.span)
+            self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
         if shape is not None:
             symbolic = [d for d in shape if isinstance(d, str)]
             if symbolic:
                 self.error(
                     f"param `{stmt.name.text}` has symbolic dim `{symbolic[0]}`; a param's shape must be concrete",
-                    stmt.type.span,
+                    type_span,
                 )
                 return
         if stmt.init is None:
@@ -181,7 +181,7 @@ class _GraphBuilder:
         if shape is None:
             if init.value is None:
                 self.error(
-                    f"param `{stmt.name.text}` needs a shape for `{init.kind}`", stmt.type.span,
+                    f"param `{stmt.name.text}` needs a shape for `{init.kind}`", type_span,
                     f"e.g. `param {stmt.name.text}: [784, 50] = {init.describe()}`",
                 )
                 return
@@ -208,17 +208,16 @@ class _GraphBuilder:
             return Initializer("value", (), value, init.span)
         assert init.kind is not None
         kind = init.kind.text
-        if kind not in INITIALIZERS:
-            hint = did_you_mean(kind, INITIALIZERS) or "initializers: " + ", ".join(INITIALIZERS)
+        if kind not in KINDS:
+            hint = did_you_mean(kind, KINDS) or "initializers: " + ", ".join(KINDS)
             self.error(f"unknown initializer `{kind}`", init.kind.span, hint)
             return None
-        wanted = INITIALIZERS[kind]
+        wanted = len(KINDS[kind].params)
         if len(init.args) != wanted:
-            usage = {"normal": "normal(std)", "uniform": "uniform(low, high)"}.get(kind, kind)
             self.error(
                 f"initializer `{kind}` takes {wanted} number{'s' if wanted != 1 else ''}, got {len(init.args)}",
                 init.span,
-                f"write `{usage}`",
+                f"write `{KINDS[kind].usage}`",
             )
             return None
         return Initializer(kind, init.args, None, init.span)

@@ -26,7 +26,8 @@ from graphc.compiler import CompiledGraph
 from graphc.ir import DTYPES, TensorType
 from graphc.memory import bind_dims
 from graphc.plan import Plan, make_plan
-from graphc.program import Program, initialize
+from graphc.initializers import initialize
+from graphc.program import Program
 from graphc.run import Interpreter
 
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from graphc.compiler import CompiledGraph, front_end, front_end_file, select
 from graphc.errors import GraphcError, did_you_mean
-from graphc.ir import DTYPES, ConstDecl, Expectation, Initializer, OpNode, TensorType
+from graphc.initializers import initialize
+from graphc.ir import DTYPES, ConstDecl, Expectation, OpNode, TensorType
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
 
@@ -400,32 +401,3 @@ def _compare(expect: Expectation, actual: np.ndarray) -> ExpectResult:
         ok = bool(np.allclose(actual, expected, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL))
         detail = f"relative {DEFAULT_RTOL:g}"
     return ExpectResult(expect, actual, ok, detail)
-
-
-def initialize(init: Initializer, t: TensorType, rng: np.random.Generator) -> np.ndarray:
-    """A first value for a param or a made-up input, in its dtype and shape."""
-    shape = tuple(int(d) for d in t.shape)
-    dtype = DTYPES[t.dtype or "f64"]
-    fan_in = shape[0] if shape else 1
-    kind = init.kind
-    if kind == "value":
-        assert init.value is not None
-        return np.broadcast_to(init.value, shape).astype(dtype)
-    if kind == "zeros":
-        return np.zeros(shape, dtype)
-    if kind == "ones":
-        return np.ones(shape, dtype)
-    if kind == "normal":
-        return (init.args[0] * rng.standard_normal(shape)).astype(dtype)
-    if kind == "uniform":
-        return rng.uniform(init.args[0], init.args[1], shape).astype(dtype)
-    if kind == "he":  # He et al.: std sqrt(2 / fan_in), for ReLU layers
-        return (np.sqrt(2.0 / fan_in) * rng.standard_normal(shape)).astype(dtype)
-    if kind == "xavier":  # Glorot, as the book states it: std sqrt(1 / fan_in)
-        return (np.sqrt(1.0 / fan_in) * rng.standard_normal(shape)).astype(dtype)
-    if kind == "onehot":
-        if not shape:
-            return np.ones((), dtype)
-        classes = rng.integers(0, shape[-1], size=shape[:-1])
-        return np.eye(shape[-1], dtype=dtype)[classes]
-    raise AssertionError(f"initializer {kind} passed elaboration")

@@ -11,6 +11,7 @@ import pytest
 
 import graphc
 from graphc.errors import GraphcError
+from graphc.ir import TensorType
 from graphc.testing import check_grads
 
 
@@ -528,3 +529,28 @@ def test_labels_computed_from_an_input_get_no_gradient():
     grads = p.backward()
     assert list(grads) == ["y"]
     np.testing.assert_allclose(grads["y"], (np.full((2, 3), 1 / 3) - np.eye(3)[[0, 2]]) / 2, rtol=1e-14)
+
+
+def test_a_param_without_a_type_takes_the_shape_of_its_value():
+    p = program("""
+        graph g {
+            param w = [1, 2, 3]
+            param s = 0.5
+            y = mul(w, s)
+            output y
+        }
+    """)
+    assert p.types["w"] == TensorType("f64", (3,)) and p.types["s"] == TensorType("f64", ())
+    np.testing.assert_array_equal(p.forward()["y"], [0.5, 1.0, 1.5])
+    assert float(p.backward()["s"]) == 6.0
+
+
+def test_a_param_without_a_type_needs_a_value_to_take_its_shape_from():
+    with pytest.raises(GraphcError) as err:
+        program("graph g {\n    param z = zeros\n    output z\n}\n")
+    assert err.value.render() == (
+        "p.graph:2:11: error: param `z` needs a shape for `zeros`\n"
+        " 2 |     param z = zeros\n"
+        "   |           ^\n"
+        "hint: e.g. `param z: [784, 50] = zeros`"
+    )
