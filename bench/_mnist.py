@@ -34,7 +34,8 @@ def _read(path: Path, offset: int) -> np.ndarray:
 
 
 def _one_hot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
-    out = np.zeros((labels.size, classes), dtype=np.float32)
+    # float64, as the book's _change_one_hot_label makes them (np.zeros' default).
+    out = np.zeros((labels.size, classes))
     out[np.arange(labels.size), labels] = 1.0
     return out
 
@@ -42,7 +43,7 @@ def _one_hot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
 def load_mnist(directory: str | os.PathLike | None = None) -> dict:
     """Return dict with keys x_train, t_train, t_train_onehot, x_test, t_test,
     t_test_onehot. Images: float32 (N, 784) in [0, 1]; labels: int64 (N,);
-    one-hot: float32 (N, 10)."""
+    one-hot: float64 (N, 10), as the book's."""
     d = Path(directory) if directory is not None else mnist_dir()
     out = {}
     for split in ("train", "test"):

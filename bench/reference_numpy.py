@@ -1,8 +1,19 @@
-"""Plain-numpy reference of the two-layer net (Affine-ReLU-Affine-SoftmaxWithLoss)
-from "Deep Learning from Scratch" ch. 5, used as a training-speed baseline.
+"""The book's two-layer net in plain numpy: the speed baseline.
 
-Fed as the book feeds it: float32 images in [0, 1], float32 one-hot labels,
-float64 parameters (so the matmuls promote to float64).
+"Deep Learning from Scratch" (Saito), chapter 5: Affine, Relu and
+SoftmaxWithLoss layer objects in an OrderedDict, called in order forward and
+in reverse backward, trained by ch05/train_neuralnet.py. Written here in our
+own words but doing what the book's code does, step for step:
+
+- the data as the book's load_mnist(normalize=True, one_hot_label=True) gives
+  it: float32 images in [0, 1], float64 one-hot labels; float64 params drawn
+  with np.random.randn, so every product promotes to float64;
+- softmax as the book writes it (exp taken twice), cross-entropy on the
+  probabilities with a 1e-7 guard, one-hot labels turned back into indices;
+- Relu's backward zeroes the incoming gradient in place, as the book's does;
+- each iteration draws a minibatch with np.random.choice, computes the
+  gradient, updates, and then evaluates the loss on the batch once more to
+  record it (`train_loss_list`), as train_neuralnet.py does.
 """
 from __future__ import annotations
 
@@ -12,25 +23,33 @@ from collections import OrderedDict
 import numpy as np
 
 
+def softmax(x):
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def cross_entropy_error(y, t):
+    if t.size == y.size:  # one-hot labels -> class indices
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
 class Affine:
-    def __init__(self, W: np.ndarray, b: np.ndarray):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.in_shape = None
-        self.dW = None
-        self.db = None
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+        self.x = self.original_x_shape = self.dW = self.db = None
 
     def forward(self, x):
-        self.in_shape = x.shape
+        self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
-        return self.x @ self.W + self.b
+        return np.dot(self.x, self.W) + self.b
 
     def backward(self, dout):
-        self.dW = self.x.T @ dout
-        self.db = dout.sum(axis=0)
-        dx = dout @ self.W.T
-        return dx.reshape(self.in_shape)
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
 
 
 class Relu:
@@ -39,53 +58,42 @@ class Relu:
 
     def forward(self, x):
         self.mask = x <= 0
-        y = x.copy()
-        y[self.mask] = 0
-        return y
+        out = x.copy()
+        out[self.mask] = 0
+        return out
 
     def backward(self, dout):
-        dx = dout.copy()
-        dx[self.mask] = 0
-        return dx
-
-
-def _softmax(a):
-    shifted = a - a.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _cross_entropy(y, t):
-    # one-hot t, as the book computes it
-    n = y.shape[0]
-    return -np.sum(t * np.log(y + 1e-7)) / n
+        dout[self.mask] = 0  # in place, as the book does
+        return dout
 
 
 class SoftmaxWithLoss:
     def __init__(self):
-        self.y = None
-        self.t = None
-        self.loss = None
+        self.loss = self.y = self.t = None
 
     def forward(self, x, t):
         self.t = t
-        self.y = _softmax(x)
-        self.loss = _cross_entropy(self.y, t)
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
         return self.loss
 
     def backward(self, dout=1):
-        n = self.t.shape[0]
-        return (self.y - self.t) * dout / n
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:
+            return (self.y - self.t) / batch_size
+        dx = self.y.copy()
+        dx[np.arange(batch_size), self.t] -= 1
+        return dx / batch_size
 
 
 class TwoLayerNet:
-    def __init__(self, input_size=784, hidden_size=50, output_size=10,
-                 weight_init_std=0.01, seed=0, rng=None):
-        rng = rng if rng is not None else np.random.default_rng(seed)
+    def __init__(self, input_size=784, hidden_size=50, output_size=10, weight_init_std=0.01,
+                 random: np.random.RandomState | None = None):
+        randn = (random or np.random.RandomState(0)).randn
         self.params = {
-            "W1": weight_init_std * rng.standard_normal((input_size, hidden_size)),
+            "W1": weight_init_std * randn(input_size, hidden_size),
             "b1": np.zeros(hidden_size),
-            "W2": weight_init_std * rng.standard_normal((hidden_size, output_size)),
+            "W2": weight_init_std * randn(hidden_size, output_size),
             "b2": np.zeros(output_size),
         }
         self.layers = OrderedDict()
@@ -102,72 +110,58 @@ class TwoLayerNet:
     def loss(self, x, t):
         return self.last_layer.forward(self.predict(x), t)
 
+    def accuracy(self, x, t):
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
+
     def gradient(self, x, t):
         self.loss(x, t)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
-        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
-        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+        return {
+            "W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
+            "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db,
+        }
 
 
 def accuracy(net: TwoLayerNet, x: np.ndarray, t: np.ndarray) -> float:
-    """t may be int labels (N,) or one-hot (N, C)."""
-    pred = np.argmax(net.predict(x), axis=1)
-    if t.ndim != 1:
-        t = np.argmax(t, axis=1)
-    return float(np.mean(pred == t))
+    """t may be class indices (N,) or one-hot rows (N, C)."""
+    return float(net.accuracy(x, t))
 
 
-def train_reference(x_train, t_train_onehot, iters, batch=100, lr=0.1, seed=0) -> dict:
-    """Book's SGD loop. Returns {"seconds", "iters", "params", "net", "loss"}.
+def train_reference(x_train, t_train_onehot, iters, batch=100, lr=0.1, seed=0, evaluate_on=None) -> dict:
+    """train_neuralnet.py's loop. With evaluate_on=(x_test, t_test), also the
+    train and test accuracy over the full sets at every epoch (at
+    i % iter_per_epoch == 0, i = 0 included), as the whole script does.
 
-    Parameters are updated in place (params[key] -= lr * grad[key]), so the
-    Affine layers keep seeing the live arrays, exactly as in the book.
+    Returns {"seconds", "iters", "params", "net", "loss", "train_acc", "test_acc", "evals"}.
     """
-    rng = np.random.default_rng(seed)
-    net = TwoLayerNet(weight_init_std=0.01, rng=rng)
-    train_size = x_train.shape[0]
-    loss = float("nan")
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        idx = rng.choice(train_size, batch)
-        xb = x_train[idx]
-        tb = t_train_onehot[idx]
-        grad = net.gradient(xb, tb)
-        for key in ("W1", "b1", "W2", "b2"):
-            net.params[key] -= lr * grad[key]
-    seconds = time.perf_counter() - t0
-    if iters:
-        loss = float(net.last_layer.loss)
-    return {"seconds": seconds, "iters": iters, "params": net.params,
-            "net": net, "loss": loss}
-
-
-
-def train_reference_script(x_train, t_train_onehot, x_test, t_test_onehot, iters=10000, batch=100, lr=0.1,
-                           seed=0) -> dict:
-    """The book's whole train_neuralnet.py: the SGD loop, plus train and test
-    accuracy over the full sets at every epoch (at i % iters_per_epoch == 0,
-    i = 0 included). Returns {"seconds", "train_acc", "test_acc", "evals"}."""
-    rng = np.random.default_rng(seed)
-    net = TwoLayerNet(weight_init_std=0.01, rng=rng)
+    random = np.random.RandomState(seed)
+    net = TwoLayerNet(weight_init_std=0.01, random=random)
     train_size = x_train.shape[0]
     iter_per_epoch = max(train_size / batch, 1)
-    train_acc = test_acc = float("nan")
-    evals = 0
-    t0 = time.perf_counter()
+    train_loss_list, train_acc, test_acc, evals = [], float("nan"), float("nan"), 0
+    began = time.perf_counter()
     for i in range(iters):
-        idx = rng.choice(train_size, batch)
-        grad = net.gradient(x_train[idx], t_train_onehot[idx])
+        batch_mask = random.choice(train_size, batch)
+        x_batch = x_train[batch_mask]
+        t_batch = t_train_onehot[batch_mask]
+        grad = net.gradient(x_batch, t_batch)
         for key in ("W1", "b1", "W2", "b2"):
             net.params[key] -= lr * grad[key]
-        if i % iter_per_epoch == 0:
-            train_acc = accuracy(net, x_train, t_train_onehot)
-            test_acc = accuracy(net, x_test, t_test_onehot)
+        train_loss_list.append(net.loss(x_batch, t_batch))
+        if evaluate_on is not None and i % iter_per_epoch == 0:
+            train_acc = net.accuracy(x_train, t_train_onehot)
+            test_acc = net.accuracy(*evaluate_on)
             evals += 1
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "train_acc": train_acc, "test_acc": test_acc, "evals": evals, "net": net}
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "iters": iters, "params": net.params, "net": net,
+            "loss": float(train_loss_list[-1]) if iters else float("nan"),
+            "train_acc": float(train_acc), "test_acc": float(test_acc), "evals": evals}
+
 
 if __name__ == "__main__":
     import sys

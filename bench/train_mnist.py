@@ -5,8 +5,10 @@ number of iterations, in one process, several ways:
 
     reference           bench/reference_numpy.py: the book's Affine/Relu/
                         SoftmaxWithLoss objects called in order, fed as the
-                        book feeds them (float32 images in [0, 1], float32
-                        one-hot labels, float64 params)
+                        book feeds them (float32 images in [0, 1], float64
+                        one-hot labels, float64 params), in the loop of the
+                        book's train_neuralnet.py (which records the loss
+                        after each update, as graphc train does too)
     graphc interp f64   models/two_layer_net.graph through graphc.train's
                         Trainer, the plan interpreter, float64
     graphc interp f32   the same in float32
@@ -53,7 +55,7 @@ import numpy as np  # noqa: E402
 import graphc  # noqa: E402
 from _mnist import load_mnist as load_reference_mnist  # noqa: E402
 from graphc.train import Trainer, TrainOptions, load_data  # noqa: E402
-from reference_numpy import accuracy, train_reference, train_reference_script  # noqa: E402
+from reference_numpy import accuracy, train_reference  # noqa: E402
 from reference_tight import predict_tight, train_tight  # noqa: E402
 from reference_torch import accuracy_torch, train_torch  # noqa: E402
 
@@ -103,8 +105,8 @@ def run_tight(data: dict, iters: int, batch: int, lr: float) -> tuple[float, flo
 
 def whole_runs(data: dict, iters: int, batch: int, lr: float) -> dict[str, dict]:
     """The book's script and `graphc train --dtype float32`, evaluation included."""
-    book = train_reference_script(data["x_train"], data["t_train_onehot"], data["x_test"], data["t_test_onehot"],
-                                  iters, batch, lr)
+    book = train_reference(data["x_train"], data["t_train_onehot"], iters, batch, lr,
+                           evaluate_on=(data["x_test"], data["t_test_onehot"]))
     trainer = graphc_trainer("float32", "auto", iters, batch, lr, evaluate=True)
     began = time.perf_counter()
     result = trainer.run()
