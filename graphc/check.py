@@ -8,6 +8,7 @@ All errors are reported together, in source order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -33,6 +34,16 @@ class CheckedGraph:
     def output(self) -> str:
         """The output backward is seeded at: the first one declared."""
         return self.ir.outputs[0][0]
+
+    @functools.cached_property
+    def label_inputs(self) -> frozenset[str]:
+        """Inputs read only as softmax_loss's labels: class indices are welcome there."""
+        labels = set()
+        for decl in self.ir.inputs():
+            uses = list(self.graph.out_edges(decl.name, keys=True))
+            if uses and all(self.ir.decls[v].op.name == "softmax_loss" and k == 1 for _, v, k in uses):
+                labels.add(decl.name)
+        return frozenset(labels)
 
 
 @gc_paused

@@ -259,7 +259,7 @@ class _GraphBuilder:
         name = "".join(name.split())
         if name not in self.decls:
             value = np.array(arg.value, dtype=np.float64)
-            self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value)
+            self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value, literal=True)
         return name, arg.span
 
     def node(self, target: str, target_span: Span, stmt_span: Span, call: ast.Call | ast.Name,

@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     CHECK_FAILED = 1  # a check ran and failed: an `expect`, a gradient check
     USER_ERROR = 2  # the person's input is wrong: syntax, shapes, flags, files
     INTERNAL_ERROR = 3  # a bug in graphc itself
+    INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 class Source:

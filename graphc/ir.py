@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 Dim = Union[int, str]
 
 DTYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+# The float dtypes a person may ask for (--dtype, dtype=), by either spelling.
+FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+DTYPE_CHOICES = ("float32", "float64")  # as the command line spells them
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,23 @@ class TensorType:
                 d = dims[d]
             total *= d
         return total
+
+
+def float_dtype(name: str | None) -> str | None:
+    """"float32" or "f32" -> "f32"; None stays None (keep the graph's own dtypes)."""
+    return None if name is None else FLOAT_DTYPES[name]
+
+
+def numpy_name(dtype: str) -> str:
+    """"f32" -> "float32", as numpy and the command line spell it."""
+    return DTYPES[dtype].name
+
+
+def retype(types: dict[str, TensorType], dtype: str | None) -> dict[str, TensorType]:
+    """Every float value made `dtype` ("f32"/"f64"); None changes nothing."""
+    if dtype is None:
+        return dict(types)
+    return {n: TensorType(dtype, t.shape) if t.dtype in ("f32", "f64") else t for n, t in types.items()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +120,7 @@ class ParamDecl(Decl):
 class ConstDecl(Decl):
     type: TensorType
     value: np.ndarray
+    literal: bool = False  # a number or list written as an argument, named by its text
 
 
 @dataclass(frozen=True, eq=False)

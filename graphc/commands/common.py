@@ -7,12 +7,13 @@ import argparse
 import json
 import math
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from graphc.compiler import CompiledGraph, front_end_file, select
 from graphc.errors import Diagnostic, GraphcError, Source, Span
+from graphc.ir import DTYPE_CHOICES
 from graphc.program import Program
 
 # --- arguments ---------------------------------------------------------------
@@ -23,6 +24,30 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", metavar="NAME", help="which graph of the file (default: the first)")
 
 
+def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number at least `least`, else a GraphcError naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise GraphcError(f"{flag} takes a whole number, got `{text}`", hint=f"e.g. `{flag} {max(least, 100)}`") from None
+        if value < least:
+            raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=f"e.g. `{flag} {max(least, 100)}`")
+        return value
+    return parse
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, what: str = "param initializers and made-up inputs") -> None:
+    parser.add_argument(
+        "--seed", type=whole_number("--seed", least=0), default=default, metavar="S",
+        help=f"seed for the {what} (default 0)",
+    )
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser, help: str = "make every float value this dtype (default: as the graph declares)") -> None:
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, help=help)
+
+
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
@@ -31,7 +56,7 @@ def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=FILE.npy", help="give an input a value from a .npy file"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for param initializers and made-up inputs (default 0)")
+    add_seed_argument(parser)
     parser.add_argument(
         "--weights", metavar="W.npz", help="set the params from a checkpoint (graphc train --save) or an .npz of params"
     )
