@@ -1,7 +1,8 @@
 """Minimal standalone MNIST loader for the benchmarks (no graphc dependency).
 
 Reads the four canonical gzip'd IDX files from ``$GRAPHC_DATA/mnist`` or, when
-GRAPHC_DATA is unset, from ``<repo>/../shared/data/mnist``.
+GRAPHC_DATA is unset, from ``<repo>/../shared/data/mnist`` (`data_root`, which
+the benchmarks also hand graphc as $GRAPHC_DATA).
 """
 from __future__ import annotations
 
@@ -19,12 +20,16 @@ _FILES = {
 }
 
 
-def mnist_dir() -> Path:
+def data_root() -> Path:
+    """$GRAPHC_DATA, else the data directory beside the repository."""
     env = os.environ.get("GRAPHC_DATA")
     if env:
-        return Path(env) / "mnist"
-    repo = Path(__file__).resolve().parent.parent
-    return repo.parent / "shared" / "data" / "mnist"
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def mnist_dir() -> Path:
+    return data_root() / "mnist"
 
 
 def _read(path: Path, offset: int) -> np.ndarray:
@@ -40,7 +45,7 @@ def _one_hot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
     return out
 
 
-def load_mnist(directory: str | os.PathLike | None = None) -> dict:
+def load_mnist(directory: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Return dict with keys x_train, t_train, t_train_onehot, x_test, t_test,
     t_test_onehot. Images: float32 (N, 784) in [0, 1]; labels: int64 (N,);
     one-hot: float64 (N, 10), as the book's."""

@@ -13,8 +13,9 @@ Two shapes of graph, both built from the registry's ops over [N, 8] values:
 
 For each graph it times parse (Lark + AST), elaborate, check (graph build,
 cycles, topological order, warnings), shape inference, and planning (the
-training plan, forward and backward), best of --repeat runs. The goals: 10,000
-nodes in under a second, and 50,000 within 6x the time of 10,000 (linear).
+training plan, forward and backward), best of --repeat runs, and says whether
+the goals are met: 10,000 nodes in under a second, and 50,000 within 6x the
+time of 10,000 (linear). Each goal is judged where --sizes includes its sizes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from graphc.shapes import infer_shapes
 
 STAGES = ("parse", "elaborate", "check", "shapes", "plan")
 SIZES = (1_000, 10_000, 50_000)
+GOAL_SECONDS = 1.0  # at 10,000 nodes
+GOAL_GROWTH = 6.0  # 50,000 nodes over 10,000: linear, with room for noise
 
 _HEADER = """\
 graph {name} {{
@@ -154,6 +157,19 @@ def growth(timings: list[Timing], small: int, large: int) -> dict[str, float]:
     }
 
 
+def goals(timings: list[Timing]) -> dict[str, bool]:
+    """Each goal the timings can judge, per graph shape, and whether it is met."""
+    by = {(t.shape, t.nodes): t.total for t in timings}
+    met: dict[str, bool] = {}
+    for shape in SHAPES:
+        if (shape, 10_000) in by:
+            met[f"{shape}: 10,000 nodes in under {GOAL_SECONDS:g} s"] = by[shape, 10_000] < GOAL_SECONDS
+        if (shape, 10_000) in by and (shape, 50_000) in by:
+            met[f"{shape}: 50,000 nodes within {GOAL_GROWTH:g}x the time of 10,000"] = (
+                by[shape, 50_000] <= GOAL_GROWTH * by[shape, 10_000])
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="node counts")
@@ -171,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         for big in (n for n in args.sizes if n > 10_000):
             for shape, ratio in growth(timings, 10_000, big).items():
                 print(f"{shape}: {big:,} nodes take {ratio:.1f}x the time of 10,000")
+    judged = goals(timings)
+    for goal, ok in judged.items():
+        print(f"  {'met    ' if ok else 'NOT met'}  {goal}")
+    if not judged:
+        print("goals: not judged (they need --sizes 10000, and 50000 for the growth)")
     return 0
 
 

@@ -23,12 +23,12 @@ from collections import OrderedDict
 import numpy as np
 
 
-def softmax(x):
+def softmax(x: np.ndarray) -> np.ndarray:
     x = x - np.max(x, axis=-1, keepdims=True)
     return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
 
 
-def cross_entropy_error(y, t):
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
     if t.size == y.size:  # one-hot labels -> class indices
         t = t.argmax(axis=1)
     batch_size = y.shape[0]
@@ -36,16 +36,16 @@ def cross_entropy_error(y, t):
 
 
 class Affine:
-    def __init__(self, W, b):
+    def __init__(self, W: np.ndarray, b: np.ndarray):
         self.W, self.b = W, b
         self.x = self.original_x_shape = self.dW = self.db = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
         return np.dot(self.x, self.W) + self.b
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         dx = np.dot(dout, self.W.T)
         self.dW = np.dot(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
@@ -53,31 +53,31 @@ class Affine:
 
 
 class Relu:
-    def __init__(self):
+    def __init__(self) -> None:
         self.mask = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.mask = x <= 0
         out = x.copy()
         out[self.mask] = 0
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         dout[self.mask] = 0  # in place, as the book does
         return dout
 
 
 class SoftmaxWithLoss:
-    def __init__(self):
+    def __init__(self) -> None:
         self.loss = self.y = self.t = None
 
-    def forward(self, x, t):
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
         self.t = t
         self.y = softmax(x)
         self.loss = cross_entropy_error(self.y, self.t)
         return self.loss
 
-    def backward(self, dout=1):
+    def backward(self, dout: float = 1) -> np.ndarray:
         batch_size = self.t.shape[0]
         if self.t.size == self.y.size:
             return (self.y - self.t) / batch_size
@@ -102,21 +102,21 @@ class TwoLayerNet:
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
         self.last_layer = SoftmaxWithLoss()
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
-    def loss(self, x, t):
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
         return self.last_layer.forward(self.predict(x), t)
 
-    def accuracy(self, x, t):
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
         y = np.argmax(self.predict(x), axis=1)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         return np.sum(y == t) / float(x.shape[0])
 
-    def gradient(self, x, t):
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         self.loss(x, t)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
@@ -132,7 +132,8 @@ def accuracy(net: TwoLayerNet, x: np.ndarray, t: np.ndarray) -> float:
     return float(net.accuracy(x, t))
 
 
-def train_reference(x_train, t_train_onehot, iters, batch=100, lr=0.1, seed=0, evaluate_on=None) -> dict:
+def train_reference(x_train: np.ndarray, t_train_onehot: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
+                    seed: int = 0, evaluate_on: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """train_neuralnet.py's loop. With evaluate_on=(x_test, t_test), also the
     train and test accuracy over the full sets at every epoch (at
     i % iter_per_epoch == 0, i = 0 included), as the whole script does.

@@ -56,6 +56,6 @@ def train_tight(x_train: np.ndarray, t_train: np.ndarray, iters: int, batch: int
     return {"seconds": time.perf_counter() - began, "iters": iters, "params": params}
 
 
-def predict_tight(params: dict, x: np.ndarray) -> np.ndarray:
+def predict_tight(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     h = np.maximum(x @ params["W1"] + params["b1"], 0)
     return (h @ params["W2"] + params["b2"]).argmax(axis=1)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
+
+import numpy as np
 
 
 def _cores() -> int:
@@ -16,8 +19,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def train_torch(x_train, t_train_int, iters, batch=100, lr=0.1, seed=0,
-                dtype="float32") -> dict | None:
+def train_torch(x_train: np.ndarray, t_train_int: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
+                seed: int = 0, dtype: str = "float32") -> dict | None:
     """Train 784-50-10 (Linear-ReLU-Linear, CrossEntropyLoss mean, plain SGD).
 
     x_train: float (N, 784) numpy array in [0, 1]; t_train_int: int labels (N,).
@@ -69,7 +72,7 @@ def train_torch(x_train, t_train_int, iters, batch=100, lr=0.1, seed=0,
             "threads": threads, "torch_version": torch.__version__}
 
 
-def accuracy_torch(model, x, t_int) -> float:
+def accuracy_torch(model: Any, x: np.ndarray, t_int: np.ndarray) -> float:
     import torch
 
     dtype = next(model.parameters()).dtype

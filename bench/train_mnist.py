@@ -45,15 +45,16 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-os.environ.setdefault("GRAPHC_DATA", str(HERE.parent.parent / "shared" / "data"))
 
 import numpy as np  # noqa: E402
 
 import graphc  # noqa: E402
-from _mnist import load_mnist as load_reference_mnist  # noqa: E402
+from _mnist import data_root, load_mnist as load_reference_mnist  # noqa: E402
+from graphc.profile import blas_info  # noqa: E402
 from graphc.train import Trainer, TrainOptions, load_data  # noqa: E402
 from reference_numpy import accuracy, train_reference  # noqa: E402
 from reference_tight import predict_tight, train_tight  # noqa: E402
@@ -62,14 +63,27 @@ from reference_torch import accuracy_torch, train_torch  # noqa: E402
 MODEL = HERE.parent / "models" / "two_layer_net.graph"
 
 
-def blas_info() -> str:
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number at least `least`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a whole number, got `{text}`") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
+
+
+def positive_number(text: str) -> float:
     try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "BLAS: unknown (threadpoolctl not installed)"
-    parts = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}), {i.get('num_threads')} threads"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    return "BLAS: " + ("; ".join(parts) or "none found")
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, got `{text}`") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def run_reference(data: dict, iters: int, batch: int, lr: float) -> tuple[float, float]:
@@ -120,15 +134,17 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float) -> dict[str, dict]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=int, default=2000, help="iterations per timed run (default 2000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each contender; the best counts (default 3)")
-    parser.add_argument("--whole-iters", type=int, default=10000,
+    parser.add_argument("--iters", type=at_least(1), default=2000, help="iterations per timed run (default 2000)")
+    parser.add_argument("--repeat", type=at_least(1), default=3,
+                        help="runs of each contender; the best counts (default 3)")
+    parser.add_argument("--whole-iters", type=at_least(0), default=10000,
                         help="iterations of the whole-run comparison (default 10000; 0 skips it)")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--batch", type=at_least(1), default=100)
+    parser.add_argument("--lr", type=positive_number, default=0.1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     it, batch, lr = args.iters, args.batch, args.lr
+    os.environ.setdefault("GRAPHC_DATA", str(data_root()))  # where graphc's loader looks, as the reference's
 
     data = load_reference_mnist()
     contenders = {
@@ -181,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         }, indent=2))
         return 0
     print(f"two-layer net, MNIST, batch {batch}, lr {lr:g}, {it} iterations, best of {args.repeat}")
-    print(blas_info())
+    print(f"BLAS: {blas_info()}")
     print()
     print(f"{'training steps':20}  {'s / 1000 it':>11}  {'median':>8}  {'vs reference':>12}  {'test acc':>8}")
     for name in contenders:

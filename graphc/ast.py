@@ -24,6 +24,7 @@ class Name:
 class Literal:
     value: LiteralValue
     span: Span
+    items: tuple[Literal, ...] = ()  # a list's elements, each with its own span
 
 
 @dataclass(frozen=True)

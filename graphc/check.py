@@ -35,13 +35,17 @@ class CheckedGraph:
         """The output backward is seeded at: the first one declared."""
         return self.ir.outputs[0][0]
 
+    def readers(self, name: str) -> list[tuple[str, int]]:
+        """(node, argument position) for every read of `name`."""
+        return [(node, position) for _, node, position in self.graph.out_edges(name, keys=True)]
+
     @functools.cached_property
     def label_inputs(self) -> frozenset[str]:
         """Inputs read only as softmax_loss's labels: class indices are welcome there."""
         labels = set()
         for decl in self.ir.inputs():
-            uses = list(self.graph.out_edges(decl.name, keys=True))
-            if uses and all(self.ir.decls[v].op.name == "softmax_loss" and k == 1 for _, v, k in uses):
+            uses = self.readers(decl.name)
+            if uses and all(self.ir.decls[v].op.name == "softmax_loss" and k == 1 for v, k in uses):
                 labels.add(decl.name)
         return frozenset(labels)
 
@@ -134,7 +138,7 @@ def _warnings(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
     read = {name for name, _ in graph.edges()}
     for name, decl in ir.decls.items():
         if name not in read and name not in outputs and name not in expected:
-            if isinstance(decl, ConstDecl) and decl.span is decl.stmt_span:
+            if isinstance(decl, ConstDecl) and decl.literal:
                 continue  # a literal argument; it is read where it is written
             kind = _kind(decl)
             warnings.append(Diagnostic(

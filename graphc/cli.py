@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print("graphc: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK  # `graphc ... | head` is not an error
     except Exception:

@@ -6,7 +6,7 @@ The module imports numpy and nothing else. It has
 
     init_params(seed=0)                -> params, as graphc's Program makes them
     forward(params, *, x, t)           -> (outputs, saved)
-    backward(params, saved, dout=1.0)  -> gradients by value name
+    backward(params, saved, dout=None) -> gradients by value name (dout: ones by default)
     loss_and_grads(params, *, x, t)    -> (loss, gradients)
     scores(params, *, x), predict(...) -> forward only, to the loss's scores
     example_inputs(seed=0)             -> the graph's made-up inputs, if it has them
@@ -23,7 +23,7 @@ from graphc.ops verbatim, so generated and interpreted arithmetic agree to
 the last bit.
 
 `load_module(compiled, dtype)` compiles the same source in memory, for the
-trainer.
+trainer and `graphc time`.
 """
 
 from __future__ import annotations
@@ -42,11 +42,10 @@ import numpy as np
 from graphc import __version__, initializers
 from graphc.compiler import CompiledGraph
 from graphc.errors import GraphcError
-from graphc.ir import DTYPES, ConstDecl, Initializer, InputDecl, OpNode, ParamDecl, TensorType
-from graphc.plan import Plan, grad_name, make_inference_plan, make_plan, shared_gradients
-
-FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
-NUMPY_DTYPE = {"f32": "np.float32", "f64": "np.float64", "i64": "np.int64"}
+from graphc.ir import (
+    FLOAT_DTYPES, ConstDecl, Initializer, InputDecl, OpNode, ParamDecl, TensorType, float_dtype, numpy_name, retype,
+)
+from graphc.plan import ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {
@@ -116,23 +115,9 @@ class GeneratedModel:
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
 
-    def init_params(self, seed: int = 0) -> dict[str, np.ndarray]:
-        return self.module.init_params(seed)
-
-    def _keywords(self, feeds: dict[str, Any], only: tuple[str, ...] | None = None) -> dict[str, Any]:
-        return {self.input_names[n]: v for n, v in feeds.items() if only is None or self.input_names[n] in only}
-
     def loss_and_grads(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The loss and the gradient of every param, as Program.loss_and_grads."""
-        return self.module.loss_and_grads(params, **self._keywords(feeds))
-
-    def scores(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> np.ndarray:
-        """Forward only, to the scores the loss reads; labels are not needed."""
-        wanted = tuple(inspect.signature(self.module.scores).parameters)[1:]
-        return self.module.scores(params, **self._keywords(feeds, wanted))
-
-    def predict(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> np.ndarray:
-        return self.scores(params, feeds).argmax(axis=-1)
+        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name."""
+        return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()})
 
 
 def load_module(compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> GeneratedModel:
@@ -153,11 +138,8 @@ class _Writer:
             raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
         self.compiled = compiled
         self.ir = compiled.ir
-        override = FLOAT_DTYPES[dtype] if dtype else None
-        self.types = {
-            n: TensorType(override, t.shape) if override and t.dtype in ("f32", "f64") else t
-            for n, t in compiled.types.items()
-        }
+        override = float_dtype(dtype)
+        self.types = retype(compiled.types, override)
         self.plan = make_plan(compiled.checked, self.types, wrt=wrt)
         floats = {t.dtype for t in self.types.values() if t.dtype in ("f32", "f64")}
         if len(floats) > 1:
@@ -167,7 +149,7 @@ class _Writer:
             )
         self.float = override or (floats.pop() if floats else "f64")
         self.decls = self.ir.decls
-        self.labels = self._label_inputs()
+        self.labels = compiled.checked.label_inputs
         self.shared = set(shared_gradients(self.plan))
         seed = self.plan.seed
         scores_of = self.decls.get(seed)
@@ -184,17 +166,16 @@ class _Writer:
         self.names = _Names(_OWN_NAMES | helpers | set(dir(builtins)))
         self.literals: dict[str, str] = {}  # literal consts written inline: "0.5" -> "0.5"
         for name, decl in self.decls.items():
-            if isinstance(decl, ConstDecl) and decl.span is decl.stmt_span and decl.value.ndim == 0:
+            if isinstance(decl, ConstDecl) and decl.literal and self.types[name].dtype is None:
+                # A weak scalar (see shapes.py): written inline, as the interpreter feeds it.
                 self.literals[name] = _literal(decl.value)
-            elif isinstance(decl, ConstDecl) and decl.span is decl.stmt_span:
+            elif isinstance(decl, ConstDecl) and decl.literal:
                 self.names.add(name, "const")
             else:
                 self.names.add(name)
         for step in self.plan.forward:
-            for item in step.saves:
-                if item not in self.types:  # a tensor of the op's own: relu1.mask -> relu1_mask
-                    node, own = item.split(".", 1) if item.startswith(step.out + ".") else (step.out, item)
-                    self.names.add(item, f"{self.names[step.out]}_{own}")
+            for item, own in step.own_saves():  # relu1.mask -> relu1_mask
+                self.names.add(item, f"{self.names[step.out]}_{own}")
         for name in self.decls:
             self.names.add(("d", grad_name(name)), "d_" + self.names.of.get(name, re.sub(r"\W", "_", name)))
 
@@ -204,17 +185,7 @@ class _Writer:
 
     def dtype_source(self, dtype: str | None) -> str:
         dtype = dtype or self.float
-        return "DTYPE" if dtype == self.float else NUMPY_DTYPE[dtype]
-
-    def _label_inputs(self) -> set[str]:
-        """Inputs read only as softmax_loss labels: one-hot rows or class indices."""
-        graph = self.compiled.checked.graph
-        labels = set()
-        for decl in self.ir.inputs():
-            uses = [(v, k) for _, v, k in graph.out_edges(decl.name, keys=True)]
-            if uses and all(self.decls[v].op.name == "softmax_loss" and k == 1 for v, k in uses):
-                labels.add(decl.name)
-        return labels
+        return "DTYPE" if dtype == self.float else f"np.{numpy_name(dtype)}"
 
     def _helpers(self) -> list[Callable]:
         used = {self.decls[s.out].op.name: self.decls[s.out].op for s in self.plan.forward}
@@ -255,7 +226,7 @@ class _Writer:
             f"    loss, grads = loss_and_grads(params, {inputs})",
             "",
         ]
-        lines.append(f"Floats are {np.dtype(DTYPES[self.float]).name} (DTYPE).")
+        lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
         if plan.params:
             lines += ["", "Params:"]
             lines += _table([(self.names[n], str(self.types[n]), self.decls[n].init.describe()) for n in plan.params])
@@ -291,7 +262,7 @@ class _Writer:
         )
 
     def constants(self) -> str:
-        lines = [f"DTYPE = {NUMPY_DTYPE[self.float]}"]
+        lines = [f"DTYPE = np.{numpy_name(self.float)}"]
         if self.plan.params:
             shapes = ", ".join(f'"{n}": {_shape(self.types[n].shape)}' for n in self.plan.params)
             lines.append(f"PARAM_SHAPES = {{{shapes}}}")
@@ -304,16 +275,10 @@ class _Writer:
         return "\n".join(lines) + "\n"
 
     def const_value(self, name: str, value: np.ndarray) -> str:
-        dtype = self.types[name].dtype or self._reader_dtype(name)
-        if value.ndim == 0 and dtype in ("f32", "f64"):
-            return repr(float(value))
+        dtype = self.types[name].dtype
+        if value.ndim == 0 and dtype in (None, "f32", "f64"):
+            return repr(float(value))  # a Python float, weakly typed: f32 stays f32
         return f"np.array({value.tolist()!r}, dtype={self.dtype_source(dtype)})"
-
-    def _reader_dtype(self, name: str) -> str:
-        for step in self.plan.forward:
-            if name in step.args and self.types[step.out].dtype:
-                return self.types[step.out].dtype
-        return self.float
 
     def helper_source(self) -> str:
         helpers = self._helpers()
@@ -381,14 +346,13 @@ class _Writer:
                 lines.append(f"    {v} = np.asarray({v}, {self.dtype_source(self.types[n].dtype)})")
         return lines
 
-    def step_lines(self, plan: Plan, step, taped: bool) -> list[tuple[str, str]]:
+    def step_lines(self, step: ForwardStep, taped: bool) -> list[tuple[str, str]]:
+        """A forward step's lines, each with the comment it gets."""
         node = self.decls[step.out]
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
         v["out"] = self.names[step.out]
-        for item in step.saves:
-            if item not in self.types:
-                own = item.split(".", 1)[1]
-                v[own] = self.names[item]
+        for item, own in step.own_saves():
+            v[own] = self.names[item]
         types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
         types["out"] = self.types[step.out]
         lines = node.op.forward_source(v, node.attrs, types, taped)
@@ -407,7 +371,7 @@ class _Writer:
         saved_names = set(saved)
         rows: list[tuple[str, str]] = []
         for step in plan.forward:
-            rows += self.step_lines(plan, step, step.taped)
+            rows += self.step_lines(step, step.taped)
             dead = [self.names[n] for n in step.frees if n not in saved_names]
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))
@@ -434,6 +398,8 @@ class _Writer:
         for n in self.plan.disconnected:
             if isinstance(self.decls[n], InputDecl):
                 items[n] = None  # its gradient is zeros of its shape
+        if not isinstance(self.decls[self.plan.seed], (ParamDecl, ConstDecl)):
+            items[self.plan.seed] = None  # backward's default dout is ones shaped like it
         return list(items)
 
     # --- backward ------------------------------------------------------------------
@@ -447,27 +413,28 @@ class _Writer:
             for item in plan.forward[step.forward_index].saves:
                 last[item] = j
         reads = {item for s in plan.backward for w in s.writes for item in w.reads}
-        params_read = [n for n in plan.params if n in reads]
+        params_read = [n for n in plan.params if n in reads or n == plan.seed]
         disconnected_params = [n for n in plan.disconnected if n in plan.params]
         lines = [
-            "def backward(params, saved, dout=1.0):",
-            f'    """d {plan.seed} / d each input and param, from what forward saved.',
+            "def backward(params, saved, dout=None):",
+            f'    """d {plan.seed} / d each input and param, from what forward saved,',
+            f"    starting from dout (default: ones shaped like {plan.seed}).",
             "",
             "    Empties `saved` as it goes, so each saved array is freed once its last",
             '    reader has run."""',
         ]
         lines += [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
         lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
-        lines.append(f"    {self.names.grad(grad_name(plan.seed))} = dout")
+        seed = self.names.grad(grad_name(plan.seed))
+        lines.append(f"    {seed} = np.ones_like({self.expr(plan.seed)}) if dout is None else dout")
         for j, step in enumerate(plan.backward):
             node = self.decls[step.node]
             fstep = plan.forward[step.forward_index]
             v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
             v["out"] = self.names.of.get(step.node, step.node)
             v["dout"] = self.names.grad(step.dout)
-            for item in fstep.saves:
-                if item not in self.types:
-                    v[item.split(".", 1)[1]] = self.names[item]
+            for item, own in fstep.own_saves():
+                v[own] = self.names[item]
             types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
             types["out"] = self.types[step.node]
             lines.append(f"    # {fstep.text()}")
@@ -511,7 +478,7 @@ class _Writer:
             f"def loss_and_grads({self.signature(plan.inputs)}):",
             f'    """One training step\'s arithmetic: {plan.seed} and its gradients."""',
             f"    outputs, saved = forward(params{', ' + call if call else ''})",
-            f'    return outputs["{plan.seed}"], backward(params, saved, np.ones_like(outputs["{plan.seed}"]))',
+            f'    return outputs["{plan.seed}"], backward(params, saved)',
         ]) + "\n"
 
     def scores_function(self) -> str:
@@ -527,7 +494,7 @@ class _Writer:
         lines += self.coerce(plan.inputs)
         rows: list[tuple[str, str]] = []
         for step in plan.forward:
-            rows += self.step_lines(plan, step, taped=False)
+            rows += self.step_lines(step, taped=False)
             dead = [self.names[n] for n in step.frees]
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))

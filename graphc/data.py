@@ -8,8 +8,10 @@ The four canonical MNIST files live in one directory, chosen by `mnist_dir`:
 
 Missing files are downloaded from a list of mirrors (or the single base URL
 in $GRAPHC_MNIST_MIRROR), checked against the SHA-256 of their decompressed
-content, and moved into place atomically, so a failed or interrupted
-download never leaves a partial file where a good one should be.
+content, and written through graphc.fileio.atomic_open (a temporary file
+beside the target, renamed into place, with the permissions open() would
+give), so a failed or interrupted download never leaves a partial file where
+a good one should be.
 
 Every problem a person can cause (a missing directory, no network, a
 truncated or corrupt file) becomes a GraphcError naming the file and what
@@ -21,10 +23,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import math
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -35,6 +37,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from graphc.errors import GraphcError
+from graphc.fileio import atomic_open
 
 __all__ = [
     "DEFAULT_MIRRORS",
@@ -200,16 +203,24 @@ def sha256_of_content(path: str | os.PathLike[str]) -> str:
     mirror chose to compress (gzip headers carry names and timestamps).
     """
     where = str(path)
-    h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            is_gzip = f.read(2) == _GZIP_MAGIC
-        opener: Any = gzip.open if is_gzip else open
-        with opener(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+            return _content_digest(f, where)
     except FileNotFoundError:
         raise GraphcError("no such file", where=where) from None
+    except OSError as e:
+        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
+
+
+def _content_digest(f: BinaryIO, where: str) -> str:
+    """SHA-256 of an open file's content, decompressed first if it is gzip."""
+    h = hashlib.sha256()
+    is_gzip = f.read(2) == _GZIP_MAGIC
+    f.seek(0)
+    stream: Any = gzip.GzipFile(fileobj=f, mode="rb") if is_gzip else f
+    try:
+        while chunk := stream.read(1 << 20):
+            h.update(chunk)
     except EOFError:
         raise GraphcError(
             "corrupt gzip file: the compressed data ends early (the file is truncated)",
@@ -217,8 +228,6 @@ def sha256_of_content(path: str | os.PathLike[str]) -> str:
         ) from None
     except (zlib.error, gzip.BadGzipFile) as e:
         raise GraphcError(f"corrupt gzip file: {e}", where=where) from None
-    except OSError as e:
-        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
     return h.hexdigest()
 
 
@@ -288,7 +297,7 @@ class _MirrorFailed(Exception):
 
 
 class _WriteFailed(Exception):
-    """The local disk refused the data; no other mirror can fix that."""
+    """The local disk refused the data; no other mirror can fix that. Its text is why."""
 
 
 def download_mnist(
@@ -305,8 +314,8 @@ def download_mnist(
     whitespace-separated, else DEFAULT_MIRRORS). `checksums` maps each file
     name to the SHA-256 of its decompressed content (default: MNIST_SHA256;
     tests pass their own for tiny files). Existing files are never touched.
-    Each file is written to a temporary file in the same directory, verified,
-    then renamed into place; on any failure the temporary file is removed.
+    Each file is downloaded into memory (the largest is 10 MB), verified, then
+    written atomically (fileio.atomic_open): nothing is left on any failure.
     `progress` shows a tqdm bar on stderr, only when stderr is a terminal.
     """
     directory = mnist_dir(data_dir)
@@ -345,11 +354,9 @@ def _download_one(
             return
         except _MirrorFailed as e:
             failures.append(f"  {url}: {e}")
-        except (_WriteFailed, OSError) as e:
-            cause = e.__cause__ if isinstance(e, _WriteFailed) else e
-            reason = getattr(cause, "strerror", None) or str(cause)
+        except _WriteFailed as e:
             raise GraphcError(
-                f"cannot write {name} into the MNIST data directory: {reason}",
+                f"cannot write {name} into the MNIST data directory: {e}",
                 where=str(directory),
                 hint=_fix_hint(directory),
             ) from None
@@ -365,28 +372,28 @@ def _fetch_verified(
     url: str, directory: Path, name: str, sha256: str, progress: bool, timeout: float
 ) -> None:
     target = directory / name
-    # Same directory as the target so os.replace is an atomic rename.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
-    tmp = Path(tmp_name)
+    downloaded = io.BytesIO()
+    _fetch(url, downloaded, name, progress, timeout)
+    downloaded.seek(0)
+    # Checked before anything is written: a bad copy never reaches the disk.
     try:
-        with os.fdopen(fd, "wb") as out:
-            _fetch(url, out, name, progress, timeout)
-            out.flush()
-            os.fsync(out.fileno())  # the rename must not expose unwritten data
-        try:
-            got = sha256_of_content(tmp)
-        except GraphcError as e:
-            raise _MirrorFailed(f"downloaded data is not usable: {e.message}") from None
-        if got != sha256.lower():
-            raise _MirrorFailed(
-                f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
-                f"expected {sha256.lower()}"
-            )
-        if target.exists():
-            return  # someone else put a file there meanwhile: keep theirs
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        got = _content_digest(downloaded, url)
+    except GraphcError as e:
+        raise _MirrorFailed(f"downloaded data is not usable: {e.message}") from None
+    if got != sha256.lower():
+        raise _MirrorFailed(
+            f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
+            f"expected {sha256.lower()}"
+        )
+    if target.exists():
+        return  # someone else put a file there meanwhile: keep theirs
+    try:
+        with atomic_open(target) as out:
+            out.write(downloaded.getbuffer())
+    except GraphcError as e:
+        raise _WriteFailed(e.message.removeprefix("cannot write: ")) from None
+    except OSError as e:
+        raise _WriteFailed(e.strerror or str(e)) from None
 
 
 def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -> None:
@@ -394,7 +401,7 @@ def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -
     from tqdm import tqdm  # only downloads need it; keep `import graphc.data` light
 
     request = urllib.request.Request(url, headers={"User-Agent": "graphc"})
-    show = progress and _is_tty(sys.stderr)
+    show = progress and is_tty(sys.stderr)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -411,10 +418,7 @@ def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -
                 leave=False,
             ) as bar:
                 while chunk := response.read(1 << 16):
-                    try:
-                        out.write(chunk)
-                    except OSError as e:  # disk full: not the mirror's fault
-                        raise _WriteFailed() from e
+                    out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
             if total is not None and received != total:
@@ -434,7 +438,8 @@ def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -
         raise _MirrorFailed(str(e) or type(e).__name__) from None
 
 
-def _is_tty(stream: Any) -> bool:
+def is_tty(stream: Any) -> bool:
+    """Whether `stream` is a terminal (where progress bars go)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream

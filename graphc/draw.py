@@ -20,7 +20,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -37,7 +37,6 @@ OP_SYMBOLS = {"mul": "×", "add": "+"}
 
 # Output extension -> format. DOT and Mermaid are text graphc writes itself.
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".mmd": "mmd"}
-RENDERED = ("svg", "png", "pdf")
 
 # --- the diagram: what to show, before any syntax -----------------------------
 
@@ -248,22 +247,34 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
     """Each read's share of its value's gradient, by (reader, argument position).
 
     The interpreter sums fan-out contributions as it goes; to draw them one per
-    edge, this applies each backward step's local rules again, from the values
-    and gradients of the program's last run.
+    edge, the program's last run is replayed through the interpreter, from its
+    values and with its seed, keeping what each backward step hands each operand.
     """
+    from graphc.run import Interpreter
+
     shares: dict[tuple[str, int], np.ndarray] = {}
-    if not program.gradients:
+    plan = program.plan
+    if not program.gradients or plan.seed not in program.gradients:
         return shares
-    for step in program.plan.backward:
-        if step.node not in program.gradients:
-            continue
-        args = program.plan.forward[step.forward_index].args
-        with np.errstate(all="ignore"):
-            _, saved = step.op.forward(step.attrs, *[program.values[a] for a in args])
-            results = step.op.backward(step.attrs, saved, program.gradients[step.node], step.needs)
-        for position, grad in enumerate(results):
-            if step.needs[position] and grad is not None:
-                shares[(step.node, position)] = grad
+
+    def keep_shares(kind: str, step: Any, backward: Callable) -> Callable:
+        if kind != "backward":
+            return backward
+
+        def kept(attrs: dict[str, Any], saved: tuple, dout: np.ndarray, needs: tuple[bool, ...]) -> tuple:
+            results = backward(attrs, saved, dout, needs)
+            for position, grad in enumerate(results):
+                if needs[position] and grad is not None:
+                    # A copy: fan-out may add the next share into this very array.
+                    shares[(step.node, position)] = np.array(grad, copy=True)
+            return results
+
+        return kept
+
+    interpreter = Interpreter(plan, free=False, wrap=keep_shares)
+    env = dict(program.values)
+    with np.errstate(all="ignore"):
+        interpreter.backward(interpreter.forward(env), program.gradients[plan.seed])
     return shares
 
 
@@ -430,12 +441,6 @@ def dot_source(compiled: CompiledGraph, rankdir: str = "LR") -> str:
     return to_dot(graph_diagram(compiled), rankdir)
 
 
-def mermaid_source(compiled: CompiledGraph, rankdir: str = "LR") -> str:
-    from graphc.mermaid import to_mermaid
-
-    return to_mermaid(graph_diagram(compiled), rankdir)
-
-
 # --- rendering and files ------------------------------------------------------
 
 
@@ -466,13 +471,18 @@ def render(dot: str, fmt: str, target: str | None = None) -> bytes:
             hint="`pip install graphviz`, or write .dot or .mmd, which need nothing but graphc",
         ) from None
     try:
-        return graphviz.Source(dot).pipe(format=fmt)
+        # quiet: dot's complaints reach the person once, in the error below.
+        data = graphviz.Source(dot).pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound:
         raise missing_dot(target) from None
     except graphviz.CalledProcessError as err:
         stderr = err.stderr.decode("utf-8", "replace") if isinstance(err.stderr, bytes) else str(err.stderr or "")
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {err.returncode}"
         raise GraphcError(f"cannot render {target}: Graphviz failed: {detail}", where="graphc draw") from None
+    if not data:
+        raise GraphcError(f"cannot render {target}: Graphviz's `dot` wrote nothing", where="graphc draw",
+                          hint="check the Graphviz installation (`dot -V`), or write .dot or .mmd")
+    return data
 
 
 def output_format(path: str) -> str:

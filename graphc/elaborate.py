@@ -4,10 +4,15 @@ Resolves op names against the registry (arity, attributes), expands arrow
 chains into op nodes, turns literal arguments into consts, converts values
 and initializers to numpy, and reports duplicate definitions. Names that are
 used but never defined are left for the checker, which sees the whole graph.
+
+Every literal value goes through `_GraphBuilder.array`: ragged lists, lists
+nested past numpy's 64 dims, numbers out of range for their dtype and
+fractions for i64 are reported at the value, never as a numpy exception.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +21,7 @@ from graphc import ast
 from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
 from graphc.ir import (
+    DTYPE_RANGES,
     DTYPES,
     ConstDecl,
     Decl,
@@ -31,6 +37,7 @@ from graphc.initializers import KINDS
 from graphc.ops import REGISTRY, Op
 
 ROLES = ("images", "labels")
+MAX_DIMS = 64  # numpy's limit
 
 
 @gc_paused
@@ -70,6 +77,8 @@ class _GraphBuilder:
         self.expects: list[Expectation] = []
         self.user_names = self._user_names()
         self.op_counts: dict[str, int] = {}
+        # (dim, size, value name, span): the sizes literal values give symbolic dims.
+        self.literal_dims: list[tuple[str, int, str, Span]] = []
 
     def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(message, span, hint))
@@ -78,8 +87,8 @@ class _GraphBuilder:
         for stmt in self.graph.body:
             handler = getattr(self, "_" + type(stmt).__name__)
             handler(stmt)
+        self.bind_literal_dims()
         self.check_made_up_inputs()
-        order = {name: i for i, name in enumerate(self.decls)}
         return GraphIR(
             self.graph.name.text,
             self.graph.name.span,
@@ -88,20 +97,47 @@ class _GraphBuilder:
             tuple(self.expects),
             self.dims,
             self.module.source,
-            order,
         )
 
+    def bind_literal_dims(self) -> None:
+        """A literal value fixes the size of each symbolic dim it fills:
+        `input x: [N] = [1, 2]` makes N 2, which `dim N` and every other
+        value must agree with (they are used together when nothing is fed)."""
+        given: dict[str, str] = {}  # dim -> the value that gave its size
+        for d, size, name, span in self.literal_dims:
+            if d not in self.dims:
+                self.dims[d] = size
+                given[d] = name
+            elif self.dims[d] != size:
+                first = f"the value of `{given[d]}` has {d} = {self.dims[d]}" if d in given else \
+                    f"the graph declares `dim {d} = {self.dims[d]}`"
+                self.error(
+                    f"value of `{name}` has {d} = {size}, but {first}",
+                    span,
+                    f"every value of the graph must agree on the size of `{d}`",
+                )
+
     def check_made_up_inputs(self) -> None:
-        """An input filled by an initializer needs a size for each symbolic dim."""
+        """An input filled by an initializer, or by one number, needs a size for each symbolic dim."""
         for decl in self.decls.values():
-            if isinstance(decl, InputDecl) and decl.init is not None and decl.init.kind != "value":
-                for d in decl.type.shape:
-                    if isinstance(d, str) and d not in self.dims:
-                        self.error(
-                            f"input `{decl.name}` is made up by `{decl.init.describe()}` but dim `{d}` has no size",
-                            decl.init.span,
-                            f"declare one in the graph, e.g. `dim {d} = 2`",
-                        )
+            if not isinstance(decl, InputDecl) or decl.init is None:
+                continue
+            for d in decl.type.shape:
+                if not isinstance(d, str) or d in self.dims:
+                    continue
+                if decl.init.kind != "value":
+                    self.error(
+                        f"input `{decl.name}` is made up by `{decl.init.describe()}` but dim `{d}` has no size",
+                        decl.init.span,
+                        f"declare one in the graph, e.g. `dim {d} = 2`",
+                    )
+                else:  # a scalar: a list would have given d its size
+                    self.error(
+                        f"input `{decl.name}`: a single number cannot fill symbolic dim `{d}`",
+                        decl.init.span,
+                        f"declare its size, e.g. `dim {d} = 2`, or give a full list",
+                    )
+                break
 
     def _user_names(self) -> set[str]:
         """Every name the person defines, so generated names never collide."""
@@ -139,6 +175,8 @@ class _GraphBuilder:
     def _InputDecl(self, stmt: ast.InputDecl) -> None:
         dtype = (stmt.type.dtype if stmt.type else None) or "f64"
         shape = stmt.type.shape if stmt.type else None
+        if shape is not None and not self.sizes_fit(shape, stmt.name, stmt.type.span):
+            return
         init = self.initializer(stmt.init, dtype, shape, stmt.name) if stmt.init else None
         if shape is None:
             shape = tuple(init.value.shape) if init is not None and init.value is not None else ()
@@ -160,14 +198,9 @@ class _GraphBuilder:
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if dtype == "i64":
             self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
-        if shape is not None:
-            symbolic = [d for d in shape if isinstance(d, str)]
-            if symbolic:
-                self.error(
-                    f"param `{stmt.name.text}` has symbolic dim `{symbolic[0]}`; a param's shape must be concrete",
-                    type_span,
-                )
-                return
+        if shape is not None and not (self.concrete(shape, "param", stmt.name, type_span)
+                                      and self.sizes_fit(shape, stmt.name, type_span)):
+            return
         if stmt.init is None:
             self.error(
                 f"param `{stmt.name.text}` has no initializer",
@@ -189,18 +222,40 @@ class _GraphBuilder:
         self.define(stmt.name, ParamDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init))
 
     def _ConstDecl(self, stmt: ast.ConstDecl) -> None:
+        # With no dtype written, shape inference gives the const its readers' dtype.
         dtype = stmt.type.dtype if stmt.type else None
-        value = self.array(stmt.value, dtype or "f64")
+        shape = stmt.type.shape if stmt.type else None
+        if shape is not None and not (self.concrete(shape, "const", stmt.name, stmt.type.span)
+                                      and self.sizes_fit(shape, stmt.name, stmt.type.span)):
+            return
+        value = self.array(stmt.value, dtype or "f64", stmt.name.text)
         if value is None:
             return
-        shape = stmt.type.shape if stmt.type and stmt.type.shape is not None else tuple(value.shape)
-        if not self.literal_fits(value, shape, stmt.value, stmt.name):
+        if shape is None:
+            shape = value.shape
+        elif value.ndim == 0:
+            value = np.full(shape, value)  # one number fills the declared shape, as for a param
+        elif not self.literal_fits(value, shape, stmt.value, stmt.name):
             return
         self.define(stmt.name, ConstDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), value))
 
+    def concrete(self, shape, kind: str, name: ast.Name, span: Span) -> bool:
+        """A param's or a const's shape has no symbolic dims: its value is fixed."""
+        symbolic = [d for d in shape if isinstance(d, str)]
+        if symbolic:
+            self.error(f"{kind} `{name.text}` has symbolic dim `{symbolic[0]}`; a {kind}'s shape must be concrete", span)
+        return not symbolic
+
+    def sizes_fit(self, shape, name: ast.Name, span: Span) -> bool:
+        """Every size in a declared shape is at least 1, as for `dim`."""
+        empty = [d for d in shape if isinstance(d, int) and d < 1]
+        if empty:
+            self.error(f"`{name.text}` has a dim of size {empty[0]}; every size must be at least 1", span)
+        return not empty
+
     def initializer(self, init: ast.Init, dtype: str, shape, name: ast.Name) -> Initializer | None:
         if init.literal is not None:
-            value = self.array(init.literal, dtype)
+            value = self.array(init.literal, dtype, name.text)
             if value is None:
                 return None
             if shape is not None and value.ndim > 0 and not self.literal_fits(value, shape, init.literal, name):
@@ -220,14 +275,69 @@ class _GraphBuilder:
                 f"write `{KINDS[kind].usage}`",
             )
             return None
+        if not all(np.isfinite(init.args)):
+            self.error(f"initializer `{kind}` takes finite numbers", init.span, f"write `{KINDS[kind].usage}`")
+            return None
         return Initializer(kind, init.args, None, init.span)
 
-    def array(self, literal: ast.Literal, dtype: str) -> np.ndarray | None:
-        try:
-            return np.array(literal.value, dtype=DTYPES[dtype])
-        except (ValueError, TypeError):
-            self.error("ragged list: every row must have the same length", literal.span)
+    def array(self, literal: ast.Literal, dtype: str, name: str | None = None) -> np.ndarray | None:
+        """A literal as an array of `dtype`; None, with the error reported, if it cannot be one.
+        `name` is the value it is written for, if any."""
+        numbers = self.numbers(literal)
+        if numbers is None:
             return None
+        shape, leaves = numbers
+        values = self.fitting(leaves, dtype, name)
+        return None if values is None else values.reshape(shape)
+
+    def numbers(self, literal: ast.Literal) -> tuple[tuple[int, ...], list[ast.Literal]] | None:
+        """The literal's shape and its numbers in order, level by level (no recursion)."""
+        shape: list[int] = []
+        level = [literal]
+        while any(isinstance(item.value, list) for item in level):
+            if not all(isinstance(item.value, list) for item in level) or len({len(i.items) for i in level}) > 1:
+                self.error("ragged list: every row must have the same length", literal.span)
+                return None
+            if not level[0].items:
+                self.error("empty list: a value needs at least one number", level[0].span)
+                return None
+            shape.append(len(level[0].items))
+            if len(shape) > MAX_DIMS:
+                self.error(f"list nested more than {MAX_DIMS} deep: a value has at most {MAX_DIMS} dims",
+                           literal.span)
+                return None
+            level = [item for outer in level for item in outer.items]
+        return tuple(shape), level
+
+    def fitting(self, leaves: list[ast.Literal], dtype: str, name: str | None) -> np.ndarray | None:
+        """The numbers as a flat array of `dtype`; None, with the error reported at the
+        first number it cannot hold (out of range, or a fraction for i64)."""
+        def unfit(leaf: ast.Literal) -> None:
+            self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype])
+
+        if dtype == "i64":
+            for leaf in leaves:
+                value = leaf.value
+                if isinstance(value, float) and not math.isfinite(value):  # 1e400
+                    return unfit(leaf)
+                if isinstance(value, float) and not value.is_integer():
+                    self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span)
+                    return None
+                if not -(2 ** 63) <= int(value) < 2 ** 63:
+                    return unfit(leaf)
+            return np.array([int(leaf.value) for leaf in leaves], dtype=np.int64)
+        numbers = []
+        for leaf in leaves:
+            try:
+                numbers.append(float(leaf.value))
+            except OverflowError:  # an integer with hundreds of digits
+                return unfit(leaf)
+        with np.errstate(over="ignore"):
+            values = np.array(numbers, dtype=DTYPES[dtype])
+        bad = ~np.isfinite(values)  # no literal is infinite: 1e400 overflowed
+        if bad.any():
+            return unfit(leaves[int(np.argmax(bad))])
+        return values
 
     def literal_fits(self, value: np.ndarray, shape, literal: ast.Literal, name: ast.Name) -> bool:
         declared = TensorType(None, tuple(shape))
@@ -239,6 +349,8 @@ class _GraphBuilder:
                 f"value of `{name.text}` has shape {list(value.shape)}, declared {declared.shape_text()}",
                 literal.span,
             )
+        else:
+            self.literal_dims += [(d, n, name.text, literal.span) for d, n in zip(shape, value.shape) if isinstance(d, str)]
         return ok
 
     # --- nodes ---------------------------------------------------------------
@@ -253,12 +365,17 @@ class _GraphBuilder:
     def operand(self, arg: ast.Arg) -> tuple[str, Span]:
         if isinstance(arg, ast.Name):
             return arg.text, arg.span
-        # A literal operand becomes a const named by its value, shared by equal literals.
-        text = arg.span.source.line(arg.span.line)[arg.span.column - 1 : arg.span.end_column - 1]
-        name = text if arg.span.end_line == arg.span.line else repr(arg.value)
-        name = "".join(name.split())
+        # A literal operand becomes a const named by its value, shared by equal
+        # literals; shape inference gives it its readers' dtype.
+        one_line = arg.span.end_line == arg.span.line
+        name = "".join(_text(arg.span).split()) if one_line else None
+        if name in self.decls:
+            return name, arg.span
+        value = self.array(arg, "f64")  # before repr: it refuses lists nested too deep to print
+        if value is None:
+            return name or "", arg.span
+        name = name or "".join(repr(arg.value).split())
         if name not in self.decls:
-            value = np.array(arg.value, dtype=np.float64)
             self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value, literal=True)
         return name, arg.span
 
@@ -405,9 +522,16 @@ class _GraphBuilder:
         if stmt.tolerance is not None and stmt.tolerance < 0:
             self.error("a tolerance must not be negative", stmt.span)
             return
+        value_span = Span(stmt.span.source, stmt.value.span.line, stmt.value.span.column,
+                          stmt.span.end_line, stmt.span.end_column)
         self.expects.append(
-            Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span)
+            Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span, value_span)
         )
+
+
+def _text(span: Span) -> str:
+    """The source text a one-line span covers."""
+    return span.source.line(span.line)[span.column - 1 : span.end_column - 1]
 
 
 def _op_name(item: ast.Name | ast.Call) -> str:

@@ -37,9 +37,8 @@ def plan_text(plan: Plan) -> str:
             head = (f"{numbers[step.node]}", step.op.name) if j == 0 else ("", "")
             rows.append((*head, f"{write.target} {assign} {write.rule}", reads))
     lines += _columns(rows)
-    got = [grad_name(w) for w in plan.wrt if w not in plan.disconnected and _written(plan, w)]
     lines.append("")
-    lines.append("gradients: " + (", ".join(got) if got else "none"))
+    lines.append("gradients: " + (", ".join(plan.gradients) or "none"))
     zero = [grad_name(w) for w in plan.disconnected]
     if zero:
         lines.append("zero (no path to the output): " + ", ".join(zero))
@@ -48,10 +47,6 @@ def plan_text(plan: Plan) -> str:
 
 def _steps(n: int) -> str:
     return f"{n} step" if n == 1 else f"{n} steps"
-
-
-def _written(plan: Plan, name: str) -> bool:
-    return name == plan.seed or any(w.target == grad_name(name) for s in plan.backward for w in s.writes)
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -87,6 +82,6 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 }
                 for s in plan.backward
             ],
-            "gradients": [grad_name(w) for w in plan.wrt if w not in plan.disconnected and _written(plan, w)],
+            "gradients": list(plan.gradients),
         },
     }

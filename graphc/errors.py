@@ -34,7 +34,12 @@ class Source:
     def __init__(self, text: str, path: str = "<string>"):
         self.text = text
         self.path = path
-        self.lines = text.splitlines() or [""]
+        # Lines as the parser counts them: only "\n" ends one (splitlines would
+        # also split on form feeds, \x1c-\x1e, \x85 and \u2028).
+        lines = text.split("\n")
+        if len(lines) > 1 and not lines[-1]:
+            lines.pop()  # the newline that ends the last line starts no new one
+        self.lines = [line.removesuffix("\r") for line in lines]
 
     def line(self, lineno: int) -> str:
         if 1 <= lineno <= len(self.lines):
@@ -60,12 +65,6 @@ class Span:
 
     def __repr__(self) -> str:
         return f"Span({self})"
-
-    @classmethod
-    def whole_line(cls, source: Source, line: int) -> Span:
-        text = source.line(line)
-        start = len(text) - len(text.lstrip()) + 1
-        return cls(source, line, start, line, len(text.rstrip()) + 1)
 
 
 @dataclass(frozen=True)
@@ -147,9 +146,3 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None
 
-
-def argument_span(text: str, start: int = 0, end: int | None = None) -> Span:
-    """A span into a command-line argument, for errors in --set and friends."""
-    source = Source(text, "<command line>")
-    end = len(text) if end is None else end
-    return Span(source, 1, start + 1, 1, max(end, start + 1) + 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, BinaryIO
@@ -14,16 +15,31 @@ from graphc.errors import GraphcError
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temporary file beside `path`; on success it replaces `path`."""
+    """Open a temporary file beside `path`; on success it replaces `path`.
+
+    Through a symlink, the file the link points to is replaced and the link
+    kept. A device or a FIFO (`-o /dev/stdout`) cannot be replaced: it is
+    written directly.
+    """
+    shown = str(path)  # messages name the path as the person wrote it
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise GraphcError("cannot write: no such directory", where=str(path),
-                          hint=f"create `{directory}` first")
+    directory = path.parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        mode = os.stat(path).st_mode  # through any link
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        with open(path, "wb") as handle:
+            yield handle
+        return
+    if path.is_symlink():
+        path = path.resolve()  # a dangling link too: its target is made
+    if not path.parent.is_dir():
+        raise GraphcError("cannot write: no such directory", where=shown, hint=f"create `{directory}` first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise GraphcError(f"cannot write: {err.strerror}", where=str(path)) from None
+        raise GraphcError(f"cannot write: {err.strerror}", where=shown) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

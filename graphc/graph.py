@@ -22,7 +22,3 @@ def build_graph(ir: GraphIR) -> nx.MultiDiGraph:
             graph.add_edge(arg, node.name, key=position, position=position, span=span)
     return graph
 
-
-def consumers(graph: nx.MultiDiGraph, name: str) -> list[tuple[str, int]]:
-    """(node, argument position) for every read of `name`."""
-    return [(v, key) for _, v, key in graph.out_edges(name, keys=True)]

@@ -67,15 +67,15 @@ def source(init: Initializer, shape: tuple[int, ...], dtype: str, rng: str) -> s
     """Python source that makes the first value, for the code generator."""
     if init.kind == "value":
         assert init.value is not None
-        if init.value.shape == shape:
+        if init.value.ndim > 0:  # a list has the shape it has: its symbols take their sizes from it
             return f"np.asarray({init.value.tolist()!r}, {dtype})"
         return f"np.full({shape!r}, {init.value.item()!r}, {dtype})"
     return KINDS[init.kind].source(init.args, shape, dtype, rng)
 
 
-def initialize(init: Initializer, t: TensorType, rng: np.random.Generator, dims: dict[str, int] | None = None) -> np.ndarray:
-    """The first value of a param or a made-up input, in its dtype and shape."""
-    shape = concrete_shape(t, dims or {})
+def initialize(init: Initializer, t: TensorType, rng: np.random.Generator) -> np.ndarray:
+    """The first value of a param or an input, in its dtype and concrete shape."""
+    shape = concrete_shape(t, {})
     dtype = DTYPES[t.dtype or "f64"]
     if init.kind == "value":  # data, not code: no need to go through source text
         assert init.value is not None

@@ -8,8 +8,8 @@ the values it reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 
@@ -27,12 +27,18 @@ FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 DTYPE_CHOICES = ("float32", "float64")  # as the command line spells them
 
 
+def shape_text(shape: Sequence[Dim]) -> str:
+    """[N, 784]: how every message and table writes a shape."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
 @dataclass(frozen=True)
 class TensorType:
     """A dtype and a shape whose dims are sizes or symbols (`N`).
 
-    dtype None marks a literal that takes the dtype of what it meets, so that
-    `mul(x, 0.5)` stays float32 when x is.
+    dtype None marks a weak value: a scalar const with no declared dtype,
+    which takes the dtype of what it meets (as numpy treats a Python float),
+    so that `mul(x, 0.5)` stays float32 when x is.
     """
 
     dtype: str | None
@@ -43,7 +49,7 @@ class TensorType:
         return len(self.shape)
 
     def shape_text(self) -> str:
-        return "[" + ", ".join(str(d) for d in self.shape) + "]"
+        return shape_text(self.shape)
 
     def __str__(self) -> str:
         dtype = self.dtype or "f64"
@@ -76,6 +82,34 @@ def retype(types: dict[str, TensorType], dtype: str | None) -> dict[str, TensorT
     if dtype is None:
         return dict(types)
     return {n: TensorType(dtype, t.shape) if t.dtype in ("f32", "f64") else t for n, t in types.items()}
+
+
+# What each dtype holds, for messages about values it cannot.
+DTYPE_RANGES = {
+    "f32": f"f32 holds magnitudes up to {float(np.finfo(np.float32).max):.8g}",
+    "f64": f"f64 holds magnitudes up to {float(np.finfo(np.float64).max):.17g}",
+    "i64": f"i64 holds whole numbers from {np.iinfo(np.int64).min} to {np.iinfo(np.int64).max}",
+}
+
+
+def unrepresentable(values: Any, dtype: str) -> int | float | None:
+    """The first of `values` that `dtype` cannot hold, else None: a finite
+    number too large for a float dtype, or an integer beyond i64."""
+    values = np.asarray(values)
+    if dtype in ("f32", "f64") and values.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            cast = values.astype(DTYPES[dtype])
+        bad = np.isfinite(values) & ~np.isfinite(cast)
+    elif dtype == "i64" and values.dtype.kind == "u":
+        bad = values > np.iinfo(np.int64).max
+    else:
+        return None
+    return values[bad].flat[0].item() if bad.any() else None
+
+
+def number_text(value: int | float) -> str:
+    """A number as messages write it: 3, 0.5, 1e+40."""
+    return str(value) if isinstance(value, int) else f"{value:.8g}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,12 +174,17 @@ class Expectation:
     tolerance: float | None
     span: Span
     target_span: Span
+    value_span: Span  # from the value to the end of the statement (`within` included)
 
     def describe(self) -> str:
+        """`grad(x) == [4] within 0.5`, the value as written, on one line and without comments."""
         target = f"grad({self.target})" if self.of_grad else self.target
-        text = self.span.source.line(self.span.line).strip()
-        value = text.split("==", 1)[1].strip() if "==" in text else str(self.value)
-        return f"{target} == {value}"
+        span, source = self.value_span, self.value_span.source
+        lines = [source.line(n) for n in range(span.line, span.end_line + 1)]
+        lines[-1] = lines[-1][: span.end_column - 1]
+        lines[0] = lines[0][span.column - 1 :]
+        value = " ".join(" ".join(line.split("#", 1)[0].split()) for line in lines)
+        return f"{target} == {' '.join(value.split())}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,10 +194,16 @@ class GraphIR:
     decls: dict[str, Decl]
     outputs: tuple[tuple[str, Span], ...]
     expects: tuple[Expectation, ...]
-    dims: dict[str, int]  # `dim N = 3`
+    dims: dict[str, int]  # `dim N = 3`, or the size a literal value gives N
     source: Source
-    # Position of each declaration in the source: breaks ties in plans.
-    order: dict[str, int] = field(default_factory=dict)
+    # Each declaration's position in the source, which breaks ties in plans
+    # (CheckedGraph.order is the topological order). Always derived from
+    # `decls`, which are in source order, so it cannot disagree with them; a
+    # value passed (dataclasses.replace passes the old one on) is not used.
+    order: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "order", {name: i for i, name in enumerate(self.decls)})
 
     def inputs(self) -> list[InputDecl]:
         return [d for d in self.decls.values() if isinstance(d, InputDecl)]

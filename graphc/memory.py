@@ -9,7 +9,8 @@ params, inputs and consts throughout, live forward values, saved tensors
 (relu's mask is bool, one byte a value), and live gradients. An array two
 names share (add hands its gradient to both operands unchanged, a saved
 operand is the input itself) counts once. The peak of those is the step's
-high-water mark; scratch arrays inside an op's kernel are not counted.
+high-water mark; scratch arrays inside an op's kernel are not counted, nor
+scalar literals (`mul(x, 0.5)`), which are Python floats, not arrays.
 
     memory = predict_memory(plan, {"N": 100})
     memory.peak          # bytes
@@ -19,11 +20,14 @@ high-water mark; scratch arrays inside an op's kernel are not counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from graphc.errors import GraphcError
 from graphc.ir import TensorType
-from graphc.plan import Plan, grad_name
+from graphc.plan import ForwardStep, Plan, grad_name
+
+if TYPE_CHECKING:
+    pass
 
 ITEMSIZE = {"f32": 4, "f64": 8, "i64": 8, "bool": 1}
 
@@ -34,7 +38,7 @@ class StepMemory:
     number: int  # the forward step's number, 1-based, as the plan text shows it
     label: str  # the step, e.g. `relu1 = relu(affine1)` or `relu`
     made: tuple[tuple[str, int], ...]  # arrays the step makes, with their bytes
-    released: tuple[tuple[str, int], ...]  # arrays that die after it
+    frees: tuple[tuple[str, int], ...]  # arrays that die after it
     held: int  # bytes held at the step's high-water mark
     shares: tuple[tuple[str, str], ...] = ()  # (gradient, gradient whose array it is)
 
@@ -62,8 +66,6 @@ def bind_dims(plan: Plan, graph_dims: Mapping[str, int], batch: int | None) -> d
     symbolic dim, the graph's `dim` declarations for the rest."""
     dims = dict(graph_dims)
     if batch is not None:
-        if batch < 1:
-            raise GraphcError(f"--batch must be at least 1, got {batch}")
         for name in plan.inputs:
             shape = plan.types[name].shape
             if shape and isinstance(shape[0], str):
@@ -78,42 +80,27 @@ def bind_dims(plan: Plan, graph_dims: Mapping[str, int], batch: int | None) -> d
     return dims
 
 
-def batch_dims(compiled: Any, plan: Plan, batch: int | None) -> dict[str, int]:
-    """bind_dims for a CompiledGraph's plan."""
-    return bind_dims(plan, compiled.ir.dims, batch)
-
-
 class _Sizes:
     """Bytes of every value, gradient and saved tensor, at concrete dims."""
 
     def __init__(self, plan: Plan, dims: Mapping[str, int]):
         self.plan = plan
         self.dims = dims
-        # A literal const (dtype None) takes the dtype of the op that reads it.
-        self.reader_dtype: dict[str, str] = {}
-        for step in plan.forward:
-            dtype = plan.types[step.out].dtype
-            for arg in step.args:
-                if dtype:
-                    self.reader_dtype.setdefault(arg, dtype)
 
     def shape(self, t: TensorType) -> tuple[int, ...]:
         return tuple(self.dims[d] if isinstance(d, str) else d for d in t.shape)
 
-    def nbytes(self, t: TensorType, name: str | None = None) -> int:
-        dtype = t.dtype or (self.reader_dtype.get(name, "f64") if name else "f64")
+    def nbytes(self, t: TensorType) -> int:
+        if t.dtype is None and not t.shape:
+            return 0  # a scalar literal: a Python float at run time, no array
         count = 1
         for d in self.shape(t):
             count *= d
-        return count * ITEMSIZE[dtype]
+        return count * ITEMSIZE[t.dtype or "f64"]
 
     def value(self, name: str) -> int:
-        return self.nbytes(self.plan.types[name], name)
-
-    def gradient(self, arg: str, node: str) -> int:
-        """A gradient has its value's shape and, for a literal, its reader's dtype."""
-        t = self.plan.types[arg]
-        return self.nbytes(TensorType(t.dtype or self.plan.types[node].dtype, t.shape))
+        """A value's bytes; its gradient's are the same (only floats get one)."""
+        return self.nbytes(self.plan.types[name])
 
 
 class _Heap:
@@ -141,7 +128,7 @@ class _Heap:
             self.total -= nbytes
             self.died.append((_shown(key), nbytes))
 
-    def released(self) -> tuple[tuple[str, int], ...]:
+    def freed(self) -> tuple[tuple[str, int], ...]:
         died, self.died = tuple(self.died), []
         return died
 
@@ -165,22 +152,23 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
         env[step.out] = step.out
         made = [(step.out, sizes.value(step.out))]
         if step.taped:
+            own = dict(step.own_saves())
             keys = []
             for item in step.saves:
-                if item in plan.types:  # an operand or the output itself
-                    key = env[item]
-                    heap.hold(key)
-                else:  # a tensor of the op's own, named `node.item`
+                if item in own:  # a tensor of the op's own
                     key = item
-                    nbytes = _own_bytes(plan, sizes, step, item)
+                    nbytes = _own_bytes(plan, sizes, step, own[item])
                     heap.make(key, nbytes)
                     made.append((item, nbytes))
+                else:  # an operand or the output itself
+                    key = env[item]
+                    heap.hold(key)
                 keys.append(key)
             tape[i] = tuple(keys)
         held = heap.total
         for name in step.frees:
             heap.drop(env.pop(name))
-        steps.append(StepMemory("forward", i + 1, step.text(), tuple(made), heap.released(), held))
+        steps.append(StepMemory("forward", i + 1, step.text(), tuple(made), heap.freed(), held))
 
     if plan.seed is not None and plan.backward:
         grads: dict[str, str] = {}
@@ -193,7 +181,7 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
             node_shape = sizes.shape(plan.types[step.node])
             for w in step.writes:
                 arg = plan.forward[step.forward_index].args[w.operand]
-                nbytes = sizes.gradient(arg, step.node)
+                nbytes = sizes.value(arg)
                 passes = step.op.operands[w.operand] in step.op.passes_gradient_through
                 if not w.accumulate and passes and sizes.shape(plan.types[arg]) == node_shape:
                     grads[w.target] = grads[step.dout]  # the very array of dout
@@ -215,7 +203,7 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
             for name in step.frees:
                 heap.drop(grads.pop(name))
             number = step.forward_index + 1
-            steps.append(StepMemory("backward", number, step.op.name, tuple(made), heap.released(), held,
+            steps.append(StepMemory("backward", number, step.op.name, tuple(made), heap.freed(), held,
                                     tuple(shares)))
 
     def total(names: tuple[str, ...]) -> int:
@@ -224,8 +212,8 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
     return MemoryPlan(plan.graph, dict(dims), total(plan.params), total(plan.inputs), total(plan.consts), tuple(steps))
 
 
-def _own_bytes(plan: Plan, sizes: _Sizes, step, item: str) -> int:
-    own = item.split(".", 1)[1] if item.startswith(step.out + ".") else item
+def _own_bytes(plan: Plan, sizes: _Sizes, step: ForwardStep, own: str) -> int:
+    """Bytes of the op's own tensor `own` (relu's "mask")."""
     types = dict(zip(step.op.operands, (plan.types[a] for a in step.args)))
     types["out"] = plan.types[step.out]
     return sizes.nbytes(step.op.own_tensor_type(own, types))
@@ -254,12 +242,12 @@ def memory_text(memory: MemoryPlan) -> str:
     dims = ", ".join(f"{k} = {v}" for k, v in sorted(memory.dims.items()))
     lines = [
         f"memory of one step{' at ' + dims if dims else ''}: what is held once each step has run, "
-        "before it lets anything go",
+        "before it frees anything",
         f"  params {fmt_bytes(memory.params)}, inputs {fmt_bytes(memory.inputs)}"
         + (f", consts {fmt_bytes(memory.consts)}" if memory.consts else "")
         + " throughout; a bool mask is 1 byte a value",
     ]
-    rows: list[tuple[str, ...]] = [("", "step", "holds", "makes", "lets go")]
+    rows: list[tuple[str, ...]] = [("", "step", "holds", "makes", "frees")]
     phase = None
     for s in memory.steps:
         if s.phase != phase:
@@ -267,7 +255,7 @@ def memory_text(memory: MemoryPlan) -> str:
             rows.append((phase,))
         makes = [_items(s.made)] if s.made else []
         makes += [f"{a} is {b}" for a, b in s.shares]
-        rows.append((str(s.number), s.label, fmt_bytes(s.held), ", ".join(makes) or "-", _items(s.released)))
+        rows.append((str(s.number), s.label, fmt_bytes(s.held), ", ".join(makes) or "-", _items(s.frees)))
     table = [r for r in rows if len(r) > 1]
     widths = [max(len(r[i]) for r in table) for i in range(5)]
     for row in rows:
@@ -296,7 +284,8 @@ def memory_json(memory: MemoryPlan) -> dict[str, Any]:
                 "step": s.number,
                 "label": s.label,
                 "makes": [{"name": n, "bytes": b} for n, b in s.made],
-                "frees": [{"name": n, "bytes": b} for n, b in s.released],
+                "frees": [{"name": n, "bytes": b} for n, b in s.frees],
+                "shares": [{"name": a, "array_of": b} for a, b in s.shares],
                 "held": s.held,
             }
             for s in memory.steps

@@ -14,12 +14,13 @@ gradient can be shared by several consumers in a DAG.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from graphc.ir import Dim, TensorType
+from graphc.ir import Dim, TensorType, shape_text
 
 
 class ShapeError(Exception):
@@ -81,7 +82,7 @@ class Op:
     ) -> tuple[np.ndarray | None, ...]:
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def saves(self) -> tuple[str, ...]:
         """Everything backward reads from the forward pass, operands first."""
         items = dict.fromkeys(item for rule in self.rules.values() for item in rule.reads)
@@ -132,16 +133,21 @@ def register(cls: type[Op]) -> type[Op]:
 # --- shape helpers -----------------------------------------------------------
 
 
-def _dims_text(shape: Sequence[Dim]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 def _describe(arg: Operand) -> str:
     return f"`{arg.name}` {arg.type.shape_text()}"
 
 
-def _result_dtype(op: str, args: Sequence[Operand]) -> str | None:
-    """The operands' common dtype; literals (dtype None) adapt to the others."""
+def _floats(op: str, args: Sequence[Operand], what: str = "float operands") -> None:
+    """Ops compute in floats: only softmax_loss's labels may be i64 (class indices)."""
+    for i, a in enumerate(args):
+        if a.type.dtype == "i64":
+            raise ShapeError(f"`{op}` needs {what}, `{a.name}` is i64", i)
+
+
+def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands") -> str:
+    """The operands' common float dtype. A weak scalar (dtype None) adapts to
+    the others, as numpy's Python floats do; with nothing else, f64."""
+    _floats(op, args, what)
     strong = [a for a in args if a.type.dtype is not None]
     for a in strong[1:]:
         if a.type.dtype != strong[0].type.dtype:
@@ -150,7 +156,7 @@ def _result_dtype(op: str, args: Sequence[Operand]) -> str | None:
                 f"`{a.name}` is {a.type.dtype}",
                 args.index(a),
             )
-    return strong[0].type.dtype if strong else None
+    return strong[0].type.dtype if strong else "f64"
 
 
 def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
@@ -331,20 +337,19 @@ class _Elementwise1(Op):
 
     def infer(self, args, attrs):
         (x,) = args
-        if x.type.dtype == "i64":
-            raise ShapeError(f"`{self.name}` needs a float operand, `{x.name}` is i64", 0)
-        return x.type
+        return TensorType(_result_dtype(self.name, args, "a float operand"), x.type.shape)
 
 
 @register
 class Relu(_Elementwise1):
     name = "relu"
     math = "out = max(x, 0)"
-    rules = {"x": Rule("{dout} * ({x} > 0)", ("mask",))}
+    # mask is `x > 0`, kept from forward: a bool a value instead of x itself.
+    rules = {"x": Rule("{dout} * {mask}", ("mask",))}
 
     def forward(self, attrs, x):
-        mask = x > 0
-        return x * mask, (mask,)
+        # np.maximum, not x * mask: -inf gives 0 rather than NaN, and -0.0 gives 0.
+        return np.maximum(x, 0), (x > 0,)
 
     def backward(self, attrs, saved, dout, needs):
         (mask,) = saved
@@ -356,9 +361,8 @@ class Relu(_Elementwise1):
         return TensorType("bool", types["out"].shape)  # one byte a value
 
     def forward_source(self, v, attrs, types, taped):
-        if not taped:
-            return [f"{v['out']} = np.maximum({v['x']}, 0)"]
-        return [f"{v['mask']} = {v['x']} > 0", f"{v['out']} = {v['x']} * {v['mask']}"]
+        lines = [f"{v['mask']} = {v['x']} > 0"] if taped else []
+        return lines + [f"{v['out']} = np.maximum({v['x']}, 0)"]
 
     def grad_source(self, operand, v, attrs, types):
         return f"{v['dout']} * {v['mask']}"
@@ -430,7 +434,7 @@ class Affine(Op):
         if not fits:
             raise ShapeError(
                 f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit "
-                f"x·W {_dims_text(out)}",
+                f"x·W {shape_text(out)}",
                 2,
             )
         return TensorType(dtype, out)
@@ -481,6 +485,7 @@ class SoftmaxLoss(Op):
 
     def infer(self, args, attrs):
         y, t = args
+        _floats(self.name, [y], "float scores")
         if y.type.ndim not in (1, 2):
             raise ShapeError(
                 f"softmax_loss: scores `{y.name}` must be [N, classes] or [classes], got {y.type.shape_text()}", 0
@@ -495,11 +500,11 @@ class SoftmaxLoss(Op):
         else:
             raise ShapeError(
                 f"shape mismatch in `softmax_loss`: labels `{t.name}` {t.type.shape_text()} fit neither "
-                f"one-hot {y.type.shape_text()} nor class indices {_dims_text(y.type.shape[:-1])} "
+                f"one-hot {y.type.shape_text()} nor class indices {shape_text(y.type.shape[:-1])} "
                 f"for scores `{y.name}`",
                 1,
             )
-        return TensorType(y.type.dtype, ())
+        return TensorType(y.type.dtype or "f64", ())
 
     def rule(self, operand, names, attrs):
         rule = super().rule(operand, names, attrs)

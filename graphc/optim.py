@@ -109,7 +109,7 @@ class SGD(Optimizer):
     name = "sgd"
     default_lr = 0.1  # the book's chapter 5 training loop
 
-    def _update(self, name, param, grad, scratch):
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         np.multiply(grad, self.lr, out=scratch)
         param -= scratch
 
@@ -121,14 +121,14 @@ class Momentum(Optimizer):
     default_lr = 0.01
     slots = ("v",)
 
-    def __init__(self, params, lr=None, momentum: float = 0.9):
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None, momentum: float = 0.9):
         super().__init__(params, lr)
         self.momentum = float(momentum)
 
-    def hyperparams(self):
+    def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum}
 
-    def _update(self, name, param, grad, scratch):
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         v = self.state["v"][name]
         v *= self.momentum
         np.multiply(grad, self.lr, out=scratch)
@@ -143,7 +143,7 @@ class AdaGrad(Optimizer):
     default_lr = 0.01
     slots = ("h",)
 
-    def _update(self, name, param, grad, scratch):
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         h = self.state["h"][name]
         np.multiply(grad, grad, out=scratch)
         h += scratch
@@ -165,20 +165,21 @@ class Adam(Optimizer):
     default_lr = 0.001
     slots = ("m", "v")
 
-    def __init__(self, params, lr=None, beta1: float = 0.9, beta2: float = 0.999):
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None, beta1: float = 0.9,
+                 beta2: float = 0.999):
         super().__init__(params, lr)
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self._lr_t = self.lr
 
-    def hyperparams(self):
+    def hyperparams(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         t = self.steps
         self._lr_t = self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
 
-    def _update(self, name, param, grad, scratch):
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         m, v = self.state["m"][name], self.state["v"][name]
         np.subtract(grad, m, out=scratch)
         scratch *= 1.0 - self.beta1

@@ -38,6 +38,7 @@ def _parser() -> lark.Lark:
 
 @gc_paused
 def parse(text: str, path: str = "<string>") -> ast.Module:
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the program
     source = Source(text, path)
     try:
         tree = _parser().parse(text)
@@ -49,7 +50,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
 def parse_file(path: str | Path) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may start with a BOM
     except FileNotFoundError:
         raise GraphcError("no such file", where=str(path)) from None
     except IsADirectoryError:
@@ -160,10 +161,9 @@ def _syntax_hint(err: lark.UnexpectedToken, expected: set[str] | frozenset[str],
     token = err.token
     if "RPAR" in expected and not source.line(token.line)[: token.column - 1].strip():
         return "a `(` is not closed: is a `)` missing at the end of the line before?"
-    if "LPAR" in expected and token.type == "NAME" and "MINUS_GREATER" not in expected:
+    if "LPAR" in expected and token.type == "NAME" and "_ARROW" not in expected:
         return "ops are called with parentheses, e.g. `y = relu(x)`"
-    if token.type == "EQUAL" and "__ANON_0" in expected or (token.value == "=" and any(
-            _describe(t) == "`==`" for t in expected)):
+    if token.type == "EQUAL" and "_EQEQ" in expected:
         return "an expectation compares with `==`, e.g. `expect price == 220`"
     if token.type == "NAME" and "COLON" in expected and "EQUAL" in expected:
         return "a declaration reads `input NAME: f64[N, 784]` or `input NAME = VALUE`"
@@ -180,24 +180,34 @@ def _span(source: Source, meta) -> Span:
 class _ToAst:
     """Builds `graphc.ast` dataclasses from Lark's tree, and nothing else.
 
-    Bottom-up, as a Lark Transformer with `v_args(meta=True, inline=True)`:
-    each rule's method gets the rule's position and its children, already
-    built; a NAME token becomes an `ast.Name`, other tokens pass as they are.
-    A plain walk rather than `lark.Transformer`, whose per-call `v_args`
-    wrappers cost more than building the tree on large files.
+    Bottom-up: each rule's method gets the rule's position (Lark's `meta`)
+    and its children, already built; a NAME token becomes an `ast.Name`,
+    other tokens pass as they are. A plain walk with its own stack rather
+    than a `lark.Transformer`: its per-call `v_args` wrappers cost more than
+    building the tree on large files, and a value nested thousands of lists
+    deep must not exhaust Python's recursion limit (elaboration says what is
+    wrong with it).
     """
 
     def __init__(self, source: Source):
         self.source = source
 
     def transform(self, tree: Tree):
-        children = [
-            self.transform(child) if isinstance(child, Tree)
-            else self.NAME(child) if isinstance(child, Token) and child.type == "NAME"
-            else child
-            for child in tree.children
-        ]
-        return getattr(self, tree.data)(tree.meta, *children)
+        stack: list[tuple[Tree, list]] = [(tree, [])]  # a rule and its children built so far
+        while True:
+            node, built = stack[-1]
+            if len(built) < len(node.children):
+                child = node.children[len(built)]
+                if isinstance(child, Tree):
+                    stack.append((child, []))
+                else:
+                    built.append(self.NAME(child) if isinstance(child, Token) and child.type == "NAME" else child)
+                continue
+            stack.pop()
+            result = getattr(self, node.data)(node.meta, *built)
+            if not stack:
+                return result
+            stack[-1][1].append(result)
 
     def _s(self, meta) -> Span:
         return _span(self.source, meta)
@@ -239,7 +249,7 @@ class _ToAst:
     def expect_decl(self, meta, target, value, tolerance):
         of_grad = isinstance(target, tuple)
         name = target[0] if of_grad else target
-        tol = None if tolerance is None else float(tolerance.value)
+        tol = None if tolerance is None else _as_float(tolerance.value)
         return ast.ExpectDecl(name, of_grad, value, tol, self._s(meta))
 
     def grad_target(self, meta, name):
@@ -260,7 +270,29 @@ class _ToAst:
         return ast.AttrValue(name.text, name.span)
 
     def string(self, meta, token):
-        return ast.AttrValue(str(token)[1:-1].encode().decode("unicode_escape"), self._s(meta))
+        return ast.AttrValue(self._unescape(token), self._s(meta))
+
+    def _unescape(self, token: Token) -> str:
+        """The text between the quotes, with its escapes (`\\"`, `\\\\`, `\\n`, `\\t`) applied."""
+        raw = str(token)[1:-1]
+        if "\\" not in raw:
+            return raw
+        parts, i = [], 0
+        while i < len(raw):
+            if raw[i] != "\\":
+                parts.append(raw[i])
+                i += 1
+                continue
+            escape = raw[i + 1]  # the grammar lets no string end in a lone backslash
+            if escape not in _ESCAPES:
+                column = token.column + 1 + i
+                raise GraphcError(
+                    f"unknown escape `\\{escape}` in a string", Span(self.source, token.line, column, token.line, column + 2),
+                    "a string may hold `\\\"`, `\\\\`, `\\n` and `\\t`",
+                )
+            parts.append(_ESCAPES[escape])
+            i += 2
+        return "".join(parts)
 
     def type(self, meta, *parts):
         dtype = None
@@ -282,17 +314,28 @@ class _ToAst:
         return name.text
 
     def init_call(self, meta, kind, *args):
-        numbers = tuple(float(a.value) for a in args if a is not None)
+        numbers = tuple(_as_float(a.value) for a in args if a is not None)
         return ast.Init(kind, numbers, None, self._s(meta))
 
     def init_value(self, meta, literal):
         return ast.Init(None, (), literal, self._s(meta))
 
     def list(self, meta, *items):
-        values = [item.value for item in items if item is not None]
-        return ast.Literal(values, self._s(meta))
+        items = tuple(item for item in items if item is not None)
+        return ast.Literal([item.value for item in items], self._s(meta), items)
 
     def number(self, meta, token):
         text = str(token)
         value: int | float = int(text) if text.lstrip("+-").isdigit() else float(text)
         return ast.Literal(value, _token_span(self.source, token))
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def _as_float(value: int | float) -> float:
+    """A number as a float; an integer too large for one becomes infinity, for elaboration to report."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")

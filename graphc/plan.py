@@ -13,7 +13,8 @@ uses at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import networkx as nx
@@ -41,6 +42,12 @@ class ForwardStep:
     def text(self) -> str:
         attrs = "".join(f", {k}={v}" for k, v in self.attrs.items() if v != self.op.attributes[k].default)
         return f"{self.out} = {self.op.name}({', '.join(self.args)}{attrs})"
+
+    def own_saves(self) -> tuple[tuple[str, str], ...]:
+        """The op's own tensors this step saves (relu's mask), as
+        (plan name, the op's name for it): ("relu1.mask", "mask")."""
+        prefix = self.out + "."
+        return tuple((item, item[len(prefix):]) for item in self.saves if item.startswith(prefix))
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +92,14 @@ class Plan:
     wrt: tuple[str, ...] = ()  # values whose gradients the plan returns
     # Values wanted gradients that nothing differentiable connects to the seed.
     disconnected: tuple[str, ...] = ()
-    keep: tuple[str, ...] = field(default=())  # forward values kept after the pass
+
+    @functools.cached_property
+    def gradients(self) -> tuple[str, ...]:
+        """The gradients backward computes of the values in `wrt` (d_x), in order."""
+        written = {w.target for step in self.backward for w in step.writes}
+        if self.seed is not None:
+            written.add(grad_name(self.seed))
+        return tuple(grad_name(w) for w in self.wrt if w not in self.disconnected and grad_name(w) in written)
 
     def text(self) -> str:
         from graphc.emit import plan_text  # the printer lives with the other emitters
@@ -174,7 +188,6 @@ def make_plan(
         ir.name, types, inputs, params,
         tuple(n for n in checked.order if isinstance(decls[n], ConstDecl)),
         outputs, forward, seed, tuple(backward), wanted, disconnected,
-        tuple(sorted(keep_set, key=ir.order.__getitem__)),
     )
 
 
@@ -193,7 +206,7 @@ def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], tar
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], InputDecl)),
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ParamDecl)),
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ConstDecl)),
-        targets, _forward_steps(checked, nodes, set(), set(targets)), None, keep=targets,
+        targets, _forward_steps(checked, nodes, set(), set(targets)), None,
     )
 
 
@@ -211,13 +224,10 @@ def _forward_steps(checked: CheckedGraph, nodes: list[str], used_saves: set[int]
             continue
         frees.setdefault(last_read.get(name, i), []).append(name)
     steps = []
-    op_saves: dict[str, tuple[str, ...]] = {}  # Op.saves, computed once per op
     for i, name in enumerate(nodes):
         node = decls[name]
         taped = i in used_saves
-        if taped and node.op.name not in op_saves:
-            op_saves[node.op.name] = node.op.saves
-        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in op_saves[node.op.name])) if taped else ()
+        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
         steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
     return tuple(steps)
 
@@ -256,7 +266,9 @@ def shared_gradients(plan: Plan) -> tuple[str, ...]:
 
 
 def _rule_names(node: OpNode, name: str) -> dict[str, str]:
-    names = dict(zip(node.op.operands, node.args))
+    """What a rule's text names: the operands, dout, out and the op's own tensors (relu1.mask)."""
+    names = {item: _saved_name(node, name, item) for item in node.op.saves}
+    names.update(zip(node.op.operands, node.args))
     names.update(dout=grad_name(name), out=name)
     return names
 

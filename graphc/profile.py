@@ -3,9 +3,11 @@
     profile = profile_graph(compiled, batch=100, iters=50)
     print(profile_text(profile))
 
-Runs the training plan (forward, then backward to every param) on made-up
-inputs of the batch size asked for: each input's initializer where it has
-one, else random values of its declared shape (one-hot rows for labels).
+Runs the program's lean training plan (forward, then backward to every
+param) on made-up inputs of the batch size asked for: an input with a value
+in the graph keeps it; the others are made up as the Program makes them up,
+from their initializers, else random values of their declared type (one-hot
+rows, or class indices, for labels).
 Each op call is timed with time.perf_counter over `iters` iterations after
 `warmup` ones, and averaged. The step is also timed whole, with nothing
 instrumented: what that takes beyond the sum of the op calls is time outside
@@ -22,13 +24,17 @@ from typing import Any, Callable
 
 import numpy as np
 
+from graphc.checkpoint import float_dtype_names
 from graphc.compiler import CompiledGraph
-from graphc.ir import DTYPES, TensorType
-from graphc.memory import bind_dims
-from graphc.plan import Plan, make_plan
+from graphc.errors import GraphcError
 from graphc.initializers import initialize
+from graphc.ir import Initializer, TensorType
+from graphc.memory import bind_dims
+from graphc.plan import Plan
 from graphc.program import Program
 from graphc.run import Interpreter
+
+DEFAULT_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -89,27 +95,66 @@ def blas_info() -> str:
     return "; ".join(parts)
 
 
-def made_up_inputs(program: Program, plan: Plan, dims: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs for a timing run, at `dims`: from each input's initializer, else random."""
-    rng = np.random.default_rng(seed)
+def made_up_inputs(
+    program: Program, plan: Plan, batch: int | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Inputs for a timing run, checked with Program.feed, and the dim sizes they have.
+
+    An input with a value in the graph keeps it; the others get `batch` rows
+    (default: the rows of those values, else 100), made up from their
+    initializers with the Program's own random stream (so at the graph's
+    `dim` sizes they are the Program's made-up inputs), else as normal(1)
+    floats; labels as one-hot rows, or class indices where declared i64.
+    """
+    decls = program.ir.decls
     defaults = program.default_feeds()
+    bindings: dict[str, tuple[int, str]] = {}
     feeds: dict[str, np.ndarray] = {}
     for name in plan.inputs:
-        decl = program.ir.decls[name]
+        init = decls[name].init
+        if init is not None and init.kind == "value":
+            feeds[name] = program.feed(name, defaults[name], bindings)
+    dims = bind_dims(plan, program.ir.dims, DEFAULT_BATCH if batch is None else batch)
+    rows = {t.shape[0] for n in plan.inputs if (t := program.types[n]).shape and isinstance(t.shape[0], str)}
+    for d, (size, name) in bindings.items():
+        if d in rows and batch is not None and dims[d] != size:
+            raise GraphcError(f"input `{name}` has a fixed value with {d} = {size}; --batch {batch} disagrees",
+                              decls[name].span, f"time it with `--batch {size}`, or without --batch")
+        dims[d] = size
+
+    def concrete(name: str) -> TensorType:
         t = program.types[name]
-        concrete = TensorType(t.dtype or "f64", tuple(dims[d] if isinstance(d, str) else d for d in t.shape))
-        if decl.init is not None and decl.init.kind == "value":
-            feeds[name] = defaults[name]
-        elif decl.init is not None:
-            feeds[name] = initialize(decl.init, concrete, rng)
-        elif name in program.label_inputs and concrete.shape:
-            classes = concrete.shape[-1]
-            feeds[name] = np.eye(classes, dtype=DTYPES[concrete.dtype])[rng.integers(0, classes, concrete.shape[:-1])]
-        elif concrete.dtype == "i64":
-            feeds[name] = rng.integers(0, 10, concrete.shape)
+        return TensorType(t.dtype, tuple(dims[d] if isinstance(d, str) else d for d in t.shape))
+
+    # The Program's stream for made-up inputs, drawn in declaration order as it draws them.
+    rng = np.random.default_rng(np.random.SeedSequence(program.seed).spawn(2)[1])
+    for decl in program.ir.inputs():
+        if decl.init is not None and decl.init.kind != "value":
+            value = initialize(decl.init, concrete(decl.name), rng)
+            if decl.name in plan.inputs:
+                feeds[decl.name] = program.feed(decl.name, value, bindings)
+    for name in plan.inputs:
+        if name in feeds:
+            continue
+        t, span = concrete(name), decls[name].span
+        if name in program.checked.label_inputs and t.dtype == "i64":
+            feeds[name] = program.feed(name, rng.integers(0, _classes(program, plan, name, dims), t.shape), bindings)
+            continue
+        if name in program.checked.label_inputs:
+            init = Initializer("onehot", (), None, span)
+        elif t.dtype == "i64":
+            init = Initializer("zeros", (), None, span)
         else:
-            feeds[name] = rng.standard_normal(concrete.shape).astype(DTYPES[concrete.dtype])
-    return {name: program.feed(name, value) for name, value in feeds.items()}
+            init = Initializer("normal", (1.0,), None, span)
+        feeds[name] = program.feed(name, initialize(init, t, rng), bindings)
+    return feeds, dims
+
+
+def _classes(program: Program, plan: Plan, labels: str, dims: dict[str, int]) -> int:
+    """How many classes the scores that `labels` is read against have."""
+    scores = next(step.args[0] for step in plan.forward if step.op.name == "softmax_loss" and step.args[1] == labels)
+    classes = program.types[scores].shape[-1]
+    return dims[classes] if isinstance(classes, str) else classes
 
 
 class _Timer:
@@ -134,6 +179,7 @@ class _Timer:
 
 
 def _step(interpreter: Interpreter, base: dict[str, np.ndarray]) -> None:
+    """One training step through `interpreter`: forward, then backward from ones."""
     env = dict(base)
     tape = interpreter.forward(env)
     interpreter.backward(tape, np.ones_like(env[interpreter.plan.seed]))
@@ -142,7 +188,7 @@ def _step(interpreter: Interpreter, base: dict[str, np.ndarray]) -> None:
 def profile_graph(
     compiled: CompiledGraph,
     *,
-    batch: int | None = 100,
+    batch: int | None = None,
     iters: int = 50,
     warmup: int = 5,
     dtype: str | None = None,
@@ -150,7 +196,8 @@ def profile_graph(
     wrt: tuple[str, ...] | None = None,
     codegen: bool = True,
 ) -> Profile:
-    """Time one training step of `compiled`, node by node.
+    """Time one training step of `compiled`, node by node, at `batch` rows
+    (default: the rows of the inputs' values in the graph, else 100).
 
     wrt defaults to the params (a training step); a graph without params
     differentiates its inputs instead.
@@ -158,14 +205,13 @@ def profile_graph(
     program = Program(compiled, dtype=dtype, seed=seed)
     if wrt is None:
         wrt = program.param_names or program.input_names
-    plan = make_plan(program.checked, program.types, wrt=wrt)
-    dims = bind_dims(plan, program.ir.dims, batch)
+    plain = program.lean(tuple(wrt))  # the plan and interpreter training runs
+    plan = plain.plan
+    feeds, dims = made_up_inputs(program, plan, batch)
     base = dict(program.consts)
     base.update(program.params)
-    feeds = made_up_inputs(program, plan, dims, seed)
     base.update(feeds)
 
-    plain = Interpreter(plan, free=True)
     timer = _Timer(plan)
     timed = Interpreter(plan, free=True, wrap=timer.wrap)
     runs: list[Callable[[], None]] = [lambda: _step(plain, base), lambda: _step(timed, base)]
@@ -202,14 +248,8 @@ def profile_graph(
             timer.forward[step.out] / iters, timer.backward.get(step.out, 0.0) / iters,
         ))
     nodes.sort(key=lambda n: n.total, reverse=True)
-    float_dtype = np.dtype(DTYPES[program.dtype]).name if program.dtype else _float_name(program)
-    return Profile(compiled.name, dims, float_dtype, tuple(wrt), iters, warmup, tuple(nodes), total, generated,
-                   blas_info())
-
-
-def _float_name(program: Program) -> str:
-    floats = {t.dtype for t in program.types.values() if t.dtype in ("f32", "f64")}
-    return "/".join(np.dtype(DTYPES[d]).name for d in sorted(floats)) or "float64"
+    return Profile(compiled.name, dims, "/".join(float_dtype_names(program)), tuple(wrt), iters, warmup,
+                   tuple(nodes), total, generated, blas_info())
 
 
 # --- printing ------------------------------------------------------------------------

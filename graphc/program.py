@@ -19,13 +19,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from graphc.compiler import CompiledGraph, front_end, front_end_file, select
-from graphc.errors import GraphcError, did_you_mean
-from graphc.initializers import initialize
-from graphc.ir import DTYPES, ConstDecl, Expectation, OpNode, TensorType
+from graphc.errors import GraphcError, Span, did_you_mean
+from graphc.initializers import concrete_shape, initialize
+from graphc.ir import (
+    DTYPE_RANGES, DTYPES, FLOAT_DTYPES, ConstDecl, Expectation, Initializer, OpNode, TensorType, float_dtype,
+    number_text, retype, shape_text, unrepresentable,
+)
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-
-FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+from graphc.shapes import index_problem, reads_class_indices
 
 
 def compile_source(
@@ -61,15 +63,15 @@ class Params(MutableMapping):
             hint = did_you_mean(name, self._program.param_names)
             raise GraphcError(f"no param named `{name}` in graph `{self._program.name}`", hint=hint)
         type_ = self._program.types[name]
-        array = np.asarray(value)
+        span = self._program.ir.decls[name].span
+        array = _as_array(value, f"param `{name}`", span)
         if array.shape != type_.shape:
-            raise GraphcError(
-                f"param `{name}` has shape {list(type_.shape)}, got {list(array.shape)}",
-                self._program.ir.decls[name].span,
-            )
+            raise GraphcError(f"param `{name}` has shape {list(type_.shape)}, got {list(array.shape)}", span)
         if array.dtype.kind not in "biuf":
-            raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", self._program.ir.decls[name].span)
-        self._values[name] = array.astype(DTYPES[type_.dtype], copy=False)
+            raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", span)
+        # A copy: optimizers update params in place, and must change neither
+        # the caller's array nor a read-only one.
+        self._values[name] = _cast(array, type_.dtype, f"param `{name}`", span, copy=True)
 
     def __delitem__(self, name: str) -> None:
         raise TypeError("params cannot be removed")
@@ -93,23 +95,24 @@ class Program:
         self.seed = seed
         if dtype is not None and dtype not in FLOAT_DTYPES:
             raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
-        self.dtype = FLOAT_DTYPES.get(dtype) if dtype else None
-        self.types = {name: self._retype(t) for name, t in compiled.types.items()}
+        self.dtype = float_dtype(dtype)
+        self.types = retype(compiled.types, self.dtype)
         self.input_names = tuple(d.name for d in self.ir.inputs())
         self.param_names = tuple(d.name for d in self.ir.params())
         self.outputs = tuple(name for name, _ in self.ir.outputs)
-        self.label_inputs = frozenset(self._label_inputs())
+        self.label_inputs = self.checked.label_inputs
+        self._classes = self._class_counts()
         self.plan: Plan = make_plan(self.checked, self.types)
         self._interpreter = Interpreter(self.plan, free=False)
         param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self.params = Params(self)
         for decl in self.ir.params():
-            self.params[decl.name] = initialize(decl.init, self._concrete(decl.type), param_rng)
-        self._made_up: dict[str, np.ndarray] = {}
+            self.params[decl.name] = self._initialize(decl.name, decl.init, param_rng)
+        self._defaults: dict[str, np.ndarray] = {}  # made-up inputs and literal defaults
         for decl in self.ir.inputs():
-            if decl.init is not None and decl.init.kind != "value":
-                # Elaboration made sure every symbolic dim here has a `dim` size.
-                self._made_up[decl.name] = initialize(decl.init, self._concrete(decl.type), input_rng)
+            if decl.init is not None:
+                # Elaboration made sure every symbolic dim here has a size.
+                self._defaults[decl.name] = self._initialize(decl.name, decl.init, input_rng)
         self.consts = self._consts()
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
@@ -118,63 +121,51 @@ class Program:
 
     # --- types and values ----------------------------------------------------
 
-    def _retype(self, t: TensorType) -> TensorType:
-        """Apply a dtype override to every float value."""
-        if self.dtype and t.dtype in ("f32", "f64"):
-            return TensorType(self.dtype, t.shape)
-        return t
+    def _initialize(self, name: str, init: Initializer, rng: np.random.Generator) -> np.ndarray:
+        """The first value of a param or an input, as a GraphcError at its declaration if it cannot be made."""
+        t = self.types[name]
+        concrete = TensorType(t.dtype, concrete_shape(t, self.ir.dims))
+        decl = self.ir.decls[name]
+        if init.kind == "value":  # a literal; --dtype float32 may leave it out of range
+            _cast(init.value, t.dtype, f"{'param' if name in self.param_names else 'input'} `{name}`", init.span)
+        try:
+            return initialize(init, concrete, rng)
+        except (MemoryError, ValueError):  # numpy's "array is too big", "maximum allowed dimension exceeded"
+            raise GraphcError(
+                f"`{name}` {concrete} is too large to allocate ({concrete.size():,} numbers of "
+                f"{DTYPES[t.dtype].itemsize} bytes)", decl.span,
+            ) from None
 
-    def _concrete(self, t: TensorType) -> TensorType:
-        shape = tuple(self.ir.dims[d] if isinstance(d, str) else d for d in t.shape)
-        return TensorType(t.dtype or self.dtype or "f64", shape)
-
-    def _label_inputs(self) -> list[str]:
-        """Inputs read only as softmax_loss labels: class indices are welcome there."""
-        graph = self.checked.graph
-        labels = []
+    def _class_counts(self) -> dict[str, list]:
+        """For each input read as softmax_loss's class indices, the number of classes of each reader."""
+        counts: dict[str, list] = {}
         for name in self.input_names:
-            uses = [(v, k) for _, v, k in graph.out_edges(name, keys=True)]
-            if uses and all(self.ir.decls[v].op.name == "softmax_loss" and k == 1 for v, k in uses):
-                labels.append(name)
-        return labels
+            for reader, position in self.checked.readers(name):
+                node = self.ir.decls[reader]
+                if position == 1 and reads_class_indices(node, self.types):
+                    counts.setdefault(name, []).append(self.types[node.args[0]].shape[-1])
+        return counts
 
-    def _consts(self) -> dict[str, np.ndarray]:
-        consts = {}
+    def _consts(self) -> dict[str, Any]:
+        """Consts as the plan reads them: arrays of their dtype; a weak scalar (dtype None) as a
+        Python float, which numpy's promotion leaves the other operand's dtype."""
+        consts: dict[str, Any] = {}
         for decl in self.ir.decls.values():
             if not isinstance(decl, ConstDecl):
                 continue
             dtype = self.types[decl.name].dtype
+            what = f"literal `{decl.name}`" if decl.literal else f"const `{decl.name}`"
             if dtype is None:
-                # A literal takes the dtype of the node that reads it, so f32 stays f32.
-                readers = [self.types[v].dtype for v in self.checked.graph.successors(decl.name) if v in self.types]
-                dtype = next((d for d in readers if d), self.dtype or "f64")
-            consts[decl.name] = decl.value.astype(DTYPES[dtype])
+                if self.dtype is not None:  # every reader computes in self.dtype
+                    _cast(decl.value, self.dtype, what, decl.span)
+                consts[decl.name] = float(decl.value)
+            else:
+                consts[decl.name] = _cast(decl.value, dtype, what, decl.span)
         return consts
-
-    def input_type(self, name: str) -> TensorType:
-        return self.types[name]
 
     def default_feeds(self) -> dict[str, np.ndarray]:
         """Inputs that have a value without being fed: literals and made-up data."""
-        feeds = dict(self._made_up)
-        for decl in self.ir.inputs():
-            if decl.init is not None and decl.init.kind == "value":
-                feeds[decl.name] = self._cast_value(decl.init.value, decl.name)
-        return feeds
-
-    def _cast_value(self, value: np.ndarray, name: str) -> np.ndarray:
-        """A literal default as the input's dtype; a scalar fills a declared shape."""
-        t = self.types[name]
-        if value.ndim == 0 and t.shape:
-            unbound = [d for d in t.shape if isinstance(d, str) and d not in self.ir.dims]
-            if unbound:
-                raise GraphcError(
-                    f"input `{name}`: a single number cannot fill symbolic dim `{unbound[0]}`",
-                    self.ir.decls[name].span,
-                    f"declare its size, e.g. `dim {unbound[0]} = 2`, or give a full list",
-                )
-            value = np.broadcast_to(value, self._concrete(t).shape)
-        return value.astype(DTYPES[t.dtype])
+        return dict(self._defaults)
 
     def feed(self, name: str, value: Any, bindings: dict[str, tuple[int, str]] | None = None) -> np.ndarray:
         """Check `value` for input `name`; returns it as the array the plan reads.
@@ -188,34 +179,21 @@ class Program:
             raise GraphcError(f"no input named `{name}` in graph `{self.name}`", hint=hint)
         decl = self.ir.decls[name]
         t = self.types[name]
-        try:
-            array = np.asarray(value)
-        except (ValueError, TypeError) as err:
-            raise GraphcError(f"input `{name}`: cannot make an array: {err}", decl.span) from None
+        array = _as_array(value, f"input `{name}`", decl.span)
         if array.dtype.kind not in "biuf":
             raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span)
-        shape = t.shape
-        if name in self.label_inputs and array.dtype.kind in "iu" and array.ndim == len(shape) - 1 and len(shape) >= 1:
-            classes = shape[-1]
-            shape = shape[:-1]
-            if isinstance(classes, int) and array.size and (array.min() < 0 or array.max() >= classes):
-                raise GraphcError(
-                    f"input `{name}`: class indices must lie in 0..{classes - 1}, got {array.min()}..{array.max()}",
-                    decl.span,
-                )
-            target = np.int64
-        elif t.dtype == "i64":
-            if array.dtype.kind not in "biu":
-                raise GraphcError(f"input `{name}` is i64, got {array.dtype} values", decl.span)
-            target = np.int64
-        else:
-            target = DTYPES[t.dtype]
+        shape, dtype = t.shape, t.dtype
+        classes = self._classes.get(name, [])
+        if name in self.label_inputs and array.dtype.kind in "biu" and array.ndim == len(shape) - 1 and len(shape) >= 1:
+            # one-hot labels given as class indices
+            classes, shape, dtype = [shape[-1]], shape[:-1], "i64"
+        elif t.dtype == "i64" and array.dtype.kind not in "biu":
+            raise GraphcError(f"input `{name}` is i64, got {array.dtype} values", decl.span)
         if array.ndim != len(shape) or any(isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
-            declared = "[" + ", ".join(str(d) for d in shape) + "]"
             raise GraphcError(
-                f"input `{name}` expects shape {declared}, got {list(array.shape)}",
+                f"input `{name}` expects shape {shape_text(shape)}, got {list(array.shape)}",
                 decl.span,
-                None if name not in self.label_inputs else f"labels may also be class indices of shape {TensorType(None, t.shape[:-1]).shape_text()}",
+                None if name not in self.label_inputs else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -228,7 +206,11 @@ class Program:
                             f"every input must agree on the size of `{d}`",
                         )
                     bindings.setdefault(d, (n, name))
-        return array.astype(target, copy=False)
+        for count in classes:
+            problem = index_problem(array, count)
+            if problem is not None:
+                raise GraphcError(f"input `{name}`: {problem}", decl.span)
+        return _cast(array, dtype, f"input `{name}`", decl.span)
 
     def _environment(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = dict(self.consts)
@@ -280,21 +262,16 @@ class Program:
             seed = np.asarray(seed, dtype=np.asarray(out_value).dtype)
             if seed.shape != np.shape(out_value):
                 raise GraphcError(f"seed has shape {list(seed.shape)}, output `{output}` has {list(np.shape(out_value))}")
+        # The interpreter hands back no two gradients as one array, and none as the seed.
         with np.errstate(all="ignore"):
             grads = self._interpreter.backward(list(self._tape), seed)
         self.gradients = {name[2:]: g for name, g in grads.items()}
         result: dict[str, np.ndarray] = {}
-        seen: set[int] = set()
         for name in self.plan.wrt:
             if name in self.plan.disconnected:
                 result[name] = np.zeros_like(self.values[name], dtype=self._grad_dtype(name))
             elif grad_name(name) in grads:
-                grad = grads[grad_name(name)]
-                # add() hands one gradient to both operands: give each its own array.
-                if id(grad) in seen or grad is seed:
-                    grad = np.array(grad, copy=True)
-                seen.add(id(grad))
-                result[name] = grad
+                result[name] = grads[grad_name(name)]
         return result
 
     def _grad_dtype(self, name: str) -> np.dtype:
@@ -362,9 +339,6 @@ class Program:
             results.append(_compare(expect, np.asarray(actual, dtype=np.float64)))
         return results
 
-    def describe_feeds(self) -> dict[str, TensorType]:
-        return {name: self.types[name] for name in self.input_names}
-
     def __repr__(self) -> str:
         return f"<graphc.Program {self.name}: {len(self.plan.forward)} forward steps, {len(self.plan.backward)} backward>"
 
@@ -380,6 +354,21 @@ class Program:
         from graphc.draw import program_mimebundle
 
         return program_mimebundle(self)
+
+
+def _as_array(value: Any, what: str, span: Span) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise GraphcError(f"{what}: cannot make an array: {err}", span) from None
+
+
+def _cast(array: Any, dtype: str, what: str, span: Span, copy: bool = False) -> np.ndarray:
+    """`array` as `dtype`, or a GraphcError at `span` naming a value the dtype cannot hold."""
+    bad = unrepresentable(array, dtype)
+    if bad is not None:
+        raise GraphcError(f"{what}: {number_text(bad)} is out of range for {dtype}", span, DTYPE_RANGES[dtype])
+    return np.asarray(array).astype(DTYPES[dtype], copy=copy)
 
 
 DEFAULT_RTOL = 1e-9

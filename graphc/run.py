@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from graphc.plan import Plan, grad_name, shared_gradients
+from graphc.ir import DTYPES
+from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
 
 # observe(pass, step index, *containers): called once a step's results are
 # stored and before anything it frees is let go: forward passes (env, tape),
@@ -38,7 +39,7 @@ class Interpreter:
         self.observe = observe
         wrap = wrap or (lambda kind, step, function: function)
         self._forward = [
-            (wrap("forward", step, step.op.forward), step.attrs, step.args, step.out, step.taped,
+            (wrap("forward", step, _typed(plan, step)), step.attrs, step.args, step.out, step.taped,
              step.frees if free else ())
             for step in plan.forward
         ]
@@ -93,3 +94,18 @@ class Interpreter:
             if name in grads:
                 grads[name] = np.copy(grads[name])
         return grads
+
+
+def _typed(plan: Plan, step: ForwardStep) -> Callable:
+    """The step's forward. A step whose operands are all weak scalars (Python
+    floats, as in `mul(2, 3)`) would make a Python float; it makes an array
+    of the step's dtype, as every other step does."""
+    if any(plan.types[arg].dtype is not None for arg in step.args):
+        return step.op.forward
+    dtype, forward = DTYPES[plan.types[step.out].dtype], step.op.forward
+
+    def typed(attrs, *xs):
+        out, saved = forward(attrs, *xs)
+        return np.asarray(out, dtype), saved
+
+    return typed

@@ -36,7 +36,9 @@ def numerical_gradients(program: Program, feeds: dict[str, Any], names: list[str
     program.forward(**feeds)  # validates the feeds and fills in defaults
     for name in program.input_names + program.param_names:
         env[name] = np.array(program.values[name], dtype=np.float64 if np.asarray(program.values[name]).dtype.kind == "f" else None)
-    env.update({k: v.astype(np.float64) for k, v in program.consts.items()})
+    # Weak scalar consts are Python floats already; class indices stay integers.
+    env.update({k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+                for k, v in program.consts.items()})
     interpreter = program.inference((seed,))
     result = {}
     with np.errstate(all="ignore"):
@@ -61,7 +63,7 @@ def numerical_gradients(program: Program, feeds: dict[str, Any], names: list[str
 def check_grads(program: Program, feeds: dict[str, Any] | None = None, *, eps: float = DEFAULT_EPS,
                 rtol: float = DEFAULT_RTOL) -> list[GradCheck]:
     """Compare backprop with numerical gradients for every input and param that gets one."""
-    if any(np.asarray(v).dtype == np.float32 for v in program.params.values()):
+    if any(t.dtype == "f32" for t in program.types.values()):
         raise GraphcError("gradient checks run in float64; compile the program without dtype=float32")
     feeds = feeds or {}
     program.forward(**feeds)

@@ -29,13 +29,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 
-from graphc.checkpoint import Checkpoint, apply_weights, check_weights, save_checkpoint
+from graphc.checkpoint import Checkpoint, EpochRecord, apply_weights, save_checkpoint
 from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
 from graphc.optim import OPTIMIZERS, Optimizer, make_optimizer
@@ -43,8 +44,6 @@ from graphc.program import Program
 
 DATASETS = ("mnist",)
 ENGINES = ("auto", "codegen", "interpreter")
-FLOAT_NAMES = {"f32": "float32", "f64": "float64"}
-MNIST_PIXELS = 784
 MNIST_CLASSES = 10
 # Image layouts an MNIST input may declare, after the batch dim.
 MNIST_LAYOUTS = ((784,), (28, 28), (1, 28, 28))
@@ -134,6 +133,19 @@ class TrainData:
         return len(self.x_train)
 
 
+def check_loss(program: Program) -> None:
+    """Training minimises the output backward is seeded at: it must be one number."""
+    output, span = program.ir.outputs[0]
+    t = program.types[output]
+    if t.shape:
+        raise GraphcError(
+            f"cannot train graph `{program.name}`: its output `{output}` is {t}, not a scalar loss",
+            span,
+            "training minimises the first output; make it one number, e.g. "
+            "`loss = softmax_loss(y, t)` and `output loss`",
+        )
+
+
 def prepare_data(
     program: Program,
     train: tuple[np.ndarray, np.ndarray],
@@ -144,7 +156,20 @@ def prepare_data(
 ) -> TrainData:
     """Check (images, class indices) pairs against the program once, casting and
     reshaping them to what its inputs declare (without copying when they already are)."""
-    images, labels = find_roles(program, classes)
+    check_loss(program)
+    return _prepare(program, find_roles(program, classes), train, test, name, classes)
+
+
+def _prepare(
+    program: Program,
+    roles: tuple[str, str],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    name: str,
+    classes: int,
+) -> TrainData:
+    """prepare_data, once the loss is checked and the roles (images, labels) are known."""
+    images, labels = roles
     x_type, t_type = program.types[images], program.types[labels]
     feeds_labels_as_indices = labels in program.label_inputs or (t_type.dtype == "i64" and t_type.ndim == 1)
     sample = tuple(int(d) for d in x_type.shape[1:])
@@ -205,16 +230,22 @@ def load_data(
         raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS))
     from graphc.data import load_mnist
 
-    images, _ = find_roles(program)
-    dtype = DTYPES[program.types[images].dtype]
+    check_loss(program)  # before any download
+    roles = find_roles(program)
+    dtype = DTYPES[program.types[roles[0]].dtype]
     # Loaded straight in the program's dtype: one copy of the set, cast once.
     train, test = load_mnist(
         data_dir, normalize=True, flatten=True, one_hot=False, dtype=dtype, download=download, progress=progress
     )
-    return prepare_data(program, train, test, name=name)
+    return _prepare(program, roles, train, test, name, MNIST_CLASSES)
 
 
 # --- options and results -------------------------------------------------------------
+
+
+def epoch_iters(train_size: int, batch: int) -> int:
+    """Iterations an epoch takes: one pass's worth of minibatches (at least one)."""
+    return max(train_size // batch, 1)
 
 
 @dataclass(frozen=True)
@@ -246,19 +277,6 @@ class TrainOptions:
         if self.engine not in ENGINES:
             raise GraphcError(f"unknown engine `{self.engine}`", hint=did_you_mean(self.engine, ENGINES)
                               or "engines: " + ", ".join(ENGINES))
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int
-    iteration: int
-    loss: float  # mean minibatch loss over the epoch's iterations
-    train_acc: float | None
-    test_acc: float | None
-    seconds: float  # since training started, resumed runs included
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -311,7 +329,7 @@ class Trainer:
         self.program = program
         self.data = data
         self.options = options
-        self.iters_per_epoch = max(data.train_size // options.batch, 1)
+        self.iters_per_epoch = epoch_iters(data.train_size, options.batch)
         self.epochs = math.ceil(options.iters / self.iters_per_epoch)
         self.optimizer: Optimizer = make_optimizer(options.optimizer, program.params, options.lr)
         self.rng = np.random.default_rng(options.seed)
@@ -319,6 +337,8 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self.seconds_before = 0.0  # training time of the runs this one resumes
         self.saved_at: int | None = None  # iteration of the last checkpoint written
+        # The unfinished epoch's minibatch losses, summed, and how many.
+        self.epoch_loss, self.epoch_count = 0.0, 0
         self._stop = False
         self._started: float | None = None
         self.engine = options.engine  # the one that ran: "codegen" or "interpreter"
@@ -327,25 +347,25 @@ class Trainer:
 
     def _resume(self, checkpoint: Checkpoint) -> None:
         where = checkpoint.path
-        if not checkpoint.resumable:
+        meta = checkpoint.meta
+        if meta is None or not meta.resumable:
             raise GraphcError("these weights hold no training state to resume from", where=where,
                               hint="resume from a checkpoint written by `graphc train --save`")
-        check_weights(self.program, checkpoint)
-        if checkpoint.optimizer != self.optimizer.name:
+        if meta.optimizer != self.optimizer.name:
             raise GraphcError(
-                f"the checkpoint was trained with {checkpoint.optimizer}, not {self.optimizer.name}", where=where,
-                hint=f"resume with `--optimizer {checkpoint.optimizer}`",
+                f"the checkpoint was trained with {meta.optimizer}, not {self.optimizer.name}", where=where,
+                hint=f"resume with `--optimizer {meta.optimizer}`",
             )
         apply_weights(self.program, checkpoint)
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
-            self.rng.bit_generator.state = checkpoint.meta["rng"]
-            self.history = [EpochRecord(**record) for record in checkpoint.meta.get("history", [])]
-        except (GraphcError, TypeError, ValueError, KeyError) as err:
-            message = err.message if isinstance(err, GraphcError) else str(err)
-            raise GraphcError(f"corrupt training state: {message}", where=where) from None
-        self.iteration = checkpoint.iteration
-        self.seconds_before = float(checkpoint.meta.get("seconds", 0.0))
+        except GraphcError as err:
+            raise GraphcError(f"corrupt training state: {err.message}", where=where) from None
+        self.rng = meta.rng()
+        self.history = list(meta.history)
+        self.iteration = meta.iteration
+        self.seconds_before = meta.seconds
+        self.epoch_loss, self.epoch_count = meta.epoch_loss, meta.epoch_count
 
     # --- evaluation ---
 
@@ -362,9 +382,9 @@ class Trainer:
         """Everything a resume needs: params, optimizer state, iteration, generator state."""
         save_checkpoint(
             path, self.program, iteration=self.iteration, optimizer=self.optimizer, rng=self.rng,
-            history=[r.as_dict() for r in self.history],
-            info={"data": self.data.name, "batch": self.options.batch, "seed": self.options.seed,
-                  "iters": self.options.iters, "seconds": self.seconds_before + self._elapsed()},
+            history=self.history, data=self.data.name, batch=self.options.batch, seed=self.options.seed,
+            iters=self.options.iters, seconds=self.seconds_before + self._elapsed(),
+            epoch_loss=self.epoch_loss, epoch_count=self.epoch_count,
         )
         self.saved_at = self.iteration
 
@@ -374,7 +394,8 @@ class Trainer:
     # --- stopping ---
 
     def request_stop(self) -> None:
-        """Stop cleanly after the current iteration (what Ctrl-C does under handle_sigint)."""
+        """Stop cleanly after the current iteration (what Ctrl-C does under handle_sigint);
+        before run(), the run stops before its first."""
         self._stop = True
 
     @contextlib.contextmanager
@@ -384,7 +405,7 @@ class Trainer:
             return
         previous = signal.getsignal(signal.SIGINT)
 
-        def handler(signum, frame):
+        def handler(signum: int, frame: FrameType | None) -> None:
             self._stop = True
             signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
 
@@ -433,40 +454,44 @@ class Trainer:
 
         start = self.iteration
         losses: list[float] = []
-        epoch_loss, epoch_count = 0.0, 0
+        epoch_loss, epoch_count = self.epoch_loss, self.epoch_count
         eval_seconds = 0.0
         status = "completed"
-        self._stop = False
         self._started = time.perf_counter()
         # NaN and inf are caught and reported by the loss check, not warned about.
         with self._sigint_stops(handle_sigint), np.errstate(all="ignore"):
-            while self.iteration < stop_at:
-                if self._stop:
-                    status = "interrupted"
-                    break
-                index = integers(0, size, batch)
-                take(x, index, axis=0, out=x_batch, mode="clip")
-                take(t, index, axis=0, out=t_batch, mode="clip")
-                loss, grads = loss_and_grads(feeds)
-                value = float(loss)
-                if not isfinite(value):
-                    self._diverged(value, feeds, grads, checkpoint)
-                step(params, grads)
-                self.iteration += 1
-                losses.append(value)
-                epoch_loss += value
-                epoch_count += 1
-                if on_iteration is not None:
-                    on_iteration(self.iteration, value)
-                if self.iteration % per_epoch == 0 or self.iteration == stop_at:
-                    began = time.perf_counter()
-                    record = self._end_epoch(epoch_loss / epoch_count)
-                    epoch_loss, epoch_count = 0.0, 0
-                    if checkpoint is not None:
-                        self.save(checkpoint)
-                    eval_seconds += time.perf_counter() - began
-                    if on_epoch is not None:
-                        on_epoch(record)
+            try:
+                while self.iteration < stop_at:
+                    if self._stop:
+                        status = "interrupted"
+                        break
+                    index = integers(0, size, batch)
+                    take(x, index, axis=0, out=x_batch, mode="clip")
+                    take(t, index, axis=0, out=t_batch, mode="clip")
+                    loss, grads = loss_and_grads(feeds)
+                    value = float(loss)
+                    if not isfinite(value):
+                        self._diverged(value, feeds, grads, checkpoint)
+                    step(params, grads)
+                    self.iteration += 1
+                    losses.append(value)
+                    epoch_loss += value
+                    epoch_count += 1
+                    if on_iteration is not None:
+                        on_iteration(self.iteration, value)
+                    if self.iteration % per_epoch == 0 or self.iteration == stop_at:
+                        began = time.perf_counter()
+                        self.epoch_loss, self.epoch_count = epoch_loss, epoch_count
+                        record = self._end_epoch()
+                        epoch_loss, epoch_count = self.epoch_loss, self.epoch_count
+                        if checkpoint is not None:
+                            self.save(checkpoint)
+                        eval_seconds += time.perf_counter() - began
+                        if on_epoch is not None:
+                            on_epoch(record)
+            finally:  # also when the loss diverges
+                self.epoch_loss, self.epoch_count = epoch_loss, epoch_count
+                self._stop = False
         if status == "interrupted" and checkpoint is not None and self.params_finite():
             self.save(checkpoint)
         seconds = time.perf_counter() - self._started
@@ -483,7 +508,7 @@ class Trainer:
         from graphc.codegen import load_module
 
         try:
-            model = load_module(program.compiled, dtype=FLOAT_NAMES.get(program.dtype))
+            model = load_module(program.compiled, dtype=program.dtype)
         except GraphcError:
             if self.engine == "codegen":
                 raise
@@ -500,17 +525,26 @@ class Trainer:
 
         return loss_and_grads
 
-    def _end_epoch(self, loss: float) -> EpochRecord:
+    def _end_epoch(self) -> EpochRecord:
+        """Measure and record the epoch: a finished one, or the unfinished one the run ends in."""
         data = self.data
         train_acc = test_acc = None
         if self.options.evaluate:
             train_acc = self.accuracy(data.x_train, data.y_train)
             test_acc = self.accuracy(data.x_test, data.y_test)
         record = EpochRecord(
-            epoch=math.ceil(self.iteration / self.iters_per_epoch), iteration=self.iteration, loss=loss,
+            epoch=math.ceil(self.iteration / self.iters_per_epoch), iteration=self.iteration,
+            loss=self.epoch_loss / self.epoch_count,
             train_acc=train_acc, test_acc=test_acc, seconds=self.seconds_before + self._elapsed(),
         )
-        self.history.append(record)
+        if self.history and self.history[-1].epoch == record.epoch:
+            # The unfinished epoch a resumed run began in, now further along: one
+            # record per epoch, as an uninterrupted run has.
+            self.history[-1] = record
+        else:
+            self.history.append(record)
+        if self.iteration % self.iters_per_epoch == 0:
+            self.epoch_loss, self.epoch_count = 0.0, 0
         return record
 
     def params_finite(self) -> bool:
@@ -642,6 +676,6 @@ def train(
 
 __all__ = [
     "DATASETS", "Diverged", "EpochRecord", "TrainData", "TrainOptions", "TrainResult", "Trainer",
-    "find_roles", "first_nonfinite", "load_data", "log_csv", "predict", "prepare_data", "train",
-    "write_curves", "write_log",
+    "check_loss", "epoch_iters", "find_roles", "first_nonfinite", "load_data", "log_csv", "predict",
+    "prepare_data", "train", "write_curves", "write_log",
 ]

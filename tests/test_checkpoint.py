@@ -10,7 +10,7 @@ import pytest
 
 import graphc
 from graphc.checkpoint import (
-    load_weights, read_checkpoint, save_checkpoint, structure, structure_hash,
+    EpochRecord, load_weights, read_checkpoint, save_checkpoint, structure, structure_hash,
 )
 from graphc.errors import GraphcError
 from graphc.optim import Adam, Momentum
@@ -48,8 +48,9 @@ def test_round_trip(tmp_path):
     optimizer.step(program.params, grads)
     rng.integers(0, 10, 5)
     path = tmp_path / "w.npz"
-    save_checkpoint(path, program, iteration=42, optimizer=optimizer, rng=rng,
-                    history=[{"epoch": 1}], info={"batch": 100})
+    record = EpochRecord(epoch=1, iteration=40, loss=0.5, train_acc=0.75, test_acc=None, seconds=1.5)
+    save_checkpoint(path, program, iteration=42, optimizer=optimizer, rng=rng, history=[record], batch=100,
+                    epoch_loss=1.25, epoch_count=2)
 
     checkpoint = read_checkpoint(path)
     for name in program.param_names:
@@ -57,14 +58,14 @@ def test_round_trip(tmp_path):
     assert checkpoint.iteration == 42
     assert checkpoint.graph == "tiny"
     assert checkpoint.optimizer == "adam"
-    assert checkpoint.meta["optimizer"] == {"name": "adam", "lr": 0.001, "beta1": 0.9, "beta2": 0.999}
-    assert checkpoint.meta["batch"] == 100
-    assert checkpoint.meta["history"] == [{"epoch": 1}]
-    assert checkpoint.meta["structure_hash"] == structure_hash(program)
+    meta = checkpoint.meta
+    assert dict(meta.hyperparams) == {"lr": 0.001, "beta1": 0.9, "beta2": 0.999} and meta.lr == 0.001
+    assert (meta.batch, meta.seed, meta.data) == (100, None, None)
+    assert meta.history == (record,)
+    assert (meta.epoch_loss, meta.epoch_count) == (1.25, 2)
+    assert meta.structure_hash == structure_hash(program)
     assert checkpoint.resumable
-    again = np.random.default_rng(0)
-    again.bit_generator.state = checkpoint.meta["rng"]
-    assert again.integers(0, 1 << 30, 4).tolist() == rng.integers(0, 1 << 30, 4).tolist()
+    assert meta.rng().integers(0, 1 << 30, 4).tolist() == rng.integers(0, 1 << 30, 4).tolist()
     state = optimizer.state_dict()
     assert sorted(checkpoint.optimizer_state) == sorted(state)
     for key, value in state.items():
@@ -92,6 +93,7 @@ def test_file_layout(tmp_path):
     assert meta["format"] == "graphc-checkpoint"
     assert meta["version"] == 1
     assert meta["dtype"] == "float64"
+    assert meta["optimizer"] == {"name": "momentum", "lr": 0.01, "momentum": 0.9}
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -109,7 +111,7 @@ def test_float32_weights_load_into_float64(tmp_path):
     path = tmp_path / "w.npz"
     trained = tiny(seed=3, dtype="float32")
     save_checkpoint(path, trained)
-    assert read_checkpoint(path).meta["dtype"] == "float32"
+    assert read_checkpoint(path).dtype == "float32"
     program = tiny(dtype="float64")
     load_weights(program, path)
     assert program.params["W"].dtype == np.float64
@@ -122,9 +124,28 @@ def test_a_plain_npz_of_params_loads(tmp_path):
     np.savez(path, **{name: source.params[name] for name in source.param_names})
     program = tiny()
     checkpoint = load_weights(program, path)
-    assert checkpoint.meta == {}
+    assert checkpoint.meta is None
     assert not checkpoint.resumable
     assert np.array_equal(program.params["V"], source.params["V"])
+
+
+def test_a_param_called_meta_loads_from_a_plain_npz(tmp_path):
+    text = TINY.replace("param c: [3]", "param meta: [3]").replace("affine(V, c)", "affine(V, meta)")
+    source = tiny(seed=4, text=text)
+    path = tmp_path / "plain.npz"
+    np.savez(path, **{name: source.params[name] for name in source.param_names})
+    program = tiny(text=text)
+    assert load_weights(program, path).meta is None
+    assert np.array_equal(program.params["meta"], source.params["meta"])
+
+
+def test_the_dtype_of_a_graph_that_mixes_them_is_none(tmp_path):
+    path = tmp_path / "w.npz"
+    mixed = TINY.replace("    param c: [3] = zeros", "    param c: [3] = zeros\n    param s: f32[] = 1")
+    save_checkpoint(path, tiny(text=mixed))
+    assert read_checkpoint(path).dtype is None  # resuming keeps the declared dtypes
+    save_checkpoint(path, tiny(text=mixed, dtype="float32"))
+    assert read_checkpoint(path).dtype == "float32"
 
 
 def test_structure():
@@ -220,6 +241,79 @@ def test_meta_of_something_else(tmp_path):
     path = tmp_path / "w.npz"
     np.savez(path, meta=np.array('{"format": "other"}'))
     assert error_text(path) == f"{path}: error: not a graphc checkpoint: its `meta` entry names no graphc format"
+
+
+def saved_meta(tmp_path) -> tuple:
+    """A real training checkpoint's file and its meta, as JSON."""
+    from graphc.optim import SGD
+
+    path = tmp_path / "w.npz"
+    program = tiny()
+    record = EpochRecord(epoch=1, iteration=60, loss=0.5, train_acc=0.75, test_acc=0.5, seconds=1.5)
+    save_checkpoint(path, program, iteration=70, optimizer=SGD(program.params), rng=np.random.default_rng(0),
+                    history=[record], data="mnist", batch=100, seed=0, iters=130, seconds=2.0)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = dict(npz)
+    return path, arrays, json.loads(str(arrays["meta"]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seconds", "abc", 'meta field `seconds` must be a number at least 0, got "abc"'),
+    ("iteration", "abc", 'meta field `iteration` must be a whole number at least 0, got "abc"'),
+    ("iteration", -5, "meta field `iteration` must be a whole number at least 0, got -5"),
+    ("iteration", None, "meta field `iteration` is missing"),
+    ("batch", "abc", 'meta field `batch` must be a whole number at least 1, got "abc"'),
+    ("batch", 0, "meta field `batch` must be a whole number at least 1, got 0"),
+    ("seed", "abc", 'meta field `seed` must be a whole number at least 0, got "abc"'),
+    ("seed", -1, "meta field `seed` must be a whole number at least 0, got -1"),
+    ("seed", 1.5, "meta field `seed` must be a whole number at least 0, got 1.5"),
+    ("iters", True, "meta field `iters` must be a whole number at least 1, got true"),
+    ("version", "x", 'meta field `version` must be a whole number at least 1, got "x"'),
+    ("dtype", "float16", 'meta field `dtype` must be float32 or float64, got "float16"'),
+    ("graph", 3, "meta field `graph` must be a name, got 3"),
+    ("structure", "lines", 'meta field `structure` must be a list of lines, got "lines"'),
+    ("optimizer", "sgd", 'meta field `optimizer` must be an optimizer\'s name and hyperparameters, got "sgd"'),
+    ("optimizer.lr", "fast", 'meta field `optimizer.lr` must be a positive number, got "fast"'),
+    ("optimizer.lr", -0.1, "meta field `optimizer.lr` must be a positive number, got -0.1"),
+    ("optimizer.name", "rmsprop", 'meta field `optimizer.name` must be one of sgd, momentum, adagrad, adam, got "rmsprop"'),
+    ("rng", {"bit_generator": "MT19937"}, 'meta field `rng` must be the state of a numpy PCG64 generator, '
+     'got {"bit_generator": "MT19937"}'),
+    ("history", {}, "meta field `history` must be a list of epoch records, got {}"),
+    ("history.0", {"epoch": 1}, 'meta field `history[0]` must be a record of epoch, iteration, loss, train_acc, '
+     'test_acc, seconds, got {"epoch": 1}'),
+    ("history.0.loss", "low", 'meta field `history[0].loss` must be a number, got "low"'),
+    ("history.0.epoch", 0, "meta field `history[0].epoch` must be a whole number at least 1, got 0"),
+    ("history.0.test_acc", 2, "meta field `history[0].test_acc` must be an accuracy between 0 and 1, got 2"),
+    ("epoch_count", -1, "meta field `epoch_count` must be a whole number at least 0, got -1"),
+    ("epoch_loss", "lots", 'meta field `epoch_loss` must be a number, got "lots"'),
+])
+def test_every_wrong_meta_field_is_named(tmp_path, field, value, message):
+    path, arrays, meta = saved_meta(tmp_path)
+    *parents, key = field.split(".")
+    target = meta
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    if key.isdigit():
+        target[int(key)] = value
+    else:
+        target[key] = value
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    assert error_text(path) == (
+        f"{path}: error: corrupt checkpoint: {message}\n"
+        "hint: the file is damaged; use another checkpoint or train again"
+    )
+
+
+def test_a_checkpoint_of_an_older_graphc_still_reads(tmp_path):
+    path, arrays, meta = saved_meta(tmp_path)
+    for key in ("epoch_loss", "epoch_count", "seconds", "iters", "data"):
+        del meta[key]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    checkpoint = read_checkpoint(path)
+    assert (checkpoint.meta.seconds, checkpoint.meta.epoch_count, checkpoint.meta.iters) == (0.0, 0, None)
+    assert checkpoint.resumable
 
 
 def test_newer_version(tmp_path):

@@ -335,3 +335,61 @@ def test_gradcheck_of_one_tensor(tmp_path, capsys):
     path = write(tmp_path, "one.graph", "graph g {\n    input x = [1, -2]\n    y = relu(x)\n    output y\n}\n")
     out, _ = run(["gradcheck", path], capsys)
     assert words(out)[-1] == "ok: 1 tensor within relative error 1e-06"
+
+
+# --- what the review asked for -----------------------------------------------------------
+
+
+def test_check_json_lists_the_values_the_table_shows(tmp_path, capsys):
+    path = write(tmp_path, "c.graph", (
+        "graph g {\n    input x: [2]\n    const k = [1, 2]\n    y = mul(x, 0.5)\n    z = mul(y, k)\n    output z\n}\n"
+    ))
+    out, _ = run(["check", path, "--json"], capsys)
+    listed = [(v["name"], v["kind"], v["dtype"]) for v in json.loads(out)["graphs"][0]["values"]]
+    assert listed == [("x", "input", "f64"), ("k", "const", "f64"), ("y", "mul", "f64"), ("z", "mul", "f64")]
+    out, _ = run(["check", path], capsys)
+    assert [line.split()[0] for line in out.splitlines()[4:8]] == ["x", "k", "y", "z"]
+    assert out.splitlines()[8] == ""
+
+
+def test_output_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path, capsys):
+    target = tmp_path / "plan.txt"
+    target.write_text("old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    dangling = tmp_path / "dangling.txt"
+    dangling.symlink_to(tmp_path / "new.txt")
+    for path in (link, dangling):
+        run(["compile", APPLE, "-o", str(path)], capsys)
+        assert path.is_symlink()
+    assert target.read_text().startswith("graph buy_apple\n")
+    assert (tmp_path / "new.txt").read_text() == target.read_text()
+
+
+def test_output_to_a_fifo_is_written_directly(tmp_path, capsys):
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    run(["compile", APPLE, "-o", str(fifo)], capsys)
+    reader.join(timeout=30)
+    assert got and got[0].startswith(b"graph buy_apple\n")
+    assert fifo.is_fifo()
+
+
+def test_python_for_a_literal_default_with_a_symbolic_dim(tmp_path, capsys):
+    path = write(tmp_path, "lit.graph", "graph g {\n    input x: [N] = [1, 2]\n    y = mul(x, x)\n    output y\n}\n")
+    out, _ = run(["compile", path, "--emit", "python"], capsys)
+    namespace: dict = {}
+    exec(compile(out, "lit.py", "exec"), namespace)
+    np.testing.assert_array_equal(namespace["example_inputs"]()["x"], [1.0, 2.0])
+
+
+def test_summaries_of_float32_values_near_the_largest_do_not_overflow():
+    from graphc.commands.common import fmt_array
+
+    assert fmt_array(np.full(20, 3e38, dtype=np.float32)) == "f32[20]  mean 3e+38  norm 1.342e+39"

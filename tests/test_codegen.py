@@ -96,10 +96,10 @@ def test_scores_and_predict_run_the_inference_plan(models):
     program = Program(compiled, seed=1)
     model = load_module(compiled)
     x = np.random.default_rng(2).random((7, 784))
-    scores = model.scores(dict(program.params), {"x": x, "t": np.zeros(7, np.int64)})
+    scores = model.module.scores(dict(program.params), x=x)
     expected = program.evaluate(("y",), {"x": x})["y"]
     np.testing.assert_allclose(scores, expected, **TOL)
-    np.testing.assert_array_equal(model.predict(dict(program.params), {"x": x}), expected.argmax(axis=1))
+    np.testing.assert_array_equal(model.module.predict(dict(program.params), x=x), expected.argmax(axis=1))
     assert "t" not in model.module.scores.__code__.co_varnames  # labels are not needed
 
 
@@ -212,6 +212,15 @@ CORNERS = {
             output loss
         }
     """,
+    "a literal class index as the label": """
+        graph g {
+            input y: [3] = [1, 2, 3]
+            param w: [3] = normal(1)
+            z = mul(y, w)
+            loss = softmax_loss(z, 1)
+            output loss
+        }
+    """,
     "two params that get one gradient": """
         graph g {
             param p: [3] = normal(1)
@@ -245,6 +254,28 @@ def test_corner_cases_match_the_interpreter(name):
     # No two gradients handed back are one array.
     arrays = [g for g in grads.values() if isinstance(g, np.ndarray)]
     assert len({id(g) for g in arrays}) == len(arrays)
+
+
+@pytest.mark.parametrize("dtype", [None, "float32"])
+def test_backward_starts_from_ones_shaped_like_the_output(dtype):
+    compiled = one_graph("""
+        graph g {
+            input x: [2, 3] = uniform(-1, 1)
+            input z: [2, 3] = uniform(-1, 1)
+            b = add(x, z)
+            output b
+        }
+    """)
+    program = Program(compiled, dtype=dtype)
+    module = import_source(python_module(compiled, dtype=dtype))
+    outputs, saved = module.forward({}, **module.example_inputs(0))
+    grads = module.backward({}, saved)  # no dout: ones like b, in DTYPE
+    program.forward()
+    expected = program.backward()
+    for name in ("x", "z"):
+        assert grads[name].shape == (2, 3) and grads[name].dtype == expected[name].dtype
+        np.testing.assert_array_equal(grads[name], expected[name])
+    assert grads["x"] is not grads["z"]
 
 
 def test_reserved_names_are_renamed_and_readable():
@@ -309,9 +340,9 @@ def test_two_layer_net_reads_like_the_book(models):
     for line in [
         "affine1 = x @ W1 + b1",
         "relu1_mask = affine1 > 0",
-        "relu1 = affine1 * relu1_mask",
+        "relu1 = np.maximum(affine1, 0)",
         "d_b2 = d_y.sum(axis=0)  # d_b2 = sum(d_y, axis=0)",
-        "d_affine1 = d_relu1 * relu1_mask  # d_affine1 = d_relu1 * (affine1 > 0)",
+        "d_affine1 = d_relu1 * relu1_mask  # d_affine1 = d_relu1 * relu1.mask",
         "del affine1",
         "def softmax_cross_entropy(y, t, mean=True):",
     ]:
@@ -364,7 +395,7 @@ def test_float32_module_makes_only_float32(path, name):
                 seen.extend(_float_arrays_in({"<returned>": arg}))
         return tracer
 
-    params = model.init_params(0)
+    params = model.module.init_params(0)
     feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
     sys.settrace(tracer)
     try:

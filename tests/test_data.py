@@ -371,6 +371,17 @@ def test_download_from_local_mirror(server: Server, tmp_path: Path, capsys) -> N
     assert len(server.requests) == 4
 
 
+def test_downloaded_files_get_the_mode_open_would_give(server: Server, tmp_path: Path) -> None:
+    files = tiny_mnist()
+    write_files(server.root, files)
+    umask = os.umask(0o022)
+    try:
+        target = download_mnist(tmp_path / "mnist", mirrors=[server.url], checksums=digests(files), progress=False)
+    finally:
+        os.umask(umask)
+    assert {(target / n).stat().st_mode & 0o777 for n in NAMES} == {0o644}  # not mkstemp's 0600
+
+
 def test_download_uses_env_mirror_and_falls_back(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

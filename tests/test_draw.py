@@ -246,6 +246,18 @@ def test_edge_gradients_sum_to_each_values_gradient():
         assert total == pytest.approx(float(program.gradients[name]))
 
 
+def test_edge_gradients_come_from_the_run_and_its_seed():
+    program = graphc.compile_file(MODELS / "fanout.graph")
+    program.forward()
+    program.backward(seed=2.0)
+    shares = draw.edge_gradients(program)
+    # x = 3, y = 4, f = x*x + x*y: each read's share, doubled by the seed 2.
+    assert {k: float(v) for k, v in shares.items()} == {
+        ("f", 0): 2.0, ("f", 1): 2.0, ("xy", 0): 8.0, ("xy", 1): 6.0, ("square", 0): 6.0, ("square", 1): 6.0,
+    }
+    assert float(program.gradients["x"]) == 20.0  # the run itself is left as it was
+
+
 def test_nan_and_inf_are_flagged():
     program = graphc.compile_source("graph g { input x = 1\n input y = 1\n z = mul(x, y)\n output z }")
     program.forward(x=np.inf, y=0.0)
@@ -454,7 +466,7 @@ def test_mermaid_apple_with_values_and_gradients():
 
 
 def test_mermaid_structure_shapes_and_backward():
-    text = draw.mermaid_source(compiled("two_layer_net.graph"), rankdir="TB")
+    text = to_mermaid(draw.graph_diagram(compiled("two_layer_net.graph")), rankdir="TB")
     lines = text.splitlines()
     assert lines[0] == "flowchart TB"
     assert '    n0 -->|"f64[N, 784]"| n6' in lines  # x -> affine1
@@ -566,6 +578,37 @@ def test_missing_dot_when_graphviz_cannot_find_it(monkeypatch):
     with pytest.raises(GraphcError) as info:
         draw.render("digraph { a }", "svg", "x.svg")
     assert info.value.render() + "\n" == MISSING_DOT.format(out="x.svg")
+
+
+def fake_dot(tmp_path, monkeypatch, script: str) -> None:
+    """A `dot` on PATH that runs `script` instead of Graphviz."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    dot = bin_dir / "dot"
+    dot.write_text("#!/bin/sh\n" + script + "\n")
+    dot.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+def test_graphviz_errors_are_reported_once(tmp_path, capsys, monkeypatch):
+    fake_dot(tmp_path, monkeypatch, "echo \"Error: <stdin>: syntax error in line 1\" >&2; exit 1")
+    out = tmp_path / "apple.svg"
+    assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"graphc draw: error: cannot render {out}: Graphviz failed: Error: <stdin>: syntax error in line 1\n"
+    )
+    assert not out.exists()
+
+
+def test_a_dot_that_writes_nothing_is_an_error(tmp_path, capsys, monkeypatch):
+    fake_dot(tmp_path, monkeypatch, "/bin/cat > /dev/null; exit 0")
+    out = tmp_path / "apple.svg"
+    assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"graphc draw: error: cannot render {out}: Graphviz's `dot` wrote nothing\n"
+        "hint: check the Graphviz installation (`dot -V`), or write .dot or .mmd\n"
+    )
+    assert not out.exists()
 
 
 # --- Jupyter --------------------------------------------------------------------

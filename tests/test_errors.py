@@ -958,3 +958,518 @@ def test_cli_unknown_command(capsys):
     assert cli_error(["frobnicate"], capsys).startswith(
         "graphc: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
     )
+
+
+# --- literals (every literal a person writes is checked, never a numpy exception) --------
+
+
+def test_the_expectation_hint_is_only_for_expectations():
+    assert error("""
+        graph g {
+            input x = 1
+            relu(x) = y
+            output y
+        }
+    """) == text("""
+        m.graph:3:13: error: unexpected `=`; expected `->`
+         3 |     relu(x) = y
+           |             ^
+    """)
+
+
+def test_unknown_escape_in_a_string():
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            input t: [2, 3]
+            loss = softmax_loss(y, t, reduction="\\x")
+            output loss
+        }
+    """) == text("""
+        m.graph:4:42: error: unknown escape `\\x` in a string
+         4 |     loss = softmax_loss(y, t, reduction="\\x")
+           |                                          ^^
+        hint: a string may hold `\\"`, `\\\\`, `\\n` and `\\t`
+    """)
+
+
+def test_a_string_keeps_its_non_ascii_text():
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            input t: [2, 3]
+            loss = softmax_loss(y, t, reduction="mëan")
+            output loss
+        }
+    """) == text("""
+        m.graph:4:41: error: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `mëan`
+         4 |     loss = softmax_loss(y, t, reduction="mëan")
+           |                                         ^^^^^^
+        hint: did you mean `mean`?
+    """)
+
+
+def test_ragged_list_as_an_argument():
+    assert error("""
+        graph g {
+            input x = 1
+            y = mul(x, [1, [2]])
+            output y
+        }
+    """) == text("""
+        m.graph:3:16: error: ragged list: every row must have the same length
+         3 |     y = mul(x, [1, [2]])
+           |                ^^^^^^^^
+    """)
+
+
+def test_empty_list():
+    assert error("""
+        graph g {
+            input x = [[1], []]
+            output x
+        }
+    """) == text("""
+        m.graph:2:15: error: ragged list: every row must have the same length
+         2 |     input x = [[1], []]
+           |               ^^^^^^^^^
+    """)
+    assert error("""
+        graph g {
+            input x = [[], []]
+            output x
+        }
+    """) == text("""
+        m.graph:2:16: error: empty list: a value needs at least one number
+         2 |     input x = [[], []]
+           |                ^^
+    """)
+
+
+@pytest.mark.parametrize("depth", [65, 3000])
+def test_a_list_nested_past_numpys_64_dims(depth):
+    value = "[" * depth + "1" + "]" * depth
+    assert error(f"graph g {{\n    input x = {value}\n    output x\n}}\n") == "\n".join([
+        "m.graph:2:15: error: list nested more than 64 deep: a value has at most 64 dims",
+        f" 2 |     input x = {value}",
+        "   |               " + "^" * len(value),
+    ])
+
+
+def test_integer_too_large_for_i64():
+    assert error("""
+        graph g {
+            input n: i64 = 99999999999999999999
+            output n
+        }
+    """) == text("""
+        m.graph:2:20: error: `99999999999999999999` is out of range for i64
+         2 |     input n: i64 = 99999999999999999999
+           |                    ^^^^^^^^^^^^^^^^^^^^
+        hint: i64 holds whole numbers from -9223372036854775808 to 9223372036854775807
+    """)
+
+
+def test_number_too_large_for_a_float():
+    assert error("""
+        graph g {
+            input x = 1
+            y = mul(x, [1, 1e400])
+            output y
+        }
+    """) == text("""
+        m.graph:3:20: error: `1e400` is out of range for f64
+         3 |     y = mul(x, [1, 1e400])
+           |                    ^^^^^
+        hint: f64 holds magnitudes up to 1.7976931348623157e+308
+    """)
+    assert error("""
+        graph g {
+            input x: f32 = 1e39
+            output x
+        }
+    """) == text("""
+        m.graph:2:20: error: `1e39` is out of range for f32
+         2 |     input x: f32 = 1e39
+           |                    ^^^^
+        hint: f32 holds magnitudes up to 3.4028235e+38
+    """)
+
+
+def test_a_fraction_for_an_integer_input():
+    assert error("""
+        graph g {
+            input y: [3]
+            input n: i64 = [1, 2.9]
+            loss = softmax_loss(y, n)
+            output loss
+        }
+    """) == text("""
+        m.graph:3:24: error: `2.9` is not a whole number; `n` is i64
+         3 |     input n: i64 = [1, 2.9]
+           |                        ^^^
+    """)
+
+
+def test_an_initializer_takes_finite_numbers():
+    assert error("""
+        graph g {
+            param W: [2] = normal(1e999)
+            output W
+        }
+    """) == text("""
+        m.graph:2:20: error: initializer `normal` takes finite numbers
+         2 |     param W: [2] = normal(1e999)
+           |                    ^^^^^^^^^^^^^
+        hint: write `normal(std)`
+    """)
+
+
+def test_excerpts_split_lines_where_the_parser_does():
+    # A form feed or a line separator in a comment ends no line.
+    src = "graph g {\n    input x = 1   # a\x0cb\u2028c\x85d\n    y = rleu(x)\n    output y\n}\n"
+    with pytest.raises(GraphcError) as info:
+        graphc.compile_source(src, "m.graph")
+    assert info.value.render() == text("""
+        m.graph:3:9: error: unknown op `rleu`
+         3 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+    """)
+
+
+def test_windows_line_endings_and_a_byte_order_mark(tmp_path, capsys):
+    path = tmp_path / "bom.graph"
+    path.write_bytes("\ufeffgraph g {\r\n    input x = 1\r\n    y = rleu(x)\r\n    output y\r\n}\r\n".encode("utf-8"))
+    assert cli_error(["check", str(path)], capsys) == text(f"""
+        {path}:3:9: error: unknown op `rleu`
+         3 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+    """)
+
+
+# --- sizes ---------------------------------------------------------------------------
+
+
+def test_a_size_must_be_at_least_1():
+    assert error("""
+        graph g {
+            dim N = 2
+            param W: [0] = he
+            input y: [N, 0] = onehot
+            output W
+        }
+    """) == text("""
+        m.graph:3:14: error: `W` has a dim of size 0; every size must be at least 1
+         3 |     param W: [0] = he
+           |              ^^^
+        m.graph:4:14: error: `y` has a dim of size 0; every size must be at least 1
+         4 |     input y: [N, 0] = onehot
+           |              ^^^^^^
+    """)
+
+
+def test_a_param_too_large_to_allocate():
+    for dims, count in (("1000000, 1000000", "1,000,000,000,000"),
+                        ("99999999999999999999", "99,999,999,999,999,999,999")):
+        src = f"graph g {{\n    param W: [{dims}] = zeros\n    output W\n}}\n"
+        with pytest.raises(GraphcError) as info:
+            graphc.compile_source(src, "m.graph")
+        assert info.value.render() == text(f"""
+            m.graph:2:11: error: `W` f64[{dims}] is too large to allocate ({count} numbers of 8 bytes)
+             2 |     param W: [{dims}] = zeros
+               |           ^
+        """)
+
+
+def test_a_const_has_a_concrete_shape():
+    assert error("""
+        graph g {
+            input x: [N]
+            const c: [N] = [1, 2]
+            y = mul(x, c)
+            output y
+        }
+    """) == text("""
+        m.graph:3:14: error: const `c` has symbolic dim `N`; a const's shape must be concrete
+         3 |     const c: [N] = [1, 2]
+           |              ^^^
+    """)
+
+
+def test_a_literal_value_sizes_its_symbolic_dims():
+    assert error("""
+        graph g {
+            dim N = 3
+            input x: [N] = [1, 2]
+            output x
+        }
+    """) == text("""
+        m.graph:3:20: error: value of `x` has N = 2, but the graph declares `dim N = 3`
+         3 |     input x: [N] = [1, 2]
+           |                    ^^^^^^
+        hint: every value of the graph must agree on the size of `N`
+    """)
+    assert error("""
+        graph g {
+            input x: [N] = [1, 2]
+            input z: [N] = [1, 2, 3]
+            y = mul(x, z)
+            output y
+        }
+    """) == text("""
+        m.graph:3:20: error: value of `z` has N = 3, but the value of `x` has N = 2
+         3 |     input z: [N] = [1, 2, 3]
+           |                    ^^^^^^^^^
+        hint: every value of the graph must agree on the size of `N`
+    """)
+
+
+def test_one_number_cannot_fill_a_symbolic_dim_without_a_size():
+    assert error("""
+        graph g {
+            input x: [N] = 0
+            output x
+        }
+    """) == text("""
+        m.graph:2:20: error: input `x`: a single number cannot fill symbolic dim `N`
+         2 |     input x: [N] = 0
+           |                    ^
+        hint: declare its size, e.g. `dim N = 2`, or give a full list
+    """)
+
+
+# --- dtypes ------------------------------------------------------------------------
+
+
+def test_integers_are_only_labels():
+    assert error("""
+        graph g {
+            input n: i64 = 3
+            y = mul(n, 0.5)
+            output y
+        }
+    """) == text("""
+        m.graph:3:13: error: `mul` needs float operands, `n` is i64
+         3 |     y = mul(n, 0.5)
+           |             ^
+        hint: input `n` is declared i64 at line 2
+    """)
+    assert error("""
+        graph g {
+            input y: i64[3] = [1, 2, 3]
+            loss = softmax_loss(y, 1)
+            output loss
+        }
+    """) == text("""
+        m.graph:3:25: error: `softmax_loss` needs float scores, `y` is i64
+         3 |     loss = softmax_loss(y, 1)
+           |                         ^
+        hint: input `y` is declared i64[3] at line 2
+    """)
+
+
+def test_a_literal_read_in_two_dtypes():
+    assert error("""
+        graph g {
+            input a: f64[2]
+            input b: f32[2]
+            p = mul(a, [0.1, 0.2])
+            q = mul(b, [0.1, 0.2])
+            r = mul(b, 0.1)
+            s = mul(a, 0.1)
+            output p, q
+        }
+    """) == text("""
+        m.graph:5:16: error: literal `[0.1,0.2]` is read as f64 by `p` and as f32 by `q`
+         5 |     q = mul(b, [0.1, 0.2])
+           |                ^^^^^^^^^^
+        hint: a literal has one dtype; declare a typed const for one reader, e.g. `const c: f32[2] = [0.1,0.2]`
+    """)
+
+
+def test_a_literal_out_of_range_for_the_dtype_that_reads_it():
+    assert error("""
+        graph g {
+            input x: f32[2]
+            y = mul(x, 1e39)
+            output y
+        }
+    """) == text("""
+        m.graph:3:16: error: `1e39` is out of range for f32, the dtype of `y`
+         3 |     y = mul(x, 1e39)
+           |                ^^^^
+        hint: f32 holds magnitudes up to 3.4028235e+38
+    """)
+
+
+def test_a_literal_out_of_range_once_the_program_is_float32():
+    with pytest.raises(GraphcError) as info:
+        graphc.compile_source(source("""
+            graph g {
+                input x: [2] = [1, 2]
+                y = mul(x, 1e39)
+                output y
+            }
+        """), "m.graph", dtype="float32")
+    assert info.value.render() == text("""
+        m.graph:3:16: error: literal `1e39`: 1e+39 is out of range for f32
+         3 |     y = mul(x, 1e39)
+           |                ^^^^
+        hint: f32 holds magnitudes up to 3.4028235e+38
+    """)
+
+
+# --- class indices -------------------------------------------------------------------
+
+
+def test_class_indices_written_in_the_graph_are_checked():
+    assert error("""
+        graph g {
+            input y: [3]
+            loss = softmax_loss(y, 5)
+            output loss
+        }
+    """) == text("""
+        m.graph:3:28: error: literal `5`: class indices must lie in 0..2, got 5
+         3 |     loss = softmax_loss(y, 5)
+           |                            ^
+        hint: `y` [3] has 3 classes
+    """)
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            const t: i64[2] = [0, -1]
+            loss = softmax_loss(y, t)
+            output loss
+        }
+    """) == text("""
+        m.graph:4:28: error: const `t`: class indices must lie in 0..2, got -1..0
+         4 |     loss = softmax_loss(y, t)
+           |                            ^
+        hint: `y` [2, 3] has 3 classes
+    """)
+    assert error("""
+        graph g {
+            input y = [1, 2, 3]
+            input t = 1.7
+            loss = softmax_loss(y, t)
+            output loss
+        }
+    """) == text("""
+        m.graph:3:15: error: input `t`: class indices must be whole numbers, got 1.7
+         3 |     input t = 1.7
+           |               ^^^
+    """)
+
+
+def test_class_indices_are_not_computed():
+    assert error("""
+        graph g {
+            input y: [2, 3]
+            input t: [2]
+            h = relu(t)
+            loss = softmax_loss(y, h)
+            output loss
+        }
+    """) == text("""
+        m.graph:5:28: error: class indices `h` are computed by `relu`; labels must be an input or a const
+         5 |     loss = softmax_loss(y, h)
+           |                            ^
+        hint: one-hot labels of shape [2, 3] may be computed
+    """)
+
+
+INDICES = """
+    graph g {
+        input y: [N, 3]
+        input t: i64[N]
+        input u: [N]
+        a = softmax_loss(y, t)
+        b = softmax_loss(y, u)
+        output a, b
+    }
+"""
+
+
+def indices_error(**feeds) -> str:
+    program = graphc.compile_source(source(INDICES), "i.graph")
+    with pytest.raises(GraphcError) as info:
+        program.forward(y=np.zeros((2, 3)), **feeds)
+    return info.value.render()
+
+
+def test_fed_class_indices_must_be_in_range_and_whole():
+    assert indices_error(t=[0, 3], u=[0, 1]) == text("""
+        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..3
+         3 |     input t: i64[N]
+           |           ^
+    """)
+    assert indices_error(t=[0, -1], u=[0, 1]) == text("""
+        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got -1..0
+         3 |     input t: i64[N]
+           |           ^
+    """)
+    assert indices_error(t=[0, 1], u=[0, 1.5]) == text("""
+        i.graph:4:11: error: input `u`: class indices must be whole numbers, got 1.5
+         4 |     input u: [N]
+           |           ^
+    """)
+    assert indices_error(t=np.array([2**64 - 1, 0], dtype=np.uint64), u=[0, 1]) == text("""
+        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..18446744073709551615
+         3 |     input t: i64[N]
+           |           ^
+    """)
+
+
+def test_an_unsigned_integer_too_large_for_i64():
+    program = graphc.compile_source(source("""
+        graph g {
+            input k: i64[2]
+            output k
+        }
+    """), "k.graph")
+    with pytest.raises(GraphcError) as info:
+        program.forward(k=np.array([2**64 - 1, 0], dtype=np.uint64))
+    assert info.value.render() == text("""
+        k.graph:2:11: error: input `k`: 18446744073709551615 is out of range for i64
+         2 |     input k: i64[2]
+           |           ^
+        hint: i64 holds whole numbers from -9223372036854775808 to 9223372036854775807
+    """)
+
+
+def test_cli_value_out_of_range_for_float32(tmp_path, capsys):
+    path = tmp_path / "f.graph"
+    path.write_text("graph g {\n    input x: f32[2]\n    y = relu(x)\n    output y\n}\n")
+    assert cli_error(["run", str(path), "--set", "x=[1e40, 1]"], capsys) == text(f"""
+        <command line>:1:9: error: input `x`: 1e+40 is out of range for f32
+         1 | --set x=[1e40, 1]
+           |         ^^^^^^^^^
+        {path}:2:11: note: `x` is declared here
+         2 |     input x: f32[2]
+           |           ^
+        hint: f32 holds magnitudes up to 3.4028235e+38
+    """)
+
+
+# --- command-line flags ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrt, message, hint", [
+    ("apple,apple", "--wrt names `apple` twice: `apple,apple`", "name each value once"),
+    ("", "--wrt names no value: ``", "give `params`, `inputs`, `all`, or names of inputs and params"),
+    (",", "--wrt names no value: `,`", "give `params`, `inputs`, `all`, or names of inputs and params"),
+    ("apple,,tax", "--wrt has an empty name: `apple,,tax`", "separate names by single commas, e.g. `--wrt W1,b1`"),
+])
+def test_cli_wrt_names_each_value_once(wrt, message, hint, capsys):
+    assert cli_error(["compile", APPLE, "--wrt", wrt], capsys) == f"graphc: error: {message}\nhint: {hint}"
+
+
+@pytest.mark.parametrize("command", ["run", "gradcheck"])
+def test_cli_negative_seed(command, capsys):
+    assert cli_error([command, APPLE, "--seed", "-1"], capsys) == text("""
+        graphc: error: --seed must be at least 0, got -1
+        hint: e.g. `--seed 100`
+    """)

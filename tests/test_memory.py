@@ -140,7 +140,7 @@ def test_two_layer_net_at_batch_100_holds_what_the_book_says(models):
     forward = {s.label: s for s in memory.steps if s.phase == "forward"}
     relu = forward["relu1 = relu(affine1)"]
     assert dict(relu.made) == {"relu1": 100 * 50 * 8, "relu1.mask": 100 * 50}  # the mask is bool
-    assert dict(relu.released) == {"affine1": 100 * 50 * 8}
+    assert dict(relu.frees) == {"affine1": 100 * 50 * 8}
     # The peak: the last backward step, which holds every param's gradient,
     # the loss and the gradient it reads, d_affine1.
     assert memory.peak_step.phase == "backward" and memory.peak_step.number == 1
@@ -390,7 +390,7 @@ def test_emit_plan_with_batch_prints_the_memory_table(models, capsys):
     argv = ["compile", str(models / "two_layer_net.graph"), "--emit", "plan", "--batch", "100", "--wrt", "params"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "memory of one step at N = 100: what is held once each step has run, before it lets anything go" in out
+    assert "memory of one step at N = 100: what is held once each step has run, before it frees anything" in out
     assert "relu1 39.1 KiB, relu1.mask 4.9 KiB" in out
     [peak] = [line for line in out.splitlines() if line.strip().startswith("peak ")]
     [compiled] = front_end_file(models / "two_layer_net.graph")
@@ -408,6 +408,18 @@ def test_emit_json_with_batch_has_a_memory_section(models, capsys):
     assert memory["dims"] == {"N": 10}
     assert memory["peak"] == max(s["held"] for s in memory["steps"])
     assert [s["phase"] for s in memory["steps"]] == ["forward"] * 4 + ["backward"] * 4
+
+
+def test_memory_json_names_frees_and_shares_as_the_table_does(models, capsys):
+    assert main(["compile", str(models / "fanout.graph"), "--emit", "json", "--batch", "1"]) == 0
+    steps = json.loads(capsys.readouterr().out)["memory"]["steps"]
+    add = next(s for s in steps if s["phase"] == "backward" and s["label"] == "add")
+    assert add["shares"] == [{"name": "d_square", "array_of": "d_f"}, {"name": "d_xy", "array_of": "d_f"}]
+    assert add["makes"] == [] and add["frees"] == []
+    assert main(["compile", str(models / "fanout.graph"), "--batch", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "       step                 holds  makes                         frees" in table.splitlines()
+    assert "d_square is d_f, d_xy is d_f" in table
 
 
 def test_emit_plan_without_batch_is_unchanged(models, capsys):

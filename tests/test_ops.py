@@ -142,8 +142,9 @@ def test_op_is_complete(op: Op):
     assert set(op.rules) <= set(op.operands)
     assert set(op.passes_gradient_through) <= set(op.rules)
     for operand, rule in op.rules.items():
-        names = {name: name for name in op.operands}
-        assert "dout" in rule.text.format(dout="dout", out="out", **names)
+        names = {name: name for name in op.operands + op.saves}  # the op's own tensors too (relu's mask)
+        names.update(dout="dout", out="out")
+        assert "dout" in rule.text.format(**names)
     assert set(op.saves) == {item for rule in op.rules.values() for item in rule.reads}
 
 
@@ -410,3 +411,44 @@ def test_float32_scores_get_a_float32_gradient_whatever_the_label_dtype(label_dt
     dy, _ = softmax_loss.backward({"reduction": "mean"}, saved, np.array(1.0, np.float32), (True, False))
     assert loss.dtype == np.float32
     assert dy.dtype == np.float32
+
+
+def test_relu_of_negative_infinity_and_negative_zero_is_zero():
+    x = np.array([-np.inf, -0.0, -3.0, np.inf])
+    out, saved = relu.forward({}, x)
+    np.testing.assert_array_equal(out, [0, 0, 0, np.inf])
+    assert not np.signbit(out).any()  # no -0.0
+    (dx,) = relu.backward({}, saved, np.ones(4), (True,))
+    np.testing.assert_array_equal(dx, [0, 0, 0, 1])
+
+
+def test_relu_source_is_the_interpreters_arithmetic():
+    v = {"x": "h", "out": "r", "mask": "r_mask"}
+    assert relu.forward_source(v, {}, {}, taped=False) == ["r = np.maximum(h, 0)"]
+    assert relu.forward_source(v, {}, {}, taped=True) == ["r_mask = h > 0", "r = np.maximum(h, 0)"]
+
+
+def test_relus_rule_names_the_mask_it_reads():
+    rule = relu.rules["x"]
+    assert rule.reads == ("mask",)
+    assert relu.rule(0, {"x": "h", "mask": "r.mask", "dout": "d_r", "out": "r"}, {}) == "d_r * r.mask"
+
+
+@pytest.mark.parametrize("op", [op for op in REGISTRY.values()], ids=list(REGISTRY))
+def test_every_operand_but_labels_must_be_a_float(op: Op):
+    shapes = op.examples[0]
+    for i in range(len(op.operands)):
+        if op.name == "softmax_loss" and i == 1:
+            continue  # class indices
+        operands = _operands(op, shapes, "f64")
+        operands[i] = Operand(operands[i].name, TensorType("i64", operands[i].type.shape))
+        with pytest.raises(ShapeError) as info:
+            op.infer(operands, {k: a.default for k, a in op.attributes.items()})
+        assert info.value.operand == i and str(info.value).endswith(f"`{op.operands[i]}` is i64")
+
+
+def test_weak_scalars_adapt_and_alone_compute_in_f64():
+    mul = REGISTRY["mul"]
+    weak = Operand("0.5", TensorType(None, ()))
+    assert mul.infer([Operand("x", TensorType("f32", (3,))), weak], {}) == TensorType("f32", (3,))
+    assert mul.infer([weak, weak], {}) == TensorType("f64", ())

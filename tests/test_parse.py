@@ -6,6 +6,7 @@ several graphs per file, comments."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -266,7 +267,9 @@ def test_consts():
     scale = graph.ir.decls["scale"]
     assert isinstance(scale, ConstDecl)
     np.testing.assert_array_equal(scale.value, [2.0, 3.0])
-    assert graph.types["scale"] == TensorType(None, (2,))
+    # With no dtype written, a const takes the dtype of what reads it.
+    assert scale.type == TensorType(None, (2,))
+    assert graph.types["scale"] == TensorType("f64", (2,))
     k = graph.ir.decls["k"]
     assert k.value.dtype == np.float32 and k.type == TensorType("f32", ())
     [warning] = graph.warnings
@@ -399,3 +402,93 @@ def test_every_kind_of_declaration_is_in_the_ir(decl, kind):
     graph = compiled(f"graph g {{\n    {decl}\n    y = relu(x)\n    output y\n}}\n")
     assert isinstance(graph.ir.decls["x"], kind)
     assert isinstance(graph.ir.decls["y"], OpNode)
+
+
+# --- what the review asked for -----------------------------------------------------------
+
+
+def test_literal_consts_get_their_dtype_once_from_what_reads_them():
+    graph = compiled("""
+        graph g {
+            input x: f32[2]
+            input y: [2, 3]
+            const unread = [1, 2]
+            const k = 0.5
+            a = mul(x, 0.5)
+            b = mul(x, [1, 2])
+            c = mul(y, k)
+            d = softmax_loss(y, [0, 2])
+            e = softmax_loss(y, [[0, 1, 0], [1, 0, 0]])
+            f = mul(2, 3)
+            output a
+        }
+    """)
+    types = graph.types
+    assert types["0.5"] == TensorType(None, ())  # weak: fits every reader
+    assert types["k"] == TensorType(None, ())
+    assert types["[1,2]"] == TensorType("f32", (2,))  # the dtype its reader computes in
+    assert types["[0,2]"] == TensorType("i64", (2,))  # class indices
+    assert types["[[0,1,0],[1,0,0]]"] == TensorType("f64", (2, 3))  # one-hot rows, as the scores
+    assert types["unread"] == TensorType("f64", (2,))
+    assert types["f"] == TensorType("f64", ())  # literals alone compute in f64
+    # The declarations keep what was written.
+    assert graph.ir.decls["[1,2]"].type == TensorType(None, (2,)) and graph.ir.decls["[1,2]"].literal
+
+
+def test_a_const_of_one_number_fills_its_declared_shape():
+    graph = compiled("""
+        graph g {
+            input x: [3]
+            const c: [3] = 2
+            y = mul(x, c)
+            output y
+        }
+    """)
+    np.testing.assert_array_equal(graph.ir.decls["c"].value, [2.0, 2.0, 2.0])
+    assert graph.types["c"] == TensorType("f64", (3,))
+
+
+def test_a_literal_value_gives_a_symbolic_dim_its_size():
+    graph = compiled("""
+        graph g {
+            input x: [N] = [1, 2]
+            input z: [N] = normal(1)
+            y = mul(x, z)
+            output y
+        }
+    """)
+    assert graph.ir.dims == {"N": 2}
+    assert graph.types["x"] == TensorType("f64", ("N",))
+
+
+def test_an_expectation_shows_its_value_as_written():
+    graph = compiled("""
+        graph g {
+            input x = 2
+            y = mul(x, x)
+            output y
+            expect y == 4   # a comment with == in it
+            expect y == [4,   # four
+                         4] within 0.5
+        }
+    """)
+    assert [e.describe() for e in graph.ir.expects] == ["y == 4", "y == [4, 4] within 0.5"]
+
+
+def test_declaration_order_is_derived_from_the_declarations():
+    graph = compiled("""
+        graph g {
+            input x = 1
+            y = relu(x)
+            output y
+        }
+    """)
+    ir = graph.ir
+    assert ir.order == {"x": 0, "y": 1}
+    assert dataclasses.replace(ir, decls=dict(reversed(ir.decls.items()))).order == {"y": 0, "x": 1}
+    assert dataclasses.replace(ir, order={"x": 1, "y": 0}).order == {"x": 0, "y": 1}
+
+
+def test_a_tolerance_too_large_for_a_float_is_infinite():
+    module = parse('graph g {\n    expect y == 1 within 1' + "0" * 400 + '\n}\n')
+    assert module.graphs[0].body[0].tolerance == float("inf")

@@ -328,7 +328,11 @@ def test_float32_graph_stays_float32_end_to_end():
     out = p.forward()
     grads = p.backward()
     assert out["loss"].dtype == np.float32
-    assert {name: np.asarray(v).dtype for name, v in p.values.items()} == dict.fromkeys(p.values, np.dtype(np.float32))
+    # Scalar consts are weak, fed as Python floats: numpy keeps the other operand's dtype.
+    weak = {name for name, t in p.types.items() if t.dtype is None}
+    assert weak == {"k", "2"} and all(type(p.values[name]) is float for name in weak)
+    arrays = {name: v for name, v in p.values.items() if name not in weak}
+    assert {name: np.asarray(v).dtype for name, v in arrays.items()} == dict.fromkeys(arrays, np.dtype(np.float32))
     assert {name: np.asarray(g).dtype for name, g in grads.items()} == dict.fromkeys(grads, np.dtype(np.float32))
     assert {name: np.asarray(g).dtype for name, g in p.gradients.items()} == dict.fromkeys(p.gradients, np.dtype(np.float32))
 
@@ -554,3 +558,75 @@ def test_a_param_without_a_type_needs_a_value_to_take_its_shape_from():
         "   |           ^\n"
         "hint: e.g. `param z: [784, 50] = zeros`"
     )
+
+
+# --- what the review asked for -----------------------------------------------------------
+
+
+def test_setting_a_param_copies_the_array():
+    p = program("graph g {\n    param w: [2] = zeros\n    output w\n}\n")
+    mine = np.array([1.0, 2.0])
+    p.params["w"] = mine
+    p.params["w"] += 1  # as an optimizer updates it
+    np.testing.assert_array_equal(mine, [1.0, 2.0])
+    frozen = np.array([1.0, 2.0])
+    frozen.setflags(write=False)
+    p.params["w"] = frozen
+    p.params["w"] += 1
+    np.testing.assert_array_equal(p.params["w"], [2.0, 3.0])
+
+
+def test_check_grads_refuses_float32_inputs_too():
+    p = program("graph g {\n    input x: f32[2] = [1, 2]\n    y = relu(x)\n    output y\n}\n")
+    with pytest.raises(GraphcError) as err:
+        check_grads(p)
+    assert rendered(err) == "graphc: error: gradient checks run in float64; compile the program without dtype=float32"
+
+
+def test_weak_literals_keep_each_branch_in_its_own_dtype():
+    p = program("""
+        graph g {
+            input a: f64[2] = [1, 2]
+            input b: f32[2] = [1, 2]
+            p = mul(a, 0.1)
+            q = mul(b, 0.1)
+            output p, q
+        }
+    """)
+    out = p.forward()
+    assert out["p"].dtype == np.float64 and out["q"].dtype == np.float32
+    assert type(p.consts["0.1"]) is float
+    np.testing.assert_array_equal(out["q"], np.float32([1, 2]) * np.float32(0.1))
+
+
+def test_literals_alone_make_an_array_of_their_dtype():
+    for dtype, expected in ((None, np.float64), ("float32", np.float32)):
+        p = program("graph g {\n    input x: [2] = [1, 2]\n    z = mul(2, 3)\n    y = mul(x, z)\n    output y\n}\n",
+                    dtype=dtype)
+        out = p.forward()
+        assert isinstance(p.values["z"], np.ndarray) and p.values["z"].dtype == expected and p.values["z"] == 6
+        assert out["y"].dtype == expected
+
+
+def test_literal_class_indices_are_integers():
+    p = program("""
+        graph g {
+            input y: [2, 3] = [[1, 2, 3], [1, 1, 1]]
+            loss = softmax_loss(y, [1, 2])
+            output loss
+        }
+    """)
+    assert p.consts["[1,2]"].dtype == np.int64
+    assert [r.ok for r in check_grads(p)] == [True]
+
+
+def test_a_literal_default_fills_symbolic_dims_for_made_up_inputs_too():
+    p = program("""
+        graph g {
+            input x: [N] = [1, 2]
+            input z: [N] = ones
+            y = mul(x, z)
+            output y
+        }
+    """)
+    np.testing.assert_array_equal(p.forward()["y"], [1, 2])

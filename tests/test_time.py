@@ -6,6 +6,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from graphc.cli import main
@@ -70,6 +71,7 @@ def test_a_graph_without_params_times_its_input_gradients(models, capsys):
 @pytest.mark.parametrize("flag, value, message", [
     ("--iters", "0", "--iters must be at least 1, got 0"),
     ("--batch", "0", "--batch must be at least 1, got 0"),
+    ("--warmup", "-1", "--warmup must be at least 0, got -1"),
     ("--wrt", "W9", "--wrt: no input or param named `W9`"),
 ])
 def test_time_checks_its_arguments(models, capsys, flag, value, message):
@@ -90,9 +92,76 @@ def test_profile_covers_every_step(models):
 def test_made_up_inputs_follow_the_batch(models):
     [compiled] = front_end_file(models / "two_layer_net.graph")
     program = Program(compiled)
-    feeds = made_up_inputs(program, program.plan, {"N": 6})
+    feeds, dims = made_up_inputs(program, program.plan, 6)
+    assert dims == {"N": 6}
     assert feeds["x"].shape == (6, 784) and feeds["t"].shape == (6, 10)
     assert (feeds["t"].sum(axis=1) == 1).all()  # one-hot rows, from the `onehot` initializer
+    # At the graph's own `dim N = 3`, they are the Program's made-up inputs, number for number.
+    feeds, _ = made_up_inputs(program, program.plan, 3)
+    for name, value in program.default_feeds().items():
+        assert feeds[name].tobytes() == value.tobytes()
+
+
+FIXED = """
+graph g {{
+    input x: f64[N, 2] = [[1, 2], [3, 4]]
+    input z: f64[N, 2]
+    input t: {labels}
+    param W: [2, 3] = normal(0.1)
+    s = add(x, z)
+    y = affine(s, W, b)
+    param b: [3] = zeros
+    loss = softmax_loss(y, t)
+    output loss
+}}
+"""
+
+
+def fixed_graph(tmp_path, labels: str = "i64[N]"):
+    path = tmp_path / "fixed.graph"
+    path.write_text(FIXED.format(labels=labels))
+    return path
+
+
+def test_an_input_with_a_value_sets_the_batch(tmp_path, capsys):
+    status, out, err = run(["time", str(fixed_graph(tmp_path)), "--json", *QUICK], capsys)
+    assert status == 0, err
+    assert json.loads(out)["dims"] == {"N": 2}
+    status, out, err = run(["time", str(fixed_graph(tmp_path)), "--batch", "2", "--json", *QUICK], capsys)
+    assert status == 0, err
+
+
+def test_a_batch_that_disagrees_with_an_inputs_value(tmp_path, capsys):
+    path = fixed_graph(tmp_path)
+    status, out, err = run(["time", str(path), "--batch", "5", *QUICK], capsys)
+    assert status == 2
+    assert err == (
+        f"{path}:3:11: error: input `x` has a fixed value with N = 2; --batch 5 disagrees\n"
+        " 3 |     input x: f64[N, 2] = [[1, 2], [3, 4]]\n"
+        "   |           ^\n"
+        "hint: time it with `--batch 2`, or without --batch\n"
+    )
+
+
+@pytest.mark.parametrize("labels", ["i64[N]", "f64[N, 3]"])
+def test_made_up_labels_are_class_indices_or_one_hot_rows(tmp_path, labels):
+    [compiled] = front_end_file(fixed_graph(tmp_path, labels))
+    program = Program(compiled)
+    feeds, dims = made_up_inputs(program, program.plan)
+    assert dims == {"N": 2}
+    if labels == "i64[N]":
+        assert feeds["t"].dtype == np.int64 and feeds["t"].shape == (2,)
+        assert set(feeds["t"].tolist()) <= {0, 1, 2}  # the scores' 3 classes, not N of them
+    else:
+        assert feeds["t"].shape == (2, 3) and (feeds["t"].sum(axis=1) == 1).all()
+    profile = profile_graph(compiled, iters=1, warmup=0, codegen=False)
+    assert profile.dims == {"N": 2}
+
+
+def test_a_negative_seed_is_a_flag_error(models, capsys):
+    status, out, err = run(["time", str(models / "apple.graph"), "--seed", "-1"], capsys)
+    assert status == 2
+    assert err == "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`\n"
 
 
 # --- bench/compile_scale.py, at small sizes ----------------------------------------
@@ -128,3 +197,43 @@ def test_compile_scale_times_every_stage(capsys):
     assert bench.main(["--sizes", "10", "20", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "parse" in out and "plan" in out and "dag" in out and "chain" in out
+    assert out.splitlines()[-1] == "goals: not judged (they need --sizes 10000, and 50000 for the growth)"
+
+
+def test_compile_scale_says_whether_its_goals_are_met():
+    bench = _compile_scale()
+
+    def timing(shape, nodes, seconds):
+        return bench.Timing(shape, nodes, {stage: seconds / len(bench.STAGES) for stage in bench.STAGES})
+
+    timings = [timing("chain", 10_000, 0.5), timing("chain", 50_000, 3.5), timing("dag", 10_000, 1.5)]
+    assert bench.goals(timings) == {
+        "chain: 10,000 nodes in under 1 s": True,
+        "chain: 50,000 nodes within 6x the time of 10,000": False,
+        "dag: 10,000 nodes in under 1 s": False,
+    }
+
+
+def _train_mnist():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "train_mnist.py"
+    spec = importlib.util.spec_from_file_location("train_mnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
+    (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
+    (["--whole-iters", "-1"], "argument --whole-iters: must be at least 0, got -1"),
+    (["--lr", "0"], "argument --lr: must be a positive number, got 0"),
+])
+def test_train_mnist_bench_checks_its_arguments(capsys, flags, message):
+    bench = _train_mnist()
+    with pytest.raises(SystemExit) as exit:
+        bench.main(flags)
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")

@@ -201,7 +201,7 @@ def small(net, data32):
 def test_resume_continues_bit_for_bit(net, small, tmp_path, optimizer):
     options = dict(optimizer=optimizer, evaluate=False)
     straight = net()
-    Trainer(straight, small, TrainOptions(iters=130, **options)).run()
+    uninterrupted = Trainer(straight, small, TrainOptions(iters=130, **options)).run().history
 
     path = tmp_path / "w.npz"
     first = net()
@@ -213,7 +213,27 @@ def test_resume_continues_bit_for_bit(net, small, tmp_path, optimizer):
     result = trainer.run()
     assert (result.start_iteration, result.iteration, result.iters) == (70, 130, 60)
     assert params_of(second) == params_of(straight)
-    assert [r.iteration for r in trainer.history] == [60, 70, 120, 130]
+    assert [r.iteration for r in trainer.history] == [60, 120, 130]
+    assert without_seconds(trainer.history) == without_seconds(uninterrupted)
+
+
+def without_seconds(history) -> list[dict]:
+    return [{k: v for k, v in r.as_dict().items() if k != "seconds"} for r in history]
+
+
+@pytest.mark.parametrize("stop", ["completed", "interrupted"])
+def test_a_resumed_history_is_an_uninterrupted_ones(net, small, tmp_path, stop):
+    """One record per epoch, each loss the mean over the whole epoch, across a save and a resume."""
+    straight = Trainer(net(), small, TrainOptions(iters=130)).run()
+    path = tmp_path / "w.npz"
+    first = Trainer(net(), small, TrainOptions(iters=70 if stop == "completed" else 130))
+    first.run(checkpoint=path, on_iteration=lambda i, loss: i == 75 and first.request_stop())
+    assert [(r.epoch, r.iteration) for r in first.history] == ([(1, 60), (2, 70)] if stop == "completed" else [(1, 60)])
+    resumed = Trainer(net(), small, TrainOptions(iters=130), resume=read_checkpoint(path))
+    result = resumed.run()
+    assert [(r.epoch, r.iteration) for r in result.history] == [(1, 60), (2, 120), (3, 130)]
+    assert without_seconds(result.history) == without_seconds(straight.history)
+    assert log_csv(result.history).splitlines()[2].startswith("2,120,")
 
 
 def test_resume_needs_the_same_optimizer(net, data32, tmp_path):
@@ -263,6 +283,10 @@ def test_request_stop(net, data32):
     trainer = Trainer(net(), data32, TrainOptions(iters=1000, evaluate=False))
     result = trainer.run(on_iteration=lambda i, loss: i == 5 and trainer.request_stop())
     assert (result.status, result.iteration) == ("interrupted", 5)
+    # A request before run() stops it before its first iteration; the next run goes on.
+    trainer.request_stop()
+    assert (trainer.run().status, trainer.iteration) == ("interrupted", 5)
+    assert (trainer.run().status, trainer.iteration) == ("completed", 1000)
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, data32, tmp_path):
@@ -294,6 +318,20 @@ def test_divergence_after_a_save_names_it(net, data32, tmp_path):
         trainer.run(checkpoint=path, on_iteration=blow_up)
     assert err.value.diagnostics[0].hint.endswith(f"; {path} keeps the last good state, from iteration 600")
     assert read_checkpoint(path).iteration == 600
+
+
+def test_training_needs_a_scalar_loss():
+    text = source().replace("output loss", "output y\n    output loss")
+    program = program_of(text)
+    assert error_of(load_data, "mnist", program) == (
+        "g.graph:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss\n"
+        " 9 |     output y\n"
+        "   |            ^\n"
+        "hint: training minimises the first output; make it one number, e.g. "
+        "`loss = softmax_loss(y, t)` and `output loss`"
+    )
+    x, y = np.zeros((5, 784)), np.arange(5)
+    assert error_of(prepare_data, program, (x, y), (x, y)).startswith("g.graph:9:12: error: cannot train graph `g`")
 
 
 def test_options_are_checked():
@@ -419,6 +457,62 @@ def test_cli_resume_with_nothing_left(models, capsys, tmp_path):
     assert f"nothing to do: {path} is at iteration 20 already; pass a larger --iters to train further" in out
 
 
+def test_cli_declared_float32_stays_float32(capsys, tmp_path):
+    """Without --dtype, train and eval keep the dtypes the graph declares."""
+    model = tmp_path / "g32.graph"
+    model.write_text(source("f32[N, 784]", "f32[N, 10]").replace("param W: [784, 10]", "param W: f32[784, 10]")
+                     .replace("param b: [10]", "param b: f32[10]"))
+    path = tmp_path / "w.npz"
+    status, out, err = graphc_cli(capsys, "train", model, "--iters", 20, "--save", path, "--json")
+    assert status == 0, err
+    assert json.loads(out)["dtype"] == "float32"
+    assert read_checkpoint(path).params["W"].dtype == np.float32
+    status, out, err = graphc_cli(capsys, "eval", model, "--weights", path, "--json")
+    assert status == 0, err
+    assert json.loads(out)["dtype"] == "float32"
+    np.savez(tmp_path / "plain.npz", **read_checkpoint(path).params)  # no dtype of its own
+    status, out, err = graphc_cli(capsys, "eval", model, "--weights", tmp_path / "plain.npz", "--json")
+    assert json.loads(out)["dtype"] == "float32"
+    status, out, err = graphc_cli(capsys, "eval", model, "--weights", path, "--dtype", "float64", "--json")
+    assert json.loads(out)["dtype"] == "float64"
+
+
+def test_cli_a_graph_whose_output_is_not_a_loss(capsys, tmp_path):
+    model = tmp_path / "g.graph"
+    model.write_text(source().replace("output loss", "output y\n    output loss"))
+    status, out, err = graphc_cli(capsys, "train", model, "--iters", 5)
+    assert status == 2
+    assert err.startswith(f"{model}:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss")
+
+
+def test_cli_resume_keeps_the_run_going_as_one(models, capsys, tmp_path):
+    """A resumed run's log has one row per epoch, as an uninterrupted one's."""
+    model = models / "two_layer_net.graph"
+    straight, resumed, w = tmp_path / "straight.csv", tmp_path / "resumed.csv", tmp_path / "w.npz"
+    common = ("--batch", 1000, "--dtype", "float32")
+    assert graphc_cli(capsys, "train", model, "--iters", 130, *common, "--log", straight)[0] == 0
+    assert graphc_cli(capsys, "train", model, "--iters", 70, *common, "--save", w)[0] == 0
+    assert graphc_cli(capsys, "train", model, "--iters", 130, "--resume", w, "--log", resumed)[0] == 0
+    rows = [[line.split(",")[:5] for line in path.read_text().splitlines()] for path in (straight, resumed)]
+    assert rows[0] == rows[1] and [r[:2] for r in rows[0][1:]] == [["1", "60"], ["2", "120"], ["3", "130"]]
+
+
+def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    model = models / "two_layer_net.graph"
+    assert graphc_cli(capsys, "train", model, "--iters", 5, "--save", path)[0] == 0
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = dict(npz)
+    meta = json.loads(str(arrays["meta"]))
+    meta["seed"] = -1
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    status, out, err = graphc_cli(capsys, "train", model, "--iters", 10, "--resume", path)
+    assert status == 2
+    assert err == (f"{path}: error: corrupt checkpoint: meta field `seed` must be a whole number at least 0, got -1\n"
+                   "hint: the file is damaged; use another checkpoint or train again\n")
+
+
 def test_cli_epochs(models, capsys):
     status, out, _ = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 1000,
                                 "--dtype", "float32", "--json")
@@ -466,13 +560,32 @@ def test_cli_divergence_exits_1(models, capsys, tmp_path):
     (["--iters", "10", "--epochs", "2"], "graphc: error: give --iters or --epochs, not both\n"
      "hint: --epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100"),
     (["--data", "cifar"], "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"),
-    (["--save", "/no/such/dir/w.npz"], "graphc: error: --save /no/such/dir/w.npz: no such directory `/no/such/dir`\n"
+    (["--save", "/no/such/dir/w.npz"], "graphc: error: --save /no/such/dir/w.npz: cannot write: no such directory\n"
      "hint: create `/no/such/dir` first"),
+    (["--seed", "-1"], "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`"),
+    (["--dtype", "float16"], None),
 ])
 def test_cli_flag_errors(models, capsys, flags, message):
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", *flags)
     assert status == 2
-    assert err.rstrip("\n") == message
+    assert message is None or err.rstrip("\n") == message
+
+
+@pytest.mark.parametrize("flag", ["--save", "--log", "--plot"])
+def test_cli_an_unwritable_output_fails_before_training(models, capsys, flag):
+    # /proc takes no new files, whoever asks (root included).
+    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 5, flag, "/proc/w.png")
+    assert status == 2 and out == ""  # not a line of training
+    assert err.startswith(f"graphc: error: {flag} /proc/w.png: cannot write: ") and err.count("\n") == 1
+
+
+def test_cli_checking_an_output_leaves_no_file_behind(models, capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    status, _, _ = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", "0", "--save", path)
+    assert status == 2 and list(tmp_path.iterdir()) == []
+    path.write_bytes(b"an earlier checkpoint")
+    status, _, _ = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--batch", "x", "--log", path)
+    assert status == 2 and path.read_bytes() == b"an earlier checkpoint"
 
 
 def test_cli_eval(models, capsys, tmp_path):

@@ -9,7 +9,8 @@ from tabulate import tabulate
 
 from graphc.commands.common import add_json_argument, load_graphs, print_json
 from graphc.compiler import CompiledGraph
-from graphc.ir import DTYPES, InputDecl, OpNode, ParamDecl
+from graphc.errors import ExitCode
+from graphc.ir import DTYPES, ConstDecl, InputDecl, OpNode, ParamDecl
 
 HELP = "parse, check and infer shapes; print a summary table"
 
@@ -24,14 +25,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"file": args.file, "ok": True, "graphs": [summary(g) for g in graphs],
                     "warnings": [d.render() for g in graphs for d in g.warnings]})
-        return 0
+        return ExitCode.OK
     for graph in graphs:
         print(summary_text(graph))
         print()
     warnings = sum(len(g.warnings) for g in graphs)
     print(f"{args.file}: ok, {len(graphs)} graph{'s' * (len(graphs) != 1)}, "
           f"{warnings} warning{'s' * (warnings != 1)}")
-    return 0
+    return ExitCode.OK
 
 
 def _params_of(graph: CompiledGraph, node: OpNode) -> list[str]:
@@ -44,22 +45,31 @@ def _count(graph: CompiledGraph, name: str) -> int:
     return size
 
 
-def summary(graph: CompiledGraph) -> dict:
+def value_rows(graph: CompiledGraph) -> list[dict]:
+    """The values the summary lists, for the table and the JSON alike: inputs,
+    declared consts and nodes in order. Params show as what each node holds;
+    a literal argument is shown where it is written."""
     rows = []
     for name in graph.checked.order:
         decl = graph.ir.decls[name]
-        if isinstance(decl, ParamDecl):
+        if isinstance(decl, ParamDecl) or (isinstance(decl, ConstDecl) and decl.literal):
             continue
-        kind = decl.op.name if isinstance(decl, OpNode) else type(decl).__name__.removesuffix("Decl").lower()
         params = _params_of(graph, decl) if isinstance(decl, OpNode) else []
         rows.append({
-            "name": name, "kind": kind, "shape": list(graph.types[name].shape),
+            "name": name,
+            "kind": decl.op.name if isinstance(decl, OpNode) else "input" if isinstance(decl, InputDecl) else "const",
+            "shape": list(graph.types[name].shape),
             "dtype": graph.types[name].dtype or "f64",
-            "params": params, "param_count": sum(_count(graph, p) for p in params),
+            "params": params,
+            "param_count": sum(_count(graph, p) for p in params),
         })
+    return rows
+
+
+def summary(graph: CompiledGraph) -> dict:
     params = [d.name for d in graph.ir.params()]
     return {
-        "graph": graph.name, "values": rows,
+        "graph": graph.name, "values": value_rows(graph),
         "params": {p: {"shape": list(graph.types[p].shape), "dtype": graph.types[p].dtype, "init": graph.ir.decls[p].init.describe()} for p in params},
         "param_count": sum(_count(graph, p) for p in params),
         "outputs": [n for n, _ in graph.ir.outputs],
@@ -69,23 +79,11 @@ def summary(graph: CompiledGraph) -> dict:
 
 def summary_text(graph: CompiledGraph) -> str:
     rows = []
-    for name in graph.checked.order:
-        decl = graph.ir.decls[name]
-        t = graph.types[name]
-        if isinstance(decl, ParamDecl):
-            continue
-        if isinstance(decl, OpNode):
-            params = _params_of(graph, decl)
-            count = sum(_count(graph, p) for p in params)
-            held = f"{count:,} ({', '.join(params)})" if params else ""
-            rows.append((name, decl.op.name, t.shape_text(), t.dtype or "f64", held))
-        elif isinstance(decl, InputDecl):
-            role = f" from {decl.role}" if decl.role else ""
-            rows.append((name, "input" + role, t.shape_text(), t.dtype, ""))
-        elif decl.span is decl.stmt_span:
-            continue  # a literal argument
-        else:
-            rows.append((name, "const", t.shape_text(), t.dtype or "f64", ""))
+    for row in value_rows(graph):
+        decl = graph.ir.decls[row["name"]]
+        kind = row["kind"] + (f" from {decl.role}" if isinstance(decl, InputDecl) and decl.role else "")
+        held = f"{row['param_count']:,} ({', '.join(row['params'])})" if row["params"] else ""
+        rows.append((row["name"], kind, graph.types[row["name"]].shape_text(), row["dtype"], held))
     table = tabulate(rows, headers=("value", "op", "shape", "dtype", "params"), tablefmt="simple")
     params = graph.ir.params()
     total = sum(_count(graph, p.name) for p in params)
@@ -96,9 +94,9 @@ def summary_text(graph: CompiledGraph) -> str:
     return "\n".join(lines)
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
         n /= 1024
-    return f"{n} B"
+    return f"{n:.1f} GiB"

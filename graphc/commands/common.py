@@ -136,6 +136,8 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
 def _parse_value(text: str, where: _Where) -> np.ndarray:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise GraphcError(f"`{text[:20]}...` nests too deep to read", where.value) from None
     except json.JSONDecodeError:
         try:
             value = float(text)  # also inf and nan
@@ -146,11 +148,14 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
             ) from None
     try:
         array = np.array(value, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise GraphcError(f"`{text}` is not a number or a list of numbers with equal rows", where.value) from None
     # Whole numbers stay integers: class-index labels and i64 inputs need them.
-    exact = np.array(value)
-    return exact if exact.dtype.kind == "i" else array
+    try:
+        exact = np.array(value)
+    except OverflowError:  # beyond 64 bits: the feed reports it as out of range
+        return array
+    return exact if exact.dtype.kind in "iu" else array
 
 
 def _load_npy(path: str, span: Span) -> np.ndarray:
@@ -217,7 +222,7 @@ def fmt_array(value: Any, small: int = 12) -> str:
         flags = f"  ({int(np.isnan(array).sum())} NaN, {int(np.isinf(array).sum())} inf)"
         array = np.where(finite, array, 0)
     dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(array.dtype, str(array.dtype))
-    mean = float(np.mean(array))
+    mean = float(np.mean(array, dtype=np.float64))  # float32 sums overflow where the mean would not
     norm = float(np.linalg.norm(array.astype(np.float64).ravel()))
     return f"{dtype}{list(array.shape)}  mean {mean:.4g}  norm {norm:.4g}{flags}"
 

@@ -9,11 +9,13 @@ import argparse
 import json
 from typing import Callable
 
-from graphc.commands.common import add_file_arguments, load_graphs, select_graph, write_output
+from graphc.commands.common import (
+    add_dtype_argument, add_file_arguments, load_graphs, select_graph, whole_number, write_output,
+)
 from graphc.compiler import CompiledGraph
 from graphc.emit import plan_json, plan_text
-from graphc.errors import GraphcError, did_you_mean
-from graphc.ir import TensorType
+from graphc.errors import ExitCode, GraphcError, did_you_mean
+from graphc.ir import float_dtype, retype
 from graphc.plan import Plan, make_plan
 
 HELP = "print the forward and backward plans, or the graph as Python, JSON or DOT"
@@ -29,20 +31,24 @@ def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
         return params
     if text == "inputs":
         return inputs
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    names = tuple(n.strip() for n in text.split(","))
+    if not any(names):
+        raise GraphcError(f"--wrt names no value: `{text}`", hint="give `params`, `inputs`, `all`, or names of inputs and params")
     for name in names:
+        if not name:
+            raise GraphcError(f"--wrt has an empty name: `{text}`", hint="separate names by single commas, e.g. `--wrt W1,b1`")
         if name not in inputs + params:
             hint = did_you_mean(name, inputs + params) or "give `params`, `inputs`, `all`, or names of inputs and params"
             raise GraphcError(f"--wrt: no input or param named `{name}` in graph `{graph.name}`", hint=hint)
+    duplicates = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+    if duplicates:
+        raise GraphcError(f"--wrt names `{duplicates[0]}` twice: `{text}`", hint="name each value once")
     return names
 
 
 def training_plan(graph: CompiledGraph, args: argparse.Namespace) -> Plan:
     """The plan --wrt and --dtype ask for."""
-    types = graph.types
-    dtype = {"float32": "f32", "float64": "f64"}.get(getattr(args, "dtype", None) or "")
-    if dtype:
-        types = {n: TensorType(dtype, t.shape) if t.dtype in ("f32", "f64") else t for n, t in types.items()}
+    types = retype(graph.types, float_dtype(getattr(args, "dtype", None)))
     return make_plan(graph.checked, types, wrt=wrt_names(graph, getattr(args, "wrt", None)))
 
 
@@ -50,9 +56,9 @@ def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
     plan = training_plan(graph, args)
     text = plan_text(plan)
     if args.batch is not None:
-        from graphc.memory import batch_dims, memory_text, predict_memory
+        from graphc.memory import bind_dims, memory_text, predict_memory
 
-        text += "\n" + memory_text(predict_memory(plan, batch_dims(graph, plan, args.batch)))
+        text += "\n" + memory_text(predict_memory(plan, bind_dims(plan, graph.ir.dims, args.batch)))
     return text
 
 
@@ -60,9 +66,9 @@ def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
     plan = training_plan(graph, args)
     data = plan_json(plan)
     if args.batch is not None:
-        from graphc.memory import batch_dims, memory_json, predict_memory
+        from graphc.memory import bind_dims, memory_json, predict_memory
 
-        data["memory"] = memory_json(predict_memory(plan, batch_dims(graph, plan, args.batch)))
+        data["memory"] = memory_json(predict_memory(plan, bind_dims(plan, graph.ir.dims, args.batch)))
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -96,9 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which gradients backward computes: `all` inputs and params (default), `params` "
              "(a training step), `inputs`, or names, comma-separated",
     )
-    parser.add_argument("--dtype", choices=("float32", "float64"), help="make every float value this dtype")
+    add_dtype_argument(parser, help="make every float value this dtype")
     parser.add_argument(
-        "--batch", type=int, metavar="B",
+        "--batch", type=whole_number("--batch"), metavar="B",
         help="with --emit plan or json: the memory of one step at batch size B, step by step, and its peak",
     )
 
@@ -106,4 +112,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     graph = select_graph(load_graphs(args), args)
     write_output(EMITTERS[args.emit](graph, args), args.output)
-    return 0
+    return ExitCode.OK

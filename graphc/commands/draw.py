@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from graphc.commands.common import add_feed_arguments, add_file_arguments, load_graphs, load_program, select_graph
+from graphc.errors import ExitCode
 from graphc.plan import make_plan
 
 HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradients"
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             diagram = graph_diagram(graph)
     if args.output == "-":
         sys.stdout.write(to_dot(diagram, args.rankdir))
-        return 0
+        return ExitCode.OK
     write_diagram(diagram, args.output, args.rankdir)
     print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    return ExitCode.OK

@@ -8,10 +8,11 @@ import argparse
 import numpy as np
 from tabulate import tabulate
 
-from graphc.checkpoint import apply_weights, read_checkpoint
-from graphc.commands.common import add_file_arguments, add_json_argument, load_program, print_json
+from graphc.checkpoint import apply_weights, float_dtype_names, read_checkpoint
+from graphc.commands.common import add_dtype_argument, add_file_arguments, add_json_argument, load_program, print_json
+from graphc.commands.train import add_data_arguments
 from graphc.errors import ExitCode
-from graphc.train import DATASETS, load_data, predict
+from graphc.train import load_data, predict
 
 HELP = "test accuracy, per-class accuracy and confusion matrix of trained weights"
 
@@ -20,12 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     parser.add_argument("--weights", required=True, metavar="W.npz",
                         help="the weights: a checkpoint from `graphc train --save`, or an .npz of params")
-    parser.add_argument("--data", default="mnist", metavar="NAME", help=f"dataset: {', '.join(DATASETS)} (default mnist)")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist)")
+    add_data_arguments(parser)
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which images (default test)")
-    parser.add_argument("--dtype", choices=("float64", "float32"),
-                        help="compute in this dtype (default: the one the weights were trained in)")
+    add_dtype_argument(parser, help="compute in this dtype (default: the one the weights were trained in, "
+                                    "else as the graph declares)")
     add_json_argument(parser)
 
 
@@ -36,9 +35,11 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 def run(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.weights)
-    dtype = args.dtype or checkpoint.meta.get("dtype") or "float64"
-    program, _ = load_program(args, dtype=dtype)
+    # Declared dtypes stand unless --dtype or the weights' training run says otherwise.
+    # The weights are read once, here (load_program would read --weights again).
+    program, _ = load_program(argparse.Namespace(**{**vars(args), "weights": None}), dtype=args.dtype or checkpoint.dtype)
     apply_weights(program, checkpoint)
+    dtype = "/".join(float_dtype_names(program))
     data = load_data(args.data, program, data_dir=args.data_dir)
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
     predicted = predict(program, data, x)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         })
         return ExitCode.OK
 
-    trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta else ""
+    trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta is not None else ""
     print(f"{program.name} with weights {args.weights}{trained} on the {data.name} {args.split} set, {dtype}")
     print(f"accuracy {accuracy:.4f}  ({int(correct.sum())} of {len(y)} images)")
     print()

@@ -26,31 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-from graphc.checkpoint import Checkpoint, read_checkpoint
-from graphc.commands.common import add_file_arguments, add_json_argument, load_program, print_json
+from graphc.checkpoint import Checkpoint, float_dtype_names, read_checkpoint
+from graphc.commands.common import (
+    add_dtype_argument, add_file_arguments, add_json_argument, add_seed_argument, load_program, print_json,
+    whole_number,
+)
+from graphc.data import is_tty
 from graphc.errors import ExitCode, GraphcError
+from graphc.fileio import atomic_open
 from graphc.optim import OPTIMIZERS
 from graphc.train import (
-    DATASETS, ENGINES, Diverged, EpochRecord, TrainOptions, TrainResult, Trainer, load_data, write_curves, write_log,
+    DATASETS, ENGINES, Diverged, EpochRecord, TrainOptions, TrainResult, Trainer, epoch_iters, load_data,
+    write_curves, write_log,
 )
 
 HELP = "train on MNIST; print accuracies per epoch; save checkpoints"
 
 DEFAULT_ITERS = 10000
 DEFAULT_BATCH = 100
-INTERRUPTED = 130  # the shell's status for a process stopped by SIGINT
-
-
-def _whole(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise GraphcError(f"{flag} takes a whole number, got `{text}`", hint=f"e.g. `{flag} 100`") from None
-        if value < 1:
-            raise GraphcError(f"{flag} must be at least 1, got {value}", hint=f"e.g. `{flag} 100`")
-        return value
-    return parse
 
 
 def _rate(text: str) -> float:
@@ -63,36 +56,31 @@ def _rate(text: str) -> float:
     return value
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise GraphcError(f"--seed takes a whole number, got `{text}`") from None
-    if value < 0:
-        raise GraphcError(f"--seed must not be negative, got {value}")
-    return value
+def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--data and --data-dir, as train and eval take them."""
+    parser.add_argument("--data", default="mnist", metavar="NAME",
+                        help=f"dataset: {', '.join(DATASETS)} (default mnist)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist); "
+                             "missing files are downloaded there")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", default="mnist", metavar="NAME",
-                      help=f"dataset: {', '.join(DATASETS)} (default mnist)")
-    data.add_argument("--data-dir", metavar="DIR",
-                      help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist); "
-                           "missing files are downloaded there")
+    add_data_arguments(parser.add_argument_group("data"))
     loop = parser.add_argument_group("training")
-    loop.add_argument("--iters", type=_whole("--iters"), metavar="N",
-                        help=f"train up to N iterations in all, resumed ones included (default {DEFAULT_ITERS})")
-    loop.add_argument("--epochs", type=_whole("--epochs"), metavar="E",
-                        help="train up to E epochs (train size / batch iterations each)")
-    loop.add_argument("--batch", type=_whole("--batch"), metavar="B", help=f"minibatch size (default {DEFAULT_BATCH})")
-    loop.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd")
+    loop.add_argument("--iters", type=whole_number("--iters"), metavar="N",
+                      help=f"train up to N iterations in all, resumed ones included (default {DEFAULT_ITERS})")
+    loop.add_argument("--epochs", type=whole_number("--epochs"), metavar="E",
+                      help="train up to E epochs (train size / batch iterations each)")
+    loop.add_argument("--batch", type=whole_number("--batch"), metavar="B",
+                      help=f"minibatch size (default {DEFAULT_BATCH}; on --resume, the checkpoint's)")
+    loop.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd; on --resume, the checkpoint's")
     loop.add_argument("--lr", type=_rate, metavar="LR",
-                      help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001)")
-    loop.add_argument("--seed", type=_seed, metavar="S",
-                      help="seeds the param initializers and the minibatch draws (default 0)")
-    loop.add_argument("--dtype", choices=("float64", "float32"), help="compute in this dtype (default float64)")
+                      help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001; "
+                           "on --resume, the checkpoint's)")
+    add_seed_argument(loop, default=None, what="param initializers and the minibatch draws")
+    add_dtype_argument(loop, help="compute in this dtype (default: as the graph declares; on --resume, the checkpoint's)")
     loop.add_argument("--engine", choices=ENGINES, default="auto",
                       help="run training steps through the generated numpy module (codegen) or the plan "
                            "interpreter; auto (the default) takes codegen where the graph allows it")
@@ -105,32 +93,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
+class _Probe(Exception):
+    """Aborts a trial write, so that the file is never replaced."""
+
+
 def _check_writable(flag: str, path: str | None) -> None:
-    """Fail before training, not after an hour of it."""
+    """Fail before training, not after an hour of it: write a temporary file
+    where the real one will go, and take it away again."""
     if path is None:
         return
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise GraphcError(f"{flag} {path}: no such directory `{directory}`", hint=f"create `{directory}` first")
-    if target.is_dir():
+    if Path(path).is_dir():
         raise GraphcError(f"{flag} {path}: is a directory", hint="give a file name")
+    try:
+        with atomic_open(path):
+            raise _Probe
+    except _Probe:
+        pass
+    except GraphcError as err:
+        raise GraphcError(f"{flag} {path}: {err.message}", hint=err.diagnostics[0].hint) from None
 
 
-def _options(args: argparse.Namespace, resume: Checkpoint | None, train_size: int) -> TrainOptions:
+def _seed(args: argparse.Namespace, resume: Checkpoint | None) -> int:
+    """--seed, else the resumed run's, else 0."""
+    if args.seed is not None:
+        return args.seed
+    return resume.meta.seed if resume is not None and resume.meta and resume.meta.seed is not None else 0
+
+
+def _options(args: argparse.Namespace, resume: Checkpoint | None, train_size: int, seed: int) -> TrainOptions:
     """Flags, else what the resumed checkpoint was trained with, else the book's defaults."""
-    meta = resume.meta if resume is not None else {}
-    optimizer = args.optimizer or resume and resume.optimizer or "sgd"
+    meta = resume.meta if resume is not None else None
+    optimizer = args.optimizer or (meta.optimizer if meta else None) or "sgd"
     lr = args.lr
-    if lr is None and resume is not None and resume.optimizer == optimizer:
-        lr = meta.get("optimizer", {}).get("lr")
-    batch = args.batch or meta.get("batch") or DEFAULT_BATCH
-    seed = args.seed if args.seed is not None else meta.get("seed", 0)
-    if args.epochs is not None:
-        iters = args.epochs * max(train_size // batch, 1)
-    else:
-        iters = args.iters or DEFAULT_ITERS
-    return TrainOptions(iters=iters, batch=int(batch), optimizer=optimizer, lr=lr, seed=int(seed), engine=args.engine)
+    if lr is None and meta is not None and meta.optimizer == optimizer:
+        lr = meta.lr
+    batch = args.batch or (meta.batch if meta else None) or DEFAULT_BATCH
+    iters = args.epochs * epoch_iters(train_size, batch) if args.epochs is not None else args.iters or DEFAULT_ITERS
+    return TrainOptions(iters=iters, batch=batch, optimizer=optimizer, lr=lr, seed=seed, engine=args.engine)
 
 
 def _epoch_line(record: EpochRecord, epochs: int) -> str:
@@ -148,23 +147,21 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("save", "log", "plot"):
         _check_writable(f"--{flag}", getattr(args, flag))
     resume = read_checkpoint(args.resume) if args.resume else None
-    dtype = args.dtype or (resume.meta.get("dtype") if resume is not None else None) or "float64"
-    if args.seed is not None:
-        seed = args.seed
-    else:
-        seed = resume.meta.get("seed", 0) if resume is not None else 0
-    args.seed = seed
-    program, _ = load_program(args, dtype=dtype)
+    # Declared dtypes stand unless --dtype (or the resumed run's) says otherwise.
+    dtype = args.dtype or (resume.dtype if resume is not None else None)
+    seed = _seed(args, resume)
+    program, _ = load_program(argparse.Namespace(**{**vars(args), "seed": seed}), dtype=dtype)
     data = load_data(args.data, program, data_dir=args.data_dir, progress=not args.no_progress)
-    options = _options(args, resume, data.train_size)
+    options = _options(args, resume, data.train_size, seed)
     trainer = Trainer(program, data, options, resume=resume)
+    dtype_text = "/".join(float_dtype_names(program))
     human = not args.json
     out = sys.stdout
 
     if human:
         lr = trainer.optimizer.lr
         print(f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
-              f"{dtype}, {options.optimizer} lr {lr:g}, batch {options.batch}, seed {options.seed}")
+              f"{dtype_text}, {options.optimizer} lr {lr:g}, batch {options.batch}, seed {options.seed}")
         start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
         epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
         print(f"{options.iters} iterations {start_text}({epochs})")
@@ -173,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
               f"pass a larger --iters to train further")
 
     bar = None
-    if not args.no_progress and _is_tty(sys.stderr) and trainer.iteration < options.iters:
+    if not args.no_progress and is_tty(sys.stderr) and trainer.iteration < options.iters:
         from tqdm import tqdm
 
         bar = tqdm(total=options.iters, initial=trainer.iteration, file=sys.stderr, unit="it",
@@ -211,11 +208,12 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - began
 
     status = "diverged" if diverged is not None else result.status
-    if status == "interrupted" and args.save is None and trainer.params_finite():
+    save = args.save
+    if status == "interrupted" and save is None and trainer.params_finite():
         # With --save the trainer has saved there already.
-        trainer.save(f"{program.name}-interrupted.npz")
-        args.save = f"{program.name}-interrupted.npz"
-    saved = args.save if args.save and trainer.saved_at == trainer.iteration else None
+        save = f"{program.name}-interrupted.npz"
+        trainer.save(save)
+    saved = save if save and trainer.saved_at == trainer.iteration else None
     if args.log:
         write_log(args.log, trainer.history)
     if args.plot:
@@ -226,8 +224,7 @@ def run(args: argparse.Namespace) -> int:
     last = trainer.history[-1] if trainer.history else None
     iters_run = result.iters if result is not None else 0
     eval_seconds = result.eval_seconds if result is not None else 0.0
-    busy = seconds - eval_seconds
-    rate = iters_run / busy if result is not None and busy > 0 else 0.0
+    rate = result.iters_per_second if result is not None else 0.0
     if args.json:
         print_json({
             "graph": program.name, "data": data.name, "status": status,
@@ -236,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
             "iters": trainer.iteration, "iters_run": iters_run, "epochs": last.epoch if last else 0,
             "seconds": round(seconds, 3), "eval_seconds": round(eval_seconds, 3),
             "iters_per_second": round(rate, 1),
-            "dtype": dtype, "optimizer": options.optimizer, "lr": trainer.optimizer.lr, "batch": options.batch,
+            "dtype": dtype_text, "optimizer": options.optimizer, "lr": trainer.optimizer.lr, "batch": options.batch,
             "seed": options.seed, "engine": trainer.engine, "saved": saved,
             "history": [r.as_dict() for r in trainer.history],
         })
@@ -257,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"interrupted at iteration {trainer.iteration}; the params hold NaN or inf, nothing saved",
                   file=sys.stderr)
-        return INTERRUPTED
+        return ExitCode.INTERRUPTED
     if saved and human:
         print(f"saved {saved} (iteration {trainer.iteration})")
     if args.log and human:
@@ -265,10 +262,3 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and human:
         print(f"wrote {args.plot}")
     return ExitCode.OK
-
-
-def _is_tty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
