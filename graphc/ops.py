@@ -233,19 +233,17 @@ def softmax_cross_entropy(y, t, mean=True):
     """
     # log-softmax by log-sum-exp: shifting by the max keeps exp finite.
     z = y - y.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    total = e.sum(axis=-1, keepdims=True)
-    probs = e / total
+    probs = np.exp(z)
+    total = probs.sum(axis=-1, keepdims=True)
+    probs /= total
     log_total = np.log(total)
     n = y.shape[0] if y.ndim == 2 else 1
     if t.shape == y.shape:
         loss = -np.sum(t.astype(z.dtype, copy=False) * (z - log_total))  # i64 one-hot labels too
+    elif y.ndim == 2:  # class indices: -log p of each row's class is log_total - z there
+        loss = log_total.sum() - z[np.arange(n), t].sum()
     else:
-        t = t.astype(np.intp, copy=False)
-        if y.ndim == 2:
-            loss = -np.sum(z[np.arange(n), t] - log_total[:, 0])
-        else:
-            loss = -(z[t] - log_total[0])
+        loss = log_total[0] - z[t]
     if mean:
         loss = loss / n
     return np.asarray(loss, dtype=y.dtype), probs
@@ -257,7 +255,6 @@ def softmax_cross_entropy_backward(probs, t, dout, mean=True):
         grad = probs - t.astype(probs.dtype, copy=False)  # i64 one-hot labels must not make f32 into f64
     else:
         grad = probs.copy()
-        t = t.astype(np.intp, copy=False)
         if probs.ndim == 2:
             grad[np.arange(len(t)), t] -= 1
         else:
@@ -458,7 +455,8 @@ class Affine(Op):
         return dx, dw, db
 
     def forward_source(self, v, attrs, types, taped):
-        return [f"{v['out']} = {_flat_source(v['x'], types['x'])} @ {v['W']} + {v['b']}"]
+        # As forward: the bias is added into the fresh product, not into a third array.
+        return [f"{v['out']} = {_flat_source(v['x'], types['x'])} @ {v['W']}", f"{v['out']} += {v['b']}"]
 
     def grad_source(self, operand, v, attrs, types):
         x, dout = types["x"], v["dout"]

@@ -338,7 +338,7 @@ def test_generated_code_reads_like_the_plan(models):
 def test_two_layer_net_reads_like_the_book(models):
     source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
     for line in [
-        "affine1 = x @ W1 + b1",
+        "affine1 = x @ W1\n    affine1 += b1  ",
         "relu1_mask = affine1 > 0",
         "relu1 = np.maximum(affine1, 0)",
         "d_b2 = d_y.sum(axis=0)  # d_b2 = sum(d_y, axis=0)",
