@@ -26,9 +26,9 @@ time counts (the machine's other work only ever adds time).
 Then a whole run, as a person runs it: the book's train_neuralnet.py (the
 reference loop plus train and test accuracy over the full sets every epoch)
 against `graphc train` in float32 with its per-epoch evaluation, 10000
-iterations each (--whole-iters; 0 skips it).
+iterations each (--whole-iters; 0 skips it), best of --whole-repeat.
 
-    python bench/train_mnist.py [--iters 2000] [--repeat 3] [--whole-iters 10000] [--json]
+    python bench/train_mnist.py [--iters 2000] [--repeat 3] [--whole-iters 10000] [--whole-repeat 2] [--json]
 
 Goals (issues 3 and 5): graphc float64 at least as fast as the reference
 (and within 1.10x of it); graphc float32 at least 3x faster than the
@@ -117,19 +117,25 @@ def run_tight(data: dict, iters: int, batch: int, lr: float) -> tuple[float, flo
     return result["seconds"], float(np.mean(predict_tight(result["params"], data["x_test"]) == data["t_test"]))
 
 
-def whole_runs(data: dict, iters: int, batch: int, lr: float) -> dict[str, dict]:
-    """The book's script and `graphc train --dtype float32`, evaluation included."""
-    book = train_reference(data["x_train"], data["t_train_onehot"], iters, batch, lr,
-                           evaluate_on=(data["x_test"], data["t_test_onehot"]))
-    trainer = graphc_trainer("float32", "auto", iters, batch, lr, evaluate=True)
-    began = time.perf_counter()
-    result = trainer.run()
-    seconds = time.perf_counter() - began
-    return {
-        "book script": {"seconds": book["seconds"], "test_acc": book["test_acc"], "evals": book["evals"]},
-        "graphc train f32": {"seconds": seconds, "test_acc": result.test_acc, "evals": len(result.history),
-                             "engine": trainer.engine},
-    }
+def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> dict[str, dict]:
+    """The book's script and `graphc train --dtype float32`, evaluation
+    included; each run `repeat` times, interleaved, the best time counting."""
+    runs: dict[str, dict] = {}
+    for _ in range(repeat):
+        book = train_reference(data["x_train"], data["t_train_onehot"], iters, batch, lr,
+                               evaluate_on=(data["x_test"], data["t_test_onehot"]))
+        trainer = graphc_trainer("float32", "auto", iters, batch, lr, evaluate=True)
+        began = time.perf_counter()
+        result = trainer.run()
+        seconds = time.perf_counter() - began
+        for name, run in (
+            ("book script", {"seconds": book["seconds"], "test_acc": book["test_acc"], "evals": book["evals"]}),
+            ("graphc train f32", {"seconds": seconds, "test_acc": result.test_acc, "evals": len(result.history),
+                                  "engine": trainer.engine}),
+        ):
+            if name not in runs or run["seconds"] < runs[name]["seconds"]:
+                runs[name] = run
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each contender; the best counts (default 3)")
     parser.add_argument("--whole-iters", type=at_least(0), default=10000,
                         help="iterations of the whole-run comparison (default 10000; 0 skips it)")
+    parser.add_argument("--whole-repeat", type=at_least(1), default=2,
+                        help="whole runs of each; the best counts (default 2)")
     parser.add_argument("--batch", type=at_least(1), default=100)
     parser.add_argument("--lr", type=positive_number, default=0.1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     per_1000 = {name: min(times) / it * 1000 for name, times in seconds.items()}
     median = {name: statistics.median(times) / it * 1000 for name, times in seconds.items()}
     ratio = {name: per_1000[name] / per_1000["reference"] for name in contenders}
-    whole = whole_runs(data, args.whole_iters, batch, lr) if args.whole_iters else {}
+    whole = whole_runs(data, args.whole_iters, batch, lr, args.whole_repeat) if args.whole_iters else {}
 
     best_f64 = min(per_1000["graphc interp f64"], per_1000["graphc codegen f64"])
     best_f32 = min(per_1000["graphc interp f32"], per_1000["graphc codegen f32"])
@@ -206,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pytorch cpu f32       skipped: torch is not installed (pip install torch)")
     if whole:
         print()
-        print(f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch")
+        print(f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch, "
+              f"best of {args.whole_repeat}")
         book = whole["book script"]
         for name, run in whole.items():
             share = run["seconds"] / book["seconds"]
