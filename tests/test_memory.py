@@ -64,24 +64,23 @@ def _base(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _leaves(*containers):
+    """Every array and numpy scalar inside nested tuples, lists and dicts."""
+    for x in containers:
+        if isinstance(x, (np.ndarray, np.generic)):
+            yield x
+        elif isinstance(x, (tuple, list)):
+            yield from _leaves(*x)
+        elif isinstance(x, dict):
+            yield from _leaves(*x.values())
+
+
 def _arrays(*containers) -> dict[int, object]:
     """Every distinct base array (and numpy scalar) reachable from the containers."""
     found: dict[int, object] = {}
-
-    def visit(x):
-        if isinstance(x, np.ndarray):
-            found[id(_base(x))] = _base(x)
-        elif isinstance(x, np.generic):
-            found[id(x)] = x
-        elif isinstance(x, (tuple, list)):
-            for y in x:
-                visit(y)
-        elif isinstance(x, dict):
-            for y in x.values():
-                visit(y)
-
-    for c in containers:
-        visit(c)
+    for x in _leaves(*containers):
+        base = _base(x) if isinstance(x, np.ndarray) else x
+        found[id(base)] = base
     return found
 
 
@@ -192,22 +191,12 @@ class Tracker:
 
 
 def _reachable_ids(*containers) -> set[int]:
+    """The ids of every array reachable from the containers, views' bases included."""
     ids = set()
-
-    def visit(x):
-        if isinstance(x, np.ndarray):
-            while isinstance(x, np.ndarray):
-                ids.add(id(x))
-                x = x.base
-        elif isinstance(x, (tuple, list)):
-            for y in x:
-                visit(y)
-        elif isinstance(x, dict):
-            for y in x.values():
-                visit(y)
-
-    for c in containers:
-        visit(c)
+    for x in _leaves(*containers):
+        while isinstance(x, np.ndarray):
+            ids.add(id(x))
+            x = x.base
     return ids
 
 
