@@ -261,6 +261,7 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
 _ENV_DATA = "GRAPHC_DATA"
 _ENV_MIRROR = "GRAPHC_MNIST_MIRROR"
 _IMAGE_SHAPE = (28, 28)
+PIXEL_MAX = 255  # normalized images are the bytes divided by this
 _NUM_CLASSES = 10
 
 
@@ -608,9 +609,9 @@ def _check_split(
 
 
 def _images(raw: np.ndarray, normalize: bool, flatten: bool, dtype: np.dtype[Any]) -> np.ndarray:
-    x = raw.astype(dtype)
+    x = raw.astype(dtype, copy=normalize)  # the bytes themselves, when they are asked for
     if normalize:
-        x /= dtype.type(255)  # in place: no second full-size temporary
+        x /= dtype.type(PIXEL_MAX)  # in place: no second full-size temporary
     x = x.reshape((len(x), -1) if flatten else (len(x), 1, *_IMAGE_SHAPE))
     x.setflags(write=False)
     return x

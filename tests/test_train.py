@@ -3,6 +3,7 @@ and the `train`, `eval` and `run --weights` commands."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -124,6 +125,45 @@ def test_data_is_checked_once_and_not_copied(net):
     assert data.t_train.dtype == np.int64 and data.t_train.shape == (60000,)  # indices, not one-hot
     assert data.y_train is data.t_train or np.array_equal(data.y_train, y_train)
     assert (data.images, data.labels, data.scores) == ("x", "t", "y")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["f64[N, 784]", "f64[N, 1, 28, 28]"])
+def test_minibatches_gathered_from_bytes_are_the_normalized_images(dtype, layout):
+    program = program_of(source(layout, "i64[N]"), dtype=dtype)
+    data = load_data("mnist", program)
+    (raw, _), _ = load_mnist(normalize=False, dtype=np.uint8)
+    assert data.x_train_bytes.dtype == np.uint8 and data.x_train_bytes.shape == data.x_train.shape
+    assert np.shares_memory(data.x_train_bytes, raw)  # the loader's bytes, not a copy
+    # Rows that hold every byte value 0..255 between them, gathered as training does.
+    index = np.unique(np.concatenate([np.flatnonzero((raw == v).any(axis=1))[:1] for v in range(256)]))
+    assert len(index) > 1
+    out = np.empty((len(index),) + data.x_train.shape[1:], data.x_train.dtype)
+    data.image_gatherer(out)(index)
+    assert out.tobytes() == data.x_train[index].tobytes()  # bit for bit
+    floats = dataclasses.replace(data, x_train_bytes=None)
+    out[:] = 0
+    floats.image_gatherer(out)(index)
+    assert out.tobytes() == data.x_train[index].tobytes()
+
+
+def test_training_from_bytes_or_floats_gives_the_same_weights(net):
+    runs = []
+    for from_bytes in (True, False):
+        program = net("float32")
+        data = load_data("mnist", program)
+        if not from_bytes:
+            data = dataclasses.replace(data, x_train_bytes=None)
+        Trainer(program, data, TrainOptions(iters=100, evaluate=False)).run()
+        runs.append(params_of(program))
+    assert runs[0] == runs[1]
+
+
+def test_bytes_must_match_the_images(net):
+    data = load_data("mnist", net("float32"))
+    with pytest.raises(ValueError, match=r"x_train_bytes must be uint8 shaped like x_train \(60000, 784\), "
+                                         r"got float32\[60000, 784\]"):
+        dataclasses.replace(data, x_train_bytes=data.x_train)
 
 
 def test_data_one_hot_where_the_graph_reads_labels_as_values():
