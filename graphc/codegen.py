@@ -7,7 +7,7 @@ The module imports numpy and nothing else. It has
     init_params(seed=0)                -> params, as graphc's Program makes them
     forward(params, *, x, t)           -> (outputs, saved)
     backward(params, saved, dout=None) -> gradients by value name (dout: ones by default)
-    loss_and_grads(params, *, x, t)    -> (loss, gradients)
+    loss_and_grads(params, *, x, t, dout=None) -> (loss, gradients)
     scores(params, *, x), predict(...) -> forward only, to the loss's scores
     example_inputs(seed=0)             -> the graph's made-up inputs, if it has them
 
@@ -115,9 +115,10 @@ class GeneratedModel:
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
 
-    def loss_and_grads(self, params: dict[str, np.ndarray], feeds: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def loss_and_grads(self, params: dict[str, np.ndarray], feeds: dict[str, Any], dout: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name."""
-        return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()})
+        return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout)
 
 
 def load_module(compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> GeneratedModel:
@@ -315,14 +316,15 @@ class _Writer:
 
     # --- forward ------------------------------------------------------------------
 
-    def signature(self, inputs: tuple[str, ...]) -> str:
+    def signature(self, inputs: tuple[str, ...], *extra: str) -> str:
+        """params, then the inputs (and any `extra` parameters) by keyword."""
         parts = ["params"]
-        if inputs:
+        if inputs or extra:
             parts.append("*")
         for n in inputs:
             default = self.default(n)
             parts.append(self.names[n] + (f"={default}" if default is not None else ""))
-        return ", ".join(parts)
+        return ", ".join(parts + list(extra))
 
     def default(self, name: str) -> str | None:
         """An input's value in the graph (`input tax = 1.1`), if it has one."""
@@ -475,10 +477,10 @@ class _Writer:
         plan = self.plan
         call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
         return "\n".join([
-            f"def loss_and_grads({self.signature(plan.inputs)}):",
-            f'    """One training step\'s arithmetic: {plan.seed} and its gradients."""',
+            f"def loss_and_grads({self.signature(plan.inputs, 'dout=None')}):",
+            f'    """One training step\'s arithmetic: {plan.seed} and its gradients (times dout)."""',
             f"    outputs, saved = forward(params{', ' + call if call else ''})",
-            f'    return outputs["{plan.seed}"], backward(params, saved)',
+            f'    return outputs["{plan.seed}"], backward(params, saved, dout)',
         ]) + "\n"
 
     def scores_function(self) -> str:

@@ -44,19 +44,33 @@ class Optimizer:
         }
         self._scratch = {name: np.empty_like(params[name]) for name in self.names}
 
-    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
-        """Move every param that has a gradient, in place."""
+    # Whether step() can take gradients already multiplied by lr. The trainer
+    # then seeds backward with lr instead of 1: every gradient is linear in
+    # the seed, so they come out scaled, and SGD and momentum save a pass over
+    # every param.
+    takes_lr_scaled: ClassVar[bool] = False
+
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], *,
+             lr_scaled: bool = False) -> None:
+        """Move every param that has a gradient, in place. With lr_scaled, the
+        gradients are lr * d loss / d param (where takes_lr_scaled)."""
+        if lr_scaled and not self.takes_lr_scaled:
+            raise ValueError(f"{self.name} needs the gradients themselves, not scaled by lr")
         self.steps += 1
         self._prepare()
+        update = self._update_scaled if lr_scaled else self._update
         for name in self.names:
             grad = grads.get(name)
             if grad is not None:
-                self._update(name, params[name], grad, self._scratch[name])
+                update(name, params[name], grad, self._scratch[name])
 
     def _prepare(self) -> None:
         """Per-step scalars (Adam's bias-corrected step size)."""
 
     def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _update_scaled(self, name: str, param: np.ndarray, scaled_grad: np.ndarray, scratch: np.ndarray) -> None:
         raise NotImplementedError
 
     def hyperparams(self) -> dict[str, float]:
@@ -108,10 +122,14 @@ class SGD(Optimizer):
 
     name = "sgd"
     default_lr = 0.1  # the book's chapter 5 training loop
+    takes_lr_scaled = True
 
     def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
         np.multiply(grad, self.lr, out=scratch)
-        param -= scratch
+        self._update_scaled(name, param, scratch, scratch)
+
+    def _update_scaled(self, name: str, param: np.ndarray, scaled_grad: np.ndarray, scratch: np.ndarray) -> None:
+        param -= scaled_grad
 
 
 class Momentum(Optimizer):
@@ -120,6 +138,7 @@ class Momentum(Optimizer):
     name = "momentum"
     default_lr = 0.01
     slots = ("v",)
+    takes_lr_scaled = True
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None, momentum: float = 0.9):
         super().__init__(params, lr)
@@ -129,10 +148,13 @@ class Momentum(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum}
 
     def _update(self, name: str, param: np.ndarray, grad: np.ndarray, scratch: np.ndarray) -> None:
+        np.multiply(grad, self.lr, out=scratch)
+        self._update_scaled(name, param, scratch, scratch)
+
+    def _update_scaled(self, name: str, param: np.ndarray, scaled_grad: np.ndarray, scratch: np.ndarray) -> None:
         v = self.state["v"][name]
         v *= self.momentum
-        np.multiply(grad, self.lr, out=scratch)
-        v -= scratch
+        v -= scaled_grad
         param += v
 
 

@@ -286,8 +286,10 @@ class Program:
             self._lean[key] = Interpreter(plan, free=True)
         return self._lean[key]
 
-    def loss_and_grads(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One training step's arithmetic: the loss and the gradient of every param.
+    def loss_and_grads(self, feeds: dict[str, np.ndarray], dout: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One training step's arithmetic: the loss and the gradient of every param
+        (times dout, the seed of backward: ones by default).
 
         Feeds are used as given (already checked with `feed`), for speed.
         """
@@ -297,7 +299,7 @@ class Program:
         env.update(feeds)
         tape = interpreter.forward(env)
         loss = env[interpreter.plan.seed]
-        grads = interpreter.backward(tape, np.ones_like(loss))
+        grads = interpreter.backward(tape, np.ones_like(loss) if dout is None else dout)
         return loss, {name: grads[grad_name(name)] for name in self.param_names if grad_name(name) in grads}
 
     def inference(self, targets: tuple[str, ...]) -> Interpreter:

@@ -470,8 +470,13 @@ class Trainer:
         feeds = dict(data.extra)
         feeds[data.images] = x_batch
         feeds[data.labels] = t_batch
-        loss_and_grads = self._training_step()
-        step = self.optimizer.step
+        # SGD and momentum take lr * gradient: backward is seeded with lr, not 1.
+        optimizer = self.optimizer
+        lr_scaled = optimizer.takes_lr_scaled
+        loss_type = program.types[program.plan.seed]
+        dout = np.ones((), DTYPES.get(loss_type.dtype, np.float64))
+        loss_and_grads = self._training_step(feeds, dout)
+        step = optimizer.step
         params = program.params
         integers = self.rng.integers
         take = np.take
@@ -496,11 +501,13 @@ class Trainer:
                     index = integers(0, size, batch)
                     gather_images(index)
                     take(t, index, axis=0, out=t_batch, mode="clip")
-                    loss, grads = loss_and_grads(feeds)
+                    if lr_scaled:
+                        dout[()] = optimizer.lr  # a callback may have changed it
+                    loss, grads = loss_and_grads()
                     value = float(loss)
                     if not isfinite(value):
                         self._diverged(value, feeds, grads, checkpoint)
-                    step(params, grads)
+                    step(params, grads, lr_scaled=lr_scaled)
                     self.iteration += 1
                     losses.append(value)
                     epoch_loss += value
@@ -527,31 +534,30 @@ class Trainer:
         self._started = None
         return TrainResult(status, start, self.iteration, list(self.history), np.array(losses), seconds, eval_seconds)
 
-    def _training_step(self) -> Callable[[dict[str, np.ndarray]], tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """feeds -> (loss, param gradients), by the chosen engine."""
+    def _training_step(self, feeds: dict[str, np.ndarray], dout: np.ndarray,
+                       ) -> Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """() -> (loss, param gradients times dout) for `feeds`, whose arrays are
+        refilled in place between calls, by the chosen engine."""
         program = self.program
         self.engine = self.options.engine
+        if self.engine != "interpreter":
+            from graphc.codegen import load_module
+
+            try:
+                model = load_module(program.compiled, dtype=program.dtype)
+            except GraphcError:
+                if self.engine == "codegen":
+                    raise
+                self.engine = "interpreter"
         if self.engine == "interpreter":
-            return program.loss_and_grads
-        from graphc.codegen import load_module
-
-        try:
-            model = load_module(program.compiled, dtype=program.dtype)
-        except GraphcError:
-            if self.engine == "codegen":
-                raise
-            self.engine = "interpreter"
-            return program.loss_and_grads
+            return lambda: program.loss_and_grads(feeds, dout)
         self.engine = "codegen"
-        # The optimizer moves the params in place, so this dict stays current.
+        # The optimizer moves the params in place, and the feeds are refilled in
+        # place, so the arguments are made once.
         params = dict(program.params)
-        keywords = model.input_names
+        arguments = {model.input_names[name]: value for name, value in feeds.items()}
         generated = model.module.loss_and_grads
-
-        def loss_and_grads(feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-            return generated(params, **{keywords[name]: value for name, value in feeds.items()})
-
-        return loss_and_grads
+        return lambda: generated(params, **arguments, dout=dout)
 
     def _end_epoch(self) -> EpochRecord:
         """Measure and record the epoch: a finished one, or the unfinished one the run ends in."""

@@ -91,6 +91,21 @@ def test_loaded_module_trains_as_the_lean_plan_does(path, name):
     assert set(grads) <= set(program.param_names)
 
 
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_a_seed_scales_every_gradient_in_both_engines(path, name):
+    compiled = compiled_graph(path, name)
+    program = Program(compiled, seed=0)
+    model = load_module(compiled)
+    feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
+    dout = np.asarray(0.25, dtype=np.float64)  # a power of 2: scaling by it is exact
+    loss, scaled = model.loss_and_grads(dict(program.params), feeds, dout)
+    _, plain = program.loss_and_grads(feeds)
+    _, interpreted = program.loss_and_grads(feeds, dout)
+    assert_same(scaled, {n: 0.25 * g for n, g in plain.items()})
+    assert_same(scaled, interpreted)
+    assert dout == 0.25  # read, not written
+
+
 def test_scores_and_predict_run_the_inference_plan(models):
     compiled = compiled_graph(models / "two_layer_net.graph", "two_layer_net")
     program = Program(compiled, seed=1)

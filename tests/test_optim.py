@@ -40,6 +40,30 @@ def test_momentum_two_steps():
     assert p["W"].tolist() == pytest.approx([0.855, -2.0725], abs=1e-15)
 
 
+@pytest.mark.parametrize("cls", [SGD, Momentum])
+def test_gradients_scaled_by_lr_move_params_the_same(cls):
+    plain, scaled = params(), params()
+    plain_opt, scaled_opt = cls(plain, lr=0.25), cls(scaled, lr=0.25)
+    assert scaled_opt.takes_lr_scaled
+    for _ in range(2):  # momentum's second step reads the velocity the first left
+        plain_opt.step(plain, GRADS)
+        scaled_opt.step(scaled, {n: 0.25 * g for n, g in GRADS.items()}, lr_scaled=True)  # exact: a power of 2
+    for name in plain:
+        assert scaled[name].tolist() == plain[name].tolist()
+    assert scaled_opt.steps == 2
+
+
+@pytest.mark.parametrize("cls", [AdaGrad, Adam])
+def test_adaptive_optimizers_refuse_scaled_gradients(cls):
+    p = params()
+    opt = cls(p)
+    assert not opt.takes_lr_scaled
+    with pytest.raises(ValueError, match=f"{cls.name} needs the gradients themselves, not scaled by lr"):
+        opt.step(p, GRADS, lr_scaled=True)
+    assert all(np.array_equal(p[n], params()[n]) for n in p)
+    assert opt.steps == 0
+
+
 def test_adagrad_step():
     p = params()
     opt = AdaGrad(p, lr=0.1)

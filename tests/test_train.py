@@ -385,17 +385,33 @@ def test_options_are_checked():
 # --- engines: the interpreter and the generated module ------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_engines_train_bit_identical_weights(net, data32, dtype):
+@pytest.mark.parametrize("dtype, optimizer", [("float32", "sgd"), ("float64", "sgd"), ("float32", "adam")])
+def test_engines_train_bit_identical_weights(net, data32, dtype, optimizer):
     weights = {}
     for engine in ("interpreter", "codegen"):
         program = net(dtype, seed=5)
-        trainer = Trainer(program, data32, TrainOptions(iters=150, seed=5, evaluate=False, engine=engine))
+        options = TrainOptions(iters=150, seed=5, evaluate=False, engine=engine, optimizer=optimizer)
+        trainer = Trainer(program, data32, options)
         trainer.run()
         assert trainer.engine == engine
         assert all(program.params[n].dtype == np.dtype(dtype) for n in program.param_names)
         weights[engine] = params_of(program)
     assert weights["interpreter"] == weights["codegen"]
+
+
+@pytest.mark.parametrize("engine", ["interpreter", "codegen"])
+def test_sgd_steps_are_seeded_with_the_learning_rate(net, engine):
+    # Backward seeded with lr hands SGD lr * gradient: the same step as
+    # multiplying afterwards, up to rounding.
+    program = net("float64")
+    data = load_data("mnist", program)
+    before = {n: program.params[n].copy() for n in program.param_names}
+    Trainer(program, data, TrainOptions(iters=1, lr=0.5, evaluate=False, engine=engine)).run()
+    index = np.random.default_rng(0).integers(0, data.train_size, 100)  # the trainer's first minibatch
+    _, grads = net("float64").loss_and_grads({"x": data.x_train[index], "t": data.t_train[index]})
+    for n in program.param_names:
+        np.testing.assert_allclose(program.params[n], before[n] - 0.5 * grads[n], rtol=1e-12, atol=1e-17)
+        assert not np.array_equal(program.params[n], before[n])
 
 
 def test_auto_engine_is_codegen_where_a_module_can_be_generated(net, data32):
