@@ -46,9 +46,10 @@ def _one_hot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
 
 
 def load_mnist(directory: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Return dict with keys x_train, t_train, t_train_onehot, x_test, t_test,
-    t_test_onehot. Images: float32 (N, 784) in [0, 1]; labels: int64 (N,);
-    one-hot: float64 (N, 10), as the book's."""
+    """Return dict with keys x_train, x_train_bytes, t_train, t_train_onehot,
+    x_test, x_test_bytes, t_test, t_test_onehot. Images: float32 (N, 784) in
+    [0, 1], and the uint8 pixels they come from; labels: int64 (N,); one-hot:
+    float64 (N, 10), as the book's."""
     d = Path(directory) if directory is not None else mnist_dir()
     out = {}
     for split in ("train", "test"):
@@ -57,6 +58,7 @@ def load_mnist(directory: str | os.PathLike | None = None) -> dict[str, np.ndarr
         if img.shape[0] != lbl.shape[0]:
             raise ValueError(f"{split}: {img.shape[0]} images vs {lbl.shape[0]} labels")
         out[f"x_{split}"] = img.astype(np.float32) / np.float32(255.0)
+        out[f"x_{split}_bytes"] = img
         out[f"t_{split}"] = lbl
         out[f"t_{split}_onehot"] = _one_hot(lbl)
     return out

@@ -1,9 +1,13 @@
 """The floor: the two-layer net's training step as tight as plain numpy gets.
 
 One function, float32 throughout, class-index labels, no layer objects, no
-gradient for the input images, updates in place through preallocated
-buffers. Nobody would write a model this way by hand; it is here to show how
-close graphc's plans come to the fastest numpy can do on this machine.
+gradient for the input images. Each minibatch is gathered from the uint8
+pixels and divided by 255 as it is drawn (a quarter of the memory traffic of
+gathering float32 rows), and the learning rate is folded into the loss's
+gradient, so every update is one subtraction; row maxima and sums of the
+scores are taken across the batch. Nobody would write a model this
+way by hand; it is here to show how close graphc's plans come to the fastest
+numpy can do on this machine.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import time
 import numpy as np
 
 
-def train_tight(x_train: np.ndarray, t_train: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
+def train_tight(x_bytes: np.ndarray, t_train: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
                 seed: int = 0) -> dict:
-    """x_train float32 (N, 784) in [0, 1]; t_train int64 class indices."""
+    """x_bytes uint8 (N, 784) pixels; t_train int64 class indices."""
     rng = np.random.default_rng(seed)
     f32 = np.float32
     W1 = (0.01 * rng.standard_normal((784, 50))).astype(f32)
@@ -23,15 +27,18 @@ def train_tight(x_train: np.ndarray, t_train: np.ndarray, iters: int, batch: int
     W2 = (0.01 * rng.standard_normal((50, 10))).astype(f32)
     b2 = np.zeros(10, f32)
     params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-    xb = np.empty((batch, x_train.shape[1]), f32)
+    pixels = np.empty((batch, x_bytes.shape[1]), np.uint8)
+    xb = np.empty((batch, x_bytes.shape[1]), f32)
     tb = np.empty(batch, np.int64)
     rows = np.arange(batch)
-    rate, scale = f32(lr), f32(1 / batch)
-    size = len(x_train)
+    ones = np.ones((10, 1), f32)  # row sums as a product
+    scale = f32(lr / batch)  # d loss / d scores carries lr: the gradients come out times lr
+    size = len(x_bytes)
     began = time.perf_counter()
     for _ in range(iters):
         index = rng.integers(0, size, batch)
-        np.take(x_train, index, axis=0, out=xb)
+        np.take(x_bytes, index, axis=0, out=pixels)
+        np.divide(pixels, f32(255), out=xb, dtype=f32)
         np.take(t_train, index, out=tb)
         h = xb @ W1
         h += b1
@@ -39,9 +46,9 @@ def train_tight(x_train: np.ndarray, t_train: np.ndarray, iters: int, batch: int
         h *= mask
         y = h @ W2
         y += b2
-        y -= y.max(axis=1, keepdims=True)
+        y -= y.T.copy().max(axis=0)[:, None]  # across the batch, not one short row at a time
         e = np.exp(y)
-        e /= e.sum(axis=1, keepdims=True)
+        e /= e @ ones
         e[rows, tb] -= 1
         e *= scale
         dW2 = h.T @ e
@@ -51,7 +58,6 @@ def train_tight(x_train: np.ndarray, t_train: np.ndarray, iters: int, batch: int
         dW1 = xb.T @ dh
         db1 = dh.sum(axis=0)
         for param, grad in ((W1, dW1), (b1, db1), (W2, dW2), (b2, db2)):
-            grad *= rate
             param -= grad
     return {"seconds": time.perf_counter() - began, "iters": iters, "params": params}
 

@@ -6,6 +6,7 @@ importable. Tested with torch==2.13.0 (CPU wheel).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ def train_torch(x_train: np.ndarray, t_train_int: np.ndarray, iters: int, batch:
         import torch
         from torch import nn
     except ImportError as exc:
-        print(f"reference_torch: torch not importable ({exc}); skipping")
+        print(f"reference_torch: torch not importable ({exc}); skipping", file=sys.stderr)
         return None
 
     threads = _cores()

@@ -113,7 +113,7 @@ def run_torch(data: dict, iters: int, batch: int, lr: float) -> tuple[float, flo
 
 
 def run_tight(data: dict, iters: int, batch: int, lr: float) -> tuple[float, float]:
-    result = train_tight(data["x_train"], data["t_train"], iters, batch=batch, lr=lr, seed=0)
+    result = train_tight(data["x_train_bytes"], data["t_train"], iters, batch=batch, lr=lr, seed=0)
     return result["seconds"], float(np.mean(predict_tight(result["params"], data["x_test"]) == data["t_test"]))
 
 

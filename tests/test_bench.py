@@ -1,0 +1,67 @@
+"""bench/train_mnist.py and its numpy references, at small sizes: the
+benchmark runs, and what it compares graphc against really trains."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _mnist
+        import reference_numpy
+        import reference_tight
+        import train_mnist
+
+        yield {"mnist": _mnist.load_mnist(), "numpy": reference_numpy, "tight": reference_tight,
+               "train_mnist": train_mnist}
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_the_loader_gives_the_book_data_and_its_bytes(bench):
+    data = bench["mnist"]
+    assert data["x_train"].dtype == np.float32 and data["x_train"].shape == (60000, 784)
+    assert data["x_train_bytes"].dtype == np.uint8
+    assert data["x_train"].tobytes() == (data["x_train_bytes"].astype(np.float32) / np.float32(255)).tobytes()
+    assert data["t_train_onehot"].dtype == np.float64
+    assert np.array_equal(data["t_train_onehot"].argmax(axis=1), data["t_train"])
+
+
+def test_the_book_reference_trains(bench):
+    data = bench["mnist"]
+    result = bench["numpy"].train_reference(data["x_train"], data["t_train_onehot"], 600)
+    assert bench["numpy"].accuracy(result["net"], data["x_test"], data["t_test"]) > 0.85
+
+
+def test_the_tight_floor_trains(bench):
+    data = bench["mnist"]
+    result = bench["tight"].train_tight(data["x_train_bytes"], data["t_train"], 600)
+    predicted = bench["tight"].predict_tight(result["params"], data["x_test"])
+    assert np.mean(predicted == data["t_test"]) > 0.85
+    assert all(p.dtype == np.float32 for p in result["params"].values())
+
+
+def test_the_benchmark_reports_every_contender(bench, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as where torch is not installed: skipped
+    assert bench["train_mnist"].main(["--iters", "5", "--repeat", "1", "--whole-iters", "0", "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # the JSON alone: the skip message goes to stderr
+    assert err.startswith("reference_torch: torch not importable (")
+    assert set(report["seconds_per_1000"]) == {
+        "reference", "graphc interp f64", "graphc interp f32", "graphc codegen f64", "graphc codegen f32",
+        "tight numpy f32",
+    }
+    assert report["ratio"]["reference"] == 1.0
+    assert all(seconds > 0 for seconds in report["seconds_per_1000"].values())
+    assert report["faster_f32_engine"] in ("codegen", "interpreter")
+    assert "f32 at least 3x faster than the reference" in report["goals"]
