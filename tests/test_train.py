@@ -17,7 +17,7 @@ from graphc.checkpoint import read_checkpoint, save_checkpoint
 from graphc.data import load_mnist
 from graphc.errors import GraphcError
 from graphc.train import (
-    Diverged, Trainer, TrainOptions, find_roles, load_data, log_csv, prepare_data,
+    Diverged, MinibatchDraws, Trainer, TrainOptions, find_roles, load_data, log_csv, prepare_data,
 )
 
 GRAPH = """
@@ -212,6 +212,32 @@ def test_other_inputs_need_a_fixed_value():
     data = load_data("mnist", fixed)
     assert data.extra["k"] == 2
     assert Trainer(fixed, data, TrainOptions(iters=5, evaluate=False)).run().iteration == 5
+
+
+# --- minibatches -------------------------------------------------------------------------
+
+
+def test_minibatch_rows_resume_at_any_iteration():
+    def draws():
+        return MinibatchDraws(np.random.default_rng(7), size=500, batch=30)
+
+    straight = draws()
+    assert straight.block == 100
+    rows = [straight.indices(i).copy() for i in range(260)]
+    assert all(r.shape == (30,) and r.min() >= 0 and r.max() < 500 for r in rows)
+    assert len({r.tobytes() for r in rows}) == 260  # a fresh draw every iteration
+    for stop in (0, 1, 99, 100, 101, 199, 200, 259):
+        stopped = draws()
+        for i in range(stop):  # a run that stopped before iteration `stop`
+            stopped.indices(i)
+        resumed = MinibatchDraws(stopped.resumable_rng(stop), size=500, batch=30)
+        assert all(np.array_equal(resumed.indices(i), rows[i]) for i in range(stop, 260)), stop
+
+
+def test_minibatch_blocks_stay_small_for_large_batches():
+    assert MinibatchDraws(np.random.default_rng(0), 60000, 100).block == 100
+    assert MinibatchDraws(np.random.default_rng(0), 60000, 1000).block == 10
+    assert MinibatchDraws(np.random.default_rng(0), 60000, 60000).block == 1
 
 
 # --- the loop --------------------------------------------------------------------------
