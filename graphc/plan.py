@@ -130,7 +130,6 @@ def make_plan(
     nodes = [n for n in checked.order if isinstance(decls[n], OpNode)]
 
     # Which values carry a gradient to the seed, and which depend on a wanted one.
-    graph = checked.graph
     flows = {op.name: tuple(map(op.differentiable, range(len(op.operands)))) for op in {decls[n].op for n in nodes}}
     reaches: set[str] = {seed}
     for name in reversed(nodes):  # every reader of a value comes after it
@@ -181,8 +180,12 @@ def make_plan(
     keep_set = set(outputs) | set(keep)
     forward = _forward_steps(checked, nodes, used_saves, keep_set)
     # A wanted value with no path at all to the seed has gradient zero; one
-    # whose paths all go through labels has none.
-    upstream = nx.ancestors(graph, seed)
+    # whose paths all go through labels has none. (The ancestors of the seed,
+    # by one walk back through the sorted nodes: every reader comes after its operands.)
+    upstream: set[str] = set()
+    for name in reversed(nodes):
+        if name == seed or name in upstream:
+            upstream.update(decls[name].args)
     disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
     return Plan(
         ir.name, types, inputs, params,
