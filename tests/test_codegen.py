@@ -78,12 +78,17 @@ def test_generated_module_matches_the_interpreter(path, name):
     assert_same(grads, program.backward())
 
 
-@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
-def test_loaded_module_trains_as_the_lean_plan_does(path, name):
+def training_step_of(path: Path, name: str):
+    """The model's Program, its generated module, and the Program's made-up feeds."""
     compiled = compiled_graph(path, name)
     program = Program(compiled, seed=0)
-    model = load_module(compiled)
     feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
+    return program, load_module(compiled), feeds
+
+
+@pytest.mark.parametrize("path, name", MODEL_GRAPHS)
+def test_loaded_module_trains_as_the_lean_plan_does(path, name):
+    program, model, feeds = training_step_of(path, name)
     loss, grads = model.loss_and_grads(dict(program.params), feeds)
     expected_loss, expected = program.loss_and_grads(feeds)
     np.testing.assert_allclose(loss, expected_loss, **TOL)
@@ -93,10 +98,7 @@ def test_loaded_module_trains_as_the_lean_plan_does(path, name):
 
 @pytest.mark.parametrize("path, name", MODEL_GRAPHS)
 def test_a_seed_scales_every_gradient_in_both_engines(path, name):
-    compiled = compiled_graph(path, name)
-    program = Program(compiled, seed=0)
-    model = load_module(compiled)
-    feeds = {n: program.feed(n, v) for n, v in program.default_feeds().items()}
+    program, model, feeds = training_step_of(path, name)
     dout = np.asarray(0.25, dtype=np.float64)  # a power of 2: scaling by it is exact
     loss, scaled = model.loss_and_grads(dict(program.params), feeds, dout)
     _, plain = program.loss_and_grads(feeds)
