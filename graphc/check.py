@@ -64,7 +64,7 @@ def check(ir: GraphIR) -> CheckedGraph:
             errors.append(cycle)
     if errors:
         raise GraphcError(diagnostics=sorted(errors, key=_position))
-    return CheckedGraph(ir, graph, order, tuple(_warnings(ir, graph)))
+    return CheckedGraph(ir, graph, order, tuple(_warnings(ir, order)))
 
 
 def _position(d: Diagnostic) -> tuple[int, int]:
@@ -130,12 +130,18 @@ def _cycle(ir: GraphIR, graph: nx.MultiDiGraph) -> Diagnostic | None:
     )
 
 
-def _warnings(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
+def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
     warnings = []
     outputs = {name for name, _ in ir.outputs}
     expected = {e.target for e in ir.expects}
-    reaching = nx.ancestors(graph, ir.outputs[0][0]) | {ir.outputs[0][0]}
-    read = {name for name, _ in graph.edges()}
+    read = {arg for node in ir.nodes() for arg in node.args}
+    # What the first output depends on: one walk back through the sorted
+    # values (plain lists here, not networkx views: this runs on every compile).
+    reaching = {ir.outputs[0][0]}
+    for name in reversed(order):
+        decl = ir.decls[name]
+        if name in reaching and isinstance(decl, OpNode):
+            reaching.update(decl.args)
     for name, decl in ir.decls.items():
         if name not in read and name not in outputs and name not in expected:
             if isinstance(decl, ConstDecl) and decl.literal:
