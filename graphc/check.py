@@ -54,17 +54,33 @@ class CheckedGraph:
 def check(ir: GraphIR) -> CheckedGraph:
     graph = build_graph(ir)
     errors = _undefined_names(ir, graph) + _outputs(ir) + _roles(ir)
-    # The order, when there is one, doubles as the test for cycles; an
-    # undefined name (no position of its own) sorts last.
-    try:
-        order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: ir.order.get(n, len(ir.order))))
-    except nx.NetworkXUnfeasible:
-        cycle = _cycle(ir, graph)
-        if cycle:
-            errors.append(cycle)
+    order = _source_order_if_sorted(ir) if not errors else None
+    if order is None:
+        # The order, when there is one, doubles as the test for cycles; an
+        # undefined name (no position of its own) sorts last.
+        try:
+            order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: ir.order.get(n, len(ir.order))))
+        except nx.NetworkXUnfeasible:
+            cycle = _cycle(ir, graph)
+            if cycle:
+                errors.append(cycle)
     if errors:
         raise GraphcError(diagnostics=sorted(errors, key=_position))
     return CheckedGraph(ir, graph, order, tuple(_warnings(ir, order)))
+
+
+def _source_order_if_sorted(ir: GraphIR) -> tuple[str, ...] | None:
+    """The values in source order, when every node comes after all it reads
+    (as files are usually written): then that order is the topological order,
+    ties broken by source order, that sorting would give, and there is no
+    cycle. None otherwise, for networkx to sort. One pass over the operands,
+    a tenth of the sort's time on large graphs."""
+    position = ir.order
+    for node in ir.nodes():
+        here = position[node.name]
+        if any(position.get(arg, here) >= here for arg in node.args):
+            return None
+    return tuple(ir.decls)  # in source order
 
 
 def _position(d: Diagnostic) -> tuple[int, int]:

@@ -58,6 +58,31 @@ def test_forward_is_topological_with_ties_broken_by_source_order():
     assert forward_outs(plan_of(ORDER)) == ["a", "b", "c", "d", "e"]
 
 
+IN_ORDER = """
+    graph order {
+        input x = 1
+        d = relu(x)
+        a = relu(x)
+        b = relu(a)
+        c = relu(b)
+        e = add(c, d)
+        output e
+    }
+"""
+
+
+@pytest.mark.parametrize("source", [ORDER, IN_ORDER])
+def test_the_checked_order_is_networkx_lexicographic_sort(source):
+    # A file in order is taken as it stands (no sort); one out of order is
+    # sorted by networkx. Either way the order is the same as sorting gives.
+    import networkx as nx
+
+    [graph] = front_end(textwrap.dedent(source).lstrip("\n"), "p.graph")
+    ir = graph.checked.ir
+    expected = nx.lexicographical_topological_sort(graph.checked.graph, key=ir.order.__getitem__)
+    assert graph.checked.order == tuple(expected)
+
+
 def test_independent_nodes_keep_source_order():
     plan = plan_of("""
         graph g {
