@@ -28,7 +28,7 @@ reference loop plus train and test accuracy over the full sets every epoch)
 against `graphc train` in float32 with its per-epoch evaluation, 10000
 iterations each (--whole-iters; 0 skips it), best of --whole-repeat.
 
-    python bench/train_mnist.py [--iters 2000] [--repeat 3] [--whole-iters 10000] [--whole-repeat 2] [--json]
+    python bench/train_mnist.py [--iters 2000] [--repeat 5] [--whole-iters 10000] [--whole-repeat 2] [--json]
 
 Goals (issues 3 and 5): graphc float64 at least as fast as the reference
 (and within 1.10x of it); graphc float32 at least 3x faster than the
@@ -141,8 +141,8 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=at_least(1), default=2000, help="iterations per timed run (default 2000)")
-    parser.add_argument("--repeat", type=at_least(1), default=3,
-                        help="runs of each contender; the best counts (default 3)")
+    parser.add_argument("--repeat", type=at_least(1), default=5,
+                        help="runs of each contender; the best counts (default 5)")
     parser.add_argument("--whole-iters", type=at_least(0), default=10000,
                         help="iterations of the whole-run comparison (default 10000; 0 skips it)")
     parser.add_argument("--whole-repeat", type=at_least(1), default=2,
