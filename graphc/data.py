@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import math
 import os
 import sys
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -399,7 +396,13 @@ def _fetch_verified(
 
 def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -> None:
     """Stream `url` into `out`; network problems become _MirrorFailed."""
-    from tqdm import tqdm  # only downloads need it; keep `import graphc.data` light
+    # Only downloads need these; `import graphc.data` (at every start of the
+    # command line, through graphc.train) stays light.
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "graphc"})
     show = progress and is_tty(sys.stderr)
