@@ -35,6 +35,10 @@ class CheckedGraph:
         """The output backward is seeded at: the first one declared."""
         return self.ir.outputs[0][0]
 
+    def ancestors(self, *names: str) -> set[str]:
+        """Every value the `names` depend on (themselves not included)."""
+        return ancestors(self.ir, self.order, names)
+
     def readers(self, name: str) -> list[tuple[str, int]]:
         """(node, argument position) for every read of `name`."""
         return [(node, position) for _, node, position in self.graph.out_edges(name, keys=True)]
@@ -151,13 +155,7 @@ def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
     outputs = {name for name, _ in ir.outputs}
     expected = {e.target for e in ir.expects}
     read = {arg for node in ir.nodes() for arg in node.args}
-    # What the first output depends on: one walk back through the sorted
-    # values (plain lists here, not networkx views: this runs on every compile).
-    reaching = {ir.outputs[0][0]}
-    for name in reversed(order):
-        decl = ir.decls[name]
-        if name in reaching and isinstance(decl, OpNode):
-            reaching.update(decl.args)
+    reaching = ancestors(ir, order, (ir.outputs[0][0],)) | {ir.outputs[0][0]}
     for name, decl in ir.decls.items():
         if name not in read and name not in outputs and name not in expected:
             if isinstance(decl, ConstDecl) and decl.literal:
@@ -175,6 +173,19 @@ def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
                 decl.span, severity="warning",
             ))
     return warnings
+
+
+def ancestors(ir: GraphIR, order: tuple[str, ...], names: tuple[str, ...]) -> set[str]:
+    """Every value the `names` depend on, themselves not included: one walk
+    back through the topological `order`, in which every node comes after its
+    operands (plain lists, not a networkx search: it runs on every compile)."""
+    found: set[str] = set()
+    wanted = set(names)
+    for name in reversed(order):
+        decl = ir.decls[name]
+        if (name in wanted or name in found) and isinstance(decl, OpNode):
+            found.update(decl.args)
+    return found
 
 
 def _kind(decl) -> str:

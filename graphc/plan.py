@@ -17,8 +17,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-import networkx as nx
-
 from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
@@ -180,12 +178,8 @@ def make_plan(
     keep_set = set(outputs) | set(keep)
     forward = _forward_steps(checked, nodes, used_saves, keep_set)
     # A wanted value with no path at all to the seed has gradient zero; one
-    # whose paths all go through labels has none. (The ancestors of the seed,
-    # by one walk back through the sorted nodes: every reader comes after its operands.)
-    upstream: set[str] = set()
-    for name in reversed(nodes):
-        if name == seed or name in upstream:
-            upstream.update(decls[name].args)
+    # whose paths all go through labels has none.
+    upstream = checked.ancestors(seed)
     disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
     return Plan(
         ir.name, types, inputs, params,
@@ -198,9 +192,7 @@ def make_plan(
 def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], targets: Iterable[str]) -> Plan:
     """Forward only, just the steps the targets need, nothing saved for backward."""
     targets = tuple(targets)
-    needed = set(targets)
-    for target in targets:
-        needed |= nx.ancestors(checked.graph, target)
+    needed = set(targets) | checked.ancestors(*targets)
     decls = checked.ir.decls
     nodes = [n for n in checked.order if n in needed and isinstance(decls[n], OpNode)]
     ir = checked.ir
