@@ -4,6 +4,7 @@ Reads the four canonical gzip'd IDX files from ``$GRAPHC_DATA/mnist`` or, when
 GRAPHC_DATA is unset, from ``<repo>/../shared/data/mnist`` (`data_root`, which
 the benchmarks also hand graphc as $GRAPHC_DATA).
 """
+
 from __future__ import annotations
 
 import gzip

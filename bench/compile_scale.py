@@ -140,10 +140,7 @@ def measure(shape: str, nodes: int, repeat: int = 1) -> Timing:
 def table(timings: list[Timing]) -> str:
     from tabulate import tabulate
 
-    rows = [
-        [t.shape, f"{t.nodes:,}", *(f"{t.seconds[s]:.3f}" for s in STAGES), f"{t.total:.3f}"]
-        for t in timings
-    ]
+    rows = [[t.shape, f"{t.nodes:,}", *(f"{t.seconds[s]:.3f}" for s in STAGES), f"{t.total:.3f}"] for t in timings]
     return tabulate(rows, headers=["graph", "nodes", *STAGES, "total s"], colalign=("left",) + ("right",) * 7)
 
 
@@ -151,9 +148,7 @@ def growth(timings: list[Timing], small: int, large: int) -> dict[str, float]:
     """Total time at `large` nodes over the time at `small`, per graph shape."""
     by = {(t.shape, t.nodes): t.total for t in timings}
     return {
-        shape: by[shape, large] / by[shape, small]
-        for shape in SHAPES
-        if (shape, small) in by and (shape, large) in by
+        shape: by[shape, large] / by[shape, small] for shape in SHAPES if (shape, small) in by and (shape, large) in by
     }
 
 
@@ -166,7 +161,8 @@ def goals(timings: list[Timing]) -> dict[str, bool]:
             met[f"{shape}: 10,000 nodes in under {GOAL_SECONDS:g} s"] = by[shape, 10_000] < GOAL_SECONDS
         if (shape, 10_000) in by and (shape, 50_000) in by:
             met[f"{shape}: 50,000 nodes within {GOAL_GROWTH:g}x the time of 10,000"] = (
-                by[shape, 50_000] <= GOAL_GROWTH * by[shape, 10_000])
+                by[shape, 50_000] <= GOAL_GROWTH * by[shape, 10_000]
+            )
     return met
 
 

@@ -15,6 +15,7 @@ own words but doing what the book's code does, step for step:
   gradient, updates, and then evaluates the loss on the batch once more to
   record it (`train_loss_list`), as train_neuralnet.py does.
 """
+
 from __future__ import annotations
 
 import time
@@ -87,8 +88,14 @@ class SoftmaxWithLoss:
 
 
 class TwoLayerNet:
-    def __init__(self, input_size=784, hidden_size=50, output_size=10, weight_init_std=0.01,
-                 random: np.random.RandomState | None = None):
+    def __init__(
+        self,
+        input_size=784,
+        hidden_size=50,
+        output_size=10,
+        weight_init_std=0.01,
+        random: np.random.RandomState | None = None,
+    ):
         randn = (random or np.random.RandomState(0)).randn
         self.params = {
             "W1": weight_init_std * randn(input_size, hidden_size),
@@ -122,8 +129,10 @@ class TwoLayerNet:
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
         return {
-            "W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
-            "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db,
+            "W1": self.layers["Affine1"].dW,
+            "b1": self.layers["Affine1"].db,
+            "W2": self.layers["Affine2"].dW,
+            "b2": self.layers["Affine2"].db,
         }
 
 
@@ -132,8 +141,15 @@ def accuracy(net: TwoLayerNet, x: np.ndarray, t: np.ndarray) -> float:
     return float(net.accuracy(x, t))
 
 
-def train_reference(x_train: np.ndarray, t_train_onehot: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
-                    seed: int = 0, evaluate_on: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+def train_reference(
+    x_train: np.ndarray,
+    t_train_onehot: np.ndarray,
+    iters: int,
+    batch: int = 100,
+    lr: float = 0.1,
+    seed: int = 0,
+    evaluate_on: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
     """train_neuralnet.py's loop. With evaluate_on=(x_test, t_test), also the
     train and test accuracy over the full sets at every epoch (at
     i % iter_per_epoch == 0, i = 0 included), as the whole script does.
@@ -159,9 +175,16 @@ def train_reference(x_train: np.ndarray, t_train_onehot: np.ndarray, iters: int,
             test_acc = net.accuracy(*evaluate_on)
             evals += 1
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "iters": iters, "params": net.params, "net": net,
-            "loss": float(train_loss_list[-1]) if iters else float("nan"),
-            "train_acc": float(train_acc), "test_acc": float(test_acc), "evals": evals}
+    return {
+        "seconds": seconds,
+        "iters": iters,
+        "params": net.params,
+        "net": net,
+        "loss": float(train_loss_list[-1]) if iters else float("nan"),
+        "train_acc": float(train_acc),
+        "test_acc": float(test_acc),
+        "evals": evals,
+    }
 
 
 if __name__ == "__main__":
@@ -173,6 +196,8 @@ if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     d = load_mnist()
     r = train_reference(d["x_train"], d["t_train_onehot"], n)
-    print(f"numpy reference: {n} iters in {r['seconds']:.3f}s "
-          f"({r['seconds'] / n * 1000:.3f} s/1000 it), last loss {r['loss']:.4f}, "
-          f"test acc {accuracy(r['net'], d['x_test'], d['t_test']):.4f}")
+    print(
+        f"numpy reference: {n} iters in {r['seconds']:.3f}s "
+        f"({r['seconds'] / n * 1000:.3f} s/1000 it), last loss {r['loss']:.4f}, "
+        f"test acc {accuracy(r['net'], d['x_test'], d['t_test']):.4f}"
+    )

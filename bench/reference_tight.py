@@ -17,8 +17,9 @@ import time
 import numpy as np
 
 
-def train_tight(x_bytes: np.ndarray, t_train: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
-                seed: int = 0) -> dict:
+def train_tight(
+    x_bytes: np.ndarray, t_train: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1, seed: int = 0
+) -> dict:
     """x_bytes uint8 (N, 784) pixels; t_train int64 class indices."""
     rng = np.random.default_rng(seed)
     f32 = np.float32

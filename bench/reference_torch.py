@@ -3,6 +3,7 @@
 torch is optional: train_torch returns None (with a message) when it is not
 importable. Tested with torch==2.13.0 (CPU wheel).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def train_torch(x_train: np.ndarray, t_train_int: np.ndarray, iters: int, batch: int = 100, lr: float = 0.1,
-                seed: int = 0, dtype: str = "float32") -> dict | None:
+def train_torch(
+    x_train: np.ndarray,
+    t_train_int: np.ndarray,
+    iters: int,
+    batch: int = 100,
+    lr: float = 0.1,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> dict | None:
     """Train 784-50-10 (Linear-ReLU-Linear, CrossEntropyLoss mean, plain SGD).
 
     x_train: float (N, 784) numpy array in [0, 1]; t_train_int: int labels (N,).
@@ -65,12 +73,20 @@ def train_torch(x_train: np.ndarray, t_train_int: np.ndarray, iters: int, batch:
 
     l1, l2 = model[0], model[2]
     params = {
-        "W1": l1.weight.detach().T.numpy().copy(), "b1": l1.bias.detach().numpy().copy(),
-        "W2": l2.weight.detach().T.numpy().copy(), "b2": l2.bias.detach().numpy().copy(),
+        "W1": l1.weight.detach().T.numpy().copy(),
+        "b1": l1.bias.detach().numpy().copy(),
+        "W2": l2.weight.detach().T.numpy().copy(),
+        "b2": l2.bias.detach().numpy().copy(),
     }
-    return {"seconds": seconds, "iters": iters, "params": params, "model": model,
-            "loss": float(loss.detach()) if loss is not None else float("nan"),
-            "threads": threads, "torch_version": torch.__version__}
+    return {
+        "seconds": seconds,
+        "iters": iters,
+        "params": params,
+        "model": model,
+        "loss": float(loss.detach()) if loss is not None else float("nan"),
+        "threads": threads,
+        "torch_version": torch.__version__,
+    }
 
 
 def accuracy_torch(model: Any, x: np.ndarray, t_int: np.ndarray) -> float:
@@ -93,7 +109,9 @@ if __name__ == "__main__":
     d = load_mnist()
     r = train_torch(d["x_train"], d["t_train"], n)
     if r is not None:
-        print(f"torch {r['torch_version']} float32 CPU ({r['threads']} threads): "
-              f"{n} iters in {r['seconds']:.3f}s ({r['seconds'] / n * 1000:.3f} s/1000 it), "
-              f"last loss {r['loss']:.4f}, "
-              f"test acc {accuracy_torch(r['model'], d['x_test'], d['t_test']):.4f}")
+        print(
+            f"torch {r['torch_version']} float32 CPU ({r['threads']} threads): "
+            f"{n} iters in {r['seconds']:.3f}s ({r['seconds'] / n * 1000:.3f} s/1000 it), "
+            f"last loss {r['loss']:.4f}, "
+            f"test acc {accuracy_torch(r['model'], d['x_test'], d['t_test']):.4f}"
+        )

@@ -44,27 +44,29 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-
-import graphc  # noqa: E402
-from _mnist import data_root, load_mnist as load_reference_mnist  # noqa: E402
-from graphc.profile import blas_info  # noqa: E402
-from graphc.train import Trainer, TrainOptions, load_data  # noqa: E402
+from _mnist import data_root  # noqa: E402
+from _mnist import load_mnist as load_reference_mnist  # noqa: E402
 from reference_numpy import accuracy, train_reference  # noqa: E402
 from reference_tight import predict_tight, train_tight  # noqa: E402
 from reference_torch import accuracy_torch, train_torch  # noqa: E402
+
+import graphc  # noqa: E402
+from graphc.profile import blas_info  # noqa: E402
+from graphc.train import Trainer, TrainOptions, load_data  # noqa: E402
 
 MODEL = HERE.parent / "models" / "two_layer_net.graph"
 
 
 def at_least(least: int) -> Callable[[str], int]:
     """An argparse type: a whole number at least `least`."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -73,6 +75,7 @@ def at_least(least: int) -> Callable[[str], int]:
         if value < least:
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
         return value
+
     return parse
 
 
@@ -122,16 +125,29 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
     included; each run `repeat` times, interleaved, the best time counting."""
     runs: dict[str, dict] = {}
     for _ in range(repeat):
-        book = train_reference(data["x_train"], data["t_train_onehot"], iters, batch, lr,
-                               evaluate_on=(data["x_test"], data["t_test_onehot"]))
+        book = train_reference(
+            data["x_train"],
+            data["t_train_onehot"],
+            iters,
+            batch,
+            lr,
+            evaluate_on=(data["x_test"], data["t_test_onehot"]),
+        )
         trainer = graphc_trainer("float32", "auto", iters, batch, lr, evaluate=True)
         began = time.perf_counter()
         result = trainer.run()
         seconds = time.perf_counter() - began
         for name, run in (
             ("book script", {"seconds": book["seconds"], "test_acc": book["test_acc"], "evals": book["evals"]}),
-            ("graphc train f32", {"seconds": seconds, "test_acc": result.test_acc, "evals": len(result.history),
-                                  "engine": trainer.engine}),
+            (
+                "graphc train f32",
+                {
+                    "seconds": seconds,
+                    "test_acc": result.test_acc,
+                    "evals": len(result.history),
+                    "engine": trainer.engine,
+                },
+            ),
         ):
             if name not in runs or run["seconds"] < runs[name]["seconds"]:
                 runs[name] = run
@@ -141,12 +157,18 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=at_least(1), default=2000, help="iterations per timed run (default 2000)")
-    parser.add_argument("--repeat", type=at_least(1), default=5,
-                        help="runs of each contender; the best counts (default 5)")
-    parser.add_argument("--whole-iters", type=at_least(0), default=10000,
-                        help="iterations of the whole-run comparison (default 10000; 0 skips it)")
-    parser.add_argument("--whole-repeat", type=at_least(1), default=2,
-                        help="whole runs of each; the best counts (default 2)")
+    parser.add_argument(
+        "--repeat", type=at_least(1), default=5, help="runs of each contender; the best counts (default 5)"
+    )
+    parser.add_argument(
+        "--whole-iters",
+        type=at_least(0),
+        default=10000,
+        help="iterations of the whole-run comparison (default 10000; 0 skips it)",
+    )
+    parser.add_argument(
+        "--whole-repeat", type=at_least(1), default=2, help="whole runs of each; the best counts (default 2)"
+    )
     parser.add_argument("--batch", type=at_least(1), default=100)
     parser.add_argument("--lr", type=positive_number, default=0.1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -194,15 +216,28 @@ def main(argv: list[str] | None = None) -> int:
         goals["f32 faster than PyTorch CPU"] = best_f32 < per_1000["pytorch cpu f32"]
     if whole:
         goals["whole run under a third of the book script"] = (
-            3 * whole["graphc train f32"]["seconds"] < whole["book script"]["seconds"])
+            3 * whole["graphc train f32"]["seconds"] < whole["book script"]["seconds"]
+        )
     engine = "codegen" if per_1000["graphc codegen f32"] <= per_1000["graphc interp f32"] else "interpreter"
 
     if args.json:
-        print(json.dumps({
-            "iters": it, "repeat": args.repeat, "blas": blas_info(),
-            "seconds_per_1000": per_1000, "median_seconds_per_1000": median, "ratio": ratio,
-            "test_acc": accuracies, "whole_run": whole, "goals": goals, "faster_f32_engine": engine,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "iters": it,
+                    "repeat": args.repeat,
+                    "blas": blas_info(),
+                    "seconds_per_1000": per_1000,
+                    "median_seconds_per_1000": median,
+                    "ratio": ratio,
+                    "test_acc": accuracies,
+                    "whole_run": whole,
+                    "goals": goals,
+                    "faster_f32_engine": engine,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"two-layer net, MNIST, batch {batch}, lr {lr:g}, {it} iterations, best of {args.repeat}")
     print(f"BLAS: {blas_info()}")
@@ -214,16 +249,22 @@ def main(argv: list[str] | None = None) -> int:
         print("pytorch cpu f32       skipped: torch is not installed (pip install torch)")
     if whole:
         print()
-        print(f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch, "
-              f"best of {args.whole_repeat}")
+        print(
+            f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch, "
+            f"best of {args.whole_repeat}"
+        )
         book = whole["book script"]
         for name, run in whole.items():
             share = run["seconds"] / book["seconds"]
-            print(f"{name:20}  {run['seconds']:7.1f} s  {share:5.2f} of the book script  "
-                  f"test acc {run['test_acc']:.4f}  ({run['evals']} evaluations)")
+            print(
+                f"{name:20}  {run['seconds']:7.1f} s  {share:5.2f} of the book script  "
+                f"test acc {run['test_acc']:.4f}  ({run['evals']} evaluations)"
+            )
     print()
-    print(f"faster float32 engine: {engine} (codegen {per_1000['graphc codegen f32']:.3f}, "
-          f"interpreter {per_1000['graphc interp f32']:.3f} s / 1000 it)")
+    print(
+        f"faster float32 engine: {engine} (codegen {per_1000['graphc codegen f32']:.3f}, "
+        f"interpreter {per_1000['graphc interp f32']:.3f} s / 1000 it)"
+    )
     print(f"graphc f32 is {per_1000['reference'] / best_f32:.2f}x as fast as the reference", end="")
     if "pytorch cpu f32" in per_1000:
         print(f", {per_1000['pytorch cpu f32'] / best_f32:.2f}x as fast as PyTorch CPU", end="")

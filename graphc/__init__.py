@@ -1,9 +1,9 @@
 """graphc: a compiler for declarative computational-graph files.
 
-    import graphc
-    program = graphc.compile_file("models/apple.graph")
-    program.forward()     # {"price": array(220.)}
-    program.backward()    # {"apple": 2.2, "apple_num": 110.0, "tax": 200.0}
+import graphc
+program = graphc.compile_file("models/apple.graph")
+program.forward()     # {"price": array(220.)}
+program.backward()    # {"apple": 2.2, "apple_num": 110.0, "tax": 200.0}
 """
 
 from graphc.errors import GraphcError

@@ -6,12 +6,11 @@ Built by `graphc.parse` and nothing else; read by `graphc.elaborate`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from graphc.errors import Source, Span
 
-Dim = Union[int, str]  # an integer size, or a symbolic dimension such as N
-LiteralValue = Union[int, float, list]  # a number or a nested list of numbers
+Dim = int | str  # an integer size, or a symbolic dimension such as N
+LiteralValue = int | float | list  # a number or a nested list of numbers
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class Attr:
     span: Span
 
 
-Arg = Union[Name, Literal]
+Arg = Name | Literal
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ class ExpectDecl:
     span: Span
 
 
-Statement = Union[DimDecl, InputDecl, ParamDecl, ConstDecl, Assign, Chain, OutputDecl, ExpectDecl]
+Statement = DimDecl | InputDecl | ParamDecl | ConstDecl | Assign | Chain | OutputDecl | ExpectDecl
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,9 @@ def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
     for expect in ir.expects:
         if expect.target not in ir.decls:
             errors.append(
-                Diagnostic(f"undefined name `{expect.target}`", expect.target_span, did_you_mean(expect.target, ir.decls))
+                Diagnostic(
+                    f"undefined name `{expect.target}`", expect.target_span, did_you_mean(expect.target, ir.decls)
+                )
             )
     return errors
 
@@ -112,11 +114,13 @@ def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
 def _outputs(ir: GraphIR) -> list[Diagnostic]:
     if ir.outputs:
         return []
-    return [Diagnostic(
-        f"graph `{ir.name}` has no output",
-        ir.span,
-        "add `output NAME` for the value to compute; backward starts from the first output",
-    )]
+    return [
+        Diagnostic(
+            f"graph `{ir.name}` has no output",
+            ir.span,
+            "add `output NAME` for the value to compute; backward starts from the first output",
+        )
+    ]
 
 
 def _roles(ir: GraphIR) -> list[Diagnostic]:
@@ -125,9 +129,11 @@ def _roles(ir: GraphIR) -> list[Diagnostic]:
         if decl.role is None:
             continue
         if decl.role in seen:
-            errors.append(Diagnostic(
-                f"two inputs are fed `from {decl.role}`: `{seen[decl.role]}` and `{decl.name}`", decl.role_span
-            ))
+            errors.append(
+                Diagnostic(
+                    f"two inputs are fed `from {decl.role}`: `{seen[decl.role]}` and `{decl.name}`", decl.role_span
+                )
+            )
         seen[decl.role] = decl.name
     return errors
 
@@ -161,17 +167,23 @@ def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
             if isinstance(decl, ConstDecl) and decl.literal:
                 continue  # a literal argument; it is read where it is written
             kind = _kind(decl)
-            warnings.append(Diagnostic(
-                f"unused {kind} `{name}`", decl.span,
-                "nothing reads it and it is not an output" if kind == "node" else None,
-                severity="warning",
-            ))
+            warnings.append(
+                Diagnostic(
+                    f"unused {kind} `{name}`",
+                    decl.span,
+                    "nothing reads it and it is not an output" if kind == "node" else None,
+                    severity="warning",
+                )
+            )
         elif isinstance(decl, ParamDecl) and name not in reaching:
             output = ir.outputs[0][0]
-            warnings.append(Diagnostic(
-                f"param `{name}` does not reach the output `{output}`; it gets no gradient",
-                decl.span, severity="warning",
-            ))
+            warnings.append(
+                Diagnostic(
+                    f"param `{name}` does not reach the output `{output}`; it gets no gradient",
+                    decl.span,
+                    severity="warning",
+                )
+            )
     return warnings
 
 

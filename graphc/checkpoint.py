@@ -110,9 +110,13 @@ class CheckpointMeta:
 
     def to_json(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
-            "format": FORMAT, "version": self.version, "graph": self.graph,
-            "structure_hash": self.structure_hash, "structure": list(self.structure),
-            "iteration": self.iteration, "dtype": self.dtype,
+            "format": FORMAT,
+            "version": self.version,
+            "graph": self.graph,
+            "structure_hash": self.structure_hash,
+            "structure": list(self.structure),
+            "iteration": self.iteration,
+            "dtype": self.dtype,
         }
         if self.optimizer is not None:
             meta["optimizer"] = {"name": self.optimizer, **dict(self.hyperparams)}
@@ -228,13 +232,22 @@ def save_checkpoint(
     """Write program's params (and the training state given) to `path`, atomically."""
     dtypes = float_dtype_names(program)
     meta = CheckpointMeta(
-        graph=program.name, structure=tuple(structure(program)), structure_hash=structure_hash(program),
-        iteration=int(iteration), dtype=dtypes[0] if len(dtypes) == 1 else None,
+        graph=program.name,
+        structure=tuple(structure(program)),
+        structure_hash=structure_hash(program),
+        iteration=int(iteration),
+        dtype=dtypes[0] if len(dtypes) == 1 else None,
         optimizer=optimizer.name if optimizer is not None else None,
         hyperparams=tuple(optimizer.hyperparams().items()) if optimizer is not None else (),
         rng_state=json.dumps(rng.bit_generator.state) if rng is not None else None,
-        history=tuple(history), data=data, batch=batch, seed=seed, iters=iters, seconds=float(seconds),
-        epoch_loss=float(epoch_loss), epoch_count=int(epoch_count),
+        history=tuple(history),
+        data=data,
+        batch=batch,
+        seed=seed,
+        iters=iters,
+        seconds=float(seconds),
+        epoch_loss=float(epoch_loss),
+        epoch_count=int(epoch_count),
     )
     arrays: dict[str, np.ndarray] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
@@ -255,8 +268,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     where = str(path)
     path = Path(path)
     if not path.exists():
-        raise GraphcError("no such weights file", where=where,
-                          hint="write one with `graphc train FILE --save W.npz`")
+        raise GraphcError("no such weights file", where=where, hint="write one with `graphc train FILE --save W.npz`")
     if path.is_dir():
         raise GraphcError("is a directory, not a weights file", where=where)
     try:
@@ -265,11 +277,17 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except OSError as err:
         raise GraphcError(f"cannot read weights: {err.strerror or err}", where=where) from None
     if head.startswith(_NPY_MAGIC):
-        raise GraphcError("is a single .npy array, not an .npz of weights", where=where,
-                          hint="save weights with numpy.savez(path, W1=W1, b1=b1, ...) or `graphc train --save`")
+        raise GraphcError(
+            "is a single .npy array, not an .npz of weights",
+            where=where,
+            hint="save weights with numpy.savez(path, W1=W1, b1=b1, ...) or `graphc train --save`",
+        )
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_EMPTY_ZIP_MAGIC)):
-        raise GraphcError("not an .npz file (it does not start as a zip archive does)", where=where,
-                          hint="weights are written by `graphc train --save W.npz` or numpy.savez")
+        raise GraphcError(
+            "not an .npz file (it does not start as a zip archive does)",
+            where=where,
+            hint="weights are written by `graphc train --save W.npz` or numpy.savez",
+        )
     arrays: dict[str, np.ndarray] = {}
     key = None
     try:
@@ -278,8 +296,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                 arrays[key] = npz[key]
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise GraphcError(f"`{key}` holds pickled Python objects, which graphc never loads", where=where,
-                              hint="store numbers only, e.g. numpy.savez(path, W1=W1)") from None
+            raise GraphcError(
+                f"`{key}` holds pickled Python objects, which graphc never loads",
+                where=where,
+                hint="store numbers only, e.g. numpy.savez(path, W1=W1)",
+            ) from None
         raise _corrupt(where, err) from None
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as err:
         raise _corrupt(where, err) from None
@@ -315,27 +336,43 @@ class _Fields:
     def wrong(self, name: str, want: str, value: Any) -> GraphcError:
         shown = json.dumps(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        return GraphcError(f"corrupt checkpoint: meta field `{name}` must be {want}, got {shown}",
-                           where=self.where, hint=_DAMAGED)
+        return GraphcError(
+            f"corrupt checkpoint: meta field `{name}` must be {want}, got {shown}", where=self.where, hint=_DAMAGED
+        )
 
     def get(self, name: str, required: bool, source: dict[str, Any] | None = None, label: str | None = None) -> Any:
         source = self.raw if source is None else source
         if name not in source or source[name] is None:
             if required:
-                raise GraphcError(f"corrupt checkpoint: meta field `{label or name}` is missing",
-                                  where=self.where, hint=_DAMAGED)
+                raise GraphcError(
+                    f"corrupt checkpoint: meta field `{label or name}` is missing", where=self.where, hint=_DAMAGED
+                )
             return None
         return source[name]
 
-    def whole(self, name: str, least: int, required: bool = False, source: dict[str, Any] | None = None,
-              label: str | None = None) -> int | None:
+    def whole(
+        self,
+        name: str,
+        least: int,
+        required: bool = False,
+        source: dict[str, Any] | None = None,
+        label: str | None = None,
+    ) -> int | None:
         value = self.get(name, required, source, label)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise self.wrong(label or name, f"a whole number at least {least}", value)
         return value
 
-    def number(self, name: str, want: str = "a number at least 0", least: float | None = 0.0, above: bool = False,
-               source: dict[str, Any] | None = None, label: str | None = None, required: bool = False) -> float | None:
+    def number(
+        self,
+        name: str,
+        want: str = "a number at least 0",
+        least: float | None = 0.0,
+        above: bool = False,
+        source: dict[str, Any] | None = None,
+        label: str | None = None,
+        required: bool = False,
+    ) -> float | None:
         value = self.get(name, required, source, label)
         if value is None:
             return None
@@ -358,8 +395,11 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
     version = f.whole("version", 1, required=True)
     assert version is not None
     if version > VERSION:
-        raise GraphcError(f"checkpoint format version {version} is newer than this graphc reads ({VERSION})",
-                          where=where, hint="upgrade graphc")
+        raise GraphcError(
+            f"checkpoint format version {version} is newer than this graphc reads ({VERSION})",
+            where=where,
+            hint="upgrade graphc",
+        )
     structure = f.get("structure", True)
     if not isinstance(structure, list) or not all(isinstance(line, str) for line in structure):
         raise f.wrong("structure", "a list of lines", structure)
@@ -377,7 +417,8 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
             raise f.wrong("optimizer.name", "one of " + ", ".join(OPTIMIZERS), optimizer)
         hyperparams = tuple(
             (key, f.number(key, "a positive number", above=True, source=spec, label=f"optimizer.{key}"))
-            for key in spec if key != "name"
+            for key in spec
+            if key != "name"
         )
 
     rng_state = None
@@ -400,18 +441,22 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         if not isinstance(record, dict) or sorted(record) != sorted(names):
             raise f.wrong(label, "a record of " + ", ".join(names), record)
         accuracy = "an accuracy between 0 and 1"
-        train_acc, test_acc = (f.number(key, accuracy, source=record, label=f"{label}.{key}")
-                               for key in ("train_acc", "test_acc"))
+        train_acc, test_acc = (
+            f.number(key, accuracy, source=record, label=f"{label}.{key}") for key in ("train_acc", "test_acc")
+        )
         if any(acc is not None and acc > 1 for acc in (train_acc, test_acc)):
             key = "train_acc" if train_acc is not None and train_acc > 1 else "test_acc"
             raise f.wrong(f"{label}.{key}", accuracy, record[key])
-        history.append(EpochRecord(
-            epoch=f.whole("epoch", 1, True, record, f"{label}.epoch"),
-            iteration=f.whole("iteration", 1, True, record, f"{label}.iteration"),
-            loss=f.number("loss", "a number", least=None, source=record, label=f"{label}.loss", required=True),
-            train_acc=train_acc, test_acc=test_acc,
-            seconds=f.number("seconds", source=record, label=f"{label}.seconds") or 0.0,
-        ))
+        history.append(
+            EpochRecord(
+                epoch=f.whole("epoch", 1, True, record, f"{label}.epoch"),
+                iteration=f.whole("iteration", 1, True, record, f"{label}.iteration"),
+                loss=f.number("loss", "a number", least=None, source=record, label=f"{label}.loss", required=True),
+                train_acc=train_acc,
+                test_acc=test_acc,
+                seconds=f.number("seconds", source=record, label=f"{label}.seconds") or 0.0,
+            )
+        )
 
     return CheckpointMeta(
         graph=f.text("graph", required=True),
@@ -447,8 +492,9 @@ def check_weights(program: Program, checkpoint: Checkpoint) -> None:
     for name in program.param_names:
         if name not in held:
             listing = ", ".join(f"`{n}`" for n in held) or "nothing"
-            raise GraphcError(f"no tensor for param `{name}` of graph `{graph}`", where=where,
-                              hint=f"the file holds {listing}")
+            raise GraphcError(
+                f"no tensor for param `{name}` of graph `{graph}`", where=where, hint=f"the file holds {listing}"
+            )
         array = held[name]
         expected = program.types[name].shape
         if array.dtype.kind not in "biuf":
@@ -462,8 +508,11 @@ def check_weights(program: Program, checkpoint: Checkpoint) -> None:
             )
     for name in held:
         if name not in program.param_names:
-            raise GraphcError(f"tensor `{name}` is not a param of graph `{graph}`", where=where,
-                              hint="params: " + ", ".join(f"`{n}`" for n in program.param_names))
+            raise GraphcError(
+                f"tensor `{name}` is not a param of graph `{graph}`",
+                where=where,
+                hint="params: " + ", ".join(f"`{n}`" for n in program.param_names),
+            )
     meta = checkpoint.meta
     if meta is None or meta.structure_hash == structure_hash(program):
         return

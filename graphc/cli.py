@@ -12,7 +12,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from graphc import __version__
 from graphc.errors import ExitCode, GraphcError
@@ -76,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import traceback as tb
 
         tb.print_exc()
-        print("graphc: internal error (a bug in graphc, not in your graph); please report it "
-              "with the traceback above", file=sys.stderr)
+        print(
+            "graphc: internal error (a bug in graphc, not in your graph); please report it with the traceback above",
+            file=sys.stderr,
+        )
         return ExitCode.INTERNAL_ERROR
 
 

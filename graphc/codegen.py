@@ -34,8 +34,9 @@ import keyword
 import re
 import textwrap
 import types as pytypes
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,15 +44,44 @@ from graphc import __version__, initializers
 from graphc.compiler import CompiledGraph
 from graphc.errors import GraphcError
 from graphc.ir import (
-    FLOAT_DTYPES, ConstDecl, Initializer, InputDecl, OpNode, ParamDecl, TensorType, float_dtype, numpy_name, retype,
+    FLOAT_DTYPES,
+    ConstDecl,
+    Initializer,
+    InputDecl,
+    OpNode,
+    ParamDecl,
+    TensorType,
+    float_dtype,
+    numpy_name,
+    retype,
 )
 from graphc.plan import ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {
-    "np", "DTYPE", "PARAM_SHAPES", "params", "saved", "dout", "outputs", "grads", "inputs", "seed",
-    "param_rng", "input_rng", "forward", "backward", "loss_and_grads", "init_params", "example_inputs",
-    "scores", "predict", "as_labels", "name", "value", "grad",
+    "np",
+    "DTYPE",
+    "PARAM_SHAPES",
+    "params",
+    "saved",
+    "dout",
+    "outputs",
+    "grads",
+    "inputs",
+    "seed",
+    "param_rng",
+    "input_rng",
+    "forward",
+    "backward",
+    "loss_and_grads",
+    "init_params",
+    "example_inputs",
+    "scores",
+    "predict",
+    "as_labels",
+    "name",
+    "value",
+    "grad",
 }
 
 
@@ -115,13 +145,19 @@ class GeneratedModel:
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
 
-    def loss_and_grads(self, params: dict[str, np.ndarray], feeds: dict[str, Any], dout: np.ndarray | None = None,
-                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def loss_and_grads(
+        self,
+        params: dict[str, np.ndarray],
+        feeds: dict[str, Any],
+        dout: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name."""
         return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout)
 
 
-def load_module(compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> GeneratedModel:
+def load_module(
+    compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None
+) -> GeneratedModel:
     """Generate the module (gradients of the params only, by default) and import it in memory."""
     params = tuple(d.name for d in compiled.ir.params())
     writer = _Writer(compiled, dtype, params if wrt is None else wrt)
@@ -258,9 +294,7 @@ class _Writer:
         return name in self.plan.disconnected or self._written(name)
 
     def _written(self, name: str) -> bool:
-        return name == self.plan.seed or any(
-            w.target == grad_name(name) for s in self.plan.backward for w in s.writes
-        )
+        return name == self.plan.seed or any(w.target == grad_name(name) for s in self.plan.backward for w in s.writes)
 
     def constants(self) -> str:
         lines = [f"DTYPE = np.{numpy_name(self.float)}"]
@@ -286,9 +320,9 @@ class _Writer:
         sources = [inspect.getsource(f) for f in helpers]
         if self.labels:
             sources.append(
-                'def as_labels(t):\n'
+                "def as_labels(t):\n"
                 '    """Labels as the graph reads them: one-hot rows in DTYPE, or class indices."""\n'
-                '    t = np.asarray(t)\n'
+                "    t = np.asarray(t)\n"
                 '    return t.astype(DTYPE, copy=False) if t.dtype.kind == "f" else t.astype(np.int64, copy=False)\n'
             )
         return "\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""
@@ -454,8 +488,11 @@ class _Writer:
             width = max(len(c) for c, _ in body)
             lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
             # What dies here; inputs are the caller's, and stay.
-            dead = [self.names[i] for i in fstep.saves
-                    if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)]
+            dead = [
+                self.names[i]
+                for i in fstep.saves
+                if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)
+            ]
             dead += [self.names.grad(g) for g in step.frees]
             if dead:
                 lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
@@ -468,20 +505,27 @@ class _Writer:
             elif self._written(n):
                 g = self.names.grad(grad_name(n))
                 copy = grad_name(n) in self.shared
-                lines.append(f'        "{n}": {"np.copy(" + g + ")" if copy else g},'
-                             + ("  # its own array: add passed one gradient to several" if copy else ""))
+                lines.append(
+                    f'        "{n}": {"np.copy(" + g + ")" if copy else g},'
+                    + ("  # its own array: add passed one gradient to several" if copy else "")
+                )
         lines.append("    }")
         return "\n".join(lines) + "\n"
 
     def loss_and_grads(self) -> str:
         plan = self.plan
         call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
-        return "\n".join([
-            f"def loss_and_grads({self.signature(plan.inputs, 'dout=None')}):",
-            f'    """One training step\'s arithmetic: {plan.seed} and its gradients (times dout)."""',
-            f"    outputs, saved = forward(params{', ' + call if call else ''})",
-            f'    return outputs["{plan.seed}"], backward(params, saved, dout)',
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"def loss_and_grads({self.signature(plan.inputs, 'dout=None')}):",
+                    f'    """One training step\'s arithmetic: {plan.seed} and its gradients (times dout)."""',
+                    f"    outputs, saved = forward(params{', ' + call if call else ''})",
+                    f'    return outputs["{plan.seed}"], backward(params, saved, dout)',
+                ]
+            )
+            + "\n"
+        )
 
     def scores_function(self) -> str:
         plan = self.inference
@@ -528,12 +572,15 @@ class _Writer:
         # In declaration order, as Program draws them, so the random streams agree.
         for decl in self.ir.inputs():
             if decl.init is not None and decl.name in self.plan.inputs:
-                lines.append(f'        "{self.names[decl.name]}": {self.init_source(decl.init, self.types[decl.name], "input_rng")},')
+                lines.append(
+                    f'        "{self.names[decl.name]}": '
+                    f"{self.init_source(decl.init, self.types[decl.name], 'input_rng')},"
+                )
         lines.append("    }")
         return "\n".join(lines) + "\n"
 
     def main(self) -> str:
-        return textwrap.dedent('''\
+        return textwrap.dedent("""\
             if __name__ == "__main__":
                 # A smoke test: one step on the made-up inputs.
                 params = init_params(seed=0)
@@ -542,7 +589,7 @@ class _Writer:
                     print(name, "=", value)
                 for name, grad in backward(params, saved).items():
                     print(f"d_{name}", np.shape(grad), "norm", float(np.linalg.norm(grad)))
-            ''')
+            """)
 
 
 # --- small pieces ---------------------------------------------------------------
@@ -565,9 +612,7 @@ def _commented(lines: list[str], comment: str) -> list[tuple[str, str]]:
 def _aligned(rows: list[tuple[str, str]], indent: str = "    ", limit: int = 48) -> list[str]:
     """Code lines with their comments in one column (lines longer than `limit` aside)."""
     width = max([len(code) for code, comment in rows if comment and len(code) <= limit] + [0])
-    return [
-        indent + (f"{code.ljust(width)}  # {comment}" if comment else code).rstrip() for code, comment in rows
-    ]
+    return [indent + (f"{code.ljust(width)}  # {comment}" if comment else code).rstrip() for code, comment in rows]
 
 
 def _literal(value: np.ndarray) -> str:

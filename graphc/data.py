@@ -105,8 +105,7 @@ def _gunzip(raw: bytes, where: str) -> bytes:
     if raw[:2] != _GZIP_MAGIC:
         # Decompressing would fail anyway; say why in plain words.
         raise GraphcError(
-            "not a gzip file: the name ends in .gz but the file does not start "
-            "with the gzip magic bytes 1f 8b",
+            "not a gzip file: the name ends in .gz but the file does not start with the gzip magic bytes 1f 8b",
             where=where,
             hint="rename the file without .gz if it is a raw IDX file, or download it again",
         )
@@ -157,8 +156,7 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
     header = 4 + 4 * ndim
     if size < header:
         raise GraphcError(
-            f"truncated IDX file: header declares {ndim} dimensions ({header} bytes "
-            f"of header), found {size} bytes",
+            f"truncated IDX file: header declares {ndim} dimensions ({header} bytes of header), found {size} bytes",
             where=where,
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
@@ -168,12 +166,9 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
     expected = count * dtype.itemsize
     found = size - header
     if found != expected:
-        what = "truncated IDX file" if found < expected else (
-            f"IDX file has {found - expected} trailing bytes"
-        )
+        what = "truncated IDX file" if found < expected else (f"IDX file has {found - expected} trailing bytes")
         raise GraphcError(
-            f"{what}: header says {_describe(dims)} ({expected} bytes of data), "
-            f"found {found} bytes",
+            f"{what}: header says {_describe(dims)} ({expected} bytes of data), found {found} bytes",
             where=where,
             hint="delete the file and download it again",
         )
@@ -366,9 +361,7 @@ def _download_one(
     )
 
 
-def _fetch_verified(
-    url: str, directory: Path, name: str, sha256: str, progress: bool, timeout: float
-) -> None:
+def _fetch_verified(url: str, directory: Path, name: str, sha256: str, progress: bool, timeout: float) -> None:
     target = directory / name
     downloaded = io.BytesIO()
     _fetch(url, downloaded, name, progress, timeout)
@@ -380,8 +373,7 @@ def _fetch_verified(
         raise _MirrorFailed(f"downloaded data is not usable: {e.message}") from None
     if got != sha256.lower():
         raise _MirrorFailed(
-            f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
-            f"expected {sha256.lower()}"
+            f"checksum mismatch: SHA-256 of the decompressed content is {got}, expected {sha256.lower()}"
         )
     if target.exists():
         return  # someone else put a file there meanwhile: keep theirs
@@ -458,8 +450,7 @@ def verify_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
         got = sha256_of_content(path)
         if got != MNIST_SHA256[name]:
             raise GraphcError(
-                f"checksum mismatch: SHA-256 of the decompressed content is {got}, "
-                f"expected {MNIST_SHA256[name]}",
+                f"checksum mismatch: SHA-256 of the decompressed content is {got}, expected {MNIST_SHA256[name]}",
                 where=str(path),
                 hint="delete the file and run again to download a fresh copy",
             )
@@ -536,9 +527,7 @@ def load_mnist(
         raw = _read_splits(paths)
         clear_cache()  # keep one directory's data at a time: bounds memory
         _raw_cache[stamp] = raw
-    result = tuple(
-        (_images(x, normalize, flatten, np_dtype), _labels(t, one_hot, np_dtype)) for x, t in raw
-    )
+    result = tuple((_images(x, normalize, flatten, np_dtype), _labels(t, one_hot, np_dtype)) for x, t in raw)
     _cache[key] = result  # type: ignore[assignment]
     return result  # type: ignore[return-value]
 
@@ -564,9 +553,7 @@ def _read_splits(paths: Mapping[str, Path]) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-def _check_split(
-    split: str, images: np.ndarray, images_path: Path, labels: np.ndarray, labels_path: Path
-) -> None:
+def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.ndarray, labels_path: Path) -> None:
     hint = "this is not the canonical MNIST file; delete it to download a fresh copy"
     for arr, path in ((images, images_path), (labels, labels_path)):
         if arr.dtype != np.uint8:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import html
 import math
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -156,8 +157,9 @@ def graph_diagram(
         if reads.get(name, 0) > 1 and name in gradients:
             grad, flagged = value_text(gradients[name], shape=False)
         if isinstance(decl, OpNode):
-            nodes.append(Node(ids[name], "op", name, op=OP_SYMBOLS.get(decl.op.name, decl.op.name),
-                              grad=grad, flagged=flagged))
+            nodes.append(
+                Node(ids[name], "op", name, op=OP_SYMBOLS.get(decl.op.name, decl.op.name), grad=grad, flagged=flagged)
+            )
         else:
             kind, note = _leaf_kind(decl)
             nodes.append(Node(ids[name], kind, name, note=note, grad=grad, flagged=flagged))
@@ -223,16 +225,23 @@ def backward_diagram(
         if name not in read_ids:
             read_ids[name] = f"r{len(read_ids)}"
             text, flagged = value_text(values[name]) if name in values else (None, False)
-            nodes.append(Node(read_ids[name], "read", name, note="saved" if "." in name else "forward value",
-                              value=text, flagged=flagged))
+            nodes.append(
+                Node(
+                    read_ids[name],
+                    "read",
+                    name,
+                    note="saved" if "." in name else "forward value",
+                    value=text,
+                    flagged=flagged,
+                )
+            )
         return read_ids[name]
 
     if plan.seed is not None:
         grad_node(plan.seed)
     for s, step in enumerate(plan.backward):
         step_id = f"s{s}"
-        nodes.append(Node(step_id, "step", step.node, op=OP_SYMBOLS.get(step.op.name, step.op.name),
-                          note="backward"))
+        nodes.append(Node(step_id, "step", step.node, op=OP_SYMBOLS.get(step.op.name, step.op.name), note="backward"))
         edges.append(Edge(grad_node(step.node), step_id))
         for name in dict.fromkeys(r for w in step.writes for r in w.reads):
             edges.append(Edge(read_node(name), step_id, dashed=True))
@@ -285,7 +294,10 @@ def program_diagram(program: Program, *, values: bool = True, grads: bool = True
     if plan == "backward":
         return backward_diagram(program.plan, values=shown_values, gradients=shown_grads)
     return graph_diagram(
-        program.compiled, types=program.types, values=shown_values, gradients=shown_grads,
+        program.compiled,
+        types=program.types,
+        values=shown_values,
+        gradients=shown_grads,
         edge_gradients=edge_gradients(program) if grads else None,
     )
 
@@ -413,8 +425,16 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
     tails = [e.tail for e in graded]
     below = all(len(e.grad) <= SHORT for e in graded) and len(set(tails)) == len(tails)
     graph = {
-        "rankdir": rankdir, "fontname": FONT, "fontsize": "12", "fontcolor": GREY, "label": diagram.title,
-        "labelloc": "t", "labeljust": "l", "ranksep": "0.9", "pad": "0.2", "bgcolor": "white",
+        "rankdir": rankdir,
+        "fontname": FONT,
+        "fontsize": "12",
+        "fontcolor": GREY,
+        "label": diagram.title,
+        "labelloc": "t",
+        "labeljust": "l",
+        "ranksep": "0.9",
+        "pad": "0.2",
+        "bgcolor": "white",
         # Room between edges for the gradients below them.
         "nodesep": "0.6" if below and graded else "0.35",
     }
@@ -454,7 +474,7 @@ def missing_dot(target: str) -> GraphcError:
         f"cannot render {target}: Graphviz's `dot` program is not installed (or not on PATH)",
         where="graphc draw",
         hint="install Graphviz (Debian/Ubuntu: `apt-get install graphviz`; macOS: `brew install graphviz`), "
-             "or write .dot or .mmd, which need nothing but graphc",
+        "or write .dot or .mmd, which need nothing but graphc",
     )
 
 
@@ -467,7 +487,8 @@ def render(dot: str, fmt: str, target: str | None = None) -> bytes:
         import graphviz
     except ImportError:
         raise GraphcError(
-            f"cannot render {target}: the `graphviz` Python package is not installed", where="graphc draw",
+            f"cannot render {target}: the `graphviz` Python package is not installed",
+            where="graphc draw",
             hint="`pip install graphviz`, or write .dot or .mmd, which need nothing but graphc",
         ) from None
     try:
@@ -480,8 +501,11 @@ def render(dot: str, fmt: str, target: str | None = None) -> bytes:
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {err.returncode}"
         raise GraphcError(f"cannot render {target}: Graphviz failed: {detail}", where="graphc draw") from None
     if not data:
-        raise GraphcError(f"cannot render {target}: Graphviz's `dot` wrote nothing", where="graphc draw",
-                          hint="check the Graphviz installation (`dot -V`), or write .dot or .mmd")
+        raise GraphcError(
+            f"cannot render {target}: Graphviz's `dot` wrote nothing",
+            where="graphc draw",
+            hint="check the Graphviz installation (`dot -V`), or write .dot or .mmd",
+        )
     return data
 
 

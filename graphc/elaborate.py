@@ -20,6 +20,7 @@ import numpy as np
 from graphc import ast
 from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
+from graphc.initializers import KINDS
 from graphc.ir import (
     DTYPE_RANGES,
     DTYPES,
@@ -33,7 +34,6 @@ from graphc.ir import (
     ParamDecl,
     TensorType,
 )
-from graphc.initializers import KINDS
 from graphc.ops import REGISTRY, Op
 
 ROLES = ("images", "labels")
@@ -109,8 +109,11 @@ class _GraphBuilder:
                 self.dims[d] = size
                 given[d] = name
             elif self.dims[d] != size:
-                first = f"the value of `{given[d]}` has {d} = {self.dims[d]}" if d in given else \
-                    f"the graph declares `dim {d} = {self.dims[d]}`"
+                first = (
+                    f"the value of `{given[d]}` has {d} = {self.dims[d]}"
+                    if d in given
+                    else f"the graph declares `dim {d} = {self.dims[d]}`"
+                )
                 self.error(
                     f"value of `{name}` has {d} = {size}, but {first}",
                     span,
@@ -187,7 +190,12 @@ class _GraphBuilder:
                 hint = did_you_mean(role, ROLES) or "an input is fed `from images` or `from labels`"
                 self.error(f"unknown data role `{role}`", stmt.role.span, hint)
         decl = InputDecl(
-            stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init, role,
+            stmt.name.text,
+            stmt.name.span,
+            stmt.span,
+            TensorType(dtype, tuple(shape)),
+            init,
+            role,
             stmt.role.span if stmt.role else None,
         )
         self.define(stmt.name, decl)
@@ -198,8 +206,9 @@ class _GraphBuilder:
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if dtype == "i64":
             self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
-        if shape is not None and not (self.concrete(shape, "param", stmt.name, type_span)
-                                      and self.sizes_fit(shape, stmt.name, type_span)):
+        if shape is not None and not (
+            self.concrete(shape, "param", stmt.name, type_span) and self.sizes_fit(shape, stmt.name, type_span)
+        ):
             return
         if stmt.init is None:
             self.error(
@@ -214,19 +223,24 @@ class _GraphBuilder:
         if shape is None:
             if init.value is None:
                 self.error(
-                    f"param `{stmt.name.text}` needs a shape for `{init.kind}`", type_span,
+                    f"param `{stmt.name.text}` needs a shape for `{init.kind}`",
+                    type_span,
                     f"e.g. `param {stmt.name.text}: [784, 50] = {init.describe()}`",
                 )
                 return
             shape = tuple(init.value.shape)
-        self.define(stmt.name, ParamDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init))
+        self.define(
+            stmt.name, ParamDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), init)
+        )
 
     def _ConstDecl(self, stmt: ast.ConstDecl) -> None:
         # With no dtype written, shape inference gives the const its readers' dtype.
         dtype = stmt.type.dtype if stmt.type else None
         shape = stmt.type.shape if stmt.type else None
-        if shape is not None and not (self.concrete(shape, "const", stmt.name, stmt.type.span)
-                                      and self.sizes_fit(shape, stmt.name, stmt.type.span)):
+        if shape is not None and not (
+            self.concrete(shape, "const", stmt.name, stmt.type.span)
+            and self.sizes_fit(shape, stmt.name, stmt.type.span)
+        ):
             return
         value = self.array(stmt.value, dtype or "f64", stmt.name.text)
         if value is None:
@@ -237,13 +251,17 @@ class _GraphBuilder:
             value = np.full(shape, value)  # one number fills the declared shape, as for a param
         elif not self.literal_fits(value, shape, stmt.value, stmt.name):
             return
-        self.define(stmt.name, ConstDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), value))
+        self.define(
+            stmt.name, ConstDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), value)
+        )
 
     def concrete(self, shape, kind: str, name: ast.Name, span: Span) -> bool:
         """A param's or a const's shape has no symbolic dims: its value is fixed."""
         symbolic = [d for d in shape if isinstance(d, str)]
         if symbolic:
-            self.error(f"{kind} `{name.text}` has symbolic dim `{symbolic[0]}`; a {kind}'s shape must be concrete", span)
+            self.error(
+                f"{kind} `{name.text}` has symbolic dim `{symbolic[0]}`; a {kind}'s shape must be concrete", span
+            )
         return not symbolic
 
     def sizes_fit(self, shape, name: ast.Name, span: Span) -> bool:
@@ -303,8 +321,7 @@ class _GraphBuilder:
                 return None
             shape.append(len(level[0].items))
             if len(shape) > MAX_DIMS:
-                self.error(f"list nested more than {MAX_DIMS} deep: a value has at most {MAX_DIMS} dims",
-                           literal.span)
+                self.error(f"list nested more than {MAX_DIMS} deep: a value has at most {MAX_DIMS} dims", literal.span)
                 return None
             level = [item for outer in level for item in outer.items]
         return tuple(shape), level
@@ -312,6 +329,7 @@ class _GraphBuilder:
     def fitting(self, leaves: list[ast.Literal], dtype: str, name: str | None) -> np.ndarray | None:
         """The numbers as a flat array of `dtype`; None, with the error reported at the
         first number it cannot hold (out of range, or a fraction for i64)."""
+
         def unfit(leaf: ast.Literal) -> None:
             self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype])
 
@@ -323,7 +341,7 @@ class _GraphBuilder:
                 if isinstance(value, float) and not value.is_integer():
                     self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span)
                     return None
-                if not -(2 ** 63) <= int(value) < 2 ** 63:
+                if not -(2**63) <= int(value) < 2**63:
                     return unfit(leaf)
             return np.array([int(leaf.value) for leaf in leaves], dtype=np.int64)
         numbers = []
@@ -341,16 +359,16 @@ class _GraphBuilder:
 
     def literal_fits(self, value: np.ndarray, shape, literal: ast.Literal, name: ast.Name) -> bool:
         declared = TensorType(None, tuple(shape))
-        ok = value.ndim == len(shape) and all(
-            isinstance(d, str) or d == n for d, n in zip(shape, value.shape)
-        )
+        ok = value.ndim == len(shape) and all(isinstance(d, str) or d == n for d, n in zip(shape, value.shape))
         if not ok:
             self.error(
                 f"value of `{name.text}` has shape {list(value.shape)}, declared {declared.shape_text()}",
                 literal.span,
             )
         else:
-            self.literal_dims += [(d, n, name.text, literal.span) for d, n in zip(shape, value.shape) if isinstance(d, str)]
+            self.literal_dims += [
+                (d, n, name.text, literal.span) for d, n in zip(shape, value.shape) if isinstance(d, str)
+            ]
         return ok
 
     # --- nodes ---------------------------------------------------------------
@@ -379,8 +397,14 @@ class _GraphBuilder:
             self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value, literal=True)
         return name, arg.span
 
-    def node(self, target: str, target_span: Span, stmt_span: Span, call: ast.Call | ast.Name,
-             piped: tuple[str, Span] | None = None) -> bool:
+    def node(
+        self,
+        target: str,
+        target_span: Span,
+        stmt_span: Span,
+        call: ast.Call | ast.Name,
+        piped: tuple[str, Span] | None = None,
+    ) -> bool:
         """Add `target = op(piped, args...)`; False if the op is wrong."""
         op_name = call.op if isinstance(call, ast.Call) else call
         op = self.resolve_op(op_name)
@@ -400,16 +424,21 @@ class _GraphBuilder:
             got = len(operands) - (1 if piped else 0)
             piped_note = " plus the value piped in by `->`" if piped else ""
             self.error(
-                f"wrong number of arguments: `{op.name}` takes {n} ({', '.join(op.operands)}), "
-                f"got {got}{piped_note}",
+                f"wrong number of arguments: `{op.name}` takes {n} ({', '.join(op.operands)}), got {got}{piped_note}",
                 call_span,
                 f"write `{op.name}({', '.join(op.operands)})`"
                 + (f", or `-> {op.name}({', '.join(op.operands[1:])})` in a chain" if n > 1 else ""),
             )
             return False
         decl = OpNode(
-            target, target_span, stmt_span, op,
-            tuple(name for name, _ in operands), tuple(span for _, span in operands), attrs, call_span,
+            target,
+            target_span,
+            stmt_span,
+            op,
+            tuple(name for name, _ in operands),
+            tuple(span for _, span in operands),
+            attrs,
+            call_span,
         )
         self.define(ast.Name(target, target_span), decl)
         return True
@@ -522,8 +551,9 @@ class _GraphBuilder:
         if stmt.tolerance is not None and stmt.tolerance < 0:
             self.error("a tolerance must not be negative", stmt.span)
             return
-        value_span = Span(stmt.span.source, stmt.value.span.line, stmt.value.span.column,
-                          stmt.span.end_line, stmt.span.end_column)
+        value_span = Span(
+            stmt.span.source, stmt.value.span.line, stmt.value.span.column, stmt.span.end_line, stmt.span.end_column
+        )
         self.expects.append(
             Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span, value_span)
         )

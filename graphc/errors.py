@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import difflib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 class ExitCode(enum.IntEnum):
@@ -107,7 +107,7 @@ def _excerpt(span: Span, width: int) -> list[str]:
         end = max(len(text.rstrip()) + 1, span.column + 1)
     caret = " " * (span.column - 1) + "^" * (end - span.column)
     pad = " " * width
-    return [f" {span.line:>{width}} | {text}", f" {pad} | {caret}"]
+    return [f" {span.line:>{width}} | {text}".rstrip(), f" {pad} | {caret}"]
 
 
 class GraphcError(Exception):
@@ -145,4 +145,3 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidate, or None if nothing is close."""
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None
-

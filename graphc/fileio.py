@@ -7,8 +7,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, BinaryIO
+from typing import BinaryIO
 
 from graphc.errors import GraphcError
 

@@ -21,4 +21,3 @@ def build_graph(ir: GraphIR) -> nx.MultiDiGraph:
         for position, (arg, span) in enumerate(zip(node.args, node.arg_spans)):
             graph.add_edge(arg, node.name, key=position, position=position, span=span)
     return graph
-

@@ -32,27 +32,55 @@ class InitKind:
             return f"np.ones((), {dtype})"  # a scalar label: the one class there is
         numbers = {name: repr(float(value)) for name, value in zip(self.params, args)}
         return self.expression.format(
-            shape=repr(shape), dtype=dtype, rng=rng, fan_in=shape[0] if shape else 1,
-            classes=shape[-1] if shape else 1, rows=repr(shape[:-1]), **numbers,
+            shape=repr(shape),
+            dtype=dtype,
+            rng=rng,
+            fan_in=shape[0] if shape else 1,
+            classes=shape[-1] if shape else 1,
+            rows=repr(shape[:-1]),
+            **numbers,
         )
 
 
-KINDS: dict[str, InitKind] = {kind.name: kind for kind in (
-    InitKind("zeros", (), "np.zeros({shape}, {dtype})", "all zeros"),
-    InitKind("ones", (), "np.ones({shape}, {dtype})", "all ones"),
-    InitKind("normal", ("std",), "({std} * {rng}.standard_normal({shape})).astype({dtype})",
-             "Gaussian with mean 0 and the given standard deviation"),
-    InitKind("uniform", ("low", "high"), "{rng}.uniform({low}, {high}, {shape}).astype({dtype})",
-             "uniform between low and high"),
-    # He et al.: std sqrt(2 / fan_in), for layers followed by ReLU.
-    InitKind("he", (), "(np.sqrt(2.0 / {fan_in}) * {rng}.standard_normal({shape})).astype({dtype})",
-             "Gaussian with std sqrt(2 / fan_in)"),
-    # Glorot, as the book states it: std sqrt(1 / fan_in).
-    InitKind("xavier", (), "(np.sqrt(1.0 / {fan_in}) * {rng}.standard_normal({shape})).astype({dtype})",
-             "Gaussian with std sqrt(1 / fan_in)"),
-    InitKind("onehot", (), "np.eye({classes}, dtype={dtype})[{rng}.integers(0, {classes}, size={rows})]",
-             "rows that are random one-hot vectors (made-up labels)"),
-)}
+KINDS: dict[str, InitKind] = {
+    kind.name: kind
+    for kind in (
+        InitKind("zeros", (), "np.zeros({shape}, {dtype})", "all zeros"),
+        InitKind("ones", (), "np.ones({shape}, {dtype})", "all ones"),
+        InitKind(
+            "normal",
+            ("std",),
+            "({std} * {rng}.standard_normal({shape})).astype({dtype})",
+            "Gaussian with mean 0 and the given standard deviation",
+        ),
+        InitKind(
+            "uniform",
+            ("low", "high"),
+            "{rng}.uniform({low}, {high}, {shape}).astype({dtype})",
+            "uniform between low and high",
+        ),
+        # He et al.: std sqrt(2 / fan_in), for layers followed by ReLU.
+        InitKind(
+            "he",
+            (),
+            "(np.sqrt(2.0 / {fan_in}) * {rng}.standard_normal({shape})).astype({dtype})",
+            "Gaussian with std sqrt(2 / fan_in)",
+        ),
+        # Glorot, as the book states it: std sqrt(1 / fan_in).
+        InitKind(
+            "xavier",
+            (),
+            "(np.sqrt(1.0 / {fan_in}) * {rng}.standard_normal({shape})).astype({dtype})",
+            "Gaussian with std sqrt(1 / fan_in)",
+        ),
+        InitKind(
+            "onehot",
+            (),
+            "np.eye({classes}, dtype={dtype})[{rng}.integers(0, {classes}, size={rows})]",
+            "rows that are random one-hot vectors (made-up labels)",
+        ),
+    )
+}
 
 
 def concrete_shape(t: TensorType, dims: dict[str, int]) -> tuple[int, ...]:

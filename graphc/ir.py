@@ -8,8 +8,9 @@ the values it reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from graphc.errors import Source, Span
 if TYPE_CHECKING:
     from graphc.ops import Op
 
-Dim = Union[int, str]
+Dim = int | str
 
 DTYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
 
@@ -68,12 +69,12 @@ class TensorType:
 
 
 def float_dtype(name: str | None) -> str | None:
-    """"float32" or "f32" -> "f32"; None stays None (keep the graph's own dtypes)."""
+    """ "float32" or "f32" -> "f32"; None stays None (keep the graph's own dtypes)."""
     return None if name is None else FLOAT_DTYPES[name]
 
 
 def numpy_name(dtype: str) -> str:
-    """"f32" -> "float32", as numpy and the command line spell it."""
+    """ "f32" -> "float32", as numpy and the command line spell it."""
     return DTYPES[dtype].name
 
 

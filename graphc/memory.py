@@ -19,8 +19,9 @@ scalar literals (`mul(x, 0.5)`), which are Python floats, not arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from graphc.errors import GraphcError
 from graphc.ir import TensorType
@@ -74,8 +75,11 @@ def bind_dims(plan: Plan, graph_dims: Mapping[str, int], batch: int | None) -> d
     if unbound:
         raise GraphcError(
             f"dim `{unbound[0]}` has no size",
-            hint=(f"give the batch size with --batch, or declare `dim {unbound[0]} = SIZE` in the graph"
-                  if batch is None else f"declare `dim {unbound[0]} = SIZE` in the graph"),
+            hint=(
+                f"give the batch size with --batch, or declare `dim {unbound[0]} = SIZE` in the graph"
+                if batch is None
+                else f"declare `dim {unbound[0]} = SIZE` in the graph"
+            ),
         )
     return dims
 
@@ -203,8 +207,7 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
             for name in step.frees:
                 heap.drop(grads.pop(name))
             number = step.forward_index + 1
-            steps.append(StepMemory("backward", number, step.op.name, tuple(made), heap.freed(), held,
-                                    tuple(shares)))
+            steps.append(StepMemory("backward", number, step.op.name, tuple(made), heap.freed(), held, tuple(shares)))
 
     def total(names: tuple[str, ...]) -> int:
         return sum(sizes.value(n) for n in names)
@@ -262,8 +265,13 @@ def memory_text(memory: MemoryPlan) -> str:
         if len(row) == 1:
             lines.append("  " + row[0])
             continue
-        cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].rjust(widths[2]),
-                 row[3].ljust(widths[3]), row[4]]
+        cells = [
+            row[0].rjust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4],
+        ]
         lines.append(("    " + "  ".join(cells)).rstrip())
     peak = memory.peak_step
     where = f", after {peak.phase} step {peak.number} ({peak.label})" if peak else ""
@@ -291,4 +299,3 @@ def memory_json(memory: MemoryPlan) -> dict[str, Any]:
             for s in memory.steps
         ],
     }
-

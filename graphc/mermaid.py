@@ -86,7 +86,9 @@ def to_mermaid(diagram: Diagram, rankdir: str = "LR") -> str:
     for edge in diagram.edges:
         arrow = "-.->" if edge.dashed else "-->"
         label = _label(_edge_lines(edge))
-        lines.append(f'    {edge.tail} {arrow}|"{label}"| {edge.head}' if label else f"    {edge.tail} {arrow} {edge.head}")
+        lines.append(
+            f'    {edge.tail} {arrow}|"{label}"| {edge.head}' if label else f"    {edge.tail} {arrow} {edge.head}"
+        )
     kinds = dict.fromkeys(node.kind for node in diagram.nodes)
     for kind in kinds:
         lines.append(f"    classDef {kind} {_CLASSES[kind]}")

@@ -15,8 +15,9 @@ gradient can be shared by several consumers in a DAG.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -86,7 +87,9 @@ class Op:
     def saves(self) -> tuple[str, ...]:
         """Everything backward reads from the forward pass, operands first."""
         items = dict.fromkeys(item for rule in self.rules.values() for item in rule.reads)
-        return tuple(sorted(items, key=lambda item: self.operands.index(item) if item in self.operands else len(self.operands)))
+        return tuple(
+            sorted(items, key=lambda item: self.operands.index(item) if item in self.operands else len(self.operands))
+        )
 
     def differentiable(self, operand: int) -> bool:
         return self.operands[operand] in self.rules
@@ -108,13 +111,13 @@ class Op:
     # generated module, so it runs the interpreter's very arithmetic.
     helpers: ClassVar[tuple[Callable, ...]] = ()
 
-    def forward_source(self, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType],
-                       taped: bool) -> list[str]:
+    def forward_source(
+        self, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType], taped: bool
+    ) -> list[str]:
         """Lines that set `v["out"]` (and, when taped, the own tensors backward reads)."""
         raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
 
-    def grad_source(self, operand: int, v: dict[str, str], attrs: dict[str, Any],
-                    types: dict[str, TensorType]) -> str:
+    def grad_source(self, operand: int, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType]) -> str:
         """An expression for the operand's gradient, already summed to its shape."""
         raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
 
@@ -152,8 +155,7 @@ def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands"
     for a in strong[1:]:
         if a.type.dtype != strong[0].type.dtype:
             raise ShapeError(
-                f"dtype mismatch in `{op}`: `{strong[0].name}` is {strong[0].type.dtype}, "
-                f"`{a.name}` is {a.type.dtype}",
+                f"dtype mismatch in `{op}`: `{strong[0].name}` is {strong[0].type.dtype}, `{a.name}` is {a.type.dtype}",
                 args.index(a),
             )
     return strong[0].type.dtype if strong else "f64"
@@ -172,8 +174,7 @@ def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
             out.append(db)
         else:
             raise ShapeError(
-                f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} "
-                f"(dim {da} vs {db})",
+                f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} (dim {da} vs {db})",
                 1,
             )
     return tuple(reversed(out))
@@ -184,9 +185,7 @@ def sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if np.shape(grad) == shape:
         return grad
     lead = np.ndim(grad) - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
     return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
 
 
@@ -426,7 +425,8 @@ class Affine(Op):
         if features != fan_in:
             raise ShapeError(
                 f"shape mismatch in `affine`: `{x.name}` has {features} features, "
-                f"`{w.name}` expects {fan_in} (`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
+                f"`{w.name}` expects {fan_in} "
+                f"(`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
                 1,
             )
         out = batch + (fan_out,)
@@ -436,8 +436,7 @@ class Affine(Op):
             fits = False
         if not fits:
             raise ShapeError(
-                f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit "
-                f"x·W {shape_text(out)}",
+                f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit x·W {shape_text(out)}",
                 2,
             )
         return TensorType(dtype, out)

@@ -50,8 +50,9 @@ class Optimizer:
     # every param.
     takes_lr_scaled: ClassVar[bool] = False
 
-    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], *,
-             lr_scaled: bool = False) -> None:
+    def step(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], *, lr_scaled: bool = False
+    ) -> None:
         """Move every param that has a gradient, in place. With lr_scaled, the
         gradients are lr * d loss / d param (where takes_lr_scaled)."""
         if lr_scaled and not self.takes_lr_scaled:
@@ -187,8 +188,9 @@ class Adam(Optimizer):
     default_lr = 0.001
     slots = ("m", "v")
 
-    def __init__(self, params: Mapping[str, np.ndarray], lr: float | None = None, beta1: float = 0.9,
-                 beta2: float = 0.999):
+    def __init__(
+        self, params: Mapping[str, np.ndarray], lr: float | None = None, beta1: float = 0.9, beta2: float = 0.999
+    ):
         super().__init__(params, lr)
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)

@@ -113,9 +113,7 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     # What the parser accepts at the error, exactly; `expected` is LALR's
     # merged lookahead, which names tokens that could not come next.
     expected = getattr(err, "accepts", None) or err.expected
-    if isinstance(err, lark.UnexpectedEOF) or (
-        isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"
-    ):
+    if isinstance(err, lark.UnexpectedEOF) or (isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"):
         last = len(source.lines)
         column = len(source.line(last)) + 1
         span = Span(source, last, column, last, column + 1)
@@ -144,8 +142,11 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
         return None
     start = text.index("graph") + 1
     outer = next(
-        (m.group(1) for line in reversed(source.lines[: token.line - 1])
-         if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", line))),
+        (
+            m.group(1)
+            for line in reversed(source.lines[: token.line - 1])
+            if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", line))
+        ),
         None,
     )
     if outer is None:
@@ -287,8 +288,9 @@ class _ToAst:
             if escape not in _ESCAPES:
                 column = token.column + 1 + i
                 raise GraphcError(
-                    f"unknown escape `\\{escape}` in a string", Span(self.source, token.line, column, token.line, column + 2),
-                    "a string may hold `\\\"`, `\\\\`, `\\n` and `\\t`",
+                    f"unknown escape `\\{escape}` in a string",
+                    Span(self.source, token.line, column, token.line, column + 2),
+                    'a string may hold `\\"`, `\\\\`, `\\n` and `\\t`',
                 )
             parts.append(_ESCAPES[escape])
             i += 2

@@ -14,8 +14,9 @@ uses at all.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
@@ -45,7 +46,7 @@ class ForwardStep:
         """The op's own tensors this step saves (relu's mask), as
         (plan name, the op's name for it): ("relu1.mask", "mask")."""
         prefix = self.out + "."
-        return tuple((item, item[len(prefix):]) for item in self.saves if item.startswith(prefix))
+        return tuple((item, item[len(prefix) :]) for item in self.saves if item.startswith(prefix))
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,9 +166,9 @@ def make_plan(
             reads = tuple(_saved_name(node, name, item) for item in rule.reads)
             target = grad_name(arg)
             accumulate = target in written
-            writes.append(GradWrite(
-                i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads
-            ))
+            writes.append(
+                GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads)
+            )
             written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
         dout = grad_name(name)
         frees = () if dout in kept_grads else (dout,)
@@ -182,9 +183,17 @@ def make_plan(
     upstream = checked.ancestors(seed)
     disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
     return Plan(
-        ir.name, types, inputs, params,
+        ir.name,
+        types,
+        inputs,
+        params,
         tuple(n for n in checked.order if isinstance(decls[n], ConstDecl)),
-        outputs, forward, seed, tuple(backward), wanted, disconnected,
+        outputs,
+        forward,
+        seed,
+        tuple(backward),
+        wanted,
+        disconnected,
     )
 
 
@@ -197,15 +206,20 @@ def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], tar
     nodes = [n for n in checked.order if n in needed and isinstance(decls[n], OpNode)]
     ir = checked.ir
     return Plan(
-        ir.name, types,
+        ir.name,
+        types,
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], InputDecl)),
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ParamDecl)),
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ConstDecl)),
-        targets, _forward_steps(checked, nodes, set(), set(targets)), None,
+        targets,
+        _forward_steps(checked, nodes, set(), set(targets)),
+        None,
     )
 
 
-def _forward_steps(checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]) -> tuple[ForwardStep, ...]:
+def _forward_steps(
+    checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]
+) -> tuple[ForwardStep, ...]:
     decls = checked.ir.decls
     last_read: dict[str, int] = {}
     for i, name in enumerate(nodes):

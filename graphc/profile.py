@@ -19,8 +19,9 @@ module (graphc.codegen) is timed too, for comparison.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -90,8 +91,9 @@ def blas_info() -> str:
     for p in pools:
         arch = f" ({p['architecture']})" if p.get("architecture") else ""
         threads = p.get("num_threads")
-        parts.append(f"{p.get('internal_api', '?')} {p.get('version', '')}{arch}, "
-                     f"{threads} thread{'s' if threads != 1 else ''}")
+        parts.append(
+            f"{p.get('internal_api', '?')} {p.get('version', '')}{arch}, {threads} thread{'s' if threads != 1 else ''}"
+        )
     return "; ".join(parts)
 
 
@@ -118,8 +120,11 @@ def made_up_inputs(
     rows = {t.shape[0] for n in plan.inputs if (t := program.types[n]).shape and isinstance(t.shape[0], str)}
     for d, (size, name) in bindings.items():
         if d in rows and batch is not None and dims[d] != size:
-            raise GraphcError(f"input `{name}` has a fixed value with {d} = {size}; --batch {batch} disagrees",
-                              decls[name].span, f"time it with `--batch {size}`, or without --batch")
+            raise GraphcError(
+                f"input `{name}` has a fixed value with {d} = {size}; --batch {batch} disagrees",
+                decls[name].span,
+                f"time it with `--batch {size}`, or without --batch",
+            )
         dims[d] = size
 
     def concrete(name: str) -> TensorType:
@@ -243,13 +248,28 @@ def profile_graph(
     for step in plan.forward:
         t = program.types[step.out]
         shape = tuple(dims[d] if isinstance(d, str) else d for d in t.shape)
-        nodes.append(NodeTime(
-            step.out, step.op.name, str(TensorType(t.dtype, shape)),
-            timer.forward[step.out] / iters, timer.backward.get(step.out, 0.0) / iters,
-        ))
+        nodes.append(
+            NodeTime(
+                step.out,
+                step.op.name,
+                str(TensorType(t.dtype, shape)),
+                timer.forward[step.out] / iters,
+                timer.backward.get(step.out, 0.0) / iters,
+            )
+        )
     nodes.sort(key=lambda n: n.total, reverse=True)
-    return Profile(compiled.name, dims, "/".join(float_dtype_names(program)), tuple(wrt), iters, warmup,
-                   tuple(nodes), total, generated, blas_info())
+    return Profile(
+        compiled.name,
+        dims,
+        "/".join(float_dtype_names(program)),
+        tuple(wrt),
+        iters,
+        warmup,
+        tuple(nodes),
+        total,
+        generated,
+        blas_info(),
+    )
 
 
 # --- printing ------------------------------------------------------------------------
@@ -265,13 +285,22 @@ def profile_text(profile: Profile) -> str:
     dims = ", ".join(f"{k} = {v}" for k, v in sorted(profile.dims.items()))
     in_ops = profile.in_ops
     rows = [
-        [n.node, n.op, n.type, _ms(n.forward), _ms(n.backward) if n.backward else "-", _ms(n.total),
-         f"{100 * n.total / in_ops:.1f}%" if in_ops > 0 else "-"]
+        [
+            n.node,
+            n.op,
+            n.type,
+            _ms(n.forward),
+            _ms(n.backward) if n.backward else "-",
+            _ms(n.total),
+            f"{100 * n.total / in_ops:.1f}%" if in_ops > 0 else "-",
+        ]
         for n in profile.nodes
     ]
     table = tabulate(
-        rows, headers=["node", "op", "output", "forward ms", "backward ms", "total ms", "share"],
-        colalign=("left", "left", "left", "right", "right", "right", "right"), disable_numparse=True,
+        rows,
+        headers=["node", "op", "output", "forward ms", "backward ms", "total ms", "share"],
+        colalign=("left", "left", "left", "right", "right", "right", "right"),
+        disable_numparse=True,
     )
     lines = [
         f"graph {profile.graph}: one training step{' at ' + dims if dims else ''}, {profile.dtype}, "
@@ -287,8 +316,10 @@ def profile_text(profile: Profile) -> str:
     ]
     if profile.codegen is not None:
         ratio = profile.total / profile.codegen if profile.codegen > 0 else float("inf")
-        lines.append(f"generated module      {_ms(profile.codegen):>9} ms  "
-                     f"(graphc compile --emit python; interpreter/generated = {ratio:.2f})")
+        lines.append(
+            f"generated module      {_ms(profile.codegen):>9} ms  "
+            f"(graphc compile --emit python; interpreter/generated = {ratio:.2f})"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -302,8 +333,14 @@ def profile_json(profile: Profile) -> dict[str, Any]:
         "warmup": profile.warmup,
         "blas": profile.blas,
         "nodes": [
-            {"node": n.node, "op": n.op, "type": n.type, "forward_ms": n.forward * 1e3,
-             "backward_ms": n.backward * 1e3, "total_ms": n.total * 1e3}
+            {
+                "node": n.node,
+                "op": n.op,
+                "type": n.type,
+                "forward_ms": n.forward * 1e3,
+                "backward_ms": n.backward * 1e3,
+                "total_ms": n.total * 1e3,
+            }
             for n in profile.nodes
         ],
         "total_ms": profile.total * 1e3,

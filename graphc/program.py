@@ -11,10 +11,10 @@ plans through the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +22,19 @@ from graphc.compiler import CompiledGraph, front_end, front_end_file, select
 from graphc.errors import GraphcError, Span, did_you_mean
 from graphc.initializers import concrete_shape, initialize
 from graphc.ir import (
-    DTYPE_RANGES, DTYPES, FLOAT_DTYPES, ConstDecl, Expectation, Initializer, OpNode, TensorType, float_dtype,
-    number_text, retype, shape_text, unrepresentable,
+    DTYPE_RANGES,
+    DTYPES,
+    FLOAT_DTYPES,
+    ConstDecl,
+    Expectation,
+    Initializer,
+    OpNode,
+    TensorType,
+    float_dtype,
+    number_text,
+    retype,
+    shape_text,
+    unrepresentable,
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
@@ -133,7 +144,8 @@ class Program:
         except (MemoryError, ValueError):  # numpy's "array is too big", "maximum allowed dimension exceeded"
             raise GraphcError(
                 f"`{name}` {concrete} is too large to allocate ({concrete.size():,} numbers of "
-                f"{DTYPES[t.dtype].itemsize} bytes)", decl.span,
+                f"{DTYPES[t.dtype].itemsize} bytes)",
+                decl.span,
             ) from None
 
     def _class_counts(self) -> dict[str, list]:
@@ -174,7 +186,9 @@ class Program:
         """
         if name not in self.input_names:
             hint = did_you_mean(name, self.input_names) or (
-                "inputs: " + ", ".join(f"`{n}`" for n in self.input_names) if self.input_names else "this graph has no inputs"
+                "inputs: " + ", ".join(f"`{n}`" for n in self.input_names)
+                if self.input_names
+                else "this graph has no inputs"
             )
             raise GraphcError(f"no input named `{name}` in graph `{self.name}`", hint=hint)
         decl = self.ir.decls[name]
@@ -193,7 +207,9 @@ class Program:
             raise GraphcError(
                 f"input `{name}` expects shape {shape_text(shape)}, got {list(array.shape)}",
                 decl.span,
-                None if name not in self.label_inputs else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
+                None
+                if name not in self.label_inputs
+                else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -261,7 +277,9 @@ class Program:
         else:
             seed = np.asarray(seed, dtype=np.asarray(out_value).dtype)
             if seed.shape != np.shape(out_value):
-                raise GraphcError(f"seed has shape {list(seed.shape)}, output `{output}` has {list(np.shape(out_value))}")
+                raise GraphcError(
+                    f"seed has shape {list(seed.shape)}, output `{output}` has {list(np.shape(out_value))}"
+                )
         # The interpreter hands back no two gradients as one array, and none as the seed.
         with np.errstate(all="ignore"):
             grads = self._interpreter.backward(list(self._tape), seed)
@@ -286,8 +304,11 @@ class Program:
             self._lean[key] = Interpreter(plan, free=True)
         return self._lean[key]
 
-    def loss_and_grads(self, feeds: dict[str, np.ndarray], dout: np.ndarray | None = None,
-                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def loss_and_grads(
+        self,
+        feeds: dict[str, np.ndarray],
+        dout: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One training step's arithmetic: the loss and the gradient of every param
         (times dout, the seed of backward: ones by default).
 
@@ -334,7 +355,9 @@ class Program:
                 if actual is None and expect.target in self.plan.disconnected:
                     actual = np.zeros_like(self.values[expect.target])
                 if actual is None:
-                    results.append(ExpectResult(expect, None, False, f"`{expect.target}` gets no gradient from `{self.plan.seed}`"))
+                    results.append(
+                        ExpectResult(expect, None, False, f"`{expect.target}` gets no gradient from `{self.plan.seed}`")
+                    )
                     continue
             else:
                 actual = self.values.get(expect.target)
@@ -342,7 +365,9 @@ class Program:
         return results
 
     def __repr__(self) -> str:
-        return f"<graphc.Program {self.name}: {len(self.plan.forward)} forward steps, {len(self.plan.backward)} backward>"
+        return (
+            f"<graphc.Program {self.name}: {len(self.plan.forward)} forward steps, {len(self.plan.backward)} backward>"
+        )
 
     # Jupyter draws a Program: as SVG where Graphviz is installed, else as a
     # Mermaid block; with the values and gradients of the last run, if any.

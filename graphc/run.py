@@ -15,7 +15,7 @@ the next.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,20 +32,29 @@ Wrapper = Callable[[str, object, Callable], Callable]
 
 
 class Interpreter:
-    def __init__(self, plan: Plan, free: bool = True, *, observe: Observer | None = None,
-                 wrap: Wrapper | None = None):
+    def __init__(self, plan: Plan, free: bool = True, *, observe: Observer | None = None, wrap: Wrapper | None = None):
         """free=False keeps every value and gradient (for printing and drawing)."""
         self.plan = plan
         self.observe = observe
         wrap = wrap or (lambda kind, step, function: function)
         self._forward = [
-            (wrap("forward", step, _typed(plan, step)), step.attrs, step.args, step.out, step.taped,
-             step.frees if free else ())
+            (
+                wrap("forward", step, _typed(plan, step)),
+                step.attrs,
+                step.args,
+                step.out,
+                step.taped,
+                step.frees if free else (),
+            )
             for step in plan.forward
         ]
         self._backward = [
             (
-                wrap("backward", step, step.op.backward), step.attrs, step.forward_index, step.dout, step.needs,
+                wrap("backward", step, step.op.backward),
+                step.attrs,
+                step.forward_index,
+                step.dout,
+                step.needs,
                 tuple((w.operand, w.target, w.accumulate, w.in_place) for w in step.writes),
                 step.frees if free else (),
             )

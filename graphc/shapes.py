@@ -26,7 +26,14 @@ from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
 from graphc.errors import Diagnostic, GraphcError, Span
 from graphc.ir import (
-    DTYPE_RANGES, ConstDecl, InputDecl, OpNode, ParamDecl, TensorType, number_text, unrepresentable,
+    DTYPE_RANGES,
+    ConstDecl,
+    InputDecl,
+    OpNode,
+    ParamDecl,
+    TensorType,
+    number_text,
+    unrepresentable,
 )
 from graphc.ops import Operand, ShapeError
 
@@ -102,11 +109,18 @@ def _const_dtypes(checked: CheckedGraph, types: dict[str, TensorType]) -> list[D
         for float_dtype, (reader, span) in wanted.items():
             bad = unrepresentable(decl.value, float_dtype)
             if bad is not None:
-                held = f"`{decl.name}` is" if decl.literal and decl.value.ndim == 0 else \
-                    f"{_what(decl)} holds {number_text(bad)},"
-                errors.append(Diagnostic(
-                    f"{held} out of range for {float_dtype}, the dtype of `{reader}`", span, DTYPE_RANGES[float_dtype]
-                ))
+                held = (
+                    f"`{decl.name}` is"
+                    if decl.literal and decl.value.ndim == 0
+                    else f"{_what(decl)} holds {number_text(bad)},"
+                )
+                errors.append(
+                    Diagnostic(
+                        f"{held} out of range for {float_dtype}, the dtype of `{reader}`",
+                        span,
+                        DTYPE_RANGES[float_dtype],
+                    )
+                )
                 break
         types[decl.name] = TensorType(dtype, decl.type.shape)
     return errors
@@ -120,12 +134,13 @@ def _disagree(decl: ConstDecl, wanted: dict[str, tuple[str, Span]]) -> Diagnosti
     (first, (reader1, _)), (second, (reader2, span)) = list(wanted.items())[:2]
     shape = decl.type.shape_text() if decl.type.shape else ""
     if decl.literal:
-        hint = f"a literal has one dtype; declare a typed const for one reader, e.g. `const c: {second}{shape} = {decl.name}`"
+        hint = (
+            "a literal has one dtype; declare a typed const for one reader, "
+            f"e.g. `const c: {second}{shape} = {decl.name}`"
+        )
     else:
         hint = f"give each reader a const of its own dtype, e.g. `const {decl.name}_{second}: {second}{shape} = ...`"
-    return Diagnostic(
-        f"{_what(decl)} is read as {first} by `{reader1}` and as {second} by `{reader2}`", span, hint
-    )
+    return Diagnostic(f"{_what(decl)} is read as {first} by `{reader1}` and as {second} by `{reader2}`", span, hint)
 
 
 def _class_indices(checked: CheckedGraph, types: dict[str, TensorType]) -> list[Diagnostic]:
@@ -139,11 +154,13 @@ def _class_indices(checked: CheckedGraph, types: dict[str, TensorType]) -> list[
         classes = types[scores].shape[-1]
         source = decls[labels]
         if isinstance(source, OpNode):
-            errors.append(Diagnostic(
-                f"class indices `{labels}` are computed by `{source.op.name}`; labels must be an input or a const",
-                node.arg_spans[1],
-                f"one-hot labels of shape {types[scores].shape_text()} may be computed",
-            ))
+            errors.append(
+                Diagnostic(
+                    f"class indices `{labels}` are computed by `{source.op.name}`; labels must be an input or a const",
+                    node.arg_spans[1],
+                    f"one-hot labels of shape {types[scores].shape_text()} may be computed",
+                )
+            )
             continue
         if isinstance(source, ConstDecl):
             values, what, span = source.value, _what(source), node.arg_spans[1]

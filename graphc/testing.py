@@ -29,16 +29,24 @@ class GradCheck:
     ok: bool
 
 
-def numerical_gradients(program: Program, feeds: dict[str, Any], names: list[str], eps: float = DEFAULT_EPS) -> dict[str, np.ndarray]:
+def numerical_gradients(
+    program: Program, feeds: dict[str, Any], names: list[str], eps: float = DEFAULT_EPS
+) -> dict[str, np.ndarray]:
     """d output / d name for each name, by central differences on float64 copies."""
     seed = program.plan.seed
     env: dict[str, Any] = {}
     program.forward(**feeds)  # validates the feeds and fills in defaults
     for name in program.input_names + program.param_names:
-        env[name] = np.array(program.values[name], dtype=np.float64 if np.asarray(program.values[name]).dtype.kind == "f" else None)
+        env[name] = np.array(
+            program.values[name], dtype=np.float64 if np.asarray(program.values[name]).dtype.kind == "f" else None
+        )
     # Weak scalar consts are Python floats already; class indices stay integers.
-    env.update({k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
-                for k, v in program.consts.items()})
+    env.update(
+        {
+            k: v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v
+            for k, v in program.consts.items()
+        }
+    )
     interpreter = program.inference((seed,))
     result = {}
     with np.errstate(all="ignore"):
@@ -60,8 +68,9 @@ def numerical_gradients(program: Program, feeds: dict[str, Any], names: list[str
     return result
 
 
-def check_grads(program: Program, feeds: dict[str, Any] | None = None, *, eps: float = DEFAULT_EPS,
-                rtol: float = DEFAULT_RTOL) -> list[GradCheck]:
+def check_grads(
+    program: Program, feeds: dict[str, Any] | None = None, *, eps: float = DEFAULT_EPS, rtol: float = DEFAULT_RTOL
+) -> list[GradCheck]:
     """Compare backprop with numerical gradients for every input and param that gets one."""
     if any(t.dtype == "f32" for t in program.types.values()):
         raise GraphcError("gradient checks run in float64; compile the program without dtype=float32")

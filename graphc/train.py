@@ -75,8 +75,12 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
     chosen: dict[str, InputDecl] = {}
     for role, fits, example, want in (
         ("images", _fits_images, "f64[N, 784]", "a [N, 784] (or [N, 1, 28, 28]) float input"),
-        ("labels", lambda t: _fits_labels(t, classes), f"f64[N, {classes}]",
-         f"a [N, {classes}] one-hot or [N] i64 input"),
+        (
+            "labels",
+            lambda t: _fits_labels(t, classes),
+            f"f64[N, {classes}]",
+            f"a [N, {classes}] one-hot or [N] i64 input",
+        ),
     ):
         if role in declared:
             decl = declared[role]
@@ -89,7 +93,9 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
             chosen[role] = decl
             continue
         taken = {d.name for d in chosen.values()}
-        candidates = [d for d in inputs if d.role is None and d.name not in taken and fits(program.compiled.types[d.name])]
+        candidates = [
+            d for d in inputs if d.role is None and d.name not in taken and fits(program.compiled.types[d.name])
+        ]
         if len(candidates) == 1:
             chosen[role] = candidates[0]
         elif not candidates:
@@ -101,7 +107,8 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
         else:
             names = ", ".join(f"`{d.name}`" for d in candidates[:-1]) + f" and `{candidates[-1].name}`"
             raise GraphcError(
-                f"cannot tell which input takes the MNIST {role}: {names} {'both' if len(candidates) == 2 else 'all'} fit",
+                f"cannot tell which input takes the MNIST {role}: "
+                f"{names} {'both' if len(candidates) == 2 else 'all'} fit",
                 candidates[0].span,
                 f"say which with `from {role}`, e.g. `input {candidates[0].name}: ... from {role}`",
                 related=[d.span for d in candidates[1:]],
@@ -137,8 +144,10 @@ class TrainData:
         if self.x_train_bytes is not None and (
             self.x_train_bytes.dtype != np.uint8 or self.x_train_bytes.shape != self.x_train.shape
         ):
-            raise ValueError(f"x_train_bytes must be uint8 shaped like x_train {self.x_train.shape}, "
-                             f"got {self.x_train_bytes.dtype}{list(self.x_train_bytes.shape)}")
+            raise ValueError(
+                f"x_train_bytes must be uint8 shaped like x_train {self.x_train.shape}, "
+                f"got {self.x_train_bytes.dtype}{list(self.x_train_bytes.shape)}"
+            )
 
     @property
     def train_size(self) -> int:
@@ -343,8 +352,10 @@ class TrainOptions:
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise GraphcError(f"learning rate must be a positive number, got {self.lr}")
         if self.engine not in ENGINES:
-            raise GraphcError(f"unknown engine `{self.engine}`", hint=did_you_mean(self.engine, ENGINES)
-                              or "engines: " + ", ".join(ENGINES))
+            raise GraphcError(
+                f"unknown engine `{self.engine}`",
+                hint=did_you_mean(self.engine, ENGINES) or "engines: " + ", ".join(ENGINES),
+            )
 
 
 @dataclass
@@ -391,7 +402,10 @@ class Diverged(GraphcError):
 
 class Trainer:
     def __init__(
-        self, program: Program, data: TrainData, options: TrainOptions = TrainOptions(),
+        self,
+        program: Program,
+        data: TrainData,
+        options: TrainOptions = TrainOptions(),
         resume: Checkpoint | None = None,
     ):
         self.program = program
@@ -418,11 +432,15 @@ class Trainer:
         where = checkpoint.path
         meta = checkpoint.meta
         if meta is None or not meta.resumable:
-            raise GraphcError("these weights hold no training state to resume from", where=where,
-                              hint="resume from a checkpoint written by `graphc train --save`")
+            raise GraphcError(
+                "these weights hold no training state to resume from",
+                where=where,
+                hint="resume from a checkpoint written by `graphc train --save`",
+            )
         if meta.optimizer != self.optimizer.name:
             raise GraphcError(
-                f"the checkpoint was trained with {meta.optimizer}, not {self.optimizer.name}", where=where,
+                f"the checkpoint was trained with {meta.optimizer}, not {self.optimizer.name}",
+                where=where,
                 hint=f"resume with `--optimizer {meta.optimizer}`",
             )
         apply_weights(self.program, checkpoint)
@@ -450,11 +468,19 @@ class Trainer:
     def save(self, path: str | Path) -> None:
         """Everything a resume needs: params, optimizer state, iteration, generator state."""
         save_checkpoint(
-            path, self.program, iteration=self.iteration, optimizer=self.optimizer,
+            path,
+            self.program,
+            iteration=self.iteration,
+            optimizer=self.optimizer,
             rng=self.draws.resumable_rng(self.iteration),
-            history=self.history, data=self.data.name, batch=self.options.batch, seed=self.options.seed,
-            iters=self.options.iters, seconds=self.seconds_before + self._elapsed(),
-            epoch_loss=self.epoch_loss, epoch_count=self.epoch_count,
+            history=self.history,
+            data=self.data.name,
+            batch=self.options.batch,
+            seed=self.options.seed,
+            iters=self.options.iters,
+            seconds=self.seconds_before + self._elapsed(),
+            epoch_loss=self.epoch_loss,
+            epoch_count=self.epoch_count,
         )
         self.saved_at = self.iteration
 
@@ -577,8 +603,11 @@ class Trainer:
         self._started = None
         return TrainResult(status, start, self.iteration, list(self.history), np.array(losses), seconds, eval_seconds)
 
-    def _training_step(self, feeds: dict[str, np.ndarray], dout: np.ndarray,
-                       ) -> Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def _training_step(
+        self,
+        feeds: dict[str, np.ndarray],
+        dout: np.ndarray,
+    ) -> Callable[[], tuple[np.ndarray, dict[str, np.ndarray]]]:
         """() -> (loss, param gradients times dout) for `feeds`, whose arrays are
         refilled in place between calls, by the chosen engine."""
         program = self.program
@@ -610,9 +639,12 @@ class Trainer:
             train_acc = self.accuracy(data.x_train, data.y_train)
             test_acc = self.accuracy(data.x_test, data.y_test)
         record = EpochRecord(
-            epoch=math.ceil(self.iteration / self.iters_per_epoch), iteration=self.iteration,
+            epoch=math.ceil(self.iteration / self.iters_per_epoch),
+            iteration=self.iteration,
             loss=self.epoch_loss / self.epoch_count,
-            train_acc=train_acc, test_acc=test_acc, seconds=self.seconds_before + self._elapsed(),
+            train_acc=train_acc,
+            test_acc=test_acc,
+            seconds=self.seconds_before + self._elapsed(),
         )
         if self.history and self.history[-1].epoch == record.epoch:
             # The unfinished epoch a resumed run began in, now further along: one
@@ -628,8 +660,9 @@ class Trainer:
         """No NaN or inf in any param: safe to save."""
         return all(np.isfinite(self.program.params[n]).all() for n in self.program.param_names)
 
-    def _diverged(self, loss: float, feeds: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-                  checkpoint: str | Path | None) -> None:
+    def _diverged(
+        self, loss: float, feeds: dict[str, np.ndarray], grads: dict[str, np.ndarray], checkpoint: str | Path | None
+    ) -> None:
         iteration = self.iteration + 1
         tensor = first_nonfinite(self.program, feeds, grads)
         lr = self.optimizer.lr
@@ -642,7 +675,10 @@ class Trainer:
         raise Diverged(
             f"training diverged at iteration {iteration}: the loss is {loss}; "
             f"the first tensor holding NaN or inf is {tensor}",
-            hint, iteration, tensor, loss,
+            hint,
+            iteration,
+            tensor,
+            loss,
         )
 
 
@@ -653,9 +689,9 @@ def predict(program: Program, data: TrainData, x: np.ndarray, chunk: int = 10000
     target = (data.scores,)
     with np.errstate(all="ignore"):
         for start in range(0, len(x), chunk):
-            feeds[data.images] = x[start:start + chunk]
+            feeds[data.images] = x[start : start + chunk]
             scores = program.evaluate(target, feeds)[data.scores]
-            out[start:start + chunk] = scores.argmax(axis=1)
+            out[start : start + chunk] = scores.argmax(axis=1)
     return out
 
 
@@ -690,8 +726,9 @@ def log_csv(history: list[EpochRecord]) -> str:
     writer.writerow(LOG_COLUMNS)
     for record in history:
         row = record.as_dict()
-        writer.writerow(["" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
-                         for c in LOG_COLUMNS])
+        writer.writerow(
+            ["" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in LOG_COLUMNS]
+        )
     return out.getvalue()
 
 
@@ -701,8 +738,9 @@ def write_log(path: str | Path, history: list[EpochRecord]) -> None:
     write_text(path, log_csv(history))
 
 
-def write_curves(path: str | Path, history: list[EpochRecord], losses: np.ndarray, start_iteration: int = 0,
-                 title: str = "") -> None:
+def write_curves(
+    path: str | Path, history: list[EpochRecord], losses: np.ndarray, start_iteration: int = 0, title: str = ""
+) -> None:
     """Loss and accuracy curves as a PNG: minibatch loss by iteration, accuracies by epoch."""
     # matplotlib is heavy: imported here, and without pyplot's global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -718,8 +756,14 @@ def write_curves(path: str | Path, history: list[EpochRecord], losses: np.ndarra
         steps = np.arange(start_iteration + 1, start_iteration + 1 + len(losses))
         loss_axes.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.6, label="minibatch loss")
     if history:
-        loss_axes.plot([r.iteration for r in history], [r.loss for r in history], "o-", color="tab:blue",
-                       markersize=3, label="mean loss per epoch")
+        loss_axes.plot(
+            [r.iteration for r in history],
+            [r.loss for r in history],
+            "o-",
+            color="tab:blue",
+            markersize=3,
+            label="mean loss per epoch",
+        )
     loss_axes.set_xlabel("iteration")
     loss_axes.set_ylabel("loss")
     loss_axes.set_title("training loss")
@@ -744,15 +788,28 @@ def write_curves(path: str | Path, history: list[EpochRecord], losses: np.ndarra
         raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None
 
 
-def train(
-    program: Program, data: TrainData, options: TrainOptions = TrainOptions(), **run_options: Any
-) -> TrainResult:
+def train(program: Program, data: TrainData, options: TrainOptions = TrainOptions(), **run_options: Any) -> TrainResult:
     """Trainer(program, data, options).run(**run_options), in one call."""
     return Trainer(program, data, options).run(**run_options)
 
 
 __all__ = [
-    "DATASETS", "Diverged", "EpochRecord", "TrainData", "TrainOptions", "TrainResult", "Trainer",
-    "check_loss", "epoch_iters", "find_roles", "first_nonfinite", "load_data", "log_csv", "predict",
-    "prepare_data", "train", "write_curves", "write_log",
+    "DATASETS",
+    "Diverged",
+    "EpochRecord",
+    "TrainData",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "check_loss",
+    "epoch_iters",
+    "find_roles",
+    "first_nonfinite",
+    "load_data",
+    "log_csv",
+    "predict",
+    "prepare_data",
+    "train",
+    "write_curves",
+    "write_log",
 ]

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # they train, on the real data
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -22,8 +24,12 @@ def bench():
         import reference_tight
         import train_mnist
 
-        yield {"mnist": _mnist.load_mnist(), "numpy": reference_numpy, "tight": reference_tight,
-               "train_mnist": train_mnist}
+        yield {
+            "mnist": _mnist.load_mnist(),
+            "numpy": reference_numpy,
+            "tight": reference_tight,
+            "train_mnist": train_mnist,
+        }
     finally:
         sys.path.remove(str(BENCH))
 
@@ -58,7 +64,11 @@ def test_the_benchmark_reports_every_contender(bench, capsys, monkeypatch):
     report = json.loads(out)  # the JSON alone: the skip message goes to stderr
     assert err.startswith("reference_torch: torch not importable (")
     assert set(report["seconds_per_1000"]) == {
-        "reference", "graphc interp f64", "graphc interp f32", "graphc codegen f64", "graphc codegen f32",
+        "reference",
+        "graphc interp f64",
+        "graphc interp f32",
+        "graphc codegen f64",
+        "graphc codegen f32",
         "tight numpy f32",
     }
     assert report["ratio"]["reference"] == 1.0

@@ -10,7 +10,12 @@ import pytest
 
 import graphc
 from graphc.checkpoint import (
-    EpochRecord, load_weights, read_checkpoint, save_checkpoint, structure, structure_hash,
+    EpochRecord,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+    structure,
+    structure_hash,
 )
 from graphc.errors import GraphcError
 from graphc.optim import Adam, Momentum
@@ -49,8 +54,17 @@ def test_round_trip(tmp_path):
     rng.integers(0, 10, 5)
     path = tmp_path / "w.npz"
     record = EpochRecord(epoch=1, iteration=40, loss=0.5, train_acc=0.75, test_acc=None, seconds=1.5)
-    save_checkpoint(path, program, iteration=42, optimizer=optimizer, rng=rng, history=[record], batch=100,
-                    epoch_loss=1.25, epoch_count=2)
+    save_checkpoint(
+        path,
+        program,
+        iteration=42,
+        optimizer=optimizer,
+        rng=rng,
+        history=[record],
+        batch=100,
+        epoch_loss=1.25,
+        epoch_count=2,
+    )
 
     checkpoint = read_checkpoint(path)
     for name in program.param_names:
@@ -84,8 +98,15 @@ def test_file_layout(tmp_path):
     save_checkpoint(path, tiny(), optimizer=Momentum(tiny().params))
     names = zipfile.ZipFile(path).namelist()
     assert names == [
-        "params/W.npy", "params/b.npy", "params/V.npy", "params/c.npy",
-        "optimizer/steps.npy", "optimizer/v/W.npy", "optimizer/v/b.npy", "optimizer/v/V.npy", "optimizer/v/c.npy",
+        "params/W.npy",
+        "params/b.npy",
+        "params/V.npy",
+        "params/c.npy",
+        "optimizer/steps.npy",
+        "optimizer/v/W.npy",
+        "optimizer/v/b.npy",
+        "optimizer/v/V.npy",
+        "optimizer/v/c.npy",
         "meta.npy",
     ]
     with np.load(path, allow_pickle=False) as npz:
@@ -173,7 +194,10 @@ def test_structure():
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nothing.npz"
-    assert error_text(path) == f"{path}: error: no such weights file\nhint: write one with `graphc train FILE --save W.npz`"
+    assert (
+        error_text(path)
+        == f"{path}: error: no such weights file\nhint: write one with `graphc train FILE --save W.npz`"
+    )
 
 
 def test_a_directory(tmp_path):
@@ -214,7 +238,7 @@ def test_corrupt(tmp_path):
     save_checkpoint(path, tiny())
     data = bytearray(path.read_bytes())
     start = data.index(b"\x93NUMPY") + 200  # inside the first tensor's data
-    data[start:start + 8] = b"garbage!"
+    data[start : start + 8] = b"garbage!"
     path.write_bytes(bytes(data))
     assert error_text(path) == (
         f"{path}: error: corrupt or truncated .npz file (Bad CRC-32 for file 'params/W.npy')\n"
@@ -250,43 +274,68 @@ def saved_meta(tmp_path) -> tuple:
     path = tmp_path / "w.npz"
     program = tiny()
     record = EpochRecord(epoch=1, iteration=60, loss=0.5, train_acc=0.75, test_acc=0.5, seconds=1.5)
-    save_checkpoint(path, program, iteration=70, optimizer=SGD(program.params), rng=np.random.default_rng(0),
-                    history=[record], data="mnist", batch=100, seed=0, iters=130, seconds=2.0)
+    save_checkpoint(
+        path,
+        program,
+        iteration=70,
+        optimizer=SGD(program.params),
+        rng=np.random.default_rng(0),
+        history=[record],
+        data="mnist",
+        batch=100,
+        seed=0,
+        iters=130,
+        seconds=2.0,
+    )
     with np.load(path, allow_pickle=False) as npz:
         arrays = dict(npz)
     return path, arrays, json.loads(str(arrays["meta"]))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("seconds", "abc", 'meta field `seconds` must be a number at least 0, got "abc"'),
-    ("iteration", "abc", 'meta field `iteration` must be a whole number at least 0, got "abc"'),
-    ("iteration", -5, "meta field `iteration` must be a whole number at least 0, got -5"),
-    ("iteration", None, "meta field `iteration` is missing"),
-    ("batch", "abc", 'meta field `batch` must be a whole number at least 1, got "abc"'),
-    ("batch", 0, "meta field `batch` must be a whole number at least 1, got 0"),
-    ("seed", "abc", 'meta field `seed` must be a whole number at least 0, got "abc"'),
-    ("seed", -1, "meta field `seed` must be a whole number at least 0, got -1"),
-    ("seed", 1.5, "meta field `seed` must be a whole number at least 0, got 1.5"),
-    ("iters", True, "meta field `iters` must be a whole number at least 1, got true"),
-    ("version", "x", 'meta field `version` must be a whole number at least 1, got "x"'),
-    ("dtype", "float16", 'meta field `dtype` must be float32 or float64, got "float16"'),
-    ("graph", 3, "meta field `graph` must be a name, got 3"),
-    ("structure", "lines", 'meta field `structure` must be a list of lines, got "lines"'),
-    ("optimizer", "sgd", 'meta field `optimizer` must be an optimizer\'s name and hyperparameters, got "sgd"'),
-    ("optimizer.lr", "fast", 'meta field `optimizer.lr` must be a positive number, got "fast"'),
-    ("optimizer.lr", -0.1, "meta field `optimizer.lr` must be a positive number, got -0.1"),
-    ("optimizer.name", "rmsprop", 'meta field `optimizer.name` must be one of sgd, momentum, adagrad, adam, got "rmsprop"'),
-    ("rng", {"bit_generator": "MT19937"}, 'meta field `rng` must be the state of a numpy PCG64 generator, '
-     'got {"bit_generator": "MT19937"}'),
-    ("history", {}, "meta field `history` must be a list of epoch records, got {}"),
-    ("history.0", {"epoch": 1}, 'meta field `history[0]` must be a record of epoch, iteration, loss, train_acc, '
-     'test_acc, seconds, got {"epoch": 1}'),
-    ("history.0.loss", "low", 'meta field `history[0].loss` must be a number, got "low"'),
-    ("history.0.epoch", 0, "meta field `history[0].epoch` must be a whole number at least 1, got 0"),
-    ("history.0.test_acc", 2, "meta field `history[0].test_acc` must be an accuracy between 0 and 1, got 2"),
-    ("epoch_count", -1, "meta field `epoch_count` must be a whole number at least 0, got -1"),
-    ("epoch_loss", "lots", 'meta field `epoch_loss` must be a number, got "lots"'),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seconds", "abc", 'meta field `seconds` must be a number at least 0, got "abc"'),
+        ("iteration", "abc", 'meta field `iteration` must be a whole number at least 0, got "abc"'),
+        ("iteration", -5, "meta field `iteration` must be a whole number at least 0, got -5"),
+        ("iteration", None, "meta field `iteration` is missing"),
+        ("batch", "abc", 'meta field `batch` must be a whole number at least 1, got "abc"'),
+        ("batch", 0, "meta field `batch` must be a whole number at least 1, got 0"),
+        ("seed", "abc", 'meta field `seed` must be a whole number at least 0, got "abc"'),
+        ("seed", -1, "meta field `seed` must be a whole number at least 0, got -1"),
+        ("seed", 1.5, "meta field `seed` must be a whole number at least 0, got 1.5"),
+        ("iters", True, "meta field `iters` must be a whole number at least 1, got true"),
+        ("version", "x", 'meta field `version` must be a whole number at least 1, got "x"'),
+        ("dtype", "float16", 'meta field `dtype` must be float32 or float64, got "float16"'),
+        ("graph", 3, "meta field `graph` must be a name, got 3"),
+        ("structure", "lines", 'meta field `structure` must be a list of lines, got "lines"'),
+        ("optimizer", "sgd", 'meta field `optimizer` must be an optimizer\'s name and hyperparameters, got "sgd"'),
+        ("optimizer.lr", "fast", 'meta field `optimizer.lr` must be a positive number, got "fast"'),
+        ("optimizer.lr", -0.1, "meta field `optimizer.lr` must be a positive number, got -0.1"),
+        (
+            "optimizer.name",
+            "rmsprop",
+            'meta field `optimizer.name` must be one of sgd, momentum, adagrad, adam, got "rmsprop"',
+        ),
+        (
+            "rng",
+            {"bit_generator": "MT19937"},
+            'meta field `rng` must be the state of a numpy PCG64 generator, got {"bit_generator": "MT19937"}',
+        ),
+        ("history", {}, "meta field `history` must be a list of epoch records, got {}"),
+        (
+            "history.0",
+            {"epoch": 1},
+            "meta field `history[0]` must be a record of epoch, iteration, loss, train_acc, "
+            'test_acc, seconds, got {"epoch": 1}',
+        ),
+        ("history.0.loss", "low", 'meta field `history[0].loss` must be a number, got "low"'),
+        ("history.0.epoch", 0, "meta field `history[0].epoch` must be a whole number at least 1, got 0"),
+        ("history.0.test_acc", 2, "meta field `history[0].test_acc` must be an accuracy between 0 and 1, got 2"),
+        ("epoch_count", -1, "meta field `epoch_count` must be a whole number at least 0, got -1"),
+        ("epoch_loss", "lots", 'meta field `epoch_loss` must be a number, got "lots"'),
+    ],
+)
 def test_every_wrong_meta_field_is_named(tmp_path, field, value, message):
     path, arrays, meta = saved_meta(tmp_path)
     *parents, key = field.split(".")
@@ -335,8 +384,11 @@ def test_missing_tensor(tmp_path):
 
 def test_wrong_shape_names_the_first_mismatching_tensor(tmp_path):
     path = tmp_path / "w.npz"
-    wider = tiny(text=TINY.replace("[4, 3]", "[4, 5]").replace("[3] = zeros\n    x", "[5] = zeros\n    x")
-                 .replace("[3, 3]", "[5, 3]"))
+    wider = tiny(
+        text=TINY.replace("[4, 3]", "[4, 5]")
+        .replace("[3] = zeros\n    x", "[5] = zeros\n    x")
+        .replace("[3, 3]", "[5, 3]")
+    )
     save_checkpoint(path, wider)
     assert error_text(path, load_weights, tiny()) == (
         f"{path}: error: tensor `W` has shape [4, 5], but param `W` of graph `tiny` has shape [4, 3]\n"

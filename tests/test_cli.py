@@ -92,8 +92,11 @@ def test_check_json(capsys):
     assert graph["outputs"] == ["price"]
     assert graph["param_count"] == 0
     assert [(v["name"], v["kind"], v["shape"]) for v in graph["values"]] == [
-        ("apple", "input", []), ("apple_num", "input", []), ("tax", "input", []),
-        ("apple_price", "mul", []), ("price", "mul", []),
+        ("apple", "input", []),
+        ("apple_num", "input", []),
+        ("tax", "input", []),
+        ("apple_price", "mul", []),
+        ("price", "mul", []),
     ]
 
 
@@ -143,7 +146,7 @@ def test_run_prints_outputs_gradients_and_expectations(capsys):
 def test_failing_expectation_is_status_1_and_names_its_line(capsys):
     out, _ = run(["run", APPLE, "--set", "apple=150"], capsys, status=1)
     lines = words(out)
-    assert lines[lines.index("expectations") + 1:] == [
+    assert lines[lines.index("expectations") + 1 :] == [
         f"FAIL {APPLE}:14 price == 220 (got 330; relative 1e-09)",
         f"ok {APPLE}:15 grad(apple) == 2.2",
         f"FAIL {APPLE}:16 grad(apple_num) == 110 (got 165; relative 1e-09)",
@@ -162,8 +165,11 @@ def test_run_json(capsys):
         "expects": [
             {"line": line, "expect": expect, "ok": True, "actual": actual, "detail": "relative 1e-09"}
             for line, expect, actual in [
-                (15, "y == 0.5", 0.5), (16, "grad(z) == 0.25", 0.25), (17, "grad(b) == 0.25", 0.25),
-                (18, "grad(w) == 0.5", 0.5), (19, "grad(x) == 0.125", 0.125),
+                (15, "y == 0.5", 0.5),
+                (16, "grad(z) == 0.25", 0.25),
+                (17, "grad(b) == 0.25", 0.25),
+                (18, "grad(w) == 0.5", 0.5),
+                (19, "grad(x) == 0.125", 0.125),
             ]
         ],
     }
@@ -186,8 +192,11 @@ def test_run_json_writes_nan_and_infinity_as_strings(tmp_path, capsys):
 
 def test_run_with_set_and_input(tmp_path, capsys):
     np.save(tmp_path / "tax.npy", np.array(1.5))
-    out, _ = run(["run", APPLE, "--json", "--set", "apple=10", "--set", "apple_num=3",
-                  "--input", f"tax={tmp_path / 'tax.npy'}"], capsys, status=1)
+    out, _ = run(
+        ["run", APPLE, "--json", "--set", "apple=10", "--set", "apple_num=3", "--input", f"tax={tmp_path / 'tax.npy'}"],
+        capsys,
+        status=1,
+    )
     data = json.loads(out)
     assert data["outputs"]["price"] == pytest.approx(45, abs=1e-12)
     assert data["grads"] == pytest.approx({"apple": 4.5, "apple_num": 15, "tax": 30}, abs=1e-12)
@@ -214,10 +223,14 @@ def test_run_accepts_class_indices_for_one_hot_labels(capsys):
 
 
 def test_run_sets_an_integer_input(tmp_path, capsys):
-    path = write(tmp_path, "int.graph", (
-        "graph g {\n    input y: [2, 3]\n    input k: i64[2]\n"
-        "    loss = softmax_loss(y, k, reduction=sum)\n    output loss\n}\n"
-    ))
+    path = write(
+        tmp_path,
+        "int.graph",
+        (
+            "graph g {\n    input y: [2, 3]\n    input k: i64[2]\n"
+            "    loss = softmax_loss(y, k, reduction=sum)\n    output loss\n}\n"
+        ),
+    )
     out, _ = run(["run", path, "--json", "--set", "y=[[0, 0, 0], [0, 0, 0]]", "--set", "k=[2, 0]"], capsys)
     data = json.loads(out)
     assert data["outputs"]["loss"] == pytest.approx(2 * np.log(3), rel=1e-12)
@@ -255,7 +268,11 @@ def test_gradcheck_json(capsys):
     data = json.loads(out)
     assert set(data) == {"graph", "rtol", "eps", "ok", "tensors"}
     assert (data["graph"], data["rtol"], data["eps"], data["ok"]) == ("neuron", 1e-6, 1e-5, True)
-    assert [(t["name"], t["shape"], t["ok"]) for t in data["tensors"]] == [("x", [], True), ("w", [], True), ("b", [], True)]
+    assert [(t["name"], t["shape"], t["ok"]) for t in data["tensors"]] == [
+        ("x", [], True),
+        ("w", [], True),
+        ("b", [], True),
+    ]
     for tensor in data["tensors"]:
         assert set(tensor) == {"name", "shape", "max_abs_error", "max_rel_error", "ok"}
         assert 0 <= tensor["max_rel_error"] < 1e-6
@@ -318,8 +335,9 @@ def test_installed_console_script(tmp_path):
     ok = subprocess.run([script, "run", APPLE, "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["outputs"]["price"] == pytest.approx(220, abs=1e-12)
-    bad = subprocess.run([script, "run", APPLE, "--set", "aple=3"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=60)
+    bad = subprocess.run(
+        [script, "run", APPLE, "--set", "aple=3"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert bad.returncode == 2
     assert bad.stdout == ""
     assert "Traceback" not in bad.stderr
@@ -341,9 +359,13 @@ def test_gradcheck_of_one_tensor(tmp_path, capsys):
 
 
 def test_check_json_lists_the_values_the_table_shows(tmp_path, capsys):
-    path = write(tmp_path, "c.graph", (
-        "graph g {\n    input x: [2]\n    const k = [1, 2]\n    y = mul(x, 0.5)\n    z = mul(y, k)\n    output z\n}\n"
-    ))
+    path = write(
+        tmp_path,
+        "c.graph",
+        (
+            "graph g {\n    input x: [2]\n    const k = [1, 2]\n    y = mul(x, 0.5)\n    z = mul(y, k)\n    output z\n}\n"
+        ),
+    )
     out, _ = run(["check", path, "--json"], capsys)
     listed = [(v["name"], v["kind"], v["dtype"]) for v in json.loads(out)["graphs"][0]["values"]]
     assert listed == [("x", "input", "f64"), ("k", "const", "f64"), ("y", "mul", "f64"), ("z", "mul", "f64")]

@@ -330,12 +330,10 @@ def test_generated_module_runs_where_graphc_cannot_be_imported(tmp_path, models)
     out = tmp_path / "two_layer_net.py"
     assert main(["compile", str(models / "two_layer_net.graph"), "--emit", "python", "-o", str(out)]) == 0
     # Isolated mode (no cwd, no PYTHONPATH), and graphc made unimportable.
-    driver = (
-        "import runpy, sys; sys.modules['graphc'] = None; "
-        f"runpy.run_path({str(out)!r}, run_name='__main__')"
+    driver = f"import runpy, sys; sys.modules['graphc'] = None; runpy.run_path({str(out)!r}, run_name='__main__')"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", driver], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    result = subprocess.run([sys.executable, "-I", "-c", driver], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("loss = 2.30")
@@ -364,7 +362,7 @@ def test_two_layer_net_reads_like_the_book(models):
         "def softmax_cross_entropy(y, t, mean=True):",
     ]:
         assert line in source, line
-    assert "PARAM_SHAPES = {\"W1\": (784, 50), \"b1\": (50,), \"W2\": (50, 10), \"b2\": (10,)}" in source
+    assert 'PARAM_SHAPES = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}' in source
 
 
 def test_params_only_module_skips_the_input_gradient(models):

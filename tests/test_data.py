@@ -120,9 +120,7 @@ class Server:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         # A short poll interval so shutdown() at teardown returns at once.
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -240,9 +238,7 @@ def test_read_idx_truncated_header(tmp_path: Path) -> None:
     path.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 5]))
     with pytest.raises(GraphcError) as e:
         read_idx(path)
-    assert e.value.message == (
-        "truncated IDX file: header declares 3 dimensions (16 bytes of header), found 8 bytes"
-    )
+    assert e.value.message == ("truncated IDX file: header declares 3 dimensions (16 bytes of header), found 8 bytes")
 
 
 def test_read_idx_truncated_data(tmp_path: Path) -> None:
@@ -276,9 +272,7 @@ def test_read_idx_size_accounts_for_itemsize(tmp_path: Path) -> None:
     path.write_bytes(idx_bytes(np.zeros((2, 3)), 0x0E)[:-8])
     with pytest.raises(GraphcError) as e:
         read_idx(path)
-    assert e.value.message == (
-        "truncated IDX file: header says 2 rows of 3 (48 bytes of data), found 40 bytes"
-    )
+    assert e.value.message == ("truncated IDX file: header says 2 rows of 3 (48 bytes of data), found 40 bytes")
 
 
 def test_read_idx_truncated_gzip(tmp_path: Path) -> None:
@@ -302,8 +296,7 @@ def test_read_idx_gzip_bad_crc(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: corrupt gzip file: CRC check failed\n"
-        "hint: delete the file and download it again"
+        f"{path}: error: corrupt gzip file: CRC check failed\nhint: delete the file and download it again"
     )
 
 
@@ -480,9 +473,7 @@ def test_download_progress_bar_only_on_a_terminal(
     assert tty2.getvalue() == ""
 
 
-def test_no_network_error_names_dir_and_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_network_error_names_dir_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = closed_port()
     monkeypatch.setenv("GRAPHC_MNIST_MIRROR", f"http://127.0.0.1:{port}/")
     monkeypatch.setenv("GRAPHC_DATA", str(tmp_path))
@@ -539,9 +530,7 @@ def test_load_mnist_options(tmp_path: Path, small_counts: None) -> None:
     assert tt.tolist() == [0, 3, 6, 9]
     assert not x.flags.writeable and not t.flags.writeable
 
-    (x, t), _ = load_mnist(
-        tmp_path, normalize=False, flatten=False, one_hot=True, dtype=np.float64, download=False
-    )
+    (x, t), _ = load_mnist(tmp_path, normalize=False, flatten=False, one_hot=True, dtype=np.float64, download=False)
     assert x.shape == (6, 1, 28, 28) and x.dtype == np.float64
     np.testing.assert_array_equal(x[:, 0], raw)
     assert t.shape == (6, 10) and t.dtype == np.float64
@@ -592,9 +581,7 @@ def test_load_mnist_structure_errors(tmp_path: Path, small_counts: None) -> None
 
     path = tmp_path / "train-images-idx3-ubyte.gz"
     bad = gz(idx_bytes(np.zeros((6, 28, 27), dtype=np.uint8)))
-    assert fails(path.name, bad) == (
-        f"{path}: error: expected images of shape N x 28 x 28, found 6x28x27\n{hint}"
-    )
+    assert fails(path.name, bad) == (f"{path}: error: expected images of shape N x 28 x 28, found 6x28x27\n{hint}")
     bad = gz(idx_bytes(np.zeros((5, 28, 28), dtype=np.uint8)))
     assert fails(path.name, bad) == f"{path}: error: expected 6 train images, found 5\n{hint}"
     bad = gz(idx_bytes(np.zeros((6, 28, 28)), 0x0D))
@@ -603,17 +590,11 @@ def test_load_mnist_structure_errors(tmp_path: Path, small_counts: None) -> None
     )
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad = gz(idx_bytes(np.array([1, 2, 3], dtype=np.uint8)))
-    assert fails(path.name, bad) == (
-        f"{path}: error: 3 labels for 4 images in t10k-images-idx3-ubyte.gz\n{hint}"
-    )
+    assert fails(path.name, bad) == (f"{path}: error: 3 labels for 4 images in t10k-images-idx3-ubyte.gz\n{hint}")
     bad = gz(idx_bytes(np.array([1, 2, 12, 3], dtype=np.uint8)))
-    assert fails(path.name, bad) == (
-        f"{path}: error: label 12 at index 2 is out of range 0..9\n{hint}"
-    )
+    assert fails(path.name, bad) == (f"{path}: error: label 12 at index 2 is out of range 0..9\n{hint}")
     bad = gz(idx_bytes(np.zeros((4, 1), dtype=np.uint8)))
-    assert fails(path.name, bad) == (
-        f"{path}: error: expected a 1-dimensional list of labels, found shape 4x1\n{hint}"
-    )
+    assert fails(path.name, bad) == (f"{path}: error: expected a 1-dimensional list of labels, found shape 4x1\n{hint}")
 
 
 def test_load_mnist_canonical_counts_by_default(tmp_path: Path) -> None:

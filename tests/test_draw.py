@@ -209,7 +209,7 @@ def test_values_only_and_grads_only():
 def test_arrays_show_shape_mean_and_norm_and_gradients_go_under_values():
     program = ran("two_layer_net.graph")
     labels = edge_labels(parse_dot(draw.to_dot(draw.program_diagram(program))))
-    (lines, below), = labels[("W1", "affine1")]
+    ((lines, below),) = labels[("W1", "affine1")]
     w1, g1 = program.params["W1"], program.gradients["W1"]
     assert lines == [
         "f64[784, 50]",
@@ -217,9 +217,9 @@ def test_arrays_show_shape_mean_and_norm_and_gradients_go_under_values():
         f"mean {g1.mean():.3g}, norm {np.linalg.norm(g1):.3g}",
     ]
     assert below == []  # array summaries are too long to sit below the edge
-    (lines, _), = labels[("t", "loss")]
+    ((lines, _),) = labels[("t", "loss")]
     assert len(lines) == 2  # labels get no gradient
-    (lines, _), = labels[("loss", "output loss")]
+    ((lines, _),) = labels[("loss", "output loss")]
     assert lines == [draw.number_text(float(program.values["loss"])), "1"]
 
 
@@ -253,7 +253,12 @@ def test_edge_gradients_come_from_the_run_and_its_seed():
     shares = draw.edge_gradients(program)
     # x = 3, y = 4, f = x*x + x*y: each read's share, doubled by the seed 2.
     assert {k: float(v) for k, v in shares.items()} == {
-        ("f", 0): 2.0, ("f", 1): 2.0, ("xy", 0): 8.0, ("xy", 1): 6.0, ("square", 0): 6.0, ("square", 1): 6.0,
+        ("f", 0): 2.0,
+        ("f", 1): 2.0,
+        ("xy", 0): 8.0,
+        ("xy", 1): 6.0,
+        ("square", 0): 6.0,
+        ("square", 1): 6.0,
     }
     assert float(program.gradients["x"]) == 20.0  # the run itself is left as it was
 
@@ -284,7 +289,9 @@ def test_value_text():
 
 
 def test_backward_plan_of_apple():
-    dot = parse_dot(draw.to_dot(draw.backward_diagram(make_plan(compiled("apple.graph").checked, compiled("apple.graph").types))))
+    dot = parse_dot(
+        draw.to_dot(draw.backward_diagram(make_plan(compiled("apple.graph").checked, compiled("apple.graph").types)))
+    )
     nodes = dot_nodes(dot)
     labels = {name: label_lines(n.get("label")) for name, n in nodes.items()}
     grads = sorted(lines[0] for name, lines in labels.items() if name.startswith("g"))
@@ -296,7 +303,8 @@ def test_backward_plan_of_apple():
     names = {name: lines[0] if not name.startswith("s") else lines[1] for name, lines in labels.items()}
     solid = sorted(
         (names[e.get_source()], names[e.get_destination()], tuple(label_lines(e.get("label"))))
-        for e in dot.get_edges() if e.get("style") is None
+        for e in dot.get_edges()
+        if e.get("style") is None
     )
     assert solid == [
         ("apple_price backward", "d_apple", ("d_apple_price * apple_num",)),
@@ -308,8 +316,10 @@ def test_backward_plan_of_apple():
     ]
     dashed = sorted((names[e.get_source()], names[e.get_destination()]) for e in dot.get_edges() if e.get("style"))
     assert dashed == [
-        ("apple", "apple_price backward"), ("apple_num", "apple_price backward"),
-        ("apple_price", "price backward"), ("tax", "price backward"),
+        ("apple", "apple_price backward"),
+        ("apple_num", "apple_price backward"),
+        ("apple_price", "price backward"),
+        ("tax", "price backward"),
     ]
 
 
@@ -349,7 +359,10 @@ def renamed(source: str, mapping: dict[str, str]) -> CompiledGraph:
             changes["args"] = tuple(new(a) for a in decl.args)
         decls[new(name)] = dataclasses.replace(decl, **changes)
     ir = dataclasses.replace(
-        ir, decls=decls, outputs=tuple((new(n), s) for n, s in ir.outputs), expects=(),
+        ir,
+        decls=decls,
+        outputs=tuple((new(n), s) for n, s in ir.outputs),
+        expects=(),
         order={new(n): i for n, i in ir.order.items()},
     )
     checked = check(ir)
@@ -470,11 +483,13 @@ def test_mermaid_structure_shapes_and_backward():
     lines = text.splitlines()
     assert lines[0] == "flowchart TB"
     assert '    n0 -->|"f64[N, 784]"| n6' in lines  # x -> affine1
-    assert '    n9 --> out0' in lines  # loss is a scalar
+    assert "    n9 --> out0" in lines  # loss is a scalar
     assert "    class n2,n3,n4,n5 param" in lines
-    backward = to_mermaid(draw.backward_diagram(make_plan(compiled("apple.graph").checked, compiled("apple.graph").types)))
+    backward = to_mermaid(
+        draw.backward_diagram(make_plan(compiled("apple.graph").checked, compiled("apple.graph").types))
+    )
     assert '    s0{{"×<br/>price backward"}}' in backward.splitlines()
-    assert '    r0 -.-> s0' in backward.splitlines()
+    assert "    r0 -.-> s0" in backward.splitlines()
     assert '    s0 -->|"d_price * tax"| g1' in backward.splitlines()
 
 
@@ -591,7 +606,7 @@ def fake_dot(tmp_path, monkeypatch, script: str) -> None:
 
 
 def test_graphviz_errors_are_reported_once(tmp_path, capsys, monkeypatch):
-    fake_dot(tmp_path, monkeypatch, "echo \"Error: <stdin>: syntax error in line 1\" >&2; exit 1")
+    fake_dot(tmp_path, monkeypatch, 'echo "Error: <stdin>: syntax error in line 1" >&2; exit 1')
     out = tmp_path / "apple.svg"
     assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (

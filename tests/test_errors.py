@@ -155,7 +155,7 @@ def test_expectation_with_a_single_equals():
 def test_empty_file():
     assert error("") == text("""
         m.graph:1:1: error: unexpected end of file; expected `graph`
-         1 | 
+         1 |
            | ^
     """)
 
@@ -717,7 +717,8 @@ def test_warnings_for_what_nothing_reads_and_params_that_get_no_gradient():
 
 
 def test_a_clean_graph_has_no_warnings():
-    assert warnings_of("""
+    assert (
+        warnings_of("""
         graph g {
             input x = 1
             param w: [] = 1
@@ -725,7 +726,9 @@ def test_a_clean_graph_has_no_warnings():
             output y
             expect y == 1
         }
-    """) == ""
+    """)
+        == ""
+    )
 
 
 def test_check_prints_warnings_to_stderr_and_still_succeeds(tmp_path, capsys):
@@ -733,11 +736,15 @@ def test_check_prints_warnings_to_stderr_and_still_succeeds(tmp_path, capsys):
     path.write_text("graph g {\n    input x = 1\n    input u = 2\n    output x\n}\n")
     assert main(["check", str(path)]) == 0
     captured = capsys.readouterr()
-    assert captured.err == text(f"""
+    assert (
+        captured.err
+        == text(f"""
         {path}:3:11: warning: unused input `u`
          3 |     input u = 2
            |           ^
-    """) + "\n"
+    """)
+        + "\n"
+    )
     assert captured.out.endswith(f"{path}: ok, 1 graph, 1 warning\n")
 
 
@@ -904,11 +911,13 @@ def test_cli_unreadable_npy_file(tmp_path, capsys):
     path.write_bytes(b"not numpy")
     message = cli_error(["run", NET_FILE, "--input", f"x={path}"], capsys)
     assert message.startswith(f"<command line>:1:11: error: cannot read {path} as a .npy array: ")
-    assert message.endswith(text(f"""
+    assert message.endswith(
+        text(f"""
          1 | --input x={path}
            |           {"^" * len(str(path))}
         hint: save one with numpy.save(path, array)
-    """))
+    """)
+    )
 
 
 def test_cli_unknown_graph(capsys):
@@ -1049,11 +1058,13 @@ def test_empty_list():
 @pytest.mark.parametrize("depth", [65, 3000])
 def test_a_list_nested_past_numpys_64_dims(depth):
     value = "[" * depth + "1" + "]" * depth
-    assert error(f"graph g {{\n    input x = {value}\n    output x\n}}\n") == "\n".join([
-        "m.graph:2:15: error: list nested more than 64 deep: a value has at most 64 dims",
-        f" 2 |     input x = {value}",
-        "   |               " + "^" * len(value),
-    ])
+    assert error(f"graph g {{\n    input x = {value}\n    output x\n}}\n") == "\n".join(
+        [
+            "m.graph:2:15: error: list nested more than 64 deep: a value has at most 64 dims",
+            f" 2 |     input x = {value}",
+            "   |               " + "^" * len(value),
+        ]
+    )
 
 
 def test_integer_too_large_for_i64():
@@ -1171,8 +1182,10 @@ def test_a_size_must_be_at_least_1():
 
 
 def test_a_param_too_large_to_allocate():
-    for dims, count in (("1000000, 1000000", "1,000,000,000,000"),
-                        ("99999999999999999999", "99,999,999,999,999,999,999")):
+    for dims, count in (
+        ("1000000, 1000000", "1,000,000,000,000"),
+        ("99999999999999999999", "99,999,999,999,999,999,999"),
+    ):
         src = f"graph g {{\n    param W: [{dims}] = zeros\n    output W\n}}\n"
         with pytest.raises(GraphcError) as info:
             graphc.compile_source(src, "m.graph")
@@ -1306,13 +1319,17 @@ def test_a_literal_out_of_range_for_the_dtype_that_reads_it():
 
 def test_a_literal_out_of_range_once_the_program_is_float32():
     with pytest.raises(GraphcError) as info:
-        graphc.compile_source(source("""
+        graphc.compile_source(
+            source("""
             graph g {
                 input x: [2] = [1, 2]
                 y = mul(x, 1e39)
                 output y
             }
-        """), "m.graph", dtype="float32")
+        """),
+            "m.graph",
+            dtype="float32",
+        )
     assert info.value.render() == text("""
         m.graph:3:16: error: literal `1e39`: 1e+39 is out of range for f32
          3 |     y = mul(x, 1e39)
@@ -1424,12 +1441,15 @@ def test_fed_class_indices_must_be_in_range_and_whole():
 
 
 def test_an_unsigned_integer_too_large_for_i64():
-    program = graphc.compile_source(source("""
+    program = graphc.compile_source(
+        source("""
         graph g {
             input k: i64[2]
             output k
         }
-    """), "k.graph")
+    """),
+        "k.graph",
+    )
     with pytest.raises(GraphcError) as info:
         program.forward(k=np.array([2**64 - 1, 0], dtype=np.uint64))
     assert info.value.render() == text("""
@@ -1457,12 +1477,15 @@ def test_cli_value_out_of_range_for_float32(tmp_path, capsys):
 # --- command-line flags ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("wrt, message, hint", [
-    ("apple,apple", "--wrt names `apple` twice: `apple,apple`", "name each value once"),
-    ("", "--wrt names no value: ``", "give `params`, `inputs`, `all`, or names of inputs and params"),
-    (",", "--wrt names no value: `,`", "give `params`, `inputs`, `all`, or names of inputs and params"),
-    ("apple,,tax", "--wrt has an empty name: `apple,,tax`", "separate names by single commas, e.g. `--wrt W1,b1`"),
-])
+@pytest.mark.parametrize(
+    "wrt, message, hint",
+    [
+        ("apple,apple", "--wrt names `apple` twice: `apple,apple`", "name each value once"),
+        ("", "--wrt names no value: ``", "give `params`, `inputs`, `all`, or names of inputs and params"),
+        (",", "--wrt names no value: `,`", "give `params`, `inputs`, `all`, or names of inputs and params"),
+        ("apple,,tax", "--wrt has an empty name: `apple,,tax`", "separate names by single commas, e.g. `--wrt W1,b1`"),
+    ],
+)
 def test_cli_wrt_names_each_value_once(wrt, message, hint, capsys):
     assert cli_error(["compile", APPLE, "--wrt", wrt], capsys) == f"graphc: error: {message}\nhint: {hint}"
 

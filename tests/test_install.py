@@ -23,8 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 # Copied to a temporary directory before building, so that the build's
 # scratch files (build/, *.egg-info) never land in the working tree and two
 # test runs at once cannot trip over each other.
-IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
-                                ".pytest_cache", ".hypothesis", "tests", "docs", "bench")
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "tests",
+    "docs",
+    "bench",
+)
 
 PROGRAM = textwrap.dedent("""
     import json, sys
@@ -61,9 +72,22 @@ def wheel(tmp_path_factory) -> Path:
     shutil.copytree(ROOT, source, ignore=IGNORE)
     out = work / "dist"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", "-w", str(out), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
     [found] = out.glob("graphc-*.whl")
@@ -85,8 +109,9 @@ def test_unpacked_wheel_compiles_and_runs_a_model(wheel: Path, tmp_path: Path):
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     shutil.copy(ROOT / "models" / "apple.graph", cwd / "apple.graph")
-    result = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, cwd=cwd, env=isolated(site),
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, cwd=cwd, env=isolated(site), timeout=120
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert Path(report["graphc"]).resolve() == (site / "graphc" / "__init__.py").resolve()
@@ -102,7 +127,13 @@ def test_unpacked_wheel_runs_the_command_line(wheel: Path, tmp_path: Path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     shutil.copy(ROOT / "models" / "apple.graph", tmp_path / "apple.graph")
-    result = subprocess.run([sys.executable, "-m", "graphc", "run", "apple.graph", "--json"], capture_output=True,
-                            text=True, cwd=tmp_path, env=isolated(site), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "graphc", "run", "apple.graph", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=isolated(site),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outputs"]["price"] == pytest.approx(220, abs=1e-12)

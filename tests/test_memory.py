@@ -103,18 +103,21 @@ def environment(program: Program, dims: dict[str, int], dtype=np.float64, seed: 
 def measure(plan, env) -> list[int]:
     """Bytes held after each step, as predict_memory counts them."""
     held: list[int] = []
-    interpreter = Interpreter(plan, free=True,
-                              observe=lambda phase, i, *containers: held.append(held_bytes(env, *containers)))
+    interpreter = Interpreter(
+        plan, free=True, observe=lambda phase, i, *containers: held.append(held_bytes(env, *containers))
+    )
     tape = interpreter.forward(env)
     interpreter.backward(tape, np.ones_like(env[plan.seed]))
     return held
 
 
-CASES = [(path, batch, wrt, dtype)
-         for path in GRAPHS
-         for batch in (1, 7, 100)
-         for wrt in ("all", "params")
-         for dtype in ("float64", "float32")]
+CASES = [
+    (path, batch, wrt, dtype)
+    for path in GRAPHS
+    for batch in (1, 7, 100)
+    for wrt in ("all", "params")
+    for dtype in ("float64", "float32")
+]
 
 
 @pytest.mark.parametrize("path, batch, wrt, dtype", CASES, ids=lambda v: getattr(v, "stem", str(v)))
@@ -212,9 +215,9 @@ def test_free_interpreter_holds_no_dead_array(path, wrt):
         live_names: list[set[str]] = []
 
         def observe(phase, index, *containers):
-            tracker.observe(phase, index, *containers)
+            tracker.observe(phase, index, *containers)  # noqa: B023 (called within this iteration)
             if phase == "forward":
-                live_names.append(set(env))
+                live_names.append(set(env))  # noqa: B023
 
         interpreter = Interpreter(plan, free=True, observe=observe, wrap=tracker.wrap)
         tape = interpreter.forward(env)
@@ -313,14 +316,17 @@ def test_in_place_sums_never_write_into_anyone_elses_array(text, seed):
 
 
 def test_loss_and_grads_hands_back_separate_arrays():
-    [compiled] = front_end(textwrap.dedent("""
+    [compiled] = front_end(
+        textwrap.dedent("""
         graph g {
             param p: [3] = normal(1)
             param q: [3] = normal(1)
             s = add(p, q)
             output s
         }
-    """), "g.graph")
+    """),
+        "g.graph",
+    )
     program = Program(compiled)
     loss, grads = program.loss_and_grads({})
     assert grads["p"] is not grads["q"]
@@ -345,14 +351,14 @@ def test_float32_step_makes_only_float32(path, wrt):
             def checked(*args):
                 result = function(*args)
                 for a in _arrays(result).values():
-                    made.append((kind, getattr(step, "out", getattr(step, "node", "")), a.dtype))
+                    made.append((kind, getattr(step, "out", getattr(step, "node", "")), a.dtype))  # noqa: B023
                 return result
 
             return checked
 
         def observe(phase, index, *containers):
-            for a in _arrays(env, *containers).values():
-                made.append((phase, f"held after step {index}", a.dtype))
+            for a in _arrays(env, *containers).values():  # noqa: B023
+                made.append((phase, f"held after step {index}", a.dtype))  # noqa: B023
 
         interpreter = Interpreter(plan, free=True, observe=observe, wrap=wrap)
         tape = interpreter.forward(env)
@@ -364,8 +370,10 @@ def test_float32_step_makes_only_float32(path, wrt):
 
 def test_float32_training_step_through_program(models):
     program = Program(front_end_file(models / "two_layer_net.graph")[0], dtype="float32")
-    feeds = {"x": program.feed("x", np.random.default_rng(0).random((8, 784), dtype=np.float32)),
-             "t": program.feed("t", np.arange(8) % 10)}
+    feeds = {
+        "x": program.feed("x", np.random.default_rng(0).random((8, 784), dtype=np.float32)),
+        "t": program.feed("t", np.arange(8) % 10),
+    }
     loss, grads = program.loss_and_grads(feeds)
     assert np.asarray(loss).dtype == np.float32
     assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
@@ -437,4 +445,10 @@ def test_wrt_names_are_checked(models, capsys):
 
 
 def test_fmt_bytes():
-    assert [fmt_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20)] == ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB"]
+    assert [fmt_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "5.0 MiB",
+    ]

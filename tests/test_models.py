@@ -50,6 +50,7 @@ def test_model_text_output_says_every_expectation_holds(path: Path, capsys):
     assert f"{n} of {n} expectations hold" in out
 
 
+@pytest.mark.slow
 def test_two_layer_net_gradients_match_numerical_ones():
     program = graphc.compile_file(MODELS / "two_layer_net.graph")
     rows = check_grads(program, eps=1e-4, rtol=1e-7)

@@ -141,7 +141,7 @@ def test_op_is_complete(op: Op):
         assert len(shapes) == len(op.operands)
     assert set(op.rules) <= set(op.operands)
     assert set(op.passes_gradient_through) <= set(op.rules)
-    for operand, rule in op.rules.items():
+    for rule in op.rules.values():
         names = {name: name for name in op.operands + op.saves}  # the op's own tensors too (relu's mask)
         names.update(dout="dout", out="out")
         assert "dout" in rule.text.format(**names)
@@ -235,9 +235,7 @@ def test_broadcasting_ops_name_both_operands_when_shapes_clash(op: Op):
     b = Operand("y", TensorType("f64", (5,)))
     with pytest.raises(ShapeError) as info:
         op.infer([a, b], {})
-    assert str(info.value) == (
-        f"shape mismatch in `{op.name}`: cannot broadcast `x` [N, 4] with `y` [5] (dim 4 vs 5)"
-    )
+    assert str(info.value) == (f"shape mismatch in `{op.name}`: cannot broadcast `x` [N, 4] with `y` [5] (dim 4 vs 5)")
     assert info.value.operand == 1
 
 
@@ -248,8 +246,9 @@ def test_broadcasting_keeps_symbolic_dims(op: Op):
     assert op.infer([a, b], {}) == TensorType("f32", ("N", 4, 3))
 
 
-@pytest.mark.parametrize("op", [op for op in REGISTRY.values() if len(op.operands) > 1 and op.name != "softmax_loss"],
-                         ids=lambda op: op.name)
+@pytest.mark.parametrize(
+    "op", [op for op in REGISTRY.values() if len(op.operands) > 1 and op.name != "softmax_loss"], ids=lambda op: op.name
+)
 def test_mixed_float_dtypes_are_an_error(op: Op):
     shapes = op.examples[0]
     operands = _operands(op, shapes, "f64")
@@ -405,7 +404,9 @@ def test_float32_scores_get_a_float32_gradient_whatever_the_label_dtype(label_dt
     y = np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], dtype=np.float32)
     t = np.array([[0, 0, 1], [1, 0, 0]], dtype=label_dtype)
     t_type = TensorType("i64" if label_dtype == np.int64 else "f32", (2, 3))
-    inferred = softmax_loss.infer([Operand("y", TensorType("f32", (2, 3))), Operand("t", t_type)], {"reduction": "mean"})
+    inferred = softmax_loss.infer(
+        [Operand("y", TensorType("f32", (2, 3))), Operand("t", t_type)], {"reduction": "mean"}
+    )
     assert inferred == TensorType("f32", ())
     loss, saved = softmax_loss.forward({"reduction": "mean"}, y, t)
     dy, _ = softmax_loss.backward({"reduction": "mean"}, saved, np.array(1.0, np.float32), (True, False))

@@ -37,7 +37,7 @@ def where(span) -> tuple[int, int, int, int]:
 
 def test_grammar_is_the_one_in_grammars():
     assert grammar_text().startswith("// The graphc language")
-    assert "graph: \"graph\" NAME \"{\" _stmt* \"}\"" in grammar_text()
+    assert 'graph: "graph" NAME "{" _stmt* "}"' in grammar_text()
 
 
 # --- the syntax tree ------------------------------------------------------------------
@@ -73,7 +73,8 @@ def test_attributes_are_kept_apart_from_operands():
 
 
 def test_numbers_and_lists():
-    module = parse(source("""
+    module = parse(
+        source("""
         graph g {
             input a = 3
             input b = -2.5e-3
@@ -82,14 +83,16 @@ def test_numbers_and_lists():
             input e = []
             output a
         }
-    """))
+    """)
+    )
     values = [stmt.init.literal.value for stmt in module.graphs[0].body[:5]]
     assert values == [3, -2.5e-3, 4, [[1, 2], [3, 4]], []]
     assert isinstance(values[0], int) and isinstance(values[1], float)
 
 
 def test_declarations():
-    module = parse(source("""
+    module = parse(
+        source("""
         graph g {
             dim N = 3
             input x: f32[N, 784] = uniform(0, 1) from images
@@ -99,7 +102,8 @@ def test_declarations():
             expect grad(W) == 0 within 1e-3
             output x
         }
-    """))
+    """)
+    )
     dim, x, t, w, half, expect, _ = module.graphs[0].body
     assert (dim.name.text, dim.size) == ("N", 3)
     assert (x.type.dtype, x.type.shape) == ("f32", ("N", 784))
@@ -194,8 +198,11 @@ def test_chain_counts_each_op_separately_and_continues_across_chains():
             output a, b
         }
     """) == [
-        ("relu1", "relu", ("x",)), ("sigmoid1", "sigmoid", ("relu1",)), ("a", "relu", ("sigmoid1",)),
-        ("relu2", "relu", ("x",)), ("b", "sigmoid", ("relu2",)),
+        ("relu1", "relu", ("x",)),
+        ("sigmoid1", "sigmoid", ("relu1",)),
+        ("a", "relu", ("sigmoid1",)),
+        ("relu2", "relu", ("x",)),
+        ("b", "sigmoid", ("relu2",)),
     ]
 
 
@@ -207,7 +214,9 @@ def test_chain_as_names_a_step():
             output y
         }
     """) == [
-        ("h", "relu", ("x",)), ("sigmoid1", "sigmoid", ("h",)), ("twice", "mul", ("sigmoid1", "2")),
+        ("h", "relu", ("x",)),
+        ("sigmoid1", "sigmoid", ("h",)),
+        ("twice", "mul", ("sigmoid1", "2")),
         ("y", "relu", ("twice",)),
     ]
 
@@ -245,7 +254,11 @@ def test_literal_arguments_become_consts():
             output c
         }
     """)
-    assert [(n.name, n.args) for n in graph.ir.nodes()] == [("a", ("x", "0.5")), ("b", ("a", "0.5")), ("c", ("b", "-1"))]
+    assert [(n.name, n.args) for n in graph.ir.nodes()] == [
+        ("a", ("x", "0.5")),
+        ("b", ("a", "0.5")),
+        ("c", ("b", "-1")),
+    ]
     half = graph.ir.decls["0.5"]
     assert isinstance(half, ConstDecl) and half.value == 0.5
     # A literal takes the dtype of what it meets: f32 stays f32.
@@ -333,8 +346,15 @@ def test_initializers():
     decls = graph.ir.decls
     inits = {name: (decls[name].init.kind, decls[name].init.args) for name in "abcdefthi"}
     assert inits == {
-        "a": ("zeros", ()), "b": ("ones", ()), "c": ("normal", (0.1,)), "d": ("uniform", (-1.0, 1.0)),
-        "e": ("he", ()), "f": ("xavier", ()), "t": ("onehot", ()), "h": ("value", ()), "i": ("value", ()),
+        "a": ("zeros", ()),
+        "b": ("ones", ()),
+        "c": ("normal", (0.1,)),
+        "d": ("uniform", (-1.0, 1.0)),
+        "e": ("he", ()),
+        "f": ("xavier", ()),
+        "t": ("onehot", ()),
+        "h": ("value", ()),
+        "i": ("value", ()),
     }
     np.testing.assert_array_equal(decls["h"].init.value, [5.0, 6.0])
     assert decls["i"].init.value == 7.0
@@ -358,7 +378,8 @@ def test_data_roles():
 
 
 def test_several_graphs_in_one_file():
-    graphs = front_end(source("""
+    graphs = front_end(
+        source("""
         graph first {
             input x = 1
             y = relu(x)
@@ -370,7 +391,8 @@ def test_several_graphs_in_one_file():
             y = sigmoid(x)
             output y
         }
-    """))
+    """)
+    )
     assert [g.name for g in graphs] == ["first", "second"]
     assert [n.op.name for g in graphs for n in g.ir.nodes()] == ["relu", "sigmoid"]
 
@@ -395,9 +417,14 @@ def test_outputs_and_expectations():
     np.testing.assert_array_equal(second.value, [4.0])
 
 
-@pytest.mark.parametrize("decl, kind", [
-    ("input x = 1", InputDecl), ("param x: [] = 1", ParamDecl), ("const x = 1", ConstDecl),
-])
+@pytest.mark.parametrize(
+    "decl, kind",
+    [
+        ("input x = 1", InputDecl),
+        ("param x: [] = 1", ParamDecl),
+        ("const x = 1", ConstDecl),
+    ],
+)
 def test_every_kind_of_declaration_is_in_the_ir(decl, kind):
     graph = compiled(f"graph g {{\n    {decl}\n    y = relu(x)\n    output y\n}}\n")
     assert isinstance(graph.ir.decls["x"], kind)
@@ -490,5 +517,5 @@ def test_declaration_order_is_derived_from_the_declarations():
 
 
 def test_a_tolerance_too_large_for_a_float_is_infinite():
-    module = parse('graph g {\n    expect y == 1 within 1' + "0" * 400 + '\n}\n')
+    module = parse("graph g {\n    expect y == 1 within 1" + "0" * 400 + "\n}\n")
     assert module.graphs[0].body[0].tolerance == float("inf")

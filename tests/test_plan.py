@@ -258,7 +258,7 @@ def test_emit_plan_for_the_apple_graph(capsys):
 def test_emit_plan_shows_fan_out_accumulation(capsys):
     text = emit(["compile", str(MODELS / "fanout.graph")], capsys)
     lines = [" ".join(line.split()) for line in text.splitlines()]
-    assert lines[lines.index("backward from f (3 steps, seeded with d_f = 1)") + 1:] == [
+    assert lines[lines.index("backward from f (3 steps, seeded with d_f = 1)") + 1 :] == [
         "3 add d_square = d_f",
         "d_xy = d_f",
         "2 mul d_x = d_xy * y reads y",
@@ -302,15 +302,22 @@ def test_emit_json_has_the_documented_keys(capsys):
     assert data["outputs"] == ["price"]
     assert [set(step) for step in data["forward"]] == [{"out", "op", "args", "attrs", "type", "saves", "frees"}] * 4
     assert data["forward"][2] == {
-        "out": "all_price", "op": "add", "args": ["apple_price", "orange_price"], "attrs": {},
-        "type": "f64", "saves": [], "frees": ["apple_price", "orange_price"],
+        "out": "all_price",
+        "op": "add",
+        "args": ["apple_price", "orange_price"],
+        "attrs": {},
+        "type": "f64",
+        "saves": [],
+        "frees": ["apple_price", "orange_price"],
     }
     backward = data["backward"]
     assert set(backward) == {"seed", "steps", "gradients"}
     assert backward["seed"] == "price"
     assert [set(step) for step in backward["steps"]] == [{"node", "op", "dout", "grads"}] * 4
     assert backward["steps"][0] == {
-        "node": "price", "op": "mul", "dout": "d_price",
+        "node": "price",
+        "op": "mul",
+        "dout": "d_price",
         "grads": [
             {"target": "d_all_price", "accumulate": False, "rule": "d_price * tax", "reads": ["tax"]},
             {"target": "d_tax", "accumulate": False, "rule": "d_price * all_price", "reads": ["all_price"]},
@@ -322,8 +329,10 @@ def test_emit_json_has_the_documented_keys(capsys):
 def test_emit_json_of_a_net_with_params_and_attributes(capsys):
     data = json.loads(emit(["compile", str(MODELS / "two_layer_net.graph"), "--emit", "json"], capsys))
     assert data["params"] == [
-        {"name": "W1", "type": "f64[784, 50]"}, {"name": "b1", "type": "f64[50]"},
-        {"name": "W2", "type": "f64[50, 10]"}, {"name": "b2", "type": "f64[10]"},
+        {"name": "W1", "type": "f64[784, 50]"},
+        {"name": "b1", "type": "f64[50]"},
+        {"name": "W2", "type": "f64[50, 10]"},
+        {"name": "b2", "type": "f64[10]"},
     ]
     assert data["inputs"] == [{"name": "x", "type": "f64[N, 784]"}, {"name": "t", "type": "f64[N, 10]"}]
     assert data["forward"][-1]["attrs"] == {"reduction": "mean"}

@@ -196,7 +196,8 @@ def test_backward_does_not_change_forward_values():
 
 
 def test_dag_with_broadcasting_and_fan_out_matches_numerical_gradients():
-    p = program("""
+    p = program(
+        """
         graph g {
             dim N = 4
             input x: [N, 3] = normal(1)
@@ -216,7 +217,9 @@ def test_dag_with_broadcasting_and_fan_out_matches_numerical_gradients():
             loss = softmax_loss(y, t)
             output loss
         }
-    """, seed=3)
+    """,
+        seed=3,
+    )
     rows = check_grads(p, eps=1e-5, rtol=1e-7)
     assert [r.name for r in rows] == ["x", "W", "b", "s", "V", "c"]
     assert all(r.ok for r in rows), rows
@@ -334,7 +337,9 @@ def test_float32_graph_stays_float32_end_to_end():
     arrays = {name: v for name, v in p.values.items() if name not in weak}
     assert {name: np.asarray(v).dtype for name, v in arrays.items()} == dict.fromkeys(arrays, np.dtype(np.float32))
     assert {name: np.asarray(g).dtype for name, g in grads.items()} == dict.fromkeys(grads, np.dtype(np.float32))
-    assert {name: np.asarray(g).dtype for name, g in p.gradients.items()} == dict.fromkeys(p.gradients, np.dtype(np.float32))
+    assert {name: np.asarray(g).dtype for name, g in p.gradients.items()} == dict.fromkeys(
+        p.gradients, np.dtype(np.float32)
+    )
 
 
 def test_class_indices_keep_a_float32_graph_float32():
@@ -344,14 +349,17 @@ def test_class_indices_keep_a_float32_graph_float32():
 
 
 def test_dtype_override():
-    p = program("""
+    p = program(
+        """
         graph g {
             input x: [2] = [1, 2]
             param w: [2] = ones
             y = mul(x, w)
             output y
         }
-    """, dtype="float32")
+    """,
+        dtype="float32",
+    )
     assert p.forward()["y"].dtype == np.float32
     assert {np.asarray(g).dtype for g in p.backward().values()} == {np.dtype(np.float32)}
     with pytest.raises(GraphcError) as err:
@@ -446,11 +454,14 @@ def test_zeros_ones_and_literals():
     np.testing.assert_array_equal(_initialized("7", "[2, 2]"), np.full((2, 2), 7.0))
 
 
-@pytest.mark.parametrize("init, std", [
-    ("normal(0.01)", 0.01),
-    ("he", np.sqrt(2 / 400)),
-    ("xavier", np.sqrt(1 / 400)),
-])
+@pytest.mark.parametrize(
+    "init, std",
+    [
+        ("normal(0.01)", 0.01),
+        ("he", np.sqrt(2 / 400)),
+        ("xavier", np.sqrt(1 / 400)),
+    ],
+)
 def test_random_initializers_have_the_documented_spread(init, std):
     w = _initialized(init)
     assert w.shape == (400, 300)
@@ -471,7 +482,9 @@ def test_onehot_initializer():
 
 
 def test_initializers_are_seeded():
-    np.testing.assert_array_equal(_initialized("normal(1)", "[3, 3]", seed=5), _initialized("normal(1)", "[3, 3]", seed=5))
+    np.testing.assert_array_equal(
+        _initialized("normal(1)", "[3, 3]", seed=5), _initialized("normal(1)", "[3, 3]", seed=5)
+    )
     assert not np.array_equal(_initialized("normal(1)", "[3, 3]", seed=5), _initialized("normal(1)", "[3, 3]", seed=6))
 
 
@@ -601,8 +614,9 @@ def test_weak_literals_keep_each_branch_in_its_own_dtype():
 
 def test_literals_alone_make_an_array_of_their_dtype():
     for dtype, expected in ((None, np.float64), ("float32", np.float32)):
-        p = program("graph g {\n    input x: [2] = [1, 2]\n    z = mul(2, 3)\n    y = mul(x, z)\n    output y\n}\n",
-                    dtype=dtype)
+        p = program(
+            "graph g {\n    input x: [2] = [1, 2]\n    z = mul(2, 3)\n    y = mul(x, z)\n    output y\n}\n", dtype=dtype
+        )
         out = p.forward()
         assert isinstance(p.values["z"], np.ndarray) and p.values["z"].dtype == expected and p.values["z"] == 6
         assert out["y"].dtype == expected

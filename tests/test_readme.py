@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -15,6 +17,7 @@ def _updater():
     return module
 
 
+@pytest.mark.slow
 def test_readme_examples_are_current():
     updater = _updater()
     text = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -36,12 +36,18 @@ def test_buy_apple_every_node(models):
     program.forward()
     program.backward()
     assert {k: float(v) for k, v in program.values.items()} == {
-        "apple": _exactly(100), "apple_num": _exactly(2), "tax": _exactly(1.1),
-        "apple_price": _exactly(200), "price": _exactly(220),
+        "apple": _exactly(100),
+        "apple_num": _exactly(2),
+        "tax": _exactly(1.1),
+        "apple_price": _exactly(200),
+        "price": _exactly(220),
     }
     assert {k: float(v) for k, v in program.gradients.items()} == {
-        "price": 1.0, "apple_price": _exactly(1.1), "tax": _exactly(200),
-        "apple": _exactly(2.2), "apple_num": _exactly(110),
+        "price": 1.0,
+        "apple_price": _exactly(1.1),
+        "tax": _exactly(200),
+        "apple": _exactly(2.2),
+        "apple_num": _exactly(110),
     }
 
 
@@ -51,14 +57,26 @@ def test_buy_apple_orange_every_node(models):
     program.forward()
     grads = program.backward()
     assert {k: float(v) for k, v in program.values.items()} == {
-        "apple": _exactly(100), "apple_num": _exactly(2), "orange": _exactly(150), "orange_num": _exactly(3),
-        "tax": _exactly(1.1), "apple_price": _exactly(200), "orange_price": _exactly(450),
-        "all_price": _exactly(650), "price": _exactly(715),
+        "apple": _exactly(100),
+        "apple_num": _exactly(2),
+        "orange": _exactly(150),
+        "orange_num": _exactly(3),
+        "tax": _exactly(1.1),
+        "apple_price": _exactly(200),
+        "orange_price": _exactly(450),
+        "all_price": _exactly(650),
+        "price": _exactly(715),
     }
     assert {k: float(v) for k, v in program.gradients.items()} == {
-        "price": 1.0, "all_price": _exactly(1.1), "tax": _exactly(650),
-        "apple_price": _exactly(1.1), "orange_price": _exactly(1.1),
-        "apple": _exactly(2.2), "apple_num": _exactly(110), "orange": _exactly(3.3), "orange_num": _exactly(165),
+        "price": 1.0,
+        "all_price": _exactly(1.1),
+        "tax": _exactly(650),
+        "apple_price": _exactly(1.1),
+        "orange_price": _exactly(1.1),
+        "apple": _exactly(2.2),
+        "apple_num": _exactly(110),
+        "orange": _exactly(3.3),
+        "orange_num": _exactly(165),
     }
     assert list(grads) == ["apple", "apple_num", "orange", "orange_num", "tax"]
 
@@ -72,6 +90,9 @@ def test_buy_apple_through_the_command_line(models, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["outputs"] == {"price": _exactly(715)}
     assert data["grads"] == {
-        "apple": _exactly(2.2), "apple_num": _exactly(110), "orange": _exactly(3.3),
-        "orange_num": _exactly(165), "tax": _exactly(650),
+        "apple": _exactly(2.2),
+        "apple_num": _exactly(110),
+        "orange": _exactly(3.3),
+        "orange_num": _exactly(165),
+        "tax": _exactly(650),
     }

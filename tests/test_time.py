@@ -68,12 +68,15 @@ def test_a_graph_without_params_times_its_input_gradients(models, capsys):
     assert {line.split()[0] for line in out.splitlines()[5:7]} == {"apple_price", "price"}
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--iters", "0", "--iters must be at least 1, got 0"),
-    ("--batch", "0", "--batch must be at least 1, got 0"),
-    ("--warmup", "-1", "--warmup must be at least 0, got -1"),
-    ("--wrt", "W9", "--wrt: no input or param named `W9`"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--iters", "0", "--iters must be at least 1, got 0"),
+        ("--batch", "0", "--batch must be at least 1, got 0"),
+        ("--warmup", "-1", "--warmup must be at least 0, got -1"),
+        ("--wrt", "W9", "--wrt: no input or param named `W9`"),
+    ],
+)
 def test_time_checks_its_arguments(models, capsys, flag, value, message):
     status, out, err = run(["time", str(models / "two_layer_net.graph"), flag, value], capsys)
     assert status == 2
@@ -225,12 +228,15 @@ def _train_mnist():
     return module
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
-    (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
-    (["--whole-iters", "-1"], "argument --whole-iters: must be at least 0, got -1"),
-    (["--lr", "0"], "argument --lr: must be a positive number, got 0"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
+        (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
+        (["--whole-iters", "-1"], "argument --whole-iters: must be at least 0, got -1"),
+        (["--lr", "0"], "argument --lr: must be a positive number, got 0"),
+    ],
+)
 def test_train_mnist_bench_checks_its_arguments(capsys, flags, message):
     bench = _train_mnist()
     with pytest.raises(SystemExit) as exit:

@@ -17,7 +17,14 @@ from graphc.checkpoint import read_checkpoint, save_checkpoint
 from graphc.data import load_mnist
 from graphc.errors import GraphcError
 from graphc.train import (
-    Diverged, MinibatchDraws, Trainer, TrainOptions, find_roles, load_data, log_csv, prepare_data,
+    Diverged,
+    MinibatchDraws,
+    Trainer,
+    TrainOptions,
+    find_roles,
+    load_data,
+    log_csv,
+    prepare_data,
 )
 
 GRAPH = """
@@ -45,6 +52,7 @@ def program_of(text: str, **kwargs) -> graphc.Program:
 def net(models):
     def make(dtype: str = "float32", seed: int = 0) -> graphc.Program:
         return graphc.compile_file(models / "two_layer_net.graph", dtype=dtype, seed=seed)
+
     return make
 
 
@@ -116,6 +124,7 @@ def test_roles_declared_with_a_shape_that_does_not_fit():
 # --- data ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_data_is_checked_once_and_not_copied(net):
     program = net("float32")
     data = load_data("mnist", program)
@@ -127,6 +136,7 @@ def test_data_is_checked_once_and_not_copied(net):
     assert (data.images, data.labels, data.scores) == ("x", "t", "y")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", ["f64[N, 784]", "f64[N, 1, 28, 28]"])
 def test_minibatches_gathered_from_bytes_are_the_normalized_images(dtype, layout):
@@ -147,6 +157,7 @@ def test_minibatches_gathered_from_bytes_are_the_normalized_images(dtype, layout
     assert out.tobytes() == data.x_train[index].tobytes()
 
 
+@pytest.mark.slow
 def test_training_from_bytes_or_floats_gives_the_same_weights(net):
     runs = []
     for from_bytes in (True, False):
@@ -161,8 +172,11 @@ def test_training_from_bytes_or_floats_gives_the_same_weights(net):
 
 def test_bytes_must_match_the_images(net):
     data = load_data("mnist", net("float32"))
-    with pytest.raises(ValueError, match=r"x_train_bytes must be uint8 shaped like x_train \(60000, 784\), "
-                                         r"got float32\[60000, 784\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"x_train_bytes must be uint8 shaped like x_train \(60000, 784\), "
+        r"got float32\[60000, 784\]",
+    ):
         dataclasses.replace(data, x_train_bytes=data.x_train)
 
 
@@ -174,6 +188,7 @@ def test_data_one_hot_where_the_graph_reads_labels_as_values():
     assert np.array_equal(data.t_train.argmax(axis=1), data.y_train)
 
 
+@pytest.mark.slow
 def test_data_reshaped_for_image_inputs():
     program = program_of(source("f64[N, 1, 28, 28]", "i64[N]"))
     data = load_data("mnist", program)
@@ -199,9 +214,13 @@ def test_unknown_dataset(net):
     assert error_of(load_data, "cifar", net()) == "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"
 
 
+@pytest.mark.slow
 def test_other_inputs_need_a_fixed_value():
-    text = source().replace("output loss", "u = mul(y, k)\n    output loss").replace(
-        "input t", "input k: f64[10]\n    input t")
+    text = (
+        source()
+        .replace("output loss", "u = mul(y, k)\n    output loss")
+        .replace("input t", "input k: f64[10]\n    input t")
+    )
     assert error_of(load_data, "mnist", program_of(text)) == (
         "g.graph:4:11: error: input `k` is fed neither images nor labels, and has no fixed value to train with\n"
         " 4 |     input k: f64[10]\n"
@@ -306,17 +325,22 @@ def test_resume_needs_the_same_optimizer(net, data32, tmp_path):
     path = tmp_path / "w.npz"
     Trainer(net(), data32, TrainOptions(iters=10, optimizer="adam", evaluate=False)).run(checkpoint=path)
     message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
-    assert message == f"{path}: error: the checkpoint was trained with adam, not sgd\nhint: resume with `--optimizer adam`"
+    assert (
+        message == f"{path}: error: the checkpoint was trained with adam, not sgd\nhint: resume with `--optimizer adam`"
+    )
 
 
 def test_resume_needs_training_state(net, data32, tmp_path):
     path = tmp_path / "w.npz"
     save_checkpoint(path, net())
     message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
-    assert message == (f"{path}: error: these weights hold no training state to resume from\n"
-                       "hint: resume from a checkpoint written by `graphc train --save`")
+    assert message == (
+        f"{path}: error: these weights hold no training state to resume from\n"
+        "hint: resume from a checkpoint written by `graphc train --save`"
+    )
 
 
+@pytest.mark.slow
 def test_epochs_and_history(net, data32):
     trainer = Trainer(net(), data32, TrainOptions(iters=1300))
     seen = []
@@ -359,8 +383,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, data32, tmp_pa
     path = tmp_path / "w.npz"
     Trainer(net(), data32, TrainOptions(iters=600, evaluate=False)).run(checkpoint=path)
     good = path.read_bytes()
-    trainer = Trainer(net(), data32, TrainOptions(iters=1300, lr=1e30, evaluate=False),
-                      resume=read_checkpoint(path))
+    trainer = Trainer(net(), data32, TrainOptions(iters=1300, lr=1e30, evaluate=False), resume=read_checkpoint(path))
     with pytest.raises(Diverged) as err:
         trainer.run(checkpoint=path)
     assert err.value.render() == (
@@ -404,8 +427,14 @@ def test_options_are_checked():
     assert error_of(TrainOptions, iters=0) == "graphc: error: iterations must be at least 1, got 0"
     assert error_of(TrainOptions, batch=-1) == "graphc: error: batch size must be at least 1, got -1"
     assert error_of(TrainOptions, lr=float("nan")) == "graphc: error: learning rate must be a positive number, got nan"
-    assert error_of(TrainOptions, optimizer="adma") == "graphc: error: unknown optimizer `adma`\nhint: did you mean `adam`?"
-    assert error_of(TrainOptions, engine="jit") == "graphc: error: unknown engine `jit`\nhint: engines: auto, codegen, interpreter"
+    assert (
+        error_of(TrainOptions, optimizer="adma")
+        == "graphc: error: unknown optimizer `adma`\nhint: did you mean `adam`?"
+    )
+    assert (
+        error_of(TrainOptions, engine="jit")
+        == "graphc: error: unknown engine `jit`\nhint: engines: auto, codegen, interpreter"
+    )
 
 
 # --- engines: the interpreter and the generated module ------------------------------
@@ -452,8 +481,9 @@ def test_auto_engine_falls_back_to_the_interpreter(data32):
     mixed = mixed.replace("param b: [10]", "param b: f32[10]")
     mixed = mixed.replace("    x -> affine(W, b) -> y", "    param s: f64[] = 1\n    x -> affine(W, b) -> y")
     program = program_of(mixed)
-    data = prepare_data(program, (data32.x_train[:500], data32.y_train[:500]),
-                        (data32.x_test[:100], data32.y_test[:100]), name="mnist")
+    data = prepare_data(
+        program, (data32.x_train[:500], data32.y_train[:500]), (data32.x_test[:100], data32.y_test[:100]), name="mnist"
+    )
     trainer = Trainer(program, data, TrainOptions(iters=5, evaluate=False))
     trainer.run()
     assert trainer.engine == "interpreter"
@@ -464,12 +494,14 @@ def test_auto_engine_falls_back_to_the_interpreter(data32):
 # --- accuracy: the book's figures ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_run_reaches_94_percent(net, data32):
     """The book's settings (SGD, lr 0.1, batch 100) for 3000 of its 10000 iterations."""
     result = Trainer(net("float32"), data32, TrainOptions(iters=3000)).run()
     assert result.test_acc >= 0.94
 
 
+@pytest.mark.slow
 def test_full_run_reaches_97_percent(net, data32):
     """The book's whole run: 10000 iterations; it reports about 97% test accuracy."""
     result = Trainer(net("float32"), data32, TrainOptions()).run()
@@ -486,10 +518,27 @@ def graphc_cli(capsys, *argv) -> tuple[int, str, str]:
     return status, out, err
 
 
+@pytest.mark.slow
 def test_cli_train_json_save_log_plot(models, capsys, tmp_path):
     save, log, plot = tmp_path / "w.npz", tmp_path / "log.csv", tmp_path / "curves.png"
-    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--data", "mnist", "--iters", 50,
-                                  "--dtype", "float32", "--save", save, "--log", log, "--plot", plot, "--json")
+    status, out, err = graphc_cli(
+        capsys,
+        "train",
+        models / "two_layer_net.graph",
+        "--data",
+        "mnist",
+        "--iters",
+        50,
+        "--dtype",
+        "float32",
+        "--save",
+        save,
+        "--log",
+        log,
+        "--plot",
+        plot,
+        "--json",
+    )
     assert status == 0, err
     summary = json.loads(out)
     assert {"train_acc", "test_acc", "iters", "seconds"} <= set(summary)
@@ -506,8 +555,9 @@ def test_cli_train_text(models, capsys):
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 50, "--dtype", "float32")
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[0] == ("training two_layer_net on mnist: 60000 train / 10000 test images, "
-                        "float32, sgd lr 0.1, batch 100, seed 0")
+    assert lines[0] == (
+        "training two_layer_net on mnist: 60000 train / 10000 test images, float32, sgd lr 0.1, batch 100, seed 0"
+    )
     assert lines[1] == "50 iterations (1 epoch of 600)"
     assert lines[2].startswith("epoch 1/1  iter     50  loss ")
     assert lines[3].startswith("trained 50 iterations in ")
@@ -515,13 +565,46 @@ def test_cli_train_text(models, capsys):
     assert err == ""  # no progress bar when stderr is not a terminal
 
 
+@pytest.mark.slow
 def test_cli_resume_matches_a_straight_run(models, capsys, tmp_path):
     model = models / "two_layer_net.graph"
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert graphc_cli(capsys, "train", model, "--iters", 120, "--batch", 50, "--optimizer", "adam",
-                      "--dtype", "float32", "--save", a)[0] == 0
-    assert graphc_cli(capsys, "train", model, "--iters", 60, "--batch", 50, "--optimizer", "adam",
-                      "--dtype", "float32", "--save", b)[0] == 0
+    assert (
+        graphc_cli(
+            capsys,
+            "train",
+            model,
+            "--iters",
+            120,
+            "--batch",
+            50,
+            "--optimizer",
+            "adam",
+            "--dtype",
+            "float32",
+            "--save",
+            a,
+        )[0]
+        == 0
+    )
+    assert (
+        graphc_cli(
+            capsys,
+            "train",
+            model,
+            "--iters",
+            60,
+            "--batch",
+            50,
+            "--optimizer",
+            "adam",
+            "--dtype",
+            "float32",
+            "--save",
+            b,
+        )[0]
+        == 0
+    )
     # --resume takes the optimizer, its lr, the batch and the dtype from the checkpoint
     status, out, _ = graphc_cli(capsys, "train", model, "--iters", 120, "--resume", b, "--save", b, "--json")
     assert status == 0
@@ -530,6 +613,7 @@ def test_cli_resume_matches_a_straight_run(models, capsys, tmp_path):
     assert all(pa[name].tobytes() == pb[name].tobytes() for name in pa)
 
 
+@pytest.mark.slow
 def test_cli_resume_with_nothing_left(models, capsys, tmp_path):
     path = tmp_path / "w.npz"
     model = models / "two_layer_net.graph"
@@ -539,11 +623,15 @@ def test_cli_resume_with_nothing_left(models, capsys, tmp_path):
     assert f"nothing to do: {path} is at iteration 20 already; pass a larger --iters to train further" in out
 
 
+@pytest.mark.slow
 def test_cli_declared_float32_stays_float32(capsys, tmp_path):
     """Without --dtype, train and eval keep the dtypes the graph declares."""
     model = tmp_path / "g32.graph"
-    model.write_text(source("f32[N, 784]", "f32[N, 10]").replace("param W: [784, 10]", "param W: f32[784, 10]")
-                     .replace("param b: [10]", "param b: f32[10]"))
+    model.write_text(
+        source("f32[N, 784]", "f32[N, 10]")
+        .replace("param W: [784, 10]", "param W: f32[784, 10]")
+        .replace("param b: [10]", "param b: f32[10]")
+    )
     path = tmp_path / "w.npz"
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 20, "--save", path, "--json")
     assert status == 0, err
@@ -564,9 +652,12 @@ def test_cli_a_graph_whose_output_is_not_a_loss(capsys, tmp_path):
     model.write_text(source().replace("output loss", "output y\n    output loss"))
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 5)
     assert status == 2
-    assert err.startswith(f"{model}:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss")
+    assert err.startswith(
+        f"{model}:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss"
+    )
 
 
+@pytest.mark.slow
 def test_cli_resume_keeps_the_run_going_as_one(models, capsys, tmp_path):
     """A resumed run's log has one row per epoch, as an uninterrupted one's."""
     model = models / "two_layer_net.graph"
@@ -579,6 +670,7 @@ def test_cli_resume_keeps_the_run_going_as_one(models, capsys, tmp_path):
     assert rows[0] == rows[1] and [r[:2] for r in rows[0][1:]] == [["1", "60"], ["2", "120"], ["3", "130"]]
 
 
+@pytest.mark.slow
 def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
     path = tmp_path / "w.npz"
     model = models / "two_layer_net.graph"
@@ -591,13 +683,16 @@ def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
     np.savez(path, **arrays)
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 10, "--resume", path)
     assert status == 2
-    assert err == (f"{path}: error: corrupt checkpoint: meta field `seed` must be a whole number at least 0, got -1\n"
-                   "hint: the file is damaged; use another checkpoint or train again\n")
+    assert err == (
+        f"{path}: error: corrupt checkpoint: meta field `seed` must be a whole number at least 0, got -1\n"
+        "hint: the file is damaged; use another checkpoint or train again\n"
+    )
 
 
 def test_cli_epochs(models, capsys):
-    status, out, _ = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 1000,
-                                "--dtype", "float32", "--json")
+    status, out, _ = graphc_cli(
+        capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 1000, "--dtype", "float32", "--json"
+    )
     assert status == 0
     assert json.loads(out)["iters"] == 60
 
@@ -610,6 +705,7 @@ def test_cli_ctrl_c_saves_and_exits_130(models, capsys, tmp_path, monkeypatch):
             def interrupt(iteration, loss):
                 if iteration == 25:
                     os.kill(os.getpid(), signal.SIGINT)
+
             kwargs["on_iteration"] = interrupt
             return super().run(**kwargs)
 
@@ -626,27 +722,37 @@ def test_cli_ctrl_c_saves_and_exits_130(models, capsys, tmp_path, monkeypatch):
 
 
 def test_cli_divergence_exits_1(models, capsys, tmp_path):
-    status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 20, "--lr", "1e30",
-                                  "--dtype", "float32", "--json")
+    status, out, err = graphc_cli(
+        capsys, "train", models / "two_layer_net.graph", "--iters", 20, "--lr", "1e30", "--dtype", "float32", "--json"
+    )
     assert status == 1
     assert json.loads(out)["status"] == "diverged"
     assert err.startswith("graphc: error: training diverged at iteration 2: the loss is nan; ")
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--iters", "-5"], "graphc: error: --iters must be at least 1, got -5\nhint: e.g. `--iters 100`"),
-    (["--iters", "ten"], "graphc: error: --iters takes a whole number, got `ten`\nhint: e.g. `--iters 100`"),
-    (["--batch", "0"], "graphc: error: --batch must be at least 1, got 0\nhint: e.g. `--batch 100`"),
-    (["--lr", "fast"], "graphc: error: --lr takes a number, got `fast`\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
-    (["--lr", "-1"], "graphc: error: --lr must be a positive number, got -1\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
-    (["--iters", "10", "--epochs", "2"], "graphc: error: give --iters or --epochs, not both\n"
-     "hint: --epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100"),
-    (["--data", "cifar"], "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"),
-    (["--save", "/no/such/dir/w.npz"], "graphc: error: --save /no/such/dir/w.npz: cannot write: no such directory\n"
-     "hint: create `/no/such/dir` first"),
-    (["--seed", "-1"], "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`"),
-    (["--dtype", "float16"], None),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--iters", "-5"], "graphc: error: --iters must be at least 1, got -5\nhint: e.g. `--iters 100`"),
+        (["--iters", "ten"], "graphc: error: --iters takes a whole number, got `ten`\nhint: e.g. `--iters 100`"),
+        (["--batch", "0"], "graphc: error: --batch must be at least 1, got 0\nhint: e.g. `--batch 100`"),
+        (["--lr", "fast"], "graphc: error: --lr takes a number, got `fast`\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
+        (["--lr", "-1"], "graphc: error: --lr must be a positive number, got -1\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
+        (
+            ["--iters", "10", "--epochs", "2"],
+            "graphc: error: give --iters or --epochs, not both\n"
+            "hint: --epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
+        ),
+        (["--data", "cifar"], "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"),
+        (
+            ["--save", "/no/such/dir/w.npz"],
+            "graphc: error: --save /no/such/dir/w.npz: cannot write: no such directory\n"
+            "hint: create `/no/such/dir` first",
+        ),
+        (["--seed", "-1"], "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`"),
+        (["--dtype", "float16"], None),
+    ],
+)
 def test_cli_flag_errors(models, capsys, flags, message):
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", *flags)
     assert status == 2
@@ -670,6 +776,7 @@ def test_cli_checking_an_output_leaves_no_file_behind(models, capsys, tmp_path):
     assert status == 2 and path.read_bytes() == b"an earlier checkpoint"
 
 
+@pytest.mark.slow
 def test_cli_eval(models, capsys, tmp_path):
     path = tmp_path / "w.npz"
     model = models / "two_layer_net.graph"
@@ -693,10 +800,12 @@ def test_cli_eval_wrong_weights(models, capsys, tmp_path):
     np.savez(path, W1=np.zeros((784, 100)))
     status, _, err = graphc_cli(capsys, "eval", models / "two_layer_net.graph", "--weights", path)
     assert status == 2
-    assert err.startswith(f"{path}: error: tensor `W1` has shape [784, 100], but param `W1` of graph "
-                          "`two_layer_net` has shape [784, 50]")
+    assert err.startswith(
+        f"{path}: error: tensor `W1` has shape [784, 100], but param `W1` of graph `two_layer_net` has shape [784, 50]"
+    )
 
 
+@pytest.mark.slow
 def test_cli_run_and_gradcheck_with_weights(models, capsys, tmp_path):
     path = tmp_path / "w.npz"
     model = models / "two_layer_net.graph"

@@ -23,15 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     graphs = load_graphs(args)
     if args.json:
-        print_json({"file": args.file, "ok": True, "graphs": [summary(g) for g in graphs],
-                    "warnings": [d.render() for g in graphs for d in g.warnings]})
+        print_json(
+            {
+                "file": args.file,
+                "ok": True,
+                "graphs": [summary(g) for g in graphs],
+                "warnings": [d.render() for g in graphs for d in g.warnings],
+            }
+        )
         return ExitCode.OK
     for graph in graphs:
         print(summary_text(graph))
         print()
     warnings = sum(len(g.warnings) for g in graphs)
-    print(f"{args.file}: ok, {len(graphs)} graph{'s' * (len(graphs) != 1)}, "
-          f"{warnings} warning{'s' * (warnings != 1)}")
+    print(f"{args.file}: ok, {len(graphs)} graph{'s' * (len(graphs) != 1)}, {warnings} warning{'s' * (warnings != 1)}")
     return ExitCode.OK
 
 
@@ -55,22 +60,36 @@ def value_rows(graph: CompiledGraph) -> list[dict]:
         if isinstance(decl, ParamDecl) or (isinstance(decl, ConstDecl) and decl.literal):
             continue
         params = _params_of(graph, decl) if isinstance(decl, OpNode) else []
-        rows.append({
-            "name": name,
-            "kind": decl.op.name if isinstance(decl, OpNode) else "input" if isinstance(decl, InputDecl) else "const",
-            "shape": list(graph.types[name].shape),
-            "dtype": graph.types[name].dtype or "f64",
-            "params": params,
-            "param_count": sum(_count(graph, p) for p in params),
-        })
+        rows.append(
+            {
+                "name": name,
+                "kind": decl.op.name
+                if isinstance(decl, OpNode)
+                else "input"
+                if isinstance(decl, InputDecl)
+                else "const",
+                "shape": list(graph.types[name].shape),
+                "dtype": graph.types[name].dtype or "f64",
+                "params": params,
+                "param_count": sum(_count(graph, p) for p in params),
+            }
+        )
     return rows
 
 
 def summary(graph: CompiledGraph) -> dict:
     params = [d.name for d in graph.ir.params()]
     return {
-        "graph": graph.name, "values": value_rows(graph),
-        "params": {p: {"shape": list(graph.types[p].shape), "dtype": graph.types[p].dtype, "init": graph.ir.decls[p].init.describe()} for p in params},
+        "graph": graph.name,
+        "values": value_rows(graph),
+        "params": {
+            p: {
+                "shape": list(graph.types[p].shape),
+                "dtype": graph.types[p].dtype,
+                "init": graph.ir.decls[p].init.describe(),
+            }
+            for p in params
+        },
         "param_count": sum(_count(graph, p) for p in params),
         "outputs": [n for n, _ in graph.ir.outputs],
         "inputs": {d.name: {"type": str(graph.types[d.name]), "role": d.role} for d in graph.ir.inputs()},

@@ -7,7 +7,8 @@ import argparse
 import json
 import math
 import sys
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -26,31 +27,45 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
     """An argparse type: a whole number at least `least`, else a GraphcError naming the flag."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise GraphcError(f"{flag} takes a whole number, got `{text}`", hint=f"e.g. `{flag} {max(least, 100)}`") from None
+            raise GraphcError(
+                f"{flag} takes a whole number, got `{text}`", hint=f"e.g. `{flag} {max(least, 100)}`"
+            ) from None
         if value < least:
             raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=f"e.g. `{flag} {max(least, 100)}`")
         return value
+
     return parse
 
 
-def add_seed_argument(parser: argparse.ArgumentParser, default: int | None = 0, what: str = "param initializers and made-up inputs") -> None:
+def add_seed_argument(
+    parser: argparse.ArgumentParser, default: int | None = 0, what: str = "param initializers and made-up inputs"
+) -> None:
     parser.add_argument(
-        "--seed", type=whole_number("--seed", least=0), default=default, metavar="S",
+        "--seed",
+        type=whole_number("--seed", least=0),
+        default=default,
+        metavar="S",
         help=f"seed for the {what} (default 0)",
     )
 
 
-def add_dtype_argument(parser: argparse.ArgumentParser, help: str = "make every float value this dtype (default: as the graph declares)") -> None:
+def add_dtype_argument(
+    parser: argparse.ArgumentParser, help: str = "make every float value this dtype (default: as the graph declares)"
+) -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help=help)
 
 
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", action="append", default=[], metavar="NAME=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="give an input (or param) a value: a number or a list such as [[1, 2], [3, 4]]",
     )
     parser.add_argument(
@@ -126,8 +141,11 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
     where = _Where(flag, text)
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise GraphcError(f"{flag} takes NAME=VALUE, got `{text}`", where.span(0, len(text)),
-                          f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`")
+        raise GraphcError(
+            f"{flag} takes NAME=VALUE, got `{text}`",
+            where.span(0, len(text)),
+            f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`",
+        )
     if not value:
         raise GraphcError(f"{flag} {name}= has no value", where.value)
     return name.strip(), value, where
@@ -143,7 +161,8 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
             value = float(text)  # also inf and nan
         except ValueError:
             raise GraphcError(
-                f"cannot read `{text}` as a number or a list", where.value,
+                f"cannot read `{text}` as a number or a list",
+                where.value,
                 "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]",
             ) from None
     try:
@@ -166,8 +185,9 @@ def _load_npy(path: str, span: Span) -> np.ndarray:
     except IsADirectoryError:
         raise GraphcError(f"is a directory: {path}", span) from None
     except (ValueError, OSError, EOFError) as err:
-        raise GraphcError(f"cannot read {path} as a .npy array: {err}", span,
-                          "save one with numpy.save(path, array)") from None
+        raise GraphcError(
+            f"cannot read {path} as a .npy array: {err}", span, "save one with numpy.save(path, array)"
+        ) from None
     if not isinstance(array, np.ndarray):
         raise GraphcError(f"{path} holds several arrays (.npz); give one .npy array", span)
     return array

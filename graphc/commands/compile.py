@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from graphc.commands.common import (
-    add_dtype_argument, add_file_arguments, load_graphs, select_graph, whole_number, write_output,
+    add_dtype_argument,
+    add_file_arguments,
+    load_graphs,
+    select_graph,
+    whole_number,
+    write_output,
 )
 from graphc.compiler import CompiledGraph
 from graphc.emit import plan_json, plan_text
@@ -33,12 +38,18 @@ def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
         return inputs
     names = tuple(n.strip() for n in text.split(","))
     if not any(names):
-        raise GraphcError(f"--wrt names no value: `{text}`", hint="give `params`, `inputs`, `all`, or names of inputs and params")
+        raise GraphcError(
+            f"--wrt names no value: `{text}`", hint="give `params`, `inputs`, `all`, or names of inputs and params"
+        )
     for name in names:
         if not name:
-            raise GraphcError(f"--wrt has an empty name: `{text}`", hint="separate names by single commas, e.g. `--wrt W1,b1`")
+            raise GraphcError(
+                f"--wrt has an empty name: `{text}`", hint="separate names by single commas, e.g. `--wrt W1,b1`"
+            )
         if name not in inputs + params:
-            hint = did_you_mean(name, inputs + params) or "give `params`, `inputs`, `all`, or names of inputs and params"
+            hint = (
+                did_you_mean(name, inputs + params) or "give `params`, `inputs`, `all`, or names of inputs and params"
+            )
             raise GraphcError(f"--wrt: no input or param named `{name}` in graph `{graph.name}`", hint=hint)
     duplicates = sorted({n for n in names if names.count(n) > 1}, key=names.index)
     if duplicates:
@@ -98,13 +109,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--emit", choices=EMITTERS, default="plan", help="what to emit (default: plan)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of printing")
     parser.add_argument(
-        "--wrt", metavar="WHAT",
+        "--wrt",
+        metavar="WHAT",
         help="which gradients backward computes: `all` inputs and params (default), `params` "
-             "(a training step), `inputs`, or names, comma-separated",
+        "(a training step), `inputs`, or names, comma-separated",
     )
     add_dtype_argument(parser, help="make every float value this dtype")
     parser.add_argument(
-        "--batch", type=whole_number("--batch"), metavar="B",
+        "--batch",
+        type=whole_number("--batch"),
+        metavar="B",
         help="with --emit plan or json: the memory of one step at batch size B, step by step, and its peak",
     )
 

@@ -21,16 +21,23 @@ HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradient
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     parser.add_argument(
-        "-o", "--output", metavar="OUT", default="-",
+        "-o",
+        "--output",
+        metavar="OUT",
+        default="-",
         help="OUT.svg, .png, .pdf, .dot or .mmd; `-` prints DOT (the default)",
     )
     parser.add_argument("--values", action="store_true", help="run forward and write each value above its edge")
     parser.add_argument(
         "--grads", action="store_true", help="run forward and backward and write each gradient below its edge, in red"
     )
-    parser.add_argument("--rankdir", choices=("LR", "TB"), default="LR", help="left to right (default) or top to bottom")
     parser.add_argument(
-        "--plan", choices=("forward", "backward"), default="forward",
+        "--rankdir", choices=("LR", "TB"), default="LR", help="left to right (default) or top to bottom"
+    )
+    parser.add_argument(
+        "--plan",
+        choices=("forward", "backward"),
+        default="forward",
         help="draw the graph (default) or its backward plan",
     )
     add_feed_arguments(parser)

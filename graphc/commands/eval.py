@@ -19,12 +19,17 @@ HELP = "test accuracy, per-class accuracy and confusion matrix of trained weight
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
-    parser.add_argument("--weights", required=True, metavar="W.npz",
-                        help="the weights: a checkpoint from `graphc train --save`, or an .npz of params")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="W.npz",
+        help="the weights: a checkpoint from `graphc train --save`, or an .npz of params",
+    )
     add_data_arguments(parser)
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which images (default test)")
-    add_dtype_argument(parser, help="compute in this dtype (default: the one the weights were trained in, "
-                                    "else as the graph declares)")
+    add_dtype_argument(
+        parser, help="compute in this dtype (default: the one the weights were trained in, else as the graph declares)"
+    )
     add_json_argument(parser)
 
 
@@ -37,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = read_checkpoint(args.weights)
     # Declared dtypes stand unless --dtype or the weights' training run says otherwise.
     # The weights are read once, here (load_program would read --weights again).
-    program, _ = load_program(argparse.Namespace(**{**vars(args), "weights": None}), dtype=args.dtype or checkpoint.dtype)
+    program, _ = load_program(
+        argparse.Namespace(**{**vars(args), "weights": None}), dtype=args.dtype or checkpoint.dtype
+    )
     apply_weights(program, checkpoint)
     dtype = "/".join(float_dtype_names(program))
     data = load_data(args.data, program, data_dir=args.data_dir)
@@ -51,34 +58,52 @@ def run(args: argparse.Namespace) -> int:
         class_acc = correct / per_class
 
     if args.json:
-        print_json({
-            "graph": program.name, "weights": args.weights, "iteration": checkpoint.iteration,
-            "data": data.name, "split": args.split, "images": len(y), "dtype": dtype,
-            "accuracy": accuracy,
-            "per_class": [
-                {"class": c, "images": int(per_class[c]), "correct": int(correct[c]),
-                 "accuracy": float(class_acc[c]) if per_class[c] else None}
-                for c in range(data.classes)
-            ],
-            "confusion": counts,
-        })
+        print_json(
+            {
+                "graph": program.name,
+                "weights": args.weights,
+                "iteration": checkpoint.iteration,
+                "data": data.name,
+                "split": args.split,
+                "images": len(y),
+                "dtype": dtype,
+                "accuracy": accuracy,
+                "per_class": [
+                    {
+                        "class": c,
+                        "images": int(per_class[c]),
+                        "correct": int(correct[c]),
+                        "accuracy": float(class_acc[c]) if per_class[c] else None,
+                    }
+                    for c in range(data.classes)
+                ],
+                "confusion": counts,
+            }
+        )
         return ExitCode.OK
 
     trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta is not None else ""
     print(f"{program.name} with weights {args.weights}{trained} on the {data.name} {args.split} set, {dtype}")
     print(f"accuracy {accuracy:.4f}  ({int(correct.sum())} of {len(y)} images)")
     print()
-    print(tabulate(
-        [(c, int(per_class[c]), int(correct[c]), f"{class_acc[c]:.4f}" if per_class[c] else "-")
-         for c in range(data.classes)],
-        headers=("class", "images", "correct", "accuracy"), colalign=("right", "right", "right", "right"),
-        disable_numparse=True,
-    ))
+    print(
+        tabulate(
+            [
+                (c, int(per_class[c]), int(correct[c]), f"{class_acc[c]:.4f}" if per_class[c] else "-")
+                for c in range(data.classes)
+            ],
+            headers=("class", "images", "correct", "accuracy"),
+            colalign=("right", "right", "right", "right"),
+            disable_numparse=True,
+        )
+    )
     print()
     print("confusion matrix: rows are the true class, columns the predicted class")
-    print(tabulate(
-        [[f"{c}"] + [int(v) for v in counts[c]] for c in range(data.classes)],
-        headers=["true"] + [str(c) for c in range(data.classes)],
-        colalign=["right"] * (data.classes + 1),
-    ))
+    print(
+        tabulate(
+            [[f"{c}"] + [int(v) for v in counts[c]] for c in range(data.classes)],
+            headers=["true"] + [str(c) for c in range(data.classes)],
+            colalign=["right"] * (data.classes + 1),
+        )
+    )
     return ExitCode.OK

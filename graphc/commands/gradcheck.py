@@ -10,7 +10,11 @@ import argparse
 from tabulate import tabulate
 
 from graphc.commands.common import (
-    add_feed_arguments, add_file_arguments, add_json_argument, load_program, print_json,
+    add_feed_arguments,
+    add_file_arguments,
+    add_json_argument,
+    load_program,
+    print_json,
 )
 from graphc.errors import ExitCode
 from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, check_grads
@@ -33,10 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     add_feed_arguments(parser)
     add_json_argument(parser)
-    parser.add_argument("--rtol", type=_positive, default=DEFAULT_RTOL,
-                        help=f"relative tolerance (default {DEFAULT_RTOL:g})")
-    parser.add_argument("--eps", type=_positive, default=DEFAULT_EPS,
-                        help=f"finite-difference step (default {DEFAULT_EPS:g})")
+    parser.add_argument(
+        "--rtol", type=_positive, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})"
+    )
+    parser.add_argument(
+        "--eps", type=_positive, default=DEFAULT_EPS, help=f"finite-difference step (default {DEFAULT_EPS:g})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,18 +50,30 @@ def run(args: argparse.Namespace) -> int:
     rows = check_grads(program, feeds, eps=args.eps, rtol=args.rtol)
     failed = [r for r in rows if not r.ok]
     if args.json:
-        print_json({
-            "graph": program.name, "rtol": args.rtol, "eps": args.eps, "ok": not failed,
-            "tensors": [
-                {"name": r.name, "shape": list(r.shape), "max_abs_error": r.max_abs_error,
-                 "max_rel_error": r.max_rel_error, "ok": r.ok}
-                for r in rows
-            ],
-        })
+        print_json(
+            {
+                "graph": program.name,
+                "rtol": args.rtol,
+                "eps": args.eps,
+                "ok": not failed,
+                "tensors": [
+                    {
+                        "name": r.name,
+                        "shape": list(r.shape),
+                        "max_abs_error": r.max_abs_error,
+                        "max_rel_error": r.max_rel_error,
+                        "ok": r.ok,
+                    }
+                    for r in rows
+                ],
+            }
+        )
         return ExitCode.CHECK_FAILED if failed else ExitCode.OK
     table = tabulate(
-        [(r.name, str(list(r.shape)), f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}", "ok" if r.ok else "FAIL")
-         for r in rows],
+        [
+            (r.name, str(list(r.shape)), f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}", "ok" if r.ok else "FAIL")
+            for r in rows
+        ],
         headers=("tensor", "shape", "max abs error", "max rel error", ""),
     )
     print(f"graph {program.name}: backprop vs central differences (eps {args.eps:g}, float64)")
@@ -63,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print()
     if failed:
-        print(f"FAIL: {len(failed)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
-              + ", ".join(r.name for r in failed))
+        print(
+            f"FAIL: {len(failed)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
+            + ", ".join(r.name for r in failed)
+        )
         return ExitCode.CHECK_FAILED
     print(f"ok: {len(rows)} tensor{'s' * (len(rows) != 1)} within relative error {args.rtol:g}")
     return ExitCode.OK

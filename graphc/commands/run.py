@@ -7,7 +7,13 @@ from __future__ import annotations
 import argparse
 
 from graphc.commands.common import (
-    add_feed_arguments, add_file_arguments, add_json_argument, fmt_array, fmt_named, load_program, print_json,
+    add_feed_arguments,
+    add_file_arguments,
+    add_json_argument,
+    fmt_array,
+    fmt_named,
+    load_program,
+    print_json,
 )
 from graphc.errors import ExitCode
 
@@ -27,21 +33,23 @@ def run(args: argparse.Namespace) -> int:
     results = program.expectations()
     failed = [r for r in results if not r.ok]
     if args.json:
-        print_json({
-            "graph": program.name,
-            "outputs": outputs,
-            "grads": grads,
-            "expects": [
-                {
-                    "line": r.expectation.span.line,
-                    "expect": r.expectation.describe(),
-                    "ok": r.ok,
-                    "actual": r.actual,
-                    "detail": r.detail,
-                }
-                for r in results
-            ],
-        })
+        print_json(
+            {
+                "graph": program.name,
+                "outputs": outputs,
+                "grads": grads,
+                "expects": [
+                    {
+                        "line": r.expectation.span.line,
+                        "expect": r.expectation.describe(),
+                        "ok": r.ok,
+                        "actual": r.actual,
+                        "detail": r.detail,
+                    }
+                    for r in results
+                ],
+            }
+        )
         return ExitCode.CHECK_FAILED if failed else ExitCode.OK
 
     print(f"graph {program.name}")

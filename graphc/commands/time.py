@@ -10,8 +10,14 @@ from __future__ import annotations
 import argparse
 
 from graphc.commands.common import (
-    add_dtype_argument, add_file_arguments, add_json_argument, add_seed_argument, load_graphs, print_json,
-    select_graph, whole_number,
+    add_dtype_argument,
+    add_file_arguments,
+    add_json_argument,
+    add_seed_argument,
+    load_graphs,
+    print_json,
+    select_graph,
+    whole_number,
 )
 from graphc.errors import ExitCode
 
@@ -20,17 +26,28 @@ HELP = "time forward and backward per node; show where a training step's time go
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
-    parser.add_argument("--batch", type=whole_number("--batch"), metavar="B",
-                        help="rows per batch (default 100, or the rows of the inputs' values in the graph)")
-    parser.add_argument("--iters", type=whole_number("--iters"), default=50, metavar="N",
-                        help="timed iterations (default 50)")
-    parser.add_argument("--warmup", type=whole_number("--warmup", least=0), default=5, metavar="W",
-                        help="untimed iterations first (default 5)")
+    parser.add_argument(
+        "--batch",
+        type=whole_number("--batch"),
+        metavar="B",
+        help="rows per batch (default 100, or the rows of the inputs' values in the graph)",
+    )
+    parser.add_argument(
+        "--iters", type=whole_number("--iters"), default=50, metavar="N", help="timed iterations (default 50)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=whole_number("--warmup", least=0),
+        default=5,
+        metavar="W",
+        help="untimed iterations first (default 5)",
+    )
     add_dtype_argument(parser)
     parser.add_argument(
-        "--wrt", metavar="WHAT",
+        "--wrt",
+        metavar="WHAT",
         help="which gradients backward computes: `params` (default; the inputs if there are none), "
-             "`inputs`, `all`, or names, comma-separated",
+        "`inputs`, `all`, or names, comma-separated",
     )
     add_seed_argument(parser, what="params and made-up inputs")
     parser.add_argument("--no-codegen", action="store_true", help="do not time the generated module as well")
@@ -45,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
     wrt = None  # the params (the inputs, where there are none): profile_graph's default
     if args.wrt not in (None, "params"):
         wrt = wrt_names(graph, args.wrt) or tuple(d.name for d in graph.ir.inputs() + graph.ir.params())
-    profile = profile_graph(graph, batch=args.batch, iters=args.iters, warmup=args.warmup, dtype=args.dtype,
-                            seed=args.seed, wrt=wrt, codegen=not args.no_codegen)
+    profile = profile_graph(
+        graph,
+        batch=args.batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        dtype=args.dtype,
+        seed=args.seed,
+        wrt=wrt,
+        codegen=not args.no_codegen,
+    )
     if args.json:
         print_json(profile_json(profile))
     else:

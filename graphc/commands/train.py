@@ -28,7 +28,12 @@ import numpy as np
 
 from graphc.checkpoint import Checkpoint, float_dtype_names, read_checkpoint
 from graphc.commands.common import (
-    add_dtype_argument, add_file_arguments, add_json_argument, add_seed_argument, load_program, print_json,
+    add_dtype_argument,
+    add_file_arguments,
+    add_json_argument,
+    add_seed_argument,
+    load_program,
+    print_json,
     whole_number,
 )
 from graphc.data import is_tty
@@ -36,8 +41,17 @@ from graphc.errors import ExitCode, GraphcError
 from graphc.fileio import atomic_open
 from graphc.optim import OPTIMIZERS
 from graphc.train import (
-    DATASETS, ENGINES, Diverged, EpochRecord, TrainOptions, TrainResult, Trainer, epoch_iters, load_data,
-    write_curves, write_log,
+    DATASETS,
+    ENGINES,
+    Diverged,
+    EpochRecord,
+    Trainer,
+    TrainOptions,
+    TrainResult,
+    epoch_iters,
+    load_data,
+    write_curves,
+    write_log,
 )
 
 HELP = "train on MNIST; print accuracies per epoch; save checkpoints"
@@ -58,32 +72,57 @@ def _rate(text: str) -> float:
 
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--data and --data-dir, as train and eval take them."""
-    parser.add_argument("--data", default="mnist", metavar="NAME",
-                        help=f"dataset: {', '.join(DATASETS)} (default mnist)")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist); "
-                             "missing files are downloaded there")
+    parser.add_argument(
+        "--data", default="mnist", metavar="NAME", help=f"dataset: {', '.join(DATASETS)} (default mnist)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the dataset's files are (default $GRAPHC_DATA/mnist, else ~/.cache/graphc/mnist); "
+        "missing files are downloaded there",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     add_data_arguments(parser.add_argument_group("data"))
     loop = parser.add_argument_group("training")
-    loop.add_argument("--iters", type=whole_number("--iters"), metavar="N",
-                      help=f"train up to N iterations in all, resumed ones included (default {DEFAULT_ITERS})")
-    loop.add_argument("--epochs", type=whole_number("--epochs"), metavar="E",
-                      help="train up to E epochs (train size / batch iterations each)")
-    loop.add_argument("--batch", type=whole_number("--batch"), metavar="B",
-                      help=f"minibatch size (default {DEFAULT_BATCH}; on --resume, the checkpoint's)")
+    loop.add_argument(
+        "--iters",
+        type=whole_number("--iters"),
+        metavar="N",
+        help=f"train up to N iterations in all, resumed ones included (default {DEFAULT_ITERS})",
+    )
+    loop.add_argument(
+        "--epochs",
+        type=whole_number("--epochs"),
+        metavar="E",
+        help="train up to E epochs (train size / batch iterations each)",
+    )
+    loop.add_argument(
+        "--batch",
+        type=whole_number("--batch"),
+        metavar="B",
+        help=f"minibatch size (default {DEFAULT_BATCH}; on --resume, the checkpoint's)",
+    )
     loop.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd; on --resume, the checkpoint's")
-    loop.add_argument("--lr", type=_rate, metavar="LR",
-                      help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001; "
-                           "on --resume, the checkpoint's)")
+    loop.add_argument(
+        "--lr",
+        type=_rate,
+        metavar="LR",
+        help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001; on --resume, the checkpoint's)",
+    )
     add_seed_argument(loop, default=None, what="param initializers and the minibatch draws")
-    add_dtype_argument(loop, help="compute in this dtype (default: as the graph declares; on --resume, the checkpoint's)")
-    loop.add_argument("--engine", choices=ENGINES, default="auto",
-                      help="run training steps through the generated numpy module (codegen) or the plan "
-                           "interpreter; auto (the default) takes codegen where the graph allows it")
+    add_dtype_argument(
+        loop, help="compute in this dtype (default: as the graph declares; on --resume, the checkpoint's)"
+    )
+    loop.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="run training steps through the generated numpy module (codegen) or the plan "
+        "interpreter; auto (the default) takes codegen where the graph allows it",
+    )
     files = parser.add_argument_group("files")
     files.add_argument("--save", metavar="W.npz", help="write a checkpoint after every epoch and at the end")
     files.add_argument("--resume", metavar="W.npz", help="continue training from a checkpoint")
@@ -142,8 +181,10 @@ def _epoch_line(record: EpochRecord, epochs: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.iters is not None and args.epochs is not None:
-        raise GraphcError("give --iters or --epochs, not both",
-                          hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100")
+        raise GraphcError(
+            "give --iters or --epochs, not both",
+            hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
+        )
     for flag in ("save", "log", "plot"):
         _check_writable(f"--{flag}", getattr(args, flag))
     resume = read_checkpoint(args.resume) if args.resume else None
@@ -160,21 +201,32 @@ def run(args: argparse.Namespace) -> int:
 
     if human:
         lr = trainer.optimizer.lr
-        print(f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
-              f"{dtype_text}, {options.optimizer} lr {lr:g}, batch {options.batch}, seed {options.seed}")
+        print(
+            f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
+            f"{dtype_text}, {options.optimizer} lr {lr:g}, batch {options.batch}, seed {options.seed}"
+        )
         start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
         epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
         print(f"{options.iters} iterations {start_text}({epochs})")
     if trainer.iteration >= options.iters and human:
-        print(f"nothing to do: {args.resume} is at iteration {trainer.iteration} already; "
-              f"pass a larger --iters to train further")
+        print(
+            f"nothing to do: {args.resume} is at iteration {trainer.iteration} already; "
+            f"pass a larger --iters to train further"
+        )
 
     bar = None
     if not args.no_progress and is_tty(sys.stderr) and trainer.iteration < options.iters:
         from tqdm import tqdm
 
-        bar = tqdm(total=options.iters, initial=trainer.iteration, file=sys.stderr, unit="it",
-                   dynamic_ncols=True, leave=False, smoothing=0.1)
+        bar = tqdm(
+            total=options.iters,
+            initial=trainer.iteration,
+            file=sys.stderr,
+            unit="it",
+            dynamic_ncols=True,
+            leave=False,
+            smoothing=0.1,
+        )
 
     running = [math.nan]
 
@@ -198,8 +250,12 @@ def run(args: argparse.Namespace) -> int:
     diverged: Diverged | None = None
     result: TrainResult | None = None
     try:
-        result = trainer.run(on_iteration=on_iteration if bar is not None else None, on_epoch=on_epoch,
-                             checkpoint=args.save, handle_sigint=True)
+        result = trainer.run(
+            on_iteration=on_iteration if bar is not None else None,
+            on_epoch=on_epoch,
+            checkpoint=args.save,
+            handle_sigint=True,
+        )
     except Diverged as err:
         diverged = err
     finally:
@@ -226,34 +282,54 @@ def run(args: argparse.Namespace) -> int:
     eval_seconds = result.eval_seconds if result is not None else 0.0
     rate = result.iters_per_second if result is not None else 0.0
     if args.json:
-        print_json({
-            "graph": program.name, "data": data.name, "status": status,
-            "train_acc": last.train_acc if last else None, "test_acc": last.test_acc if last else None,
-            "loss": last.loss if last else None, "measured_at": last.iteration if last else None,
-            "iters": trainer.iteration, "iters_run": iters_run, "epochs": last.epoch if last else 0,
-            "seconds": round(seconds, 3), "eval_seconds": round(eval_seconds, 3),
-            "iters_per_second": round(rate, 1),
-            "dtype": dtype_text, "optimizer": options.optimizer, "lr": trainer.optimizer.lr, "batch": options.batch,
-            "seed": options.seed, "engine": trainer.engine, "saved": saved,
-            "history": [r.as_dict() for r in trainer.history],
-        })
+        print_json(
+            {
+                "graph": program.name,
+                "data": data.name,
+                "status": status,
+                "train_acc": last.train_acc if last else None,
+                "test_acc": last.test_acc if last else None,
+                "loss": last.loss if last else None,
+                "measured_at": last.iteration if last else None,
+                "iters": trainer.iteration,
+                "iters_run": iters_run,
+                "epochs": last.epoch if last else 0,
+                "seconds": round(seconds, 3),
+                "eval_seconds": round(eval_seconds, 3),
+                "iters_per_second": round(rate, 1),
+                "dtype": dtype_text,
+                "optimizer": options.optimizer,
+                "lr": trainer.optimizer.lr,
+                "batch": options.batch,
+                "seed": options.seed,
+                "engine": trainer.engine,
+                "saved": saved,
+                "history": [r.as_dict() for r in trainer.history],
+            }
+        )
     if diverged is not None:
         print(diverged.render(), file=sys.stderr)
         return ExitCode.CHECK_FAILED
     if human:
         if iters_run:
-            print(f"trained {iters_run} iterations in {seconds:.1f} s ({trainer.engine}): {rate:.0f} it/s, "
-                  f"{eval_seconds:.1f} s of it evaluating and saving")
+            print(
+                f"trained {iters_run} iterations in {seconds:.1f} s ({trainer.engine}): {rate:.0f} it/s, "
+                f"{eval_seconds:.1f} s of it evaluating and saving"
+            )
         if last is not None and last.train_acc is not None:
-            label = "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
+            label = (
+                "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
+            )
             print(f"{label} train acc {last.train_acc:.4f}  test acc {last.test_acc:.4f}")
     if status == "interrupted":
         if saved:
             print(f"interrupted at iteration {trainer.iteration}; saved {saved}", file=sys.stderr)
             print(f"continue with: graphc train {args.file} --resume {saved} --save {saved}", file=sys.stderr)
         else:
-            print(f"interrupted at iteration {trainer.iteration}; the params hold NaN or inf, nothing saved",
-                  file=sys.stderr)
+            print(
+                f"interrupted at iteration {trainer.iteration}; the params hold NaN or inf, nothing saved",
+                file=sys.stderr,
+            )
         return ExitCode.INTERRUPTED
     if saved and human:
         print(f"saved {saved} (iteration {trainer.iteration})")
