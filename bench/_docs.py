@@ -37,6 +37,15 @@ def end_marker(name: str) -> str:
     return f"<!-- end bench {name} -->"
 
 
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """How the benchmark was run, with the BLAS thread variables that were set."""
+    threads = [f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if name in os.environ]
+    return " ".join([*threads, f"python bench/{script}", *argv])
+
+
 def load_average() -> float:
     """The 1-minute load average (0 where the system does not say)."""
     try:
@@ -124,8 +133,9 @@ def region(name: str, command: str, report: str, conditions: Conditions) -> str:
     )
 
 
-def write_docs(name: str, command: str, report: str, conditions: Conditions, path: Path = SPEED) -> None:
+def write_docs(name: str, command: str, report: str, conditions: Conditions, path: Path | None = None) -> None:
     """Replace the benchmark's region of the speed page (which must have its markers)."""
+    path = path or SPEED
     text = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(begin_marker(name)) + r".*?" + re.escape(end_marker(name)), re.S)
     if not pattern.search(text):

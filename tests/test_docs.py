@@ -40,6 +40,13 @@ def _report(results) -> str:
 # --- the documents ------------------------------------------------------------------
 
 
+def test_every_block_that_shows_a_command_has_a_marker():
+    for doc in examples.documents():
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for block in examples.outside_bench_regions(text, examples.blocks(text)):
+            examples.lint(block, doc)  # raises ExampleError
+
+
 def test_every_example_is_current():
     results = examples.check_documents(examples.documents())
     report = _report(results)
@@ -102,7 +109,7 @@ def test_the_speed_figures_are_written_by_the_benchmarks():
         end = text.index(f"<!-- end bench {name} -->")
         region = text[begin:end]
         assert "Measured on " in region and "load average" in region
-        assert f"$ python bench/{name}.py" in region
+        assert re.search(rf"^\$ (\w+=\d+ )*python bench/{name}\.py", region, re.M)
 
 
 # --- the checker's rules, on made-up pages ------------------------------------------------
@@ -266,3 +273,60 @@ def test_links_between_the_pages_lead_somewhere():
             assert linked.exists(), f"{doc}: link to {target}: no such file"
             if anchor:
                 assert anchor in _anchors(linked), f"{doc}: link to {target}: no such heading"
+
+
+# --- the speed page's regions ------------------------------------------------------------
+
+
+@pytest.fixture
+def bench_docs(monkeypatch, tmp_path):
+    """bench/_docs.py, writing into a copy of the speed page."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    docs = _load("_docs", ROOT / "bench" / "_docs.py")
+    page = tmp_path / "speed.md"
+    page.write_text((ROOT / "docs" / "speed.md").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(docs, "SPEED", page)
+    return docs, page
+
+
+def test_a_benchmark_rewrites_only_its_own_region(bench_docs):
+    docs, page = bench_docs
+    before = page.read_text(encoding="utf-8")
+    quiet = docs.Conditions(date="2030-01-02", machine="a CPU, 2 cores", load_before=0.1, load_after=2.2, cores=2)
+    docs.write_docs("compile_scale", "python bench/compile_scale.py", "the table\n", quiet)
+    after = page.read_text(encoding="utf-8")
+    begin = after.index(docs.begin_marker("compile_scale"))
+    end = after.index(docs.end_marker("compile_scale")) + len(docs.end_marker("compile_scale"))
+    assert after[begin:end] == (
+        "<!-- bench compile_scale: written by `python bench/compile_scale.py --write-docs`; do not edit -->\n"
+        "Measured on 2030-01-02 on a CPU, 2 cores.\n"
+        "The machine was quiet: 1-minute load average 0.10 before the run and 2.20 after it, on 2 cores "
+        "(quiet means below 0.5 before, and below 2.5 after, the benchmark's own threads included).\n"
+        "\n```text\n$ python bench/compile_scale.py\nthe table\n```\n"
+        "<!-- end bench compile_scale -->"
+    )
+    old_begin = before.index(docs.begin_marker("compile_scale"))
+    old_end = before.index(docs.end_marker("compile_scale")) + len(docs.end_marker("compile_scale"))
+    assert after[:begin] == before[:old_begin] and after[end:] == before[old_end:]
+
+
+def test_a_busy_machine_is_named_busy(bench_docs):
+    docs, _ = bench_docs
+    for before, after in ((0.7, 1.0), (0.1, 2.6)):
+        busy = docs.Conditions(date="2030-01-02", machine="m", load_before=before, load_after=after, cores=2)
+        assert not busy.quiet
+        assert "The machine was **busy** (other work ran alongside" in busy.describe()
+
+
+def test_the_compile_benchmark_writes_the_speed_page(bench_docs, capsys, monkeypatch):
+    docs, page = bench_docs
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # named in the command line, as it was run
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    compile_scale = _load("compile_scale", ROOT / "bench" / "compile_scale.py")
+    assert compile_scale.main(["--sizes", "40", "--repeat", "1", "--write-docs"]) == 0
+    text = page.read_text(encoding="utf-8")
+    region = text[text.index(docs.begin_marker("compile_scale")) : text.index(docs.end_marker("compile_scale"))]
+    assert "$ OMP_NUM_THREADS=3 python bench/compile_scale.py --sizes 40 --repeat 1 --write-docs\nbest of 1" in region
+    assert "chain         40" in region and "dag           40" in region
+    assert capsys.readouterr().out.endswith(f"wrote {page}\n")
