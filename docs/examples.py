@@ -46,6 +46,7 @@ on where it runs. Documents run in parallel.
     python docs/examples.py            # refresh the blocks of every document that changed
     python docs/examples.py --check    # exit 1, with a diff, if any block is stale
     python docs/examples.py README.md docs/commands.md   # only these
+    python docs/examples.py --rerecord   # write every output afresh, timings included
 
 A block whose output matches what is shown (under its marker's rules) is
 left as it is, so a refresh on another machine rewrites nothing.
@@ -403,8 +404,9 @@ def excerpt(block: Block, scratch: Scratch, where: str) -> str:
     )
 
 
-def fresh_body(block: Block, scratch: Scratch, doc: str) -> str:
-    """What the block should hold now: its own body where the run matches it."""
+def fresh_body(block: Block, scratch: Scratch, doc: str, rerecord: bool = False) -> str:
+    """What the block should hold now: its own body where the run matches it
+    (unless `rerecord`: then what the run printed, timings and all)."""
     where = block.where(doc)
     marker = block.marker
     if marker is None or marker.kind == "not run":
@@ -421,7 +423,7 @@ def fresh_body(block: Block, scratch: Scratch, doc: str) -> str:
         return excerpt(block, scratch, where)
     if block.lang == "console":
         fresh = run_console(block, scratch, where)
-        return block.body if matches(marker, block.body, fresh) else fresh
+        return block.body if matches(marker, block.body, fresh) and not rerecord else fresh
     if block.lang == "pycon":
         return run_pycon(block, scratch, where)
     run_script(block, scratch, where)
@@ -460,7 +462,9 @@ def outside_bench_regions(text: str, found: list[Block]) -> Iterator[Block]:
             yield block
 
 
-def check_document(doc: str, env: Mapping[str, str] | None = None, text: str | None = None) -> Result:
+def check_document(
+    doc: str, env: Mapping[str, str] | None = None, text: str | None = None, rerecord: bool = False
+) -> Result:
     """Run one document's blocks in order in a scratch copy; the document as they make it.
     `text` stands in for the document's own (for tests)."""
     if text is None:
@@ -475,7 +479,7 @@ def check_document(doc: str, env: Mapping[str, str] | None = None, text: str | N
     pieces, position, stale = [], 0, []
     try:
         for block in found:
-            body = fresh_body(block, scratch, doc)
+            body = fresh_body(block, scratch, doc, rerecord)
             if body != block.body:
                 stale.append(block.line)
             pieces += [text[position : block.start], body]
@@ -488,19 +492,24 @@ def check_document(doc: str, env: Mapping[str, str] | None = None, text: str | N
     return Result(doc, text, "".join(pieces), tuple(stale))
 
 
-def check_documents(docs: list[str], env: Mapping[str, str] | None = None) -> list[Result]:
+def check_documents(docs: list[str], env: Mapping[str, str] | None = None, rerecord: bool = False) -> list[Result]:
     """Every document, in parallel (each has its own scratch copy)."""
     workers = min(len(docs), os.cpu_count() or 1) or 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda d: check_document(d, env), docs))
+        return list(pool.map(lambda d: check_document(d, env, rerecord=rerecord), docs))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("docs", nargs="*", help="documents to run (default: README.md and docs/*.md)")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if any block is stale")
+    parser.add_argument(
+        "--rerecord", action="store_true", help="write what every run prints, even where it matches (new timings)"
+    )
     args = parser.parse_args(argv)
-    results = check_documents(args.docs or documents())
+    if args.check and args.rerecord:
+        parser.error("--check changes nothing; --rerecord rewrites: give one")
+    results = check_documents(args.docs or documents(), rerecord=args.rerecord)
     status = 0
     for result in results:
         if result.error is not None:
