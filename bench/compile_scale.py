@@ -2,6 +2,7 @@
 
     python bench/compile_scale.py                 # 1,000, 10,000 and 50,000 nodes
     python bench/compile_scale.py --sizes 500 5000 --repeat 3
+    python bench/compile_scale.py --write-docs    # and write the figures into docs/speed.md
 
 Two shapes of graph, both built from the registry's ops over [N, 8] values:
 
@@ -23,8 +24,10 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from graphc._gc import gc_paused
 from graphc.check import check
@@ -171,24 +174,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="node counts")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size; the best counts (default 3)")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument(
+        "--write-docs", action="store_true", help="also write the figures into docs/speed.md, with the machine and load"
+    )
     args = parser.parse_args(argv)
+    if args.write_docs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _docs import Watch, command_line, write_docs
+
+        watch = Watch()
     timings = []
     for shape in args.shapes:
         for nodes in args.sizes:
             timings.append(measure(shape, nodes, args.repeat))
-            print(f"  {shape} {nodes:,}: {timings[-1].total:.3f} s", flush=True)
-    print()
-    print(table(timings))
-    if 10_000 in args.sizes:
-        for big in (n for n in args.sizes if n > 10_000):
+            print(f"  {shape} {nodes:,}: {timings[-1].total:.3f} s", file=sys.stderr, flush=True)
+    text = report(timings, args.sizes, args.repeat)
+    print(text, end="")
+    if args.write_docs:
+        command = command_line("compile_scale.py", argv if argv is not None else sys.argv[1:])
+        write_docs("compile_scale", command, text, watch.done())
+    return 0
+
+
+def report(timings: list[Timing], sizes: list[int], repeat: int) -> str:
+    """The table, the growth and the goals, as printed (and written to docs/speed.md)."""
+    lines = [f"best of {repeat} runs per graph", "", table(timings)]
+    if 10_000 in sizes:
+        for big in (n for n in sizes if n > 10_000):
             for shape, ratio in growth(timings, 10_000, big).items():
-                print(f"{shape}: {big:,} nodes take {ratio:.1f}x the time of 10,000")
+                lines.append(f"{shape}: {big:,} nodes take {ratio:.1f}x the time of 10,000")
     judged = goals(timings)
     for goal, ok in judged.items():
-        print(f"  {'met    ' if ok else 'NOT met'}  {goal}")
+        lines.append(f"  {'met    ' if ok else 'NOT met'}  {goal}")
     if not judged:
-        print("goals: not judged (they need --sizes 10000, and 50000 for the growth)")
-    return 0
+        lines.append("goals: not judged (they need --sizes 10000, and 50000 for the growth)")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ against `graphc train` in float32 with its per-epoch evaluation, 10000
 iterations each (--whole-iters; 0 skips it), best of --whole-repeat.
 
     python bench/train_mnist.py [--iters 2000] [--repeat 5] [--whole-iters 10000] [--whole-repeat 2] [--json]
+    python bench/train_mnist.py --write-docs     # and write the figures into docs/speed.md
 
 Goals (issues 3 and 5): graphc float64 at least as fast as the reference
 (and within 1.10x of it); graphc float32 at least 3x faster than the
@@ -51,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+from _docs import Watch, command_line, write_docs  # noqa: E402
 from _mnist import data_root  # noqa: E402
 from _mnist import load_mnist as load_reference_mnist  # noqa: E402
 from reference_numpy import accuracy, train_reference  # noqa: E402
@@ -154,6 +156,58 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
     return runs
 
 
+def text_report(
+    args: argparse.Namespace,
+    per_1000: dict[str, float],
+    median: dict[str, float],
+    ratio: dict[str, float],
+    accuracies: dict[str, float],
+    whole: dict[str, dict],
+    goals: dict[str, bool],
+    engine: str,
+    contenders: list[str],
+) -> str:
+    """The figures as the benchmark prints them (and writes them to docs/speed.md)."""
+    lines = [
+        f"two-layer net, MNIST, batch {args.batch}, lr {args.lr:g}, {args.iters} iterations, best of {args.repeat}",
+        f"BLAS: {blas_info()}",
+        "",
+        f"{'training steps':20}  {'s / 1000 it':>11}  {'median':>8}  {'vs reference':>12}  {'test acc':>8}",
+    ]
+    for name in contenders:
+        lines.append(
+            f"{name:20}  {per_1000[name]:11.3f}  {median[name]:8.3f}  {ratio[name]:12.3f}  {accuracies[name]:8.4f}"
+        )
+    if "pytorch cpu f32" not in contenders:
+        lines.append("pytorch cpu f32       skipped: torch is not installed (pip install torch)")
+    if whole:
+        lines += [
+            "",
+            f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch, "
+            f"best of {args.whole_repeat}",
+        ]
+        book = whole["book script"]
+        for name, run in whole.items():
+            share = run["seconds"] / book["seconds"]
+            lines.append(
+                f"{name:20}  {run['seconds']:7.1f} s  {share:5.2f} of the book script  "
+                f"test acc {run['test_acc']:.4f}  ({run['evals']} evaluations)"
+            )
+    best_f32 = min(per_1000["graphc interp f32"], per_1000["graphc codegen f32"])
+    lines += [
+        "",
+        f"faster float32 engine: {engine} (codegen {per_1000['graphc codegen f32']:.3f}, "
+        f"interpreter {per_1000['graphc interp f32']:.3f} s / 1000 it)",
+    ]
+    versus = f"graphc f32 is {per_1000['reference'] / best_f32:.2f}x as fast as the reference"
+    if "pytorch cpu f32" in per_1000:
+        versus += f", {per_1000['pytorch cpu f32'] / best_f32:.2f}x as fast as PyTorch CPU"
+    lines.append(versus)
+    for goal, met in goals.items():
+        lines.append(f"  {'met    ' if met else 'NOT met'}  {goal}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=at_least(1), default=2000, help="iterations per timed run (default 2000)")
@@ -172,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=at_least(1), default=100)
     parser.add_argument("--lr", type=positive_number, default=0.1)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="also write the figures into docs/speed.md, with the machine and load"
+    )
     args = parser.parse_args(argv)
+    watch = Watch()
     it, batch, lr = args.iters, args.batch, args.lr
     os.environ.setdefault("GRAPHC_DATA", str(data_root()))  # where graphc's loader looks, as the reference's
 
@@ -239,38 +297,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    print(f"two-layer net, MNIST, batch {batch}, lr {lr:g}, {it} iterations, best of {args.repeat}")
-    print(f"BLAS: {blas_info()}")
-    print()
-    print(f"{'training steps':20}  {'s / 1000 it':>11}  {'median':>8}  {'vs reference':>12}  {'test acc':>8}")
-    for name in contenders:
-        print(f"{name:20}  {per_1000[name]:11.3f}  {median[name]:8.3f}  {ratio[name]:12.3f}  {accuracies[name]:8.4f}")
-    if "pytorch cpu f32" not in contenders:
-        print("pytorch cpu f32       skipped: torch is not installed (pip install torch)")
-    if whole:
-        print()
-        print(
-            f"whole run: {args.whole_iters} iterations, train and test accuracy every epoch, "
-            f"best of {args.whole_repeat}"
-        )
-        book = whole["book script"]
-        for name, run in whole.items():
-            share = run["seconds"] / book["seconds"]
-            print(
-                f"{name:20}  {run['seconds']:7.1f} s  {share:5.2f} of the book script  "
-                f"test acc {run['test_acc']:.4f}  ({run['evals']} evaluations)"
-            )
-    print()
-    print(
-        f"faster float32 engine: {engine} (codegen {per_1000['graphc codegen f32']:.3f}, "
-        f"interpreter {per_1000['graphc interp f32']:.3f} s / 1000 it)"
-    )
-    print(f"graphc f32 is {per_1000['reference'] / best_f32:.2f}x as fast as the reference", end="")
-    if "pytorch cpu f32" in per_1000:
-        print(f", {per_1000['pytorch cpu f32'] / best_f32:.2f}x as fast as PyTorch CPU", end="")
-    print()
-    for goal, met in goals.items():
-        print(f"  {'met    ' if met else 'NOT met'}  {goal}")
+    report = text_report(args, per_1000, median, ratio, accuracies, whole, goals, engine, list(contenders))
+    print(report, end="")
+    if args.write_docs:
+        command = command_line("train_mnist.py", argv if argv is not None else sys.argv[1:])
+        write_docs("train_mnist", command, report, watch.done())
     return 0
 
 

@@ -434,12 +434,12 @@ def test_emit_python_with_dtype_and_output_file(tmp_path, models, capsys):
 
 
 def test_documented_excerpt_is_what_graphc_writes(models):
-    """The README's excerpt of the apple module."""
+    """The documented excerpt of the apple module (docs/internals.md)."""
     import re
 
     marker = "<!-- excerpt: graphc compile models/apple.graph --emit python -->"
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "internals.md").read_text(encoding="utf-8")
     block = re.search(re.escape(marker) + r"\n```python\n(.*?)^```$", text, re.S | re.M)
-    assert block, "README.md: the excerpt marker is missing or not followed by a python block"
+    assert block, "docs/internals.md: the excerpt marker is missing or not followed by a python block"
     source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
     assert block.group(1) in source

@@ -659,7 +659,7 @@ def test_program_shows_itself_as_mermaid_without_graphviz(monkeypatch):
 
 def documented_commands() -> list[list[str]]:
     commands = []
-    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    for line in (ROOT / "docs" / "commands.md").read_text(encoding="utf-8").splitlines():
         if line.startswith("graphc draw ") and " -o docs/" in line:
             commands.append(shlex.split(line))
     return commands

@@ -218,33 +218,91 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
         print(diagnostic.render(), file=sys.stderr)
 
 
-def fmt_number(value: float) -> str:
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    return f"{value:.10g}"
+# Printed figures keep only the digits rounding cannot change. How a BLAS sums
+# (its kernel, the CPU, the thread count) moves a float result by a few units in
+# the last place per rounding; a matrix product over 784 features and a sum over
+# a batch round about a thousand times. So a value is taken as known to within
+# ROUNDING_ULPS units in the last place of its dtype, relative to the scale it
+# was computed at (its tensor's largest magnitude; a scalar's own): a figure
+# prints no digit finer than that, and one that does not reach it prints as 0
+# (the mean of a gradient that is zero in exact arithmetic, for one).
+ROUNDING_ULPS = 1024
+SCALAR_DIGITS = 10  # at most, for a single number
+ELEMENT_DIGITS = 6  # for each number of a small array printed in full
+SUMMARY_DIGITS = 4  # for the mean and norm of a large array
 
 
-def fmt_array(value: Any, small: int = 12) -> str:
-    """A scalar as a number, a small array in full, a large one summarised."""
-    if isinstance(value, str):
-        return value
-    array = np.asarray(value)
-    if array.ndim == 0:
-        return fmt_number(float(array))
-    if array.size <= small:
-        text = np.array2string(
-            array, separator=", ", max_line_width=1 << 16, formatter={"float_kind": lambda v: f"{v:.6g}", "int": str}
-        )
-        return text.replace("\n", "")  # rows of a matrix on one line: [[1, 2], [3, 4]]
+def rounding_error(dtype: Any) -> float:
+    """The relative error rounding may have left in a float of `dtype` (for
+    integers, in the float64 statistics computed from them)."""
+    kind = np.dtype(dtype)
+    return ROUNDING_ULPS * float(np.finfo(kind if kind.kind == "f" else np.float64).eps)
+
+
+def stable_number(value: float, uncertainty: float, digits: int) -> str:
+    """`value` to at most `digits` significant digits, none finer than
+    `uncertainty`; `0` when not even its first digit is above it."""
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value == 0 or abs(value) <= uncertainty:
+        return "0"
+    if uncertainty > 0:
+        first = math.floor(math.log10(abs(value)))
+        finest = math.ceil(math.log10(uncertainty))  # the finest decimal place rounding leaves alone
+        digits = min(digits, first - finest + 1)
+        if digits < 1:
+            return "0"
+    text = f"{value:.{digits}g}"
+    return "0" if float(text) == 0 else text  # -0 as 0
+
+
+def fmt_number(value: float, dtype: Any = np.float64) -> str:
+    """One number computed in `dtype`, to the digits rounding leaves alone."""
+    if np.dtype(dtype).kind in "iub":
+        return str(int(value))
+    return stable_number(float(value), rounding_error(dtype) * abs(float(value)), SCALAR_DIGITS)
+
+
+def _summary(array: np.ndarray) -> str:
+    """`f64[784, 50]  mean M  norm N`, each figure to the digits rounding leaves alone."""
     finite = np.isfinite(array)
     flags = ""
     if not finite.all():
         flags = f"  ({int(np.isnan(array).sum())} NaN, {int(np.isinf(array).sum())} inf)"
         array = np.where(finite, array, 0)
     dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}.get(array.dtype, str(array.dtype))
-    mean = float(np.mean(array, dtype=np.float64))  # float32 sums overflow where the mean would not
-    norm = float(np.linalg.norm(array.astype(np.float64).ravel()))
-    return f"{dtype}{list(array.shape)}  mean {mean:.4g}  norm {norm:.4g}{flags}"
+    wide = array.astype(np.float64).ravel()  # float32 sums overflow where the mean would not
+    error = rounding_error(array.dtype)
+    largest = float(np.max(np.abs(wide))) if wide.size else 0.0
+    mean = stable_number(float(np.mean(wide)), error * largest, SUMMARY_DIGITS)
+    norm_value = float(np.linalg.norm(wide))
+    norm = stable_number(norm_value, error * norm_value, SUMMARY_DIGITS)
+    return f"{dtype}{list(array.shape)}  mean {mean}  norm {norm}{flags}"
+
+
+def _in_full(array: np.ndarray) -> str:
+    """A small array as a list, each number to the digits rounding leaves alone
+    at the array's scale (an element that is rounding noise beside the largest is 0)."""
+    formatter: dict[str, Callable[[Any], str]] = {"int": str}
+    if array.dtype.kind == "f":
+        finite = np.abs(array[np.isfinite(array)])
+        uncertainty = rounding_error(array.dtype) * float(finite.max() if finite.size else 0.0)
+        formatter["float_kind"] = lambda v: stable_number(float(v), uncertainty, ELEMENT_DIGITS)
+    text = np.array2string(array, separator=", ", max_line_width=1 << 16, formatter=formatter)  # type: ignore[arg-type]
+    return text.replace("\n", "")  # rows of a matrix on one line: [[1, 2], [3, 4]]
+
+
+def fmt_array(value: Any, small: int = 12) -> str:
+    """A scalar as a number, a small array in full, a large one summarised by
+    shape, mean and norm; every figure to the digits rounding leaves alone."""
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return fmt_number(array.item(), array.dtype)
+    if array.size <= small:
+        return _in_full(array)
+    return _summary(array)
 
 
 def fmt_named(values: dict[str, Any], indent: str = "  ") -> list[str]:
