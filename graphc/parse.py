@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -31,9 +32,46 @@ def grammar_text() -> str:
         return (Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_FILE).read_text(encoding="utf-8")
 
 
+class _Lines(lark.lark.PostLex):
+    """Newlines as the grammar wants them: dropped inside ( ) and [ ], where
+    lists and calls may run over several lines; a line break followed by
+    `->` becomes that `->`, placed where the arrow is.
+
+    One token in, at most one out, never a look ahead: Lark's contextual
+    lexer reads each token in the parser state the one before it left.
+    """
+
+    always_accept = ("_NL",)  # lexed inside brackets too, to be dropped there
+    _OPEN = frozenset({"LPAR", "LSQB"})
+    _CLOSE = frozenset({"RPAR", "RSQB"})
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        for token in stream:
+            if token.type in self._OPEN:
+                depth += 1
+            elif token.type in self._CLOSE:
+                depth = max(depth - 1, 0)
+            elif token.type == "_NL" and depth:
+                continue
+            elif token.type == "_NL_ARROW":
+                assert token.end_line is not None and token.end_column is not None and token.end_pos is not None
+                token = Token(
+                    "_ARROW",
+                    "->",
+                    token.end_pos - 2,
+                    token.end_line,
+                    token.end_column - 2,
+                    token.end_line,
+                    token.end_column,
+                    token.end_pos,
+                )
+            yield token
+
+
 @functools.cache
 def _parser() -> lark.Lark:
-    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, postlex=_Lines())
 
 
 @gc_paused
@@ -72,6 +110,8 @@ _TERMINAL_WORDS = {
     "STRING": "a string",
     "DTYPE": "`f32`, `f64` or `i64`",
     "$END": "end of file",
+    "_NL": "the end of the line",
+    "_NL_ARROW": "`->`",
 }
 _STATEMENT_KEYWORDS = {"input", "param", "const", "output", "expect", "dim"}
 
@@ -92,8 +132,13 @@ def _expected(terminals: set[str] | frozenset[str]) -> str:
     words = sorted({_describe(t) for t in terminals})
     keywords = {w.strip("`") for w in words}
     if _STATEMENT_KEYWORDS <= keywords:
-        rest = [w for w in words if w.strip("`") not in _STATEMENT_KEYWORDS and w != "a name"]
+        # Blank lines may come anywhere a statement may: not worth a mention.
+        skip = {"a name", _TERMINAL_WORDS["_NL"]}
+        rest = [w for w in words if w.strip("`") not in _STATEMENT_KEYWORDS and w not in skip]
         words = ["a statement"] + rest
+    last = _TERMINAL_WORDS["_NL"]
+    if last in words:  # reads best at the end: "expected `from`, `}` or the end of the line"
+        words = [w for w in words if w != last] + [last]
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
@@ -118,6 +163,7 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
         column = len(source.line(last)) + 1
         span = Span(source, last, column, last, column + 1)
         hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in expected else None
+        expected = (set(expected) - {"_NL"}) or expected  # the end of the file ends the line too
         return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint)
     assert isinstance(err, lark.UnexpectedToken)
     token = err.token
@@ -125,6 +171,14 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     unclosed = _unclosed_graph(source, token)
     if unclosed is not None:
         return unclosed
+    if "_NL" in expected and _starts_a_statement(err):
+        return GraphcError("two statements on one line", span, "put each statement on its own line")
+    if token.type == "_ARROW" and not source.line(token.line)[: token.column - 1].strip():
+        return GraphcError(
+            "`->` at the start of a line continues a chain, but the statement before is not one",
+            span,
+            "a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line",
+        )
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
         f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
@@ -158,16 +212,39 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
     )
 
 
+def _starts_a_statement(err: lark.UnexpectedToken) -> bool:
+    """Whether the parser, had the line ended before `err.token`, would take
+    the token as the start of the next statement: two statements on one line."""
+    parser = getattr(err, "interactive_parser", None)
+    if parser is None:
+        return False
+    parser = parser.copy()
+    try:
+        parser.feed_token(Token("_NL", "\n"))
+        parser.feed_token(err.token)
+    except lark.LarkError:
+        return False
+    return True
+
+
 def _syntax_hint(err: lark.UnexpectedToken, expected: set[str] | frozenset[str], source: Source) -> str | None:
     token = err.token
-    if "RPAR" in expected and not source.line(token.line)[: token.column - 1].strip():
+    first_on_its_line = not source.line(token.line)[: token.column - 1].strip()
+    if "RPAR" in expected and first_on_its_line:
         return "a `(` is not closed: is a `)` missing at the end of the line before?"
     if "LPAR" in expected and token.type == "NAME" and "_ARROW" not in expected:
         return "ops are called with parentheses, e.g. `y = relu(x)`"
+    if token.type == "_ARROW" and "_NL" in expected:
+        return "`->` links the steps of a chain, e.g. `x -> relu -> h`"
     if token.type == "EQUAL" and "_EQEQ" in expected:
         return "an expectation compares with `==`, e.g. `expect price == 220`"
     if token.type == "NAME" and "COLON" in expected and "EQUAL" in expected:
         return "a declaration reads `input NAME: f64[N, 784]` or `input NAME = VALUE`"
+    if first_on_its_line and "RBRACE" in expected:
+        return (
+            "a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, "
+            "or where the next line starts with `->`"
+        )
     return None
 
 

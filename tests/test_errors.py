@@ -86,7 +86,7 @@ def test_syntax_error_lists_only_what_can_really_come_next():
             input x = 1 2
         }
     """) == text("""
-        m.graph:2:17: error: unexpected `2`; expected a statement, `from` or `}`
+        m.graph:2:17: error: unexpected `2`; expected `from`, `}` or the end of the line
          2 |     input x = 1 2
            |                 ^
     """)
@@ -106,13 +106,85 @@ def test_semicolon():
     """)
 
 
+def test_two_statements_on_one_line(tmp_path, capsys):
+    path = tmp_path / "one_line.graph"
+    path.write_text("graph g { input x = 2 y = relu(x) output y }\n")
+    assert cli_error(["check", str(path)], capsys) == text(f"""
+        {path}:1:23: error: two statements on one line
+         1 | graph g {{ input x = 2 y = relu(x) output y }}
+           |                       ^
+        hint: put each statement on its own line
+    """)
+
+
+def test_a_keyword_after_a_statement_on_its_line():
+    assert error("""
+        graph g {
+            input x = 2
+            y = relu(x) output y
+        }
+    """) == text("""
+        m.graph:3:17: error: two statements on one line
+         3 |     y = relu(x) output y
+           |                 ^^^^^^
+        hint: put each statement on its own line
+    """)
+
+
+def test_a_statement_broken_over_two_lines():
+    assert error("""
+        graph g {
+            input x
+                : f64[3]
+            output x
+        }
+    """) == text("""
+        m.graph:3:9: error: unexpected `:`; expected a statement or `}`
+         3 |         : f64[3]
+           |         ^
+        hint: a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, \
+or where the next line starts with `->`
+    """)
+
+
+def test_an_arrow_that_continues_no_chain():
+    assert error("""
+        graph g {
+            input x = 2
+            h = relu(x)
+              -> y
+            output y
+        }
+    """) == text("""
+        m.graph:4:7: error: `->` at the start of a line continues a chain, but the statement before is not one
+         4 |       -> y
+           |       ^^
+        hint: a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line
+    """)
+
+
+def test_an_arrow_after_a_call():
+    assert error("""
+        graph g {
+            input x = 2
+            h = relu(x) -> y
+            output y
+        }
+    """) == text("""
+        m.graph:3:17: error: unexpected `->`; expected `}` or the end of the line
+         3 |     h = relu(x) -> y
+           |                 ^^
+        hint: `->` links the steps of a chain, e.g. `x -> relu -> h`
+    """)
+
+
 def test_missing_closing_brace_at_end_of_file():
     assert error("""
         graph g {
             input x = 1
             output x
     """) == text("""
-        m.graph:3:13: error: unexpected end of file; expected a statement, `,` or `}`
+        m.graph:3:13: error: unexpected end of file; expected a statement or `}`
          3 |     output x
            |             ^
         hint: every `graph NAME {` needs a closing `}`
