@@ -17,6 +17,7 @@ The rest are fixed: they are far beyond anything a model needs.
 
 from __future__ import annotations
 
+import math
 import os
 
 
@@ -42,6 +43,13 @@ ELEMENTS_VARIABLE = "GRAPHC_MAX_ELEMENTS"
 MAX_LINES = _from_env("GRAPHC_MAX_LINES", 100_000)
 LINES_VARIABLE = "GRAPHC_MAX_LINES"
 
+# Characters in one line, and bytes in one .graph file: a person writes lines
+# of a hundred characters, and the benchmarks' 50,000-node graphs are 1.3 MB.
+# Both bound the parser's time before it starts (a line of 200,000
+# characters of numbers takes it a second).
+MAX_LINE_CHARS = 200_000
+MAX_FILE_BYTES = 16 * 2**20
+
 # Dims of one value. numpy 1.x stops at 32 (numpy 2 at 64); graphc holds to
 # the smaller, so a file means the same with either.
 MAX_DIMS = 32
@@ -61,6 +69,13 @@ MAX_EXCERPT = 120
 
 def too_many_elements(count: int) -> bool:
     return count > MAX_ELEMENTS
+
+
+def count_text(count: int) -> str:
+    """A count of numbers as messages write it: 4,000,000,000,000, or about 10^40 past that."""
+    if count < 10**21:
+        return f"{count:,}"
+    return f"about 10^{int(math.log10(count))}"  # log10, not str(): an int of 5,000 digits has no str
 
 
 def elements_hint() -> str:

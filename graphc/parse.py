@@ -8,6 +8,7 @@ in words, what was expected where.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import lark
 from lark import Token, Tree
 
-from graphc import ast
+from graphc import ast, limits
 from graphc._gc import gc_paused
 from graphc.errors import GraphcError, Source, Span
 
@@ -30,6 +31,13 @@ def grammar_text() -> str:
         return resources.files("graphc.grammars").joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):
         return (Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_FILE).read_text(encoding="utf-8")
+
+
+class _TooDeep(Exception):
+    """A `[` past limits.MAX_DIMS levels of lists."""
+
+    def __init__(self, token: Token):
+        self.token = token
 
 
 class _Lines(lark.lark.PostLex):
@@ -46,12 +54,17 @@ class _Lines(lark.lark.PostLex):
     _CLOSE = frozenset({"RPAR", "RSQB"})
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = 0
+        depth = 0  # of ( and [ together
+        lists = 0  # of [ alone: a value has at most limits.MAX_DIMS dims
         for token in stream:
             if token.type in self._OPEN:
                 depth += 1
+                lists += token.type == "LSQB"
+                if lists > limits.MAX_DIMS:
+                    raise _TooDeep(token)  # before the parser stacks up 100,000 of them
             elif token.type in self._CLOSE:
                 depth = max(depth - 1, 0)
+                lists = max(lists - (token.type == "RSQB"), 0)
             elif token.type == "_NL" and depth:
                 continue
             elif token.type == "_NL_ARROW":
@@ -78,26 +91,77 @@ def _parser() -> lark.Lark:
 def parse(text: str, path: str = "<string>") -> ast.Module:
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the program
     source = Source(text, path)
+    _check_size(source)
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
+    except _TooDeep as err:
+        raise GraphcError(
+            f"list nested more than {limits.MAX_DIMS} deep: a value has at most {limits.MAX_DIMS} dims",
+            _token_span(source, err.token),
+        ) from None
     return _ToAst(source).transform(tree)
+
+
+def _check_size(source: Source) -> None:
+    """Refuse a file too long, or a line too wide, before the parser spends its time on it."""
+    if len(source.lines) > limits.MAX_LINES:
+        line = limits.MAX_LINES + 1
+        raise GraphcError(
+            f"the file is longer than {limits.MAX_LINES:,} lines",
+            Span(source, line, 1, line, 2),
+            f"graphc reads .graph files of at most {limits.MAX_LINES:,} lines; "
+            f"raise the limit with {limits.LINES_VARIABLE}=N",
+        )
+    widest = max(range(len(source.lines)), key=lambda i: len(source.lines[i]), default=0)
+    width = len(source.line(widest + 1))
+    if width > limits.MAX_LINE_CHARS:
+        column = limits.MAX_LINE_CHARS + 1
+        raise GraphcError(
+            f"line {widest + 1} is {width:,} characters long",
+            Span(source, widest + 1, column, widest + 1, column + 1),
+            f"graphc reads lines of at most {limits.MAX_LINE_CHARS:,} characters; "
+            "a list may run over several lines, and large data belongs in a .npy file (--input)",
+        )
 
 
 def parse_file(path: str | Path) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may start with a BOM
+        with path.open("rb") as file:
+            data = file.read(limits.MAX_FILE_BYTES + 1)  # bounded: FILE may be /dev/zero or a pipe
     except FileNotFoundError:
         raise GraphcError("no such file", where=str(path)) from None
     except IsADirectoryError:
         raise GraphcError("is a directory, not a .graph file", where=str(path)) from None
-    except UnicodeDecodeError as err:
-        raise GraphcError(f"not UTF-8 text (byte {err.start})", where=str(path)) from None
     except OSError as err:
         raise GraphcError(err.strerror or str(err), where=str(path)) from None
-    return parse(text, str(path))
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise GraphcError(
+            f"larger than {limits.MAX_FILE_BYTES // 2**20} MiB: too large for a .graph file",
+            where=str(path),
+            hint="large data belongs in a .npy file, given with --input",
+        )
+    return parse(_decode(data, str(path)), str(path))
+
+
+def _decode(data: bytes, path: str) -> str:
+    """UTF-8 text (a leading byte-order mark, as editors on Windows write, dropped), or a
+    GraphcError at the first byte that is not UTF-8, on its line shown as best it decodes."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        column = len(data[line_start : err.start].decode("utf-8")) + 1  # all good up to the first bad byte
+        source = Source(data.decode("utf-8", errors="replace"), path)
+        raise GraphcError(
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot start or continue a character",
+            Span(source, line, column, line, column + 1),
+            "save the file as UTF-8",
+        ) from None
 
 
 # --- syntax errors -----------------------------------------------------------
@@ -301,7 +365,7 @@ class _ToAst:
         return ast.Graph(name, tuple(body), self._s(meta))
 
     def dim_decl(self, meta, name, size):
-        return ast.DimDecl(name, int(size), self._s(meta))
+        return ast.DimDecl(name, self._size(size), self._s(meta))
 
     def input_decl(self, meta, name, type_, init, role):
         return ast.InputDecl(name, type_, init, role, self._s(meta))
@@ -387,7 +451,18 @@ class _ToAst:
         return tuple(d for d in dims if d is not None)
 
     def int_dim(self, meta, token):
-        return int(token)
+        return self._size(token)
+
+    def _size(self, token: Token) -> int:
+        """A size written in a shape or a `dim`; one with thousands of digits is refused here,
+        where Python's int() would."""
+        if _too_many_digits(str(token)):
+            raise GraphcError(
+                f"size `{token}` is too large: it has {len(str(token).lstrip('0')):,} digits",
+                _token_span(self.source, token),
+                limits.elements_hint(),
+            )
+        return _whole_number(str(token))
 
     def sym_dim(self, meta, name):
         return name.text
@@ -405,11 +480,29 @@ class _ToAst:
 
     def number(self, meta, token):
         text = str(token)
-        value: int | float = int(text) if text.lstrip("+-").isdigit() else float(text)
+        value: int | float
+        if not text.lstrip("+-").isdigit():
+            value = float(text)  # 1e400 is inf, for elaboration to report
+        elif _too_many_digits(text):
+            value = float("-inf") if text.startswith("-") else float("inf")  # beyond every dtype, as 1e400
+        else:
+            value = _whole_number(text)
         return ast.Literal(value, _token_span(self.source, token))
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def _too_many_digits(text: str) -> bool:
+    """An integer past limits.MAX_INT_DIGITS significant digits: larger than any size or
+    dtype, and more than Python's int() converts."""
+    return len(text.lstrip("+-").lstrip("0")) > limits.MAX_INT_DIGITS
+
+
+def _whole_number(text: str) -> int:
+    """int(text), whatever the number of leading zeros (int() counts them against its limit)."""
+    magnitude = int(text.lstrip("+-").lstrip("0") or "0")
+    return -magnitude if text.startswith("-") else magnitude
 
 
 def _as_float(value: int | float) -> float:

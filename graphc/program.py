@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc import limits
 from graphc.compiler import CompiledGraph, front_end, front_end_file, select
 from graphc.errors import GraphcError, Span, did_you_mean
 from graphc.initializers import concrete_shape, initialize
@@ -129,6 +130,7 @@ class Program:
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
         self._tape: list | None = None
         self._lean: dict[tuple, Interpreter] = {}
+        self._sizes_checked: set[tuple] = set()  # dim sizes check_sizes has found within the limits
 
     # --- types and values ----------------------------------------------------
 
@@ -172,7 +174,9 @@ class Program:
                     _cast(decl.value, self.dtype, what, decl.span)
                 consts[decl.name] = float(decl.value)
             else:
-                consts[decl.name] = _cast(decl.value, dtype, what, decl.span)
+                value = _cast(decl.value, dtype, what, decl.span)
+                # A const of one number is a read-only view until a run needs the array.
+                consts[decl.name] = value if value.flags.writeable else np.array(value)
         return consts
 
     def default_feeds(self) -> dict[str, np.ndarray]:
@@ -210,6 +214,13 @@ class Program:
                 None
                 if name not in self.label_inputs
                 else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
+            )
+        empty = next((d for d, n in zip(shape, array.shape) if isinstance(d, str) and n < 1), None)
+        if empty is not None:
+            raise GraphcError(
+                f"input `{name}` has {empty} = 0; every size must be at least 1",
+                decl.span,
+                f"give `{name}` at least one row" if shape and empty == shape[0] else None,
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -249,7 +260,31 @@ class Program:
                     f"give it one: `--set {name}=VALUE` or `--input {name}=FILE.npy` on the command line, "
                     f"a keyword argument in Python, or a default in the graph (`input {name} = ...`)",
                 )
+        self.check_sizes({d: n for d, (n, _) in bindings.items()})
         return env
+
+    def check_sizes(self, dims: dict[str, int]) -> None:
+        """Refuse, before anything is computed, a run in which a value would hold more than
+        limits.MAX_ELEMENTS numbers, given the sizes of the symbolic dims (N = 100).
+
+        Declared inputs, params and consts are within the limit (elaboration saw to
+        it); a value computed from them may not be: `add` of [N, 1] and [1, M].
+        """
+        key = tuple(sorted(dims.items()))
+        if key in self._sizes_checked:
+            return
+        for name in self.checked.order:
+            count = self.types[name].size(dims)
+            if count is not None and limits.too_many_elements(count):
+                t = self.types[name]
+                sizes = ", ".join(f"{d} = {dims[d]}" for d in dict.fromkeys(t.shape) if isinstance(d, str))
+                raise GraphcError(
+                    f"`{name}` {t.shape_text()} would hold {limits.count_text(count)} numbers"
+                    + (f" with {sizes}" if sizes else ""),
+                    self.ir.decls[name].span,
+                    limits.elements_hint(),
+                )
+        self._sizes_checked.add(key)
 
     # --- running ------------------------------------------------------------
 
@@ -404,11 +439,9 @@ DEFAULT_ATOL = 1e-12
 
 def _compare(expect: Expectation, actual: np.ndarray) -> ExpectResult:
     expected = expect.value
-    try:
-        np.broadcast_shapes(expected.shape, actual.shape)
-    except ValueError:
-        return ExpectResult(expect, actual, False, f"shape {list(actual.shape)}, expected {list(expected.shape)}")
-    if expected.shape != actual.shape and expected.ndim > 0:
+    # One number holds for every element; a list must have the value's shape. (Not
+    # numpy's broadcasting, which stops at 32 dims with a RuntimeError.)
+    if expected.ndim > 0 and expected.shape != actual.shape:
         return ExpectResult(expect, actual, False, f"shape {list(actual.shape)}, expected {list(expected.shape)}")
     if expect.tolerance is not None:
         ok = bool(np.all(np.abs(actual - expected) <= expect.tolerance))
