@@ -9,8 +9,9 @@ mistake is answered in bounded time and memory.
 Each limit can be raised (or lowered) through an environment variable, for
 the person whose model really is that large:
 
-    GRAPHC_MAX_ELEMENTS   numbers in one tensor      (default 2**28: 2 GiB of f64)
-    GRAPHC_MAX_LINES      lines in one .graph file   (default 100,000)
+    GRAPHC_MAX_ELEMENTS      numbers in one tensor          (default 2**28: 2 GiB of f64)
+    GRAPHC_MAX_RUN_ELEMENTS  numbers in all of a run's values  (default 2**24: 128 MiB of f64)
+    GRAPHC_MAX_LINES         lines in one .graph file       (default 100,000)
 
 The rest are fixed: they are far beyond anything a model needs.
 """
@@ -38,6 +39,15 @@ def _from_env(variable: str, default: int) -> int:
 # training images are 47 million; a 784-1000-1000-10 net holds 1.8 million.
 MAX_ELEMENTS = _from_env("GRAPHC_MAX_ELEMENTS", 2**28)
 ELEMENTS_VARIABLE = "GRAPHC_MAX_ELEMENTS"
+
+# Numbers in all the values of one run of a graph together: its params,
+# consts, inputs and every value computed from them (gradients take as much
+# again). Time and memory grow with it, so a graph that asks for much more
+# than a book's model needs is refused before anything is made: with the
+# default, the two-layer net runs a batch of 10,000 MNIST images, and the
+# largest run takes seconds, not minutes.
+MAX_RUN_ELEMENTS = _from_env("GRAPHC_MAX_RUN_ELEMENTS", 2**24)
+RUN_ELEMENTS_VARIABLE = "GRAPHC_MAX_RUN_ELEMENTS"
 
 # Lines in one .graph file; the largest graph in the benchmarks has 50,000 nodes.
 MAX_LINES = _from_env("GRAPHC_MAX_LINES", 100_000)
@@ -76,6 +86,13 @@ def count_text(count: int) -> str:
     if count < 10**21:
         return f"{count:,}"
     return f"about 10^{int(math.log10(count))}"  # log10, not str(): an int of 5,000 digits has no str
+
+
+def run_hint() -> str:
+    return (
+        f"graphc runs a graph on at most {MAX_RUN_ELEMENTS:,} numbers in all its values; "
+        f"raise the limit with {RUN_ELEMENTS_VARIABLE}=N"
+    )
 
 
 def elements_hint() -> str:

@@ -11,7 +11,7 @@ plans through the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from graphc.ir import (
     ConstDecl,
     Expectation,
     Initializer,
+    InputDecl,
     OpNode,
+    ParamDecl,
     TensorType,
     float_dtype,
     number_text,
@@ -118,6 +120,7 @@ class Program:
         self._interpreter = Interpreter(self.plan, free=False)
         param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self.params = Params(self)
+        self._check_budget(self._made_here(), self.ir.dims)  # before any of it is allocated
         for decl in self.ir.params():
             self.params[decl.name] = self._initialize(decl.name, decl.init, param_rng)
         self._defaults: dict[str, np.ndarray] = {}  # made-up inputs and literal defaults
@@ -284,7 +287,33 @@ class Program:
                     self.ir.decls[name].span,
                     limits.elements_hint(),
                 )
+        self._check_budget(self.checked.order, dims)
         self._sizes_checked.add(key)
+
+    def _made_here(self) -> list[str]:
+        """The values a Program makes before any run: params, consts, inputs with a value in the graph."""
+        return [
+            name
+            for name, decl in self.ir.decls.items()
+            if isinstance(decl, (ParamDecl, ConstDecl)) or (isinstance(decl, InputDecl) and decl.init is not None)
+        ]
+
+    def _check_budget(self, names: Iterable[str], dims: dict[str, int]) -> None:
+        """The values `names` hold at most limits.MAX_RUN_ELEMENTS numbers together; else an
+        error at the largest of them."""
+        counts = {name: count for name in names if (count := self.types[name].size(dims)) is not None}
+        total = sum(counts.values())
+        if total <= limits.MAX_RUN_ELEMENTS:
+            return
+        largest = max(counts, key=lambda name: counts[name])
+        sizes = ", ".join(f"{d} = {n}" for d, n in sorted(dims.items()))
+        raise GraphcError(
+            f"a run of graph `{self.name}` would hold {limits.count_text(total)} numbers in all"
+            + (f" with {sizes}" if sizes else "")
+            + f", {limits.count_text(counts[largest])} of them in `{largest}` {self.types[largest].shape_text()}",
+            self.ir.decls[largest].span,
+            limits.run_hint(),
+        )
 
     # --- running ------------------------------------------------------------
 

@@ -345,3 +345,39 @@ def test_expectations_about_a_value_of_32_dims(tmp_path, capsys):
         f"  FAIL  {path}:7  y == [1, 1]  (got {ones}; shape {[1] * 32}, expected [2])",
         "2 of 3 expectations hold",
     ]
+
+
+# --- a run's budget: all its values together ----------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "gradcheck", "draw"])
+def test_a_param_that_takes_a_run_past_its_budget(tmp_path, capsys, command):
+    # Within the limit for one tensor, so `check` takes it; running it would make
+    # w, relu(w) and their gradients: half a minute and gigabytes, before.
+    src = "graph g {\n    param w: [4096, 4096] = normal(0.01)\n    y = relu(w)\n    output y\n}\n"
+    args = ["-o", str(tmp_path / "g.svg"), "--values"] if command == "draw" else []
+    assert refused(tmp_path, capsys, command, src, *args) == text("""
+        m.graph:2:11: error: a run of graph `g` would hold 33,554,432 numbers in all, 16,777,216 of them in `w` [4096, 4096]
+         2 |     param w: [4096, 4096] = normal(0.01)
+           |           ^
+        hint: graphc runs a graph on at most 16,777,216 numbers in all its values; raise the limit with GRAPHC_MAX_RUN_ELEMENTS=N
+    """)
+    path = tmp_path / "m.graph"
+    assert main(["check", str(path)]) == 0
+
+
+def test_fed_inputs_that_take_a_run_past_its_budget(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_RUN_ELEMENTS", 1000)
+    program = graphc.compile_source(
+        "graph g {\n    input x: [N, 10]\n    param w: [10] = zeros\n    x -> mul(w) -> relu -> y\n    output y\n}\n",
+        "m.graph",
+    )
+    program.forward(x=np.ones((33, 10)))  # 330 + 10 + 330 + 330 = 1,000
+    with pytest.raises(GraphcError) as info:
+        program.forward(x=np.ones((34, 10)))
+    assert info.value.render() == text("""
+        m.graph:2:11: error: a run of graph `g` would hold 1,030 numbers in all with N = 34, 340 of them in `x` [N, 10]
+         2 |     input x: [N, 10]
+           |           ^
+        hint: graphc runs a graph on at most 1,000 numbers in all its values; raise the limit with GRAPHC_MAX_RUN_ELEMENTS=N
+    """)
