@@ -182,6 +182,7 @@ class _Writer:
         if len(floats) > 1:
             raise GraphcError(
                 f"graph `{compiled.name}` mixes f32 and f64 values; a generated module has one float dtype",
+                compiled.ir.span,
                 hint="give one with --dtype float32 or --dtype float64",
             )
         self.float = override or (floats.pop() if floats else "f64")

@@ -14,6 +14,7 @@ Python traceback at a person.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import enum
 import re
@@ -182,10 +183,30 @@ class GraphcError(Exception):
         return self.diagnostics[0].span
 
     def render(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
+        """Every diagnostic, up to limits.MAX_ERRORS of them, then how many more there are."""
+        shown = [d.render() for d in self.diagnostics[: limits.MAX_ERRORS]]
+        more = len(self.diagnostics) - limits.MAX_ERRORS
+        if more > 0:
+            first = self.diagnostics[0]
+            where = str(first.span.source.path) if first.span is not None else first.where or "graphc"
+            shown.append(
+                f"{where}: and {more:,} more error{'s' * (more != 1)} (the first {limits.MAX_ERRORS} are shown)"
+            )
+        return "\n".join(shown)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None if nothing is close."""
-    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    """A hint naming the closest candidate, or None if nothing is close.
+
+    Among many candidates, only the limits.MAX_SUGGESTION_CANDIDATES that sort
+    nearest to `name` are compared with it (a typo mostly keeps the start of
+    a name), so that a file of thousands of misspelt names in a graph of
+    thousands of values is answered in time.
+    """
+    names = sorted(set(candidates))
+    if len(names) > limits.MAX_SUGGESTION_CANDIDATES:
+        half = limits.MAX_SUGGESTION_CANDIDATES // 2
+        middle = bisect.bisect_left(names, name)
+        names = names[max(middle - half, 0) : middle + half]
+    matches = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None

@@ -77,6 +77,16 @@ MAX_JSON_DEPTH = 64
 MAX_EXCERPT = 120
 
 
+# Errors shown from one file: the first ones say what is wrong, and a file
+# of thousands of mistakes is answered at once, not with pages of them.
+MAX_ERRORS = 20
+
+# Names a "did you mean" hint compares a misspelt name with: the ones that
+# sort nearest to it, when a graph has more (a comparison costs microseconds,
+# and a graph may have 100,000 names).
+MAX_SUGGESTION_CANDIDATES = 400
+
+
 def too_many_elements(count: int) -> bool:
     return count > MAX_ELEMENTS
 

@@ -240,6 +240,8 @@ class Program:
             problem = index_problem(array, count)
             if problem is not None:
                 raise GraphcError(f"input `{name}`: {problem}", decl.span)
+        if classes and name in self.label_inputs:
+            dtype = "i64"  # whole numbers, as checked; declared `input t: [N]`, they would index as floats
         return _cast(array, dtype, f"input `{name}`", decl.span)
 
     def _environment(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 
 import graphc
 from graphc.cli import main
-from graphc.errors import GraphcError
+from graphc.errors import GraphcError, did_you_mean
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -868,6 +868,32 @@ def test_wrong_shape_for_a_label_input_mentions_class_indices():
     """)
 
 
+@pytest.mark.parametrize("default", ["", " = onehot", " = zeros", " = [0, 1, 2, 0, 1]"])
+def test_class_indices_declared_float_are_read_as_indices(default):
+    # `input t: [N]` is f64 by default; read as class indices, it used to reach
+    # softmax_loss as floats (an IndexError), fed, made up or written.
+    program = graphc.compile_source(
+        source(f"""
+            graph g {{
+                dim N = 5
+                input x: [N, 4] = uniform(0, 1)
+                input t: [N]{default}
+                param W: [4, 3] = he
+                param b: [3] = zeros
+                h = affine(x, W, b)
+                loss = softmax_loss(h, t)
+                output loss
+            }}
+        """)
+    )
+    feeds = {"t": np.array([0, 1, 2, 0, 1])} if not default else {}
+    loss = program.forward(**feeds)["loss"]
+    indices, scores = program.values["t"], program.values["h"]
+    assert indices.dtype == np.int64
+    by_hand = np.mean(np.log(np.exp(scores).sum(axis=1)) - scores[np.arange(5), indices])
+    assert abs(float(loss) - by_hand) < 1e-12
+
+
 def test_unknown_input_in_python():
     assert feed_error(x=np.zeros((3, 4)), t=np.zeros((3, 3)), xx=1) == text("""
         graphc: error: no input named `xx` in graph `net`
@@ -1597,4 +1623,55 @@ def test_cli_negative_seed(command, capsys):
     assert cli_error([command, APPLE, "--seed", "-1"], capsys) == text("""
         graphc: error: --seed must be at least 0, got -1
         hint: e.g. `--seed 100`
+    """)
+
+
+# --- many mistakes, many names ------------------------------------------------------
+
+
+def test_at_most_20_errors_are_shown(tmp_path, capsys):
+    # 5,000 undefined names once took minutes: each hint compared its name with every value.
+    lines = "".join(f"    v{i} = relu(u{i})\n" for i in range(5000))
+    path = tmp_path / "m.graph"
+    path.write_text(f"graph g {{\n    input x = 1\n{lines}    output v0\n}}\n")
+    err = cli_error(["check", str(path)], capsys).replace(str(path), "m.graph")
+    shown = err.splitlines()
+    assert shown[:3] == [
+        "m.graph:3:15: error: undefined name `u0`",
+        " 3 |     v0 = relu(u0)",
+        "   |               ^^",
+    ]
+    assert shown[-4:] == [
+        "m.graph:22:16: error: undefined name `u19`",
+        " 22 |     v19 = relu(u19)",
+        "    |                ^^^",
+        "m.graph: and 4,980 more errors (the first 20 are shown)",
+    ]
+    assert err.count(": error: ") == 20
+
+
+def test_the_count_of_errors_not_shown():
+    lines = "".join(f"    v = relu{i}(x)\n" for i in range(30))
+    with pytest.raises(GraphcError) as info:
+        graphc.compile_source(f"graph g {{\n    input x = 1\n{lines}    output x\n}}\n", "m.graph")
+    assert len(info.value.diagnostics) == 30
+    assert info.value.render().splitlines()[-1] == "m.graph: and 10 more errors (the first 20 are shown)"
+
+
+def test_a_suggestion_among_many_names():
+    # Among 50,000 names, the few hundred that sort nearest are compared.
+    names = [f"h{i}_layer" for i in range(50_000)]
+    assert did_you_mean("h17_layr", names) == "did you mean `h17_layer`?"
+    assert did_you_mean("relu", names) is None
+    assert did_you_mean("rleu", ["relu", "sigmoid"]) == "did you mean `relu`?"
+
+
+def test_compiling_a_graph_of_mixed_float_dtypes_points_at_the_graph(tmp_path, capsys):
+    path = tmp_path / "m.graph"
+    path.write_text("graph g {\n    input a: f64[2] = [1, 2]\n    input b: f32[2] = [1, 2]\n    output a, b\n}\n")
+    assert cli_error(["compile", str(path), "--emit", "python"], capsys).replace(str(path), "m.graph") == text("""
+        m.graph:1:7: error: graph `g` mixes f32 and f64 values; a generated module has one float dtype
+         1 | graph g {
+           |       ^
+        hint: give one with --dtype float32 or --dtype float64
     """)
