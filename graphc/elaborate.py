@@ -79,6 +79,7 @@ class _GraphBuilder:
         self.first: dict[str, ast.Name] = {}
         self.dims: dict[str, int] = {}
         self.outputs: list[tuple[str, Span]] = []
+        self.output_names: set[str] = set()
         self.expects: list[Expectation] = []
         self.user_names = self._user_names()
         self.op_counts: dict[str, int] = {}
@@ -584,10 +585,11 @@ class _GraphBuilder:
 
     def _OutputDecl(self, stmt: ast.OutputDecl) -> None:
         for name in stmt.names:
-            if any(name.text == seen for seen, _ in self.outputs):
+            if name.text in self.output_names:
                 self.error(f"`{name.text}` is already an output", name.span)
             else:
                 self.outputs.append((name.text, name.span))
+                self.output_names.add(name.text)
 
     def _ExpectDecl(self, stmt: ast.ExpectDecl) -> None:
         value = self.array(stmt.value, "f64")
