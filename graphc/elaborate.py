@@ -203,11 +203,12 @@ class _GraphBuilder:
     def _InputDecl(self, stmt: ast.InputDecl) -> None:
         dtype = (stmt.type.dtype if stmt.type else None) or "f64"
         shape = stmt.type.shape if stmt.type else None
-        if shape is not None and not self.sizes_fit(shape, "input", stmt.name, stmt.type.span):
+        type_span = stmt.type.span if stmt.type else stmt.name.span
+        if shape is not None and not self.sizes_fit(shape, "input", stmt.name, type_span):
             return
         init = self.initializer(stmt.init, dtype, shape, stmt.name) if stmt.init else None
-        if init is not None and shape is not None and stmt.type is not None:
-            self.made_up.append((stmt.name.text, shape, stmt.type.span))
+        if init is not None and shape is not None:
+            self.made_up.append((stmt.name.text, shape, type_span))
         if shape is None:
             shape = tuple(init.value.shape) if init is not None and init.value is not None else ()
         role = None
@@ -264,9 +265,9 @@ class _GraphBuilder:
         # With no dtype written, shape inference gives the const its readers' dtype.
         dtype = stmt.type.dtype if stmt.type else None
         shape = stmt.type.shape if stmt.type else None
+        type_span = stmt.type.span if stmt.type else stmt.name.span
         if shape is not None and not (
-            self.concrete(shape, "const", stmt.name, stmt.type.span)
-            and self.sizes_fit(shape, "const", stmt.name, stmt.type.span)
+            self.concrete(shape, "const", stmt.name, type_span) and self.sizes_fit(shape, "const", stmt.name, type_span)
         ):
             return
         value = self.array(stmt.value, dtype or "f64", stmt.name.text)
@@ -277,7 +278,7 @@ class _GraphBuilder:
         elif value.ndim == 0:
             # One number fills the declared shape, as for a param: a view of
             # it, so that checking allocates nothing (the run makes the array).
-            value = np.broadcast_to(value, shape)
+            value = np.broadcast_to(value, tuple(int(d) for d in shape))
         elif not self.literal_fits(value, shape, stmt.value, stmt.name):
             return
         self.define(
@@ -379,28 +380,32 @@ class _GraphBuilder:
         def unfit(leaf: ast.Literal) -> None:
             self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype])
 
+        numbers = [_number(leaf) for leaf in leaves]
         if dtype == "i64":
-            for leaf in leaves:
-                value = leaf.value
-                if isinstance(value, float) and not math.isfinite(value):  # 1e400
-                    return unfit(leaf)
-                if isinstance(value, float) and not value.is_integer():
+            for leaf, number in zip(leaves, numbers):
+                if isinstance(number, float) and not math.isfinite(number):  # 1e400
+                    unfit(leaf)
+                    return None
+                if isinstance(number, float) and not number.is_integer():
                     self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span)
                     return None
-                if not -(2**63) <= int(value) < 2**63:
-                    return unfit(leaf)
-            return np.array([int(leaf.value) for leaf in leaves], dtype=np.int64)
-        numbers = []
-        for leaf in leaves:
+                if not -(2**63) <= int(number) < 2**63:
+                    unfit(leaf)
+                    return None
+            return np.array([int(number) for number in numbers], dtype=np.int64)
+        floats = []
+        for leaf, number in zip(leaves, numbers):
             try:
-                numbers.append(float(leaf.value))
+                floats.append(float(number))
             except OverflowError:  # an integer with hundreds of digits
-                return unfit(leaf)
+                unfit(leaf)
+                return None
         with np.errstate(over="ignore"):
-            values = np.array(numbers, dtype=DTYPES[dtype])
+            values = np.array(floats, dtype=DTYPES[dtype])
         bad = ~np.isfinite(values)  # no literal is infinite: 1e400 overflowed
         if bad.any():
-            return unfit(leaves[int(np.argmax(bad))])
+            unfit(leaves[int(np.argmax(bad))])
+            return None
         return values
 
     def literal_fits(self, value: np.ndarray, shape, literal: ast.Literal, name: ast.Name) -> bool:
@@ -604,6 +609,12 @@ class _GraphBuilder:
         self.expects.append(
             Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span, value_span)
         )
+
+
+def _number(leaf: ast.Literal) -> int | float:
+    """A leaf of a literal, which is a number, never a list."""
+    assert not isinstance(leaf.value, list)
+    return leaf.value
 
 
 def _text(span: Span) -> str:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 Dim = int | str
 
-DTYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
+DTYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
 
 # The float dtypes a person may ask for (--dtype, dtype=), by either spelling.
 FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}

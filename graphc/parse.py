@@ -68,17 +68,9 @@ class _Lines(lark.lark.PostLex):
             elif token.type == "_NL" and depth:
                 continue
             elif token.type == "_NL_ARROW":
-                assert token.end_line is not None and token.end_column is not None and token.end_pos is not None
-                token = Token(
-                    "_ARROW",
-                    "->",
-                    token.end_pos - 2,
-                    token.end_line,
-                    token.end_column - 2,
-                    token.end_line,
-                    token.end_column,
-                    token.end_pos,
-                )
+                _, _, line, end = _where(token)
+                assert token.end_pos is not None
+                token = Token("_ARROW", "->", token.end_pos - 2, line, end - 2, line, end, token.end_pos)
             yield token
 
 
@@ -208,26 +200,34 @@ def _expected(terminals: set[str] | frozenset[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _where(token: Token) -> tuple[int, int, int, int]:
+    """A token's line, column, end line and end column (which Lark's lexer always sets)."""
+    assert token.line is not None and token.column is not None
+    assert token.end_line is not None and token.end_column is not None
+    return token.line, token.column, token.end_line, token.end_column
+
+
 def _token_span(source: Source, token: Token) -> Span:
-    end_column = token.end_column if token.end_line == token.line else token.column + 1
-    return Span(source, token.line, token.column, token.line, max(end_column, token.column + 1))
+    line, column, end_line, end_column = _where(token)
+    end = end_column if end_line == line else column + 1
+    return Span(source, line, column, line, max(end, column + 1))
 
 
 def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     if isinstance(err, lark.UnexpectedCharacters):
-        char = source.text[err.pos_in_stream]
+        char = source.text[err.pos_in_stream or 0]
         span = Span(source, err.line, err.column, err.line, err.column + 1)
         hint = "statements end at the end of the line; no `;` is needed" if char == ";" else None
         return GraphcError(f"unexpected character `{char}`", span, hint)
     # What the parser accepts at the error, exactly; `expected` is LALR's
     # merged lookahead, which names tokens that could not come next.
-    expected = getattr(err, "accepts", None) or err.expected
+    expected: set[str] = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
     if isinstance(err, lark.UnexpectedEOF) or (isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"):
         last = len(source.lines)
         column = len(source.line(last)) + 1
         span = Span(source, last, column, last, column + 1)
         hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in expected else None
-        expected = (set(expected) - {"_NL"}) or expected  # the end of the file ends the line too
+        expected = (expected - {"_NL"}) or expected  # the end of the file ends the line too
         return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint)
     assert isinstance(err, lark.UnexpectedToken)
     token = err.token
@@ -255,15 +255,16 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
     Inside a graph `graph` is an ordinary name, so the parser stumbles on
     the name after it; say what really happened.
     """
-    text = source.line(token.line)
-    if token.type != "NAME" or text[: token.column - 1].strip() != "graph":
+    line, column, _, _ = _where(token)
+    text = source.line(line)
+    if token.type != "NAME" or text[: column - 1].strip() != "graph":
         return None
     start = text.index("graph") + 1
     outer = next(
         (
             m.group(1)
-            for line in reversed(source.lines[: token.line - 1])
-            if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", line))
+            for before in reversed(source.lines[: line - 1])
+            if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", before))
         ),
         None,
     )
@@ -271,7 +272,7 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
         return None
     return GraphcError(
         f"graph `{outer}` is not closed before graph `{token.value}` starts",
-        Span(source, token.line, start, token.line, start + len("graph")),
+        Span(source, line, start, line, start + len("graph")),
         f"add `}}` at the end of graph `{outer}`",
     )
 
@@ -398,9 +399,9 @@ class _ToAst:
         return (name,)  # marks `grad(name)` apart from a plain name
 
     def call(self, meta, op, *args):
-        args = [a for a in args if a is not None]
-        attrs = tuple(a for a in args if isinstance(a, ast.Attr))
-        operands = tuple(a for a in args if not isinstance(a, ast.Attr))
+        given = [a for a in args if a is not None]
+        attrs = tuple(a for a in given if isinstance(a, ast.Attr))
+        operands = tuple(a for a in given if not isinstance(a, ast.Attr))
         return ast.Call(op, operands, attrs, self._s(meta))
 
     def attr_arg(self, meta, name, value):
@@ -427,10 +428,11 @@ class _ToAst:
                 continue
             escape = raw[i + 1]  # the grammar lets no string end in a lone backslash
             if escape not in _ESCAPES:
-                column = token.column + 1 + i
+                line, start, _, _ = _where(token)
+                column = start + 1 + i
                 raise GraphcError(
                     f"unknown escape `\\{escape}` in a string",
-                    Span(self.source, token.line, column, token.line, column + 2),
+                    Span(self.source, line, column, line, column + 2),
                     'a string may hold `\\"`, `\\\\`, `\\n` and `\\t`',
                 )
             parts.append(_ESCAPES[escape])

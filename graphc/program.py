@@ -85,7 +85,7 @@ class Params(MutableMapping):
             raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", span)
         # A copy: optimizers update params in place, and must change neither
         # the caller's array nor a read-only one.
-        self._values[name] = _cast(array, type_.dtype, f"param `{name}`", span, copy=True)
+        self._values[name] = _cast(array, type_.dtype or "f64", f"param `{name}`", span, copy=True)
 
     def __delitem__(self, name: str) -> None:
         raise TypeError("params cannot be removed")
@@ -124,10 +124,10 @@ class Program:
         for decl in self.ir.params():
             self.params[decl.name] = self._initialize(decl.name, decl.init, param_rng)
         self._defaults: dict[str, np.ndarray] = {}  # made-up inputs and literal defaults
-        for decl in self.ir.inputs():
-            if decl.init is not None:
+        for input_decl in self.ir.inputs():
+            if input_decl.init is not None:
                 # Elaboration made sure every symbolic dim here has a size.
-                self._defaults[decl.name] = self._initialize(decl.name, decl.init, input_rng)
+                self._defaults[input_decl.name] = self._initialize(input_decl.name, input_decl.init, input_rng)
         self.consts = self._consts()
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
@@ -140,16 +140,17 @@ class Program:
     def _initialize(self, name: str, init: Initializer, rng: np.random.Generator) -> np.ndarray:
         """The first value of a param or an input, as a GraphcError at its declaration if it cannot be made."""
         t = self.types[name]
-        concrete = TensorType(t.dtype, concrete_shape(t, self.ir.dims))
+        dtype = t.dtype or "f64"  # params and inputs always have one
+        concrete = TensorType(dtype, concrete_shape(t, self.ir.dims))
         decl = self.ir.decls[name]
         if init.kind == "value":  # a literal; --dtype float32 may leave it out of range
-            _cast(init.value, t.dtype, f"{'param' if name in self.param_names else 'input'} `{name}`", init.span)
+            _cast(init.value, dtype, f"{'param' if name in self.param_names else 'input'} `{name}`", init.span)
         try:
             return initialize(init, concrete, rng)
         except (MemoryError, ValueError):  # numpy's "array is too big", "maximum allowed dimension exceeded"
             raise GraphcError(
                 f"`{name}` {concrete} is too large to allocate ({concrete.size():,} numbers of "
-                f"{DTYPES[t.dtype].itemsize} bytes)",
+                f"{DTYPES[dtype].itemsize} bytes)",
                 decl.span,
             ) from None
 
@@ -203,7 +204,7 @@ class Program:
         array = _as_array(value, f"input `{name}`", decl.span)
         if array.dtype.kind not in "biuf":
             raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span)
-        shape, dtype = t.shape, t.dtype
+        shape, dtype = t.shape, t.dtype or "f64"  # an input always has a dtype
         classes = self._classes.get(name, [])
         if name in self.label_inputs and array.dtype.kind in "biu" and array.ndim == len(shape) - 1 and len(shape) >= 1:
             # one-hot labels given as class indices
