@@ -381,3 +381,19 @@ def test_fed_inputs_that_take_a_run_past_its_budget(monkeypatch):
            |           ^
         hint: graphc runs a graph on at most 1,000 numbers in all its values; raise the limit with GRAPHC_MAX_RUN_ELEMENTS=N
     """)
+
+
+def test_generated_code_fills_a_const_of_one_number_as_the_run_does():
+    # Not a list of 4 million numbers written out (20 MB of source, seconds).
+    from graphc.codegen import python_module
+
+    src = "graph g {\n    input x: [2048, 2048]\n    const c: [2048, 2048] = -3\n    y = mul(x, c)\n    output y\n}\n"
+    compiled = graphc.compile_source(src).compiled
+    source = python_module(compiled)
+    assert "c = np.full((2048, 2048), -3.0, dtype=DTYPE)\n" in source
+    assert len(source) < 10_000
+    module: dict = {}
+    exec(compile(source, "<generated>", "exec"), module)
+    x = np.random.default_rng(0).standard_normal((2048, 2048))
+    outputs, _ = module["forward"]({}, x=x)
+    np.testing.assert_array_equal(outputs["y"], graphc.compile_source(src).forward(x=x)["y"])
