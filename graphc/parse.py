@@ -40,6 +40,27 @@ class _TooDeep(Exception):
         self.token = token
 
 
+class _RunTogether(Exception):
+    """Two words with no space between them, lexed apart: `graphg` as `graph` `g`
+    where only the keyword may come."""
+
+    def __init__(self, first: Token, second: Token):
+        self.first, self.second = first, second
+
+
+def _run_together(first: Token, second: Token) -> bool:
+    """Whether `second` starts, with a letter or digit, right where the word `first` ends.
+    No two tokens of a valid file do: a name takes every letter and digit it can."""
+    return (
+        first.end_pos == second.start_pos
+        and _WORD.match(first.value[-1:]) is not None
+        and _WORD.match(second.value[:1]) is not None
+    )
+
+
+_WORD = re.compile(r"[A-Za-z0-9_]")
+
+
 class _Lines(lark.lark.PostLex):
     """Newlines as the grammar wants them: dropped inside ( ) and [ ], where
     lists and calls may run over several lines; a line break followed by
@@ -56,7 +77,11 @@ class _Lines(lark.lark.PostLex):
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0  # of ( and [ together
         lists = 0  # of [ alone: a value has at most limits.MAX_DIMS dims
+        last: Token | None = None
         for token in stream:
+            if last is not None and _run_together(last, token):
+                raise _RunTogether(last, token)
+            last = token
             if token.type in self._OPEN:
                 depth += 1
                 lists += token.type == "LSQB"
@@ -88,6 +113,8 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
+    except _RunTogether as err:
+        raise _run_together_error(err.first, err.second, source) from None
     except _TooDeep as err:
         raise GraphcError(
             f"list nested more than {limits.MAX_DIMS} deep: a value has at most {limits.MAX_DIMS} dims",
@@ -142,6 +169,9 @@ def _decode(data: bytes, path: str) -> str:
     """UTF-8 text (a leading byte-order mark, as editors on Windows write, dropped), or a
     GraphcError at the first byte that is not UTF-8, on its line shown as best it decodes."""
     data = data.removeprefix(codecs.BOM_UTF8)
+    # Universal newlines, as Python reads text: "\r\n" and a lone "\r" end a line
+    # (no UTF-8 character holds either byte).
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -235,6 +265,9 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     unclosed = _unclosed_graph(source, token)
     if unclosed is not None:
         return unclosed
+    before = (getattr(err, "token_history", None) or [None])[-1]  # set where the lexer raised it
+    if before is not None and _run_together(before, token):
+        return _run_together_error(before, token, source)
     if "_NL" in expected and _starts_a_statement(err):
         return GraphcError("two statements on one line", span, "put each statement on its own line")
     if token.type == "_ARROW" and not source.line(token.line)[: token.column - 1].strip():
@@ -246,6 +279,16 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
         f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
+    )
+
+
+def _run_together_error(first: Token, second: Token, source: Source) -> GraphcError:
+    line, column, _, _ = _where(first)
+    _, _, end_line, end = _where(second)
+    return GraphcError(
+        f"`{first}` and `{second}` run together",
+        Span(source, line, column, end_line, end),
+        f"put a space between them: `{first} {second}`",
     )
 
 

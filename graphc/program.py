@@ -205,8 +205,9 @@ class Program:
         if array.dtype.kind not in "biuf":
             raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span)
         shape, dtype = t.shape, t.dtype or "f64"  # an input always has a dtype
-        classes = self._classes.get(name, [])
-        if name in self.label_inputs and array.dtype.kind in "biu" and array.ndim == len(shape) - 1 and len(shape) >= 1:
+        classes = self._classes.get(name, [])  # the readers' class counts, where `name` is class indices
+        one_hot = name in self.label_inputs and not classes and len(shape) >= 1
+        if one_hot and array.dtype.kind in "biu" and array.ndim == len(shape) - 1:
             # one-hot labels given as class indices
             classes, shape, dtype = [shape[-1]], shape[:-1], "i64"
         elif t.dtype == "i64" and array.dtype.kind not in "biu":
@@ -215,9 +216,7 @@ class Program:
             raise GraphcError(
                 f"input `{name}` expects shape {shape_text(shape)}, got {list(array.shape)}",
                 decl.span,
-                None
-                if name not in self.label_inputs
-                else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
+                f"labels may also be class indices of shape {shape_text(t.shape[:-1])}" if one_hot else None,
             )
         empty = next((d for d, n in zip(shape, array.shape) if isinstance(d, str) and n < 1), None)
         if empty is not None:
@@ -320,7 +319,7 @@ class Program:
 
     # --- running ------------------------------------------------------------
 
-    def forward(self, **feeds: Any) -> dict[str, np.ndarray]:
+    def forward(self, /, **feeds: Any) -> dict[str, np.ndarray]:
         """Run forward; returns the outputs. Missing inputs take their defaults."""
         env = self._environment(feeds)
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about

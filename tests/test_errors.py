@@ -1675,3 +1675,84 @@ def test_compiling_a_graph_of_mixed_float_dtypes_points_at_the_graph(tmp_path, c
            |       ^
         hint: give one with --dtype float32 or --dtype float64
     """)
+
+
+# --- the fuzzer's findings (helper D's A4, A5, A8) -----------------------------------
+
+
+def test_an_input_named_self(tmp_path, capsys):
+    path = tmp_path / "m.graph"
+    path.write_text("graph g {\n    input self: [2]\n    y = relu(self)\n    output y\n}\n")
+    assert main(["run", str(path), "--set", "self=[1, -2]"]) == 0
+    assert "  y  [1, 0]\n" in capsys.readouterr().out
+    assert graphc.compile_source(path.read_text()).forward(self=[3, 4])["y"].tolist() == [3, 4]
+
+
+def test_class_indices_fed_a_number_where_a_row_is_declared(capsys):
+    # `k` is class indices already: one number is not "one-hot labels as indices".
+    src = source("""
+        graph g {
+            dim N = 2
+            input y: [N, 2] = zeros
+            input k: i64[N] = [0, 1]
+            loss = softmax_loss(y, k)
+            output loss
+        }
+    """)
+    program = graphc.compile_source(src, "m.graph")
+    with pytest.raises(GraphcError) as info:
+        program.forward(k=9)
+    assert info.value.render() == text("""
+        m.graph:4:11: error: input `k` expects shape [N], got []
+         4 |     input k: i64[N] = [0, 1]
+           |           ^
+    """)
+    with pytest.raises(GraphcError) as info:
+        program.forward(k=[9, 0])
+    assert info.value.message == "input `k`: class indices must lie in 0..1, got 0..9"
+
+
+@pytest.mark.parametrize(
+    ("src", "message", "caret"),
+    [
+        ("graphg{input x=2\noutput x}", "m.graph:1:1: error: `graph` and `g` run together", (1, 1, 6)),
+        (
+            "graph g {\n    input x: f32x[2]\n    output x\n}",
+            "m.graph:2:14: error: `f32` and `x` run together",
+            (2, 14, 4),
+        ),
+        ("graph g {\n    input x: [2x]\n    output x\n}", "m.graph:2:15: error: `2` and `x` run together", (2, 15, 2)),
+        (
+            "graph g {\n    input x = 1 fromimages\n    output x\n}",
+            "m.graph:2:17: error: `from` and `images` run together",
+            (2, 17, 10),
+        ),
+    ],
+)
+def test_words_run_together(src, message, caret):
+    # A keyword used to be read off the front of a longer word: `graphg{` was `graph g {`.
+    first, second = message.split("`")[1], message.split("`")[3]
+    line, column, width = caret
+    shown = src.split("\n")[line - 1]
+    assert error(src) == "\n".join(
+        [
+            message,
+            f" {line} | {shown}",
+            "   | " + " " * (column - 1) + "^" * width,
+            f"hint: put a space between them: `{first} {second}`",
+        ]
+    )
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_a_file_with_carriage_returns_reads_as_python_reads_text(tmp_path, capsys, newline):
+    path = tmp_path / "m.graph"
+    path.write_bytes(
+        newline.join(["graph g {", "    input x = 1", "    y = rleu(x)", "    output y", "}", ""]).encode()
+    )
+    assert cli_error(["check", str(path)], capsys) == text(f"""
+        {path}:3:9: error: unknown op `rleu`
+         3 |     y = rleu(x)
+           |         ^^^^
+        hint: did you mean `relu`?
+    """)
