@@ -106,6 +106,8 @@ class Diagnostic:
 
 def _excerpt(span: Span, width: int) -> list[str]:
     text = span.source.line(span.line).expandtabs(1)  # one column a tab, as the parser counts
+    if not text.isprintable():  # a control character would move or hide what follows
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
     if span.end_line == span.line:
         end = max(span.end_column, span.column + 1)
     else:
@@ -189,9 +191,8 @@ class GraphcError(Exception):
         if more > 0:
             first = self.diagnostics[0]
             where = str(first.span.source.path) if first.span is not None else first.where or "graphc"
-            shown.append(
-                f"{where}: and {more:,} more error{'s' * (more != 1)} (the first {limits.MAX_ERRORS} are shown)"
-            )
+            errors = f"{more:,} more error{'s' * (more != 1)}"
+            shown.append(f"{where}: note: {errors} not shown (graphc shows the first {limits.MAX_ERRORS})")
         return "\n".join(shown)
 
 

@@ -247,8 +247,14 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     if isinstance(err, lark.UnexpectedCharacters):
         char = source.text[err.pos_in_stream or 0]
         span = Span(source, err.line, err.column, err.line, err.column + 1)
-        hint = "statements end at the end of the line; no `;` is needed" if char == ";" else None
-        return GraphcError(f"unexpected character `{char}`", span, hint)
+        if char == ";":
+            hint: str | None = "statements end at the end of the line; no `;` is needed"
+        elif char.isalpha():
+            hint = "names are made of the letters A to Z and a to z, digits and `_`"
+        else:
+            hint = None
+        shown = char if char.isprintable() else repr(char)[1:-1]  # `\x00`, not an invisible character
+        return GraphcError(f"unexpected character `{shown}`", span, hint)
     # What the parser accepts at the error, exactly; `expected` is LALR's
     # merged lookahead, which names tokens that could not come next.
     expected: set[str] = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
@@ -276,6 +282,8 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
             span,
             "a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line",
         )
+    if token.type == "_NL":
+        return GraphcError(f"unexpected end of line; expected {_expected(expected)}", span, _CONTINUED)
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
         f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
@@ -349,11 +357,14 @@ def _syntax_hint(err: lark.UnexpectedToken, expected: set[str] | frozenset[str],
     if token.type == "NAME" and "COLON" in expected and "EQUAL" in expected:
         return "a declaration reads `input NAME: f64[N, 784]` or `input NAME = VALUE`"
     if first_on_its_line and "RBRACE" in expected:
-        return (
-            "a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, "
-            "or where the next line starts with `->`"
-        )
+        return _CONTINUED
     return None
+
+
+_CONTINUED = (
+    "a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, "
+    "or where the next line starts with `->`"
+)
 
 
 # --- the syntax tree ---------------------------------------------------------

@@ -1645,7 +1645,7 @@ def test_at_most_20_errors_are_shown(tmp_path, capsys):
         "m.graph:22:16: error: undefined name `u19`",
         " 22 |     v19 = relu(u19)",
         "    |                ^^^",
-        "m.graph: and 4,980 more errors (the first 20 are shown)",
+        "m.graph: note: 4,980 more errors not shown (graphc shows the first 20)",
     ]
     assert err.count(": error: ") == 20
 
@@ -1655,7 +1655,7 @@ def test_the_count_of_errors_not_shown():
     with pytest.raises(GraphcError) as info:
         graphc.compile_source(f"graph g {{\n    input x = 1\n{lines}    output x\n}}\n", "m.graph")
     assert len(info.value.diagnostics) == 30
-    assert info.value.render().splitlines()[-1] == "m.graph: and 10 more errors (the first 20 are shown)"
+    assert info.value.render().splitlines()[-1] == "m.graph: note: 10 more errors not shown (graphc shows the first 20)"
 
 
 def test_a_suggestion_among_many_names():
@@ -1755,4 +1755,36 @@ def test_a_file_with_carriage_returns_reads_as_python_reads_text(tmp_path, capsy
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
+    """)
+
+
+def test_a_line_that_ends_too_early():
+    # The newline used to be quoted as the unexpected token, breaking the message over two lines.
+    assert error("""
+        graph g {
+            input x =
+                2
+            output x
+        }
+    """) == text("""
+        m.graph:2:14: error: unexpected end of line; expected `[`, a name or a number
+         2 |     input x =
+           |              ^
+        hint: a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, \
+or where the next line starts with `->`
+    """)
+
+
+def test_a_character_that_is_no_part_of_the_language():
+    assert error("graph g {\n    input café = 1\n    output café\n}\n") == text("""
+        m.graph:2:14: error: unexpected character `é`
+         2 |     input café = 1
+           |              ^
+        hint: names are made of the letters A to Z and a to z, digits and `_`
+    """)
+    # An invisible one is written as an escape, and shown as a replacement character.
+    assert error("graph g {\n    input x = 1\n    y = \x00relu(x)\n}\n") == text("""
+        m.graph:3:9: error: unexpected character `\\x00`
+         3 |     y = \ufffdrelu(x)
+           |         ^
     """)
