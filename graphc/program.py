@@ -269,11 +269,14 @@ class Program:
         return env
 
     def check_sizes(self, dims: dict[str, int]) -> None:
-        """Refuse, before anything is computed, a run in which a value would hold more than
-        limits.MAX_ELEMENTS numbers, given the sizes of the symbolic dims (N = 100).
+        """Refuse, before anything is computed, a run in which one value would hold more
+        than limits.MAX_ELEMENTS numbers, or all of them together more than
+        limits.MAX_RUN_ELEMENTS, given the sizes of the symbolic dims (N = 100).
 
-        Declared inputs, params and consts are within the limit (elaboration saw to
-        it); a value computed from them may not be: `add` of [N, 1] and [1, M].
+        Declared inputs, params and consts are within the first limit (elaboration
+        saw to it); a value computed from them may not be: `add` of [N, 1] and [1, M].
+        forward calls it with the dims of what it is fed; a command that feeds its
+        own batches (train, time) can call it with theirs before making them.
         """
         key = tuple(sorted(dims.items()))
         if key in self._sizes_checked:
