@@ -9,9 +9,9 @@ mistake is answered in bounded time and memory.
 Each limit can be raised (or lowered) through an environment variable, for
 the person whose model really is that large:
 
-    GRAPHC_MAX_ELEMENTS      numbers in one tensor          (default 2**28: 2 GiB of f64)
+    GRAPHC_MAX_ELEMENTS      numbers in one tensor             (default 2**28: 2 GiB of f64)
     GRAPHC_MAX_RUN_ELEMENTS  numbers in all of a run's values  (default 2**24: 128 MiB of f64)
-    GRAPHC_MAX_LINES         lines in one .graph file       (default 100,000)
+    GRAPHC_MAX_LINES         lines in one .graph file          (default 100,000)
 
 The rest are fixed: they are far beyond anything a model needs.
 """
@@ -75,7 +75,6 @@ MAX_JSON_DEPTH = 64
 # Characters of a source line shown in a diagnostic; longer lines are clipped
 # around the spot the caret marks.
 MAX_EXCERPT = 120
-
 
 # Errors shown from one file: the first ones say what is wrong, and a file
 # of thousands of mistakes is answered at once, not with pages of them.
