@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from graphc import limits
 from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, did_you_mean
 from graphc.graph import build_graph
@@ -97,7 +98,9 @@ def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
         if decl is not None:
             continue
         for _, _, span in graph.out_edges(name, data="span"):
-            errors.append(Diagnostic(f"undefined name `{name}`", span, did_you_mean(name, ir.decls)))
+            # A hint compares the name with every value: only for errors that are shown.
+            hint = did_you_mean(name, ir.decls) if len(errors) < limits.MAX_ERRORS else None
+            errors.append(Diagnostic(f"undefined name `{name}`", span, hint))
     for name, span in ir.outputs:
         if name not in ir.decls:
             errors.append(Diagnostic(f"output `{name}` is not defined", span, did_you_mean(name, ir.decls)))

@@ -182,6 +182,7 @@ class _Writer:
         if len(floats) > 1:
             raise GraphcError(
                 f"graph `{compiled.name}` mixes f32 and f64 values; a generated module has one float dtype",
+                compiled.ir.span,
                 hint="give one with --dtype float32 or --dtype float64",
             )
         self.float = override or (floats.pop() if floats else "f64")
@@ -313,6 +314,8 @@ class _Writer:
         dtype = self.types[name].dtype
         if value.ndim == 0 and dtype in (None, "f32", "f64"):
             return repr(float(value))  # a Python float, weakly typed: f32 stays f32
+        if value.size > 1 and not any(value.strides):  # one number filling its declared shape
+            return f"np.full({value.shape!r}, {value.flat[0].item()!r}, dtype={self.dtype_source(dtype)})"
         return f"np.array({value.tolist()!r}, dtype={self.dtype_source(dtype)})"
 
     def helper_source(self) -> str:

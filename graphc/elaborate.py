@@ -6,8 +6,13 @@ and initializers to numpy, and reports duplicate definitions. Names that are
 used but never defined are left for the checker, which sees the whole graph.
 
 Every literal value goes through `_GraphBuilder.array`: ragged lists, lists
-nested past numpy's 64 dims, numbers out of range for their dtype and
+nested past limits.MAX_DIMS, numbers out of range for their dtype and
 fractions for i64 are reported at the value, never as a numpy exception.
+
+Nothing here allocates more than the file writes: a declared shape is
+checked against limits.MAX_ELEMENTS (with the sizes `dim` gives the inputs
+graphc makes up), and a const of one number keeps that number, broadcast
+to its declared shape as a read-only view, until a run needs the array.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc import ast
+from graphc import ast, limits
 from graphc._gc import gc_paused
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
 from graphc.initializers import KINDS
@@ -33,11 +38,11 @@ from graphc.ir import (
     OpNode,
     ParamDecl,
     TensorType,
+    shape_text,
 )
 from graphc.ops import REGISTRY, Op
 
 ROLES = ("images", "labels")
-MAX_DIMS = 64  # numpy's limit
 
 
 @gc_paused
@@ -74,11 +79,15 @@ class _GraphBuilder:
         self.first: dict[str, ast.Name] = {}
         self.dims: dict[str, int] = {}
         self.outputs: list[tuple[str, Span]] = []
+        self.output_names: set[str] = set()
         self.expects: list[Expectation] = []
         self.user_names = self._user_names()
         self.op_counts: dict[str, int] = {}
         # (dim, size, value name, span): the sizes literal values give symbolic dims.
         self.literal_dims: list[tuple[str, int, str, Span]] = []
+        # (input, declared shape, span of the type): inputs graphc makes up, whose
+        # size is known once every `dim` is.
+        self.made_up: list[tuple[str, tuple, Span]] = []
 
     def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(message, span, hint))
@@ -89,6 +98,7 @@ class _GraphBuilder:
             handler(stmt)
         self.bind_literal_dims()
         self.check_made_up_inputs()
+        self.check_made_up_sizes()
         return GraphIR(
             self.graph.name.text,
             self.graph.name.span,
@@ -142,6 +152,21 @@ class _GraphBuilder:
                     )
                 break
 
+    def check_made_up_sizes(self) -> None:
+        """An input graphc makes up stays within limits.MAX_ELEMENTS with the sizes its dims take."""
+        for name, shape, span in self.made_up:
+            if any(isinstance(d, str) and d not in self.dims for d in shape):
+                continue  # reported by check_made_up_inputs
+            count = math.prod(self.dims[d] if isinstance(d, str) else d for d in shape)
+            if limits.too_many_elements(count):
+                sizes = ", ".join(f"{d} = {self.dims[d]}" for d in dict.fromkeys(shape) if isinstance(d, str))
+                self.error(
+                    f"input `{name}` {shape_text(shape)} would be made up with "
+                    f"{limits.count_text(count)} numbers ({sizes})",
+                    span,
+                    limits.elements_hint(),
+                )
+
     def _user_names(self) -> set[str]:
         """Every name the person defines, so generated names never collide."""
         names: set[str] = set()
@@ -178,9 +203,12 @@ class _GraphBuilder:
     def _InputDecl(self, stmt: ast.InputDecl) -> None:
         dtype = (stmt.type.dtype if stmt.type else None) or "f64"
         shape = stmt.type.shape if stmt.type else None
-        if shape is not None and not self.sizes_fit(shape, stmt.name, stmt.type.span):
+        type_span = stmt.type.span if stmt.type else stmt.name.span
+        if shape is not None and not self.sizes_fit(shape, "input", stmt.name, type_span):
             return
         init = self.initializer(stmt.init, dtype, shape, stmt.name) if stmt.init else None
+        if init is not None and shape is not None:
+            self.made_up.append((stmt.name.text, shape, type_span))
         if shape is None:
             shape = tuple(init.value.shape) if init is not None and init.value is not None else ()
         role = None
@@ -207,7 +235,7 @@ class _GraphBuilder:
         if dtype == "i64":
             self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
         if shape is not None and not (
-            self.concrete(shape, "param", stmt.name, type_span) and self.sizes_fit(shape, stmt.name, type_span)
+            self.concrete(shape, "param", stmt.name, type_span) and self.sizes_fit(shape, "param", stmt.name, type_span)
         ):
             return
         if stmt.init is None:
@@ -237,9 +265,9 @@ class _GraphBuilder:
         # With no dtype written, shape inference gives the const its readers' dtype.
         dtype = stmt.type.dtype if stmt.type else None
         shape = stmt.type.shape if stmt.type else None
+        type_span = stmt.type.span if stmt.type else stmt.name.span
         if shape is not None and not (
-            self.concrete(shape, "const", stmt.name, stmt.type.span)
-            and self.sizes_fit(shape, stmt.name, stmt.type.span)
+            self.concrete(shape, "const", stmt.name, type_span) and self.sizes_fit(shape, "const", stmt.name, type_span)
         ):
             return
         value = self.array(stmt.value, dtype or "f64", stmt.name.text)
@@ -248,7 +276,9 @@ class _GraphBuilder:
         if shape is None:
             shape = value.shape
         elif value.ndim == 0:
-            value = np.full(shape, value)  # one number fills the declared shape, as for a param
+            # One number fills the declared shape, as for a param: a view of
+            # it, so that checking allocates nothing (the run makes the array).
+            value = np.broadcast_to(value, tuple(int(d) for d in shape))
         elif not self.literal_fits(value, shape, stmt.value, stmt.name):
             return
         self.define(
@@ -264,12 +294,28 @@ class _GraphBuilder:
             )
         return not symbolic
 
-    def sizes_fit(self, shape, name: ast.Name, span: Span) -> bool:
-        """Every size in a declared shape is at least 1, as for `dim`."""
+    def sizes_fit(self, shape, kind: str, name: ast.Name, span: Span) -> bool:
+        """A declared shape has at most limits.MAX_DIMS dims, each of size at least 1 (as for
+        `dim`), and at most limits.MAX_ELEMENTS numbers (its symbolic dims taken at 1)."""
         empty = [d for d in shape if isinstance(d, int) and d < 1]
+        if len(shape) > limits.MAX_DIMS:
+            self.error(
+                f"{kind} `{name.text}` has {len(shape)} dims; a value has at most {limits.MAX_DIMS}",
+                span,
+            )
+            return False
         if empty:
             self.error(f"`{name.text}` has a dim of size {empty[0]}; every size must be at least 1", span)
-        return not empty
+            return False
+        count = math.prod(d for d in shape if isinstance(d, int))
+        if limits.too_many_elements(count):
+            self.error(
+                f"{kind} `{name.text}` {shape_text(shape)} has {limits.count_text(count)} numbers",
+                span,
+                limits.elements_hint(),
+            )
+            return False
+        return True
 
     def initializer(self, init: ast.Init, dtype: str, shape, name: ast.Name) -> Initializer | None:
         if init.literal is not None:
@@ -320,8 +366,9 @@ class _GraphBuilder:
                 self.error("empty list: a value needs at least one number", level[0].span)
                 return None
             shape.append(len(level[0].items))
-            if len(shape) > MAX_DIMS:
-                self.error(f"list nested more than {MAX_DIMS} deep: a value has at most {MAX_DIMS} dims", literal.span)
+            if len(shape) > limits.MAX_DIMS:
+                depth = limits.MAX_DIMS
+                self.error(f"list nested more than {depth} deep: a value has at most {depth} dims", literal.span)
                 return None
             level = [item for outer in level for item in outer.items]
         return tuple(shape), level
@@ -333,28 +380,32 @@ class _GraphBuilder:
         def unfit(leaf: ast.Literal) -> None:
             self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype])
 
+        numbers = [_number(leaf) for leaf in leaves]
         if dtype == "i64":
-            for leaf in leaves:
-                value = leaf.value
-                if isinstance(value, float) and not math.isfinite(value):  # 1e400
-                    return unfit(leaf)
-                if isinstance(value, float) and not value.is_integer():
+            for leaf, number in zip(leaves, numbers):
+                if isinstance(number, float) and not math.isfinite(number):  # 1e400
+                    unfit(leaf)
+                    return None
+                if isinstance(number, float) and not number.is_integer():
                     self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span)
                     return None
-                if not -(2**63) <= int(value) < 2**63:
-                    return unfit(leaf)
-            return np.array([int(leaf.value) for leaf in leaves], dtype=np.int64)
-        numbers = []
-        for leaf in leaves:
+                if not -(2**63) <= int(number) < 2**63:
+                    unfit(leaf)
+                    return None
+            return np.array([int(number) for number in numbers], dtype=np.int64)
+        floats = []
+        for leaf, number in zip(leaves, numbers):
             try:
-                numbers.append(float(leaf.value))
+                floats.append(float(number))
             except OverflowError:  # an integer with hundreds of digits
-                return unfit(leaf)
+                unfit(leaf)
+                return None
         with np.errstate(over="ignore"):
-            values = np.array(numbers, dtype=DTYPES[dtype])
+            values = np.array(floats, dtype=DTYPES[dtype])
         bad = ~np.isfinite(values)  # no literal is infinite: 1e400 overflowed
         if bad.any():
-            return unfit(leaves[int(np.argmax(bad))])
+            unfit(leaves[int(np.argmax(bad))])
+            return None
         return values
 
     def literal_fits(self, value: np.ndarray, shape, literal: ast.Literal, name: ast.Name) -> bool:
@@ -539,10 +590,11 @@ class _GraphBuilder:
 
     def _OutputDecl(self, stmt: ast.OutputDecl) -> None:
         for name in stmt.names:
-            if any(name.text == seen for seen, _ in self.outputs):
+            if name.text in self.output_names:
                 self.error(f"`{name.text}` is already an output", name.span)
             else:
                 self.outputs.append((name.text, name.span))
+                self.output_names.add(name.text)
 
     def _ExpectDecl(self, stmt: ast.ExpectDecl) -> None:
         value = self.array(stmt.value, "f64")
@@ -557,6 +609,12 @@ class _GraphBuilder:
         self.expects.append(
             Expectation(stmt.target.text, stmt.of_grad, value, stmt.tolerance, stmt.span, stmt.target.span, value_span)
         )
+
+
+def _number(leaf: ast.Literal) -> int | float:
+    """A leaf of a literal, which is a number, never a list."""
+    assert not isinstance(leaf.value, list)
+    return leaf.value
 
 
 def _text(span: Span) -> str:

@@ -14,10 +14,14 @@ Python traceback at a person.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from graphc import limits
 
 
 class ExitCode(enum.IntEnum):
@@ -81,10 +85,11 @@ class Diagnostic:
     notes: tuple[tuple[str, Span], ...] = ()
 
     def render(self) -> str:
+        message = clip_message(self.message)
         if self.span is not None:
-            head = f"{self.span}: {self.severity}: {self.message}"
+            head = f"{self.span}: {self.severity}: {message}"
         else:
-            head = f"{self.where or 'graphc'}: {self.severity}: {self.message}"
+            head = f"{self.where or 'graphc'}: {self.severity}: {message}"
         lines = [head]
         spans = ([self.span] if self.span is not None else []) + list(self.related)
         if spans:
@@ -95,19 +100,61 @@ class Diagnostic:
             lines.append(f"{span}: note: {text}")
             lines.extend(_excerpt(span, len(str(span.line))))
         if self.hint:
-            lines.append(f"hint: {self.hint}")
+            lines.append(f"hint: {clip_message(self.hint)}")
         return "\n".join(lines)
 
 
 def _excerpt(span: Span, width: int) -> list[str]:
-    text = span.source.line(span.line).expandtabs(1)
+    text = span.source.line(span.line).expandtabs(1)  # one column a tab, as the parser counts
+    if not text.isprintable():  # a control character would move or hide what follows
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
     if span.end_line == span.line:
         end = max(span.end_column, span.column + 1)
     else:
         end = max(len(text.rstrip()) + 1, span.column + 1)
-    caret = " " * (span.column - 1) + "^" * (end - span.column)
+    text, start, end = _window(text, span.column - 1, end - 1)
+    caret = " " * start + "^" * (end - start)
     pad = " " * width
     return [f" {span.line:>{width}} | {text}".rstrip(), f" {pad} | {caret}"]
+
+
+def _window(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """A line clipped to about limits.MAX_EXCERPT characters around the caret
+    at [start, end) (0-based), with `...` where text is left out; returns
+    the clipped line and where the caret falls in it. A caret wider than the
+    window is cut with it."""
+    if len(text) <= limits.MAX_EXCERPT:
+        return text, start, end
+    lead = limits.MAX_EXCERPT // 3  # of the line shown before the caret
+    left = max(0, min(start - lead, len(text) - limits.MAX_EXCERPT))
+    if left < lead:
+        left = 0  # not worth a `...`
+    right = left + limits.MAX_EXCERPT
+    prefix = "..." if left > 0 else ""
+    suffix = "..." if right < len(text) else ""
+    shift = len(prefix) - left
+    start += shift
+    end = max(min(end + shift, right + shift), start + 1)
+    return prefix + text[left:right] + suffix, start, end
+
+
+_QUOTED = re.compile(r"`([^`\n]*)`")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` with its middle left out (`...`) when longer than `limit` characters."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 3, 2)
+    return text[: (keep + 1) // 2] + "..." + text[len(text) - keep // 2 :]
+
+
+def clip_message(message: str) -> str:
+    """A message or hint of reasonable length, whatever the names and numbers in the
+    file: each quoted name or value in it (`aaaa...aaa`) clipped to the length of an
+    excerpt, then the whole to four."""
+    quoted = _QUOTED.sub(lambda m: "`" + clip(m.group(1), limits.MAX_EXCERPT) + "`", message)
+    return clip(quoted, 4 * limits.MAX_EXCERPT)
 
 
 class GraphcError(Exception):
@@ -138,10 +185,29 @@ class GraphcError(Exception):
         return self.diagnostics[0].span
 
     def render(self) -> str:
-        return "\n".join(d.render() for d in self.diagnostics)
+        """Every diagnostic, up to limits.MAX_ERRORS of them, then how many more there are."""
+        shown = [d.render() for d in self.diagnostics[: limits.MAX_ERRORS]]
+        more = len(self.diagnostics) - limits.MAX_ERRORS
+        if more > 0:
+            first = self.diagnostics[0]
+            where = str(first.span.source.path) if first.span is not None else first.where or "graphc"
+            errors = f"{more:,} more error{'s' * (more != 1)}"
+            shown.append(f"{where}: note: {errors} not shown (graphc shows the first {limits.MAX_ERRORS})")
+        return "\n".join(shown)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
-    """A hint naming the closest candidate, or None if nothing is close."""
-    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    """A hint naming the closest candidate, or None if nothing is close.
+
+    Among many candidates, only the limits.MAX_SUGGESTION_CANDIDATES that sort
+    nearest to `name` are compared with it (a typo mostly keeps the start of
+    a name), so that a file of thousands of misspelt names in a graph of
+    thousands of values is answered in time.
+    """
+    names = sorted(set(candidates))
+    if len(names) > limits.MAX_SUGGESTION_CANDIDATES:
+        half = limits.MAX_SUGGESTION_CANDIDATES // 2
+        middle = bisect.bisect_left(names, name)
+        names = names[max(middle - half, 0) : middle + half]
+    matches = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None

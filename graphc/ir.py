@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 Dim = int | str
 
-DTYPES = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
+DTYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "i64": np.dtype(np.int64)}
 
 # The float dtypes a person may ask for (--dtype, dtype=), by either spelling.
 FLOAT_DTYPES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
@@ -93,10 +93,21 @@ DTYPE_RANGES = {
 }
 
 
+def compact(values: Any) -> np.ndarray:
+    """`values` as the smallest array with the same numbers in it: one number
+    broadcast to a shape (a const of one number filling its declared shape
+    is kept as such a view) becomes that number, so that checking it costs
+    nothing whatever the shape."""
+    values = np.asarray(values)
+    if values.size > 1 and not any(values.strides):
+        return np.asarray(values[(0,) * values.ndim])
+    return values
+
+
 def unrepresentable(values: Any, dtype: str) -> int | float | None:
     """The first of `values` that `dtype` cannot hold, else None: a finite
     number too large for a float dtype, or an integer beyond i64."""
-    values = np.asarray(values)
+    values = compact(values)
     if dtype in ("f32", "f64") and values.dtype.kind == "f":
         with np.errstate(over="ignore"):
             cast = values.astype(DTYPES[dtype])

@@ -8,15 +8,17 @@ in words, what was expected where.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 import lark
 from lark import Token, Tree
 
-from graphc import ast
+from graphc import ast, limits
 from graphc._gc import gc_paused
 from graphc.errors import GraphcError, Source, Span
 
@@ -31,35 +33,157 @@ def grammar_text() -> str:
         return (Path(__file__).resolve().parent.parent / "grammars" / GRAMMAR_FILE).read_text(encoding="utf-8")
 
 
+class _TooDeep(Exception):
+    """A `[` past limits.MAX_DIMS levels of lists."""
+
+    def __init__(self, token: Token):
+        self.token = token
+
+
+class _RunTogether(Exception):
+    """Two words with no space between them, lexed apart: `graphg` as `graph` `g`
+    where only the keyword may come."""
+
+    def __init__(self, first: Token, second: Token):
+        self.first, self.second = first, second
+
+
+def _run_together(first: Token, second: Token) -> bool:
+    """Whether `second` starts, with a letter or digit, right where the word `first` ends.
+    No two tokens of a valid file do: a name takes every letter and digit it can."""
+    return (
+        first.end_pos == second.start_pos
+        and _WORD.match(first.value[-1:]) is not None
+        and _WORD.match(second.value[:1]) is not None
+    )
+
+
+_WORD = re.compile(r"[A-Za-z0-9_]")
+
+
+class _Lines(lark.lark.PostLex):
+    """Newlines as the grammar wants them: dropped inside ( ) and [ ], where
+    lists and calls may run over several lines; a line break followed by
+    `->` becomes that `->`, placed where the arrow is.
+
+    One token in, at most one out, never a look ahead: Lark's contextual
+    lexer reads each token in the parser state the one before it left.
+    """
+
+    always_accept = ("_NL",)  # lexed inside brackets too, to be dropped there
+    _OPEN = frozenset({"LPAR", "LSQB"})
+    _CLOSE = frozenset({"RPAR", "RSQB"})
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0  # of ( and [ together
+        lists = 0  # of [ alone: a value has at most limits.MAX_DIMS dims
+        last: Token | None = None
+        for token in stream:
+            if last is not None and _run_together(last, token):
+                raise _RunTogether(last, token)
+            last = token
+            if token.type in self._OPEN:
+                depth += 1
+                lists += token.type == "LSQB"
+                if lists > limits.MAX_DIMS:
+                    raise _TooDeep(token)  # before the parser stacks up 100,000 of them
+            elif token.type in self._CLOSE:
+                depth = max(depth - 1, 0)
+                lists = max(lists - (token.type == "RSQB"), 0)
+            elif token.type == "_NL" and depth:
+                continue
+            elif token.type == "_NL_ARROW":
+                _, _, line, end = _where(token)
+                assert token.end_pos is not None
+                token = Token("_ARROW", "->", token.end_pos - 2, line, end - 2, line, end, token.end_pos)
+            yield token
+
+
 @functools.cache
 def _parser() -> lark.Lark:
-    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True, postlex=_Lines())
 
 
 @gc_paused
 def parse(text: str, path: str = "<string>") -> ast.Module:
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the program
     source = Source(text, path)
+    _check_size(source)
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
+    except _RunTogether as err:
+        raise _run_together_error(err.first, err.second, source) from None
+    except _TooDeep as err:
+        raise GraphcError(
+            f"list nested more than {limits.MAX_DIMS} deep: a value has at most {limits.MAX_DIMS} dims",
+            _token_span(source, err.token),
+        ) from None
     return _ToAst(source).transform(tree)
+
+
+def _check_size(source: Source) -> None:
+    """Refuse a file too long, or a line too wide, before the parser spends its time on it."""
+    if len(source.lines) > limits.MAX_LINES:
+        line = limits.MAX_LINES + 1
+        raise GraphcError(
+            f"the file is longer than {limits.MAX_LINES:,} lines",
+            Span(source, line, 1, line, 2),
+            f"graphc reads .graph files of at most {limits.MAX_LINES:,} lines; "
+            f"raise the limit with {limits.LINES_VARIABLE}=N",
+        )
+    widest = max(range(len(source.lines)), key=lambda i: len(source.lines[i]), default=0)
+    width = len(source.line(widest + 1))
+    if width > limits.MAX_LINE_CHARS:
+        column = limits.MAX_LINE_CHARS + 1
+        raise GraphcError(
+            f"line {widest + 1} is {width:,} characters long",
+            Span(source, widest + 1, column, widest + 1, column + 1),
+            f"graphc reads lines of at most {limits.MAX_LINE_CHARS:,} characters; "
+            "a list may run over several lines, and large data belongs in a .npy file (--input)",
+        )
 
 
 def parse_file(path: str | Path) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may start with a BOM
+        with path.open("rb") as file:
+            data = file.read(limits.MAX_FILE_BYTES + 1)  # bounded: FILE may be /dev/zero or a pipe
     except FileNotFoundError:
         raise GraphcError("no such file", where=str(path)) from None
     except IsADirectoryError:
         raise GraphcError("is a directory, not a .graph file", where=str(path)) from None
-    except UnicodeDecodeError as err:
-        raise GraphcError(f"not UTF-8 text (byte {err.start})", where=str(path)) from None
     except OSError as err:
         raise GraphcError(err.strerror or str(err), where=str(path)) from None
-    return parse(text, str(path))
+    if len(data) > limits.MAX_FILE_BYTES:
+        raise GraphcError(
+            f"larger than {limits.MAX_FILE_BYTES // 2**20} MiB: too large for a .graph file",
+            where=str(path),
+            hint="large data belongs in a .npy file, given with --input",
+        )
+    return parse(_decode(data, str(path)), str(path))
+
+
+def _decode(data: bytes, path: str) -> str:
+    """UTF-8 text (a leading byte-order mark, as editors on Windows write, dropped), or a
+    GraphcError at the first byte that is not UTF-8, on its line shown as best it decodes."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    # Universal newlines, as Python reads text: "\r\n" and a lone "\r" end a line
+    # (no UTF-8 character holds either byte).
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        column = len(data[line_start : err.start].decode("utf-8")) + 1  # all good up to the first bad byte
+        source = Source(data.decode("utf-8", errors="replace"), path)
+        raise GraphcError(
+            f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot start or continue a character",
+            Span(source, line, column, line, column + 1),
+            "save the file as UTF-8",
+        ) from None
 
 
 # --- syntax errors -----------------------------------------------------------
@@ -72,6 +196,8 @@ _TERMINAL_WORDS = {
     "STRING": "a string",
     "DTYPE": "`f32`, `f64` or `i64`",
     "$END": "end of file",
+    "_NL": "the end of the line",
+    "_NL_ARROW": "`->`",
 }
 _STATEMENT_KEYWORDS = {"input", "param", "const", "output", "expect", "dim"}
 
@@ -92,32 +218,52 @@ def _expected(terminals: set[str] | frozenset[str]) -> str:
     words = sorted({_describe(t) for t in terminals})
     keywords = {w.strip("`") for w in words}
     if _STATEMENT_KEYWORDS <= keywords:
-        rest = [w for w in words if w.strip("`") not in _STATEMENT_KEYWORDS and w != "a name"]
+        # Blank lines may come anywhere a statement may: not worth a mention.
+        skip = {"a name", _TERMINAL_WORDS["_NL"]}
+        rest = [w for w in words if w.strip("`") not in _STATEMENT_KEYWORDS and w not in skip]
         words = ["a statement"] + rest
+    last = _TERMINAL_WORDS["_NL"]
+    if last in words:  # reads best at the end: "expected `from`, `}` or the end of the line"
+        words = [w for w in words if w != last] + [last]
     if len(words) == 1:
         return words[0]
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def _where(token: Token) -> tuple[int, int, int, int]:
+    """A token's line, column, end line and end column (which Lark's lexer always sets)."""
+    assert token.line is not None and token.column is not None
+    assert token.end_line is not None and token.end_column is not None
+    return token.line, token.column, token.end_line, token.end_column
+
+
 def _token_span(source: Source, token: Token) -> Span:
-    end_column = token.end_column if token.end_line == token.line else token.column + 1
-    return Span(source, token.line, token.column, token.line, max(end_column, token.column + 1))
+    line, column, end_line, end_column = _where(token)
+    end = end_column if end_line == line else column + 1
+    return Span(source, line, column, line, max(end, column + 1))
 
 
 def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     if isinstance(err, lark.UnexpectedCharacters):
-        char = source.text[err.pos_in_stream]
+        char = source.text[err.pos_in_stream or 0]
         span = Span(source, err.line, err.column, err.line, err.column + 1)
-        hint = "statements end at the end of the line; no `;` is needed" if char == ";" else None
-        return GraphcError(f"unexpected character `{char}`", span, hint)
+        if char == ";":
+            hint: str | None = "statements end at the end of the line; no `;` is needed"
+        elif char.isalpha():
+            hint = "names are made of the letters A to Z and a to z, digits and `_`"
+        else:
+            hint = None
+        shown = char if char.isprintable() else repr(char)[1:-1]  # `\x00`, not an invisible character
+        return GraphcError(f"unexpected character `{shown}`", span, hint)
     # What the parser accepts at the error, exactly; `expected` is LALR's
     # merged lookahead, which names tokens that could not come next.
-    expected = getattr(err, "accepts", None) or err.expected
+    expected: set[str] = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
     if isinstance(err, lark.UnexpectedEOF) or (isinstance(err, lark.UnexpectedToken) and err.token.type == "$END"):
         last = len(source.lines)
         column = len(source.line(last)) + 1
         span = Span(source, last, column, last, column + 1)
         hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in expected else None
+        expected = (expected - {"_NL"}) or expected  # the end of the file ends the line too
         return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint)
     assert isinstance(err, lark.UnexpectedToken)
     token = err.token
@@ -125,9 +271,32 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     unclosed = _unclosed_graph(source, token)
     if unclosed is not None:
         return unclosed
+    before = (getattr(err, "token_history", None) or [None])[-1]  # set where the lexer raised it
+    if before is not None and _run_together(before, token):
+        return _run_together_error(before, token, source)
+    if "_NL" in expected and _starts_a_statement(err):
+        return GraphcError("two statements on one line", span, "put each statement on its own line")
+    if token.type == "_ARROW" and not source.line(token.line)[: token.column - 1].strip():
+        return GraphcError(
+            "`->` at the start of a line continues a chain, but the statement before is not one",
+            span,
+            "a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line",
+        )
+    if token.type == "_NL":
+        return GraphcError(f"unexpected end of line; expected {_expected(expected)}", span, _CONTINUED)
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
         f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
+    )
+
+
+def _run_together_error(first: Token, second: Token, source: Source) -> GraphcError:
+    line, column, _, _ = _where(first)
+    _, _, end_line, end = _where(second)
+    return GraphcError(
+        f"`{first}` and `{second}` run together",
+        Span(source, line, column, end_line, end),
+        f"put a space between them: `{first} {second}`",
     )
 
 
@@ -137,15 +306,16 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
     Inside a graph `graph` is an ordinary name, so the parser stumbles on
     the name after it; say what really happened.
     """
-    text = source.line(token.line)
-    if token.type != "NAME" or text[: token.column - 1].strip() != "graph":
+    line, column, _, _ = _where(token)
+    text = source.line(line)
+    if token.type != "NAME" or text[: column - 1].strip() != "graph":
         return None
     start = text.index("graph") + 1
     outer = next(
         (
             m.group(1)
-            for line in reversed(source.lines[: token.line - 1])
-            if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", line))
+            for before in reversed(source.lines[: line - 1])
+            if (m := re.match(r"\s*graph\s+([A-Za-z_][A-Za-z0-9_]*)", before))
         ),
         None,
     )
@@ -153,22 +323,48 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
         return None
     return GraphcError(
         f"graph `{outer}` is not closed before graph `{token.value}` starts",
-        Span(source, token.line, start, token.line, start + len("graph")),
+        Span(source, line, start, line, start + len("graph")),
         f"add `}}` at the end of graph `{outer}`",
     )
 
 
+def _starts_a_statement(err: lark.UnexpectedToken) -> bool:
+    """Whether the parser, had the line ended before `err.token`, would take
+    the token as the start of the next statement: two statements on one line."""
+    parser = getattr(err, "interactive_parser", None)
+    if parser is None:
+        return False
+    parser = parser.copy()
+    try:
+        parser.feed_token(Token("_NL", "\n"))
+        parser.feed_token(err.token)
+    except lark.LarkError:
+        return False
+    return True
+
+
 def _syntax_hint(err: lark.UnexpectedToken, expected: set[str] | frozenset[str], source: Source) -> str | None:
     token = err.token
-    if "RPAR" in expected and not source.line(token.line)[: token.column - 1].strip():
+    first_on_its_line = not source.line(token.line)[: token.column - 1].strip()
+    if "RPAR" in expected and first_on_its_line:
         return "a `(` is not closed: is a `)` missing at the end of the line before?"
     if "LPAR" in expected and token.type == "NAME" and "_ARROW" not in expected:
         return "ops are called with parentheses, e.g. `y = relu(x)`"
+    if token.type == "_ARROW" and "_NL" in expected:
+        return "`->` links the steps of a chain, e.g. `x -> relu -> h`"
     if token.type == "EQUAL" and "_EQEQ" in expected:
         return "an expectation compares with `==`, e.g. `expect price == 220`"
     if token.type == "NAME" and "COLON" in expected and "EQUAL" in expected:
         return "a declaration reads `input NAME: f64[N, 784]` or `input NAME = VALUE`"
+    if first_on_its_line and "RBRACE" in expected:
+        return _CONTINUED
     return None
+
+
+_CONTINUED = (
+    "a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, "
+    "or where the next line starts with `->`"
+)
 
 
 # --- the syntax tree ---------------------------------------------------------
@@ -224,7 +420,7 @@ class _ToAst:
         return ast.Graph(name, tuple(body), self._s(meta))
 
     def dim_decl(self, meta, name, size):
-        return ast.DimDecl(name, int(size), self._s(meta))
+        return ast.DimDecl(name, self._size(size), self._s(meta))
 
     def input_decl(self, meta, name, type_, init, role):
         return ast.InputDecl(name, type_, init, role, self._s(meta))
@@ -257,9 +453,9 @@ class _ToAst:
         return (name,)  # marks `grad(name)` apart from a plain name
 
     def call(self, meta, op, *args):
-        args = [a for a in args if a is not None]
-        attrs = tuple(a for a in args if isinstance(a, ast.Attr))
-        operands = tuple(a for a in args if not isinstance(a, ast.Attr))
+        given = [a for a in args if a is not None]
+        attrs = tuple(a for a in given if isinstance(a, ast.Attr))
+        operands = tuple(a for a in given if not isinstance(a, ast.Attr))
         return ast.Call(op, operands, attrs, self._s(meta))
 
     def attr_arg(self, meta, name, value):
@@ -286,10 +482,11 @@ class _ToAst:
                 continue
             escape = raw[i + 1]  # the grammar lets no string end in a lone backslash
             if escape not in _ESCAPES:
-                column = token.column + 1 + i
+                line, start, _, _ = _where(token)
+                column = start + 1 + i
                 raise GraphcError(
                     f"unknown escape `\\{escape}` in a string",
-                    Span(self.source, token.line, column, token.line, column + 2),
+                    Span(self.source, line, column, line, column + 2),
                     'a string may hold `\\"`, `\\\\`, `\\n` and `\\t`',
                 )
             parts.append(_ESCAPES[escape])
@@ -310,7 +507,18 @@ class _ToAst:
         return tuple(d for d in dims if d is not None)
 
     def int_dim(self, meta, token):
-        return int(token)
+        return self._size(token)
+
+    def _size(self, token: Token) -> int:
+        """A size written in a shape or a `dim`; one with thousands of digits is refused here,
+        where Python's int() would."""
+        if _too_many_digits(str(token)):
+            raise GraphcError(
+                f"size `{token}` is too large: it has {len(str(token).lstrip('0')):,} digits",
+                _token_span(self.source, token),
+                limits.elements_hint(),
+            )
+        return _whole_number(str(token))
 
     def sym_dim(self, meta, name):
         return name.text
@@ -328,11 +536,29 @@ class _ToAst:
 
     def number(self, meta, token):
         text = str(token)
-        value: int | float = int(text) if text.lstrip("+-").isdigit() else float(text)
+        value: int | float
+        if not text.lstrip("+-").isdigit():
+            value = float(text)  # 1e400 is inf, for elaboration to report
+        elif _too_many_digits(text):
+            value = float("-inf") if text.startswith("-") else float("inf")  # beyond every dtype, as 1e400
+        else:
+            value = _whole_number(text)
         return ast.Literal(value, _token_span(self.source, token))
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def _too_many_digits(text: str) -> bool:
+    """An integer past limits.MAX_INT_DIGITS significant digits: larger than any size or
+    dtype, and more than Python's int() converts."""
+    return len(text.lstrip("+-").lstrip("0")) > limits.MAX_INT_DIGITS
+
+
+def _whole_number(text: str) -> int:
+    """int(text), whatever the number of leading zeros (int() counts them against its limit)."""
+    magnitude = int(text.lstrip("+-").lstrip("0") or "0")
+    return -magnitude if text.startswith("-") else magnitude
 
 
 def _as_float(value: int | float) -> float:

@@ -11,13 +11,14 @@ plans through the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from graphc import limits
 from graphc.compiler import CompiledGraph, front_end, front_end_file, select
 from graphc.errors import GraphcError, Span, did_you_mean
 from graphc.initializers import concrete_shape, initialize
@@ -28,7 +29,9 @@ from graphc.ir import (
     ConstDecl,
     Expectation,
     Initializer,
+    InputDecl,
     OpNode,
+    ParamDecl,
     TensorType,
     float_dtype,
     number_text,
@@ -82,7 +85,7 @@ class Params(MutableMapping):
             raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", span)
         # A copy: optimizers update params in place, and must change neither
         # the caller's array nor a read-only one.
-        self._values[name] = _cast(array, type_.dtype, f"param `{name}`", span, copy=True)
+        self._values[name] = _cast(array, type_.dtype or "f64", f"param `{name}`", span, copy=True)
 
     def __delitem__(self, name: str) -> None:
         raise TypeError("params cannot be removed")
@@ -117,34 +120,37 @@ class Program:
         self._interpreter = Interpreter(self.plan, free=False)
         param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         self.params = Params(self)
+        self._check_budget(self._made_here(), self.ir.dims)  # before any of it is allocated
         for decl in self.ir.params():
             self.params[decl.name] = self._initialize(decl.name, decl.init, param_rng)
         self._defaults: dict[str, np.ndarray] = {}  # made-up inputs and literal defaults
-        for decl in self.ir.inputs():
-            if decl.init is not None:
+        for input_decl in self.ir.inputs():
+            if input_decl.init is not None:
                 # Elaboration made sure every symbolic dim here has a size.
-                self._defaults[decl.name] = self._initialize(decl.name, decl.init, input_rng)
+                self._defaults[input_decl.name] = self._initialize(input_decl.name, input_decl.init, input_rng)
         self.consts = self._consts()
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
         self._tape: list | None = None
         self._lean: dict[tuple, Interpreter] = {}
+        self._sizes_checked: set[tuple] = set()  # dim sizes check_sizes has found within the limits
 
     # --- types and values ----------------------------------------------------
 
     def _initialize(self, name: str, init: Initializer, rng: np.random.Generator) -> np.ndarray:
         """The first value of a param or an input, as a GraphcError at its declaration if it cannot be made."""
         t = self.types[name]
-        concrete = TensorType(t.dtype, concrete_shape(t, self.ir.dims))
+        dtype = t.dtype or "f64"  # params and inputs always have one
+        concrete = TensorType(dtype, concrete_shape(t, self.ir.dims))
         decl = self.ir.decls[name]
         if init.kind == "value":  # a literal; --dtype float32 may leave it out of range
-            _cast(init.value, t.dtype, f"{'param' if name in self.param_names else 'input'} `{name}`", init.span)
+            _cast(init.value, dtype, f"{'param' if name in self.param_names else 'input'} `{name}`", init.span)
         try:
             return initialize(init, concrete, rng)
         except (MemoryError, ValueError):  # numpy's "array is too big", "maximum allowed dimension exceeded"
             raise GraphcError(
                 f"`{name}` {concrete} is too large to allocate ({concrete.size():,} numbers of "
-                f"{DTYPES[t.dtype].itemsize} bytes)",
+                f"{DTYPES[dtype].itemsize} bytes)",
                 decl.span,
             ) from None
 
@@ -172,7 +178,9 @@ class Program:
                     _cast(decl.value, self.dtype, what, decl.span)
                 consts[decl.name] = float(decl.value)
             else:
-                consts[decl.name] = _cast(decl.value, dtype, what, decl.span)
+                value = _cast(decl.value, dtype, what, decl.span)
+                # A const of one number is a read-only view until a run needs the array.
+                consts[decl.name] = value if value.flags.writeable else np.array(value)
         return consts
 
     def default_feeds(self) -> dict[str, np.ndarray]:
@@ -196,9 +204,10 @@ class Program:
         array = _as_array(value, f"input `{name}`", decl.span)
         if array.dtype.kind not in "biuf":
             raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span)
-        shape, dtype = t.shape, t.dtype
-        classes = self._classes.get(name, [])
-        if name in self.label_inputs and array.dtype.kind in "biu" and array.ndim == len(shape) - 1 and len(shape) >= 1:
+        shape, dtype = t.shape, t.dtype or "f64"  # an input always has a dtype
+        classes = self._classes.get(name, [])  # the readers' class counts, where `name` is class indices
+        one_hot = name in self.label_inputs and not classes and len(shape) >= 1
+        if one_hot and array.dtype.kind in "biu" and array.ndim == len(shape) - 1:
             # one-hot labels given as class indices
             classes, shape, dtype = [shape[-1]], shape[:-1], "i64"
         elif t.dtype == "i64" and array.dtype.kind not in "biu":
@@ -207,9 +216,14 @@ class Program:
             raise GraphcError(
                 f"input `{name}` expects shape {shape_text(shape)}, got {list(array.shape)}",
                 decl.span,
-                None
-                if name not in self.label_inputs
-                else f"labels may also be class indices of shape {shape_text(t.shape[:-1])}",
+                f"labels may also be class indices of shape {shape_text(t.shape[:-1])}" if one_hot else None,
+            )
+        empty = next((d for d, n in zip(shape, array.shape) if isinstance(d, str) and n < 1), None)
+        if empty is not None:
+            raise GraphcError(
+                f"input `{name}` has {empty} = 0; every size must be at least 1",
+                decl.span,
+                f"give `{name}` at least one row" if shape and empty == shape[0] else None,
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -226,6 +240,8 @@ class Program:
             problem = index_problem(array, count)
             if problem is not None:
                 raise GraphcError(f"input `{name}`: {problem}", decl.span)
+        if classes and name in self.label_inputs:
+            dtype = "i64"  # whole numbers, as checked; declared `input t: [N]`, they would index as floats
         return _cast(array, dtype, f"input `{name}`", decl.span)
 
     def _environment(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -249,11 +265,64 @@ class Program:
                     f"give it one: `--set {name}=VALUE` or `--input {name}=FILE.npy` on the command line, "
                     f"a keyword argument in Python, or a default in the graph (`input {name} = ...`)",
                 )
+        self.check_sizes({d: n for d, (n, _) in bindings.items()})
         return env
+
+    def check_sizes(self, dims: dict[str, int]) -> None:
+        """Refuse, before anything is computed, a run in which one value would hold more
+        than limits.MAX_ELEMENTS numbers, or all of them together more than
+        limits.MAX_RUN_ELEMENTS, given the sizes of the symbolic dims (N = 100).
+
+        Declared inputs, params and consts are within the first limit (elaboration
+        saw to it); a value computed from them may not be: `add` of [N, 1] and [1, M].
+        forward calls it with the dims of what it is fed; a command that feeds its
+        own batches (train, time) can call it with theirs before making them.
+        """
+        key = tuple(sorted(dims.items()))
+        if key in self._sizes_checked:
+            return
+        for name in self.checked.order:
+            count = self.types[name].size(dims)
+            if count is not None and limits.too_many_elements(count):
+                t = self.types[name]
+                sizes = ", ".join(f"{d} = {dims[d]}" for d in dict.fromkeys(t.shape) if isinstance(d, str))
+                raise GraphcError(
+                    f"`{name}` {t.shape_text()} would hold {limits.count_text(count)} numbers"
+                    + (f" with {sizes}" if sizes else ""),
+                    self.ir.decls[name].span,
+                    limits.elements_hint(),
+                )
+        self._check_budget(self.checked.order, dims)
+        self._sizes_checked.add(key)
+
+    def _made_here(self) -> list[str]:
+        """The values a Program makes before any run: params, consts, inputs with a value in the graph."""
+        return [
+            name
+            for name, decl in self.ir.decls.items()
+            if isinstance(decl, (ParamDecl, ConstDecl)) or (isinstance(decl, InputDecl) and decl.init is not None)
+        ]
+
+    def _check_budget(self, names: Iterable[str], dims: dict[str, int]) -> None:
+        """The values `names` hold at most limits.MAX_RUN_ELEMENTS numbers together; else an
+        error at the largest of them."""
+        counts = {name: count for name in names if (count := self.types[name].size(dims)) is not None}
+        total = sum(counts.values())
+        if total <= limits.MAX_RUN_ELEMENTS:
+            return
+        largest = max(counts, key=lambda name: counts[name])
+        sizes = ", ".join(f"{d} = {n}" for d, n in sorted(dims.items()))
+        raise GraphcError(
+            f"a run of graph `{self.name}` would hold {limits.count_text(total)} numbers in all"
+            + (f" with {sizes}" if sizes else "")
+            + f", {limits.count_text(counts[largest])} of them in `{largest}` {self.types[largest].shape_text()}",
+            self.ir.decls[largest].span,
+            limits.run_hint(),
+        )
 
     # --- running ------------------------------------------------------------
 
-    def forward(self, **feeds: Any) -> dict[str, np.ndarray]:
+    def forward(self, /, **feeds: Any) -> dict[str, np.ndarray]:
         """Run forward; returns the outputs. Missing inputs take their defaults."""
         env = self._environment(feeds)
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
@@ -404,11 +473,9 @@ DEFAULT_ATOL = 1e-12
 
 def _compare(expect: Expectation, actual: np.ndarray) -> ExpectResult:
     expected = expect.value
-    try:
-        np.broadcast_shapes(expected.shape, actual.shape)
-    except ValueError:
-        return ExpectResult(expect, actual, False, f"shape {list(actual.shape)}, expected {list(expected.shape)}")
-    if expected.shape != actual.shape and expected.ndim > 0:
+    # One number holds for every element; a list must have the value's shape. (Not
+    # numpy's broadcasting, which stops at 32 dims with a RuntimeError.)
+    if expected.ndim > 0 and expected.shape != actual.shape:
         return ExpectResult(expect, actual, False, f"shape {list(actual.shape)}, expected {list(expected.shape)}")
     if expect.tolerance is not None:
         ok = bool(np.all(np.abs(actual - expected) <= expect.tolerance))

@@ -32,6 +32,7 @@ from graphc.ir import (
     OpNode,
     ParamDecl,
     TensorType,
+    compact,
     number_text,
     unrepresentable,
 )
@@ -177,7 +178,7 @@ def _class_indices(checked: CheckedGraph, types: dict[str, TensorType]) -> list[
 
 def index_problem(values: np.ndarray, classes) -> str | None:
     """What is wrong with `values` as class indices for `classes` classes (a size or a symbol), or None."""
-    values = np.asarray(values)
+    values = compact(values)  # one number broadcast to a shape: checked once
     if values.dtype.kind == "f":
         fractions = values[~np.isfinite(values) | (values != np.floor(values))]
         if fractions.size:

@@ -37,7 +37,7 @@ def where(span) -> tuple[int, int, int, int]:
 
 def test_grammar_is_the_one_in_grammars():
     assert grammar_text().startswith("// The graphc language")
-    assert 'graph: "graph" NAME "{" _stmt* "}"' in grammar_text()
+    assert 'graph: "graph" NAME _NL? "{" _NL? (_stmt (_NL _stmt)* _NL?)? "}"' in grammar_text()
 
 
 # --- the syntax tree ------------------------------------------------------------------
@@ -132,6 +132,56 @@ def test_comments_are_ignored_everywhere():
 
 def test_statements_may_share_a_line_with_braces():
     assert nodes("graph g { input x = 1\n y = relu(x)\n output y }") == [("y", "relu", ("x",))]
+    [one_line] = parse("graph g { input x = 2 }").graphs
+    assert [stmt.name.text for stmt in one_line.body] == ["x"]
+    assert list(compiled("graph g\n{\n    input x = 1\n    output x }").ir.decls) == ["x"]
+
+
+def test_newlines_end_statements_and_blank_lines_and_carriage_returns_do_not_matter():
+    crlf = "graph g {\r\n    input x = 2   \r\n\r\n    # note\r\n    y = relu(x)\r\n    output y\r\n}\r\n"
+    graph = front_end(crlf)[0]
+    assert [(n.name, n.args) for n in graph.ir.nodes()] == [("y", ("x",))]
+    assert where(graph.ir.decls["y"].span) == (5, 5, 5, 6)
+
+
+def test_lists_and_calls_may_run_over_several_lines():
+    graph = compiled("""
+        graph g {
+            input x = [
+                [1, 2],   # a comment inside a list
+                [3, 4],
+            ]
+            y = mul(
+                x,
+
+                x)
+            output y
+        }
+    """)
+    assert graph.ir.decls["x"].init.value.tolist() == [[1, 2], [3, 4]]
+    assert [(n.name, n.args) for n in graph.ir.nodes()] == [("y", ("x", "x"))]
+
+
+def test_a_line_that_starts_with_an_arrow_continues_the_chain():
+    graph = compiled("""
+        graph g {
+            input x = 1
+            x -> mul(2)      # the first step; a `->` in a comment -> continues nothing
+              # a comment line, and a blank one, between the steps
+
+              -> relu as h
+              -> sigmoid
+              -> y
+            output y
+        }
+    """)
+    assert [(n.name, n.op.name, n.args) for n in graph.ir.nodes()] == [
+        ("mul1", "mul", ("x", "2")),
+        ("h", "relu", ("mul1",)),
+        ("y", "sigmoid", ("h",)),
+    ]
+    assert where(graph.ir.decls["h"].span) == (6, 18, 6, 19)
+    assert where(graph.ir.decls["y"].stmt_span) == (3, 5, 8, 11)
 
 
 def test_words_are_keywords_only_where_the_grammar_expects_them():
