@@ -636,7 +636,7 @@ def _parse_optimizer(f: _Fields) -> tuple[str | None, tuple[tuple[str, float], .
     if not isinstance(spec, dict):
         raise f.wrong("optimizer", "an optimizer's name and hyperparameters", spec)
     name = f.get("name", True, spec, "optimizer.name")
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         raise f.wrong("optimizer.name", "one of " + ", ".join(OPTIMIZERS), name)
     known = OPTIMIZERS[name]({}).hyperparams()
     hyperparams = []

@@ -60,14 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
 class _Output:
     """sys.stdout, but a failed write (a full disk, `> /dev/full`) is a
     GraphcError saying so; a closed pipe (`graphc ... | head`) stays
-    BrokenPipeError, which main takes quietly."""
+    BrokenPipeError, which main takes quietly. Text the stream's encoding
+    cannot hold (a file name of bytes that are not UTF-8, from the command
+    line) is written escaped, as stderr writes it."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
 
     def write(self, text: str) -> int:
         try:
-            return self.stream.write(text)
+            try:
+                return self.stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "utf-8"
+                return self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
         except BrokenPipeError:
             raise
         except OSError as err:

@@ -122,7 +122,7 @@ def read_array_header(stream: IO[bytes], kinds: str = "biuf") -> ArrayHeader:
     try:
         reader = np.lib.format.read_array_header_1_0 if width == 2 else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = reader(io.BytesIO(length_bytes + text), max_header_size=_MAX_HEADER)
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, OverflowError) as err:
+    except Exception as err:  # numpy's parser over untrusted text: ValueError, SyntaxError, tokenize's, ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ArrayProblem(f"has an .npy header numpy cannot read ({_clip(first, 80)})") from None
     problem = _kind_problem(dtype, kinds)
@@ -323,13 +323,17 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     are removed first.
     """
     shown = str(path)  # messages name the path as the person wrote it
+    if not shown:
+        raise GraphcError("cannot write: the file name is empty")
     path = Path(path)
     directory = path.parent
     try:
         mode = os.stat(path).st_mode  # through any link
     except OSError:
         mode = None
-    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+    if mode is not None and stat.S_ISDIR(mode):
+        raise GraphcError("cannot write: is a directory", where=shown, hint="give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
         with open(path, "wb") as handle:
             yield handle
         return
@@ -384,16 +388,21 @@ class _Probe(Exception):
 def probe_write(path: str | Path, size: int = 0) -> None:
     """Check that `path` can be written with `size` bytes, before the work that
     makes them: write that many bytes (and fsync them) to a temporary file
-    beside it, then remove it. A device or a FIFO is left alone.
+    beside it, then remove it. A device is written to as it is (`/dev/full`
+    fails, `/dev/null` takes anything); a FIFO or a socket is left alone.
 
     Raises GraphcError: no such directory, no permission, a full disk.
     """
     target = Path(path)
     if target.is_dir():
         raise GraphcError("is a directory", where=str(path), hint="give a file name")
-    with contextlib.suppress(OSError):
-        if not stat.S_ISREG(os.stat(target).st_mode):
-            return
+    try:
+        mode: int | None = os.stat(target).st_mode
+    except OSError:
+        mode = None  # nothing there yet
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return  # opening one would wait for a reader
+    device = mode is not None and not stat.S_ISREG(mode)
     zeros = bytes(min(size, _CHUNK))
     try:
         with atomic_open(target) as handle:
@@ -401,7 +410,8 @@ def probe_write(path: str | Path, size: int = 0) -> None:
             while left > 0:
                 left -= handle.write(zeros[: min(left, len(zeros))])
             handle.flush()
-            os.fsync(handle.fileno())
+            if not device:  # a device need not sync (/dev/null cannot); a file on a full disk fails here
+                os.fsync(handle.fileno())
             raise _Probe
     except _Probe:
         pass

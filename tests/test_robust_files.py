@@ -350,6 +350,14 @@ def test_optimizer_state_is_checked_against_the_graph_before_it_is_read(tmp_path
     )
 
 
+def test_meta_optimizer_named_by_something_not_a_name(tmp_path, capsys):
+    path = net_checkpoint(tmp_path / "w.npz", optimizer={"name": {"sgd": 1}})
+    assert cli_error(capsys, "run", NET, "--weights", path) == (
+        f"{path}: error: corrupt checkpoint: meta field `optimizer.name` must be one of sgd, momentum, adagrad, "
+        f'adam, got {{"sgd": 1}}\n{DAMAGED}'
+    )
+
+
 def test_weights_of_another_graph(tmp_path, capsys):
     path = tmp_path / "w.npz"
     save_checkpoint(path, graphc.compile_file(APPLE))
@@ -396,6 +404,16 @@ def test_npy_files_that_are_not_what_they_claim(tmp_path, capsys, content, reaso
     path.write_bytes(content)
     err = cli_error(capsys, "run", NET, "--input", f"x={path}")
     assert err.startswith(f"<command line>:1:11: error: cannot read {path} as a .npy array: it {reason}")
+
+
+def test_an_npy_header_that_python_cannot_tokenize(tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (3,"
+    header += b" " * (117 - len(header)) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    assert cli_error(capsys, "run", NET, "--input", f"x={path}").startswith(
+        f"<command line>:1:11: error: cannot read {path} as a .npy array: it has an .npy header numpy cannot read ("
+    )
 
 
 def test_a_fortran_order_input_reads_as_numpy_saved_it(tmp_path, capsys):
@@ -598,6 +616,43 @@ def test_a_closed_pipe_is_quiet():
     assert done.stdout == '"""two_lay' and done.stderr == ""
 
 
+def test_a_file_name_that_is_not_utf8_on_a_strict_stdout(tmp_path):
+    path = tmp_path / "\udcff.graph"  # the byte 0xff, as Python spells it in a file name
+    shutil.copy(APPLE, path)
+    done = graphc_process("run", str(path), env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert done.returncode == 0, done.stderr
+    assert "\\udcff.graph:14  price == 220" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compile", APPLE, "-o", ""], "graphc: error: cannot write: the file name is empty"),
+        (["draw", APPLE, "-o", "."], "graphc draw: error: cannot tell what to draw from the extension of `.`"),
+    ],
+)
+def test_outputs_that_are_no_file(capsys, argv, message):
+    assert cli_error(capsys, *argv).startswith(message)
+
+
+def test_an_output_that_is_a_directory(tmp_path, capsys):
+    assert cli_error(capsys, "compile", APPLE, "-o", tmp_path) == (
+        f"{tmp_path}: error: cannot write: is a directory\nhint: give a file name"
+    )
+    assert cli_error(capsys, "train", NET, "--log", tmp_path) == (
+        f"graphc: error: --log {tmp_path}: is a directory\nhint: give a file name"
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("flag, size", [("--log", "4,096"), ("--plot", "262,144")])
+def test_training_outputs_on_a_full_device_fail_before_training(capsys, flag, size):
+    assert cli_error(capsys, "train", NET, flag, "/dev/full") == (
+        f"graphc: error: {flag} /dev/full: cannot write: No space left on device "
+        f"(a trial write of {size} bytes, what the file will take, failed)"
+    )
+
+
 def test_an_output_file_on_a_full_device(capsys):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
@@ -727,6 +782,15 @@ def test_the_write_probe_writes_what_the_checkpoint_will_take(tmp_path, capsys, 
         f"(a trial write of {expected:,} bytes, what the file will take, failed)"
     )
     assert sizes == [0, expected] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_a_checkpoint_to_a_full_device_fails_before_training(capsys):
+    expected = 2 * checkpoint_bytes(graphc.compile_file(NET), "sgd", 1)
+    assert cli_error_after_loading_data(capsys, "train", NET, "--iters", 5, "--save", "/dev/full") == (
+        "graphc: error: --save /dev/full: cannot write: No space left on device "
+        f"(a trial write of {expected:,} bytes, what the file will take, failed)"
+    )
 
 
 def test_the_size_estimate_is_never_short(tmp_path):

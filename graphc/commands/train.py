@@ -142,6 +142,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- before training ---------------------------------------------------------------
 
 
+# A trial write of each output before any work: --save's again at the
+# checkpoint's size once the model is known; a log and a plot are small.
+_PROBE_BYTES = {"save": 0, "log": 4096, "plot": 256 * 1024}
+
+
 def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
     """Fail before training, not after an hour of it: write `size` bytes where the
     file will go (fsync'ed, so that a full disk says so now), and take them away."""
@@ -156,8 +161,8 @@ def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
 def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
     """Hold --save's lock for the whole run: a second training into the same file
     is refused at its start, rather than both reporting success with one lost."""
-    if path is None:
-        return
+    if path is None or (os.path.exists(path) and not os.path.isfile(path)):
+        return  # a device (--save /dev/null) has no file beside it to lock
     try:
         stack.enter_context(exclusive_lock(Path(path).resolve()))
     except GraphcError as err:
@@ -436,8 +441,8 @@ def run(args: argparse.Namespace) -> int:
             "give --iters or --epochs, not both",
             hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
         )
-    for flag in ("save", "log", "plot"):
-        _check_writable(f"--{flag}", getattr(args, flag))
+    for flag, size in _PROBE_BYTES.items():
+        _check_writable(f"--{flag}", getattr(args, flag), size)
     with contextlib.ExitStack() as stack:
         _lock_save(stack, args.save)
         session = _prepare(args)
