@@ -275,13 +275,17 @@ def save_checkpoint(
 
 def checkpoint_bytes(program: Program, optimizer: str | None = None, epochs: int = 0) -> int:
     """About the bytes save_checkpoint writes for `program` trained with `optimizer`
-    for `epochs` epochs, never fewer: what the disk must take (a write probe's size)."""
+    for `epochs` epochs, never fewer: what the disk must take (a write probe's size).
+
+    The history counts for at most 1,000 epochs: a run asked to go on for ever
+    (--iters 1e18) must not have its probe fill the disk.
+    """
     params = sum(program.params[name].nbytes for name in program.param_names)
     slots = len(OPTIMIZERS[optimizer].slots) if optimizer is not None else 0
     entries = len(program.param_names) * (1 + slots) + 2  # and optimizer/steps, meta
     # meta is numpy text, 4 bytes a character: the structure lines, a record per
     # epoch (about 160 characters) and the other fields (far under 2,000).
-    meta = sum(len(line) + 4 for line in structure(program)) + 200 * epochs + 2000
+    meta = sum(len(line) + 4 for line in structure(program)) + 200 * min(epochs, 1000) + 2000
     # Each entry: an .npy header (128 bytes) and its zip headers and name, twice.
     return params * (1 + slots) + 8 + entries * 512 + 4 * meta
 

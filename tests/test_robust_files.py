@@ -804,6 +804,8 @@ def test_the_size_estimate_is_never_short(tmp_path):
         save_checkpoint(path, program, optimizer=optimizer, rng=np.random.default_rng(), history=[record] * 17)
         estimate = checkpoint_bytes(program, optimizer.name if optimizer else None, 17)
         assert path.stat().st_size <= estimate <= path.stat().st_size * 1.1
+    # A run asked to go on for ever is not refused, nor probed with the disk's every byte.
+    assert checkpoint_bytes(program, "adam", 10**18) == checkpoint_bytes(program, "adam", 1000) < 2 * 2**20
 
 
 @pytest.fixture
