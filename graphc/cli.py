@@ -62,12 +62,15 @@ class _Output:
     GraphcError saying so; a closed pipe (`graphc ... | head`) stays
     BrokenPipeError, which main takes quietly. Text the stream's encoding
     cannot hold (a file name of bytes that are not UTF-8, from the command
-    line) is written escaped, as stderr writes it."""
+    line) is written escaped, as stderr writes it. With no stdout at all
+    (`graphc ... >&-`: Python's sys.stdout is None), printing is the error."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO | None):
         self.stream = stream
 
     def write(self, text: str) -> int:
+        if self.stream is None:
+            raise _OutputFailed("cannot write to standard output: it is closed", where="graphc")
         try:
             try:
                 return self.stream.write(text)
@@ -80,6 +83,8 @@ class _Output:
             raise _cannot_write(err) from None
 
     def flush(self) -> None:
+        if self.stream is None:
+            return
         try:
             self.stream.flush()
         except BrokenPipeError:
@@ -99,9 +104,11 @@ def _cannot_write(err: OSError) -> GraphcError:
     return _OutputFailed(f"cannot write to standard output: {err.strerror or err}", where="graphc")
 
 
-def _drop_unwritten(stream: TextIO) -> None:
+def _drop_unwritten(stream: TextIO | None) -> None:
     """Send what is still buffered for a failed stdout nowhere, so that Python's
     own flush at exit does not fail again (and print a traceback)."""
+    if stream is None:
+        return
     try:
         fd = stream.fileno()
     except (OSError, ValueError, AttributeError):

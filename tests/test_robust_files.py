@@ -605,6 +605,13 @@ def test_a_full_standard_output(argv):
     )
 
 
+def test_no_standard_output_at_all():
+    done = subprocess.run(
+        f"{sys.executable} -m graphc compile {APPLE} >&-", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stderr) == (2, "graphc: error: cannot write to standard output: it is closed\n")
+
+
 def test_a_closed_pipe_is_quiet():
     done = subprocess.run(
         f"{sys.executable} -m graphc compile {NET} --emit python | head -c 10",
