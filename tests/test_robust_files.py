@@ -5,6 +5,7 @@ sizes, standard output, and the files training writes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import io
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphc
 from graphc import data, fileio, limits
@@ -475,6 +478,15 @@ def test_set_nested_deep(capsys):
     )
 
 
+def test_values_with_control_characters_stay_on_one_line(capsys):
+    assert cli_error(capsys, "run", APPLE, "--set", "apple=1\n2").splitlines()[0] == (
+        "<command line>:1:13: error: cannot read `1\\n2` as a number or a list"
+    )
+    assert cli_error(capsys, "train", NET, "--iters", "1\x1b[2J") == (
+        "graphc: error: --iters takes a whole number, got `1\\x1b[2J`\nhint: e.g. `--iters 100`"
+    )
+
+
 def test_set_an_empty_list(capsys):
     assert cli_error(capsys, "run", APPLE, "--set", "apple=[]") == (
         "<command line>:1:13: error: `[]` holds no numbers\n"
@@ -839,3 +851,99 @@ def test_a_full_disk_is_found_before_training(small_disk, capsys):
         f"(a trial write of {expected:,} bytes, what the file will take, failed)"
     )
     assert list(small_disk.iterdir()) == []
+
+
+# --- mutations: whatever the bytes, a checkpoint or a GraphcError -------------------
+
+TINY = """graph tiny {
+    input x: f64[N, 4] = uniform(0, 1) from images
+    input t: f64[N, 3] = onehot from labels
+    dim N = 2
+    param W: [4, 3] = normal(0.1)
+    param b: [3] = zeros
+    x -> affine(W, b) -> y
+    loss = softmax_loss(y, t)
+    output loss
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory) -> tuple[bytes, bytes, graphc.Program]:
+    """A training checkpoint of a tiny graph (Adam, so it has optimizer state) and
+    an .npy input, as bytes, and the graph's Program (which reading leaves alone)."""
+    from graphc.optim import Adam
+
+    directory = tmp_path_factory.mktemp("tiny")
+    program = graphc.compile_source(TINY, "tiny.graph")
+    save_checkpoint(directory / "w.npz", program, optimizer=Adam(program.params), rng=np.random.default_rng(0))
+    np.save(directory / "x.npy", np.zeros((2, 4)))
+    return (directory / "w.npz").read_bytes(), (directory / "x.npy").read_bytes(), program
+
+
+# (position as a fraction of the length, what to do, a byte)
+edits = st.lists(
+    st.tuples(st.floats(0, 1), st.sampled_from(["set", "delete", "insert", "cut"]), st.integers(0, 255)),
+    min_size=1,
+    max_size=6,
+)
+
+
+def mutated(content: bytes, changes: list[tuple[float, str, int]]) -> bytes:
+    data = bytearray(content)
+    for where, what, byte in changes:
+        i = min(int(where * len(data)), max(len(data) - 1, 0))
+        if what == "set" and data:
+            data[i] = byte
+        elif what == "delete":
+            del data[i : i + byte % 16 + 1]
+        elif what == "insert":
+            data[i:i] = bytes([byte]) * (byte % 8 + 1)
+        else:
+            del data[i:]
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=edits)
+def test_a_mutated_checkpoint_reads_or_is_a_graphc_error(tiny_files, tmp_path, changes):
+    path = tmp_path / "w.npz"
+    path.write_bytes(mutated(tiny_files[0], changes))
+    with contextlib.suppress(GraphcError):
+        checkpoint = read_checkpoint(path, tiny_files[2])
+        assert set(checkpoint.params) == {"W", "b"}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=edits)
+def test_a_mutated_npy_reads_or_is_a_clean_problem(tiny_files, tmp_path, changes):
+    path = tmp_path / "x.npy"
+    path.write_bytes(mutated(tiny_files[1], changes))
+    with contextlib.suppress(fileio.ArrayProblem):
+        array = fileio.load_npy(path)
+        assert array.size <= limits.MAX_ELEMENTS
+
+
+meta_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(["iteration", "batch", "seed", "optimizer", "rng", "history", "dtype", "graph"]),
+    value=meta_values,
+)
+def test_any_meta_field_value_reads_or_is_a_graphc_error(tiny_files, tmp_path, field, value):
+    path = tmp_path / "w.npz"
+    path.write_bytes(tiny_files[0])
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = dict(npz)
+    meta = json.loads(str(arrays["meta"]))
+    meta[field] = value
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with contextlib.suppress(GraphcError):
+        read_checkpoint(path, tiny_files[2])

@@ -189,12 +189,12 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise GraphcError(
-            f"{flag} takes NAME=VALUE, got `{text}`",
+            f"{flag} takes NAME=VALUE, got `{_clip(text)}`",
             where.span(0, len(text)),
             f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`",
         )
     if not value:
-        raise GraphcError(f"{flag} {name}= has no value", where.value)
+        raise GraphcError(f"{flag} {_clip(name)}= has no value", where.value)
     return name.strip(), value, where
 
 
@@ -251,6 +251,9 @@ def _not_a_number(value: Any) -> str | None:
 
 
 def _clip(text: str, width: int = 60) -> str:
+    """Text from the command line as a message shows it: on one line (control
+    characters escaped, as Python spells them) and at most `width` long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: width * 2])
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -259,19 +262,20 @@ def _load_npy(path: str, span: Span) -> np.ndarray:
     try:
         array = load_npy(path)
     except FileNotFoundError:
-        raise GraphcError(f"no such file: {path}", span) from None
+        raise GraphcError(f"no such file: {_clip(path, 200)}", span) from None
     except IsADirectoryError:
-        raise GraphcError(f"is a directory: {path}", span) from None
+        raise GraphcError(f"is a directory: {_clip(path, 200)}", span) from None
     except OSError as err:
-        raise GraphcError(f"cannot read {path}: {err.strerror or err}", span) from None
+        raise GraphcError(f"cannot read {_clip(path, 200)}: {err.strerror or err}", span) from None
     except ArrayProblem as problem:
         raise GraphcError(
-            f"cannot read {path} as a .npy array: it {problem.reason}",
+            f"cannot read {_clip(path, 200)} as a .npy array: it {problem.reason}",
             span,
             problem.hint or "save one with numpy.save(path, array)",
         ) from None
     if array.size == 0:
-        raise GraphcError(f"{path} holds no numbers (shape {list(array.shape)})", span, "give at least one number")
+        shown = _clip(path, 200)
+        raise GraphcError(f"{shown} holds no numbers (shape {list(array.shape)})", span, "give at least one number")
     return array
 
 
@@ -285,7 +289,7 @@ def _assign(program: Program, feeds: dict[str, np.ndarray], name: str, array: np
     except GraphcError as err:
         first = err.diagnostics[0]
         if name not in program.input_names and name not in program.param_names:
-            message = f"no input or param named `{name}` in graph `{program.name}`"
+            message = f"no input or param named `{_clip(name)}` in graph `{program.name}`"
             raise GraphcError(message, where.name, first.hint) from None
         # Show the argument, and the declaration it disagrees with.
         notes = [(f"`{name}` is declared here", first.span)] if first.span is not None else []
