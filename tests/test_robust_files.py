@@ -255,6 +255,23 @@ def test_truncated_checkpoints(tmp_path, capsys, cut):
     assert cli_error(capsys, "run", NET, "--weights", path).startswith(f"{path}: error: corrupt or truncated .npz")
 
 
+def test_a_refused_file_is_closed(tmp_path, capsys):
+    import gc
+    import warnings
+
+    path = tmp_path / "w.npz"
+    path.write_bytes(b"PK\x03\x04")
+    npy_path = tmp_path / "x.npy"
+    npy_path.write_bytes(npy("<f8", (10**12,)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["run", NET, "--weights", str(path)]) == 2
+        assert main(["run", NET, "--input", f"x={npy_path}"]) == 2
+        gc.collect()
+    capsys.readouterr()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_an_empty_file_and_an_empty_zip(tmp_path, capsys):
     path = tmp_path / "w.npz"
     path.write_bytes(b"")
@@ -504,6 +521,20 @@ def test_a_batch_of_a_billion(capsys, command):
     assert cli_error(capsys, command, NET, "--batch", "1e9") == (
         "graphc: error: --batch 1000000000: one step would hold `x` of shape [1000000000, 784], "
         f"784,000,000,000 numbers, more than graphc takes in one tensor\n{TOO_MANY}"
+    )
+
+
+def test_a_trainer_refuses_a_minibatch_beyond_the_limit():
+    from graphc.train import Trainer, TrainOptions, prepare_data
+
+    program = graphc.compile_file(NET)
+    x, y = np.zeros((10, 784)), np.arange(10) % 10
+    data = prepare_data(program, (x, y), (x, y))
+    with pytest.raises(GraphcError) as err:
+        Trainer(program, data, TrainOptions(batch=10**9))
+    assert err.value.render() == (
+        "graphc: error: batch size 1000000000: a minibatch of 1,000,000,000 rows of 784 numbers is more than "
+        f"graphc takes in one tensor\n{TOO_MANY}"
     )
 
 
