@@ -214,6 +214,7 @@ def _prepare(
     x_type, t_type = program.types[images], program.types[labels]
     feeds_labels_as_indices = labels in program.label_inputs or (t_type.dtype == "i64" and t_type.ndim == 1)
     sample = tuple(int(d) for d in x_type.shape[1:])
+    assert x_type.dtype is not None  # the images input is f32 or f64 (find_roles)
     dtype = DTYPES[x_type.dtype]
     prepared = []
     for split, (x, y) in (("train", train), ("test", test)):
@@ -271,7 +272,9 @@ def load_data(
         raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS))
     check_loss(program)  # before any download
     roles = find_roles(program)
-    dtype = DTYPES[program.types[roles[0]].dtype]
+    images_dtype = program.types[roles[0]].dtype
+    assert images_dtype is not None  # f32 or f64 (find_roles)
+    dtype = DTYPES[images_dtype]
     # Loaded straight in the program's dtype: one copy of the set, cast once.
     train, test = load_mnist(
         data_dir, normalize=True, flatten=True, one_hot=False, dtype=dtype, download=download, progress=progress
@@ -556,7 +559,7 @@ class Trainer:
         lr_scaled = optimizer.takes_lr_scaled
         assert program.plan.seed is not None  # a training plan is seeded at the loss
         loss_type = program.types[program.plan.seed]
-        dout = np.ones((), DTYPES.get(loss_type.dtype, np.float64))
+        dout = np.ones((), DTYPES.get(loss_type.dtype or "f64", np.float64))
         loss_and_grads = self._training_step(feeds, dout)
         step = optimizer.step
         params = program.params
