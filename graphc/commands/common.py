@@ -229,8 +229,6 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
         raise GraphcError(
             f"`{_clip(text)}` is not a number or a list of numbers with equal rows", where.value
         ) from None
-    if array.size == 0:
-        raise GraphcError(f"`{_clip(text)}` holds no numbers", where.value, "give at least one number")
     # Whole numbers stay integers: class-index labels and i64 inputs need them.
     try:
         exact = np.array(value)
@@ -273,9 +271,6 @@ def _load_npy(path: str, span: Span) -> np.ndarray:
             span,
             problem.hint or "save one with numpy.save(path, array)",
         ) from None
-    if array.size == 0:
-        shown = _clip(path, 200)
-        raise GraphcError(f"{shown} holds no numbers (shape {list(array.shape)})", span, "give at least one number")
     return array
 
 
