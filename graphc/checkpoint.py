@@ -29,19 +29,33 @@ be wrong.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import zipfile
 import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from graphc import limits
 from graphc.errors import GraphcError
-from graphc.fileio import atomic_open
+from graphc.fileio import (
+    NPY_MAGIC,
+    ArrayHeader,
+    ArrayProblem,
+    HugeInt,
+    JSONProblem,
+    atomic_open,
+    parse_json,
+    read_array_data,
+    read_array_header,
+    shown_json,
+)
 from graphc.ir import DTYPE_CHOICES, ConstDecl, InputDecl, OpNode, ParamDecl, TensorType, numpy_name
 from graphc.optim import OPTIMIZERS, Optimizer
 from graphc.program import Program
@@ -50,7 +64,6 @@ FORMAT = "graphc-checkpoint"
 VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-_NPY_MAGIC = b"\x93NUMPY"
 _DAMAGED = "the file is damaged; use another checkpoint or train again"
 
 
@@ -185,7 +198,7 @@ def structure(program: Program) -> list[str]:
     lines = [f"graph {ir.name}"]
     for name in compiled.checked.order:
         decl = ir.decls[name]
-        t = compiled.types.get(name)
+        t = compiled.types[name]
         if isinstance(decl, InputDecl):  # its data role changes nothing the weights assume
             lines.append(f"input {name}: {_type_text(t)}")
         elif isinstance(decl, ParamDecl):
@@ -200,7 +213,7 @@ def structure(program: Program) -> list[str]:
 
 
 def structure_hash(program: Program) -> str:
-    return hashlib.sha256("\n".join(structure(program)).encode("utf-8")).hexdigest()
+    return _lines_hash(structure(program))
 
 
 # --- saving -----------------------------------------------------------------------
@@ -249,7 +262,7 @@ def save_checkpoint(
         epoch_loss=float(epoch_loss),
         epoch_count=int(epoch_count),
     )
-    arrays: dict[str, np.ndarray] = {f"params/{name}": program.params[name] for name in program.param_names}
+    arrays: dict[str, Any] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
         arrays.update({f"optimizer/{key}": value for key, value in optimizer.state_dict().items()})
     arrays["meta"] = np.array(json.dumps(meta.to_json(), sort_keys=True))
@@ -260,11 +273,150 @@ def save_checkpoint(
         raise GraphcError(f"cannot write checkpoint: {err.strerror or err}", where=str(path)) from None
 
 
+def checkpoint_bytes(program: Program, optimizer: str | None = None, epochs: int = 0) -> int:
+    """About the bytes save_checkpoint writes for `program` trained with `optimizer`
+    for `epochs` epochs, never fewer: what the disk must take (a write probe's size).
+
+    The history counts for at most 1,000 epochs: a run asked to go on for ever
+    (--iters 1e18) must not have its probe fill the disk.
+    """
+    params = sum(program.params[name].nbytes for name in program.param_names)
+    slots = len(OPTIMIZERS[optimizer].slots) if optimizer is not None else 0
+    entries = len(program.param_names) * (1 + slots) + 2  # and optimizer/steps, meta
+    # meta is numpy text, 4 bytes a character: the structure lines, a record per
+    # epoch (about 160 characters) and the other fields (far under 2,000).
+    meta = sum(len(line) + 4 for line in structure(program)) + 200 * min(epochs, 1000) + 2000
+    # Each entry: an .npy header (128 bytes) and its zip headers and name, twice.
+    return params * (1 + slots) + 8 + entries * 512 + 4 * meta
+
+
 # --- loading ------------------------------------------------------------------------
 
+# How numpy writes an .npz: each entry stored or deflated, nothing else.
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+# What reading a damaged zip can raise, besides BadZipFile.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OverflowError,
+)
+_NUMBERS_HINT = "store numbers only, e.g. numpy.savez(path, W1=W1)"
+# The most an entry's .npy magic, version and header take before its data.
+_HEADER_BYTES = 12 + 10_000
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and check a checkpoint (or a plain .npz of params) on its own terms."""
+
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Zip and I/O failures while reading, as the GraphcError a person sees."""
+    try:
+        yield
+    except _ZIP_ERRORS as err:
+        raise _corrupt(where, err) from None
+
+
+class _Npz:
+    """An .npz opened for reading: its entries listed and checked against
+    their declared sizes; headers and data read only when asked for, each
+    entry read no further than its header says it reaches."""
+
+    def __init__(self, archive: zipfile.ZipFile, where: str):
+        self.archive = archive
+        self.where = where
+        self.entries: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            self._admit(info)
+
+    def _admit(self, info: zipfile.ZipInfo) -> None:
+        key = info.filename.removesuffix(".npy")
+        if not info.filename.endswith(".npy") or info.is_dir():
+            raise self.damaged(f"entry `{_clip(info.filename)}` is not an .npy array")
+        if key in self.entries:
+            raise self.damaged(f"two entries are named `{_clip(info.filename)}`")
+        if info.flag_bits & 0x1:
+            raise self.damaged(f"entry `{_clip(key)}` is encrypted")
+        if info.compress_type not in _COMPRESSIONS:
+            method = info.compress_type
+            raise self.damaged(f"entry `{_clip(key)}` is compressed in a way numpy never writes (zip method {method})")
+        most = _HEADER_BYTES + limits.MAX_ELEMENTS * 8
+        if key == "meta":
+            most = max(most, _HEADER_BYTES + limits.MAX_META_CHARS * 4)
+        if info.file_size > most:
+            raise GraphcError(
+                f"`{_clip(key)}` would inflate to {info.file_size:,} bytes, more than graphc reads for one array",
+                where=self.where,
+                hint=limits.elements_hint(),
+            )
+        self.entries[key] = info
+
+    def damaged(self, what: str) -> GraphcError:
+        return GraphcError(f"corrupt checkpoint: {what}", where=self.where, hint=_DAMAGED)
+
+    def _problem(self, key: str, problem: ArrayProblem) -> GraphcError:
+        default = {"type": _NUMBERS_HINT, "corrupt": _DAMAGED}.get(problem.kind)
+        return GraphcError(f"`{_clip(key)}` {problem.reason}", where=self.where, hint=problem.hint or default)
+
+    def header(self, key: str, kinds: str = "biuf") -> ArrayHeader:
+        """The entry's .npy header, checked, and checked against the entry's size."""
+        info = self.entries[key]
+        with _reading(self.where), self.archive.open(info) as stream:
+            try:
+                header = read_array_header(stream, kinds)
+            except ArrayProblem as problem:
+                raise self._problem(key, problem) from None
+        claimed = header.offset + header.nbytes
+        if info.file_size != claimed:
+            raise self.damaged(
+                f"entry `{_clip(key)}` holds {info.file_size:,} bytes, but its .npy header accounts for {claimed:,}"
+            )
+        return header
+
+    def array(self, key: str, header: ArrayHeader) -> np.ndarray:
+        """The entry's data (to its end, so that its CRC is checked)."""
+        with _reading(self.where), self.archive.open(self.entries[key]) as stream:
+            stream.read(header.offset)
+            try:
+                return read_array_data(stream, header)
+            except ArrayProblem as problem:
+                raise self._problem(key, problem) from None
+
+    def meta(self) -> CheckpointMeta | None:
+        """The parsed `meta` entry; None for a plain .npz of params (one may be called `meta`)."""
+        if "meta" not in self.entries:
+            return None
+        header = self.header("meta", "biufUS")
+        if header.dtype.kind not in "US":
+            return None
+        if header.shape != ():
+            raise GraphcError("corrupt checkpoint: its `meta` entry is not one JSON text", where=self.where)
+        if header.size * header.dtype.itemsize > limits.MAX_META_CHARS * 4:
+            raise self.damaged(f"its `meta` entry is {header.nbytes:,} bytes long, more than graphc reads")
+        value = self.array("meta", header)[()]
+        try:
+            raw = parse_json(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError:
+            raise GraphcError("corrupt checkpoint: its `meta` entry is not JSON", where=self.where) from None
+        except JSONProblem as problem:
+            if problem.depth is None:
+                raise GraphcError("corrupt checkpoint: its `meta` entry is not JSON", where=self.where) from None
+            raise self.damaged(f"its `meta` entry is JSON {problem}") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise GraphcError("not a graphc checkpoint: its `meta` entry names no graphc format", where=self.where)
+        return _parse_meta(raw, self.where)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@contextlib.contextmanager
+def _open_npz(path: str | Path) -> Iterator[_Npz]:
+    """The file at `path` as an _Npz, after the checks that say plainly what it is instead."""
     where = str(path)
     path = Path(path)
     if not path.exists():
@@ -276,7 +428,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             head = handle.read(6)
     except OSError as err:
         raise GraphcError(f"cannot read weights: {err.strerror or err}", where=where) from None
-    if head.startswith(_NPY_MAGIC):
+    if head.startswith(NPY_MAGIC):
         raise GraphcError(
             "is a single .npy array, not an .npz of weights",
             where=where,
@@ -288,42 +440,79 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             where=where,
             hint="weights are written by `graphc train --save W.npz` or numpy.savez",
         )
-    arrays: dict[str, np.ndarray] = {}
-    key = None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                arrays[key] = npz[key]
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise GraphcError(
-                f"`{key}` holds pickled Python objects, which graphc never loads",
-                where=where,
-                hint="store numbers only, e.g. numpy.savez(path, W1=W1)",
-            ) from None
-        raise _corrupt(where, err) from None
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as err:
-        raise _corrupt(where, err) from None
+    with _reading(where):
+        archive = zipfile.ZipFile(path)
+    with archive:
+        yield _Npz(archive, where)
 
-    if "meta" not in arrays or arrays["meta"].dtype.kind not in "US":
-        # A plain .npz of params, named as the graph names them (a param may be called `meta`).
+
+def read_meta(path: str | Path) -> CheckpointMeta | None:
+    """A checkpoint's `meta`, checked (None for a plain .npz of params); no array is read."""
+    with _open_npz(path) as npz:
+        return npz.meta()
+
+
+def read_checkpoint(path: str | Path, program: Program | None = None) -> Checkpoint:
+    """Read and check a checkpoint (or a plain .npz of params).
+
+    Every entry's header is read and checked first; with `program`, the params
+    and the optimizer state are checked against it (names, shapes, the
+    structure) before any array's data is read, so what is read is only what
+    the graph can use.
+    """
+    where = str(path)
+    with _open_npz(path) as npz:
+        meta = npz.meta()
+        headers = {key: npz.header(key) for key in npz.entries if meta is None or key != "meta"}
+        params, state = _sort_entries(headers, meta, where)
+        if program is not None:
+            check_tensors(program, params, where)
+            check_structure(program, meta, where)
+            _check_state(program, meta, state, where)
+        arrays = {key: npz.array(key, header) for key, header in headers.items()}
+    if meta is None:
         return Checkpoint(params=arrays, path=where)
-    try:
-        raw = json.loads(str(arrays.pop("meta")))
-    except (json.JSONDecodeError, TypeError):
-        raise GraphcError("corrupt checkpoint: its `meta` entry is not JSON", where=where) from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise GraphcError("not a graphc checkpoint: its `meta` entry names no graphc format", where=where)
-    meta = _parse_meta(raw, where)
+    return Checkpoint(
+        params={name: arrays[f"params/{name}"] for name in params},
+        optimizer_state={key: arrays[f"optimizer/{key}"] for key in state},
+        meta=meta,
+        path=where,
+    )
+
+
+def _sort_entries(
+    headers: dict[str, ArrayHeader], meta: CheckpointMeta | None, where: str
+) -> tuple[dict[str, ArrayHeader], dict[str, ArrayHeader]]:
+    """(params, optimizer state) by name; a plain .npz holds params only."""
+    if meta is None:
+        return headers, {}
     params, state = {}, {}
-    for name, array in arrays.items():
-        if name.startswith("params/"):
-            params[name.removeprefix("params/")] = array
-        elif name.startswith("optimizer/"):
-            state[name.removeprefix("optimizer/")] = array
+    for key, header in headers.items():
+        if key.startswith("params/"):
+            params[key.removeprefix("params/")] = header
+        elif key.startswith("optimizer/"):
+            state[key.removeprefix("optimizer/")] = header
         else:
-            raise GraphcError(f"corrupt checkpoint: unexpected entry `{name}`", where=where)
-    return Checkpoint(params=params, optimizer_state=state, meta=meta, path=where)
+            raise GraphcError(f"corrupt checkpoint: unexpected entry `{_clip(key)}`", where=where)
+    return params, state
+
+
+def _check_state(program: Program, meta: CheckpointMeta | None, state: Mapping[str, Any], where: str) -> None:
+    """The optimizer state fits the optimizer the meta names, over the program's params."""
+    if not state:
+        return
+    if meta is None or meta.optimizer is None:
+        key = next(iter(state))
+        raise GraphcError(f"corrupt checkpoint: unexpected entry `optimizer/{_clip(key)}`", where=where)
+    shapes = {name: program.params[name].shape for name in program.param_names}
+    try:
+        OPTIMIZERS[meta.optimizer].check_state(state, shapes)
+    except GraphcError as err:
+        raise GraphcError(f"corrupt training state: {err.message}", where=where) from None
+
+
+# Counts in meta (iterations, batch, seed, ...) fit an int64, as everywhere in numpy.
+_MOST = 2**63 - 1
 
 
 class _Fields:
@@ -334,8 +523,7 @@ class _Fields:
         self.where = where
 
     def wrong(self, name: str, want: str, value: Any) -> GraphcError:
-        shown = json.dumps(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        shown = str(value) if isinstance(value, HugeInt) else shown_json(value)
         return GraphcError(
             f"corrupt checkpoint: meta field `{name}` must be {want}, got {shown}", where=self.where, hint=_DAMAGED
         )
@@ -361,6 +549,8 @@ class _Fields:
         value = self.get(name, required, source, label)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise self.wrong(label or name, f"a whole number at least {least}", value)
+        if value is not None and value > _MOST:
+            raise self.wrong(label or name, f"a whole number at most {_MOST}", value)
         return value
 
     def number(
@@ -403,33 +593,102 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
     structure = f.get("structure", True)
     if not isinstance(structure, list) or not all(isinstance(line, str) for line in structure):
         raise f.wrong("structure", "a list of lines", structure)
+    digest = f.text("structure_hash", required=True)
+    if digest != _lines_hash(structure):
+        raise GraphcError(
+            "corrupt checkpoint: meta field `structure_hash` is not the SHA-256 of meta field `structure`: "
+            "the file was edited or damaged",
+            where=where,
+            hint=_DAMAGED,
+        )
     dtype = f.get("dtype", False)
     if dtype is not None and dtype not in DTYPE_CHOICES:
         raise f.wrong("dtype", " or ".join(DTYPE_CHOICES), dtype)
+    optimizer, hyperparams = _parse_optimizer(f)
+    graph, iteration = f.text("graph", required=True), f.whole("iteration", 0, required=True)
+    assert digest is not None and graph is not None and iteration is not None  # required: checked
+    return CheckpointMeta(
+        graph=graph,
+        structure=tuple(structure),
+        structure_hash=digest,
+        iteration=iteration,
+        dtype=dtype,
+        optimizer=optimizer,
+        hyperparams=hyperparams,
+        rng_state=_parse_rng(f),
+        history=_parse_history(f),
+        data=f.text("data"),
+        batch=f.whole("batch", 1),
+        seed=f.whole("seed", 0),
+        iters=f.whole("iters", 1),
+        seconds=f.number("seconds") or 0.0,
+        epoch_loss=f.number("epoch_loss", "a number", least=None) or 0.0,
+        epoch_count=f.whole("epoch_count", 0) or 0,
+        version=version,
+    )
 
-    optimizer, hyperparams = None, ()
+
+def _lines_hash(lines: list[str] | tuple[str, ...]) -> str:
+    # surrogatepass: JSON can spell lone surrogates, which a program's own lines never hold
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _parse_optimizer(f: _Fields) -> tuple[str | None, tuple[tuple[str, float], ...]]:
     spec = f.get("optimizer", False)
-    if spec is not None:
-        if not isinstance(spec, dict):
-            raise f.wrong("optimizer", "an optimizer's name and hyperparameters", spec)
-        optimizer = f.get("name", True, spec, "optimizer.name")
-        if optimizer not in OPTIMIZERS:
-            raise f.wrong("optimizer.name", "one of " + ", ".join(OPTIMIZERS), optimizer)
-        hyperparams = tuple(
-            (key, f.number(key, "a positive number", above=True, source=spec, label=f"optimizer.{key}"))
-            for key in spec
-            if key != "name"
-        )
+    if spec is None:
+        return None, ()
+    if not isinstance(spec, dict):
+        raise f.wrong("optimizer", "an optimizer's name and hyperparameters", spec)
+    name = f.get("name", True, spec, "optimizer.name")
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise f.wrong("optimizer.name", "one of " + ", ".join(OPTIMIZERS), name)
+    known = OPTIMIZERS[name]({}).hyperparams()
+    hyperparams = []
+    for key in spec:
+        if key == "name":
+            continue
+        if key not in known:
+            raise f.wrong("optimizer", f"{name}'s hyperparameters ({', '.join(known)})", spec)
+        value = f.number(key, "a positive number", above=True, source=spec, label=f"optimizer.{key}", required=True)
+        assert value is not None  # required: checked
+        hyperparams.append((key, value))
+    return name, tuple(hyperparams)
 
-    rng_state = None
+
+# A numpy PCG64 generator's state: 128-bit state and increment, and a buffered
+# 32-bit half of a draw; each (field, bound, what) as meta names them.
+_PCG64_WANT = "the state of a numpy PCG64 generator"
+_PCG64_FIELDS = (
+    ("state.state", 2**128, "a whole number from 0 to 2**128 - 1"),
+    ("state.inc", 2**128, "a whole number from 0 to 2**128 - 1"),
+    ("has_uint32", 2, "0 or 1"),
+    ("uinteger", 2**32, "a whole number from 0 to 2**32 - 1"),
+)
+
+
+def _parse_rng(f: _Fields) -> str | None:
+    """The minibatch generator's state, as JSON text, once numpy has taken it."""
     state = f.get("rng", False)
-    if state is not None:
-        try:
-            np.random.default_rng().bit_generator.state = state
-        except (TypeError, ValueError, KeyError):
-            raise f.wrong("rng", "the state of a numpy PCG64 generator", state) from None
-        rng_state = json.dumps(state)
+    if state is None:
+        return None
+    if not isinstance(state, dict) or sorted(state) != ["bit_generator", "has_uint32", "state", "uinteger"]:
+        raise f.wrong("rng", _PCG64_WANT, state)
+    if state["bit_generator"] != "PCG64":
+        raise f.wrong("rng", _PCG64_WANT, state)
+    if not isinstance(state["state"], dict) or sorted(state["state"]) != ["inc", "state"]:
+        raise f.wrong("rng.state", "a PCG64 generator's state and increment", state["state"])
+    for name, bound, want in _PCG64_FIELDS:
+        value = state["state"][name[6:]] if name.startswith("state.") else state[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < bound:
+            raise f.wrong(f"rng.{name}", want, value)
+    try:
+        np.random.default_rng().bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError):  # numpy's own checks, should it have more
+        raise f.wrong("rng", _PCG64_WANT, state) from None
+    return json.dumps(state)
 
+
+def _parse_history(f: _Fields) -> tuple[EpochRecord, ...]:
     records = f.get("history", False)
     records = [] if records is None else records
     if not isinstance(records, list):
@@ -447,51 +706,44 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         if any(acc is not None and acc > 1 for acc in (train_acc, test_acc)):
             key = "train_acc" if train_acc is not None and train_acc > 1 else "test_acc"
             raise f.wrong(f"{label}.{key}", accuracy, record[key])
+        epoch = f.whole("epoch", 1, True, record, f"{label}.epoch")
+        iteration = f.whole("iteration", 1, True, record, f"{label}.iteration")
+        loss = f.number("loss", "a number", least=None, source=record, label=f"{label}.loss", required=True)
+        assert epoch is not None and iteration is not None and loss is not None  # required: checked
         history.append(
             EpochRecord(
-                epoch=f.whole("epoch", 1, True, record, f"{label}.epoch"),
-                iteration=f.whole("iteration", 1, True, record, f"{label}.iteration"),
-                loss=f.number("loss", "a number", least=None, source=record, label=f"{label}.loss", required=True),
+                epoch=epoch,
+                iteration=iteration,
+                loss=loss,
                 train_acc=train_acc,
                 test_acc=test_acc,
                 seconds=f.number("seconds", source=record, label=f"{label}.seconds") or 0.0,
             )
         )
-
-    return CheckpointMeta(
-        graph=f.text("graph", required=True),
-        structure=tuple(structure),
-        structure_hash=f.text("structure_hash", required=True),
-        iteration=f.whole("iteration", 0, required=True),
-        dtype=dtype,
-        optimizer=optimizer,
-        hyperparams=hyperparams,
-        rng_state=rng_state,
-        history=tuple(history),
-        data=f.text("data"),
-        batch=f.whole("batch", 1),
-        seed=f.whole("seed", 0),
-        iters=f.whole("iters", 1),
-        seconds=f.number("seconds") or 0.0,
-        epoch_loss=f.number("epoch_loss", "a number", least=None) or 0.0,
-        epoch_count=f.whole("epoch_count", 0) or 0,
-        version=version,
-    )
+    return tuple(history)
 
 
 def _corrupt(where: str, err: BaseException) -> GraphcError:
     reason = str(err) or type(err).__name__
-    return GraphcError(f"corrupt or truncated .npz file ({reason})", where=where, hint=_DAMAGED)
+    return GraphcError(f"corrupt or truncated .npz file ({_clip(reason, 120)})", where=where, hint=_DAMAGED)
 
 
-def check_weights(program: Program, checkpoint: Checkpoint) -> None:
-    """Raise a GraphcError naming the first tensor (or node) where the weights do not fit."""
-    where = checkpoint.path
-    held = checkpoint.params
+class _Shaped(Protocol):
+    """An array, or an .npy header: what the checks below read of a tensor."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+
+def check_tensors(program: Program, held: Mapping[str, _Shaped], where: str) -> None:
+    """Raise a GraphcError naming the first tensor that does not fit the program's params."""
     graph = program.name
     for name in program.param_names:
         if name not in held:
-            listing = ", ".join(f"`{n}`" for n in held) or "nothing"
+            listing = ", ".join(f"`{_clip(n)}`" for n in list(held)[:20]) or "nothing"
             raise GraphcError(
                 f"no tensor for param `{name}` of graph `{graph}`", where=where, hint=f"the file holds {listing}"
             )
@@ -499,7 +751,7 @@ def check_weights(program: Program, checkpoint: Checkpoint) -> None:
         expected = program.types[name].shape
         if array.dtype.kind not in "biuf":
             raise GraphcError(f"tensor `{name}` holds {array.dtype} values, not numbers", where=where)
-        if array.shape != expected:
+        if tuple(array.shape) != tuple(expected):
             raise GraphcError(
                 f"tensor `{name}` has shape {list(array.shape)}, but param `{name}` of graph `{graph}` "
                 f"has shape {list(expected)}",
@@ -509,25 +761,38 @@ def check_weights(program: Program, checkpoint: Checkpoint) -> None:
     for name in held:
         if name not in program.param_names:
             raise GraphcError(
-                f"tensor `{name}` is not a param of graph `{graph}`",
+                f"tensor `{_clip(name)}` is not a param of graph `{graph}`",
                 where=where,
                 hint="params: " + ", ".join(f"`{n}`" for n in program.param_names),
             )
-    meta = checkpoint.meta
+
+
+def check_structure(program: Program, meta: CheckpointMeta | None, where: str) -> None:
+    """Raise a GraphcError naming the first line where the graph the weights were
+    saved from differs from `program`."""
     if meta is None or meta.structure_hash == structure_hash(program):
         return
     here, saved = structure(program), meta.structure
+    if _lines_hash(saved) != meta.structure_hash:  # read_checkpoint refuses these; a Checkpoint made in code may not be
+        raise GraphcError("the checkpoint's structure hash does not match its own structure lines", where=where)
     for ours, theirs in zip(here, saved):
         if ours != theirs:
             break
-    else:
+    else:  # one is the other and more: the first line only one of them has
         ours = here[len(saved)] if len(here) > len(saved) else "(nothing)"
         theirs = saved[len(here)] if len(saved) > len(here) else "(nothing)"
     raise GraphcError(
-        f"the weights were saved from a graph of a different structure: `{theirs}` there, `{ours}` here",
+        f"the weights were saved from a graph of a different structure: `{_clip(theirs, 200)}` there, "
+        f"`{_clip(ours, 200)}` here",
         where=where,
-        hint=f"load them into the graph they were trained with (`{checkpoint.graph}`)",
+        hint=f"load them into the graph they were trained with (`{_clip(meta.graph)}`)",
     )
+
+
+def check_weights(program: Program, checkpoint: Checkpoint) -> None:
+    """Raise a GraphcError naming the first tensor (or node) where the weights do not fit."""
+    check_tensors(program, checkpoint.params, checkpoint.path)
+    check_structure(program, checkpoint.meta, checkpoint.path)
 
 
 def apply_weights(program: Program, checkpoint: Checkpoint) -> None:
@@ -540,6 +805,6 @@ def apply_weights(program: Program, checkpoint: Checkpoint) -> None:
 
 def load_weights(program: Program, path: str | Path) -> Checkpoint:
     """Read `path`, check it fits `program`, and set the program's params from it."""
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, program)
     apply_weights(program, checkpoint)
     return checkpoint

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
 
 from graphc import __version__
 from graphc.errors import ExitCode, GraphcError
@@ -33,7 +35,7 @@ def command_names() -> list[str]:
 class _Parser(argparse.ArgumentParser):
     """argparse, but its complaints are GraphcErrors like every other mistake."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise GraphcError(message, where=self.prog, hint=f"see `{self.prog} --help`")
 
 
@@ -55,21 +57,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Output:
+    """sys.stdout, but a failed write (a full disk, `> /dev/full`) is a
+    GraphcError saying so; a closed pipe (`graphc ... | head`) stays
+    BrokenPipeError, which main takes quietly. Text the stream's encoding
+    cannot hold (a file name of bytes that are not UTF-8, from the command
+    line) is written escaped, as stderr writes it. With no stdout at all
+    (`graphc ... >&-`: Python's sys.stdout is None), printing is the error."""
+
+    def __init__(self, stream: TextIO | None):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if self.stream is None:
+            raise _OutputFailed("cannot write to standard output: it is closed", where="graphc")
+        try:
+            try:
+                return self.stream.write(text)
+            except UnicodeEncodeError:
+                encoding = getattr(self.stream, "encoding", None) or "utf-8"
+                return self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _cannot_write(err) from None
+
+    def flush(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _cannot_write(err) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class _OutputFailed(GraphcError):
+    """Standard output refused what graphc printed."""
+
+
+def _cannot_write(err: OSError) -> GraphcError:
+    return _OutputFailed(f"cannot write to standard output: {err.strerror or err}", where="graphc")
+
+
+def _drop_unwritten(stream: TextIO | None) -> None:
+    """Send what is still buffered for a failed stdout nowhere, so that Python's
+    own flush at exit does not fail again (and print a traceback)."""
+    if stream is None:
+        return
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return  # not a file (a test's capture): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     traceback = "--traceback" in argv
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)
     try:
         args = build_parser().parse_args(argv)
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()  # here, where a failure is still graphc's to report
+        return status
     except GraphcError as err:
         if traceback:
             raise
+        if isinstance(err, _OutputFailed):
+            _drop_unwritten(stdout)
         print(err.render(), file=sys.stderr)
         return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print("graphc: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
+        _drop_unwritten(stdout)
         return ExitCode.OK  # `graphc ... | head` is not an error
     except Exception:
         # Not the person's mistake but graphc's: show everything.
@@ -81,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitCode.INTERNAL_ERROR
+    finally:
+        sys.stdout = stdout
 
 
 def entry_point() -> None:

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from graphc import limits
 from graphc.errors import GraphcError
 from graphc.fileio import atomic_open
 
@@ -72,12 +73,22 @@ _IDX_LAYOUT_HINT = (
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+# The most an IDX file graphc reads may hold, unless the caller knows better:
+# a header of MAX_DIMS dims and MAX_ELEMENTS numbers of the widest type.
+def _default_max_bytes() -> int:
+    return 4 + 4 * limits.MAX_DIMS + 8 * limits.MAX_ELEMENTS
+
+
+def read_idx(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file (gzipped or raw) into an array of its declared shape.
 
     The file is treated as gzip if its name ends in .gz or it starts with the
-    gzip magic bytes. The header and the file length are checked exactly:
-    a truncated file or trailing bytes are errors, not silently ignored.
+    gzip magic bytes. It is decompressed as a stream, and refused as soon as
+    it holds more than `max_bytes` (default: what graphc's size limits
+    allow; load_mnist passes each MNIST file's own size), so a gzip bomb
+    costs no more than that. The header and the file length are checked
+    exactly: a truncated file or trailing bytes are errors, not silently
+    ignored.
 
     Unsigned-byte data is returned as a read-only view on the file's bytes
     (no copy); multi-byte types are converted to native byte order.
@@ -85,24 +96,34 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     where = str(path)
     p = Path(path)
+    limit = _default_max_bytes() if max_bytes is None else max_bytes
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as handle:
+            magic = handle.read(2)
+            handle.seek(0)
+            if p.name.endswith(".gz") or magic == _GZIP_MAGIC:
+                data = _gunzip(handle, magic, limit, where)
+            else:
+                size = os.fstat(handle.fileno()).st_size
+                if size > limit:
+                    raise GraphcError(
+                        f"is {size:,} bytes, more than the {limit:,} this file can hold",
+                        where=where,
+                        hint="delete the file and download it again",
+                    )
+                data = handle.read(limit + 1)
     except FileNotFoundError:
         raise GraphcError("no such file", where=where) from None
     except IsADirectoryError:
         raise GraphcError("is a directory, expected an IDX file", where=where) from None
     except OSError as e:
         raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
-
-    if p.name.endswith(".gz") or raw[:2] == _GZIP_MAGIC:
-        data = _gunzip(raw, where)
-    else:
-        data = raw
     return _parse_idx(data, where)
 
 
-def _gunzip(raw: bytes, where: str) -> bytes:
-    if raw[:2] != _GZIP_MAGIC:
+def _gunzip(handle: BinaryIO, magic: bytes, limit: int, where: str) -> bytes:
+    """The decompressed content of a gzip file, read no further than `limit` bytes."""
+    if magic != _GZIP_MAGIC:
         # Decompressing would fail anyway; say why in plain words.
         raise GraphcError(
             "not a gzip file: the name ends in .gz but the file does not start with the gzip magic bytes 1f 8b",
@@ -110,13 +131,22 @@ def _gunzip(raw: bytes, where: str) -> bytes:
             hint="rename the file without .gz if it is a raw IDX file, or download it again",
         )
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            data = stream.read(limit + 1)
     except EOFError:
         reason = "the compressed data ends early (the file is truncated)"
     except zlib.error as e:
         reason = str(e)
-    except OSError as e:  # includes gzip.BadGzipFile (bad CRC, bad header, ...)
+    except gzip.BadGzipFile as e:  # bad CRC, bad header, ...
         reason = str(e) or type(e).__name__
+    else:
+        if len(data) > limit:
+            raise GraphcError(
+                f"decompresses to more than {limit:,} bytes, the most this file can hold",
+                where=where,
+                hint="delete the file and download it again",
+            )
+        return data
     raise GraphcError(
         f"corrupt gzip file: {reason}",
         where=where,
@@ -153,6 +183,12 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
             where=where,
             hint=_IDX_LAYOUT_HINT,
         )
+    if ndim > limits.MAX_DIMS:
+        raise GraphcError(
+            f"not an IDX file graphc reads: magic number 0x{magic:08x} declares {ndim} dimensions, "
+            f"more than {limits.MAX_DIMS}",
+            where=where,
+        )
     header = 4 + 4 * ndim
     if size < header:
         raise GraphcError(
@@ -188,30 +224,42 @@ def _describe(dims: tuple[int, ...]) -> str:
     return f"{dims[0]} {noun} of {rest}"
 
 
-def sha256_of_content(path: str | os.PathLike[str]) -> str:
+def sha256_of_content(path: str | os.PathLike[str], max_bytes: int | None = None) -> str:
     """SHA-256 (hex) of a file's content, decompressed first if it is gzip.
 
     Hashing the decompressed bytes makes the check independent of how a
     mirror chose to compress (gzip headers carry names and timestamps).
+    Content past `max_bytes` (default: the size of the MNIST file of that
+    name, else what graphc's limits allow) is refused, not hashed.
     """
     where = str(path)
+    limit = max_bytes if max_bytes is not None else _max_bytes_of(Path(path).name)
     try:
         with open(path, "rb") as f:
-            return _content_digest(f, where)
+            return _content_digest(f, where, limit)
     except FileNotFoundError:
         raise GraphcError("no such file", where=where) from None
     except OSError as e:
         raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
 
 
-def _content_digest(f: BinaryIO, where: str) -> str:
-    """SHA-256 of an open file's content, decompressed first if it is gzip."""
+def _content_digest(f: BinaryIO, where: str, limit: int) -> str:
+    """SHA-256 of an open file's content, decompressed first if it is gzip;
+    a GraphcError as soon as the content passes `limit` bytes."""
     h = hashlib.sha256()
     is_gzip = f.read(2) == _GZIP_MAGIC
     f.seek(0)
     stream: Any = gzip.GzipFile(fileobj=f, mode="rb") if is_gzip else f
+    seen = 0
     try:
         while chunk := stream.read(1 << 20):
+            seen += len(chunk)
+            if seen > limit:
+                raise GraphcError(
+                    f"holds more than {limit:,} bytes, the most this file can hold",
+                    where=where,
+                    hint="delete the file and download it again",
+                )
             h.update(chunk)
     except EOFError:
         raise GraphcError(
@@ -364,11 +412,13 @@ def _download_one(
 def _fetch_verified(url: str, directory: Path, name: str, sha256: str, progress: bool, timeout: float) -> None:
     target = directory / name
     downloaded = io.BytesIO()
-    _fetch(url, downloaded, name, progress, timeout)
+    limit = _max_bytes_of(name)
+    # A gzip of `limit` bytes is at most a little longer than they are.
+    _fetch(url, downloaded, name, progress, timeout, limit + limit // 100 + 4096)
     downloaded.seek(0)
     # Checked before anything is written: a bad copy never reaches the disk.
     try:
-        got = _content_digest(downloaded, url)
+        got = _content_digest(downloaded, url, limit)
     except GraphcError as e:
         raise _MirrorFailed(f"downloaded data is not usable: {e.message}") from None
     if got != sha256.lower():
@@ -386,8 +436,8 @@ def _fetch_verified(url: str, directory: Path, name: str, sha256: str, progress:
         raise _WriteFailed(e.strerror or str(e)) from None
 
 
-def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -> None:
-    """Stream `url` into `out`; network problems become _MirrorFailed."""
+def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float, most: int) -> None:
+    """Stream `url` into `out`, at most `most` bytes; network problems become _MirrorFailed."""
     # Only downloads need these; `import graphc.data` (at every start of the
     # command line, through graphc.train) stays light.
     import http.client
@@ -414,8 +464,10 @@ def _fetch(url: str, out: BinaryIO, name: str, progress: bool, timeout: float) -
                 leave=False,
             ) as bar:
                 while chunk := response.read(1 << 16):
-                    out.write(chunk)
                     received += len(chunk)
+                    if received > most:
+                        raise _MirrorFailed(f"sent more than {most:,} bytes, more than the file can take")
+                    out.write(chunk)
                     bar.update(len(chunk))
             if total is not None and received != total:
                 raise _MirrorFailed(f"connection closed after {received} of {total} bytes")
@@ -445,9 +497,9 @@ def is_tty(stream: Any) -> bool:
 def verify_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Check the four files against MNIST_SHA256 (slow: decompresses everything)."""
     directory = mnist_dir(data_dir)
-    for name in MNIST_FILES.values():
+    for role, name in MNIST_FILES.items():
         path = directory / name
-        got = sha256_of_content(path)
+        got = sha256_of_content(path, mnist_bytes(role))
         if got != MNIST_SHA256[name]:
             raise GraphcError(
                 f"checksum mismatch: SHA-256 of the decompressed content is {got}, expected {MNIST_SHA256[name]}",
@@ -543,11 +595,28 @@ def _stamp(directory: Path, paths: Mapping[str, Path]) -> tuple[Any, ...]:
     return (str(directory.resolve()), tuple(stats))
 
 
+def _max_bytes_of(name: str) -> int:
+    """The most a file called `name` may hold: an MNIST file's own size, else the limits'."""
+    roles = {file: role for role, file in MNIST_FILES.items()}
+    return mnist_bytes(roles[name]) if name in roles else _default_max_bytes()
+
+
+def mnist_bytes(role: str) -> int:
+    """The most an MNIST file's decompressed content may hold, by role: its data,
+    and a header of any IDX length (so that a file of the wrong layout is still
+    read far enough to say what is wrong with it)."""
+    count = MNIST_COUNTS[role.split("_")[0]]
+    data = count * math.prod(_IMAGE_SHAPE) if role.endswith("images") else count
+    return 4 + 4 * limits.MAX_DIMS + data
+
+
 def _read_splits(paths: Mapping[str, Path]) -> tuple[Split, Split]:
     splits = []
     for split in ("train", "test"):
         images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
-        images, labels = read_idx(images_path), read_idx(labels_path)
+        # The known sizes as hard limits: a gzip bomb is refused after that many bytes.
+        images = read_idx(images_path, mnist_bytes(f"{split}_images"))
+        labels = read_idx(labels_path, mnist_bytes(f"{split}_labels"))
         _check_split(split, images, images_path, labels, labels_path)
         splits.append((images, labels))
     return splits[0], splits[1]

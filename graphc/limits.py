@@ -106,3 +106,9 @@ def run_hint() -> str:
 
 def elements_hint() -> str:
     return f"graphc refuses tensors of more than {MAX_ELEMENTS:,} numbers; raise the limit with {ELEMENTS_VARIABLE}=N"
+
+
+# Characters of a checkpoint's `meta` JSON: a structure line per node and a
+# record per epoch; a graph of 100,000 lines trained 10,000 epochs takes
+# under half of this.
+MAX_META_CHARS = 2**24

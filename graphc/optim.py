@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -89,29 +89,40 @@ class Optimizer:
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Put back what state_dict gave; raises GraphcError naming what does not fit."""
-        expected = ["steps"] + [f"{slot}/{name}" for slot in self.slots for name in self.names]
-        for key in expected:
-            if key not in state:
-                raise GraphcError(f"{self.name} state has no `{key}`")
-        for key in state:
-            if key not in expected:
-                raise GraphcError(f"{self.name} state has `{key}`, which this model has no use for")
-        for slot in self.slots:
-            for name in self.names:
-                value = np.asarray(state[f"{slot}/{name}"])
-                target = self.state[slot][name]
-                if value.shape != target.shape:
-                    raise GraphcError(
-                        f"{self.name} state `{slot}/{name}` has shape {list(value.shape)}, "
-                        f"param `{name}` has {list(target.shape)}"
-                    )
+        state = {key: np.asarray(value) for key, value in state.items()}
+        self.check_state(state, {name: array.shape for name, array in self._scratch.items()})
         steps = np.asarray(state["steps"])
-        if steps.shape != () or steps.dtype.kind not in "iu" or int(steps) < 0:
+        if int(steps) < 0:
             raise GraphcError(f"{self.name} state `steps` must be a count, got {steps!r}")
         for slot in self.slots:
             for name in self.names:
                 np.copyto(self.state[slot][name], state[f"{slot}/{name}"], casting="unsafe")
         self.steps = int(steps)
+
+    @classmethod
+    def check_state(cls, state: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Raise a GraphcError naming what in `state` does not fit params of these
+        shapes. Its values are arrays, or anything with their shape and dtype
+        (a checkpoint's .npy headers, checked before their data is read)."""
+        expected = ["steps"] + [f"{slot}/{name}" for slot in cls.slots for name in shapes]
+        for key in expected:
+            if key not in state:
+                raise GraphcError(f"{cls.name} state has no `{key}`")
+        for key in state:
+            if key not in expected:
+                raise GraphcError(f"{cls.name} state has `{key}`, which this model has no use for")
+        for slot in cls.slots:
+            for name, shape in shapes.items():
+                value = state[f"{slot}/{name}"]
+                if tuple(value.shape) != tuple(shape):
+                    raise GraphcError(
+                        f"{cls.name} state `{slot}/{name}` has shape {list(value.shape)}, "
+                        f"param `{name}` has {list(shape)}"
+                    )
+        steps = state["steps"]
+        if tuple(steps.shape) != () or np.dtype(steps.dtype).kind not in "iu":
+            shown = repr(steps) if isinstance(steps, np.ndarray) else f"{steps.dtype}{list(steps.shape)}"
+            raise GraphcError(f"{cls.name} state `steps` must be a count, got {shown}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v:g}" for k, v in self.hyperparams().items())

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc import limits
 from graphc.checkpoint import Checkpoint, EpochRecord, apply_weights, save_checkpoint
 from graphc.data import PIXEL_MAX, load_mnist
 from graphc.errors import GraphcError, did_you_mean
@@ -158,7 +159,11 @@ class TrainData:
         take = np.take
         if self.x_train_bytes is None:
             x = self.x_train
-            return lambda index: take(x, index, axis=0, out=out, mode="clip")
+
+            def gather_floats(index: np.ndarray) -> None:
+                take(x, index, axis=0, out=out, mode="clip")
+
+            return gather_floats
         source, raw = self.x_train_bytes, np.empty(out.shape, np.uint8)
         divide, scale, dtype = np.divide, out.dtype.type(PIXEL_MAX), out.dtype
 
@@ -209,6 +214,7 @@ def _prepare(
     x_type, t_type = program.types[images], program.types[labels]
     feeds_labels_as_indices = labels in program.label_inputs or (t_type.dtype == "i64" and t_type.ndim == 1)
     sample = tuple(int(d) for d in x_type.shape[1:])
+    assert x_type.dtype is not None  # the images input is f32 or f64 (find_roles)
     dtype = DTYPES[x_type.dtype]
     prepared = []
     for split, (x, y) in (("train", train), ("test", test)):
@@ -246,8 +252,8 @@ def _prepare(
     for decl in program.ir.inputs():
         if decl.name in (images, labels):
             continue
-        t = program.types[decl.name]
-        if decl.init is None or decl.init.kind != "value" or any(isinstance(d, str) for d in t.shape):
+        declared = program.types[decl.name]
+        if decl.init is None or decl.init.kind != "value" or any(isinstance(d, str) for d in declared.shape):
             raise GraphcError(
                 f"input `{decl.name}` is fed neither images nor labels, and has no fixed value to train with",
                 decl.span,
@@ -266,7 +272,9 @@ def load_data(
         raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS))
     check_loss(program)  # before any download
     roles = find_roles(program)
-    dtype = DTYPES[program.types[roles[0]].dtype]
+    images_dtype = program.types[roles[0]].dtype
+    assert images_dtype is not None  # f32 or f64 (find_roles)
+    dtype = DTYPES[images_dtype]
     # Loaded straight in the program's dtype: one copy of the set, cast once.
     train, test = load_mnist(
         data_dir, normalize=True, flatten=True, one_hot=False, dtype=dtype, download=download, progress=progress
@@ -302,7 +310,7 @@ class MinibatchDraws:
         """The rows of `iteration` (0-based)."""
         offset = iteration % self.block
         if self.rows is None or iteration - offset != self.first:
-            self.state_before = self.rng.bit_generator.state
+            self.state_before = dict(self.rng.bit_generator.state)
             self.rows = self.rng.integers(0, self.size, (self.block, self.batch))
             self.first = iteration - offset
         return self.rows[offset]
@@ -310,7 +318,7 @@ class MinibatchDraws:
     def resumable_rng(self, iteration: int) -> np.random.Generator:
         """A generator a run resuming at `iteration` draws the same rows from."""
         rng = np.random.default_rng()
-        if self.rows is not None and self.first <= iteration < self.first + self.block:
+        if self.state_before is not None and self.first <= iteration < self.first + self.block:
             rng.bit_generator.state = self.state_before
         else:
             rng.bit_generator.state = self.rng.bit_generator.state
@@ -408,6 +416,13 @@ class Trainer:
         options: TrainOptions = TrainOptions(),
         resume: Checkpoint | None = None,
     ):
+        rows = math.prod(data.x_train.shape[1:])
+        if limits.too_many_elements(options.batch * rows):
+            raise GraphcError(
+                f"batch size {options.batch}: a minibatch of {options.batch:,} rows of {rows:,} numbers is more "
+                "than graphc takes in one tensor",
+                hint=limits.elements_hint(),
+            )
         self.program = program
         self.data = data
         self.options = options
@@ -542,8 +557,9 @@ class Trainer:
         # SGD and momentum take lr * gradient: backward is seeded with lr, not 1.
         optimizer = self.optimizer
         lr_scaled = optimizer.takes_lr_scaled
+        assert program.plan.seed is not None  # a training plan is seeded at the loss
         loss_type = program.types[program.plan.seed]
-        dout = np.ones((), DTYPES.get(loss_type.dtype, np.float64))
+        dout = np.ones((), DTYPES.get(loss_type.dtype or "f64", np.float64))
         loss_and_grads = self._training_step(feeds, dout)
         step = optimizer.step
         params = program.params

@@ -296,7 +296,8 @@ def test_read_idx_gzip_bad_crc(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: corrupt gzip file: CRC check failed\nhint: delete the file and download it again"
+        f"{path}: error: corrupt gzip file: CRC check failed 0x0 != 0xc6aa1900\n"
+        "hint: delete the file and download it again"
     )
 
 
@@ -584,9 +585,14 @@ def test_load_mnist_structure_errors(tmp_path: Path, small_counts: None) -> None
     assert fails(path.name, bad) == (f"{path}: error: expected images of shape N x 28 x 28, found 6x28x27\n{hint}")
     bad = gz(idx_bytes(np.zeros((5, 28, 28), dtype=np.uint8)))
     assert fails(path.name, bad) == f"{path}: error: expected 6 train images, found 5\n{hint}"
-    bad = gz(idx_bytes(np.zeros((6, 28, 28)), 0x0D))
+    bad = gz(idx_bytes(np.zeros((1, 28, 28)), 0x0D))  # 6 float32 images would be larger than the file can be
     assert fails(path.name, bad) == (
         f"{path}: error: expected unsigned-byte data (IDX type 0x08), found float32\n{hint}"
+    )
+    bad = gz(idx_bytes(np.zeros((6, 28, 28)), 0x0D))
+    assert fails(path.name, bad) == (
+        f"{path}: error: decompresses to more than 4,836 bytes, the most this file can hold\n"
+        "hint: delete the file and download it again"
     )
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad = gz(idx_bytes(np.array([1, 2, 3], dtype=np.uint8)))

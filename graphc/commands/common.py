@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from graphc import limits
 from graphc.compiler import CompiledGraph, front_end_file, select
 from graphc.errors import Diagnostic, GraphcError, Source, Span
+from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
 from graphc.ir import DTYPE_CHOICES
 from graphc.program import Program
 
@@ -25,25 +27,70 @@ def add_file_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", metavar="NAME", help="which graph of the file (default: the first)")
 
 
+# Whole-number flags fit an int64, as every count numpy takes does.
+_MOST = 2**63 - 1
+
+
 def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
-    """An argparse type: a whole number at least `least`, else a GraphcError naming the flag."""
+    """An argparse type: a whole number at least `least`, else a GraphcError naming the flag.
+
+    `1e9` is read as 1000000000: whole numbers are often written so.
+    """
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise GraphcError(
-                f"{flag} takes a whole number, got `{text}`", hint=f"e.g. `{flag} {max(least, 100)}`"
-            ) from None
+        value = _whole(text)
+        example = f"e.g. `{flag} {max(least, 100)}`"
+        if value is None:
+            raise GraphcError(f"{flag} takes a whole number, got `{_clip(text)}`", hint=example)
         if value < least:
-            raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=f"e.g. `{flag} {max(least, 100)}`")
+            raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=example)
+        if value > _MOST:
+            raise GraphcError(f"{flag} must be at most {_MOST}, got {_clip(text)}", hint=example)
         return value
 
     return parse
 
 
+def _whole(text: str) -> int | None:
+    """`text` as a whole number (`42`, `-3`, `1e9`), or None."""
+    digits = text.strip().lstrip("+-")
+    if digits.isascii() and digits.isdigit():
+        return int(text) if len(digits) <= limits.MAX_INT_DIGITS else None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value != int(value) or abs(value) > 2**53:
+        return None  # a fraction, or beyond what a float holds exactly
+    return int(value)
+
+
+def check_batch_size(graph: CompiledGraph, batch: int, what: str, where: str | None = None) -> None:
+    """Refuse a batch size at which one step would hold a tensor of more numbers
+    than limits.MAX_ELEMENTS, before anything is made at that size.
+
+    The batch is each input's leading symbolic dim; the graph's `dim` sizes give
+    the rest. `what` names where the size comes from (`--batch 1000000000`).
+    """
+    dims: dict[str, int] = dict(graph.ir.dims)
+    for decl in graph.ir.inputs():
+        declared = graph.types[decl.name].shape
+        if declared and isinstance(declared[0], str):
+            dims[declared[0]] = batch
+    for name, t in graph.types.items():
+        sizes = [dims.get(d, 1) if isinstance(d, str) else d for d in t.shape]
+        count = math.prod(sizes)
+        if limits.too_many_elements(count):
+            raise GraphcError(
+                f"{what}: one step would hold `{name}` of shape {sizes}, {count:,} numbers, "
+                f"more than graphc takes in one tensor",
+                where=where,
+                hint=limits.elements_hint(),
+            )
+
+
 def add_seed_argument(
-    parser: argparse.ArgumentParser, default: int | None = 0, what: str = "param initializers and made-up inputs"
+    parser: argparse._ActionsContainer, default: int | None = 0, what: str = "param initializers and made-up inputs"
 ) -> None:
     parser.add_argument(
         "--seed",
@@ -55,7 +102,7 @@ def add_seed_argument(
 
 
 def add_dtype_argument(
-    parser: argparse.ArgumentParser, help: str = "make every float value this dtype (default: as the graph declares)"
+    parser: argparse._ActionsContainer, help: str = "make every float value this dtype (default: as the graph declares)"
 ) -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help=help)
 
@@ -142,33 +189,46 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise GraphcError(
-            f"{flag} takes NAME=VALUE, got `{text}`",
+            f"{flag} takes NAME=VALUE, got `{_clip(text)}`",
             where.span(0, len(text)),
             f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`",
         )
     if not value:
-        raise GraphcError(f"{flag} {name}= has no value", where.value)
+        raise GraphcError(f"{flag} {_clip(name)}= has no value", where.value)
     return name.strip(), value, where
 
 
 def _parse_value(text: str, where: _Where) -> np.ndarray:
     try:
-        value = json.loads(text)
-    except RecursionError:
-        raise GraphcError(f"`{text[:20]}...` nests too deep to read", where.value) from None
-    except json.JSONDecodeError:
+        value = parse_json(text)
+    except JSONProblem as problem:
+        if problem.depth is not None:
+            raise GraphcError(f"`{_clip(text)}` is {problem}", where.value) from None
         try:
             value = float(text)  # also inf and nan
         except ValueError:
             raise GraphcError(
-                f"cannot read `{text}` as a number or a list",
+                f"cannot read `{_clip(text)}` as a number or a list",
                 where.value,
                 "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]",
             ) from None
+    wrong = _not_a_number(value)
+    if wrong is not None:
+        if isinstance(value, list):
+            message = f"`{_clip(text)}` is not a list of numbers: it holds {wrong}"
+        elif isinstance(value, HugeInt):
+            message = f"`{_clip(text)}` is {value}, beyond any number graphc computes with"
+        else:
+            message = f"`{_clip(text)}` is not a number or a list of numbers"
+        raise GraphcError(message, where.value, "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]")
     try:
         array = np.array(value, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
-        raise GraphcError(f"`{text}` is not a number or a list of numbers with equal rows", where.value) from None
+    except OverflowError:
+        raise GraphcError(f"`{_clip(text)}` holds a number beyond any float (about 1.8e308)", where.value) from None
+    except (ValueError, TypeError):
+        raise GraphcError(
+            f"`{_clip(text)}` is not a number or a list of numbers with equal rows", where.value
+        ) from None
     # Whole numbers stay integers: class-index labels and i64 inputs need them.
     try:
         exact = np.array(value)
@@ -177,19 +237,40 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
     return exact if exact.dtype.kind in "iu" else array
 
 
+def _not_a_number(value: Any) -> str | None:
+    """What in a parsed --set value is not a number (`null`, `true`, a string, ...), or None."""
+    if isinstance(value, list):
+        return next((wrong for item in value if (wrong := _not_a_number(item)) is not None), None)
+    if isinstance(value, HugeInt):
+        return str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    return shown_json(value, 30)
+
+
+def _clip(text: str, width: int = 60) -> str:
+    """Text from the command line as a message shows it: on one line (control
+    characters escaped, as Python spells them) and at most `width` long."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: width * 2])
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _load_npy(path: str, span: Span) -> np.ndarray:
+    """An .npy array of numbers; its header is checked before its data is read."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = load_npy(path)
     except FileNotFoundError:
-        raise GraphcError(f"no such file: {path}", span) from None
+        raise GraphcError(f"no such file: {_clip(path, 200)}", span) from None
     except IsADirectoryError:
-        raise GraphcError(f"is a directory: {path}", span) from None
-    except (ValueError, OSError, EOFError) as err:
+        raise GraphcError(f"is a directory: {_clip(path, 200)}", span) from None
+    except OSError as err:
+        raise GraphcError(f"cannot read {_clip(path, 200)}: {err.strerror or err}", span) from None
+    except ArrayProblem as problem:
         raise GraphcError(
-            f"cannot read {path} as a .npy array: {err}", span, "save one with numpy.save(path, array)"
+            f"cannot read {_clip(path, 200)} as a .npy array: it {problem.reason}",
+            span,
+            problem.hint or "save one with numpy.save(path, array)",
         ) from None
-    if not isinstance(array, np.ndarray):
-        raise GraphcError(f"{path} holds several arrays (.npz); give one .npy array", span)
     return array
 
 
@@ -203,7 +284,7 @@ def _assign(program: Program, feeds: dict[str, np.ndarray], name: str, array: np
     except GraphcError as err:
         first = err.diagnostics[0]
         if name not in program.input_names and name not in program.param_names:
-            message = f"no input or param named `{name}` in graph `{program.name}`"
+            message = f"no input or param named `{_clip(name)}` in graph `{program.name}`"
             raise GraphcError(message, where.name, first.hint) from None
         # Show the argument, and the declaration it disagrees with.
         notes = [(f"`{name}` is declared here", first.span)] if first.span is not None else []

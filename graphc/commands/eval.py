@@ -8,7 +8,7 @@ import argparse
 import numpy as np
 from tabulate import tabulate
 
-from graphc.checkpoint import apply_weights, float_dtype_names, read_checkpoint
+from graphc.checkpoint import float_dtype_names, load_weights, read_meta
 from graphc.commands.common import add_dtype_argument, add_file_arguments, add_json_argument, load_program, print_json
 from graphc.commands.train import add_data_arguments
 from graphc.errors import ExitCode
@@ -39,13 +39,12 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = read_checkpoint(args.weights)
+    meta = read_meta(args.weights)
     # Declared dtypes stand unless --dtype or the weights' training run says otherwise.
-    # The weights are read once, here (load_program would read --weights again).
-    program, _ = load_program(
-        argparse.Namespace(**{**vars(args), "weights": None}), dtype=args.dtype or checkpoint.dtype
-    )
-    apply_weights(program, checkpoint)
+    dtype = args.dtype or (meta.dtype if meta is not None else None)
+    program, _ = load_program(argparse.Namespace(**{**vars(args), "weights": None}), dtype=dtype)
+    # Checked against the graph header by header, before any array is read.
+    checkpoint = load_weights(program, args.weights)
     dtype = "/".join(float_dtype_names(program))
     data = load_data(args.data, program, data_dir=args.data_dir)
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)

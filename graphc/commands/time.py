@@ -14,6 +14,7 @@ from graphc.commands.common import (
     add_file_arguments,
     add_json_argument,
     add_seed_argument,
+    check_batch_size,
     load_graphs,
     print_json,
     select_graph,
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from graphc.profile import profile_graph, profile_json, profile_text
 
     graph = select_graph(load_graphs(args), args)
+    if args.batch is not None:
+        check_batch_size(graph, args.batch, f"--batch {args.batch}")
     wrt = None  # the params (the inputs, where there are none): profile_graph's default
     if args.wrt not in (None, "params"):
         wrt = wrt_names(graph, args.wrt) or tuple(d.name for d in graph.ir.inputs() + graph.ir.params())

@@ -19,32 +19,39 @@ status 1, leaving the last good checkpoint in place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from graphc.checkpoint import Checkpoint, float_dtype_names, read_checkpoint
+from graphc.checkpoint import CheckpointMeta, checkpoint_bytes, float_dtype_names, read_checkpoint, read_meta
 from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
     add_json_argument,
     add_seed_argument,
+    check_batch_size,
     load_program,
     print_json,
     whole_number,
 )
 from graphc.data import is_tty
 from graphc.errors import ExitCode, GraphcError
-from graphc.fileio import atomic_open
+from graphc.fileio import exclusive_lock, probe_write
 from graphc.optim import OPTIMIZERS
+from graphc.program import Program
 from graphc.train import (
     DATASETS,
     ENGINES,
     Diverged,
     EpochRecord,
+    TrainData,
     Trainer,
     TrainOptions,
     TrainResult,
@@ -132,36 +139,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
-class _Probe(Exception):
-    """Aborts a trial write, so that the file is never replaced."""
+# --- before training ---------------------------------------------------------------
 
 
-def _check_writable(flag: str, path: str | None) -> None:
-    """Fail before training, not after an hour of it: write a temporary file
-    where the real one will go, and take it away again."""
+# A trial write of each output before any work: --save's again at the
+# checkpoint's size once the model is known; a log and a plot are small.
+_PROBE_BYTES = {"save": 0, "log": 4096, "plot": 256 * 1024}
+
+
+def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
+    """Fail before training, not after an hour of it: write `size` bytes where the
+    file will go (fsync'ed, so that a full disk says so now), and take them away."""
     if path is None:
         return
-    if Path(path).is_dir():
-        raise GraphcError(f"{flag} {path}: is a directory", hint="give a file name")
     try:
-        with atomic_open(path):
-            raise _Probe
-    except _Probe:
-        pass
+        probe_write(path, size)
     except GraphcError as err:
         raise GraphcError(f"{flag} {path}: {err.message}", hint=err.diagnostics[0].hint) from None
 
 
-def _seed(args: argparse.Namespace, resume: Checkpoint | None) -> int:
+def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
+    """Hold --save's lock for the whole run: a second training into the same file
+    is refused at its start, rather than both reporting success with one lost."""
+    if path is None or (os.path.exists(path) and not os.path.isfile(path)):
+        return  # a device (--save /dev/null) has no file beside it to lock
+    try:
+        stack.enter_context(exclusive_lock(Path(path).resolve()))
+    except GraphcError as err:
+        raise GraphcError(f"--save {path}: {err.message}", hint=err.diagnostics[0].hint) from None
+
+
+def _check_save_space(path: str | None, program: Program, options: TrainOptions, epochs: int) -> None:
+    """The probe at its real size: the checkpoint's bytes, twice where no file is
+    there yet (the second save writes its new file while the first still stands)."""
+    if path is None:
+        return
+    size = checkpoint_bytes(program, options.optimizer, epochs)
+    try:
+        existing = os.stat(path).st_size
+    except OSError:
+        existing = 0
+    _check_writable("--save", path, max(size, 2 * size - existing))
+
+
+def _seed(args: argparse.Namespace, meta: CheckpointMeta | None) -> int:
     """--seed, else the resumed run's, else 0."""
     if args.seed is not None:
         return args.seed
-    return resume.meta.seed if resume is not None and resume.meta and resume.meta.seed is not None else 0
+    return meta.seed if meta is not None and meta.seed is not None else 0
 
 
-def _options(args: argparse.Namespace, resume: Checkpoint | None, train_size: int, seed: int) -> TrainOptions:
+def _check_batch(args: argparse.Namespace, meta: CheckpointMeta | None, program: Program) -> None:
+    """The batch size (--batch, else the resumed checkpoint's) within the size limits,
+    before the minibatch buffers are made."""
+    if args.batch is not None:
+        check_batch_size(program.compiled, args.batch, f"--batch {args.batch}")
+    elif meta is not None and meta.batch is not None:
+        what = f"the checkpoint's batch size {meta.batch} (meta field `batch`)"
+        check_batch_size(program.compiled, meta.batch, what, where=args.resume)
+
+
+def _options(args: argparse.Namespace, meta: CheckpointMeta | None, train_size: int, seed: int) -> TrainOptions:
     """Flags, else what the resumed checkpoint was trained with, else the book's defaults."""
-    meta = resume.meta if resume is not None else None
     optimizer = args.optimizer or (meta.optimizer if meta else None) or "sgd"
     lr = args.lr
     if lr is None and meta is not None and meta.optimizer == optimizer:
@@ -169,6 +208,37 @@ def _options(args: argparse.Namespace, resume: Checkpoint | None, train_size: in
     batch = args.batch or (meta.batch if meta else None) or DEFAULT_BATCH
     iters = args.epochs * epoch_iters(train_size, batch) if args.epochs is not None else args.iters or DEFAULT_ITERS
     return TrainOptions(iters=iters, batch=batch, optimizer=optimizer, lr=lr, seed=seed, engine=args.engine)
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What a training run starts from: the program, its data, and the trainer."""
+
+    program: Program
+    data: TrainData
+    options: TrainOptions
+    trainer: Trainer
+
+
+def _prepare(args: argparse.Namespace) -> _Session:
+    """The program (weights and dtype from --resume), the data and the trainer,
+    every input checked before the first iteration."""
+    meta = read_meta(args.resume) if args.resume else None
+    # Declared dtypes stand unless --dtype (or the resumed run's) says otherwise.
+    dtype = args.dtype or (meta.dtype if meta is not None else None)
+    seed = _seed(args, meta)
+    program, _ = load_program(argparse.Namespace(**{**vars(args), "seed": seed}), dtype=dtype)
+    # Checked against the graph header by header before any array is read.
+    resume = read_checkpoint(args.resume, program) if args.resume else None
+    _check_batch(args, meta, program)
+    data = load_data(args.data, program, data_dir=args.data_dir, progress=not args.no_progress)
+    options = _options(args, meta, data.train_size, seed)
+    trainer = Trainer(program, data, options, resume=resume)
+    _check_save_space(args.save, program, options, trainer.epochs)
+    return _Session(program, data, options, trainer)
+
+
+# --- training ------------------------------------------------------------------------
 
 
 def _epoch_line(record: EpochRecord, epochs: int) -> str:
@@ -179,55 +249,55 @@ def _epoch_line(record: EpochRecord, epochs: int) -> str:
     return line + f"  {record.seconds:6.1f} s"
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.iters is not None and args.epochs is not None:
-        raise GraphcError(
-            "give --iters or --epochs, not both",
-            hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
-        )
-    for flag in ("save", "log", "plot"):
-        _check_writable(f"--{flag}", getattr(args, flag))
-    resume = read_checkpoint(args.resume) if args.resume else None
-    # Declared dtypes stand unless --dtype (or the resumed run's) says otherwise.
-    dtype = args.dtype or (resume.dtype if resume is not None else None)
-    seed = _seed(args, resume)
-    program, _ = load_program(argparse.Namespace(**{**vars(args), "seed": seed}), dtype=dtype)
-    data = load_data(args.data, program, data_dir=args.data_dir, progress=not args.no_progress)
-    options = _options(args, resume, data.train_size, seed)
-    trainer = Trainer(program, data, options, resume=resume)
+def _print_start(session: _Session, args: argparse.Namespace) -> None:
+    program, data, options, trainer = session.program, session.data, session.options, session.trainer
     dtype_text = "/".join(float_dtype_names(program))
-    human = not args.json
-    out = sys.stdout
-
-    if human:
-        lr = trainer.optimizer.lr
-        print(
-            f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
-            f"{dtype_text}, {options.optimizer} lr {lr:g}, batch {options.batch}, seed {options.seed}"
-        )
-        start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
-        epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
-        print(f"{options.iters} iterations {start_text}({epochs})")
-    if trainer.iteration >= options.iters and human:
+    print(
+        f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
+        f"{dtype_text}, {options.optimizer} lr {trainer.optimizer.lr:g}, batch {options.batch}, seed {options.seed}"
+    )
+    start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
+    epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
+    print(f"{options.iters} iterations {start_text}({epochs})")
+    if trainer.iteration >= options.iters:
         print(
             f"nothing to do: {args.resume} is at iteration {trainer.iteration} already; "
             f"pass a larger --iters to train further"
         )
 
-    bar = None
-    if not args.no_progress and is_tty(sys.stderr) and trainer.iteration < options.iters:
-        from tqdm import tqdm
 
-        bar = tqdm(
-            total=options.iters,
-            initial=trainer.iteration,
-            file=sys.stderr,
-            unit="it",
-            dynamic_ncols=True,
-            leave=False,
-            smoothing=0.1,
-        )
+def _progress_bar(session: _Session, args: argparse.Namespace) -> Any:
+    """A tqdm bar on stderr when it is a terminal and there is work to do, else None."""
+    trainer, iters = session.trainer, session.options.iters
+    if args.no_progress or not is_tty(sys.stderr) or trainer.iteration >= iters:
+        return None
+    from tqdm import tqdm
 
+    return tqdm(
+        total=iters,
+        initial=trainer.iteration,
+        file=sys.stderr,
+        unit="it",
+        dynamic_ncols=True,
+        leave=False,
+        smoothing=0.1,
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # "completed", "interrupted" or "diverged"
+    result: TrainResult | None  # None when the loss diverged
+    diverged: Diverged | None
+    seconds: float
+    saved: str | None  # the checkpoint holding the final state, if one does
+
+
+def _train(session: _Session, args: argparse.Namespace) -> _Outcome:
+    """Run the trainer, printing a line per epoch (and a progress bar on a terminal)."""
+    trainer = session.trainer
+    bar = _progress_bar(session, args)
+    out = sys.stdout
     running = [math.nan]
 
     def on_iteration(iteration: int, loss: float) -> None:
@@ -237,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"loss {running[0]:.4f}", refresh=False)
 
     def on_epoch(record: EpochRecord) -> None:
-        if human:
+        if not args.json:
             line = _epoch_line(record, trainer.epochs)
             if bar is not None:
                 bar.write(line, file=out)
@@ -262,79 +332,122 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - began
+    status = "diverged" if diverged is not None or result is None else result.status
+    return _Outcome(status, result, diverged, seconds, _final_save(session, args, status))
 
-    status = "diverged" if diverged is not None else result.status
-    save = args.save
+
+def _final_save(session: _Session, args: argparse.Namespace, status: str) -> str | None:
+    """Where the final state is saved: --save (the trainer has written it), or,
+    interrupted without --save, NAME-interrupted.npz; None if it is nowhere."""
+    trainer, save = session.trainer, args.save
     if status == "interrupted" and save is None and trainer.params_finite():
-        # With --save the trainer has saved there already.
-        save = f"{program.name}-interrupted.npz"
+        save = f"{session.program.name}-interrupted.npz"
         trainer.save(save)
-    saved = save if save and trainer.saved_at == trainer.iteration else None
+    return save if save and trainer.saved_at == trainer.iteration else None
+
+
+def _write_reports(session: _Session, args: argparse.Namespace, outcome: _Outcome) -> None:
+    """--log and --plot, as the run ended."""
+    trainer, result = session.trainer, outcome.result
     if args.log:
         write_log(args.log, trainer.history)
     if args.plot:
         losses = result.losses if result is not None else np.zeros(0)
         start = result.start_iteration if result is not None else trainer.iteration
-        write_curves(args.plot, trainer.history, losses, start, title=f"{program.name} on {data.name}")
+        title = f"{session.program.name} on {session.data.name}"
+        write_curves(args.plot, trainer.history, losses, start, title=title)
 
+
+# --- after training -------------------------------------------------------------------
+
+
+def _summary(session: _Session, outcome: _Outcome) -> dict[str, Any]:
+    """The --json report."""
+    program, trainer, options, result = session.program, session.trainer, session.options, outcome.result
     last = trainer.history[-1] if trainer.history else None
-    iters_run = result.iters if result is not None else 0
-    eval_seconds = result.eval_seconds if result is not None else 0.0
-    rate = result.iters_per_second if result is not None else 0.0
-    if args.json:
-        print_json(
-            {
-                "graph": program.name,
-                "data": data.name,
-                "status": status,
-                "train_acc": last.train_acc if last else None,
-                "test_acc": last.test_acc if last else None,
-                "loss": last.loss if last else None,
-                "measured_at": last.iteration if last else None,
-                "iters": trainer.iteration,
-                "iters_run": iters_run,
-                "epochs": last.epoch if last else 0,
-                "seconds": round(seconds, 3),
-                "eval_seconds": round(eval_seconds, 3),
-                "iters_per_second": round(rate, 1),
-                "dtype": dtype_text,
-                "optimizer": options.optimizer,
-                "lr": trainer.optimizer.lr,
-                "batch": options.batch,
-                "seed": options.seed,
-                "engine": trainer.engine,
-                "saved": saved,
-                "history": [r.as_dict() for r in trainer.history],
-            }
+    return {
+        "graph": program.name,
+        "data": session.data.name,
+        "status": outcome.status,
+        "train_acc": last.train_acc if last else None,
+        "test_acc": last.test_acc if last else None,
+        "loss": last.loss if last else None,
+        "measured_at": last.iteration if last else None,
+        "iters": trainer.iteration,
+        "iters_run": result.iters if result is not None else 0,
+        "epochs": last.epoch if last else 0,
+        "seconds": round(outcome.seconds, 3),
+        "eval_seconds": round(result.eval_seconds if result is not None else 0.0, 3),
+        "iters_per_second": round(result.iters_per_second if result is not None else 0.0, 1),
+        "dtype": "/".join(float_dtype_names(program)),
+        "optimizer": options.optimizer,
+        "lr": trainer.optimizer.lr,
+        "batch": options.batch,
+        "seed": options.seed,
+        "engine": trainer.engine,
+        "saved": outcome.saved,
+        "history": [r.as_dict() for r in trainer.history],
+    }
+
+
+def _print_end(session: _Session, outcome: _Outcome) -> None:
+    trainer, result = session.trainer, outcome.result
+    if result is not None and result.iters:
+        print(
+            f"trained {result.iters} iterations in {outcome.seconds:.1f} s ({trainer.engine}): "
+            f"{result.iters_per_second:.0f} it/s, {result.eval_seconds:.1f} s of it evaluating and saving"
         )
-    if diverged is not None:
-        print(diverged.render(), file=sys.stderr)
+    last = trainer.history[-1] if trainer.history else None
+    if last is not None and last.train_acc is not None:
+        label = "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
+        print(f"{label} train acc {last.train_acc:.4f}  test acc {last.test_acc:.4f}")
+
+
+def _interrupted(session: _Session, outcome: _Outcome, args: argparse.Namespace) -> int:
+    iteration = session.trainer.iteration
+    if outcome.saved:
+        print(f"interrupted at iteration {iteration}; saved {outcome.saved}", file=sys.stderr)
+        print(
+            f"continue with: graphc train {args.file} --resume {outcome.saved} --save {outcome.saved}", file=sys.stderr
+        )
+    else:
+        print(f"interrupted at iteration {iteration}; the params hold NaN or inf, nothing saved", file=sys.stderr)
+    return ExitCode.INTERRUPTED
+
+
+def _report(session: _Session, outcome: _Outcome, args: argparse.Namespace) -> int:
+    """Print how the run went; the exit status."""
+    if args.json:
+        print_json(_summary(session, outcome))
+    if outcome.diverged is not None:
+        print(outcome.diverged.render(), file=sys.stderr)
         return ExitCode.CHECK_FAILED
-    if human:
-        if iters_run:
-            print(
-                f"trained {iters_run} iterations in {seconds:.1f} s ({trainer.engine}): {rate:.0f} it/s, "
-                f"{eval_seconds:.1f} s of it evaluating and saving"
-            )
-        if last is not None and last.train_acc is not None:
-            label = (
-                "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
-            )
-            print(f"{label} train acc {last.train_acc:.4f}  test acc {last.test_acc:.4f}")
-    if status == "interrupted":
-        if saved:
-            print(f"interrupted at iteration {trainer.iteration}; saved {saved}", file=sys.stderr)
-            print(f"continue with: graphc train {args.file} --resume {saved} --save {saved}", file=sys.stderr)
-        else:
-            print(
-                f"interrupted at iteration {trainer.iteration}; the params hold NaN or inf, nothing saved",
-                file=sys.stderr,
-            )
-        return ExitCode.INTERRUPTED
-    if saved and human:
-        print(f"saved {saved} (iteration {trainer.iteration})")
-    if args.log and human:
-        print(f"wrote {args.log}")
-    if args.plot and human:
-        print(f"wrote {args.plot}")
+    if not args.json:
+        _print_end(session, outcome)
+    if outcome.status == "interrupted":
+        return _interrupted(session, outcome, args)
+    if not args.json:
+        if outcome.saved:
+            print(f"saved {outcome.saved} (iteration {session.trainer.iteration})")
+        for path in (args.log, args.plot):
+            if path:
+                print(f"wrote {path}")
     return ExitCode.OK
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iters is not None and args.epochs is not None:
+        raise GraphcError(
+            "give --iters or --epochs, not both",
+            hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
+        )
+    for flag, size in _PROBE_BYTES.items():
+        _check_writable(f"--{flag}", getattr(args, flag), size)
+    with contextlib.ExitStack() as stack:
+        _lock_save(stack, args.save)
+        session = _prepare(args)
+        if not args.json:
+            _print_start(session, args)
+        outcome = _train(session, args)
+        _write_reports(session, args, outcome)
+        return _report(session, outcome, args)
