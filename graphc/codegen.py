@@ -188,11 +188,7 @@ class _Writer:
         self.decls = self.ir.decls
         self.labels = compiled.checked.label_inputs
         self.shared = set(shared_gradients(self.plan))
-        seed = self.plan.seed
-        scores_of = self.decls.get(seed)
-        self.scores = (
-            scores_of.args[0] if isinstance(scores_of, OpNode) and scores_of.op.name == "softmax_loss" else None
-        )
+        self.scores = compiled.checked.scores(self.plan.seed)
         self.inference = make_inference_plan(compiled.checked, self.types, (self.scores,)) if self.scores else None
         self._name_everything()
 
@@ -225,10 +221,9 @@ class _Writer:
         return "DTYPE" if dtype == self.float else f"np.{numpy_name(dtype)}"
 
     def _helpers(self) -> list[Callable]:
-        used = {self.decls[s.out].op.name: self.decls[s.out].op for s in self.plan.forward}
         helpers: list[Callable] = []
-        for op in used.values():
-            helpers.extend(f for f in op.helpers if f not in helpers)
+        for step in self.plan.forward:
+            helpers.extend(f for f in step.op.helpers(step.attrs) if f not in helpers)
         return helpers
 
     # --- the pieces ---------------------------------------------------------

@@ -157,13 +157,13 @@ def make_plan(
         if not any(needs):
             continue
         names = _rule_names(node, name)
+        local_types = _local_types(node, name, types)
         writes = []
         for i, arg in enumerate(node.args):
             if not needs[i]:
                 continue
-            rule = node.op.rules[node.op.operands[i]]
-            text = node.op.rule(i, names, node.attrs)
-            reads = tuple(_saved_name(node, name, item) for item in rule.reads)
+            text = node.op.rule(i, names, node.attrs, local_types)
+            reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs))
             target = grad_name(arg)
             accumulate = target in written
             writes.append(
@@ -280,6 +280,13 @@ def _rule_names(node: OpNode, name: str) -> dict[str, str]:
     names.update(zip(node.op.operands, node.args))
     names.update(dout=grad_name(name), out=name)
     return names
+
+
+def _local_types(node: OpNode, name: str, types: dict[str, TensorType]) -> dict[str, TensorType]:
+    """The types of the op's own names for this node: its operands and "out"."""
+    local = {operand: types[arg] for operand, arg in zip(node.op.operands, node.args)}
+    local["out"] = types[name]
+    return local
 
 
 def _saved_name(node: OpNode, name: str, item: str) -> str:

@@ -157,7 +157,12 @@ def made_up_inputs(
 
 def _classes(program: Program, plan: Plan, labels: str, dims: dict[str, int]) -> int:
     """How many classes the scores that `labels` is read against have."""
-    scores = next(step.args[0] for step in plan.forward if step.op.name == "softmax_loss" and step.args[1] == labels)
+    scores = next(
+        step.args[scored]
+        for step in plan.forward
+        for position, scored in step.op.label_positions().items()
+        if step.args[position] == labels
+    )
     classes = program.types[scores].shape[-1]
     return dims[classes] if isinstance(classes, str) else classes
 

@@ -38,7 +38,7 @@ from graphc.ir import (
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import index_problem, reads_class_indices
+from graphc.shapes import ONEHOT_HINT, class_index_read, label_problem, onehot_problem
 
 
 def compile_source(
@@ -149,13 +149,17 @@ class Program:
             ) from None
 
     def _class_counts(self) -> dict[str, list]:
-        """For each input read as softmax_loss's class indices, the number of classes of each reader."""
+        """For each input read as labels (Op.labels), what each reader takes it
+        for: class indices of a number of classes, or None for one-hot rows."""
         counts: dict[str, list] = {}
         for name in self.input_names:
             for reader, position in self.checked.readers(name):
                 node = self.ir.decls[reader]
-                if position == 1 and reads_class_indices(node, self.types):
-                    counts.setdefault(name, []).append(self.types[node.args[0]].shape[-1])
+                assert isinstance(node, OpNode)
+                scored = node.op.label_positions().get(position)
+                if scored is not None:
+                    indices = class_index_read(node, position, self.types)
+                    counts.setdefault(name, []).append(self.types[node.args[scored]].shape[-1] if indices else None)
         return counts
 
     def _consts(self) -> dict[str, Any]:
@@ -223,7 +227,7 @@ class Program:
                         )
                     bindings.setdefault(d, (n, name))
         for count in classes:
-            problem = index_problem(array, count)
+            problem = label_problem(array, count)
             if problem is not None:
                 raise GraphcError(f"input `{name}`: {problem}", decl.span)
         return _cast(array, dtype, f"input `{name}`", decl.span)
@@ -338,11 +342,8 @@ class Program:
         return {t: env[t] for t in targets}
 
     def scores_name(self) -> str:
-        """The value whose argmax is the prediction: the scores fed to the loss."""
-        node = self.ir.decls[self.plan.seed]
-        if isinstance(node, OpNode) and node.op.name == "softmax_loss":
-            return node.args[0]
-        return self.plan.seed
+        """The value whose argmax is the prediction: the scores fed to the loss (Op.scores)."""
+        return self.checked.scores(self.plan.seed) or self.plan.seed
 
     # --- expectations --------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphc.ir import DTYPES
+from graphc.ops import StepCode
 from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
 
 # observe(pass, step index, *containers): called once a step's results are
@@ -37,20 +37,21 @@ class Interpreter:
         self.plan = plan
         self.observe = observe
         wrap = wrap or (lambda kind, step, function: function)
+        codes = [_step_code(plan, step, step.taped) for step in plan.forward]
         self._forward = [
             (
-                wrap("forward", step, _typed(plan, step)),
+                wrap("forward", step, code.forward),
                 step.attrs,
                 step.args,
                 step.out,
                 step.taped,
                 step.frees if free else (),
             )
-            for step in plan.forward
+            for step, code in zip(plan.forward, codes)
         ]
         self._backward = [
             (
-                wrap("backward", step, step.op.backward),
+                wrap("backward", step, _step_code(plan, plan.forward[step.forward_index], True, step.needs).backward),
                 step.attrs,
                 step.forward_index,
                 step.dout,
@@ -105,16 +106,9 @@ class Interpreter:
         return grads
 
 
-def _typed(plan: Plan, step: ForwardStep) -> Callable:
-    """The step's forward. A step whose operands are all weak scalars (Python
-    floats, as in `mul(2, 3)`) would make a Python float; it makes an array
-    of the step's dtype, as every other step does."""
-    if any(plan.types[arg].dtype is not None for arg in step.args):
-        return step.op.forward
-    dtype, forward = DTYPES[plan.types[step.out].dtype], step.op.forward
-
-    def typed(attrs, *xs):
-        out, saved = forward(attrs, *xs)
-        return np.asarray(out, dtype), saved
-
-    return typed
+def _step_code(plan: Plan, step: ForwardStep, taped: bool, needs: tuple[bool, ...] | None = None) -> StepCode:
+    """The step's functions, compiled from its op's formulas at the plan's types:
+    the very source the code generator writes for it."""
+    types = {operand: plan.types[arg] for operand, arg in zip(step.op.operands, step.args)}
+    types["out"] = plan.types[step.out]
+    return step.op.compile(step.attrs, types, taped=taped, needs=needs)

@@ -4,6 +4,7 @@ dtypes, labels, initializers, and the gradients it hands back."""
 from __future__ import annotations
 
 import itertools
+import math
 import textwrap
 
 import numpy as np
@@ -612,14 +613,55 @@ def test_weak_literals_keep_each_branch_in_its_own_dtype():
     np.testing.assert_array_equal(out["q"], np.float32([1, 2]) * np.float32(0.1))
 
 
-def test_literals_alone_make_an_array_of_their_dtype():
+def test_literals_alone_make_a_weak_scalar_that_adapts_to_its_reader():
     for dtype, expected in ((None, np.float64), ("float32", np.float32)):
         p = program(
             "graph g {\n    input x: [2] = [1, 2]\n    z = mul(2, 3)\n    y = mul(x, z)\n    output y\n}\n", dtype=dtype
         )
         out = p.forward()
-        assert isinstance(p.values["z"], np.ndarray) and p.values["z"].dtype == expected and p.values["z"] == 6
+        assert type(p.values["z"]) is float and p.values["z"] == 6.0  # a Python float, weak as a literal is
+        assert p.types["z"] == TensorType(None, ())
         assert out["y"].dtype == expected
+        np.testing.assert_array_equal(out["y"], [6, 12])
+
+
+def test_literals_alone_in_a_float32_graph_take_float32_where_they_are_read():
+    """`mul(2, 3)` and `sigmoid(0.5)` read by f32 values: no dtype mismatch, and f32 all the way."""
+    p = program("""
+        graph g {
+            input x: f32[3] = [1, 2, 3]
+            k = mul(2, 3)
+            s = sigmoid(0.5)
+            c = mul([1, 2, 3], 2)
+            y = mul(x, k)
+            z = mul(y, s)
+            w = add(z, c)
+            output w
+        }
+    """)
+    assert p.types["k"] == TensorType(None, ()) and p.types["s"] == TensorType(None, ())
+    assert p.types["c"] == TensorType("f32", (3,))  # an array of literals takes its reader's dtype
+    out = p.forward()
+    assert type(p.values["s"]) is float and p.values["s"] == 1 / (1 + math.exp(-0.5))
+    assert out["w"].dtype == np.float32
+    expected = np.float32([1, 2, 3]) * np.float32(6.0) * np.float32(1 / (1 + math.exp(-0.5))) + np.float32([2, 4, 6])
+    np.testing.assert_array_equal(out["w"], expected)
+    assert p.backward()["x"].dtype == np.float32
+
+
+def test_a_node_of_literals_read_as_two_dtypes_is_an_error():
+    with pytest.raises(GraphcError) as info:
+        program("""
+            graph g {
+                input x: f32[3] = [1, 2, 3]
+                input v: f64[3] = [1, 2, 3]
+                c = mul([1, 2, 3], 2)
+                y = mul(x, c)
+                z = mul(v, c)
+                output y, z
+            }
+        """)
+    assert info.value.diagnostics[0].message == "`c` is read as f32 by `y` and as f64 by `z`"
 
 
 def test_literal_class_indices_are_integers():
