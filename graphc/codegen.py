@@ -48,14 +48,13 @@ from graphc.ir import (
     ConstDecl,
     Initializer,
     InputDecl,
-    OpNode,
     ParamDecl,
     TensorType,
     float_dtype,
     numpy_name,
     retype,
 )
-from graphc.plan import ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
+from graphc.plan import BackwardStep, ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {
@@ -438,14 +437,6 @@ class _Writer:
     def backward(self) -> str:
         plan = self.plan
         saved = self.saved_items()
-        # The last backward step that reads each saved item: it goes after that.
-        last: dict[str, int] = {}
-        for j, step in enumerate(plan.backward):
-            for item in plan.forward[step.forward_index].saves:
-                last[item] = j
-        reads = {item for s in plan.backward for w in s.writes for item in w.reads}
-        params_read = [n for n in plan.params if n in reads or n == plan.seed]
-        disconnected_params = [n for n in plan.disconnected if n in plan.params]
         lines = [
             "def backward(params, saved, dout=None):",
             f'    """d {plan.seed} / d each input and param, from what forward saved,',
@@ -454,44 +445,73 @@ class _Writer:
             "    Empties `saved` as it goes, so each saved array is freed once its last",
             '    reader has run."""',
         ]
-        lines += [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
-        lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
+        lines += self.backward_reads(saved)
         seed = self.names.grad(grad_name(plan.seed))
         lines.append(f"    {seed} = np.ones_like({self.expr(plan.seed)}) if dout is None else dout")
+        last = self.last_readers()
         for j, step in enumerate(plan.backward):
-            node = self.decls[step.node]
-            fstep = plan.forward[step.forward_index]
-            v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
-            v["out"] = self.names.of.get(step.node, step.node)
-            v["dout"] = self.names.grad(step.dout)
-            for item, own in fstep.own_saves():
-                v[own] = self.names[item]
-            types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
-            types["out"] = self.types[step.node]
-            lines.append(f"    # {fstep.text()}")
-            body = []
-            for w in step.writes:
-                target = self.names.grad(w.target)
-                expr = node.op.grad_source(w.operand, v, node.attrs, types)
-                if not w.accumulate:
-                    code = f"{target} = {expr}"
-                elif w.in_place:
-                    code = f"{target} += {expr}"
-                else:
-                    code = f"{target} = {target} + {expr}"
-                body.append((code, f"{w.target} {'+=' if w.accumulate else '='} {w.rule}"))
-            width = max(len(c) for c, _ in body)
-            lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
-            # What dies here; inputs are the caller's, and stay.
-            dead = [
-                self.names[i]
-                for i in fstep.saves
-                if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)
-            ]
-            dead += [self.names.grad(g) for g in step.frees]
-            if dead:
-                lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
-        lines.append("    return {")
+            lines += self.backward_step(j, step, last, saved)
+        lines += self.gradients_returned()
+        return "\n".join(lines) + "\n"
+
+    def backward_reads(self, saved: list[str]) -> list[str]:
+        """backward's first lines: the params its rules read, then what forward saved."""
+        plan = self.plan
+        reads = {item for s in plan.backward for w in s.writes for item in w.reads}
+        params_read = [n for n in plan.params if n in reads or n == plan.seed]
+        disconnected_params = [n for n in plan.disconnected if n in plan.params]
+        lines = [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
+        lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
+        return lines
+
+    def last_readers(self) -> dict[str, int]:
+        """The last backward step that reads each saved item: it goes after that."""
+        last: dict[str, int] = {}
+        for j, step in enumerate(self.plan.backward):
+            for item in self.plan.forward[step.forward_index].saves:
+                last[item] = j
+        return last
+
+    def backward_step(self, j: int, step: BackwardStep, last: dict[str, int], saved: list[str]) -> list[str]:
+        """One backward step's lines: each gradient it writes, with its rule as the plan shows it, then `del`s."""
+        node = self.decls[step.node]
+        fstep = self.plan.forward[step.forward_index]
+        v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
+        v["out"] = self.names.of.get(step.node, step.node)
+        v["dout"] = self.names.grad(step.dout)
+        for item, own in fstep.own_saves():
+            v[own] = self.names[item]
+        types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
+        types["out"] = self.types[step.node]
+        lines = [f"    # {fstep.text()}"]
+        body = []
+        for w in step.writes:
+            target = self.names.grad(w.target)
+            expr = node.op.grad_source(w.operand, v, node.attrs, types)
+            if not w.accumulate:
+                code = f"{target} = {expr}"
+            elif w.in_place:
+                code = f"{target} += {expr}"
+            else:
+                code = f"{target} = {target} + {expr}"
+            body.append((code, f"{w.target} {'+=' if w.accumulate else '='} {w.rule}"))
+        width = max(len(c) for c, _ in body)
+        lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
+        # What dies here; inputs are the caller's, and stay.
+        dead = [
+            self.names[i]
+            for i in fstep.saves
+            if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)
+        ]
+        dead += [self.names.grad(g) for g in step.frees]
+        if dead:
+            lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
+        return lines
+
+    def gradients_returned(self) -> list[str]:
+        """backward's return: each wanted gradient, zeros where nothing connects it to the seed."""
+        plan = self.plan
+        lines = ["    return {"]
         for n in plan.wrt:
             if n in plan.disconnected:
                 value = self.names[n]
@@ -505,7 +525,7 @@ class _Writer:
                     + ("  # its own array: add passed one gradient to several" if copy else "")
                 )
         lines.append("    }")
-        return "\n".join(lines) + "\n"
+        return lines
 
     def loss_and_grads(self) -> str:
         plan = self.plan

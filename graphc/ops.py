@@ -183,7 +183,11 @@ def _sum_to(people: bool) -> Template:
             axis = "" if everything else f", axis={_axes(added)}"
             text = f"sum({text}{axis})" if people else f"{text}.sum({axis[2:]})"
         if stretched:
-            text = f"sum({text}, axis={_axes(stretched)}, keepdims=True)" if people else f"{text}.sum(axis={_axes(stretched)}, keepdims=True)"
+            text = (
+                f"sum({text}, axis={_axes(stretched)}, keepdims=True)"
+                if people
+                else f"{text}.sum(axis={_axes(stretched)}, keepdims=True)"
+            )
         return text
 
     return template
@@ -243,7 +247,7 @@ KERNELS: dict[str, Kernel] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(formula: str) -> ast.Module:
     return ast.parse(formula)
 
@@ -445,7 +449,9 @@ class Op:
         passing = []
         for operand, formula in self.rules.items():
             tree = _expression(formula)
-            while isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in ("sum_to", "unflat"):
+            while (
+                isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in ("sum_to", "unflat")
+            ):
                 tree = tree.args[0]
             if isinstance(tree, ast.Name) and tree.id == "dout":
                 passing.append(operand)
@@ -477,7 +483,9 @@ class Op:
         """The operand's gradient as numpy source, already summed to its shape."""
         return _template(self, self.rule_formula(self.operands[operand], attrs), types, False).format_map(names)
 
-    def forward_source(self, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, taped: bool) -> list[str]:
+    def forward_source(
+        self, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, taped: bool
+    ) -> list[str]:
         """Lines that set `out` (and, when taped, the own tensors backward reads).
 
         A result of weak scalars only (`mul(2, 3)`, dtype None) is made a
@@ -512,7 +520,9 @@ class Op:
         saved = ", ".join(self.saves)
         lines = [f"def forward(attrs, {', '.join(self.operands)}):"]
         lines += ["    " + line for line in self.forward_source(names, attrs, types, taped)]
-        lines.append(f"    return out, ({saved},)" if taped and self.saves else f"    return out, {'()' if taped else 'None'}")
+        lines.append(
+            f"    return out, ({saved},)" if taped and self.saves else f"    return out, {'()' if taped else 'None'}"
+        )
         lines += ["", "", "def backward(attrs, saved, dout, needs):"]
         if self.saves:
             lines.append(f"    {saved}, = saved")

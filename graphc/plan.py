@@ -122,79 +122,103 @@ def make_plan(
     ir = checked.ir
     seed = seed or checked.output
     keep = tuple(keep)  # read twice below
-    decls = ir.decls
-    inputs = tuple(n for n in checked.order if isinstance(decls[n], InputDecl))
-    params = tuple(n for n in checked.order if isinstance(decls[n], ParamDecl))
+    inputs, params = _declared(checked, InputDecl), _declared(checked, ParamDecl)
     wanted = tuple(wrt) if wrt is not None else inputs + params
-    nodes = [n for n in checked.order if isinstance(decls[n], OpNode)]
-
-    # Which values carry a gradient to the seed, and which depend on a wanted one.
-    flows = {op.name: tuple(map(op.differentiable, range(len(op.operands)))) for op in {decls[n].op for n in nodes}}
-    reaches: set[str] = {seed}
-    for name in reversed(nodes):  # every reader of a value comes after it
-        if name in reaches:
-            node = decls[name]
-            reaches.update(arg for arg, f in zip(node.args, flows[node.op.name]) if f)
-    depends: set[str] = set(wanted)
-    for name in nodes:
-        node = decls[name]
-        if any(f and arg in depends for arg, f in zip(node.args, flows[node.op.name])):
-            depends.add(name)
-    live = reaches & depends
-
-    backward: list[BackwardStep] = []
-    # Gradient -> whether its buffer is the plan's own (a fresh array no one
-    # else holds), so that fan-out contributions can be added into it in place.
-    written: dict[str, bool] = {}
-    index = {name: i for i, name in enumerate(nodes)}
+    nodes = [n for n in checked.order if isinstance(ir.decls[n], OpNode)]
     # A gradient the caller gets back stays; any other dies with the step that reads it.
     kept_grads = {grad_name(w) for w in wanted} | {grad_name(k) for k in keep}
-    for name in reversed(nodes):
-        if name not in live:
-            continue
-        node = decls[name]
-        needs = tuple(f and arg in live for arg, f in zip(node.args, flows[node.op.name]))
-        if not any(needs):
-            continue
-        names = _rule_names(node, name)
-        local_types = _local_types(node, name, types)
-        writes = []
-        for i, arg in enumerate(node.args):
-            if not needs[i]:
-                continue
-            text = node.op.rule(i, names, node.attrs, local_types)
-            reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs))
-            target = grad_name(arg)
-            accumulate = target in written
-            writes.append(
-                GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads)
-            )
-            written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
-        dout = grad_name(name)
-        frees = () if dout in kept_grads else (dout,)
-        backward.append(BackwardStep(name, index[name], node.op, node.attrs, dout, needs, tuple(writes), frees))
-
-    used_saves = {step.forward_index for step in backward}
+    backward = _backward_steps(ir.decls, nodes, _live(ir.decls, nodes, seed, wanted), types, kept_grads)
     outputs = tuple(n for n, _ in ir.outputs)
-    keep_set = set(outputs) | set(keep)
-    forward = _forward_steps(checked, nodes, used_saves, keep_set)
-    # A wanted value with no path at all to the seed has gradient zero; one
-    # whose paths all go through labels has none.
-    upstream = checked.ancestors(seed)
-    disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
+    forward = _forward_steps(checked, nodes, {step.forward_index for step in backward}, set(outputs) | set(keep))
     return Plan(
         ir.name,
         types,
         inputs,
         params,
-        tuple(n for n in checked.order if isinstance(decls[n], ConstDecl)),
+        _declared(checked, ConstDecl),
         outputs,
         forward,
         seed,
-        tuple(backward),
+        backward,
         wanted,
-        disconnected,
+        _disconnected(checked, seed, wanted),
     )
+
+
+def _declared(checked: CheckedGraph, kind: type) -> tuple[str, ...]:
+    """The inputs, params or consts, in the graph's order."""
+    return tuple(n for n in checked.order if isinstance(checked.ir.decls[n], kind))
+
+
+@functools.cache
+def _flows(op: Op) -> tuple[bool, ...]:
+    """Which operands a gradient flows into: those with a rule (not labels)."""
+    return tuple(map(op.differentiable, range(len(op.operands))))
+
+
+def _live(decls: dict[str, Any], nodes: list[str], seed: str, wanted: tuple[str, ...]) -> set[str]:
+    """The values backward goes through: those that carry a gradient to the
+    seed and depend on a wanted value."""
+    reaches: set[str] = {seed}
+    for name in reversed(nodes):  # every reader of a value comes after it
+        if name in reaches:
+            node = decls[name]
+            reaches.update(arg for arg, f in zip(node.args, _flows(node.op)) if f)
+    depends: set[str] = set(wanted)
+    for name in nodes:
+        node = decls[name]
+        if any(f and arg in depends for arg, f in zip(node.args, _flows(node.op))):
+            depends.add(name)
+    return reaches & depends
+
+
+def _backward_steps(
+    decls: dict[str, Any], nodes: list[str], live: set[str], types: dict[str, TensorType], kept_grads: set[str]
+) -> tuple[BackwardStep, ...]:
+    """One step per live node, in reverse order, writing the gradients its live operands need."""
+    steps: list[BackwardStep] = []
+    # Gradient -> whether its buffer is the plan's own (a fresh array no one
+    # else holds), so that fan-out contributions can be added into it in place.
+    written: dict[str, bool] = {}
+    for index in reversed(range(len(nodes))):
+        name = nodes[index]
+        if name not in live:
+            continue
+        node = decls[name]
+        needs = tuple(f and arg in live for arg, f in zip(node.args, _flows(node.op)))
+        if not any(needs):
+            continue
+        writes = _writes(node, name, needs, types, written)
+        dout = grad_name(name)
+        frees = () if dout in kept_grads else (dout,)
+        steps.append(BackwardStep(name, index, node.op, node.attrs, dout, needs, writes, frees))
+    return tuple(steps)
+
+
+def _writes(
+    node: OpNode, name: str, needs: tuple[bool, ...], types: dict[str, TensorType], written: dict[str, bool]
+) -> tuple[GradWrite, ...]:
+    """The gradient writes of one backward step, each with its rule as people read it."""
+    names = _rule_names(node, name)
+    local_types = _local_types(node, name, types)
+    writes = []
+    for i, arg in enumerate(node.args):
+        if not needs[i]:
+            continue
+        text = node.op.rule(i, names, node.attrs, local_types)
+        reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs))
+        target = grad_name(arg)
+        accumulate = target in written
+        writes.append(GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads))
+        written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
+    return tuple(writes)
+
+
+def _disconnected(checked: CheckedGraph, seed: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """Wanted values with no path at all to the seed: their gradient is zero.
+    (One whose paths all go through labels has none.)"""
+    upstream = checked.ancestors(seed)
+    return tuple(w for w in wanted if w != seed and w not in upstream)
 
 
 @gc_paused

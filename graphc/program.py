@@ -38,7 +38,7 @@ from graphc.ir import (
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import ONEHOT_HINT, class_index_read, label_problem, onehot_problem
+from graphc.shapes import class_index_read, label_problem
 
 
 def compile_source(

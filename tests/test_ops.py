@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from graphc.ir import TensorType
-from graphc.ops import KERNELS, REGISTRY, Op, Operand, ShapeError, StepCode
+from graphc.ops import REGISTRY, Op, Operand, ShapeError, StepCode
 
 EPS = 1e-6
 
@@ -164,7 +164,9 @@ def test_op_is_complete(op: Op):
                 assert "dout" in op.rule_formula(operand, attrs)
                 reads.update(op.reads(i, attrs))
         assert reads <= set(op.saves)  # every choice of attributes reads only what forward saves
-    assert set(op.saves) == {item for i in range(len(op.operands)) if op.differentiable(i) for item in op.reads(i, _attr_choices(op)[0])}
+    assert set(op.saves) == {
+        item for i in range(len(op.operands)) if op.differentiable(i) for item in op.reads(i, _attr_choices(op)[0])
+    }
 
 
 # --- gradients ---------------------------------------------------------------
