@@ -143,6 +143,7 @@ class GeneratedModel:
     module: pytypes.ModuleType
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
+    disconnected: tuple[str, ...] = ()  # params with no path to the loss: backward gives them zeros
 
     def loss_and_grads(
         self,
@@ -150,8 +151,15 @@ class GeneratedModel:
         feeds: dict[str, Any],
         dout: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name."""
-        return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout)
+        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name.
+
+        As there, a param with no path to the loss gets no gradient (rather than zeros)."""
+        loss, grads = self.module.loss_and_grads(
+            params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout
+        )
+        for name in self.disconnected:
+            del grads[name]
+        return loss, grads
 
 
 def load_module(
@@ -165,7 +173,7 @@ def load_module(
     module.__file__ = f"<graphc: {compiled.name}>"
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     inputs = {n: writer.names[n] for n in writer.plan.inputs}
-    return GeneratedModel(source, module, inputs, params)
+    return GeneratedModel(source, module, inputs, params, writer.plan.disconnected)
 
 
 class _Writer:
@@ -243,7 +251,7 @@ class _Writer:
 
     def header(self) -> str:
         plan, ir = self.plan, self.ir
-        inputs = ", ".join(f"{self.names[n]}=..." for n in plan.inputs)
+        inputs = "".join(f", {self.names[n]}=..." for n in plan.inputs)
         lines = [
             f'"""{ir.name}: the graph as plain numpy, forward and backward.',
             "",
@@ -252,9 +260,9 @@ class _Writer:
             "this module again rather than editing it.",
             "",
             "    params = init_params(seed=0)",
-            f"    outputs, saved = forward(params, {inputs})",
+            f"    outputs, saved = forward(params{inputs})",
             "    grads = backward(params, saved)   # d " + plan.seed + " / d each value below",
-            f"    loss, grads = loss_and_grads(params, {inputs})",
+            f"    loss, grads = loss_and_grads(params{inputs})",
             "",
         ]
         lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
@@ -396,7 +404,8 @@ class _Writer:
             f"def forward({self.signature(plan.inputs)}):",
             '    """The outputs, and `saved`: what backward reads."""',
         ]
-        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read]
+        # The params the steps read, and those that are outputs themselves.
+        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read or n in plan.outputs]
         lines += self.coerce(plan.inputs)
         saved_names = set(saved)
         rows: list[tuple[str, str]] = []

@@ -752,7 +752,7 @@ class SoftmaxLoss(Op):
                 f"for scores `{y.name}`",
                 1,
             )
-        return TensorType(y.type.dtype or "f64", ())
+        return TensorType(y.type.dtype, ())  # of weak scores (consts without a dtype), weak too
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

@@ -12,7 +12,8 @@ gets its dtype here, once, from the values that read it:
 - otherwise, a scalar stays weak (dtype None): it is fed as a Python float,
   which numpy's promotion treats as weak, so f32 stays f32 (the generated
   code writes scalars inline, to the same effect);
-- otherwise the dtype its readers compute in (f64 if nothing reads it).
+- otherwise the dtype its readers compute in (if nothing reads it, the
+  graph's float dtype, or f64 where it has both).
 
 Readers that disagree on an array's dtype are an error at the value. Labels
 whose values are known here (consts, literal defaults of inputs) must be
@@ -95,6 +96,9 @@ def _weak_dtypes(checked: CheckedGraph, types: dict[str, TensorType]) -> list[Di
     """
     found: list[tuple[int, Diagnostic]] = []
     decls = checked.ir.decls
+    # What nothing reads (an output) takes the graph's float dtype, if it has one.
+    floats = {t.dtype for t in types.values() if t.dtype in ("f32", "f64")}
+    unread = floats.pop() if len(floats) == 1 else "f64"
     for name in reversed(checked.order):
         decl = decls[name]
         if types[name].dtype is not None or not isinstance(decl, (ConstDecl, OpNode)):
@@ -111,7 +115,7 @@ def _weak_dtypes(checked: CheckedGraph, types: dict[str, TensorType]) -> list[Di
         elif scalar:
             dtype = None  # weak: fits every reader
         else:
-            dtype = next(iter(wanted), "f64")
+            dtype = next(iter(wanted), unread)
         if isinstance(decl, ConstDecl):
             problem = _out_of_range(decl, wanted)
             if problem is not None:
