@@ -219,7 +219,9 @@ def _tdot(people: bool) -> Template:
         # A single row's outer product; else a matrix product, which sums over the batch.
         if x.ndim == 1:
             return "outer({0}, {1})" if people else "np.outer({0}, {1})"
-        return "{0}.T @ {1}" if people else _flat(x) + ".T @ {1}"
+        if people:
+            return "flat({0}).T @ {1}" if x.ndim > 2 else "{0}.T @ {1}"
+        return _flat(x) + ".T @ {1}"
 
     return template
 

@@ -216,9 +216,11 @@ def _writes(
 
 def _disconnected(checked: CheckedGraph, seed: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
     """Wanted values with no path at all to the seed: their gradient is zero.
-    (One whose paths all go through labels has none.)"""
+
+    A value read only as labels has none, wherever its readers lead, and
+    one whose paths to the seed all go through labels has none either."""
     upstream = checked.ancestors(seed)
-    return tuple(w for w in wanted if w != seed and w not in upstream)
+    return tuple(w for w in wanted if w != seed and w not in upstream and not checked.read_as_labels(w))
 
 
 @gc_paused

@@ -38,7 +38,7 @@ from graphc.ir import (
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import class_index_read, label_problem
+from graphc.shapes import ONEHOT_HINT, class_index_read, label_problem, onehot_problem
 
 
 def compile_source(
@@ -262,9 +262,25 @@ class Program:
         env = self._environment(feeds)
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
             self._tape = self._interpreter.forward(env)
+        self._check_computed_labels(env)
         self.values = env
         self.gradients = {}
         return {name: env[name] for name in self.outputs}
+
+    def _check_computed_labels(self, env: dict[str, Any]) -> None:
+        """One-hot labels computed by an op are checked once computed, as fed ones are when fed."""
+        for node in self.ir.nodes():
+            for position in node.op.label_positions():
+                labels = self.ir.decls[node.args[position]]
+                if not isinstance(labels, OpNode):
+                    continue
+                problem = onehot_problem(np.asarray(env[labels.name]))
+                if problem is not None:
+                    raise GraphcError(
+                        f"labels `{labels.name}` computed by `{labels.op.name}`: {problem}",
+                        node.arg_spans[position],
+                        ONEHOT_HINT,
+                    )
 
     def backward(self, seed: Any = None) -> dict[str, np.ndarray]:
         """Backprop from the first output; the gradient of every input and param.
