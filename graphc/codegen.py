@@ -319,7 +319,7 @@ class _Writer:
 
     def helper_source(self) -> str:
         helpers = self._helpers()
-        sources = [inspect.getsource(f) for f in helpers]
+        sources = [_function_source(f) for f in helpers]
         if self.labels:
             sources.append(
                 "def as_labels(t):\n"
@@ -617,6 +617,14 @@ class _Writer:
 
 
 # --- small pieces ---------------------------------------------------------------
+
+
+def _function_source(function: Callable) -> str:
+    """A kernel's source, from its `def` on: a tool that decorates it (a mutation
+    tester's trampoline) leaves the generated module the kernel as written."""
+    lines = inspect.getsource(function).splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("def "))
+    return "".join(lines[start:])
 
 
 def _shape(shape: tuple) -> str:

@@ -138,21 +138,22 @@ Template = Callable[[list[TensorType | None], Types], str]
 class Kernel:
     """A function formulas may call: how it reads for people and as code.
 
-    Each is a template over the arguments ({0}, {1}), chosen for the types of
-    the arguments that are names (None for an expression) and of the op's
-    names; None keeps the call as it is written. `function`, if any, is copied
-    into generated modules. Arguments in `static` are read for their type
-    only: a rule that names them does not read their values.
+    Each is a template over the arguments ({0}, {1}), or a function that
+    chooses one for the types of the arguments that are names (None for an
+    expression) and of the op's names; None keeps the call as it is written.
+    `function`, if any, is copied into generated modules. Arguments in
+    `static` are read for their type only: a rule that names them does not
+    read their values.
     """
 
-    display: Template | None = None
-    source: Template | None = None
+    display: str | Template | None = None
+    source: str | Template | None = None
     function: Callable | None = None
     static: tuple[int, ...] = ()
 
-
-def _fixed(text: str) -> Template:
-    return lambda args, types: text
+    def template(self, people: bool, args: list[TensorType | None], types: Types) -> str | None:
+        template = self.display if people else self.source
+        return template(args, types) if callable(template) else template
 
 
 def _sum_axes(shape: Sequence[Dim], target: Sequence[Dim]) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
@@ -173,24 +174,19 @@ def _axes(axes: tuple[int, ...]) -> str:
     return str(axes[0]) if len(axes) == 1 else str(axes)
 
 
-def _sum_to(people: bool) -> Template:
-    def template(args: list[TensorType | None], types: Types) -> str:
-        target = args[1]
-        assert target is not None, "sum_to's second argument names an operand"
-        added, stretched, everything = _sum_axes(types["out"].shape, target.shape)
-        text = "{0}"
-        if added:
-            axis = "" if everything else f", axis={_axes(added)}"
-            text = f"sum({text}{axis})" if people else f"{text}.sum({axis[2:]})"
-        if stretched:
-            text = (
-                f"sum({text}, axis={_axes(stretched)}, keepdims=True)"
-                if people
-                else f"{text}.sum(axis={_axes(stretched)}, keepdims=True)"
-            )
-        return text
-
-    return template
+def _sum_to(args: list[TensorType | None], types: Types, people: bool) -> str:
+    """sum_to(g, a): `sum(g, axis=0)` for people, `g.sum(axis=0)` as code, from one list of axes."""
+    target = args[1]
+    assert target is not None, "sum_to's second argument names an operand"
+    added, stretched, everything = _sum_axes(types["out"].shape, target.shape)
+    text = "{0}"
+    if added:
+        axis = "" if everything else f"axis={_axes(added)}"
+        text = f"sum({text}, {axis})" if people and axis else f"sum({text})" if people else f"{text}.sum({axis})"
+    if stretched:
+        axis = f"axis={_axes(stretched)}, keepdims=True"
+        text = f"sum({text}, {axis})" if people else f"{text}.sum({axis})"
+    return text
 
 
 def _flat(x: TensorType) -> str:
@@ -198,12 +194,12 @@ def _flat(x: TensorType) -> str:
     return "{0}.reshape(len({0}), -1)" if x.ndim > 2 else "{0}"
 
 
-def _flat_template(args: list[TensorType | None], types: Types) -> str:
+def _flat_source(args: list[TensorType | None], types: Types) -> str:
     assert args[0] is not None
     return _flat(args[0])
 
 
-def _unflat(args: list[TensorType | None], types: Types) -> str:
+def _unflat_source(args: list[TensorType | None], types: Types) -> str:
     x = args[1]
     assert x is not None
     if x.ndim <= 2:
@@ -212,21 +208,18 @@ def _unflat(args: list[TensorType | None], types: Types) -> str:
     return "{0}.reshape(" + ", ".join("-1" if isinstance(d, str) else str(d) for d in x.shape) + ")"
 
 
-def _tdot(people: bool) -> Template:
-    def template(args: list[TensorType | None], types: Types) -> str:
-        x = args[0]
-        assert x is not None
-        # A single row's outer product; else a matrix product, which sums over the batch.
-        if x.ndim == 1:
-            return "outer({0}, {1})" if people else "np.outer({0}, {1})"
-        if people:
-            return "flat({0}).T @ {1}" if x.ndim > 2 else "{0}.T @ {1}"
-        return _flat(x) + ".T @ {1}"
-
-    return template
+def _tdot(args: list[TensorType | None], types: Types, people: bool) -> str:
+    """tdot(x, dout): a single row's outer product; else a matrix product, which sums over the batch."""
+    x = args[0]
+    assert x is not None
+    if x.ndim == 1:
+        return "outer({0}, {1})" if people else "np.outer({0}, {1})"
+    if people:
+        return "flat({0}).T @ {1}" if x.ndim > 2 else "{0}.T @ {1}"
+    return _flat(x) + ".T @ {1}"
 
 
-def _batch(args: list[TensorType | None], types: Types) -> str:
+def _batch_source(args: list[TensorType | None], types: Types) -> str:
     probs = args[0]
     assert probs is not None
     return "len({0})" if probs.ndim == 2 else "1"  # one sample: a batch of one
@@ -234,16 +227,16 @@ def _batch(args: list[TensorType | None], types: Types) -> str:
 
 KERNELS: dict[str, Kernel] = {
     # g, shaped like out, summed back to the shape of operand a (undoes broadcasting).
-    "sum_to": Kernel(_sum_to(True), _sum_to(False), static=(1,)),
+    "sum_to": Kernel(functools.partial(_sum_to, people=True), functools.partial(_sum_to, people=False), static=(1,)),
     # x as a matrix (a no-op for x of one or two dims).
-    "flat": Kernel(_fixed("{0}"), _flat_template),
+    "flat": Kernel("{0}", _flat_source),
     # g, shaped like flat(x), reshaped back to x's shape.
-    "unflat": Kernel(_fixed("{0}"), _unflat, static=(1,)),
+    "unflat": Kernel("{0}", _unflat_source, static=(1,)),
     # xᵀ · dout, summed over the batch.
-    "tdot": Kernel(_tdot(True), _tdot(False)),
+    "tdot": Kernel(functools.partial(_tdot, people=True), functools.partial(_tdot, people=False)),
     # The number of rows of a batch (1 for a single sample).
-    "batch": Kernel(_fixed("N"), _batch),
-    "minus_labels": Kernel(_fixed("{0} - {1}"), function=minus_labels),
+    "batch": Kernel("N", _batch_source),
+    "minus_labels": Kernel("{0} - {1}", function=minus_labels),
     "sigmoid": Kernel(function=sigmoid),
     "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
 }
@@ -284,12 +277,12 @@ class _Render(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         kernel = KERNELS.get(node.func.id) if isinstance(node.func, ast.Name) else None
-        template = kernel and (kernel.display if self.people else kernel.source)
+        arg_types = [self.types.get(a.id) if isinstance(a, ast.Name) else None for a in node.args]
+        template = kernel.template(self.people, arg_types, self.types) if kernel is not None else None
         if template is None:
             return self.generic_visit(node)
         args = [self.visit(a) for a in node.args]
-        arg_types = [self.types.get(a.id) if isinstance(a, ast.Name) else None for a in node.args]
-        text = template(arg_types, self.types).format(*map(_placeholder, range(len(args))))
+        text = template.format(*map(_placeholder, range(len(args))))
         return _Substitute(dict(zip(map(_placeholder, range(len(args))), args))).visit(_expression(text))
 
 
@@ -406,7 +399,7 @@ class Op:
     # Operand shapes for the registry-wide tests, broadcasting included.
     examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # pragma: no mutate block (runs at import)
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             clash = ({"out", "dout", "attrs", "saved", "needs", "np"} | set(KERNELS)) & set(cls.operands)
@@ -556,7 +549,7 @@ def value_type(value: Any) -> TensorType:
 REGISTRY: dict[str, Op] = {}
 
 
-def register(cls: type[Op]) -> type[Op]:
+def register(cls: type[Op]) -> type[Op]:  # pragma: no mutate block (runs at import)
     REGISTRY[cls.name] = cls()
     return cls
 
