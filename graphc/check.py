@@ -46,7 +46,7 @@ class CheckedGraph:
     def read_as_labels(self, name: str) -> bool:
         """Whether every read of `name` is as a label operand (Op.labels): it never gets a gradient."""
         uses = self.readers(name)
-        return bool(uses) and all(k in self.ir.decls[v].op.label_positions() for v, k in uses)
+        return bool(uses) and all(k in _op(self.ir, v).op.label_positions() for v, k in uses)
 
     @functools.cached_property
     def label_inputs(self) -> frozenset[str]:
@@ -75,9 +75,15 @@ def check(ir: GraphIR) -> CheckedGraph:
             cycle = _cycle(ir, graph)
             if cycle:
                 errors.append(cycle)
-    if errors:
+    if errors or order is None:
         raise GraphcError(diagnostics=sorted(errors, key=_position))
     return CheckedGraph(ir, graph, order, tuple(_warnings(ir, order)))
+
+
+def _op(ir: GraphIR, name: str) -> OpNode:
+    node = ir.decls[name]
+    assert isinstance(node, OpNode), name  # only op nodes read values
+    return node
 
 
 def _source_order_if_sorted(ir: GraphIR) -> tuple[str, ...] | None:
@@ -131,7 +137,8 @@ def _outputs(ir: GraphIR) -> list[Diagnostic]:
 
 
 def _roles(ir: GraphIR) -> list[Diagnostic]:
-    errors, seen = [], {}
+    errors: list[Diagnostic] = []
+    seen: dict[str, str] = {}
     for decl in ir.inputs():
         if decl.role is None:
             continue

@@ -48,6 +48,7 @@ from graphc.ir import (
     ConstDecl,
     Initializer,
     InputDecl,
+    OpNode,
     ParamDecl,
     TensorType,
     float_dtype,
@@ -195,7 +196,9 @@ class _Writer:
         self.decls = self.ir.decls
         self.labels = compiled.checked.label_inputs
         self.shared = set(shared_gradients(self.plan))
-        self.scores = compiled.checked.scores(self.plan.seed)
+        assert self.plan.seed is not None  # a training plan's
+        self.seed: str = self.plan.seed
+        self.scores = compiled.checked.scores(self.seed)
         self.inference = make_inference_plan(compiled.checked, self.types, (self.scores,)) if self.scores else None
         self._name_everything()
 
@@ -218,6 +221,26 @@ class _Writer:
                 self.names.add(item, f"{self.names[step.out]}_{own}")
         for name in self.decls:
             self.names.add(("d", grad_name(name)), "d_" + self.names.of.get(name, re.sub(r"\W", "_", name)))
+
+    def _input(self, name: str) -> InputDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, InputDecl), name
+        return decl
+
+    def _param(self, name: str) -> ParamDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, ParamDecl), name
+        return decl
+
+    def _const(self, name: str) -> ConstDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, ConstDecl), name
+        return decl
+
+    def _node(self, name: str) -> OpNode:
+        decl = self.decls[name]
+        assert isinstance(decl, OpNode), name
+        return decl
 
     def expr(self, name: str) -> str:
         """A value as the module reads it: its variable, or a literal written inline."""
@@ -261,24 +284,24 @@ class _Writer:
             "",
             "    params = init_params(seed=0)",
             f"    outputs, saved = forward(params{inputs})",
-            "    grads = backward(params, saved)   # d " + plan.seed + " / d each value below",
+            "    grads = backward(params, saved)   # d " + self.seed + " / d each value below",
             f"    loss, grads = loss_and_grads(params{inputs})",
             "",
         ]
         lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
         if plan.params:
             lines += ["", "Params:"]
-            lines += _table([(self.names[n], str(self.types[n]), self.decls[n].init.describe()) for n in plan.params])
+            lines += _table([(self.names[n], str(self.types[n]), self._param(n).init.describe()) for n in plan.params])
         if plan.inputs:
             lines += ["", "Inputs:"]
-            rows = []
+            rows: list[tuple[str, ...]] = []
             for n in plan.inputs:
-                decl = self.decls[n]
+                decl = self._input(n)
                 notes = [f"from {decl.role}"] if decl.role else []
                 if n in self.labels:
                     classes = TensorType(None, self.types[n].shape[:-1]).shape_text()
                     notes.append(f"one-hot rows, or class indices {classes}")
-                if decl.init is not None and decl.init.kind == "value":
+                if decl.init is not None and decl.init.value is not None:
                     value = decl.init.value
                     notes.append(f"= {_literal(value).strip('()')}" if value.ndim == 0 else "has a value")
                 elif decl.init is not None:
@@ -307,8 +330,7 @@ class _Writer:
         if consts:
             lines.append("")
             for n in consts:
-                decl = self.decls[n]
-                lines.append(f"{self.names[n]} = {self.const_value(n, decl.value)}")
+                lines.append(f"{self.names[n]} = {self.const_value(n, self._const(n).value)}")
         return "\n".join(lines) + "\n"
 
     def const_value(self, name: str, value: np.ndarray) -> str:
@@ -337,11 +359,11 @@ class _Writer:
         ]
         if not self.plan.params:
             return "\n".join(lines + ["    return {}"]) + "\n"
-        if any(initializers.uses_rng(self.decls[n].init) for n in self.plan.params):
+        if any(initializers.uses_rng(self._param(n).init) for n in self.plan.params):
             lines.append("    param_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])")
         lines.append("    return {")
         for n in self.plan.params:
-            init = self.decls[n].init
+            init = self._param(n).init
             lines.append(f'        "{n}": {self.init_source(init, self.types[n], "param_rng")},')
         lines.append("    }")
         return "\n".join(lines) + "\n"
@@ -364,8 +386,8 @@ class _Writer:
 
     def default(self, name: str) -> str | None:
         """An input's value in the graph (`input tax = 1.1`), if it has one."""
-        init = self.decls[name].init
-        if init is None or init.kind != "value":
+        init = self._input(name).init
+        if init is None or init.value is None:
             return None
         value, shape = init.value, self.types[name].shape
         if shape and value.ndim == 0:
@@ -386,7 +408,7 @@ class _Writer:
 
     def step_lines(self, step: ForwardStep, taped: bool) -> list[tuple[str, str]]:
         """A forward step's lines, each with the comment it gets."""
-        node = self.decls[step.out]
+        node = self._node(step.out)
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
         v["out"] = self.names[step.out]
         for item, own in step.own_saves():
@@ -437,8 +459,8 @@ class _Writer:
         for n in self.plan.disconnected:
             if isinstance(self.decls[n], InputDecl):
                 items[n] = None  # its gradient is zeros of its shape
-        if not isinstance(self.decls[self.plan.seed], (ParamDecl, ConstDecl)):
-            items[self.plan.seed] = None  # backward's default dout is ones shaped like it
+        if not isinstance(self.decls[self.seed], (ParamDecl, ConstDecl)):
+            items[self.seed] = None  # backward's default dout is ones shaped like it
         return list(items)
 
     # --- backward ------------------------------------------------------------------
@@ -455,8 +477,8 @@ class _Writer:
             '    reader has run."""',
         ]
         lines += self.backward_reads(saved)
-        seed = self.names.grad(grad_name(plan.seed))
-        lines.append(f"    {seed} = np.ones_like({self.expr(plan.seed)}) if dout is None else dout")
+        seed = self.names.grad(grad_name(self.seed))
+        lines.append(f"    {seed} = np.ones_like({self.expr(self.seed)}) if dout is None else dout")
         last = self.last_readers()
         for j, step in enumerate(plan.backward):
             lines += self.backward_step(j, step, last, saved)
@@ -483,7 +505,7 @@ class _Writer:
 
     def backward_step(self, j: int, step: BackwardStep, last: dict[str, int], saved: list[str]) -> list[str]:
         """One backward step's lines: each gradient it writes, with its rule as the plan shows it, then `del`s."""
-        node = self.decls[step.node]
+        node = self._node(step.node)
         fstep = self.plan.forward[step.forward_index]
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
         v["out"] = self.names.of.get(step.node, step.node)
@@ -569,6 +591,7 @@ class _Writer:
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))
         lines += _aligned(rows)
+        assert self.scores is not None
         lines.append(f"    return {self.names[self.scores]}")
         call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
         lines += [
@@ -582,7 +605,7 @@ class _Writer:
 
     def example_inputs(self) -> str | None:
         """The inputs graphc makes up when none are given, if every input has one."""
-        inputs = [self.decls[n] for n in self.plan.inputs]
+        inputs = [self._input(n) for n in self.plan.inputs]
         if not inputs or any(d.init is None for d in inputs):
             return None
         lines = [

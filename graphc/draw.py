@@ -100,9 +100,8 @@ def value_text(value: Any, shape: bool = True) -> tuple[str, bool]:
     finite = np.isfinite(array) if array.dtype.kind in "fc" else np.ones(array.shape, bool)
     flagged = not bool(finite.all())
     if array.size <= 4:
-        text = np.array2string(
-            array, separator=", ", max_line_width=1 << 16, formatter={"all": lambda v: number_text(float(v))}
-        )
+        every: Any = {"all": lambda v: number_text(float(v))}  # numpy's stubs want a TypedDict
+        text = np.array2string(array, separator=", ", max_line_width=1 << 16, formatter=every)
         return " ".join(text.split()), flagged
     good = array[finite].astype(np.float64)
     mean = float(good.mean()) if good.size else math.nan
@@ -423,7 +422,7 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
     # tail: then every gradient goes under its value instead.
     graded = [e for e in diagram.edges if e.grad is not None]
     tails = [e.tail for e in graded]
-    below = all(len(e.grad) <= SHORT for e in graded) and len(set(tails)) == len(tails)
+    below = all(len(e.grad or "") <= SHORT for e in graded) and len(set(tails)) == len(tails)
     graph = {
         "rankdir": rankdir,
         "fontname": FONT,

@@ -246,10 +246,10 @@ def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], tar
 def _forward_steps(
     checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]
 ) -> tuple[ForwardStep, ...]:
-    decls = checked.ir.decls
+    decls = [_op_node(checked.ir.decls, name) for name in nodes]
     last_read: dict[str, int] = {}
-    for i, name in enumerate(nodes):
-        for arg in decls[name].args:
+    for i, node in enumerate(decls):
+        for arg in node.args:
             last_read[arg] = i
     frees: dict[int, list[str]] = {}
     for i, name in enumerate(nodes):
@@ -259,8 +259,7 @@ def _forward_steps(
             continue
         frees.setdefault(last_read.get(name, i), []).append(name)
     steps = []
-    for i, name in enumerate(nodes):
-        node = decls[name]
+    for i, (name, node) in enumerate(zip(nodes, decls)):
         taped = i in used_saves
         saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
         steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
@@ -298,6 +297,12 @@ def shared_gradients(plan: Plan) -> tuple[str, ...]:
                 shared.append(target)
             owners.add(array[target])
     return tuple(shared)
+
+
+def _op_node(decls: dict[str, Any], name: str) -> OpNode:
+    node = decls[name]
+    assert isinstance(node, OpNode), name
+    return node
 
 
 def _rule_names(node: OpNode, name: str) -> dict[str, str]:

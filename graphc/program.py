@@ -285,12 +285,12 @@ class Program:
     def backward(self, seed: Any = None) -> dict[str, np.ndarray]:
         """Backprop from the first output; the gradient of every input and param.
 
-        Inputs read only as labels get none (softmax_loss does not
-        differentiate its labels); values with no path to the output get zeros.
+        Inputs read only as labels get none (no op differentiates its
+        labels); values with no path to the output get zeros.
         """
         if self._tape is None:
             raise GraphcError("backward() needs a forward() first", hint="call program.forward(...) first")
-        output = self.plan.seed
+        output = self.checked.output  # the plan's seed
         out_value = self.values[output]
         if seed is None:
             seed = np.ones_like(out_value)
@@ -359,7 +359,7 @@ class Program:
 
     def scores_name(self) -> str:
         """The value whose argmax is the prediction: the scores fed to the loss (Op.scores)."""
-        return self.checked.scores(self.plan.seed) or self.plan.seed
+        return self.checked.scores(self.checked.output) or self.checked.output
 
     # --- expectations --------------------------------------------------------
 

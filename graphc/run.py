@@ -83,6 +83,7 @@ class Interpreter:
 
         No two gradients returned are one array, and none is the seed.
         """
+        assert self.plan.seed is not None, "a forward-only plan has no backward"
         grads: dict[str, np.ndarray] = {grad_name(self.plan.seed): seed}
         observe = self.observe
         for j, (backward, attrs, index, dout, needs, writes, frees) in enumerate(self._backward):

@@ -203,7 +203,7 @@ def _label_problem(
         )
     if isinstance(source, ConstDecl):
         values, what, span = source.value, _what(source), node.arg_spans[position]
-    elif isinstance(source, InputDecl) and source.init is not None and source.init.kind == "value":
+    elif isinstance(source, InputDecl) and source.init is not None and source.init.value is not None:
         values, what, span = source.init.value, f"input `{labels}`", source.init.span
     else:
         return None  # fed, or made up: checked as it is fed

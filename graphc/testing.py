@@ -35,6 +35,7 @@ def numerical_gradients(
 ) -> dict[str, np.ndarray]:
     """d output / d name for each name, by central differences on float64 copies."""
     seed = program.plan.seed
+    assert seed is not None  # a training plan's
     env: dict[str, Any] = {}
     program.forward(**feeds)  # validates the feeds and fills in defaults
     for name in program.input_names + program.param_names:
