@@ -365,6 +365,14 @@ class StepCode:
 _COMPILED: dict[str, StepCode] = {}
 
 
+def clear_caches() -> None:
+    """Forget every rendered formula and compiled step: the next use makes them
+    afresh (for tests that want each case to run the renderer, as a mutation
+    tester needs to see which tests exercise it)."""
+    _TEMPLATES.clear()
+    _COMPILED.clear()
+
+
 def _compile(source: str, namespace: dict[str, Any]) -> StepCode:
     """Compile a step's source once; steps alike in all but their names share it."""
     code = _COMPILED.get(source)
