@@ -33,9 +33,6 @@ from graphc.plan import Plan
 if TYPE_CHECKING:
     from graphc.program import Program
 
-# The ops the book draws with a symbol; the others show their name.
-OP_SYMBOLS = {"mul": "×", "add": "+"}
-
 # Output extension -> format. DOT and Mermaid are text graphc writes itself.
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".mmd": "mmd"}
 
@@ -157,7 +154,7 @@ def graph_diagram(
             grad, flagged = value_text(gradients[name], shape=False)
         if isinstance(decl, OpNode):
             nodes.append(
-                Node(ids[name], "op", name, op=OP_SYMBOLS.get(decl.op.name, decl.op.name), grad=grad, flagged=flagged)
+                Node(ids[name], "op", name, op=decl.op.symbol or decl.op.name, grad=grad, flagged=flagged)
             )
         else:
             kind, note = _leaf_kind(decl)
@@ -240,7 +237,7 @@ def backward_diagram(
         grad_node(plan.seed)
     for s, step in enumerate(plan.backward):
         step_id = f"s{s}"
-        nodes.append(Node(step_id, "step", step.node, op=OP_SYMBOLS.get(step.op.name, step.op.name), note="backward"))
+        nodes.append(Node(step_id, "step", step.node, op=step.op.symbol or step.op.name, note="backward"))
         edges.append(Edge(grad_node(step.node), step_id))
         for name in dict.fromkeys(r for w in step.writes for r in w.reads):
             edges.append(Edge(read_node(name), step_id, dashed=True))

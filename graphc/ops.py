@@ -404,6 +404,8 @@ class Op:
     labels: ClassVar[dict[str, str]] = {}
     # A loss's scores: the operand whose argmax is the prediction (eval, codegen's predict).
     scores: ClassVar[str | None] = None
+    # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
+    symbol: ClassVar[str | None] = None
     # Operand shapes for the registry-wide tests, broadcasting included.
     examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]
 
@@ -627,6 +629,7 @@ class _Elementwise2(Op):
 @register
 class Mul(_Elementwise2):
     name = "mul"
+    symbol = "×"
     computes = ("out = a * b",)
     rules = {"a": "sum_to(dout * b, a)", "b": "sum_to(dout * a, b)"}
 
@@ -634,6 +637,7 @@ class Mul(_Elementwise2):
 @register
 class Add(_Elementwise2):
     name = "add"
+    symbol = "+"
     computes = ("out = a + b",)
     # The gradient passes through: where nothing is summed it is `dout`
     # itself, which the interpreter knows not to write into.
