@@ -335,8 +335,8 @@ class _Writer:
 
     def const_value(self, name: str, value: np.ndarray) -> str:
         dtype = self.types[name].dtype
-        if value.ndim == 0 and dtype in (None, "f32", "f64"):
-            return repr(float(value))  # a Python float, weakly typed: f32 stays f32
+        if dtype is None:
+            return repr(float(value))  # a weak scalar: a Python float, as the interpreter has it, so f32 stays f32
         return f"np.array({value.tolist()!r}, dtype={self.dtype_source(dtype)})"
 
     def helper_source(self) -> str:
@@ -508,7 +508,7 @@ class _Writer:
         node = self._node(step.node)
         fstep = self.plan.forward[step.forward_index]
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
-        v["out"] = self.names.of.get(step.node, step.node)
+        v["out"] = self.names[step.node]
         v["dout"] = self.names.grad(step.dout)
         for item, own in fstep.own_saves():
             v[own] = self.names[item]

@@ -153,9 +153,7 @@ def graph_diagram(
         if reads.get(name, 0) > 1 and name in gradients:
             grad, flagged = value_text(gradients[name], shape=False)
         if isinstance(decl, OpNode):
-            nodes.append(
-                Node(ids[name], "op", name, op=decl.op.symbol or decl.op.name, grad=grad, flagged=flagged)
-            )
+            nodes.append(Node(ids[name], "op", name, op=decl.op.symbol or decl.op.name, grad=grad, flagged=flagged))
         else:
             kind, note = _leaf_kind(decl)
             nodes.append(Node(ids[name], kind, name, note=note, grad=grad, flagged=flagged))

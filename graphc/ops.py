@@ -549,7 +549,7 @@ class Op:
 
 def value_type(value: Any) -> TensorType:
     """A value's type as graphc writes it: a Python float is weak (dtype None)."""
-    if isinstance(value, float):
+    if type(value) is float:  # not numpy's float64, which is a float but strong
         return TensorType(None, ())
     array = np.asarray(value)
     dtype = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool"}[array.dtype.name]

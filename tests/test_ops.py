@@ -481,3 +481,28 @@ def test_weak_scalars_adapt_and_alone_make_a_weak_result():
     weak = Operand("0.5", TensorType(None, ()))
     assert mul.infer([Operand("x", TensorType("f32", (3,))), weak], {}) == TensorType("f32", (3,))
     assert mul.infer([weak, weak], {}) == TensorType(None, ())  # shape inference gives it its readers' dtype
+
+
+def test_value_types_as_graphc_writes_them():
+    from graphc.ops import value_type
+
+    assert value_type(0.5) == TensorType(None, ())  # a Python float is weak
+    assert value_type(np.zeros((2, 3))) == TensorType("f64", (2, 3))
+    assert value_type(np.float32([1, 2])) == TensorType("f32", (2,))
+    assert value_type(np.array([1, 2])) == TensorType("i64", (2,))
+    assert value_type(np.array(True)) == TensorType("bool", ())
+    assert value_type(np.float64(2.0)) == TensorType("f64", ())  # a numpy scalar is not weak
+
+
+def test_types_of_runs_the_shape_rule():
+    mul = REGISTRY["mul"]
+    assert mul.types_of({}, np.zeros((2, 3)), 0.5) == {
+        "a": TensorType("f64", (2, 3)),
+        "b": TensorType(None, ()),
+        "out": TensorType("f64", (2, 3)),
+    }
+    with pytest.raises(ShapeError) as info:
+        mul.types_of({}, np.zeros(3), np.zeros(4))
+    assert str(info.value) == "shape mismatch in `mul`: cannot broadcast `a` [3] with `b` [4] (dim 3 vs 4)"
+    loss = REGISTRY["softmax_loss"].types_of({"reduction": "sum"}, np.zeros((2, 3)), np.array([0, 1]))
+    assert loss["out"] == TensorType("f64", ())
