@@ -301,7 +301,9 @@ def _template(op: Op, formula: str, types: Types, people: bool) -> str:
     """The formula rendered with `{name}` placeholders (cached: plans render thousands).
 
     `types` holds the operands' and out's; dout's and the own tensors' follow from them."""
-    key = (op.name, formula, people, tuple(sorted(types.items())))
+    # dtypes and shapes as plain tuples: hashing them is cheaper than hashing TensorTypes.
+    out = types["out"]
+    key = (op.name, formula, people, out.dtype, out.shape, *[(types[n].dtype, types[n].shape) for n in op.operands])
     text = _TEMPLATES.get(key)
     if text is None:
         every = dict(types, dout=types["out"])
@@ -365,12 +367,16 @@ class StepCode:
 _COMPILED: dict[str, StepCode] = {}
 
 
+_READS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
 def clear_caches() -> None:
-    """Forget every rendered formula and compiled step: the next use makes them
-    afresh (for tests that want each case to run the renderer, as a mutation
-    tester needs to see which tests exercise it)."""
+    """Forget every rendered formula, compiled step and what each rule reads:
+    the next use works them out afresh (for tests that want each case to run
+    the renderer, as a mutation tester needs to see which tests exercise it)."""
     _TEMPLATES.clear()
     _COMPILED.clear()
+    _READS.clear()
 
 
 def _compile(source: str, namespace: dict[str, Any]) -> StepCode:
@@ -433,8 +439,11 @@ class Op:
 
     def reads(self, operand: int, attrs: Mapping[str, Any]) -> tuple[str, ...]:
         """What the operand's rule reads from the forward pass: operands, "out", own tensors."""
-        local = set(self.operands) | set(self.own) | {"out"}
-        return _names_read(self.rule_formula(self.operands[operand], attrs), local)
+        formula = self.rule_formula(self.operands[operand], attrs)
+        key = (self.name, formula)
+        if key not in _READS:  # plans ask for every node
+            _READS[key] = _names_read(formula, set(self.operands) | set(self.own) | {"out"})
+        return _READS[key]
 
     @functools.cached_property
     def saves(self) -> tuple[str, ...]:
