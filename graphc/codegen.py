@@ -220,7 +220,8 @@ class _Writer:
             for item, own in step.own_saves():  # relu1.mask -> relu1_mask
                 self.names.add(item, f"{self.names[step.out]}_{own}")
         for name in self.decls:
-            self.names.add(("d", grad_name(name)), "d_" + self.names.of.get(name, re.sub(r"\W", "_", name)))
+            if name in self.names.of:  # literals written inline get no gradient
+                self.names.add(("d", grad_name(name)), "d_" + self.names[name])
 
     def _input(self, name: str) -> InputDecl:
         decl = self.decls[name]

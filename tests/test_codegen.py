@@ -647,3 +647,61 @@ def test_a_loaded_module_of_chosen_gradients():
     expected = program.backward()
     for name in ("x", "W"):
         np.testing.assert_array_equal(grads[name], expected[name])
+
+
+def test_a_module_has_one_float_dtype():
+    from graphc.errors import GraphcError
+
+    mixed = one_graph("""
+        graph g {
+            input x: f32[2] = [1, 2]
+            input y: f64[2] = [1, 2]
+            a = relu(x)
+            b = relu(y)
+            output a, b
+        }
+    """)
+    with pytest.raises(GraphcError) as info:
+        python_module(mixed)
+    assert info.value.diagnostics[0].message == (
+        "graph `g` mixes f32 and f64 values; a generated module has one float dtype"
+    )
+    assert info.value.diagnostics[0].hint == "give one with --dtype float32 or --dtype float64"
+    source = python_module(mixed, dtype="float32")  # one dtype for all: fine
+    assert "DTYPE = np.float32\n" in source
+    with pytest.raises(GraphcError) as info:
+        python_module(mixed, dtype="float16")
+    assert (info.value.diagnostics[0].message, info.value.diagnostics[0].hint) == (
+        "unknown dtype `float16`",
+        "use float32 or float64",
+    )
+
+
+def test_a_float32_graph_makes_a_float32_module():
+    compiled = one_graph("""
+        graph g {
+            input x: f32[2] = [1, 2]
+            y = sigmoid(x)
+            output y
+        }
+    """)
+    source = python_module(compiled)
+    assert "DTYPE = np.float32\n" in source and "Floats are float32 (DTYPE)." in source
+    outputs, _ = import_source(source).forward({})
+    assert outputs["y"].dtype == np.float32
+
+
+def test_array_literals_and_own_tensors_get_readable_names():
+    source = python_module(
+        one_graph("""
+            graph g {
+                input x: [2] = [1, -2]
+                np = relu(x)
+                y = mul(np, [3, 4])
+                output y
+            }
+        """)
+    )
+    assert "const = np.array([3.0, 4.0], dtype=DTYPE)\n" in source
+    assert "    np__mask = x > 0\n" in source  # the mask of the relu called np (np_ in the module)
+    assert "    y = np_ * const  " in source
