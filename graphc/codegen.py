@@ -350,7 +350,7 @@ class _Writer:
                 "    t = np.asarray(t)\n"
                 '    return t.astype(DTYPE, copy=False) if t.dtype.kind == "f" else t.astype(np.int64, copy=False)\n'
             )
-        return "\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""
+        return "\n\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""  # PEP 8's two blank lines
 
     def init_params(self) -> str:
         lines = [

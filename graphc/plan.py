@@ -72,10 +72,6 @@ class BackwardStep:
     writes: tuple[GradWrite, ...]
     frees: tuple[str, ...]  # gradients dead after this step
 
-    def targets(self) -> tuple[str | None, ...]:
-        by_operand = {w.operand: w.target for w in self.writes}
-        return tuple(by_operand.get(i) for i in range(len(self.needs)))
-
 
 @dataclass(frozen=True, eq=False)
 class Plan:

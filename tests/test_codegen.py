@@ -705,3 +705,21 @@ def test_array_literals_and_own_tensors_get_readable_names():
     assert "const = np.array([3.0, 4.0], dtype=DTYPE)\n" in source
     assert "    np__mask = x > 0\n" in source  # the mask of the relu called np (np_ in the module)
     assert "    y = np_ * const  " in source
+
+
+def test_the_apple_module_whole(models):
+    """The whole module for the book's first graph, as a reader sees it (tests/data/apple_module.py.txt)."""
+    [compiled] = front_end((models / "apple.graph").read_text(encoding="utf-8"), "apple.graph")
+    expected = (ROOT / "tests" / "data" / "apple_module.py.txt").read_text(encoding="utf-8")
+    assert python_module(compiled) == expected
+
+
+def test_copied_kernels_are_two_blank_lines_apart(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    assert "\n\n\n\n" not in source
+    assert '\n\n\ndef softmax_cross_entropy(y, t, mean=True):\n    """Cross-entropy' in source
+    assert '\n\n\ndef minus_labels(probs, t):\n    """probs - t,' in source
+    assert (
+        '\n\n\ndef as_labels(t):\n    """Labels as the graph reads them: one-hot rows in DTYPE, or class indices."""\n'
+        in source
+    )
