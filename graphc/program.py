@@ -38,7 +38,7 @@ from graphc.ir import (
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import ONEHOT_HINT, class_index_read, label_problem, onehot_problem
+from graphc.shapes import ONEHOT_HINT, class_index_read, index_problem, onehot_problem
 
 
 def compile_source(
@@ -113,6 +113,7 @@ class Program:
         self.outputs = tuple(name for name, _ in self.ir.outputs)
         self.label_inputs = self.checked.label_inputs
         self._classes = self._class_counts()
+        self._one_hot_labels = self._one_hot_label_inputs()
         self.plan: Plan = make_plan(self.checked, self.types)
         self._interpreter = Interpreter(self.plan, free=False)
         param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -149,18 +150,28 @@ class Program:
             ) from None
 
     def _class_counts(self) -> dict[str, list]:
-        """For each input read as labels (Op.labels), what each reader takes it
-        for: class indices of a number of classes, or None for one-hot rows."""
+        """For each input read as class indices (labels, see Op.labels), the number of classes of each reader."""
         counts: dict[str, list] = {}
+        for name, node, position in self._label_reads():
+            if class_index_read(node, position, self.types):
+                scores = node.args[node.op.label_positions()[position]]
+                counts.setdefault(name, []).append(self.types[scores].shape[-1])
+        return counts
+
+    def _one_hot_label_inputs(self) -> frozenset[str]:
+        """Inputs read as one-hot label rows: checked, when fed as rows, to be rows summing to 1."""
+        return frozenset(
+            name for name, node, position in self._label_reads() if not class_index_read(node, position, self.types)
+        )
+
+    def _label_reads(self) -> Iterator[tuple[str, OpNode, int]]:
+        """(input, reader, position) for every read of an input as a label operand."""
         for name in self.input_names:
             for reader, position in self.checked.readers(name):
                 node = self.ir.decls[reader]
                 assert isinstance(node, OpNode)
-                scored = node.op.label_positions().get(position)
-                if scored is not None:
-                    indices = class_index_read(node, position, self.types)
-                    counts.setdefault(name, []).append(self.types[node.args[scored]].shape[-1] if indices else None)
-        return counts
+                if position in node.op.label_positions():
+                    yield name, node, position
 
     def _consts(self) -> dict[str, Any]:
         """Consts as the plan reads them: arrays of their dtype; a weak scalar (dtype None) as a
@@ -226,8 +237,12 @@ class Program:
                             f"every input must agree on the size of `{d}`",
                         )
                     bindings.setdefault(d, (n, name))
+        if name in self._one_hot_labels and array.ndim == len(t.shape):  # rows, not class indices
+            problem = onehot_problem(array)
+            if problem is not None:
+                raise GraphcError(f"input `{name}`: {problem}", decl.span)
         for count in classes:
-            problem = label_problem(array, count)
+            problem = index_problem(array, count)
             if problem is not None:
                 raise GraphcError(f"input `{name}`: {problem}", decl.span)
         return _cast(array, dtype, f"input `{name}`", decl.span)
