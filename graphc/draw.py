@@ -264,10 +264,10 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
         if kind != "backward":
             return backward
 
-        def kept(attrs: dict[str, Any], saved: tuple, dout: np.ndarray, needs: tuple[bool, ...]) -> tuple:
-            results = backward(attrs, saved, dout, needs)
+        def kept(saved: tuple, dout: np.ndarray) -> tuple:
+            results = backward(saved, dout)
             for position, grad in enumerate(results):
-                if needs[position] and grad is not None:
+                if step.needs[position] and grad is not None:
                     # A copy: fan-out may add the next share into this very array.
                     shares[(step.node, position)] = np.array(grad, copy=True)
             return results

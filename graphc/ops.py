@@ -353,10 +353,11 @@ def _kernels_called(formula: str) -> list[Callable]:
 class StepCode:
     """One step of an op at given types, as the interpreter runs it.
 
-    forward(attrs, *operands) -> (out, saved): saved holds `Op.saves` in
-    order (None when not taped). backward(attrs, saved, dout, needs) -> one
-    gradient per operand, None where not needed. Neither writes into what it
-    is given: a gradient can be shared by several consumers in a DAG.
+    forward(*operands) -> (out, saved): saved holds `Op.saves` in order
+    (None when not taped). backward(saved, dout) -> one gradient per operand,
+    None where not needed. The attributes and which gradients are needed are
+    part of the source. Neither writes into what it is given: a gradient can
+    be shared by several consumers in a DAG.
     """
 
     source: str
@@ -532,12 +533,12 @@ class Op:
             needs = [self.differentiable(i) for i in range(len(self.operands))]
         names = {n: n for n in (*self.operands, *self.own, "out", "dout")}
         saved = ", ".join(self.saves)
-        lines = [f"def forward(attrs, {', '.join(self.operands)}):"]
+        lines = [f"def forward({', '.join(self.operands)}):"]
         lines += ["    " + line for line in self.forward_source(names, attrs, types, taped)]
         lines.append(
             f"    return out, ({saved},)" if taped and self.saves else f"    return out, {'()' if taped else 'None'}"
         )
-        lines += ["", "", "def backward(attrs, saved, dout, needs):"]
+        lines += ["", "", "def backward(saved, dout):"]
         if self.saves:
             lines.append(f"    {saved}, = saved")
         grads = [self.grad_source(i, names, attrs, types) if need else "None" for i, need in enumerate(needs)]
@@ -604,7 +605,23 @@ def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands"
 
 def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
     """numpy's broadcasting rule over symbolic dims: equal, or one of them 1."""
-    sa, sb = a.type.shape, b.type.shape
+    try:
+        return broadcast_shapes(a.type.shape, b.type.shape)
+    except _Clash as clash:
+        raise ShapeError(
+            f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} "
+            f"(dim {clash.dims[0]} vs {clash.dims[1]})",
+            1,
+        ) from None
+
+
+class _Clash(Exception):
+    def __init__(self, dims: tuple[Dim, Dim]):
+        self.dims = dims
+
+
+def broadcast_shapes(sa: Sequence[Dim], sb: Sequence[Dim]) -> tuple[Dim, ...]:
+    """The shape two shapes broadcast to; _Clash names the first two dims that do not."""
     out: list[Dim] = []
     for i in range(1, max(len(sa), len(sb)) + 1):
         da = sa[-i] if i <= len(sa) else 1
@@ -614,11 +631,16 @@ def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
         elif da == 1:
             out.append(db)
         else:
-            raise ShapeError(
-                f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} (dim {da} vs {db})",
-                1,
-            )
+            raise _Clash((da, db))
     return tuple(reversed(out))
+
+
+def _fits(bias: Sequence[Dim], shape: tuple[Dim, ...]) -> bool:
+    """Whether a bias broadcasts to `shape` and leaves it as it is."""
+    try:
+        return broadcast_shapes(shape, bias) == shape
+    except _Clash:
+        return False
 
 
 # --- the ops -----------------------------------------------------------------
@@ -712,11 +734,7 @@ class Affine(Op):
                 1,
             )
         out = batch + (fan_out,)
-        try:
-            fits = broadcast(self.name, Operand("x·W", TensorType(dtype, out)), b) == out
-        except ShapeError:
-            fits = False
-        if not fits:
+        if not _fits(b.type.shape, out):
             raise ShapeError(
                 f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit x·W {shape_text(out)}",
                 2,

@@ -27,7 +27,9 @@ from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
 # backward (tape, grads). For measuring what a pass holds, step by step.
 Observer = Callable[..., None]
 # wrap(pass, step, function) -> function: replaces a step's op call, e.g. to
-# time it. Applied once, when the interpreter is built.
+# time it. Applied once, when the interpreter is built. A step's function is
+# forward(*operands) -> (out, saved) or backward(saved, dout) -> gradients
+# (see graphc.ops.StepCode).
 Wrapper = Callable[[str, object, Callable], Callable]
 
 
@@ -37,25 +39,21 @@ class Interpreter:
         self.plan = plan
         self.observe = observe
         wrap = wrap or (lambda kind, step, function: function)
-        codes = [_step_code(plan, step, step.taped) for step in plan.forward]
         self._forward = [
             (
-                wrap("forward", step, code.forward),
-                step.attrs,
+                wrap("forward", step, _step_code(plan, step, step.taped).forward),
                 step.args,
                 step.out,
                 step.taped,
                 step.frees if free else (),
             )
-            for step, code in zip(plan.forward, codes)
+            for step in plan.forward
         ]
         self._backward = [
             (
                 wrap("backward", step, _step_code(plan, plan.forward[step.forward_index], True, step.needs).backward),
-                step.attrs,
                 step.forward_index,
                 step.dout,
-                step.needs,
                 tuple((w.operand, w.target, w.accumulate, w.in_place) for w in step.writes),
                 step.frees if free else (),
             )
@@ -67,8 +65,8 @@ class Interpreter:
         """Run forward in `env`; returns the tape of saved tensors."""
         tape: list = [None] * len(self._forward)
         observe = self.observe
-        for i, (forward, attrs, args, out, keep, frees) in enumerate(self._forward):
-            env[out], saved = forward(attrs, *[env[a] for a in args])
+        for i, (forward, args, out, keep, frees) in enumerate(self._forward):
+            env[out], saved = forward(*[env[a] for a in args])
             if keep:
                 tape[i] = saved
             saved = None  # an untaped step's saved tensors die here
@@ -86,8 +84,8 @@ class Interpreter:
         assert self.plan.seed is not None, "a forward-only plan has no backward"
         grads: dict[str, np.ndarray] = {grad_name(self.plan.seed): seed}
         observe = self.observe
-        for j, (backward, attrs, index, dout, needs, writes, frees) in enumerate(self._backward):
-            results = backward(attrs, tape[index], grads[dout], needs)
+        for j, (backward, index, dout, writes, frees) in enumerate(self._backward):
+            results = backward(tape[index], grads[dout])
             for operand, target, accumulate, in_place in writes:
                 if not accumulate:
                     grads[target] = results[operand]

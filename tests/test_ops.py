@@ -75,13 +75,13 @@ def step(op: Op, attrs, values, needs=None, taped=True) -> StepCode:
 
 
 def forward(op: Op, attrs, *values):
-    return step(op, attrs, values).forward(attrs, *values)
+    return step(op, attrs, values).forward(*values)
 
 
 def backward(op: Op, attrs, values, saved, dout, needs=None):
     if needs is None:
         needs = needs_all(op)
-    return step(op, attrs, values, needs).backward(attrs, saved, dout, needs)
+    return step(op, attrs, values, needs).backward(saved, dout)
 
 
 def numerical_gradient(op: Op, attrs, values: list[np.ndarray], i: int, dout: np.ndarray) -> np.ndarray:
@@ -506,3 +506,115 @@ def test_types_of_runs_the_shape_rule():
     assert str(info.value) == "shape mismatch in `mul`: cannot broadcast `a` [3] with `b` [4] (dim 3 vs 4)"
     loss = REGISTRY["softmax_loss"].types_of({"reduction": "sum"}, np.zeros((2, 3)), np.array([0, 1]))
     assert loss["out"] == TensorType("f64", ())
+
+
+# --- shape rules: every refusal, with its message and the operand it points at --------------
+
+
+def _refusal(op_name: str, *types: TensorType, attrs=None) -> tuple[str, int | None]:
+    op = REGISTRY[op_name]
+    names = iter(["x1", "x2", "x3"])
+    with pytest.raises(ShapeError) as info:
+        op.infer([Operand(next(names), t) for t in types], attrs or {k: a.default for k, a in op.attributes.items()})
+    return str(info.value), info.value.operand
+
+
+F64 = "f64"
+
+
+@pytest.mark.parametrize(
+    "op_name, types, message, operand",
+    [
+        ("relu", [TensorType("i64", (3,))], "`relu` needs a float operand, `x1` is i64", 0),
+        ("sigmoid", [TensorType("i64", ())], "`sigmoid` needs a float operand, `x1` is i64", 0),
+        (
+            "affine",
+            [TensorType(F64, (2, 3)), TensorType(F64, (3,)), TensorType(F64, (3,))],
+            "affine: `x2` must be a matrix, got shape [3]",
+            1,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ()), TensorType(F64, (3, 2)), TensorType(F64, (2,))],
+            "affine: `x1` must have at least one dim, got a scalar",
+            0,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", "M", 2)), TensorType(F64, (6, 3)), TensorType(F64, (3,))],
+            "shape mismatch in `affine`: `x1` has M*2 features, `x2` expects 6 (`x1` is [N, M, 2], `x2` is [6, 3])",
+            1,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", 4)), TensorType(F64, (4, 3)), TensorType(F64, (2,))],
+            "shape mismatch in `affine`: bias `x3` [2] does not fit x·W [N, 3]",
+            2,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", 4)), TensorType(F64, (4, 3)), TensorType(F64, (5, 3))],
+            "shape mismatch in `affine`: bias `x3` [5, 3] does not fit x·W [N, 3]",
+            2,
+        ),
+        (
+            "affine",
+            [TensorType(F64, (4,)), TensorType(F64, (4, 3)), TensorType(F64, (2, 3))],
+            "shape mismatch in `affine`: bias `x3` [2, 3] does not fit x·W [3]",  # it would stretch x·W
+            2,
+        ),
+        (
+            "softmax_loss",
+            [TensorType("i64", (2, 3)), TensorType(F64, (2, 3))],
+            "`softmax_loss` needs float scores, `x1` is i64",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, (2, 3, 4)), TensorType(F64, (2, 3, 4))],
+            "softmax_loss: scores `x1` must be [N, classes] or [classes], got [2, 3, 4]",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, ()), TensorType(F64, ())],
+            "softmax_loss: scores `x1` must be [N, classes] or [classes], got []",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType("f32", ("N", 3)), TensorType(F64, ("N", 3))],
+            "dtype mismatch in `softmax_loss`: `x1` is f32, `x2` is f64",
+            1,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, ("N", 3)), TensorType("i64", ("N", 2))],
+            "shape mismatch in `softmax_loss`: labels `x2` [N, 2] fit neither one-hot [N, 3] "
+            "nor class indices [N] for scores `x1`",
+            1,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, (3,)), TensorType("i64", (1,))],
+            "shape mismatch in `softmax_loss`: labels `x2` [1] fit neither one-hot [3] "
+            "nor class indices [] for scores `x1`",
+            1,
+        ),
+    ],
+)
+def test_shape_rules_refuse_with_a_message_at_the_operand(op_name, types, message, operand):
+    assert _refusal(op_name, *types) == (message, operand)
+
+
+def test_shape_rules_accept():
+    affine, loss = REGISTRY["affine"], REGISTRY["softmax_loss"]
+    operands = [Operand("x", TensorType(F64, ("N", 2, 3))), Operand("W", TensorType(F64, (6, 4)))]
+    assert affine.infer(operands + [Operand("b", TensorType(F64, (1, 4)))], {}) == TensorType(F64, ("N", 4))
+    assert affine.infer(operands + [Operand("b", TensorType(None, ()))], {}) == TensorType(F64, ("N", 4))
+    mean = {"reduction": "mean"}
+    labels = Operand("t", TensorType("i64", ("N", 3)))  # one-hot rows of integers: welcome
+    assert loss.infer([Operand("y", TensorType("f32", ("N", 3))), labels], mean) == TensorType("f32", ())
+    assert loss.infer([Operand("y", TensorType(None, (3,))), Operand("t", TensorType(None, (3,)))], mean) == (
+        TensorType(None, ())  # scores of consts without a dtype: weak, as they are
+    )

@@ -367,3 +367,47 @@ def test_no_backward_step_for_values_that_only_feed_labels():
     assert backward_writes(plan) == [("loss", "d_y", False)]
     assert plan.disconnected == ()
     assert plan.text().splitlines()[-1] == "gradients: d_y"
+
+
+def test_the_two_layer_nets_backward_reads_like_the_book():
+    [compiled] = front_end_file(MODELS / "two_layer_net.graph")
+    text = make_plan(compiled.checked, compiled.types).text()
+    assert text.endswith(
+        textwrap.dedent("""\
+            backward from loss (4 steps, seeded with d_loss = 1)
+              4  softmax_loss  d_y = d_loss * (softmax(y) - t) / N  reads loss.probs, t
+              3  affine        d_relu1 = d_y @ W2.T                 reads W2
+                               d_W2 = relu1.T @ d_y                 reads relu1
+                               d_b2 = sum(d_y, axis=0)
+              2  relu          d_affine1 = d_relu1 * relu1.mask     reads relu1.mask
+              1  affine        d_x = d_affine1 @ W1.T               reads W1
+                               d_W1 = x.T @ d_affine1               reads x
+                               d_b1 = sum(d_affine1, axis=0)
+
+            gradients: d_x, d_W1, d_b1, d_W2, d_b2
+            """)
+    )
+
+
+def test_broadcast_gradients_show_the_sums_that_undo_broadcasting():
+    plan = plan_of("""
+        graph g {
+            input x: [N, 3]
+            param w: [1, 3] = ones
+            param v: [3] = ones
+            param s: [] = 1
+            a = mul(x, w)
+            b = mul(a, v)
+            c = add(b, s)
+            output c
+        }
+    """)
+    rules = {w.target: w.rule for step in plan.backward for w in step.writes}
+    assert rules == {
+        "d_b": "d_c",
+        "d_s": "sum(d_c)",
+        "d_a": "d_b * v",
+        "d_v": "sum(d_b * a, axis=0)",
+        "d_x": "d_a * w",
+        "d_w": "sum(d_a * x, axis=0, keepdims=True)",
+    }
