@@ -56,6 +56,7 @@ from graphc.ir import (
     retype,
 )
 from graphc.plan import BackwardStep, ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
+from graphc.shapes import class_index_read
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {
@@ -223,6 +224,11 @@ class _Writer:
             if name in self.names.of:  # literals written inline get no gradient
                 self.names.add(("d", grad_name(name)), "d_" + self.names[name])
 
+    def _one_hot(self, name: str) -> bool:
+        """Whether a label input is read as one-hot rows (else as class indices)."""
+        reads = self.compiled.checked.readers(name)
+        return not any(class_index_read(self._node(reader), position, self.types) for reader, position in reads)
+
     def _input(self, name: str) -> InputDecl:
         decl = self.decls[name]
         assert isinstance(decl, InputDecl), name
@@ -299,9 +305,11 @@ class _Writer:
             for n in plan.inputs:
                 decl = self._input(n)
                 notes = [f"from {decl.role}"] if decl.role else []
-                if n in self.labels:
+                if n in self.labels and self._one_hot(n):
                     classes = TensorType(None, self.types[n].shape[:-1]).shape_text()
                     notes.append(f"one-hot rows, or class indices {classes}")
+                elif n in self.labels:
+                    notes.append("class indices")
                 if decl.init is not None and decl.init.value is not None:
                     value = decl.init.value
                     notes.append(f"= {_literal(value).strip('()')}" if value.ndim == 0 else "has a value")
@@ -451,18 +459,11 @@ class _Writer:
 
     def saved_items(self) -> list[str]:
         """What backward reads from forward, besides params and consts, in order."""
-        items: dict[str, None] = {}
-        for step in self.plan.forward:
-            for item in step.saves:
-                decl = self.decls.get(item)
-                if not isinstance(decl, (ParamDecl, ConstDecl)):
-                    items[item] = None
-        for n in self.plan.disconnected:
-            if isinstance(self.decls[n], InputDecl):
-                items[n] = None  # its gradient is zeros of its shape
-        if not isinstance(self.decls[self.seed], (ParamDecl, ConstDecl)):
-            items[self.seed] = None  # backward's default dout is ones shaped like it
-        return list(items)
+        items = [item for step in self.plan.forward for item in step.saves]
+        items += [n for n in self.plan.disconnected if isinstance(self.decls[n], InputDecl)]  # zeros of its shape
+        items.append(self.seed)  # backward's default dout is ones shaped like it
+        fixed = (ParamDecl, ConstDecl)  # backward reads them where forward does
+        return [item for item in dict.fromkeys(items) if not isinstance(self.decls.get(item), fixed)]
 
     # --- backward ------------------------------------------------------------------
 
@@ -619,11 +620,9 @@ class _Writer:
         lines.append("    return {")
         # In declaration order, as Program draws them, so the random streams agree.
         for decl in self.ir.inputs():
-            if decl.init is not None and decl.name in self.plan.inputs:
-                lines.append(
-                    f'        "{self.names[decl.name]}": '
-                    f"{self.init_source(decl.init, self.types[decl.name], 'input_rng')},"
-                )
+            assert decl.init is not None  # every input has one, or there is no example_inputs
+            source = self.init_source(decl.init, self.types[decl.name], "input_rng")
+            lines.append(f'        "{self.names[decl.name]}": {source},')
         lines.append("    }")
         return "\n".join(lines) + "\n"
 
@@ -668,7 +667,7 @@ def _commented(lines: list[str], comment: str) -> list[tuple[str, str]]:
 def _aligned(rows: list[tuple[str, str]], indent: str = "    ", limit: int = 48) -> list[str]:
     """Code lines with their comments in one column (lines longer than `limit` aside)."""
     width = max([len(code) for code, comment in rows if comment and len(code) <= limit] + [0])
-    return [indent + (f"{code.ljust(width)}  # {comment}" if comment else code).rstrip() for code, comment in rows]
+    return [indent + (f"{code.ljust(width)}  # {comment}" if comment else code) for code, comment in rows]
 
 
 def _literal(value: np.ndarray) -> str:

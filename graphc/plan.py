@@ -64,9 +64,8 @@ class GradWrite:
 @dataclass(frozen=True, eq=False)
 class BackwardStep:
     node: str  # the forward node whose local rules this applies
-    forward_index: int  # its step in the forward plan, whose saved tensors it reads
+    forward_index: int  # its step in the forward plan, whose saved tensors (and attributes) it reads
     op: Op
-    attrs: dict[str, Any]
     dout: str  # the incoming gradient, e.g. d_price
     needs: tuple[bool, ...]  # which operands get a gradient
     writes: tuple[GradWrite, ...]
@@ -187,7 +186,7 @@ def _backward_steps(
         writes = _writes(node, name, needs, types, written)
         dout = grad_name(name)
         frees = () if dout in kept_grads else (dout,)
-        steps.append(BackwardStep(name, index, node.op, node.attrs, dout, needs, writes, frees))
+        steps.append(BackwardStep(name, index, node.op, dout, needs, writes, frees))
     return tuple(steps)
 
 
@@ -305,7 +304,7 @@ def _rule_names(node: OpNode, name: str) -> dict[str, str]:
     """What a rule's text names: the operands, dout, out and the op's own tensors (relu1.mask)."""
     names = {item: _saved_name(node, name, item) for item in node.op.saves}
     names.update(zip(node.op.operands, node.args))
-    names.update(dout=grad_name(name), out=name)
+    names["dout"] = grad_name(name)  # `out` is among the saves of a rule that reads it
     return names
 
 

@@ -305,7 +305,7 @@ def test_reserved_names_are_renamed_and_readable():
 
 def test_same_gradient_for_two_params_is_copied():
     source = python_module(one_graph(CORNERS["two params that get one gradient"]))
-    assert '"q": np.copy(d_q),' in source
+    assert '        "q": np.copy(d_q),  # its own array: add passed one gradient to several\n' in source
 
 
 # --- standalone, and readable -----------------------------------------------------------
@@ -723,3 +723,48 @@ def test_copied_kernels_are_two_blank_lines_apart(models):
         '\n\n\ndef as_labels(t):\n    """Labels as the graph reads them: one-hot rows in DTYPE, or class indices."""\n'
         in source
     )
+
+
+def test_the_two_layer_nets_forward_whole(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    start = source.index("def forward(")
+    assert source[start : source.index("\n\n\n", start)] == textwrap.dedent('''\
+        def forward(params, *, x, t):
+            """The outputs, and `saved`: what backward reads."""
+            W1 = params["W1"]
+            b1 = params["b1"]
+            W2 = params["W2"]
+            b2 = params["b2"]
+            x = np.asarray(x, DTYPE)
+            t = as_labels(t)
+            affine1 = x @ W1
+            affine1 += b1                                   # affine1 = affine(x, W1, b1)
+            relu1_mask = affine1 > 0
+            relu1 = np.maximum(affine1, 0)                  # relu1 = relu(affine1)
+            del affine1
+            y = relu1 @ W2
+            y += b2                                         # y = affine(relu1, W2, b2)
+            loss, loss_probs = softmax_cross_entropy(y, t)  # loss = softmax_loss(y, t)
+            del y
+            outputs = {"loss": loss}
+            saved = {
+                "x": x,
+                "relu1_mask": relu1_mask,
+                "relu1": relu1,
+                "t": t,
+                "loss_probs": loss_probs,
+                "loss": loss,
+            }
+            return outputs, saved''')
+
+
+def test_example_inputs_only_where_every_input_has_an_initializer(models):
+    with_all = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    assert "def example_inputs(seed=0):" in with_all and 'if __name__ == "__main__":' in with_all
+    without = python_module(one_graph(CORNERS["three-dim input to affine, and class-index labels"]))
+    assert "def example_inputs" not in without and "__main__" not in without
+
+
+def test_class_index_inputs_are_documented_as_such():
+    source = python_module(one_graph(CORNERS["three-dim input to affine, and class-index labels"]))
+    assert "\n    t    i64[N]        class indices\n" in source

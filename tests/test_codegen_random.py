@@ -243,6 +243,16 @@ CASES = {
             output y, w
         }
     """,
+    "made-up class indices, and an integer input nothing reads": """
+        graph g {
+            dim N = 3
+            input t: i64[N] = zeros
+            input k: i64[2] = [1, 2]
+            input y: [N, 4] = uniform(0, 1)
+            loss = softmax_loss(y, t)
+            output loss, k
+        }
+    """,
     "labels that reach no output": """
         graph g {
             input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]

@@ -277,6 +277,7 @@ def test_mixed_float_dtypes_are_an_error(op: Op):
     with pytest.raises(ShapeError) as info:
         op.infer(operands, {})
     assert str(info.value) == f"dtype mismatch in `{op.name}`: `{operands[0].name}` is f64, `{operands[1].name}` is f32"
+    assert info.value.operand == 1
 
 
 # --- broadcasting, by property -------------------------------------------------
@@ -617,4 +618,23 @@ def test_shape_rules_accept():
     assert loss.infer([Operand("y", TensorType("f32", ("N", 3))), labels], mean) == TensorType("f32", ())
     assert loss.infer([Operand("y", TensorType(None, (3,))), Operand("t", TensorType(None, (3,)))], mean) == (
         TensorType(None, ())  # scores of consts without a dtype: weak, as they are
+    )
+
+
+def test_a_compiled_step_is_the_generated_modules_source_with_the_ops_own_names():
+    mul = REGISTRY["mul"]
+    types = {"a": TensorType("f64", ("N", 3)), "b": TensorType("f64", (3,)), "out": TensorType("f64", ("N", 3))}
+    code = mul.compile({}, types, needs=(False, True))
+    assert code.source == (
+        "def forward(a, b):\n"
+        "    out = a * b\n"
+        "    return out, (a, b,)\n"
+        "\n"
+        "\n"
+        "def backward(saved, dout):\n"
+        "    a, b, = saved\n"
+        "    return (None, (dout * a).sum(axis=0),)\n"
+    )
+    assert mul.compile({}, types, taped=False).source.startswith(
+        "def forward(a, b):\n    out = a * b\n    return out, None\n"
     )

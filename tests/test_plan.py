@@ -411,3 +411,47 @@ def test_broadcast_gradients_show_the_sums_that_undo_broadcasting():
         "d_x": "d_a * w",
         "d_w": "sum(d_a * x, axis=0, keepdims=True)",
     }
+
+
+def test_values_after_an_output_and_values_nobody_reads_are_freed_too():
+    plan = plan_of("""
+        graph g {
+            input x: [2]
+            a = relu(x)
+            b = sigmoid(a)
+            c = mul(b, 2)
+            d = mul(c, 3)
+            e = relu(x)
+            output b, d
+        }
+    """)
+    frees = {step.out: step.frees for step in plan.forward}
+    assert frees == {"a": (), "b": ("a",), "c": (), "d": ("c",), "e": ("e",)}
+
+
+def test_a_gradient_the_caller_asked_for_is_never_freed():
+    [compiled] = front_end(
+        "graph g {\n    input x: [2] = [1, 2]\n    h = mul(x, 3)\n    y = sigmoid(h)\n    output y\n}\n", "g.graph"
+    )
+    plan = make_plan(compiled.checked, compiled.types, wrt=("h", "x"))
+    frees = {step.node: step.frees for step in plan.backward}
+    assert frees == {"y": ("d_y",), "h": ()}  # d_h is returned
+    assert plan.gradients == ("d_h", "d_x")
+
+
+def test_gradients_that_are_one_array_are_found():
+    """add hands dout to both operands: d_p and d_q alias the seed until a fresh sum makes d_p its own."""
+    from graphc.plan import shared_gradients
+
+    plan = plan_of("""
+        graph g {
+            param p: [2] = [1, 2]
+            param q: [2] = [3, 4]
+            s = add(p, q)
+            t = add(p, s)
+            output t
+        }
+    """)
+    writes = {(step.node, w.target): (w.accumulate, w.in_place) for step in plan.backward for w in step.writes}
+    assert writes[("s", "d_p")] == (True, False)  # a fresh sum: d_p was the seed's array
+    assert shared_gradients(plan) == ("d_q",)
