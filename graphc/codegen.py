@@ -15,12 +15,11 @@ Only the plan is read (its steps, their saves and frees, the gradient writes
 and their rules), with the types and initializers of the compiled graph. Each
 forward step is one line named after the plan's value; each backward line
 carries its local rule as a comment; `del` lines let arrays go where the plan
-frees them, so the module holds what the interpreter holds. What each op
-looks like in Python is the op's own business (`forward_source` and
-`grad_source` in graphc.ops), beside its forward and backward, and the
-kernels they call (stable sigmoid, log-softmax cross-entropy) are copied
-from graphc.ops verbatim, so generated and interpreted arithmetic agree to
-the last bit.
+frees them, so the module holds what the interpreter holds. Each op's lines
+come from its formulas in graphc.ops (`forward_source`, `grad_source`): the
+interpreter compiles the very same source for each step, and the kernels it
+calls (stable sigmoid, log-softmax cross-entropy) are copied from graphc.ops
+verbatim, so generated and interpreted arithmetic agree to the last bit.
 
 `load_module(compiled, dtype)` compiles the same source in memory, for the
 trainer and `graphc time`.

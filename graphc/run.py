@@ -4,7 +4,9 @@ One environment (a dict from value name to array) is read and written by
 both passes. Forward keeps each step's saved tensors on a tape when backward
 will need them; backward walks its steps, reading the tape and writing
 gradients, adding into a gradient where several consumers contribute.
-Steps are flattened into tuples once, so the loops do no attribute lookups.
+Each step runs its op's formulas compiled for the step's types (graphc.ops:
+the source `--emit python` writes for it), and steps are flattened into
+tuples once, so the loops do no attribute lookups.
 
 With free=True nothing dead is held: a forward value goes when its last
 reader has run (what backward needs lives on in the tape), a step's saved
