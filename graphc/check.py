@@ -44,15 +44,22 @@ class CheckedGraph:
         """(node, argument position) for every read of `name`."""
         return [(node, position) for _, node, position in self.graph.out_edges(name, keys=True)]
 
+    def read_as_labels(self, name: str) -> bool:
+        """Whether every read of `name` is as a label operand (Op.labels): it never gets a gradient."""
+        uses = self.readers(name)
+        return bool(uses) and all(k in _op(self.ir, v).op.label_positions() for v, k in uses)
+
     @functools.cached_property
     def label_inputs(self) -> frozenset[str]:
-        """Inputs read only as softmax_loss's labels: class indices are welcome there."""
-        labels = set()
-        for decl in self.ir.inputs():
-            uses = self.readers(decl.name)
-            if uses and all(self.ir.decls[v].op.name == "softmax_loss" and k == 1 for v, k in uses):
-                labels.add(decl.name)
-        return frozenset(labels)
+        """Inputs read only as labels: class indices are welcome there."""
+        return frozenset(decl.name for decl in self.ir.inputs() if self.read_as_labels(decl.name))
+
+    def scores(self, loss: str) -> str | None:
+        """The scores the loss `loss` reads (Op.scores), whose argmax is the prediction; None if it is no loss."""
+        node = self.ir.decls.get(loss)
+        if isinstance(node, OpNode) and node.op.scores is not None:
+            return node.args[node.op.operands.index(node.op.scores)]
+        return None
 
 
 @gc_paused
@@ -69,9 +76,15 @@ def check(ir: GraphIR) -> CheckedGraph:
             cycle = _cycle(ir, graph)
             if cycle:
                 errors.append(cycle)
-    if errors:
+    if errors or order is None:
         raise GraphcError(diagnostics=sorted(errors, key=_position))
     return CheckedGraph(ir, graph, order, tuple(_warnings(ir, order)))
+
+
+def _op(ir: GraphIR, name: str) -> OpNode:
+    node = ir.decls[name]
+    assert isinstance(node, OpNode), name  # only op nodes read values
+    return node
 
 
 def _source_order_if_sorted(ir: GraphIR) -> tuple[str, ...] | None:
@@ -127,7 +140,8 @@ def _outputs(ir: GraphIR) -> list[Diagnostic]:
 
 
 def _roles(ir: GraphIR) -> list[Diagnostic]:
-    errors, seen = [], {}
+    errors: list[Diagnostic] = []
+    seen: dict[str, str] = {}
     for decl in ir.inputs():
         if decl.role is None:
             continue

@@ -15,12 +15,11 @@ Only the plan is read (its steps, their saves and frees, the gradient writes
 and their rules), with the types and initializers of the compiled graph. Each
 forward step is one line named after the plan's value; each backward line
 carries its local rule as a comment; `del` lines let arrays go where the plan
-frees them, so the module holds what the interpreter holds. What each op
-looks like in Python is the op's own business (`forward_source` and
-`grad_source` in graphc.ops), beside its forward and backward, and the
-kernels they call (stable sigmoid, log-softmax cross-entropy) are copied
-from graphc.ops verbatim, so generated and interpreted arithmetic agree to
-the last bit.
+frees them, so the module holds what the interpreter holds. Each op's lines
+come from its formulas in graphc.ops (`forward_source`, `grad_source`): the
+interpreter compiles the very same source for each step, and the kernels it
+calls (stable sigmoid, log-softmax cross-entropy) are copied from graphc.ops
+verbatim, so generated and interpreted arithmetic agree to the last bit.
 
 `load_module(compiled, dtype)` compiles the same source in memory, for the
 trainer and `graphc time`.
@@ -55,7 +54,8 @@ from graphc.ir import (
     numpy_name,
     retype,
 )
-from graphc.plan import ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
+from graphc.plan import BackwardStep, ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
+from graphc.shapes import class_index_read
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {
@@ -144,6 +144,7 @@ class GeneratedModel:
     module: pytypes.ModuleType
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
+    disconnected: tuple[str, ...] = ()  # params with no path to the loss: backward gives them zeros
 
     def loss_and_grads(
         self,
@@ -151,8 +152,15 @@ class GeneratedModel:
         feeds: dict[str, Any],
         dout: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name."""
-        return self.module.loss_and_grads(params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout)
+        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name.
+
+        As there, a param with no path to the loss gets no gradient (rather than zeros)."""
+        loss, grads = self.module.loss_and_grads(
+            params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout
+        )
+        for name in self.disconnected:
+            del grads[name]
+        return loss, grads
 
 
 def load_module(
@@ -166,7 +174,7 @@ def load_module(
     module.__file__ = f"<graphc: {compiled.name}>"
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     inputs = {n: writer.names[n] for n in writer.plan.inputs}
-    return GeneratedModel(source, module, inputs, params)
+    return GeneratedModel(source, module, inputs, params, writer.plan.disconnected)
 
 
 class _Writer:
@@ -189,11 +197,9 @@ class _Writer:
         self.decls = self.ir.decls
         self.labels = compiled.checked.label_inputs
         self.shared = set(shared_gradients(self.plan))
-        seed = self.plan.seed
-        scores_of = self.decls.get(seed)
-        self.scores = (
-            scores_of.args[0] if isinstance(scores_of, OpNode) and scores_of.op.name == "softmax_loss" else None
-        )
+        assert self.plan.seed is not None  # a training plan's
+        self.seed: str = self.plan.seed
+        self.scores = compiled.checked.scores(self.seed)
         self.inference = make_inference_plan(compiled.checked, self.types, (self.scores,)) if self.scores else None
         self._name_everything()
 
@@ -215,7 +221,33 @@ class _Writer:
             for item, own in step.own_saves():  # relu1.mask -> relu1_mask
                 self.names.add(item, f"{self.names[step.out]}_{own}")
         for name in self.decls:
-            self.names.add(("d", grad_name(name)), "d_" + self.names.of.get(name, re.sub(r"\W", "_", name)))
+            if name in self.names.of:  # literals written inline get no gradient
+                self.names.add(("d", grad_name(name)), "d_" + self.names[name])
+
+    def _one_hot(self, name: str) -> bool:
+        """Whether a label input is read as one-hot rows (else as class indices)."""
+        reads = self.compiled.checked.readers(name)
+        return not any(class_index_read(self._node(reader), position, self.types) for reader, position in reads)
+
+    def _input(self, name: str) -> InputDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, InputDecl), name
+        return decl
+
+    def _param(self, name: str) -> ParamDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, ParamDecl), name
+        return decl
+
+    def _const(self, name: str) -> ConstDecl:
+        decl = self.decls[name]
+        assert isinstance(decl, ConstDecl), name
+        return decl
+
+    def _node(self, name: str) -> OpNode:
+        decl = self.decls[name]
+        assert isinstance(decl, OpNode), name
+        return decl
 
     def expr(self, name: str) -> str:
         """A value as the module reads it: its variable, or a literal written inline."""
@@ -226,10 +258,9 @@ class _Writer:
         return "DTYPE" if dtype == self.float else f"np.{numpy_name(dtype)}"
 
     def _helpers(self) -> list[Callable]:
-        used = {self.decls[s.out].op.name: self.decls[s.out].op for s in self.plan.forward}
         helpers: list[Callable] = []
-        for op in used.values():
-            helpers.extend(f for f in op.helpers if f not in helpers)
+        for step in self.plan.forward:
+            helpers.extend(f for f in step.op.helpers(step.attrs) if f not in helpers)
         return helpers
 
     # --- the pieces ---------------------------------------------------------
@@ -250,7 +281,7 @@ class _Writer:
 
     def header(self) -> str:
         plan, ir = self.plan, self.ir
-        inputs = ", ".join(f"{self.names[n]}=..." for n in plan.inputs)
+        inputs = "".join(f", {self.names[n]}=..." for n in plan.inputs)
         lines = [
             f'"""{ir.name}: the graph as plain numpy, forward and backward.',
             "",
@@ -259,25 +290,27 @@ class _Writer:
             "this module again rather than editing it.",
             "",
             "    params = init_params(seed=0)",
-            f"    outputs, saved = forward(params, {inputs})",
-            "    grads = backward(params, saved)   # d " + plan.seed + " / d each value below",
-            f"    loss, grads = loss_and_grads(params, {inputs})",
+            f"    outputs, saved = forward(params{inputs})",
+            "    grads = backward(params, saved)   # d " + self.seed + " / d each value below",
+            f"    loss, grads = loss_and_grads(params{inputs})",
             "",
         ]
         lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
         if plan.params:
             lines += ["", "Params:"]
-            lines += _table([(self.names[n], str(self.types[n]), self.decls[n].init.describe()) for n in plan.params])
+            lines += _table([(self.names[n], str(self.types[n]), self._param(n).init.describe()) for n in plan.params])
         if plan.inputs:
             lines += ["", "Inputs:"]
-            rows = []
+            rows: list[tuple[str, ...]] = []
             for n in plan.inputs:
-                decl = self.decls[n]
+                decl = self._input(n)
                 notes = [f"from {decl.role}"] if decl.role else []
-                if n in self.labels:
+                if n in self.labels and self._one_hot(n):
                     classes = TensorType(None, self.types[n].shape[:-1]).shape_text()
                     notes.append(f"one-hot rows, or class indices {classes}")
-                if decl.init is not None and decl.init.kind == "value":
+                elif n in self.labels:
+                    notes.append("class indices")
+                if decl.init is not None and decl.init.value is not None:
                     value = decl.init.value
                     notes.append(f"= {_literal(value).strip('()')}" if value.ndim == 0 else "has a value")
                 elif decl.init is not None:
@@ -306,8 +339,7 @@ class _Writer:
         if consts:
             lines.append("")
             for n in consts:
-                decl = self.decls[n]
-                lines.append(f"{self.names[n]} = {self.const_value(n, decl.value)}")
+                lines.append(f"{self.names[n]} = {self.const_value(n, self._const(n).value)}")
         return "\n".join(lines) + "\n"
 
     def const_value(self, name: str, value: np.ndarray) -> str:
@@ -320,7 +352,7 @@ class _Writer:
 
     def helper_source(self) -> str:
         helpers = self._helpers()
-        sources = [inspect.getsource(f) for f in helpers]
+        sources = [_function_source(f) for f in helpers]
         if self.labels:
             sources.append(
                 "def as_labels(t):\n"
@@ -328,7 +360,7 @@ class _Writer:
                 "    t = np.asarray(t)\n"
                 '    return t.astype(DTYPE, copy=False) if t.dtype.kind == "f" else t.astype(np.int64, copy=False)\n'
             )
-        return "\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""
+        return "\n\n\n".join(s.rstrip("\n") for s in sources) + "\n" if sources else ""  # PEP 8's two blank lines
 
     def init_params(self) -> str:
         lines = [
@@ -338,11 +370,11 @@ class _Writer:
         ]
         if not self.plan.params:
             return "\n".join(lines + ["    return {}"]) + "\n"
-        if any(initializers.uses_rng(self.decls[n].init) for n in self.plan.params):
+        if any(initializers.uses_rng(self._param(n).init) for n in self.plan.params):
             lines.append("    param_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])")
         lines.append("    return {")
         for n in self.plan.params:
-            init = self.decls[n].init
+            init = self._param(n).init
             lines.append(f'        "{n}": {self.init_source(init, self.types[n], "param_rng")},')
         lines.append("    }")
         return "\n".join(lines) + "\n"
@@ -365,8 +397,8 @@ class _Writer:
 
     def default(self, name: str) -> str | None:
         """An input's value in the graph (`input tax = 1.1`), if it has one."""
-        init = self.decls[name].init
-        if init is None or init.kind != "value":
+        init = self._input(name).init
+        if init is None or init.value is None:
             return None
         value, shape = init.value, self.types[name].shape
         if shape and value.ndim == 0:
@@ -387,7 +419,7 @@ class _Writer:
 
     def step_lines(self, step: ForwardStep, taped: bool) -> list[tuple[str, str]]:
         """A forward step's lines, each with the comment it gets."""
-        node = self.decls[step.out]
+        node = self._node(step.out)
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
         v["out"] = self.names[step.out]
         for item, own in step.own_saves():
@@ -405,7 +437,8 @@ class _Writer:
             f"def forward({self.signature(plan.inputs)}):",
             '    """The outputs, and `saved`: what backward reads."""',
         ]
-        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read]
+        # The params the steps read, and those that are outputs themselves.
+        lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read or n in plan.outputs]
         lines += self.coerce(plan.inputs)
         saved_names = set(saved)
         rows: list[tuple[str, str]] = []
@@ -428,32 +461,17 @@ class _Writer:
 
     def saved_items(self) -> list[str]:
         """What backward reads from forward, besides params and consts, in order."""
-        items: dict[str, None] = {}
-        for step in self.plan.forward:
-            for item in step.saves:
-                decl = self.decls.get(item)
-                if not isinstance(decl, (ParamDecl, ConstDecl)):
-                    items[item] = None
-        for n in self.plan.disconnected:
-            if isinstance(self.decls[n], InputDecl):
-                items[n] = None  # its gradient is zeros of its shape
-        if not isinstance(self.decls[self.plan.seed], (ParamDecl, ConstDecl)):
-            items[self.plan.seed] = None  # backward's default dout is ones shaped like it
-        return list(items)
+        items = [item for step in self.plan.forward for item in step.saves]
+        items += [n for n in self.plan.disconnected if isinstance(self.decls[n], InputDecl)]  # zeros of its shape
+        items.append(self.seed)  # backward's default dout is ones shaped like it
+        fixed = (ParamDecl, ConstDecl)  # backward reads them where forward does
+        return [item for item in dict.fromkeys(items) if not isinstance(self.decls.get(item), fixed)]
 
     # --- backward ------------------------------------------------------------------
 
     def backward(self) -> str:
         plan = self.plan
         saved = self.saved_items()
-        # The last backward step that reads each saved item: it goes after that.
-        last: dict[str, int] = {}
-        for j, step in enumerate(plan.backward):
-            for item in plan.forward[step.forward_index].saves:
-                last[item] = j
-        reads = {item for s in plan.backward for w in s.writes for item in w.reads}
-        params_read = [n for n in plan.params if n in reads or n == plan.seed]
-        disconnected_params = [n for n in plan.disconnected if n in plan.params]
         lines = [
             "def backward(params, saved, dout=None):",
             f'    """d {plan.seed} / d each input and param, from what forward saved,',
@@ -462,44 +480,73 @@ class _Writer:
             "    Empties `saved` as it goes, so each saved array is freed once its last",
             '    reader has run."""',
         ]
-        lines += [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
-        lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
-        seed = self.names.grad(grad_name(plan.seed))
-        lines.append(f"    {seed} = np.ones_like({self.expr(plan.seed)}) if dout is None else dout")
+        lines += self.backward_reads(saved)
+        seed = self.names.grad(grad_name(self.seed))
+        lines.append(f"    {seed} = np.ones_like({self.expr(self.seed)}) if dout is None else dout")
+        last = self.last_readers()
         for j, step in enumerate(plan.backward):
-            node = self.decls[step.node]
-            fstep = plan.forward[step.forward_index]
-            v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
-            v["out"] = self.names.of.get(step.node, step.node)
-            v["dout"] = self.names.grad(step.dout)
-            for item, own in fstep.own_saves():
-                v[own] = self.names[item]
-            types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
-            types["out"] = self.types[step.node]
-            lines.append(f"    # {fstep.text()}")
-            body = []
-            for w in step.writes:
-                target = self.names.grad(w.target)
-                expr = node.op.grad_source(w.operand, v, node.attrs, types)
-                if not w.accumulate:
-                    code = f"{target} = {expr}"
-                elif w.in_place:
-                    code = f"{target} += {expr}"
-                else:
-                    code = f"{target} = {target} + {expr}"
-                body.append((code, f"{w.target} {'+=' if w.accumulate else '='} {w.rule}"))
-            width = max(len(c) for c, _ in body)
-            lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
-            # What dies here; inputs are the caller's, and stay.
-            dead = [
-                self.names[i]
-                for i in fstep.saves
-                if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)
-            ]
-            dead += [self.names.grad(g) for g in step.frees]
-            if dead:
-                lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
-        lines.append("    return {")
+            lines += self.backward_step(j, step, last, saved)
+        lines += self.gradients_returned()
+        return "\n".join(lines) + "\n"
+
+    def backward_reads(self, saved: list[str]) -> list[str]:
+        """backward's first lines: the params its rules read, then what forward saved."""
+        plan = self.plan
+        reads = {item for s in plan.backward for w in s.writes for item in w.reads}
+        params_read = [n for n in plan.params if n in reads or n == plan.seed]
+        disconnected_params = [n for n in plan.disconnected if n in plan.params]
+        lines = [f'    {self.names[n]} = params["{n}"]' for n in dict.fromkeys(params_read + disconnected_params)]
+        lines += [f'    {self.names[n]} = saved.pop("{self.names[n]}")' for n in saved]
+        return lines
+
+    def last_readers(self) -> dict[str, int]:
+        """The last backward step that reads each saved item: it goes after that."""
+        last: dict[str, int] = {}
+        for j, step in enumerate(self.plan.backward):
+            for item in self.plan.forward[step.forward_index].saves:
+                last[item] = j
+        return last
+
+    def backward_step(self, j: int, step: BackwardStep, last: dict[str, int], saved: list[str]) -> list[str]:
+        """One backward step's lines: each gradient it writes, with its rule as the plan shows it, then `del`s."""
+        node = self._node(step.node)
+        fstep = self.plan.forward[step.forward_index]
+        v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
+        v["out"] = self.names[step.node]
+        v["dout"] = self.names.grad(step.dout)
+        for item, own in fstep.own_saves():
+            v[own] = self.names[item]
+        types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
+        types["out"] = self.types[step.node]
+        lines = [f"    # {fstep.text()}"]
+        body = []
+        for w in step.writes:
+            target = self.names.grad(w.target)
+            expr = node.op.grad_source(w.operand, v, node.attrs, types)
+            if not w.accumulate:
+                code = f"{target} = {expr}"
+            elif w.in_place:
+                code = f"{target} += {expr}"
+            else:
+                code = f"{target} = {target} + {expr}"
+            body.append((code, f"{w.target} {'+=' if w.accumulate else '='} {w.rule}"))
+        width = max(len(c) for c, _ in body)
+        lines += [f"    {c.ljust(width)}  # {r}" for c, r in body]
+        # What dies here; inputs are the caller's, and stay.
+        dead = [
+            self.names[i]
+            for i in fstep.saves
+            if last.get(i) == j and i in saved and not isinstance(self.decls.get(i), InputDecl)
+        ]
+        dead += [self.names.grad(g) for g in step.frees]
+        if dead:
+            lines.append(f"    del {', '.join(dict.fromkeys(dead))}")
+        return lines
+
+    def gradients_returned(self) -> list[str]:
+        """backward's return: each wanted gradient, zeros where nothing connects it to the seed."""
+        plan = self.plan
+        lines = ["    return {"]
         for n in plan.wrt:
             if n in plan.disconnected:
                 value = self.names[n]
@@ -513,7 +560,7 @@ class _Writer:
                     + ("  # its own array: add passed one gradient to several" if copy else "")
                 )
         lines.append("    }")
-        return "\n".join(lines) + "\n"
+        return lines
 
     def loss_and_grads(self) -> str:
         plan = self.plan
@@ -548,6 +595,7 @@ class _Writer:
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))
         lines += _aligned(rows)
+        assert self.scores is not None
         lines.append(f"    return {self.names[self.scores]}")
         call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
         lines += [
@@ -561,7 +609,7 @@ class _Writer:
 
     def example_inputs(self) -> str | None:
         """The inputs graphc makes up when none are given, if every input has one."""
-        inputs = [self.decls[n] for n in self.plan.inputs]
+        inputs = [self._input(n) for n in self.plan.inputs]
         if not inputs or any(d.init is None for d in inputs):
             return None
         lines = [
@@ -574,11 +622,9 @@ class _Writer:
         lines.append("    return {")
         # In declaration order, as Program draws them, so the random streams agree.
         for decl in self.ir.inputs():
-            if decl.init is not None and decl.name in self.plan.inputs:
-                lines.append(
-                    f'        "{self.names[decl.name]}": '
-                    f"{self.init_source(decl.init, self.types[decl.name], 'input_rng')},"
-                )
+            assert decl.init is not None  # every input has one, or there is no example_inputs
+            source = self.init_source(decl.init, self.types[decl.name], "input_rng")
+            lines.append(f'        "{self.names[decl.name]}": {source},')
         lines.append("    }")
         return "\n".join(lines) + "\n"
 
@@ -598,6 +644,14 @@ class _Writer:
 # --- small pieces ---------------------------------------------------------------
 
 
+def _function_source(function: Callable) -> str:
+    """A kernel's source, from its `def` on: a tool that decorates it (a mutation
+    tester's trampoline) leaves the generated module the kernel as written."""
+    lines = inspect.getsource(function).splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("def "))
+    return "".join(lines[start:])
+
+
 def _shape(shape: tuple) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -615,7 +669,7 @@ def _commented(lines: list[str], comment: str) -> list[tuple[str, str]]:
 def _aligned(rows: list[tuple[str, str]], indent: str = "    ", limit: int = 48) -> list[str]:
     """Code lines with their comments in one column (lines longer than `limit` aside)."""
     width = max([len(code) for code, comment in rows if comment and len(code) <= limit] + [0])
-    return [indent + (f"{code.ljust(width)}  # {comment}" if comment else code).rstrip() for code, comment in rows]
+    return [indent + (f"{code.ljust(width)}  # {comment}" if comment else code) for code, comment in rows]
 
 
 def _literal(value: np.ndarray) -> str:

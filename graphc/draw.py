@@ -33,9 +33,6 @@ from graphc.plan import Plan
 if TYPE_CHECKING:
     from graphc.program import Program
 
-# The ops the book draws with a symbol; the others show their name.
-OP_SYMBOLS = {"mul": "×", "add": "+"}
-
 # Output extension -> format. DOT and Mermaid are text graphc writes itself.
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".mmd": "mmd"}
 
@@ -100,9 +97,8 @@ def value_text(value: Any, shape: bool = True) -> tuple[str, bool]:
     finite = np.isfinite(array) if array.dtype.kind in "fc" else np.ones(array.shape, bool)
     flagged = not bool(finite.all())
     if array.size <= 4:
-        text = np.array2string(
-            array, separator=", ", max_line_width=1 << 16, formatter={"all": lambda v: number_text(float(v))}
-        )
+        every: Any = {"all": lambda v: number_text(float(v))}  # numpy's stubs want a TypedDict
+        text = np.array2string(array, separator=", ", max_line_width=1 << 16, formatter=every)
         return " ".join(text.split()), flagged
     good = array[finite].astype(np.float64)
     mean = float(good.mean()) if good.size else math.nan
@@ -157,9 +153,7 @@ def graph_diagram(
         if reads.get(name, 0) > 1 and name in gradients:
             grad, flagged = value_text(gradients[name], shape=False)
         if isinstance(decl, OpNode):
-            nodes.append(
-                Node(ids[name], "op", name, op=OP_SYMBOLS.get(decl.op.name, decl.op.name), grad=grad, flagged=flagged)
-            )
+            nodes.append(Node(ids[name], "op", name, op=decl.op.symbol or decl.op.name, grad=grad, flagged=flagged))
         else:
             kind, note = _leaf_kind(decl)
             nodes.append(Node(ids[name], kind, name, note=note, grad=grad, flagged=flagged))
@@ -241,7 +235,7 @@ def backward_diagram(
         grad_node(plan.seed)
     for s, step in enumerate(plan.backward):
         step_id = f"s{s}"
-        nodes.append(Node(step_id, "step", step.node, op=OP_SYMBOLS.get(step.op.name, step.op.name), note="backward"))
+        nodes.append(Node(step_id, "step", step.node, op=step.op.symbol or step.op.name, note="backward"))
         edges.append(Edge(grad_node(step.node), step_id))
         for name in dict.fromkeys(r for w in step.writes for r in w.reads):
             edges.append(Edge(read_node(name), step_id, dashed=True))
@@ -270,10 +264,10 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
         if kind != "backward":
             return backward
 
-        def kept(attrs: dict[str, Any], saved: tuple, dout: np.ndarray, needs: tuple[bool, ...]) -> tuple:
-            results = backward(attrs, saved, dout, needs)
+        def kept(saved: tuple, dout: np.ndarray) -> tuple:
+            results = backward(saved, dout)
             for position, grad in enumerate(results):
-                if needs[position] and grad is not None:
+                if step.needs[position] and grad is not None:
                     # A copy: fan-out may add the next share into this very array.
                     shares[(step.node, position)] = np.array(grad, copy=True)
             return results
@@ -423,7 +417,7 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
     # tail: then every gradient goes under its value instead.
     graded = [e for e in diagram.edges if e.grad is not None]
     tails = [e.tail for e in graded]
-    below = all(len(e.grad) <= SHORT for e in graded) and len(set(tails)) == len(tails)
+    below = all(len(e.grad or "") <= SHORT for e in graded) and len(set(tails)) == len(tails)
     graph = {
         "rankdir": rankdir,
         "fontname": FONT,

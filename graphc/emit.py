@@ -18,7 +18,7 @@ def _columns(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
 def plan_text(plan: Plan) -> str:
     lines = [f"graph {plan.graph}", ""]
     lines.append(f"forward ({_steps(len(plan.forward))})")
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for i, step in enumerate(plan.forward, 1):
         saves = f"saves {', '.join(step.saves)}" if step.saves else ""
         frees = f"frees {', '.join(step.frees)}" if step.frees else ""
@@ -30,11 +30,11 @@ def plan_text(plan: Plan) -> str:
     lines.append(f"backward from {plan.seed} ({_steps(len(plan.backward))}, seeded with {grad_name(plan.seed)} = 1)")
     rows = []
     numbers = {step.out: i for i, step in enumerate(plan.forward, 1)}
-    for step in plan.backward:
-        for j, write in enumerate(step.writes):
+    for backward_step in plan.backward:
+        for j, write in enumerate(backward_step.writes):
             assign = "+=" if write.accumulate else "="
             reads = f"reads {', '.join(write.reads)}" if write.reads else ""
-            head = (f"{numbers[step.node]}", step.op.name) if j == 0 else ("", "")
+            head = (f"{numbers[backward_step.node]}", backward_step.op.name) if j == 0 else ("", "")
             rows.append((*head, f"{write.target} {assign} {write.rule}", reads))
     lines += _columns(rows)
     lines.append("")

@@ -180,17 +180,17 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
         grads[seed] = seed
         heap.make(seed, sizes.value(plan.seed))
         remade: dict[str, int] = {}
-        for step in plan.backward:
+        for back in plan.backward:
             made, shares = [], []
-            node_shape = sizes.shape(plan.types[step.node])
-            for w in step.writes:
-                arg = plan.forward[step.forward_index].args[w.operand]
+            node_shape = sizes.shape(plan.types[back.node])
+            for w in back.writes:
+                arg = plan.forward[back.forward_index].args[w.operand]
                 nbytes = sizes.value(arg)
-                passes = step.op.operands[w.operand] in step.op.passes_gradient_through
+                passes = back.op.operands[w.operand] in back.op.passes_gradient_through
                 if not w.accumulate and passes and sizes.shape(plan.types[arg]) == node_shape:
-                    grads[w.target] = grads[step.dout]  # the very array of dout
+                    grads[w.target] = grads[back.dout]  # the very array of dout
                     heap.hold(grads[w.target])
-                    shares.append((w.target, step.dout))
+                    shares.append((w.target, back.dout))
                     continue
                 if w.accumulate and w.in_place:
                     continue  # added into its own buffer
@@ -202,12 +202,12 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
                     heap.drop(grads[w.target])  # the old sum, replaced by a fresh one
                 grads[w.target] = key
             held = heap.total
-            for key in tape.pop(step.forward_index, ()):
+            for key in tape.pop(back.forward_index, ()):
                 heap.drop(key)
-            for name in step.frees:
+            for name in back.frees:
                 heap.drop(grads.pop(name))
-            number = step.forward_index + 1
-            steps.append(StepMemory("backward", number, step.op.name, tuple(made), heap.freed(), held, tuple(shares)))
+            number = back.forward_index + 1
+            steps.append(StepMemory("backward", number, back.op.name, tuple(made), heap.freed(), held, tuple(shares)))
 
     def total(names: tuple[str, ...]) -> int:
         return sum(sizes.value(n) for n in names)
@@ -229,10 +229,11 @@ def fmt_bytes(n: int) -> str:
     """1536 -> `1.5 KiB`; whole bytes below a KiB."""
     if n < 1024:
         return f"{n} B"
+    size = float(n)
     for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
     raise AssertionError
 
 

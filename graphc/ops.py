@@ -2,20 +2,23 @@
 
 An op class holds everything every stage needs to know about it: its operands
 and attributes (for the checker), its shape rule (for shape inference), its
-forward and backward (for the interpreter and code generator), what backward
-reads from the forward pass (for the plan and memory accounting), and its
-local gradient rule written out (for plans and diagrams).
+forward and the local gradient rule of each operand (for the plan, the
+interpreter, the code generator and the diagrams), and what it needs from
+the other stages: which operands are labels, which are a loss's scores.
 
-forward(attrs, *inputs) returns (output, saved); backward(attrs, saved, dout,
-needs) returns one gradient per operand, None where `needs` says it is not
-wanted. Backward never writes into `dout` or into anything in `saved`: a
-gradient can be shared by several consumers in a DAG.
+Forward and the rules are written once, as formulas (see "the notation"
+below). The rule a learner reads in a plan, the line the code generator
+writes and the function the interpreter runs are all made from that one
+formula, so they cannot disagree, and generated code computes what the
+interpreter computes, bit for bit.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,12 +43,6 @@ class Attribute:
 
 
 @dataclass(frozen=True)
-class Rule:
-    text: str
-    reads: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Operand:
     """An operand as shape inference sees it: its value's name and type."""
 
@@ -53,168 +50,19 @@ class Operand:
     type: TensorType
 
 
-class Op:
-    name: ClassVar[str]
-    operands: ClassVar[tuple[str, ...]]
-    attributes: ClassVar[dict[str, Attribute]] = {}
-    math: ClassVar[str]  # the forward, in one line
-    # The local gradient of each differentiable operand: how it reads, in
-    # terms of `dout`, the operands and `out`, and what it reads from the
-    # forward pass: operand names, "out", or a tensor of the op's own
-    # (relu's "mask", softmax_loss's "probs").
-    rules: ClassVar[dict[str, Rule]]
-    # Elementwise ops broadcast their operands; backward sums the gradient
-    # back to each operand's shape.
-    broadcasts: ClassVar[bool] = False
-    # Operands whose gradient may be `dout` itself (add's are, when nothing
-    # was broadcast): such a gradient must never be added into in place.
-    passes_gradient_through: ClassVar[tuple[str, ...]] = ()
-    # Operand shapes for the registry-wide gradient test, broadcasting included.
-    examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]
+@dataclass(frozen=True)
+class Own:
+    """A tensor of the op's own that forward keeps for backward (relu's mask)."""
 
-    def infer(self, args: Sequence[Operand], attrs: dict[str, Any]) -> TensorType:
-        raise NotImplementedError
-
-    def forward(self, attrs: dict[str, Any], *xs: np.ndarray) -> tuple[np.ndarray, tuple]:
-        raise NotImplementedError
-
-    def backward(
-        self, attrs: dict[str, Any], saved: tuple, dout: np.ndarray, needs: tuple[bool, ...]
-    ) -> tuple[np.ndarray | None, ...]:
-        raise NotImplementedError
-
-    @functools.cached_property
-    def saves(self) -> tuple[str, ...]:
-        """Everything backward reads from the forward pass, operands first."""
-        items = dict.fromkeys(item for rule in self.rules.values() for item in rule.reads)
-        return tuple(
-            sorted(items, key=lambda item: self.operands.index(item) if item in self.operands else len(self.operands))
-        )
-
-    def differentiable(self, operand: int) -> bool:
-        return self.operands[operand] in self.rules
-
-    def rule(self, operand: int, names: dict[str, str], attrs: dict[str, Any]) -> str:
-        """The local rule for operand's gradient, names substituted."""
-        return self.rules[self.operands[operand]].text.format(**names)
-
-    def own_tensor_type(self, item: str, types: dict[str, TensorType]) -> TensorType:
-        """The type of a tensor of the op's own that backward reads ("mask"),
-        from `types` of the operands and "out"; for memory planning."""
-        raise KeyError(f"{self.name} saves no tensor `{item}`")
-
-    # --- code generation (graphc.codegen) ---------------------------------
-    # The op as numpy source. `v` maps the operand names, "out", "dout" and
-    # the op's own tensors ("mask") to Python expressions; `types` maps the
-    # operand names and "out" to their types. `helpers` are the functions of
-    # this module the source calls; codegen copies their source text into the
-    # generated module, so it runs the interpreter's very arithmetic.
-    helpers: ClassVar[tuple[Callable, ...]] = ()
-
-    def forward_source(
-        self, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType], taped: bool
-    ) -> list[str]:
-        """Lines that set `v["out"]` (and, when taped, the own tensors backward reads)."""
-        raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
-
-    def grad_source(self, operand: int, v: dict[str, str], attrs: dict[str, Any], types: dict[str, TensorType]) -> str:
-        """An expression for the operand's gradient, already summed to its shape."""
-        raise NotImplementedError(f"op `{self.name}` cannot be written as Python source")
-
-    def __repr__(self) -> str:
-        return f"<op {self.name}>"
-
-
-REGISTRY: dict[str, Op] = {}
-
-
-def register(cls: type[Op]) -> type[Op]:
-    REGISTRY[cls.name] = cls()
-    return cls
-
-
-# --- shape helpers -----------------------------------------------------------
-
-
-def _describe(arg: Operand) -> str:
-    return f"`{arg.name}` {arg.type.shape_text()}"
-
-
-def _floats(op: str, args: Sequence[Operand], what: str = "float operands") -> None:
-    """Ops compute in floats: only softmax_loss's labels may be i64 (class indices)."""
-    for i, a in enumerate(args):
-        if a.type.dtype == "i64":
-            raise ShapeError(f"`{op}` needs {what}, `{a.name}` is i64", i)
-
-
-def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands") -> str:
-    """The operands' common float dtype. A weak scalar (dtype None) adapts to
-    the others, as numpy's Python floats do; with nothing else, f64."""
-    _floats(op, args, what)
-    strong = [a for a in args if a.type.dtype is not None]
-    for a in strong[1:]:
-        if a.type.dtype != strong[0].type.dtype:
-            raise ShapeError(
-                f"dtype mismatch in `{op}`: `{strong[0].name}` is {strong[0].type.dtype}, `{a.name}` is {a.type.dtype}",
-                args.index(a),
-            )
-    return strong[0].type.dtype if strong else "f64"
-
-
-def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
-    """numpy's broadcasting rule over symbolic dims: equal, or one of them 1."""
-    sa, sb = a.type.shape, b.type.shape
-    out: list[Dim] = []
-    for i in range(1, max(len(sa), len(sb)) + 1):
-        da = sa[-i] if i <= len(sa) else 1
-        db = sb[-i] if i <= len(sb) else 1
-        if da == db or db == 1:
-            out.append(da)
-        elif da == 1:
-            out.append(db)
-        else:
-            raise ShapeError(
-                f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} (dim {da} vs {db})",
-                1,
-            )
-    return tuple(reversed(out))
-
-
-def sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Undo broadcasting: sum grad over the axes that broadcasting added or stretched."""
-    if np.shape(grad) == shape:
-        return grad
-    lead = np.ndim(grad) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
-    return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
-
-
-def sum_to_source(expr: str, shape: Sequence[Dim], target: Sequence[Dim]) -> str:
-    """`sum_to` as source, its axes found from the types: `d_h.sum(axis=0)`.
-
-    A dim 1 in `target` against any other dim (a symbol included) was
-    stretched; numpy gives the same sums if a symbol turns out to be 1.
-    """
-    lead = len(shape) - len(target)
-    added = tuple(range(lead))
-    stretched = tuple(i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
-    if not added and not stretched:
-        return expr
-    base = expr if expr.isidentifier() else f"({expr})"
-    if added:
-        base += ".sum()" if lead == len(shape) else f".sum(axis={_axes_text(added)})"
-    if stretched:
-        base += f".sum(axis={_axes_text(stretched)}, keepdims=True)"
-    return base
-
-
-def _axes_text(axes: tuple[int, ...]) -> str:
-    return str(axes[0]) if len(axes) == 1 else str(axes)
+    like: str  # the operand (or "out") whose shape it has
+    dtype: str | None = None  # None: the dtype of `like`
+    computes: str | None = None  # its formula; None when forward's own statement makes it
+    display: str | None = None  # how rules show it, as a formula; None: by its plan name (relu1.mask)
 
 
 # --- numpy kernels ----------------------------------------------------------
-# Shared by the ops below and by generated modules, which get a copy of their
-# source: each is plain numpy and reads nothing else from this module.
+# Functions formulas call. Generated modules get a copy of their source, so
+# each is plain numpy and reads nothing else from this module.
 
 
 def sigmoid(x):
@@ -230,7 +78,7 @@ def softmax_cross_entropy(y, t, mean=True):
     t is one-hot rows shaped like y, or class indices. The loss is averaged
     over the batch when `mean`, else summed.
     """
-    # log-softmax by log-sum-exp: shifting by the max keeps exp finite.
+    # log-softmax by log-sum-exp: shifting each row by its max keeps exp finite.
     # numpy reduces short rows one at a time; across a transposed copy it
     # reduces them all at once (4x faster for 10 classes).
     if y.ndim == 2 and y.shape[1] < 32:
@@ -254,20 +102,545 @@ def softmax_cross_entropy(y, t, mean=True):
     return np.asarray(loss, dtype=y.dtype), probs
 
 
-def softmax_cross_entropy_backward(probs, t, dout, mean=True):
-    """d loss / d y from the saved softmax(y): dout * (softmax(y) - t) / N."""
+def minus_labels(probs, t):
+    """probs - t, for labels t as one-hot rows or as class indices."""
     if t.shape == probs.shape:
-        grad = probs - t.astype(probs.dtype, copy=False)  # i64 one-hot labels must not make f32 into f64
+        return probs - t.astype(probs.dtype, copy=False)  # i64 one-hot labels must not make f32 into f64
+    grad = probs.copy()
+    if probs.ndim == 2:
+        grad[np.arange(len(t)), t] -= 1
     else:
-        grad = probs.copy()
-        if probs.ndim == 2:
-            grad[np.arange(len(t)), t] -= 1
-        else:
-            grad[t] -= 1
-    n = probs.shape[0] if probs.ndim == 2 else 1
-    # d(mean loss)/dy = (softmax(y) - t) / N: each row's loss counts 1/N.
-    grad *= dout / n if mean else dout
+        grad[t] -= 1
     return grad
+
+
+# --- the notation ---------------------------------------------------------------
+#
+# Formulas are Python expressions (forward: assignment statements) over the
+# op's own names: its operands, `out`, `dout` (the gradient arriving at out)
+# and its own tensors. They may call the numpy kernels above and the shape
+# kernels below. Each formula is rendered for one audience and one set of
+# operand types, with `{name}` placeholders where the names go:
+#
+#   people  "{dout} * {b}"            a plan shows  d_price * tax
+#   code    "({dout} * {b}).sum(axis=0)"  the generated module and, compiled,
+#                                     the interpreter run this
+#
+# Shape kernels depend on the operand types, which both audiences know: the
+# sums that undo broadcasting are shown as `sum(..., axis=0)` and written as
+# `.sum(axis=0)`, from one list of axes.
+
+Types = Mapping[str, TensorType]
+Template = Callable[[list[TensorType | None], Types], str]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A function formulas may call: how it reads for people and as code.
+
+    Each is a template over the arguments ({0}, {1}), or a function that
+    chooses one for the types of the arguments that are names (None for an
+    expression) and of the op's names; None keeps the call as it is written.
+    `function`, if any, is copied into generated modules. Arguments in
+    `static` are read for their type only: a rule that names them does not
+    read their values.
+    """
+
+    display: str | Template | None = None
+    source: str | Template | None = None
+    function: Callable | None = None
+    static: tuple[int, ...] = ()
+
+    def template(self, people: bool, args: list[TensorType | None], types: Types) -> str | None:
+        template = self.display if people else self.source
+        return template(args, types) if callable(template) else template
+
+
+def _sum_axes(shape: Sequence[Dim], target: Sequence[Dim]) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
+    """The sums that undo broadcasting `target` to `shape`: the leading axes
+    broadcasting added, the axes it stretched from 1 (kept as dims of 1), and
+    whether the added ones are all the axes there are.
+
+    A dim 1 in `target` against any other dim (a symbol included) was
+    stretched; numpy gives the same sums if a symbol turns out to be 1.
+    """
+    lead = len(shape) - len(target)
+    added = tuple(range(lead))
+    stretched = tuple(i for i, d in enumerate(target) if d == 1 and shape[lead + i] != 1)
+    return added, stretched, lead == len(shape)
+
+
+def _axes(axes: tuple[int, ...]) -> str:
+    return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+def _sum_to(args: list[TensorType | None], types: Types, people: bool) -> str:
+    """sum_to(g, a): `sum(g, axis=0)` for people, `g.sum(axis=0)` as code, from one list of axes."""
+    target = args[1]
+    assert target is not None, "sum_to's second argument names an operand"
+    added, stretched, everything = _sum_axes(types["out"].shape, target.shape)
+    text = "{0}"
+    if added:
+        axis = "" if everything else f"axis={_axes(added)}"
+        text = f"sum({text}, {axis})" if people and axis else f"sum({text})" if people else f"{text}.sum({axis})"
+    if stretched:
+        axis = f"axis={_axes(stretched)}, keepdims=True"
+        text = f"sum({text}, {axis})" if people else f"{text}.sum({axis})"
+    return text
+
+
+def _flat(x: TensorType) -> str:
+    """x as a matrix: trailing dims flattened, as the book's Affine does."""
+    return "{0}.reshape(len({0}), -1)" if x.ndim > 2 else "{0}"
+
+
+def _flat_source(args: list[TensorType | None], types: Types) -> str:
+    assert args[0] is not None
+    return _flat(args[0])
+
+
+def _unflat_source(args: list[TensorType | None], types: Types) -> str:
+    x = args[1]
+    assert x is not None
+    if x.ndim <= 2:
+        return "{0}"
+    # Only the batch dim may be symbolic: the rest multiply to W's rows.
+    return "{0}.reshape(" + ", ".join("-1" if isinstance(d, str) else str(d) for d in x.shape) + ")"
+
+
+def _tdot(args: list[TensorType | None], types: Types, people: bool) -> str:
+    """tdot(x, dout): a single row's outer product; else a matrix product, which sums over the batch."""
+    x = args[0]
+    assert x is not None
+    if x.ndim == 1:
+        return "outer({0}, {1})" if people else "np.outer({0}, {1})"
+    if people:
+        return "flat({0}).T @ {1}" if x.ndim > 2 else "{0}.T @ {1}"
+    return _flat(x) + ".T @ {1}"
+
+
+def _batch_source(args: list[TensorType | None], types: Types) -> str:
+    probs = args[0]
+    assert probs is not None
+    return "len({0})" if probs.ndim == 2 else "1"  # one sample: a batch of one
+
+
+KERNELS: dict[str, Kernel] = {
+    # g, shaped like out, summed back to the shape of operand a (undoes broadcasting).
+    "sum_to": Kernel(functools.partial(_sum_to, people=True), functools.partial(_sum_to, people=False), static=(1,)),
+    # x as a matrix (a no-op for x of one or two dims).
+    "flat": Kernel("{0}", _flat_source),
+    # g, shaped like flat(x), reshaped back to x's shape.
+    "unflat": Kernel("{0}", _unflat_source, static=(1,)),
+    # xᵀ · dout, summed over the batch.
+    "tdot": Kernel(functools.partial(_tdot, people=True), functools.partial(_tdot, people=False)),
+    # The number of rows of a batch (1 for a single sample).
+    "batch": Kernel("N", _batch_source),
+    "minus_labels": Kernel("{0} - {1}", function=minus_labels),
+    "sigmoid": Kernel(function=sigmoid),
+    "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
+}
+
+
+@functools.cache
+def _parse(formula: str) -> ast.Module:
+    return ast.parse(formula)
+
+
+def _expression(text: str) -> ast.expr:
+    """A fresh tree of an expression (transformers change the trees they visit)."""
+    tree = copy.deepcopy(_parse(text).body[0])
+    assert isinstance(tree, ast.Expr)
+    return tree.value
+
+
+def _placeholder(i: int) -> str:
+    return f"__arg{i}__"
+
+
+class _Render(ast.NodeTransformer):
+    """A formula's tree, for people or as code, with `{name}` placeholders."""
+
+    def __init__(self, op: Op, types: Types, people: bool):
+        self.op = op
+        self.types = types
+        self.people = people
+        self.local = set(op.operands) | set(op.own) | {"out", "dout"}
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id not in self.local:
+            return node
+        own = self.op.own.get(node.id)
+        if self.people and own is not None and own.display is not None:
+            return self.visit(_expression(own.display))
+        return ast.Name("{" + node.id + "}")
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        kernel = KERNELS.get(node.func.id) if isinstance(node.func, ast.Name) else None
+        arg_types = [self.types.get(a.id) if isinstance(a, ast.Name) else None for a in node.args]
+        template = kernel.template(self.people, arg_types, self.types) if kernel is not None else None
+        if template is None:
+            return self.generic_visit(node)
+        args = [self.visit(a) for a in node.args]
+        text = template.format(*map(_placeholder, range(len(args))))
+        return _Substitute(dict(zip(map(_placeholder, range(len(args))), args))).visit(_expression(text))
+
+
+class _Substitute(ast.NodeTransformer):
+    def __init__(self, args: dict[str, ast.AST]):
+        self.args = args
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return copy.deepcopy(self.args[node.id]) if node.id in self.args else node
+
+
+_TEMPLATES: dict[tuple, str] = {}
+
+
+def _template(op: Op, formula: str, types: Types, people: bool) -> str:
+    """The formula rendered with `{name}` placeholders (cached: plans render thousands).
+
+    `types` holds the operands' and out's; dout's and the own tensors' follow from them."""
+    # dtypes and shapes as plain tuples: hashing them is cheaper than hashing TensorTypes.
+    out = types["out"]
+    key = (op.name, formula, people, out.dtype, out.shape, *[(types[n].dtype, types[n].shape) for n in op.operands])
+    text = _TEMPLATES.get(key)
+    if text is None:
+        every = dict(types, dout=types["out"])
+        every.update((item, op.own_tensor_type(item, types)) for item in op.own)
+        tree = _Render(op, every, people).visit(copy.deepcopy(_parse(formula)))
+        text = _TEMPLATES[key] = "\n".join(ast.unparse(stmt) for stmt in tree.body)
+    return text
+
+
+def _names_read(formula: str, local: set[str]) -> tuple[str, ...]:
+    """The op's names a formula reads, in order of appearance; a kernel's static arguments are not read."""
+    found: dict[str, None] = {}
+
+    def walk(node: ast.AST) -> None:
+        if isinstance(node, ast.Name) and node.id in local:
+            found[node.id] = None
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in KERNELS:
+            static = KERNELS[node.func.id].static
+            for i, arg in enumerate(node.args):
+                if i not in static:
+                    walk(arg)
+            for keyword in node.keywords:
+                walk(keyword)
+        else:
+            for child in ast.iter_child_nodes(node):
+                walk(child)
+
+    walk(_parse(formula))
+    return tuple(found)
+
+
+def _kernels_called(formula: str) -> list[Callable]:
+    return [
+        KERNELS[node.func.id].function  # type: ignore[misc]
+        for node in ast.walk(_parse(formula))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in KERNELS
+        and KERNELS[node.func.id].function is not None
+    ]
+
+
+# --- compiled steps -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepCode:
+    """One step of an op at given types, as the interpreter runs it.
+
+    forward(*operands) -> (out, saved): saved holds `Op.saves` in order
+    (None when not taped). backward(saved, dout) -> one gradient per operand,
+    None where not needed. The attributes and which gradients are needed are
+    part of the source. Neither writes into what it is given: a gradient can
+    be shared by several consumers in a DAG.
+    """
+
+    source: str
+    forward: Callable[..., tuple[Any, Any]]
+    backward: Callable[..., tuple[Any, ...]]
+
+
+_COMPILED: dict[str, StepCode] = {}
+
+
+_READS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def clear_caches() -> None:
+    """Forget every rendered formula, compiled step and what each rule reads:
+    the next use works them out afresh (for tests that want each case to run
+    the renderer, as a mutation tester needs to see which tests exercise it)."""
+    _TEMPLATES.clear()
+    _COMPILED.clear()
+    _READS.clear()
+
+
+def _compile(source: str, namespace: dict[str, Any]) -> StepCode:
+    """Compile a step's source once; steps alike in all but their names share it."""
+    code = _COMPILED.get(source)
+    if code is None:
+        scope = dict(namespace)
+        exec(compile(source, "<graphc op>", "exec"), scope)
+        code = _COMPILED[source] = StepCode(source, scope["forward"], scope["backward"])
+    return code
+
+
+# --- ops ---------------------------------------------------------------------------
+
+
+class Op:
+    name: ClassVar[str]
+    operands: ClassVar[tuple[str, ...]]
+    attributes: ClassVar[dict[str, Attribute]] = {}
+    # Forward, as statements in the notation, that set `out`.
+    computes: ClassVar[tuple[str, ...]]
+    # The local gradient of each differentiable operand, as a formula over
+    # `dout`, the operands, `out` and the op's own tensors.
+    rules: ClassVar[dict[str, str]]
+    own: ClassVar[dict[str, Own]] = {}
+    # Elementwise ops broadcast their operands (their rules sum back with sum_to).
+    broadcasts: ClassVar[bool] = False
+    # Operands that are labels, each with the operand it labels: read as one-hot
+    # rows shaped like it or as class indices (its shape without the last dim),
+    # never differentiated (graphc.check, shapes, program).
+    labels: ClassVar[dict[str, str]] = {}
+    # A loss's scores: the operand whose argmax is the prediction (eval, codegen's predict).
+    scores: ClassVar[str | None] = None
+    # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
+    symbol: ClassVar[str | None] = None
+    # Operand shapes for the registry-wide tests, broadcasting included.
+    examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # pragma: no mutate block (runs at import)
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            clash = ({"out", "dout", "attrs", "saved", "needs", "np"} | set(KERNELS)) & set(cls.operands)
+            assert not clash, f"op {cls.name}: operand names {clash} are taken by the notation"
+
+    def infer(self, args: Sequence[Operand], attrs: dict[str, Any]) -> TensorType:
+        raise NotImplementedError
+
+    # --- the formulas for given attributes (ops with attributes override) ---
+
+    def forward_formulas(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.computes
+
+    def rule_formula(self, operand: str, attrs: Mapping[str, Any]) -> str:
+        return self.rules[operand]
+
+    # --- what other stages ask -------------------------------------------------
+
+    def differentiable(self, operand: int) -> bool:
+        return self.operands[operand] in self.rules
+
+    def reads(self, operand: int, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        """What the operand's rule reads from the forward pass: operands, "out", own tensors."""
+        formula = self.rule_formula(self.operands[operand], attrs)
+        key = (self.name, formula)
+        if key not in _READS:  # plans ask for every node
+            _READS[key] = _names_read(formula, set(self.operands) | set(self.own) | {"out"})
+        return _READS[key]
+
+    @functools.cached_property
+    def saves(self) -> tuple[str, ...]:
+        """Everything backward reads from the forward pass, operands first."""
+        defaults = {k: a.default for k, a in self.attributes.items()}
+        items = dict.fromkeys(
+            item for i in range(len(self.operands)) if self.differentiable(i) for item in self.reads(i, defaults)
+        )
+        return tuple(
+            sorted(items, key=lambda item: self.operands.index(item) if item in self.operands else len(self.operands))
+        )
+
+    @functools.cached_property
+    def passes_gradient_through(self) -> tuple[str, ...]:
+        """Operands whose gradient may be `dout` itself (add's, when nothing was
+        broadcast): such a gradient must never be added into in place."""
+        passing = []
+        for operand, formula in self.rules.items():
+            tree = _expression(formula)
+            while (
+                isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id in ("sum_to", "unflat")
+            ):
+                tree = tree.args[0]
+            if isinstance(tree, ast.Name) and tree.id == "dout":
+                passing.append(operand)
+        return tuple(passing)
+
+    def own_tensor_type(self, item: str, types: Types) -> TensorType:
+        """The type of a tensor of the op's own ("mask"), from the types of the operands and "out"."""
+        own = self.own[item]
+        like = types[own.like]
+        return TensorType(own.dtype or like.dtype, like.shape)
+
+    def label_positions(self) -> dict[int, int]:
+        """Label operand -> the operand it labels, by position."""
+        return {self.operands.index(t): self.operands.index(y) for t, y in self.labels.items()}
+
+    def helpers(self, attrs: Mapping[str, Any]) -> list[Callable]:
+        """The numpy kernels its formulas call, for the generated module to copy."""
+        formulas = list(self.forward_formulas(attrs)) + [f.computes for f in self.own.values() if f.computes]
+        formulas += [self.rule_formula(o, attrs) for o in self.rules]
+        return list(dict.fromkeys(f for formula in formulas for f in _kernels_called(formula)))
+
+    # --- rendering ------------------------------------------------------------------
+
+    def rule(self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types) -> str:
+        """The local rule for the operand's gradient as people read it, names substituted."""
+        return _template(self, self.rule_formula(self.operands[operand], attrs), types, True).format_map(names)
+
+    def grad_source(self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types) -> str:
+        """The operand's gradient as numpy source, already summed to its shape."""
+        return _template(self, self.rule_formula(self.operands[operand], attrs), types, False).format_map(names)
+
+    def forward_source(
+        self, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, taped: bool
+    ) -> list[str]:
+        """Lines that set `out` (and, when taped, the own tensors backward reads).
+
+        A result of weak scalars only (`mul(2, 3)`, dtype None) is made a
+        Python float, weak like them, so that it adapts to what reads it.
+        """
+        lines = []
+        if taped:
+            lines += [f"{item} = {own.computes}" for item, own in self.own.items() if own.computes]
+        for formula in self.forward_formulas(attrs):
+            tree = _parse(formula).body[0]
+            if isinstance(tree, ast.Assign) and isinstance(tree.targets[0], ast.Tuple) and not taped:
+                # `out, probs = ...`: only out is wanted.
+                formula = f"out = ({ast.unparse(tree.value)})[0]"
+            elif types["out"].dtype is None and isinstance(tree, ast.Assign):
+                formula = f"out = float({ast.unparse(tree.value)})"
+            lines.append(formula)
+        return [_template(self, line, types, False).format_map(names) for line in lines]
+
+    # --- the interpreter's functions ----------------------------------------------
+
+    def compile(
+        self, attrs: Mapping[str, Any], types: Types, *, taped: bool = True, needs: Sequence[bool] | None = None
+    ) -> StepCode:
+        """The forward and backward functions of one step at these types.
+
+        Their source is the generated module's, with the op's own names: the
+        interpreter runs what the code generator writes.
+        """
+        if needs is None:
+            needs = [self.differentiable(i) for i in range(len(self.operands))]
+        names = {n: n for n in (*self.operands, *self.own, "out", "dout")}
+        saved = ", ".join(self.saves)
+        lines = [f"def forward({', '.join(self.operands)}):"]
+        lines += ["    " + line for line in self.forward_source(names, attrs, types, taped)]
+        lines.append(
+            f"    return out, ({saved},)" if taped and self.saves else f"    return out, {'()' if taped else 'None'}"
+        )
+        lines += ["", "", "def backward(saved, dout):"]
+        if self.saves:
+            lines.append(f"    {saved}, = saved")
+        grads = [self.grad_source(i, names, attrs, types) if need else "None" for i, need in enumerate(needs)]
+        lines.append(f"    return ({', '.join(grads)},)")
+        namespace: dict[str, Any] = {"np": np}
+        namespace.update((f.__name__, f) for f in self.helpers(attrs))
+        return _compile("\n".join(lines) + "\n", namespace)
+
+    def types_of(self, attrs: Mapping[str, Any], *values: Any) -> dict[str, TensorType]:
+        """The types of concrete operand values and of the result: what `compile` needs to run them."""
+        types = {name: value_type(v) for name, v in zip(self.operands, values)}
+        types["out"] = self.infer([Operand(n, types[n]) for n in self.operands], dict(attrs))
+        return types
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+def value_type(value: Any) -> TensorType:
+    """A value's type as graphc writes it: a Python float is weak (dtype None)."""
+    if type(value) is float:  # not numpy's float64, which is a float but strong
+        return TensorType(None, ())
+    array = np.asarray(value)
+    dtype = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool"}[array.dtype.name]
+    return TensorType(dtype, array.shape)
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:  # pragma: no mutate block (runs at import)
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+# --- shape helpers -----------------------------------------------------------
+
+
+def _describe(arg: Operand) -> str:
+    return f"`{arg.name}` {arg.type.shape_text()}"
+
+
+def _floats(op: str, args: Sequence[Operand], what: str = "float operands") -> None:
+    """Ops compute in floats: only labels may be i64 (class indices)."""
+    for i, a in enumerate(args):
+        if a.type.dtype == "i64":
+            raise ShapeError(f"`{op}` needs {what}, `{a.name}` is i64", i)
+
+
+def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands") -> str | None:
+    """The operands' common float dtype. A weak value (dtype None) adapts to
+    the others, as numpy's Python floats do; of weak values only, the result
+    is weak too, and shape inference gives it the dtype its readers need."""
+    _floats(op, args, what)
+    strong = [a for a in args if a.type.dtype is not None]
+    for a in strong[1:]:
+        if a.type.dtype != strong[0].type.dtype:
+            raise ShapeError(
+                f"dtype mismatch in `{op}`: `{strong[0].name}` is {strong[0].type.dtype}, `{a.name}` is {a.type.dtype}",
+                args.index(a),
+            )
+    return strong[0].type.dtype if strong else None
+
+
+def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
+    """numpy's broadcasting rule over symbolic dims: equal, or one of them 1."""
+    try:
+        return broadcast_shapes(a.type.shape, b.type.shape)
+    except _Clash as clash:
+        raise ShapeError(
+            f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} "
+            f"(dim {clash.dims[0]} vs {clash.dims[1]})",
+            1,
+        ) from None
+
+
+class _Clash(Exception):
+    def __init__(self, dims: tuple[Dim, Dim]):
+        self.dims = dims
+
+
+def broadcast_shapes(sa: Sequence[Dim], sb: Sequence[Dim]) -> tuple[Dim, ...]:
+    """The shape two shapes broadcast to; _Clash names the first two dims that do not."""
+    out: list[Dim] = []
+    for i in range(1, max(len(sa), len(sb)) + 1):
+        da = sa[-i] if i <= len(sa) else 1
+        db = sb[-i] if i <= len(sb) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise _Clash((da, db))
+    return tuple(reversed(out))
+
+
+def _fits(bias: Sequence[Dim], shape: tuple[Dim, ...]) -> bool:
+    """Whether a bias broadcasts to `shape` and leaves it as it is."""
+    try:
+        return broadcast_shapes(shape, bias) == shape
+    except _Clash:
+        return False
 
 
 # --- the ops -----------------------------------------------------------------
@@ -287,50 +660,19 @@ class _Elementwise2(Op):
 @register
 class Mul(_Elementwise2):
     name = "mul"
-    math = "out = a * b"
-    rules = {"a": Rule("{dout} * {b}", ("b",)), "b": Rule("{dout} * {a}", ("a",))}
-
-    def forward(self, attrs, a, b):
-        return a * b, (a, b)
-
-    def backward(self, attrs, saved, dout, needs):
-        a, b = saved
-        da = sum_to(dout * b, np.shape(a)) if needs[0] else None
-        db = sum_to(dout * a, np.shape(b)) if needs[1] else None
-        return da, db
-
-    def forward_source(self, v, attrs, types, taped):
-        return [f"{v['out']} = {v['a']} * {v['b']}"]
-
-    def grad_source(self, operand, v, attrs, types):
-        mine, other = ("a", "b") if operand == 0 else ("b", "a")
-        return sum_to_source(f"{v['dout']} * {v[other]}", types["out"].shape, types[mine].shape)
+    symbol = "×"
+    computes = ("out = a * b",)
+    rules = {"a": "sum_to(dout * b, a)", "b": "sum_to(dout * a, b)"}
 
 
 @register
 class Add(_Elementwise2):
     name = "add"
-    math = "out = a + b"
-    passes_gradient_through = ("a", "b")
-    # Backward keeps only the operands' shapes, to undo broadcasting.
-    rules = {"a": Rule("{dout}"), "b": Rule("{dout}")}
-
-    def forward(self, attrs, a, b):
-        return a + b, (np.shape(a), np.shape(b))
-
-    def backward(self, attrs, saved, dout, needs):
-        shape_a, shape_b = saved
-        # The gradient passes through unchanged; where it is not reduced it is
-        # `dout` itself, which the interpreter knows not to write into.
-        da = sum_to(dout, shape_a) if needs[0] else None
-        db = sum_to(dout, shape_b) if needs[1] else None
-        return da, db
-
-    def forward_source(self, v, attrs, types, taped):
-        return [f"{v['out']} = {v['a']} + {v['b']}"]
-
-    def grad_source(self, operand, v, attrs, types):
-        return sum_to_source(v["dout"], types["out"].shape, types[self.operands[operand]].shape)
+    symbol = "+"
+    computes = ("out = a + b",)
+    # The gradient passes through: where nothing is summed it is `dout`
+    # itself, which the interpreter knows not to write into.
+    rules = {"a": "sum_to(dout, a)", "b": "sum_to(dout, b)"}
 
 
 class _Elementwise1(Op):
@@ -345,65 +687,28 @@ class _Elementwise1(Op):
 @register
 class Relu(_Elementwise1):
     name = "relu"
-    math = "out = max(x, 0)"
-    # mask is `x > 0`, kept from forward: a bool a value instead of x itself.
-    rules = {"x": Rule("{dout} * {mask}", ("mask",))}
-
-    def forward(self, attrs, x):
-        # np.maximum, not x * mask: -inf gives 0 rather than NaN, and -0.0 gives 0.
-        return np.maximum(x, 0), (x > 0,)
-
-    def backward(self, attrs, saved, dout, needs):
-        (mask,) = saved
-        return (dout * mask,)
-
-    def own_tensor_type(self, item, types):
-        if item != "mask":
-            return super().own_tensor_type(item, types)
-        return TensorType("bool", types["out"].shape)  # one byte a value
-
-    def forward_source(self, v, attrs, types, taped):
-        lines = [f"{v['mask']} = {v['x']} > 0"] if taped else []
-        return lines + [f"{v['out']} = np.maximum({v['x']}, 0)"]
-
-    def grad_source(self, operand, v, attrs, types):
-        return f"{v['dout']} * {v['mask']}"
+    # np.maximum, not x * mask: -inf gives 0 rather than NaN, and -0.0 gives 0.
+    computes = ("out = np.maximum(x, 0)",)
+    # The mask `x > 0`, kept from forward: a byte a value instead of x itself.
+    own = {"mask": Own("out", "bool", computes="x > 0")}
+    rules = {"x": "dout * mask"}
 
 
 @register
 class Sigmoid(_Elementwise1):
     name = "sigmoid"
-    math = "out = 1 / (1 + exp(-x))"
-    rules = {"x": Rule("{dout} * {out} * (1 - {out})", ("out",))}
-
-    helpers = (sigmoid,)
-
-    def forward(self, attrs, x):
-        out = sigmoid(x)
-        return out, (out,)
-
-    def backward(self, attrs, saved, dout, needs):
-        (out,) = saved
-        return (dout * out * (1 - out),)
-
-    def forward_source(self, v, attrs, types, taped):
-        return [f"{v['out']} = sigmoid({v['x']})"]
-
-    def grad_source(self, operand, v, attrs, types):
-        return f"{v['dout']} * {v['out']} * (1 - {v['out']})"
+    computes = ("out = sigmoid(x)",)
+    rules = {"x": "dout * out * (1 - out)"}
 
 
 @register
 class Affine(Op):
     name = "affine"
     operands = ("x", "W", "b")
-    passes_gradient_through = ("b",)  # a bias as large as the output
-    math = "out = x · W + b"
-    rules = {
-        "x": Rule("{dout} @ {W}.T", ("W",)),
-        "W": Rule("{x}.T @ {dout}", ("x",)),
-        "b": Rule("sum({dout}, axis=0)"),
-    }
+    # As the book's Affine, an x of more than 2 dims is flattened after the
+    # first; the bias is added into the fresh product, not into a third array.
+    computes = ("out = flat(x) @ W", "out += b")
+    rules = {"x": "unflat(dout @ W.T, x)", "W": "tdot(x, dout)", "b": "sum_to(dout, b)"}
     examples = (((4, 3), (3, 5), (5,)), ((2, 3, 2), (6, 4), (4,)), ((3,), (3, 2), (2,)), ((4, 3), (3, 2), (4, 2)))
 
     def infer(self, args, attrs):
@@ -414,7 +719,6 @@ class Affine(Op):
         if x.type.ndim == 0:
             raise ShapeError(f"affine: `{x.name}` must have at least one dim, got a scalar", 0)
         fan_in, fan_out = w.type.shape
-        # Like the book's Affine, inputs of more than 2 dims flatten their trailing dims.
         if x.type.ndim == 1:
             batch: tuple[Dim, ...] = ()
             features: Dim = x.type.shape[0]
@@ -430,51 +734,12 @@ class Affine(Op):
                 1,
             )
         out = batch + (fan_out,)
-        try:
-            fits = broadcast(self.name, Operand("x·W", TensorType(dtype, out)), b) == out
-        except ShapeError:
-            fits = False
-        if not fits:
+        if not _fits(b.type.shape, out):
             raise ShapeError(
                 f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit x·W {shape_text(out)}",
                 2,
             )
         return TensorType(dtype, out)
-
-    def forward(self, attrs, x, w, b):
-        x2 = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-        out = x2 @ w
-        out += b  # `out` is fresh from the matmul; adding in place saves an array
-        return out, (x2, w, x.shape, np.shape(b))
-
-    def backward(self, attrs, saved, dout, needs):
-        x2, w, x_shape, b_shape = saved
-        dx = (dout @ w.T).reshape(x_shape) if needs[0] else None
-        if needs[1]:
-            dw = np.outer(x2, dout) if x2.ndim == 1 else x2.T @ dout
-        else:
-            dw = None
-        db = None
-        if needs[2]:
-            db = dout.sum(axis=0) if dout.ndim == 2 and b_shape == dout.shape[1:] else sum_to(dout, b_shape)
-        return dx, dw, db
-
-    def forward_source(self, v, attrs, types, taped):
-        # As forward: the bias is added into the fresh product, not into a third array.
-        return [f"{v['out']} = {_flat_source(v['x'], types['x'])} @ {v['W']}", f"{v['out']} += {v['b']}"]
-
-    def grad_source(self, operand, v, attrs, types):
-        x, dout = types["x"], v["dout"]
-        if operand == 0:
-            dx = f"{dout} @ {v['W']}.T"
-            if x.ndim <= 2:
-                return dx
-            # Only the batch dim may be symbolic: the rest multiply to W's rows.
-            dims = ", ".join("-1" if isinstance(d, str) else str(d) for d in x.shape)
-            return f"({dx}).reshape({dims})"
-        if operand == 1:
-            return f"np.outer({v['x']}, {dout})" if x.ndim == 1 else f"{_flat_source(v['x'], x)}.T @ {dout}"
-        return sum_to_source(dout, types["out"].shape, types["b"].shape)
 
 
 @register
@@ -482,9 +747,23 @@ class SoftmaxLoss(Op):
     name = "softmax_loss"
     operands = ("y", "t")
     attributes = {"reduction": Attribute("mean", ("mean", "sum"), "average over the batch, or sum")}
-    math = "out = -sum(t * log(softmax(y))) / N"
-    rules = {"y": Rule("{dout} * (softmax({y}) - {t}) / N", ("probs", "t"))}
+    labels = {"t": "y"}
+    scores = "y"
+    computes = ("out, probs = softmax_cross_entropy(y, t)",)
+    own = {"probs": Own("y", display="softmax(y)")}
+    # d(mean loss)/dy = (softmax(y) - t) / N: each row's loss counts 1/N.
+    rules = {"y": "dout * minus_labels(probs, t) / batch(probs)"}
     examples = (((4, 3), (4, 3)), ((5,), (5,)), ((4, 3), (4,)))
+
+    def forward_formulas(self, attrs):
+        if attrs["reduction"] == "sum":
+            return ("out, probs = softmax_cross_entropy(y, t, mean=False)",)
+        return self.computes
+
+    def rule_formula(self, operand, attrs):
+        if attrs["reduction"] == "sum":
+            return "dout * minus_labels(probs, t)"
+        return self.rules[operand]
 
     def infer(self, args, attrs):
         y, t = args
@@ -507,41 +786,7 @@ class SoftmaxLoss(Op):
                 f"for scores `{y.name}`",
                 1,
             )
-        return TensorType(y.type.dtype or "f64", ())
-
-    def rule(self, operand, names, attrs):
-        rule = super().rule(operand, names, attrs)
-        return rule.removesuffix(" / N") if attrs.get("reduction") == "sum" else rule
-
-    helpers = (softmax_cross_entropy, softmax_cross_entropy_backward)
-
-    def forward(self, attrs, y, t):
-        loss, probs = softmax_cross_entropy(y, t, attrs["reduction"] == "mean")
-        return loss, (probs, t)
-
-    def backward(self, attrs, saved, dout, needs):
-        probs, t = saved
-        return softmax_cross_entropy_backward(probs, t, dout, attrs["reduction"] == "mean"), None
-
-    def own_tensor_type(self, item, types):
-        if item != "probs":
-            return super().own_tensor_type(item, types)
-        return types["y"]
-
-    def forward_source(self, v, attrs, types, taped):
-        mean = "" if attrs["reduction"] == "mean" else ", mean=False"
-        if not taped:
-            return [f"{v['out']} = softmax_cross_entropy({v['y']}, {v['t']}{mean})[0]"]
-        return [f"{v['out']}, {v['probs']} = softmax_cross_entropy({v['y']}, {v['t']}{mean})"]
-
-    def grad_source(self, operand, v, attrs, types):
-        mean = "" if attrs["reduction"] == "mean" else ", mean=False"
-        return f"softmax_cross_entropy_backward({v['probs']}, {v['t']}, {v['dout']}{mean})"
-
-
-def _flat_source(x: str, t: TensorType) -> str:
-    """affine's x as a matrix: trailing dims flattened, as the book's Affine does."""
-    return f"{x}.reshape(len({x}), -1)" if t.ndim > 2 else x
+        return TensorType(y.type.dtype, ())  # of weak scores (consts without a dtype), weak too
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

@@ -64,17 +64,12 @@ class GradWrite:
 @dataclass(frozen=True, eq=False)
 class BackwardStep:
     node: str  # the forward node whose local rules this applies
-    forward_index: int  # its step in the forward plan, whose saved tensors it reads
+    forward_index: int  # its step in the forward plan, whose saved tensors (and attributes) it reads
     op: Op
-    attrs: dict[str, Any]
     dout: str  # the incoming gradient, e.g. d_price
     needs: tuple[bool, ...]  # which operands get a gradient
     writes: tuple[GradWrite, ...]
     frees: tuple[str, ...]  # gradients dead after this step
-
-    def targets(self) -> tuple[str | None, ...]:
-        by_operand = {w.operand: w.target for w in self.writes}
-        return tuple(by_operand.get(i) for i in range(len(self.needs)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,79 +117,105 @@ def make_plan(
     ir = checked.ir
     seed = seed or checked.output
     keep = tuple(keep)  # read twice below
-    decls = ir.decls
-    inputs = tuple(n for n in checked.order if isinstance(decls[n], InputDecl))
-    params = tuple(n for n in checked.order if isinstance(decls[n], ParamDecl))
+    inputs, params = _declared(checked, InputDecl), _declared(checked, ParamDecl)
     wanted = tuple(wrt) if wrt is not None else inputs + params
-    nodes = [n for n in checked.order if isinstance(decls[n], OpNode)]
-
-    # Which values carry a gradient to the seed, and which depend on a wanted one.
-    flows = {op.name: tuple(map(op.differentiable, range(len(op.operands)))) for op in {decls[n].op for n in nodes}}
-    reaches: set[str] = {seed}
-    for name in reversed(nodes):  # every reader of a value comes after it
-        if name in reaches:
-            node = decls[name]
-            reaches.update(arg for arg, f in zip(node.args, flows[node.op.name]) if f)
-    depends: set[str] = set(wanted)
-    for name in nodes:
-        node = decls[name]
-        if any(f and arg in depends for arg, f in zip(node.args, flows[node.op.name])):
-            depends.add(name)
-    live = reaches & depends
-
-    backward: list[BackwardStep] = []
-    # Gradient -> whether its buffer is the plan's own (a fresh array no one
-    # else holds), so that fan-out contributions can be added into it in place.
-    written: dict[str, bool] = {}
-    index = {name: i for i, name in enumerate(nodes)}
+    nodes = [n for n in checked.order if isinstance(ir.decls[n], OpNode)]
     # A gradient the caller gets back stays; any other dies with the step that reads it.
     kept_grads = {grad_name(w) for w in wanted} | {grad_name(k) for k in keep}
-    for name in reversed(nodes):
-        if name not in live:
-            continue
-        node = decls[name]
-        needs = tuple(f and arg in live for arg, f in zip(node.args, flows[node.op.name]))
-        if not any(needs):
-            continue
-        names = _rule_names(node, name)
-        writes = []
-        for i, arg in enumerate(node.args):
-            if not needs[i]:
-                continue
-            rule = node.op.rules[node.op.operands[i]]
-            text = node.op.rule(i, names, node.attrs)
-            reads = tuple(_saved_name(node, name, item) for item in rule.reads)
-            target = grad_name(arg)
-            accumulate = target in written
-            writes.append(
-                GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads)
-            )
-            written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
-        dout = grad_name(name)
-        frees = () if dout in kept_grads else (dout,)
-        backward.append(BackwardStep(name, index[name], node.op, node.attrs, dout, needs, tuple(writes), frees))
-
-    used_saves = {step.forward_index for step in backward}
+    backward = _backward_steps(ir.decls, nodes, _live(ir.decls, nodes, seed, wanted), types, kept_grads)
     outputs = tuple(n for n, _ in ir.outputs)
-    keep_set = set(outputs) | set(keep)
-    forward = _forward_steps(checked, nodes, used_saves, keep_set)
-    # A wanted value with no path at all to the seed has gradient zero; one
-    # whose paths all go through labels has none.
-    upstream = checked.ancestors(seed)
-    disconnected = tuple(w for w in wanted if w != seed and w not in upstream)
+    forward = _forward_steps(checked, nodes, {step.forward_index for step in backward}, set(outputs) | set(keep))
     return Plan(
         ir.name,
         types,
         inputs,
         params,
-        tuple(n for n in checked.order if isinstance(decls[n], ConstDecl)),
+        _declared(checked, ConstDecl),
         outputs,
         forward,
         seed,
-        tuple(backward),
+        backward,
         wanted,
-        disconnected,
+        _disconnected(checked, seed, wanted),
     )
+
+
+def _declared(checked: CheckedGraph, kind: type) -> tuple[str, ...]:
+    """The inputs, params or consts, in the graph's order."""
+    return tuple(n for n in checked.order if isinstance(checked.ir.decls[n], kind))
+
+
+@functools.cache
+def _flows(op: Op) -> tuple[bool, ...]:
+    """Which operands a gradient flows into: those with a rule (not labels)."""
+    return tuple(map(op.differentiable, range(len(op.operands))))
+
+
+def _live(decls: dict[str, Any], nodes: list[str], seed: str, wanted: tuple[str, ...]) -> set[str]:
+    """The values backward goes through: those that carry a gradient to the
+    seed and depend on a wanted value."""
+    reaches: set[str] = {seed}
+    for name in reversed(nodes):  # every reader of a value comes after it
+        if name in reaches:
+            node = decls[name]
+            reaches.update(arg for arg, f in zip(node.args, _flows(node.op)) if f)
+    depends: set[str] = set(wanted)
+    for name in nodes:
+        node = decls[name]
+        if any(f and arg in depends for arg, f in zip(node.args, _flows(node.op))):
+            depends.add(name)
+    return reaches & depends
+
+
+def _backward_steps(
+    decls: dict[str, Any], nodes: list[str], live: set[str], types: dict[str, TensorType], kept_grads: set[str]
+) -> tuple[BackwardStep, ...]:
+    """One step per live node, in reverse order, writing the gradients its live operands need."""
+    steps: list[BackwardStep] = []
+    # Gradient -> whether its buffer is the plan's own (a fresh array no one
+    # else holds), so that fan-out contributions can be added into it in place.
+    written: dict[str, bool] = {}
+    for index in reversed(range(len(nodes))):
+        name = nodes[index]
+        if name not in live:
+            continue
+        node = decls[name]
+        needs = tuple(f and arg in live for arg, f in zip(node.args, _flows(node.op)))
+        if not any(needs):
+            continue
+        writes = _writes(node, name, needs, types, written)
+        dout = grad_name(name)
+        frees = () if dout in kept_grads else (dout,)
+        steps.append(BackwardStep(name, index, node.op, dout, needs, writes, frees))
+    return tuple(steps)
+
+
+def _writes(
+    node: OpNode, name: str, needs: tuple[bool, ...], types: dict[str, TensorType], written: dict[str, bool]
+) -> tuple[GradWrite, ...]:
+    """The gradient writes of one backward step, each with its rule as people read it."""
+    names = _rule_names(node, name)
+    local_types = _local_types(node, name, types)
+    writes = []
+    for i, arg in enumerate(node.args):
+        if not needs[i]:
+            continue
+        text = node.op.rule(i, names, node.attrs, local_types)
+        reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs))
+        target = grad_name(arg)
+        accumulate = target in written
+        writes.append(GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads))
+        written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
+    return tuple(writes)
+
+
+def _disconnected(checked: CheckedGraph, seed: str, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """Wanted values with no path at all to the seed: their gradient is zero.
+
+    A value read only as labels has none, wherever its readers lead, and
+    one whose paths to the seed all go through labels has none either."""
+    upstream = checked.ancestors(seed)
+    return tuple(w for w in wanted if w != seed and w not in upstream and not checked.read_as_labels(w))
 
 
 @gc_paused
@@ -220,10 +241,10 @@ def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], tar
 def _forward_steps(
     checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]
 ) -> tuple[ForwardStep, ...]:
-    decls = checked.ir.decls
+    decls = [_op_node(checked.ir.decls, name) for name in nodes]
     last_read: dict[str, int] = {}
-    for i, name in enumerate(nodes):
-        for arg in decls[name].args:
+    for i, node in enumerate(decls):
+        for arg in node.args:
             last_read[arg] = i
     frees: dict[int, list[str]] = {}
     for i, name in enumerate(nodes):
@@ -233,8 +254,7 @@ def _forward_steps(
             continue
         frees.setdefault(last_read.get(name, i), []).append(name)
     steps = []
-    for i, name in enumerate(nodes):
-        node = decls[name]
+    for i, (name, node) in enumerate(zip(nodes, decls)):
         taped = i in used_saves
         saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
         steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
@@ -274,12 +294,25 @@ def shared_gradients(plan: Plan) -> tuple[str, ...]:
     return tuple(shared)
 
 
+def _op_node(decls: dict[str, Any], name: str) -> OpNode:
+    node = decls[name]
+    assert isinstance(node, OpNode), name
+    return node
+
+
 def _rule_names(node: OpNode, name: str) -> dict[str, str]:
     """What a rule's text names: the operands, dout, out and the op's own tensors (relu1.mask)."""
     names = {item: _saved_name(node, name, item) for item in node.op.saves}
     names.update(zip(node.op.operands, node.args))
-    names.update(dout=grad_name(name), out=name)
+    names["dout"] = grad_name(name)  # `out` is among the saves of a rule that reads it
     return names
+
+
+def _local_types(node: OpNode, name: str, types: dict[str, TensorType]) -> dict[str, TensorType]:
+    """The types of the op's own names for this node: its operands and "out"."""
+    local = {operand: types[arg] for operand, arg in zip(node.op.operands, node.args)}
+    local["out"] = types[name]
+    return local
 
 
 def _saved_name(node: OpNode, name: str, item: str) -> str:

@@ -81,7 +81,7 @@ class Profile:
 def blas_info() -> str:
     """numpy's BLAS and its threads, as threadpoolctl sees them."""
     try:
-        from threadpoolctl import threadpool_info
+        from threadpoolctl import threadpool_info  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         return "unknown (install threadpoolctl to see it)"
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
@@ -112,10 +112,9 @@ def made_up_inputs(
     defaults = program.default_feeds()
     bindings: dict[str, tuple[int, str]] = {}
     feeds: dict[str, np.ndarray] = {}
-    for name in plan.inputs:
-        init = decls[name].init
-        if init is not None and init.kind == "value":
-            feeds[name] = program.feed(name, defaults[name], bindings)
+    for decl in program.ir.inputs():
+        if decl.name in plan.inputs and decl.init is not None and decl.init.kind == "value":
+            feeds[decl.name] = program.feed(decl.name, defaults[decl.name], bindings)
     dims = bind_dims(plan, program.ir.dims, DEFAULT_BATCH if batch is None else batch)
     rows = {t.shape[0] for n in plan.inputs if (t := program.types[n]).shape and isinstance(t.shape[0], str)}
     for d, (size, name) in bindings.items():
@@ -143,7 +142,8 @@ def made_up_inputs(
             continue
         t, span = concrete(name), decls[name].span
         if name in program.checked.label_inputs and t.dtype == "i64":
-            feeds[name] = program.feed(name, rng.integers(0, _classes(program, plan, name, dims), t.shape), bindings)
+            classes = _classes(program, plan, name, dims)
+            feeds[name] = program.feed(name, rng.integers(0, classes, [int(d) for d in t.shape]), bindings)
             continue
         if name in program.checked.label_inputs:
             init = Initializer("onehot", (), None, span)
@@ -157,7 +157,12 @@ def made_up_inputs(
 
 def _classes(program: Program, plan: Plan, labels: str, dims: dict[str, int]) -> int:
     """How many classes the scores that `labels` is read against have."""
-    scores = next(step.args[0] for step in plan.forward if step.op.name == "softmax_loss" and step.args[1] == labels)
+    scores = next(
+        step.args[scored]
+        for step in plan.forward
+        for position, scored in step.op.label_positions().items()
+        if step.args[position] == labels
+    )
     classes = program.types[scores].shape[-1]
     return dims[classes] if isinstance(classes, str) else classes
 
@@ -187,7 +192,9 @@ def _step(interpreter: Interpreter, base: dict[str, np.ndarray]) -> None:
     """One training step through `interpreter`: forward, then backward from ones."""
     env = dict(base)
     tape = interpreter.forward(env)
-    interpreter.backward(tape, np.ones_like(env[interpreter.plan.seed]))
+    seed = interpreter.plan.seed
+    assert seed is not None  # a training plan's
+    interpreter.backward(tape, np.ones_like(env[seed]))
 
 
 def profile_graph(
@@ -219,7 +226,7 @@ def profile_graph(
 
     timer = _Timer(plan)
     timed = Interpreter(plan, free=True, wrap=timer.wrap)
-    runs: list[Callable[[], None]] = [lambda: _step(plain, base), lambda: _step(timed, base)]
+    runs: list[Callable[[], Any]] = [lambda: _step(plain, base), lambda: _step(timed, base)]
     if codegen:
         from graphc.codegen import load_module
 

@@ -41,7 +41,7 @@ from graphc.ir import (
 )
 from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import index_problem, reads_class_indices
+from graphc.shapes import ONEHOT_HINT, class_index_read, index_problem, onehot_problem
 
 
 def compile_source(
@@ -116,6 +116,7 @@ class Program:
         self.outputs = tuple(name for name, _ in self.ir.outputs)
         self.label_inputs = self.checked.label_inputs
         self._classes = self._class_counts()
+        self._one_hot_labels = self._one_hot_label_inputs()
         self.plan: Plan = make_plan(self.checked, self.types)
         self._interpreter = Interpreter(self.plan, free=False)
         param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
@@ -155,14 +156,28 @@ class Program:
             ) from None
 
     def _class_counts(self) -> dict[str, list]:
-        """For each input read as softmax_loss's class indices, the number of classes of each reader."""
+        """For each input read as class indices (labels, see Op.labels), the number of classes of each reader."""
         counts: dict[str, list] = {}
+        for name, node, position in self._label_reads():
+            if class_index_read(node, position, self.types):
+                scores = node.args[node.op.label_positions()[position]]
+                counts.setdefault(name, []).append(self.types[scores].shape[-1])
+        return counts
+
+    def _one_hot_label_inputs(self) -> frozenset[str]:
+        """Inputs read as one-hot label rows: checked, when fed as rows, to be rows summing to 1."""
+        return frozenset(
+            name for name, node, position in self._label_reads() if not class_index_read(node, position, self.types)
+        )
+
+    def _label_reads(self) -> Iterator[tuple[str, OpNode, int]]:
+        """(input, reader, position) for every read of an input as a label operand."""
         for name in self.input_names:
             for reader, position in self.checked.readers(name):
                 node = self.ir.decls[reader]
-                if position == 1 and reads_class_indices(node, self.types):
-                    counts.setdefault(name, []).append(self.types[node.args[0]].shape[-1])
-        return counts
+                assert isinstance(node, OpNode)
+                if position in node.op.label_positions():
+                    yield name, node, position
 
     def _consts(self) -> dict[str, Any]:
         """Consts as the plan reads them: arrays of their dtype; a weak scalar (dtype None) as a
@@ -236,6 +251,10 @@ class Program:
                             f"every input must agree on the size of `{d}`",
                         )
                     bindings.setdefault(d, (n, name))
+        if name in self._one_hot_labels and array.ndim == len(t.shape):  # rows, not class indices
+            problem = onehot_problem(array)
+            if problem is not None:
+                raise GraphcError(f"input `{name}`: {problem}", decl.span)
         for count in classes:
             problem = index_problem(array, count)
             if problem is not None:
@@ -327,19 +346,35 @@ class Program:
         env = self._environment(feeds)
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
             self._tape = self._interpreter.forward(env)
+        self._check_computed_labels(env)
         self.values = env
         self.gradients = {}
         return {name: env[name] for name in self.outputs}
 
+    def _check_computed_labels(self, env: dict[str, Any]) -> None:
+        """One-hot labels computed by an op are checked once computed, as fed ones are when fed."""
+        for node in self.ir.nodes():
+            for position in node.op.label_positions():
+                labels = self.ir.decls[node.args[position]]
+                if not isinstance(labels, OpNode):
+                    continue
+                problem = onehot_problem(np.asarray(env[labels.name]))
+                if problem is not None:
+                    raise GraphcError(
+                        f"labels `{labels.name}` computed by `{labels.op.name}`: {problem}",
+                        node.arg_spans[position],
+                        ONEHOT_HINT,
+                    )
+
     def backward(self, seed: Any = None) -> dict[str, np.ndarray]:
         """Backprop from the first output; the gradient of every input and param.
 
-        Inputs read only as labels get none (softmax_loss does not
-        differentiate its labels); values with no path to the output get zeros.
+        Inputs read only as labels get none (no op differentiates its
+        labels); values with no path to the output get zeros.
         """
         if self._tape is None:
             raise GraphcError("backward() needs a forward() first", hint="call program.forward(...) first")
-        output = self.plan.seed
+        output = self.checked.output  # the plan's seed
         out_value = self.values[output]
         if seed is None:
             seed = np.ones_like(out_value)
@@ -407,11 +442,8 @@ class Program:
         return {t: env[t] for t in targets}
 
     def scores_name(self) -> str:
-        """The value whose argmax is the prediction: the scores fed to the loss."""
-        node = self.ir.decls[self.plan.seed]
-        if isinstance(node, OpNode) and node.op.name == "softmax_loss":
-            return node.args[0]
-        return self.plan.seed
+        """The value whose argmax is the prediction: the scores fed to the loss (Op.scores)."""
+        return self.checked.scores(self.checked.output) or self.checked.output
 
     # --- expectations --------------------------------------------------------
 

@@ -4,7 +4,9 @@ One environment (a dict from value name to array) is read and written by
 both passes. Forward keeps each step's saved tensors on a tape when backward
 will need them; backward walks its steps, reading the tape and writing
 gradients, adding into a gradient where several consumers contribute.
-Steps are flattened into tuples once, so the loops do no attribute lookups.
+Each step runs its op's formulas compiled for the step's types (graphc.ops:
+the source `--emit python` writes for it), and steps are flattened into
+tuples once, so the loops do no attribute lookups.
 
 With free=True nothing dead is held: a forward value goes when its last
 reader has run (what backward needs lives on in the tape), a step's saved
@@ -19,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphc.ir import DTYPES
+from graphc.ops import StepCode
 from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
 
 # observe(pass, step index, *containers): called once a step's results are
@@ -27,7 +29,9 @@ from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
 # backward (tape, grads). For measuring what a pass holds, step by step.
 Observer = Callable[..., None]
 # wrap(pass, step, function) -> function: replaces a step's op call, e.g. to
-# time it. Applied once, when the interpreter is built.
+# time it. Applied once, when the interpreter is built. A step's function is
+# forward(*operands) -> (out, saved) or backward(saved, dout) -> gradients
+# (see graphc.ops.StepCode).
 Wrapper = Callable[[str, object, Callable], Callable]
 
 
@@ -39,8 +43,7 @@ class Interpreter:
         wrap = wrap or (lambda kind, step, function: function)
         self._forward = [
             (
-                wrap("forward", step, _typed(plan, step)),
-                step.attrs,
+                wrap("forward", step, _step_code(plan, step, step.taped).forward),
                 step.args,
                 step.out,
                 step.taped,
@@ -50,11 +53,9 @@ class Interpreter:
         ]
         self._backward = [
             (
-                wrap("backward", step, step.op.backward),
-                step.attrs,
+                wrap("backward", step, _step_code(plan, plan.forward[step.forward_index], True, step.needs).backward),
                 step.forward_index,
                 step.dout,
-                step.needs,
                 tuple((w.operand, w.target, w.accumulate, w.in_place) for w in step.writes),
                 step.frees if free else (),
             )
@@ -66,8 +67,8 @@ class Interpreter:
         """Run forward in `env`; returns the tape of saved tensors."""
         tape: list = [None] * len(self._forward)
         observe = self.observe
-        for i, (forward, attrs, args, out, keep, frees) in enumerate(self._forward):
-            env[out], saved = forward(attrs, *[env[a] for a in args])
+        for i, (forward, args, out, keep, frees) in enumerate(self._forward):
+            env[out], saved = forward(*[env[a] for a in args])
             if keep:
                 tape[i] = saved
             saved = None  # an untaped step's saved tensors die here
@@ -82,10 +83,11 @@ class Interpreter:
 
         No two gradients returned are one array, and none is the seed.
         """
+        assert self.plan.seed is not None, "a forward-only plan has no backward"
         grads: dict[str, np.ndarray] = {grad_name(self.plan.seed): seed}
         observe = self.observe
-        for j, (backward, attrs, index, dout, needs, writes, frees) in enumerate(self._backward):
-            results = backward(attrs, tape[index], grads[dout], needs)
+        for j, (backward, index, dout, writes, frees) in enumerate(self._backward):
+            results = backward(tape[index], grads[dout])
             for operand, target, accumulate, in_place in writes:
                 if not accumulate:
                     grads[target] = results[operand]
@@ -105,16 +107,9 @@ class Interpreter:
         return grads
 
 
-def _typed(plan: Plan, step: ForwardStep) -> Callable:
-    """The step's forward. A step whose operands are all weak scalars (Python
-    floats, as in `mul(2, 3)`) would make a Python float; it makes an array
-    of the step's dtype, as every other step does."""
-    if any(plan.types[arg].dtype is not None for arg in step.args):
-        return step.op.forward
-    dtype, forward = DTYPES[plan.types[step.out].dtype], step.op.forward
-
-    def typed(attrs, *xs):
-        out, saved = forward(attrs, *xs)
-        return np.asarray(out, dtype), saved
-
-    return typed
+def _step_code(plan: Plan, step: ForwardStep, taped: bool, needs: tuple[bool, ...] | None = None) -> StepCode:
+    """The step's functions, compiled from its op's formulas at the plan's types:
+    the very source the code generator writes for it."""
+    types = {operand: plan.types[arg] for operand, arg in zip(step.op.operands, step.args)}
+    types["out"] = plan.types[step.out]
+    return step.op.compile(step.attrs, types, taped=taped, needs=needs)

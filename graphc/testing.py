@@ -23,10 +23,11 @@ DEFAULT_RTOL = 1e-6
 @dataclass(frozen=True)
 class GradCheck:
     name: str
-    shape: tuple[int, ...]
-    max_abs_error: float
+    shape: tuple[int, ...]  # the tensor's
+    max_abs_error: float  # NaN where the errors cannot be measured (see problem)
     max_rel_error: float  # max |backprop - numerical| over the larger of their max magnitudes
     ok: bool
+    problem: str | None = None  # why backprop's gradient cannot be compared: its shape
 
 
 def numerical_gradients(
@@ -34,6 +35,7 @@ def numerical_gradients(
 ) -> dict[str, np.ndarray]:
     """d output / d name for each name, by central differences on float64 copies."""
     seed = program.plan.seed
+    assert seed is not None  # a training plan's
     env: dict[str, Any] = {}
     program.forward(**feeds)  # validates the feeds and fills in defaults
     for name in program.input_names + program.param_names:
@@ -83,6 +85,10 @@ def check_grads(
     for name in names:
         a = np.asarray(analytic[name], dtype=np.float64)
         n = numeric[name]
+        if a.shape != n.shape:
+            problem = f"backprop gave a gradient of shape {list(a.shape)} for `{name}` of shape {list(n.shape)}"
+            rows.append(GradCheck(name, n.shape, float("nan"), float("nan"), False, problem))
+            continue
         abs_error = float(np.max(np.abs(a - n))) if a.size else 0.0
         scale = max(float(np.max(np.abs(a))) if a.size else 0.0, float(np.max(np.abs(n))) if n.size else 0.0)
         rel_error = abs_error / scale if scale > 0 else 0.0

@@ -20,3 +20,12 @@ if not os.environ.get("GRAPHC_DATA"):
 @pytest.fixture
 def models() -> Path:
     return MODELS
+
+
+@pytest.fixture(autouse=True)
+def _fresh_op_caches():
+    """Each test renders and compiles the ops' formulas afresh, so that every
+    test that relies on the renderer runs it (mutmut maps mutants to tests so)."""
+    from graphc.ops import clear_caches
+
+    clear_caches()

@@ -305,7 +305,7 @@ def test_reserved_names_are_renamed_and_readable():
 
 def test_same_gradient_for_two_params_is_copied():
     source = python_module(one_graph(CORNERS["two params that get one gradient"]))
-    assert '"q": np.copy(d_q),' in source
+    assert '        "q": np.copy(d_q),  # its own array: add passed one gradient to several\n' in source
 
 
 # --- standalone, and readable -----------------------------------------------------------
@@ -443,3 +443,328 @@ def test_documented_excerpt_is_what_graphc_writes(models):
     assert block, "docs/internals.md: the excerpt marker is missing or not followed by a python block"
     source = python_module(compiled_graph(models / "apple.graph", "buy_apple"))
     assert block.group(1) in source
+
+
+# --- the module's text: names, literals, docstrings --------------------------------------
+
+
+def test_names_that_are_not_identifiers_are_made_into_ones():
+    from graphc.codegen import _Names
+
+    names = _Names({"np"})
+    assert names.add("relu1.mask") == "relu1_mask"
+    assert names.add("1x") == "v_1x"
+    assert names.add("np") == "np_"
+    assert names.add(("d", "d_x"), "lambda") == "lambda_"
+    assert names.add("relu1.mask") == "relu1_mask"  # asked again: the same name
+    assert names.add("relu1_mask") == "relu1_mask_"  # taken by the first
+
+
+def test_literals_are_written_inline_and_readable():
+    source = python_module(one_graph(CORNERS["broadcasting and literals"]))
+    assert "    e = d + (-1.0)  " in source  # a negative literal in parentheses
+    assert "    g2 = f * 2.0  " in source
+    assert "half = 0.5\n" in source  # a const of one number: a Python float, as the interpreter holds it
+    assert "c = np.array([1.0, 2.0, 3.0], dtype=DTYPE)\n" in source
+
+
+def test_a_typed_scalar_const_is_an_array_of_its_dtype_as_in_the_interpreter():
+    compiled = one_graph("""
+        graph g {
+            input x: f32[2] = [1, 2]
+            const c: f32 = 2
+            y = mul(x, c)
+            output y, c
+        }
+    """)
+    source = python_module(compiled)
+    assert "c = np.array(2.0, dtype=DTYPE)\n" in source
+    outputs, _ = import_source(source).forward({})
+    expected = Program(compiled).forward()
+    assert isinstance(outputs["c"], np.ndarray) and outputs["c"].dtype == expected["c"].dtype == np.float32
+
+
+def test_infinite_literals_are_written_as_floats():
+    from graphc.codegen import _literal
+
+    assert _literal(np.array(np.inf)) == "float('inf')"
+    assert _literal(np.array(-np.inf)) == "float('-inf')"
+    assert _literal(np.array(np.nan)) == "float('nan')"
+    assert _literal(np.array(-2.5)) == "(-2.5)"
+    assert _literal(np.array(3)) == "3"
+
+
+def test_input_defaults_fill_their_shape():
+    compiled = one_graph("""
+        graph g {
+            dim N = 3
+            input x: [3] = 2
+            input y: [N, 1] = 1
+            input z = [1, 2, 3]
+            a = mul(x, z)
+            b = mul(a, y)
+            output b
+        }
+    """)
+    source = python_module(compiled)
+    assert "def forward(params, *, x=np.full((3,), 2.0), y, z=[1.0, 2.0, 3.0]):" in source
+    outputs, _ = import_source(source).forward({}, y=np.ones((2, 1)))
+    np.testing.assert_array_equal(outputs["b"], [[2, 4, 6], [2, 4, 6]])
+
+
+def test_a_sigmoid_node_with_a_reserved_name_reads_its_output_by_its_new_name():
+    compiled = one_graph("""
+        graph g {
+            input x: [2] = [0.5, -1]
+            lambda = sigmoid(x)
+            output lambda
+        }
+    """)
+    source = python_module(compiled)
+    assert "d_x = d_lambda_ * lambda_ * (1 - lambda_)  # d_x = d_lambda * lambda * (1 - lambda)" in source
+    module = import_source(source)
+    outputs, saved = module.forward({})
+    program = Program(compiled)
+    assert_same(outputs, program.forward())
+    assert_same(module.backward({}, saved), program.backward())
+
+
+def test_fan_out_shows_its_sums_in_the_comments(models):
+    [compiled] = front_end_file(models / "fanout.graph")
+    source = python_module(compiled)
+    assert source.count("    d_x += d_square * x  # d_x += d_square * x\n") == 2
+    assert "    d_x = d_xy * y  # d_x = d_xy * y\n" in source
+
+
+def test_the_docstring_tells_what_the_module_holds(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    docstring = source.split('"""')[1]
+    assert docstring.endswith(
+        textwrap.dedent("""\
+            Floats are float64 (DTYPE).
+
+            Params:
+                W1  f64[784, 50]  normal(0.01)
+                b1  f64[50]       zeros
+                W2  f64[50, 10]   normal(0.01)
+                b2  f64[10]       zeros
+
+            Inputs:
+                x  f64[N, 784]  from images; example_inputs() makes it up as uniform(0, 1)
+                t  f64[N, 10]   from labels; one-hot rows, or class indices [N]; example_inputs() makes it up as onehot
+
+            Outputs: loss; backward starts from loss.
+            Gradients: d_x, d_W1, d_b1, d_W2, d_b2.
+            """)
+    )
+
+
+def test_the_docstring_lists_zero_gradients_and_leaves_out_labels():
+    source = python_module(
+        one_graph("""
+            graph g {
+                input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
+                input t: i64[2] = [0, 2]
+                param w: [3] = [1, 1, 1]
+                param u: [3] = [1, 1, 1]
+                loss = softmax_loss(y, t)
+                unused = mul(u, w)
+                output loss
+            }
+        """)
+    )
+    assert "\nGradients: d_y, d_w, d_u.\n" in source
+    assert '"w": np.zeros_like(w),  # no path to loss' in source
+
+
+SCORES_OF_TWO_INPUTS = """
+    graph g {
+        dim N = 2
+        input x: [N, 3] = uniform(0, 1)
+        input z: [N, 3] = uniform(0, 1)
+        input t: i64[N]
+        param W: [3, 4] = normal(1)
+        param b: [4] = zeros
+        s = add(x, z)
+        h = affine(s, W, b)
+        r = relu(h)
+        y = mul(r, 2)
+        loss = softmax_loss(y, t)
+        output loss
+    }
+"""
+
+
+def test_scores_and_predict_of_scores_that_read_two_inputs():
+    compiled = one_graph(SCORES_OF_TWO_INPUTS)
+    model = load_module(compiled)
+    program = Program(compiled, seed=1)
+    x, z = np.random.default_rng(0).random((2, 5, 3))
+    params = dict(program.params)
+    expected = program.evaluate(("y",), {"x": x, "z": z})["y"]
+    np.testing.assert_array_equal(model.module.scores(params, x=x, z=z), expected)
+    np.testing.assert_array_equal(model.module.predict(params, x=x, z=z), expected.argmax(axis=1))
+    source = model.source
+    scores = source[source.index("def scores(") : source.index("def predict(")]
+    assert scores == textwrap.dedent('''\
+        def scores(params, *, x, z):
+            """Forward only, to `y`, the scores the loss reads: no labels,
+            nothing kept for backward."""
+            W = params["W"]
+            b = params["b"]
+            x = np.asarray(x, DTYPE)
+            z = np.asarray(z, DTYPE)
+            s = x + z             # s = add(x, z)
+            h = s @ W
+            h += b                # h = affine(s, W, b)
+            del s
+            r = np.maximum(h, 0)  # r = relu(h)
+            del h
+            y = r * 2.0           # y = mul(r, 2)
+            del r
+            return y
+
+
+        ''')
+    assert source[source.index("def predict(") :].startswith(
+        textwrap.dedent('''\
+            def predict(params, *, x, z):
+                """The predicted class of each row: the argmax of the scores."""
+                return scores(params, x=x, z=z).argmax(axis=-1)
+            ''')
+    )
+
+
+def test_a_loaded_module_of_chosen_gradients():
+    compiled = one_graph(SCORES_OF_TWO_INPUTS)
+    model = load_module(compiled, wrt=("x", "W"))
+    assert model.param_names == ("W", "b")
+    program = Program(compiled, seed=0)
+    feeds = {"x": np.ones((2, 3)), "z": np.zeros((2, 3)), "t": np.array([0, 3])}
+    loss, grads = model.loss_and_grads(dict(program.params), feeds)
+    assert set(grads) == {"x", "W"}
+    program.forward(**feeds)
+    expected = program.backward()
+    for name in ("x", "W"):
+        np.testing.assert_array_equal(grads[name], expected[name])
+
+
+def test_a_module_has_one_float_dtype():
+    from graphc.errors import GraphcError
+
+    mixed = one_graph("""
+        graph g {
+            input x: f32[2] = [1, 2]
+            input y: f64[2] = [1, 2]
+            a = relu(x)
+            b = relu(y)
+            output a, b
+        }
+    """)
+    with pytest.raises(GraphcError) as info:
+        python_module(mixed)
+    assert info.value.diagnostics[0].message == (
+        "graph `g` mixes f32 and f64 values; a generated module has one float dtype"
+    )
+    assert info.value.diagnostics[0].hint == "give one with --dtype float32 or --dtype float64"
+    source = python_module(mixed, dtype="float32")  # one dtype for all: fine
+    assert "DTYPE = np.float32\n" in source
+    with pytest.raises(GraphcError) as info:
+        python_module(mixed, dtype="float16")
+    assert (info.value.diagnostics[0].message, info.value.diagnostics[0].hint) == (
+        "unknown dtype `float16`",
+        "use float32 or float64",
+    )
+
+
+def test_a_float32_graph_makes_a_float32_module():
+    compiled = one_graph("""
+        graph g {
+            input x: f32[2] = [1, 2]
+            y = sigmoid(x)
+            output y
+        }
+    """)
+    source = python_module(compiled)
+    assert "DTYPE = np.float32\n" in source and "Floats are float32 (DTYPE)." in source
+    outputs, _ = import_source(source).forward({})
+    assert outputs["y"].dtype == np.float32
+
+
+def test_array_literals_and_own_tensors_get_readable_names():
+    source = python_module(
+        one_graph("""
+            graph g {
+                input x: [2] = [1, -2]
+                np = relu(x)
+                y = mul(np, [3, 4])
+                output y
+            }
+        """)
+    )
+    assert "const = np.array([3.0, 4.0], dtype=DTYPE)\n" in source
+    assert "    np__mask = x > 0\n" in source  # the mask of the relu called np (np_ in the module)
+    assert "    y = np_ * const  " in source
+
+
+def test_the_apple_module_whole(models):
+    """The whole module for the book's first graph, as a reader sees it (tests/data/apple_module.py.txt)."""
+    [compiled] = front_end((models / "apple.graph").read_text(encoding="utf-8"), "apple.graph")
+    expected = (ROOT / "tests" / "data" / "apple_module.py.txt").read_text(encoding="utf-8")
+    assert python_module(compiled) == expected
+
+
+def test_copied_kernels_are_two_blank_lines_apart(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    assert "\n\n\n\n" not in source
+    assert '\n\n\ndef softmax_cross_entropy(y, t, mean=True):\n    """Cross-entropy' in source
+    assert '\n\n\ndef minus_labels(probs, t):\n    """probs - t,' in source
+    assert (
+        '\n\n\ndef as_labels(t):\n    """Labels as the graph reads them: one-hot rows in DTYPE, or class indices."""\n'
+        in source
+    )
+
+
+def test_the_two_layer_nets_forward_whole(models):
+    source = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    start = source.index("def forward(")
+    assert source[start : source.index("\n\n\n", start)] == textwrap.dedent('''\
+        def forward(params, *, x, t):
+            """The outputs, and `saved`: what backward reads."""
+            W1 = params["W1"]
+            b1 = params["b1"]
+            W2 = params["W2"]
+            b2 = params["b2"]
+            x = np.asarray(x, DTYPE)
+            t = as_labels(t)
+            affine1 = x @ W1
+            affine1 += b1                                   # affine1 = affine(x, W1, b1)
+            relu1_mask = affine1 > 0
+            relu1 = np.maximum(affine1, 0)                  # relu1 = relu(affine1)
+            del affine1
+            y = relu1 @ W2
+            y += b2                                         # y = affine(relu1, W2, b2)
+            loss, loss_probs = softmax_cross_entropy(y, t)  # loss = softmax_loss(y, t)
+            del y
+            outputs = {"loss": loss}
+            saved = {
+                "x": x,
+                "relu1_mask": relu1_mask,
+                "relu1": relu1,
+                "t": t,
+                "loss_probs": loss_probs,
+                "loss": loss,
+            }
+            return outputs, saved''')
+
+
+def test_example_inputs_only_where_every_input_has_an_initializer(models):
+    with_all = python_module(compiled_graph(models / "two_layer_net.graph", "two_layer_net"))
+    assert "def example_inputs(seed=0):" in with_all and 'if __name__ == "__main__":' in with_all
+    without = python_module(one_graph(CORNERS["three-dim input to affine, and class-index labels"]))
+    assert "def example_inputs" not in without and "__main__" not in without
+
+
+def test_class_index_inputs_are_documented_as_such():
+    source = python_module(one_graph(CORNERS["three-dim input to affine, and class-index labels"]))
+    assert "\n    t    i64[N]        class indices\n" in source

@@ -232,6 +232,7 @@ def test_free_interpreter_holds_no_dead_array(path, wrt):
         written = {w.target for s in plan.backward for w in s.writes}
         assert set(grads) - {grad_name(plan.seed)} == {grad_name(w) for w in plan.wrt} & written
         # env holds a forward value exactly while a later step reads it, or it is an output.
+        assert len(live_names) == len(plan.forward)  # observed after every forward step
         for i, names in enumerate(live_names):
             later = {a for step in plan.forward[i:] for a in step.args}
             made = {step.out for step in plan.forward[: i + 1]}

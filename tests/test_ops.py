@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from graphc.ir import TensorType
-from graphc.ops import REGISTRY, Op, Operand, ShapeError, sum_to
+from graphc.ops import REGISTRY, Op, Operand, ShapeError, StepCode
 
 EPS = 1e-6
 
@@ -69,6 +69,21 @@ def operand_values(op: Op, shapes, rng: np.random.Generator, dtype=np.float64) -
     return values
 
 
+def step(op: Op, attrs, values, needs=None, taped=True) -> StepCode:
+    """The op's functions for these values, as the interpreter gets them."""
+    return op.compile(attrs, op.types_of(attrs, *values), taped=taped, needs=needs)
+
+
+def forward(op: Op, attrs, *values):
+    return step(op, attrs, values).forward(*values)
+
+
+def backward(op: Op, attrs, values, saved, dout, needs=None):
+    if needs is None:
+        needs = needs_all(op)
+    return step(op, attrs, values, needs).backward(saved, dout)
+
+
 def numerical_gradient(op: Op, attrs, values: list[np.ndarray], i: int, dout: np.ndarray) -> np.ndarray:
     """d sum(forward * dout) / d values[i], by central differences in float64."""
     x = values[i].copy()
@@ -78,9 +93,9 @@ def numerical_gradient(op: Op, attrs, values: list[np.ndarray], i: int, dout: np
     for index in np.ndindex(x.shape):
         original = x[index]
         x[index] = original + EPS
-        plus = np.sum(op.forward(attrs, *args)[0] * dout)
+        plus = np.sum(forward(op, attrs, *args)[0] * dout)
         x[index] = original - EPS
-        minus = np.sum(op.forward(attrs, *args)[0] * dout)
+        minus = np.sum(forward(op, attrs, *args)[0] * dout)
         x[index] = original
         grad[index] = (plus - minus) / (2 * EPS)
     return grad
@@ -136,16 +151,22 @@ def test_op_is_complete(op: Op):
     """What every stage reads from an op is there and consistent."""
     assert REGISTRY[op.name] is op
     assert op.examples, f"{op.name} has no example shapes to test with"
-    assert op.math.startswith("out = ")
+    assert op.computes and all(f.startswith("out") for f in op.computes)
     for shapes in op.examples:
         assert len(shapes) == len(op.operands)
     assert set(op.rules) <= set(op.operands)
     assert set(op.passes_gradient_through) <= set(op.rules)
-    for rule in op.rules.values():
-        names = {name: name for name in op.operands + op.saves}  # the op's own tensors too (relu's mask)
-        names.update(dout="dout", out="out")
-        assert "dout" in rule.text.format(**names)
-    assert set(op.saves) == {item for rule in op.rules.values() for item in rule.reads}
+    assert set(op.labels) <= set(op.operands) - set(op.rules)  # labels get no gradient
+    for attrs in _attr_choices(op):
+        reads = set()
+        for i, operand in enumerate(op.operands):
+            if op.differentiable(i):
+                assert "dout" in op.rule_formula(operand, attrs)
+                reads.update(op.reads(i, attrs))
+        assert reads <= set(op.saves)  # every choice of attributes reads only what forward saves
+    assert set(op.saves) == {
+        item for i in range(len(op.operands)) if op.differentiable(i) for item in op.reads(i, _attr_choices(op)[0])
+    }
 
 
 # --- gradients ---------------------------------------------------------------
@@ -155,9 +176,9 @@ def test_op_is_complete(op: Op):
 def test_backward_matches_central_differences(op: Op, shapes, attrs):
     rng = np.random.default_rng(_seed(op.name, shapes, attrs))
     values = operand_values(op, shapes, rng)
-    out, saved = op.forward(attrs, *values)
+    out, saved = forward(op, attrs, *values)
     dout = rng.standard_normal(np.shape(out))
-    grads = op.backward(attrs, saved, dout, needs_all(op))
+    grads = backward(op, attrs, values, saved, dout)
     assert len(grads) == len(op.operands)
     for i, grad in enumerate(grads):
         if not op.differentiable(i):
@@ -172,14 +193,14 @@ def test_backward_matches_central_differences(op: Op, shapes, attrs):
 def test_backward_computes_only_what_is_needed(op: Op, shapes, attrs):
     rng = np.random.default_rng(_seed(op.name, shapes))
     values = operand_values(op, shapes, rng)
-    out, saved = op.forward(attrs, *values)
+    out, saved = forward(op, attrs, *values)
     dout = rng.standard_normal(np.shape(out))
-    full = op.backward(attrs, saved, dout, needs_all(op))
+    full = backward(op, attrs, values, saved, dout)
     for i in range(len(op.operands)):
         if not op.differentiable(i):
             continue
         needs = tuple(j == i for j in range(len(op.operands)))
-        grads = op.backward(attrs, saved, dout, needs)
+        grads = backward(op, attrs, values, saved, dout, needs)
         np.testing.assert_array_equal(grads[i], full[i])
         if len(op.operands) > 1:
             assert all(g is None for j, g in enumerate(grads) if j != i), f"{op.name} needs={needs}"
@@ -191,13 +212,13 @@ def test_never_writes_into_its_inputs_dout_or_saved(op: Op, shapes, attrs):
     rng = np.random.default_rng(_seed(op.name, shapes, "ro"))
     values = operand_values(op, shapes, rng)
     inputs_before = copies(tuple(values))
-    out, saved = op.forward(attrs, *readonly(tuple(values)))
+    out, saved = forward(op, attrs, *readonly(tuple(values)))
     assert_same(inputs_before, tuple(values))
     dout = rng.standard_normal(np.shape(out))
     dout_before, saved_before = dout.copy(), copies(saved)
     # Read-only arrays make an in-place write raise; the copies catch anything else.
-    op.backward(attrs, readonly(saved), readonly(dout), needs_all(op))
-    op.backward(attrs, saved, dout, needs_all(op))
+    backward(op, attrs, values, readonly(saved), readonly(dout))
+    backward(op, attrs, values, saved, dout)
     np.testing.assert_array_equal(dout, dout_before)
     assert_same(saved_before, saved)
 
@@ -220,11 +241,11 @@ def test_shape_rule_agrees_with_forward(op: Op, shapes, attrs, dtype):
     rng = np.random.default_rng(_seed(op.name, shapes))
     values = operand_values(op, shapes, rng, numpy_dtype)
     inferred = op.infer(_operands(op, shapes, dtype), attrs)
-    out, saved = op.forward(attrs, *values)
+    out, saved = forward(op, attrs, *values)
     assert inferred == TensorType(dtype, np.shape(out))
     assert np.asarray(out).dtype == numpy_dtype
     dout = np.ones(np.shape(out), numpy_dtype)
-    for i, grad in enumerate(op.backward(attrs, saved, dout, needs_all(op))):
+    for i, grad in enumerate(backward(op, attrs, values, saved, dout)):
         if grad is not None:
             assert np.asarray(grad).dtype == numpy_dtype, f"{op.name}: d{op.operands[i]} is {np.asarray(grad).dtype}"
 
@@ -256,6 +277,7 @@ def test_mixed_float_dtypes_are_an_error(op: Op):
     with pytest.raises(ShapeError) as info:
         op.infer(operands, {})
     assert str(info.value) == f"dtype mismatch in `{op.name}`: `{operands[0].name}` is f64, `{operands[1].name}` is f32"
+    assert info.value.operand == 1
 
 
 # --- broadcasting, by property -------------------------------------------------
@@ -277,12 +299,12 @@ def broadcast_operands(draw):
 @given(operands=broadcast_operands(), data=st.data())
 def test_broadcasting_gradients(op: Op, operands, data):
     a, b = operands
-    out, saved = op.forward({}, a, b)
+    out, saved = forward(op, {}, a, b)
     assert np.shape(out) == np.broadcast_shapes(a.shape, b.shape)
     inferred = op.infer([Operand("a", TensorType("f64", a.shape)), Operand("b", TensorType("f64", b.shape))], {})
     assert inferred.shape == np.shape(out)
     dout = data.draw(hnp.arrays(np.float64, np.shape(out), elements=st.floats(-3, 3, allow_subnormal=False)))
-    da, db = op.backward({}, saved, dout, (True, True))
+    da, db = backward(op, {}, [a, b], saved, dout)
     for i, (value, grad) in enumerate([(a, da), (b, db)]):
         assert np.shape(grad) == value.shape
         np.testing.assert_allclose(grad, numerical_gradient(op, {}, [a, b], i, dout), rtol=1e-6, atol=1e-7)
@@ -290,12 +312,16 @@ def test_broadcasting_gradients(op: Op, operands, data):
 
 @settings(max_examples=100, deadline=None)
 @given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=1, max_dims=4, max_side=4))
-def test_sum_to_undoes_broadcasting(shapes):
+def test_add_sums_its_gradient_back_to_each_operands_shape(shapes):
+    """add's rule sum_to(dout, a): whatever broadcasting stretched or added is summed."""
     (shape,), target = shapes.input_shapes, shapes.result_shape
-    grad = np.ones(target)
-    reduced = sum_to(grad, shape)
-    assert reduced.shape == shape
-    np.testing.assert_array_equal(reduced, np.full(shape, np.prod(target) / max(np.prod(shape), 1)))
+    add = REGISTRY["add"]
+    a, b = np.zeros(shape), np.zeros(target)
+    out, saved = forward(add, {}, a, b)
+    da, db = backward(add, {}, [a, b], saved, np.ones(target))
+    assert da.shape == shape and db.shape == target
+    np.testing.assert_array_equal(da, np.full(shape, np.prod(target) / max(np.prod(shape), 1)))
+    np.testing.assert_array_equal(db, np.ones(target))
 
 
 # --- numerics at the edges -------------------------------------------------------
@@ -303,6 +329,7 @@ def test_sum_to_undoes_broadcasting(shapes):
 sigmoid = REGISTRY["sigmoid"]
 softmax_loss = REGISTRY["softmax_loss"]
 relu = REGISTRY["relu"]
+MEAN, SUM = {"reduction": "mean"}, {"reduction": "sum"}
 
 
 def strict():
@@ -315,8 +342,8 @@ def test_sigmoid_is_stable_and_exact_at_the_limits(dtype):
     x = np.array([-1e4, -1000, -50, 0, 50, 1000, 1e4], dtype=dtype)
     with warnings.catch_warnings(), strict():
         warnings.simplefilter("error")
-        out, saved = sigmoid.forward({}, x)
-        (dx,) = sigmoid.backward({}, saved, np.ones_like(x), (True,))
+        out, saved = forward(sigmoid, {}, x)
+        (dx,) = backward(sigmoid, {}, [x], saved, np.ones_like(x))
     assert out.dtype == dtype
     assert out[0] == 0.0 and out[-1] == 1.0
     assert out[3] == 0.5
@@ -329,8 +356,8 @@ def test_sigmoid_is_stable_and_exact_at_the_limits(dtype):
 def test_sigmoid_is_symmetric_and_bounded(x):
     with warnings.catch_warnings(), strict():
         warnings.simplefilter("error")
-        pos = sigmoid.forward({}, np.array(x))[0]
-        neg = sigmoid.forward({}, np.array(-x))[0]
+        pos = forward(sigmoid, {}, np.array(x))[0]
+        neg = forward(sigmoid, {}, np.array(-x))[0]
     assert 0.0 <= pos <= 1.0
     assert pos + neg == pytest.approx(1.0, abs=1e-15)
 
@@ -340,8 +367,8 @@ def test_softmax_loss_with_huge_logits_is_finite():
     t = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # both rows bet everything on a wrong class
     with warnings.catch_warnings(), strict():
         warnings.simplefilter("error")
-        loss, saved = softmax_loss.forward({"reduction": "mean"}, y, t)
-        dy, dt = softmax_loss.backward({"reduction": "mean"}, saved, np.array(1.0), (True, False))
+        loss, saved = forward(softmax_loss, MEAN, y, t)
+        dy, dt = backward(softmax_loss, MEAN, [y, t], saved, np.array(1.0))
     assert loss == pytest.approx(2e4, rel=1e-12)
     assert dt is None
     np.testing.assert_allclose(dy, [[0.5, -0.5, 0.0], [-0.5, 0.5, 0.0]], rtol=0, atol=1e-15)
@@ -350,7 +377,7 @@ def test_softmax_loss_with_huge_logits_is_finite():
 def test_softmax_loss_of_a_sure_right_answer_is_zero():
     y = np.array([[1e4, -1e4]])
     with strict():
-        loss, _ = softmax_loss.forward({"reduction": "mean"}, y, np.array([0]))
+        loss, _ = forward(softmax_loss, MEAN, y, np.array([0]))
     assert loss == 0.0
 
 
@@ -362,11 +389,11 @@ def test_one_hot_and_class_index_labels_agree(reduction, shape):
     index = rng.integers(0, shape[-1], size=shape[:-1])
     onehot = np.eye(shape[-1])[index]
     attrs = {"reduction": reduction}
-    loss_a, saved_a = softmax_loss.forward(attrs, y, onehot)
-    loss_b, saved_b = softmax_loss.forward(attrs, y, index)
+    loss_a, saved_a = forward(softmax_loss, attrs, y, onehot)
+    loss_b, saved_b = forward(softmax_loss, attrs, y, index)
     assert loss_a == pytest.approx(float(loss_b), rel=1e-12)
-    dy_a, _ = softmax_loss.backward(attrs, saved_a, np.array(1.0), (True, False))
-    dy_b, _ = softmax_loss.backward(attrs, saved_b, np.array(1.0), (True, False))
+    dy_a, _ = backward(softmax_loss, attrs, [y, onehot], saved_a, np.array(1.0))
+    dy_b, _ = backward(softmax_loss, attrs, [y, index], saved_b, np.array(1.0))
     np.testing.assert_allclose(dy_a, dy_b, rtol=1e-12, atol=1e-15)
 
 
@@ -374,28 +401,29 @@ def test_softmax_loss_sum_is_batch_size_times_mean():
     rng = np.random.default_rng(3)
     y = rng.standard_normal((6, 5))
     t = np.eye(5)[rng.integers(0, 5, size=6)]
-    mean, saved_mean = softmax_loss.forward({"reduction": "mean"}, y, t)
-    total, saved_sum = softmax_loss.forward({"reduction": "sum"}, y, t)
+    mean, saved_mean = forward(softmax_loss, MEAN, y, t)
+    total, saved_sum = forward(softmax_loss, SUM, y, t)
     assert total == pytest.approx(6 * mean, rel=1e-12)
     probs = np.exp(y) / np.exp(y).sum(axis=1, keepdims=True)
     assert total == pytest.approx(-np.sum(t * np.log(probs)), rel=1e-12)
-    dy_mean, _ = softmax_loss.backward({"reduction": "mean"}, saved_mean, np.array(1.0), (True, False))
-    dy_sum, _ = softmax_loss.backward({"reduction": "sum"}, saved_sum, np.array(1.0), (True, False))
+    dy_mean, _ = backward(softmax_loss, MEAN, [y, t], saved_mean, np.array(1.0))
+    dy_sum, _ = backward(softmax_loss, SUM, [y, t], saved_sum, np.array(1.0))
     np.testing.assert_allclose(dy_sum, probs - t, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dy_mean, (probs - t) / 6, rtol=1e-12, atol=1e-15)
 
 
 def test_softmax_loss_rule_text_drops_the_batch_division_for_sum():
     names = {"y": "y", "t": "t", "dout": "d_loss", "out": "loss"}
-    assert softmax_loss.rule(0, names, {"reduction": "mean"}) == "d_loss * (softmax(y) - t) / N"
-    assert softmax_loss.rule(0, names, {"reduction": "sum"}) == "d_loss * (softmax(y) - t)"
+    types = {"y": TensorType("f64", ("N", 3)), "t": TensorType("f64", ("N", 3)), "out": TensorType("f64", ())}
+    assert softmax_loss.rule(0, names, MEAN, types) == "d_loss * (softmax(y) - t) / N"
+    assert softmax_loss.rule(0, names, SUM, types) == "d_loss * (softmax(y) - t)"
 
 
 def test_relu_passes_gradient_only_where_the_input_was_positive():
     x = np.array([-2.0, -0.0, 0.0, 1e-300, 3.0])
-    out, saved = relu.forward({}, x)
+    out, saved = forward(relu, {}, x)
     np.testing.assert_array_equal(out, [0, 0, 0, 1e-300, 3.0])
-    (dx,) = relu.backward({}, saved, np.full(5, 7.0), (True,))
+    (dx,) = backward(relu, {}, [x], saved, np.full(5, 7.0))
     np.testing.assert_array_equal(dx, [0, 0, 0, 7.0, 7.0])
 
 
@@ -408,31 +436,32 @@ def test_float32_scores_get_a_float32_gradient_whatever_the_label_dtype(label_dt
         [Operand("y", TensorType("f32", (2, 3))), Operand("t", t_type)], {"reduction": "mean"}
     )
     assert inferred == TensorType("f32", ())
-    loss, saved = softmax_loss.forward({"reduction": "mean"}, y, t)
-    dy, _ = softmax_loss.backward({"reduction": "mean"}, saved, np.array(1.0, np.float32), (True, False))
+    loss, saved = forward(softmax_loss, MEAN, y, t)
+    dy, _ = backward(softmax_loss, MEAN, [y, t], saved, np.array(1.0, np.float32))
     assert loss.dtype == np.float32
     assert dy.dtype == np.float32
 
 
 def test_relu_of_negative_infinity_and_negative_zero_is_zero():
     x = np.array([-np.inf, -0.0, -3.0, np.inf])
-    out, saved = relu.forward({}, x)
+    out, saved = forward(relu, {}, x)
     np.testing.assert_array_equal(out, [0, 0, 0, np.inf])
     assert not np.signbit(out).any()  # no -0.0
-    (dx,) = relu.backward({}, saved, np.ones(4), (True,))
+    (dx,) = backward(relu, {}, [x], saved, np.ones(4))
     np.testing.assert_array_equal(dx, [0, 0, 0, 1])
 
 
 def test_relu_source_is_the_interpreters_arithmetic():
     v = {"x": "h", "out": "r", "mask": "r_mask"}
-    assert relu.forward_source(v, {}, {}, taped=False) == ["r = np.maximum(h, 0)"]
-    assert relu.forward_source(v, {}, {}, taped=True) == ["r_mask = h > 0", "r = np.maximum(h, 0)"]
+    types = {"x": TensorType("f64", (3,)), "out": TensorType("f64", (3,))}
+    assert relu.forward_source(v, {}, types, taped=False) == ["r = np.maximum(h, 0)"]
+    assert relu.forward_source(v, {}, types, taped=True) == ["r_mask = h > 0", "r = np.maximum(h, 0)"]
 
 
 def test_relus_rule_names_the_mask_it_reads():
-    rule = relu.rules["x"]
-    assert rule.reads == ("mask",)
-    assert relu.rule(0, {"x": "h", "mask": "r.mask", "dout": "d_r", "out": "r"}, {}) == "d_r * r.mask"
+    types = {"x": TensorType("f64", (3,)), "out": TensorType("f64", (3,))}
+    assert relu.reads(0, {}) == ("mask",)
+    assert relu.rule(0, {"x": "h", "mask": "r.mask", "dout": "d_r", "out": "r"}, {}, types) == "d_r * r.mask"
 
 
 @pytest.mark.parametrize("op", [op for op in REGISTRY.values()], ids=list(REGISTRY))
@@ -448,8 +477,164 @@ def test_every_operand_but_labels_must_be_a_float(op: Op):
         assert info.value.operand == i and str(info.value).endswith(f"`{op.operands[i]}` is i64")
 
 
-def test_weak_scalars_adapt_and_alone_compute_in_f64():
+def test_weak_scalars_adapt_and_alone_make_a_weak_result():
     mul = REGISTRY["mul"]
     weak = Operand("0.5", TensorType(None, ()))
     assert mul.infer([Operand("x", TensorType("f32", (3,))), weak], {}) == TensorType("f32", (3,))
-    assert mul.infer([weak, weak], {}) == TensorType("f64", ())
+    assert mul.infer([weak, weak], {}) == TensorType(None, ())  # shape inference gives it its readers' dtype
+
+
+def test_value_types_as_graphc_writes_them():
+    from graphc.ops import value_type
+
+    assert value_type(0.5) == TensorType(None, ())  # a Python float is weak
+    assert value_type(np.zeros((2, 3))) == TensorType("f64", (2, 3))
+    assert value_type(np.float32([1, 2])) == TensorType("f32", (2,))
+    assert value_type(np.array([1, 2])) == TensorType("i64", (2,))
+    assert value_type(np.array(True)) == TensorType("bool", ())
+    assert value_type(np.float64(2.0)) == TensorType("f64", ())  # a numpy scalar is not weak
+
+
+def test_types_of_runs_the_shape_rule():
+    mul = REGISTRY["mul"]
+    assert mul.types_of({}, np.zeros((2, 3)), 0.5) == {
+        "a": TensorType("f64", (2, 3)),
+        "b": TensorType(None, ()),
+        "out": TensorType("f64", (2, 3)),
+    }
+    with pytest.raises(ShapeError) as info:
+        mul.types_of({}, np.zeros(3), np.zeros(4))
+    assert str(info.value) == "shape mismatch in `mul`: cannot broadcast `a` [3] with `b` [4] (dim 3 vs 4)"
+    loss = REGISTRY["softmax_loss"].types_of({"reduction": "sum"}, np.zeros((2, 3)), np.array([0, 1]))
+    assert loss["out"] == TensorType("f64", ())
+
+
+# --- shape rules: every refusal, with its message and the operand it points at --------------
+
+
+def _refusal(op_name: str, *types: TensorType, attrs=None) -> tuple[str, int | None]:
+    op = REGISTRY[op_name]
+    names = iter(["x1", "x2", "x3"])
+    with pytest.raises(ShapeError) as info:
+        op.infer([Operand(next(names), t) for t in types], attrs or {k: a.default for k, a in op.attributes.items()})
+    return str(info.value), info.value.operand
+
+
+F64 = "f64"
+
+
+@pytest.mark.parametrize(
+    "op_name, types, message, operand",
+    [
+        ("relu", [TensorType("i64", (3,))], "`relu` needs a float operand, `x1` is i64", 0),
+        ("sigmoid", [TensorType("i64", ())], "`sigmoid` needs a float operand, `x1` is i64", 0),
+        (
+            "affine",
+            [TensorType(F64, (2, 3)), TensorType(F64, (3,)), TensorType(F64, (3,))],
+            "affine: `x2` must be a matrix, got shape [3]",
+            1,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ()), TensorType(F64, (3, 2)), TensorType(F64, (2,))],
+            "affine: `x1` must have at least one dim, got a scalar",
+            0,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", "M", 2)), TensorType(F64, (6, 3)), TensorType(F64, (3,))],
+            "shape mismatch in `affine`: `x1` has M*2 features, `x2` expects 6 (`x1` is [N, M, 2], `x2` is [6, 3])",
+            1,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", 4)), TensorType(F64, (4, 3)), TensorType(F64, (2,))],
+            "shape mismatch in `affine`: bias `x3` [2] does not fit x·W [N, 3]",
+            2,
+        ),
+        (
+            "affine",
+            [TensorType(F64, ("N", 4)), TensorType(F64, (4, 3)), TensorType(F64, (5, 3))],
+            "shape mismatch in `affine`: bias `x3` [5, 3] does not fit x·W [N, 3]",
+            2,
+        ),
+        (
+            "affine",
+            [TensorType(F64, (4,)), TensorType(F64, (4, 3)), TensorType(F64, (2, 3))],
+            "shape mismatch in `affine`: bias `x3` [2, 3] does not fit x·W [3]",  # it would stretch x·W
+            2,
+        ),
+        (
+            "softmax_loss",
+            [TensorType("i64", (2, 3)), TensorType(F64, (2, 3))],
+            "`softmax_loss` needs float scores, `x1` is i64",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, (2, 3, 4)), TensorType(F64, (2, 3, 4))],
+            "softmax_loss: scores `x1` must be [N, classes] or [classes], got [2, 3, 4]",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, ()), TensorType(F64, ())],
+            "softmax_loss: scores `x1` must be [N, classes] or [classes], got []",
+            0,
+        ),
+        (
+            "softmax_loss",
+            [TensorType("f32", ("N", 3)), TensorType(F64, ("N", 3))],
+            "dtype mismatch in `softmax_loss`: `x1` is f32, `x2` is f64",
+            1,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, ("N", 3)), TensorType("i64", ("N", 2))],
+            "shape mismatch in `softmax_loss`: labels `x2` [N, 2] fit neither one-hot [N, 3] "
+            "nor class indices [N] for scores `x1`",
+            1,
+        ),
+        (
+            "softmax_loss",
+            [TensorType(F64, (3,)), TensorType("i64", (1,))],
+            "shape mismatch in `softmax_loss`: labels `x2` [1] fit neither one-hot [3] "
+            "nor class indices [] for scores `x1`",
+            1,
+        ),
+    ],
+)
+def test_shape_rules_refuse_with_a_message_at_the_operand(op_name, types, message, operand):
+    assert _refusal(op_name, *types) == (message, operand)
+
+
+def test_shape_rules_accept():
+    affine, loss = REGISTRY["affine"], REGISTRY["softmax_loss"]
+    operands = [Operand("x", TensorType(F64, ("N", 2, 3))), Operand("W", TensorType(F64, (6, 4)))]
+    assert affine.infer(operands + [Operand("b", TensorType(F64, (1, 4)))], {}) == TensorType(F64, ("N", 4))
+    assert affine.infer(operands + [Operand("b", TensorType(None, ()))], {}) == TensorType(F64, ("N", 4))
+    mean = {"reduction": "mean"}
+    labels = Operand("t", TensorType("i64", ("N", 3)))  # one-hot rows of integers: welcome
+    assert loss.infer([Operand("y", TensorType("f32", ("N", 3))), labels], mean) == TensorType("f32", ())
+    assert loss.infer([Operand("y", TensorType(None, (3,))), Operand("t", TensorType(None, (3,)))], mean) == (
+        TensorType(None, ())  # scores of consts without a dtype: weak, as they are
+    )
+
+
+def test_a_compiled_step_is_the_generated_modules_source_with_the_ops_own_names():
+    mul = REGISTRY["mul"]
+    types = {"a": TensorType("f64", ("N", 3)), "b": TensorType("f64", (3,)), "out": TensorType("f64", ("N", 3))}
+    code = mul.compile({}, types, needs=(False, True))
+    assert code.source == (
+        "def forward(a, b):\n"
+        "    out = a * b\n"
+        "    return out, (a, b,)\n"
+        "\n"
+        "\n"
+        "def backward(saved, dout):\n"
+        "    a, b, = saved\n"
+        "    return (None, (dout * a).sum(axis=0),)\n"
+    )
+    assert mul.compile({}, types, taped=False).source.startswith(
+        "def forward(a, b):\n    out = a * b\n    return out, None\n"
+    )

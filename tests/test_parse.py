@@ -507,7 +507,7 @@ def test_literal_consts_get_their_dtype_once_from_what_reads_them():
     assert types["[0,2]"] == TensorType("i64", (2,))  # class indices
     assert types["[[0,1,0],[1,0,0]]"] == TensorType("f64", (2, 3))  # one-hot rows, as the scores
     assert types["unread"] == TensorType("f64", (2,))
-    assert types["f"] == TensorType("f64", ())  # literals alone compute in f64
+    assert types["f"] == TensorType(None, ())  # literals alone make a weak scalar, as a literal is
     # The declarations keep what was written.
     assert graph.ir.decls["[1,2]"].type == TensorType(None, (2,)) and graph.ir.decls["[1,2]"].literal
 

@@ -367,3 +367,91 @@ def test_no_backward_step_for_values_that_only_feed_labels():
     assert backward_writes(plan) == [("loss", "d_y", False)]
     assert plan.disconnected == ()
     assert plan.text().splitlines()[-1] == "gradients: d_y"
+
+
+def test_the_two_layer_nets_backward_reads_like_the_book():
+    [compiled] = front_end_file(MODELS / "two_layer_net.graph")
+    text = make_plan(compiled.checked, compiled.types).text()
+    assert text.endswith(
+        textwrap.dedent("""\
+            backward from loss (4 steps, seeded with d_loss = 1)
+              4  softmax_loss  d_y = d_loss * (softmax(y) - t) / N  reads loss.probs, t
+              3  affine        d_relu1 = d_y @ W2.T                 reads W2
+                               d_W2 = relu1.T @ d_y                 reads relu1
+                               d_b2 = sum(d_y, axis=0)
+              2  relu          d_affine1 = d_relu1 * relu1.mask     reads relu1.mask
+              1  affine        d_x = d_affine1 @ W1.T               reads W1
+                               d_W1 = x.T @ d_affine1               reads x
+                               d_b1 = sum(d_affine1, axis=0)
+
+            gradients: d_x, d_W1, d_b1, d_W2, d_b2
+            """)
+    )
+
+
+def test_broadcast_gradients_show_the_sums_that_undo_broadcasting():
+    plan = plan_of("""
+        graph g {
+            input x: [N, 3]
+            param w: [1, 3] = ones
+            param v: [3] = ones
+            param s: [] = 1
+            a = mul(x, w)
+            b = mul(a, v)
+            c = add(b, s)
+            output c
+        }
+    """)
+    rules = {w.target: w.rule for step in plan.backward for w in step.writes}
+    assert rules == {
+        "d_b": "d_c",
+        "d_s": "sum(d_c)",
+        "d_a": "d_b * v",
+        "d_v": "sum(d_b * a, axis=0)",
+        "d_x": "d_a * w",
+        "d_w": "sum(d_a * x, axis=0, keepdims=True)",
+    }
+
+
+def test_values_after_an_output_and_values_nobody_reads_are_freed_too():
+    plan = plan_of("""
+        graph g {
+            input x: [2]
+            a = relu(x)
+            b = sigmoid(a)
+            c = mul(b, 2)
+            d = mul(c, 3)
+            e = relu(x)
+            output b, d
+        }
+    """)
+    frees = {step.out: step.frees for step in plan.forward}
+    assert frees == {"a": (), "b": ("a",), "c": (), "d": ("c",), "e": ("e",)}
+
+
+def test_a_gradient_the_caller_asked_for_is_never_freed():
+    [compiled] = front_end(
+        "graph g {\n    input x: [2] = [1, 2]\n    h = mul(x, 3)\n    y = sigmoid(h)\n    output y\n}\n", "g.graph"
+    )
+    plan = make_plan(compiled.checked, compiled.types, wrt=("h", "x"))
+    frees = {step.node: step.frees for step in plan.backward}
+    assert frees == {"y": ("d_y",), "h": ()}  # d_h is returned
+    assert plan.gradients == ("d_h", "d_x")
+
+
+def test_gradients_that_are_one_array_are_found():
+    """add hands dout to both operands: d_p and d_q alias the seed until a fresh sum makes d_p its own."""
+    from graphc.plan import shared_gradients
+
+    plan = plan_of("""
+        graph g {
+            param p: [2] = [1, 2]
+            param q: [2] = [3, 4]
+            s = add(p, q)
+            t = add(p, s)
+            output t
+        }
+    """)
+    writes = {(step.node, w.target): (w.accumulate, w.in_place) for step in plan.backward for w in step.writes}
+    assert writes[("s", "d_p")] == (True, False)  # a fresh sum: d_p was the seed's array
+    assert shared_gradients(plan) == ("d_q",)

@@ -4,6 +4,7 @@ dtypes, labels, initializers, and the gradients it hands back."""
 from __future__ import annotations
 
 import itertools
+import math
 import textwrap
 
 import numpy as np
@@ -612,14 +613,55 @@ def test_weak_literals_keep_each_branch_in_its_own_dtype():
     np.testing.assert_array_equal(out["q"], np.float32([1, 2]) * np.float32(0.1))
 
 
-def test_literals_alone_make_an_array_of_their_dtype():
+def test_literals_alone_make_a_weak_scalar_that_adapts_to_its_reader():
     for dtype, expected in ((None, np.float64), ("float32", np.float32)):
         p = program(
             "graph g {\n    input x: [2] = [1, 2]\n    z = mul(2, 3)\n    y = mul(x, z)\n    output y\n}\n", dtype=dtype
         )
         out = p.forward()
-        assert isinstance(p.values["z"], np.ndarray) and p.values["z"].dtype == expected and p.values["z"] == 6
+        assert type(p.values["z"]) is float and p.values["z"] == 6.0  # a Python float, weak as a literal is
+        assert p.types["z"] == TensorType(None, ())
         assert out["y"].dtype == expected
+        np.testing.assert_array_equal(out["y"], [6, 12])
+
+
+def test_literals_alone_in_a_float32_graph_take_float32_where_they_are_read():
+    """`mul(2, 3)` and `sigmoid(0.5)` read by f32 values: no dtype mismatch, and f32 all the way."""
+    p = program("""
+        graph g {
+            input x: f32[3] = [1, 2, 3]
+            k = mul(2, 3)
+            s = sigmoid(0.5)
+            c = mul([1, 2, 3], 2)
+            y = mul(x, k)
+            z = mul(y, s)
+            w = add(z, c)
+            output w
+        }
+    """)
+    assert p.types["k"] == TensorType(None, ()) and p.types["s"] == TensorType(None, ())
+    assert p.types["c"] == TensorType("f32", (3,))  # an array of literals takes its reader's dtype
+    out = p.forward()
+    assert type(p.values["s"]) is float and p.values["s"] == 1 / (1 + math.exp(-0.5))
+    assert out["w"].dtype == np.float32
+    expected = np.float32([1, 2, 3]) * np.float32(6.0) * np.float32(1 / (1 + math.exp(-0.5))) + np.float32([2, 4, 6])
+    np.testing.assert_array_equal(out["w"], expected)
+    assert p.backward()["x"].dtype == np.float32
+
+
+def test_a_node_of_literals_read_as_two_dtypes_is_an_error():
+    with pytest.raises(GraphcError) as info:
+        program("""
+            graph g {
+                input x: f32[3] = [1, 2, 3]
+                input v: f64[3] = [1, 2, 3]
+                c = mul([1, 2, 3], 2)
+                y = mul(x, c)
+                z = mul(v, c)
+                output y, z
+            }
+        """)
+    assert info.value.diagnostics[0].message == "`c` is read as f32 by `y` and as f64 by `z`"
 
 
 def test_literal_class_indices_are_integers():
@@ -644,3 +686,117 @@ def test_a_literal_default_fills_symbolic_dims_for_made_up_inputs_too():
         }
     """)
     np.testing.assert_array_equal(p.forward()["y"], [1, 2])
+
+
+# --- labels ------------------------------------------------------------------------------
+
+LABELS_NOWHERE = """
+    graph g {
+        input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
+        input t: i64[2] = [0, 2]
+        input u: i64[2] = [1, 1]
+        param w: [3] = [1, 1, 1]
+        z = mul(y, w)
+        loss = softmax_loss(z, t)
+        other = softmax_loss(y, u)
+        output loss, other
+    }
+"""
+
+
+def test_labels_that_reach_no_output_get_no_gradient_either(tmp_path, capsys):
+    p = program(LABELS_NOWHERE)
+    assert p.plan.disconnected == ()  # not zeros: labels never get a gradient
+    p.forward()
+    assert set(p.backward()) == {"y", "w"}
+    path = tmp_path / "g.graph"
+    path.write_text(textwrap.dedent(LABELS_NOWHERE))
+    from graphc.cli import main
+
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("  t  none (read only as labels)\n  u  none (read only as labels)\n")
+
+
+ONE_HOT = """
+    graph g {
+        input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
+        input t: [2, 3]
+        loss = softmax_loss(y, t)
+        output loss
+    }
+"""
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([[0, 1, 0], [0, 2, 0]], "input `t`: label rows must sum to 1, row 1 sums to 2"),
+        ([[0, 1, 0], [0.5, 0.5, 0.5]], "input `t`: label rows must sum to 1, row 1 sums to 1.5"),
+        ([[0, 0, 0], [0, 1, 0]], "input `t`: label rows must sum to 1, row 0 sums to 0"),
+        ([[1.5, -0.5, 0], [0, 1, 0]], "input `t`: labels must be non-negative, got -0.5 in row 0"),
+        ([[np.nan, 1, 0], [0, 1, 0]], "input `t`: labels must be non-negative, got nan in row 0"),
+    ],
+)
+def test_one_hot_labels_must_be_rows_summing_to_one(labels, message):
+    """softmax_loss's gradient softmax(y) - t is its loss's derivative only for such rows."""
+    p = program(ONE_HOT)
+    with pytest.raises(GraphcError) as err:
+        p.forward(t=np.array(labels))
+    assert err.value.diagnostics[0].message == message
+
+
+def test_labels_that_are_probabilities_are_welcome():
+    p = program(ONE_HOT)
+    smoothed = np.array([[0.05, 0.9, 0.05], [0.1, 0.1, 0.8]])
+    p.forward(t=smoothed)
+    assert [r.ok for r in check_grads(p, {"t": smoothed})] == [True]
+    # Saved in float32, rows are 1 only to about 1e-7: still labels.
+    p.forward(t=np.float32([[1, 1, 1], [7, 2, 1]]) / np.float32([[3], [10]]))
+    p.forward(t=np.array([[1 / 3] * 3, [0, 0, 1]]))
+
+
+def test_one_hot_labels_in_the_graph_are_checked(tmp_path):
+    with pytest.raises(GraphcError) as err:
+        program("""
+            graph g {
+                input y: [3] = [1, 2, 3]
+                loss = softmax_loss(y, [0, -1, 2])
+                output loss
+            }
+        """)
+    assert rendered(err) == textwrap.dedent("""\
+        p.graph:3:28: error: literal `[0,-1,2]`: labels must be non-negative, got -1
+         3 |     loss = softmax_loss(y, [0, -1, 2])
+           |                            ^^^^^^^^^^
+        hint: labels shaped like the scores are one-hot rows, or probabilities: non-negative, each row summing to 1""")
+    with pytest.raises(GraphcError) as err:
+        program("""
+            graph g {
+                input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
+                input t: [2, 3] = [[0, 1, 0], [1, 1, 0]]
+                loss = softmax_loss(y, t)
+                output loss
+            }
+        """)
+    assert err.value.diagnostics[0].message == "input `t`: label rows must sum to 1, row 1 sums to 2"
+    assert err.value.diagnostics[0].span.line == 3
+
+
+def test_computed_one_hot_labels_are_checked_once_computed():
+    p = program("""
+        graph g {
+            input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
+            input t: [2, 3] = [[0, 1, 0], [0, 0, 1]]
+            t2 = mul(t, 2)
+            loss = softmax_loss(y, t2)
+            output loss
+        }
+    """)
+    with pytest.raises(GraphcError) as err:
+        p.forward()
+    assert rendered(err) == textwrap.dedent("""\
+        p.graph:5:28: error: labels `t2` computed by `mul`: label rows must sum to 1, row 0 sums to 2
+         5 |     loss = softmax_loss(y, t2)
+           |                            ^^
+        hint: labels shaped like the scores are one-hot rows, or probabilities: non-negative, each row summing to 1""")

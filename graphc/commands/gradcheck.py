@@ -17,7 +17,7 @@ from graphc.commands.common import (
     print_json,
 )
 from graphc.errors import ExitCode
-from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, check_grads
+from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, GradCheck, check_grads
 
 HELP = "compare backprop with numerical gradients, per tensor"
 
@@ -31,6 +31,26 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _errors(r: GradCheck) -> tuple[str, str]:
+    """The error columns; a gradient of the wrong shape has none (its line below says why)."""
+    if r.problem is not None:
+        return ("-", "-")
+    return (f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}")
+
+
+def _tensor_json(r: GradCheck) -> dict:
+    row = {
+        "name": r.name,
+        "shape": list(r.shape),
+        "max_abs_error": r.max_abs_error,
+        "max_rel_error": r.max_rel_error,
+        "ok": r.ok,
+    }
+    if r.problem is not None:
+        row["problem"] = r.problem  # a gradient of the wrong shape: its errors are "nan"
+    return row
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,35 +76,28 @@ def run(args: argparse.Namespace) -> int:
                 "rtol": args.rtol,
                 "eps": args.eps,
                 "ok": not failed,
-                "tensors": [
-                    {
-                        "name": r.name,
-                        "shape": list(r.shape),
-                        "max_abs_error": r.max_abs_error,
-                        "max_rel_error": r.max_rel_error,
-                        "ok": r.ok,
-                    }
-                    for r in rows
-                ],
+                "tensors": [_tensor_json(r) for r in rows],
             }
         )
         return ExitCode.CHECK_FAILED if failed else ExitCode.OK
     table = tabulate(
-        [
-            (r.name, str(list(r.shape)), f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}", "ok" if r.ok else "FAIL")
-            for r in rows
-        ],
+        [(r.name, str(list(r.shape)), *_errors(r), "ok" if r.ok else "FAIL") for r in rows],
         headers=("tensor", "shape", "max abs error", "max rel error", ""),
     )
     print(f"graph {program.name}: backprop vs central differences (eps {args.eps:g}, float64)")
     print()
     print(table)
     print()
-    if failed:
+    for r in rows:
+        if r.problem is not None:
+            print(f"FAIL: {r.problem}")
+    exceeded = [r for r in failed if r.problem is None]
+    if exceeded:
         print(
-            f"FAIL: {len(failed)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
-            + ", ".join(r.name for r in failed)
+            f"FAIL: {len(exceeded)} of {len(rows)} tensors exceed relative error {args.rtol:g}: "
+            + ", ".join(r.name for r in exceeded)
         )
+    if failed:
         return ExitCode.CHECK_FAILED
     print(f"ok: {len(rows)} tensor{'s' * (len(rows) != 1)} within relative error {args.rtol:g}")
     return ExitCode.OK

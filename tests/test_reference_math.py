@@ -1,0 +1,395 @@
+"""Every op's numbers against references that share nothing with graphc.
+
+Gradient checks compare backward with forward, so a mistake made in both
+(softmax_loss dividing 1-D scores by the number of classes in forward and
+backward alike) passes them. Here forward is compared with the op's math
+computed independently, in 60-digit decimal arithmetic (Python's `decimal`,
+over numpy object arrays): no numpy kernel, no graphc code. Gradients are
+compared with central differences of that reference, in the same precision
+(step 1e-25: truncation and rounding errors far below float64's).
+
+The printed rules are checked the same way: the text a plan shows a learner
+(`d_y = d_loss * (softmax(y) - t) / N`) is evaluated with its words given
+their meaning (softmax, sum, N), and must equal the reference gradient.
+
+Cases: every op's example shapes (broadcasting included), rows of very
+different scales, single samples (1-D scores), class-index labels, f32, and
+numbers derived by hand.
+"""
+
+from __future__ import annotations
+
+import decimal
+import itertools
+import math
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+
+from graphc.ir import TensorType
+from graphc.ops import REGISTRY, Op
+
+CONTEXT = decimal.Context(prec=60, Emax=10**6, Emin=-(10**6))
+STEP = Decimal("1e-25")
+
+
+@pytest.fixture(autouse=True)
+def sixty_digits():
+    """Decimal arithmetic here (a * b over object arrays too) in 60 digits."""
+    with decimal.localcontext(CONTEXT):
+        yield
+
+
+def dec(values: Any) -> np.ndarray:
+    """float values as an object array of exact Decimals."""
+    array = np.asarray(values, dtype=np.float64)
+    out = np.empty(array.shape, dtype=object)
+    for index in np.ndindex(array.shape):
+        out[index] = Decimal(float(array[index]))
+    return out
+
+
+def dexp(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: CONTEXT.exp(v), otypes=[object])(x)
+
+
+def dlog(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: CONTEXT.ln(v), otypes=[object])(x)
+
+
+def total(x: np.ndarray) -> Decimal:
+    result = Decimal(0)
+    for v in np.asarray(x, dtype=object).flat:
+        result = CONTEXT.add(result, v)
+    return result
+
+
+# --- the references: each op's math, in Decimal ---------------------------------------
+
+
+def ref_mul(attrs, a, b):
+    return a * b
+
+
+def ref_add(attrs, a, b):
+    return a + b
+
+
+def ref_relu(attrs, x):
+    return np.vectorize(lambda v: v if v > 0 else Decimal(0), otypes=[object])(x)
+
+
+def ref_sigmoid(attrs, x):
+    return np.vectorize(lambda v: CONTEXT.divide(1, 1 + CONTEXT.exp(-v)), otypes=[object])(x)
+
+
+def ref_affine(attrs, x, w, b):
+    rows = x.reshape(len(x), -1) if x.ndim > 2 else x
+    if rows.ndim == 1:
+        product = np.array([total(rows * w[:, j]) for j in range(w.shape[1])], dtype=object)
+    else:
+        product = np.array(
+            [[total(rows[i] * w[:, j]) for j in range(w.shape[1])] for i in range(len(rows))], dtype=object
+        )
+    return product + b
+
+
+def ref_softmax_loss(attrs, y, t):
+    """-sum(t * log softmax(y)) per row, averaged over the rows (or summed); 1-D y is one row."""
+    rows = y.reshape(1, -1) if y.ndim == 1 else y
+    labels = one_hot(t, y.shape).reshape(rows.shape)
+    losses = []
+    for row, label in zip(rows, labels):
+        log_total = CONTEXT.ln(total(dexp(row)))
+        losses.append(total(label * (log_total - row)))
+    loss = total(np.array(losses, dtype=object))
+    return loss / len(rows) if attrs["reduction"] == "mean" else loss
+
+
+def one_hot(t: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels as rows shaped like the scores: one-hot rows as they are, class indices made one-hot."""
+    t = np.asarray(t)
+    if t.shape == tuple(shape):
+        return dec(t) if t.dtype != object else t
+    rows = np.zeros(shape, dtype=object)
+    rows[...] = Decimal(0)
+    flat_rows = rows.reshape(-1, shape[-1])
+    for i, k in enumerate(np.asarray(t, dtype=np.int64).reshape(-1)):
+        flat_rows[i, k] = Decimal(1)
+    return rows
+
+
+REFERENCES = {
+    "mul": ref_mul,
+    "add": ref_add,
+    "relu": ref_relu,
+    "sigmoid": ref_sigmoid,
+    "affine": ref_affine,
+    "softmax_loss": ref_softmax_loss,
+}
+
+
+def reference_gradient(op: Op, attrs, values: list[np.ndarray], i: int, dout: np.ndarray) -> np.ndarray:
+    """d sum(forward * dout) / d values[i], by central differences of the Decimal reference."""
+    reference = REFERENCES[op.name]
+    args = [dec(v) if op.differentiable(j) or np.asarray(v).dtype.kind == "f" else v for j, v in enumerate(values)]
+    weights = dec(dout)
+    x = args[i]
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for index in np.ndindex(x.shape):
+        original = x[index]
+        x[index] = original + STEP
+        plus = total(np.asarray(reference(attrs, *args), dtype=object) * weights)
+        x[index] = original - STEP
+        minus = total(np.asarray(reference(attrs, *args), dtype=object) * weights)
+        x[index] = original
+        grad[index] = float(CONTEXT.divide(plus - minus, 2 * STEP))
+    return grad
+
+
+def to_float(values: Any) -> np.ndarray:
+    return np.vectorize(float, otypes=[np.float64])(np.asarray(values, dtype=object))
+
+
+def assert_close(actual, expected, rtol: float, what: str) -> None:
+    """max |actual - expected| <= rtol * max |expected| (exact where rtol is 0)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: {actual}"
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    error = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    assert error <= rtol * scale, f"{what}: off by {error:.3g} (scale {scale:.3g})\n{actual}\n{expected}"
+
+
+# --- running an op as the interpreter does ----------------------------------------------
+
+
+def run(op: Op, attrs, values, dout=None):
+    """Forward, and backward from dout, through the functions the interpreter compiles."""
+    types = op.types_of(attrs, *values)
+    code = op.compile(attrs, types)
+    out, saved = code.forward(*values)
+    if dout is None:
+        return out, None
+    return out, code.backward(saved, dout)
+
+
+def attr_choices(op: Op) -> list[dict[str, Any]]:
+    keys = list(op.attributes)
+    options = [op.attributes[k].choices or (op.attributes[k].default,) for k in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*options)]
+
+
+def operand_values(op: Op, shapes, rng: np.random.Generator, scale: float = 1.0) -> list[np.ndarray]:
+    values = []
+    for i, shape in enumerate(shapes):
+        if op.differentiable(i):
+            values.append(rng.standard_normal(shape) * scale)
+        else:  # labels, for the operand they label
+            scores = tuple(shapes[op.label_positions()[i]])
+            classes = scores[-1]
+            index = rng.integers(0, classes, size=scores[:-1])
+            values.append(np.eye(classes)[index] if tuple(shape) == scores else index)
+    return values
+
+
+def cases():
+    for op in REGISTRY.values():
+        for shapes in op.examples:
+            for attrs in attr_choices(op):
+                label = "".join(f"-{v}" for v in attrs.values())
+                yield pytest.param(op, shapes, attrs, id=f"{op.name}-{'-'.join(str(list(s)) for s in shapes)}{label}")
+
+
+# Forward: mul, add and relu round once (correctly, so exactly the reference
+# rounded); the others within a few ulps of the reference.
+FORWARD_RTOL = {"mul": 0.0, "add": 0.0, "relu": 0.0, "sigmoid": 4e-16, "affine": 1e-15, "softmax_loss": 1e-15}
+
+
+def test_every_op_has_a_reference():
+    assert set(REGISTRY) == set(REFERENCES)
+
+
+@pytest.mark.parametrize("op, shapes, attrs", list(cases()))
+def test_forward_equals_the_reference(op: Op, shapes, attrs):
+    rng = np.random.default_rng(sum(map(ord, repr((op.name, shapes, attrs)))))
+    values = operand_values(op, shapes, rng)
+    out, _ = run(op, attrs, values)
+    expected = REFERENCES[op.name](attrs, *[dec(v) if v.dtype.kind == "f" else v for v in values])
+    assert_close(out, to_float(expected), FORWARD_RTOL[op.name], f"{op.name} forward")
+
+
+@pytest.mark.parametrize("op, shapes, attrs", list(cases()))
+def test_backward_equals_the_reference_gradient(op: Op, shapes, attrs):
+    rng = np.random.default_rng(sum(map(ord, repr((op.name, shapes, attrs, "grad")))))
+    values = operand_values(op, shapes, rng)
+    out, _ = run(op, attrs, values)
+    dout = rng.standard_normal(np.shape(out))
+    _, grads = run(op, attrs, values, dout)
+    for i, grad in enumerate(grads):
+        if not op.differentiable(i):
+            assert grad is None
+            continue
+        expected = reference_gradient(op, attrs, values, i, dout)
+        assert_close(grad, expected, 1e-13, f"{op.name} d{op.operands[i]}")
+
+
+# --- the rules people read ---------------------------------------------------------------
+
+
+def reference_softmax(y: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, computed in Decimal and rounded: independent of graphc's kernel."""
+    rows = dec(y).reshape(-1, y.shape[-1])
+    probs = np.empty(rows.shape, dtype=object)
+    for r, row in enumerate(rows):
+        e = dexp(row)
+        probs[r] = e / total(e)
+    return to_float(probs).reshape(y.shape)
+
+
+def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.ndarray:
+    """The rule a plan prints for operand i, evaluated with its words meaning what they say."""
+    types = op.types_of(attrs, *values)
+    names = {n: n for n in (*op.operands, *op.own, "out", "dout")}
+    text = op.rule(i, names, attrs, types)
+    scope: dict[str, Any] = dict(zip(op.operands, values))
+    scope.update(out=out, dout=dout, sum=np.sum, outer=np.outer, softmax=reference_softmax)
+    scope.update(flat=lambda v: v.reshape(len(v), -1))
+    scope.update(zip(op.saves, saved))  # the op's own tensors (relu's mask) as forward kept them
+    for position, scored in op.label_positions().items():
+        scores = values[scored]
+        scope[op.operands[position]] = (
+            np.eye(scores.shape[-1])[values[position]] if values[position].shape != scores.shape else values[position]
+        )
+        scope["N"] = len(scores) if scores.ndim == 2 else 1
+    return np.asarray(eval(text, {"__builtins__": {}}, scope), dtype=np.float64)
+
+
+@pytest.mark.parametrize("op, shapes, attrs", list(cases()))
+def test_printed_rules_are_the_derivative(op: Op, shapes, attrs):
+    rng = np.random.default_rng(sum(map(ord, repr((op.name, shapes, attrs, "text")))))
+    values = operand_values(op, shapes, rng)
+    out, saved = op.compile(attrs, op.types_of(attrs, *values)).forward(*values)
+    dout = rng.standard_normal(np.shape(out))
+    for i in range(len(op.operands)):
+        if not op.differentiable(i):
+            continue
+        printed = printed_rule_value(op, attrs, values, out, saved, dout, i)
+        expected = reference_gradient(op, attrs, values, i, dout)
+        assert_close(printed.reshape(np.shape(values[i])), expected, 1e-12, f"{op.name} rule for {op.operands[i]}")
+
+
+# --- softmax_loss where mistakes hide -------------------------------------------------------
+
+softmax_loss = REGISTRY["softmax_loss"]
+MEAN, SUM = {"reduction": "mean"}, {"reduction": "sum"}
+
+# Rows hundreds apart: a shift by the batch's max instead of each row's own
+# underflows the smaller rows to 0/0.
+FAR_APART = [[1000.0, 1001.5, 999.0], [-5.0, 0.0, 3.0], [-800.0, -801.0, -799.5], [1e4, -1e4, 0.0]]
+
+
+@pytest.mark.parametrize("attrs", [MEAN, SUM], ids=["mean", "sum"])
+@pytest.mark.parametrize("labels", ["one-hot", "indices"])
+@pytest.mark.parametrize(
+    "scores",
+    [FAR_APART, FAR_APART[0], FAR_APART[2], FAR_APART[1], [[1.0, 2.0] * 20, [1000.0, -700.0] * 20]],
+    ids=["rows-apart", "one-row-high", "one-row-low", "one-row", "many-classes"],
+)
+def test_softmax_loss_on_scores_of_every_scale(scores, labels, attrs):
+    y = np.array(scores)
+    index = np.arange(int(np.prod(y.shape[:-1], dtype=int))).reshape(y.shape[:-1]) % y.shape[-1]
+    t = np.eye(y.shape[-1])[index] if labels == "one-hot" else index
+    dout = np.array(0.75)
+    loss, (dy, dt) = run(softmax_loss, attrs, [y, t], dout)
+    assert dt is None
+    assert_close(loss, float(ref_softmax_loss(attrs, dec(y), t)), 1e-15, "loss")
+    assert_close(dy, reference_gradient(softmax_loss, attrs, [y, t], 0, dout), 1e-13, "d_y")
+
+
+def test_softmax_loss_by_hand():
+    """softmax([0, ln 2, ln 3]) = [1, 2, 3] / 6: the loss of class 2 is -ln(1/2), its gradient p - t."""
+    for shift in (0.0, 1000.0, -1000.0):  # softmax does not see a shift of the whole row
+        y = np.array([0.0, math.log(2), math.log(3)]) + shift
+        loss, (dy, _) = run(softmax_loss, MEAN, [y, np.array(2)], np.array(1.0))
+        assert loss == pytest.approx(math.log(2), rel=1e-12)
+        np.testing.assert_allclose(dy, [1 / 6, 2 / 6, 3 / 6 - 1], rtol=1e-9)
+    # Two rows, averaged: each counts a half, in the loss and in its gradient.
+    y = np.array([[0.0, math.log(2), math.log(3)], [math.log(3), 0.0, math.log(2)]])
+    loss, (dy, _) = run(softmax_loss, MEAN, [y, np.array([2, 0])], np.array(1.0))
+    assert loss == pytest.approx(math.log(2), rel=1e-12)
+    np.testing.assert_allclose(dy, [[1 / 12, 2 / 12, -3 / 12], [-3 / 12, 1 / 12, 2 / 12]], rtol=1e-9)
+    loss, (dy, _) = run(softmax_loss, SUM, [y, np.array([2, 0])], np.array(1.0))
+    assert loss == pytest.approx(2 * math.log(2), rel=1e-12)
+
+
+def test_one_sample_is_a_batch_of_one():
+    """[classes] scores: the loss and its gradient are those of the one row, not divided by anything."""
+    y = np.array([0.5, -1.0, 2.0, 0.0])
+    row = np.array([y])
+    for attrs in (MEAN, SUM):
+        loss, (dy, _) = run(softmax_loss, attrs, [y, np.array(1)], np.array(1.0))
+        batch_loss, (batch_dy, _) = run(softmax_loss, attrs, [row, np.array([1])], np.array(1.0))
+        assert loss == batch_loss
+        np.testing.assert_array_equal(dy, batch_dy[0])
+        expected = math.log(sum(math.exp(v) for v in y)) - y[1]
+        assert loss == pytest.approx(expected, rel=1e-14)
+
+
+@pytest.mark.parametrize("labels", ["one-hot", "indices"])
+def test_softmax_loss_in_float32_against_the_reference(labels):
+    y = np.array(FAR_APART, dtype=np.float32)
+    t = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]] if labels == "one-hot" else np.array([0, 1, 2, 0])
+    loss, (dy, _) = run(softmax_loss, MEAN, [y, t], np.array(1.0, np.float32))
+    assert loss.dtype == np.float32 and dy.dtype == np.float32
+    t64 = t.astype(np.float64) if labels == "one-hot" else t
+    assert_close(loss, float(ref_softmax_loss(MEAN, dec(y), t64)), 1e-6, "f32 loss")
+    expected = reference_gradient(softmax_loss, MEAN, [y.astype(np.float64), t64], 0, np.array(1.0))
+    assert_close(dy, expected, 1e-6, "f32 d_y")
+
+
+# --- ops that reduce, on one sample ------------------------------------------------------------
+
+
+def test_affine_of_one_sample_against_the_reference():
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal(4), rng.standard_normal((4, 3)), rng.standard_normal(3)
+    dout = rng.standard_normal(3)
+    affine = REGISTRY["affine"]
+    out, (dx, dw, db) = run(affine, {}, [x, w, b], dout)
+    assert_close(out, to_float(ref_affine({}, dec(x), dec(w), dec(b))), 1e-15, "out")
+    np.testing.assert_array_equal(dw, np.outer(x, dout))  # each weight's gradient is one product
+    np.testing.assert_array_equal(db, dout)  # nothing to sum over
+    assert_close(dx, reference_gradient(affine, {}, [x, w, b], 0, dout), 1e-14, "dx")
+
+
+def test_types_of_weak_scalars():
+    assert REGISTRY["mul"].types_of({}, 2.0, np.float32([1, 2]))["out"] == TensorType("f32", (2,))
+
+
+# --- when backward is wrong, gradcheck says so ---------------------------------------------
+
+
+def test_gradcheck_reports_a_gradient_of_the_wrong_shape(tmp_path, monkeypatch, capsys):
+    """A rule that forgets to sum back what broadcasting stretched: a failed check (exit 1)
+    naming the tensor and both shapes, not an internal error."""
+    from graphc.cli import main
+
+    graph = tmp_path / "g.graph"
+    graph.write_text(
+        "graph g {\n    input x: [3, 4] = uniform(-1, 1)\n    param w: [4] = normal(1)\n"
+        "    y = mul(x, w)\n    output y\n}\n"
+    )
+    mul = REGISTRY["mul"]
+    monkeypatch.setattr(type(mul), "rules", {"a": "sum_to(dout * b, a)", "b": "dout * a"})
+    assert main(["gradcheck", str(graph)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: backprop gave a gradient of shape [3, 4] for `w` of shape [4]\n" in out
+    assert "\nw         [4]      -                -                FAIL\n" in out
+    assert main(["gradcheck", str(graph), "--json"]) == 1
+    out = capsys.readouterr().out
+    assert '"problem": "backprop gave a gradient of shape [3, 4] for `w` of shape [4]"' in out
+    assert out.count('"problem"') == 1  # x's gradient is right
