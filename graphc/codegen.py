@@ -344,8 +344,8 @@ class _Writer:
 
     def const_value(self, name: str, value: np.ndarray) -> str:
         dtype = self.types[name].dtype
-        if value.ndim == 0 and dtype in (None, "f32", "f64"):
-            return repr(float(value))  # a Python float, weakly typed: f32 stays f32
+        if dtype is None:
+            return repr(float(value))  # a weak scalar: a Python float, as the interpreter has it, so f32 stays f32
         if value.size > 1 and not any(value.strides):  # one number filling its declared shape
             return f"np.full({value.shape!r}, {value.flat[0].item()!r}, dtype={self.dtype_source(dtype)})"
         return f"np.array({value.tolist()!r}, dtype={self.dtype_source(dtype)})"
