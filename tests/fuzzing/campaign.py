@@ -23,7 +23,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from .harness import run_graphc
+from .harness import Problem, run_graphc
 from .targets import TARGETS, Context, Finding, check_graph_bytes, make_context
 
 CHUNK = 500
@@ -84,7 +84,11 @@ def run_chunk(context: Context, target_name: str, count: int, seed: int) -> Resu
         for finding in target.check(context, example):
             result.add(finding)
 
-    body()
+    try:
+        body()
+    except Exception as err:  # noqa: BLE001 - a bug of the fuzzer's own: say so, keep the other chunks
+        problem = Problem("fuzzer error", f"{type(err).__name__} in chunk {seed} of {target_name}", repr(err)[:2000])
+        result.add(Finding(problem, ("(fuzzer)",), b"", "none"))
     result.seconds = time.perf_counter() - start
     return result
 

@@ -7,6 +7,7 @@ one field changed to something absurd, an IDX file whose header lies about its s
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -158,12 +159,19 @@ def _set_path(value, path, new):
     return copy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Checkpoint:
     """A checkpoint's entries: array name -> .npy bytes, meta as parsed JSON."""
 
     entries: dict[str, bytes]
     meta: dict
+
+    @functools.cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: np.load(io.BytesIO(data), allow_pickle=False).shape for name, data in self.entries.items()}
+
+    def __repr__(self) -> str:  # Hypothesis shows its strategies' arguments
+        return f"Checkpoint({sorted(self.entries)})"
 
     @classmethod
     def read(cls, data: bytes) -> Checkpoint:
@@ -207,8 +215,7 @@ def npz_files(draw, checkpoint: Checkpoint) -> bytes:
             )  # fmt: skip
         elif kind == 3:  # an array replaced
             name = draw(st.sampled_from(sorted(entries)))
-            shape = np.load(io.BytesIO(entries[name]), allow_pickle=False).shape
-            entries[name] = draw(npy_files(shape_hint=shape))
+            entries[name] = draw(npy_files(shape_hint=checkpoint.shapes.get(name, (3,))))
         elif kind == 4:  # entries removed, added or renamed
             name = draw(st.sampled_from(sorted(entries)))
             change = draw(st.integers(0, 2))
@@ -267,8 +274,15 @@ class MnistCase:
     description: str
 
 
+class Files(dict):
+    """File contents by role, shown briefly (Hypothesis shows its strategies' arguments)."""
+
+    def __repr__(self) -> str:
+        return f"Files({sorted(self)})"
+
+
 @st.composite
-def mnist_files(draw, raw: dict[str, bytes], gzipped: dict[str, bytes]) -> MnistCase:
+def mnist_files(draw, raw: Files, gzipped: Files) -> MnistCase:
     """One of the four files mutated: its header, its length, its labels, its gzip stream."""
     role = draw(st.sampled_from(sorted(raw)))
     content = raw[role]

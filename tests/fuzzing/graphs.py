@@ -102,7 +102,9 @@ def literal_text(array: np.ndarray, draw) -> str:
         return number_text(float(array), draw)
     trailing = draw(st.booleans()) and draw(st.booleans())
     items = [literal_text(row, draw) for row in array]
-    return "[" + ", ".join(items) + ("," if trailing else "") + "]"
+    # A list may go on over several lines, as a matrix is written.
+    separator = ",\n        " if array.ndim > 1 and draw(st.integers(0, 5)) == 0 else ", "
+    return "[" + separator.join(items) + ("," if trailing else "") + "]"
 
 
 def concrete(shape: Shape, n: int) -> tuple[int, ...]:
@@ -293,11 +295,11 @@ class _Builder:
     def operand(self, min_rank: int = 0) -> Value:
         """An existing float value (recent ones likelier, so graphs grow deep), or a new leaf."""
         candidates = [v for v in self.floats() if len(v.shape) >= min_rank]
+        nodes = [v for v in candidates if v.kind == "node"]
+        if nodes and self.draw(st.booleans()):  # the newest node: a chain of ops, `x -> f -> g as h -> ...`
+            return nodes[-1]
         if candidates and self.draw(st.integers(0, 4)) > 0:
-            index = self.draw(st.integers(0, len(candidates) - 1))
-            if self.draw(st.booleans()):
-                index = len(candidates) - 1 - index // 2
-            return candidates[index]
+            return candidates[self.draw(st.integers(0, len(candidates) - 1))]
         shape = self.shape(symbolic_ok=True, min_rank=min_rank)
         return self.input(shape) if self.draw(st.booleans()) else self.param(tuple(d if d != "N" else 2 for d in shape))
 
@@ -350,7 +352,7 @@ class _Builder:
         else:  # both literals: a scalar node
             args = [self.literal_operand(()), self.literal_operand(())]
             shape = ()
-        if draw(st.booleans()):
+        if draw(st.integers(0, 3)) == 0:
             args.reverse()
         self.add_node(op, args, shape)
 
@@ -464,7 +466,7 @@ def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> lis
     while i < len(nodes):
         node = nodes[i]
         run = [node]
-        if node.args[0][1] is not None and draw(st.integers(0, 2)) == 0:
+        if node.args[0][1] is not None and draw(st.booleans()):
             while (
                 i + len(run) < len(nodes)
                 and nodes[i + len(run)].args[0][1] == run[-1].name
@@ -494,7 +496,8 @@ def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> lis
                 text += f" as {link_node.name}"
             parts.append(text)
         parts.append(run[-1].name)
-        arrow = draw(st.sampled_from([" -> ", "->", " ->  "]))
+        # A chain may go on over lines that start with `->`.
+        arrow = draw(st.sampled_from([" -> ", "->", " ->  ", "\n        -> "]))
         lines.append(arrow.join(parts))
         i += len(run)
     return lines

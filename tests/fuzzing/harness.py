@@ -36,8 +36,11 @@ from graphc.cli import main
 from graphc.errors import ExitCode
 
 # Seconds one command may take. Every fuzzed input is small; anything near this is a hang
-# (or an allocation graphc should have refused before making it).
+# (or an allocation graphc should have refused before making it). Commands that read MNIST
+# (70,000 images, converted to floats) get DATA_FACTOR times as long.
 TIMEOUT = float(os.environ.get("GRAPHC_FUZZ_TIMEOUT", "5"))
+DATA_FACTOR = 6
+DATA_COMMANDS = ("eval", "train")
 
 # Source excerpts are clipped by graphc to about 120 characters around the caret; the
 # margin allows for the line number gutter.
@@ -57,6 +60,7 @@ class Outcome:
     stderr: str
     warnings: tuple[str, ...]
     seconds: float
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ def _built_parser():
 _build_parser = graphc.cli.build_parser
 
 
-def run_graphc(argv: Sequence[str], timeout: float = TIMEOUT) -> Outcome:
-    """graphc.cli.main(argv), captured and timed; status None if it ran past `timeout` seconds."""
+def run_graphc(argv: Sequence[str], timeout: float | None = None) -> Outcome:
+    """graphc.cli.main(argv), captured and timed; status None if it ran past `timeout` seconds
+    (by default TIMEOUT, or DATA_FACTOR times that for a command that reads MNIST)."""
+    if timeout is None:
+        timeout = TIMEOUT * (DATA_FACTOR if argv and argv[0] in DATA_COMMANDS else 1)
     out, err = io.StringIO(), io.StringIO()
     gc_was_on = gc.isenabled()
     previous = signal.signal(signal.SIGALRM, _on_alarm)
@@ -128,7 +135,7 @@ def run_graphc(argv: Sequence[str], timeout: float = TIMEOUT) -> Outcome:
                 gc.enable()
     seconds = time.perf_counter() - start
     shown = tuple(f"{w.category.__name__}: {w.message} ({_short_path(w.filename)}:{w.lineno})" for w in caught)
-    return Outcome(tuple(argv), status, out.getvalue(), err.getvalue(), shown, seconds)
+    return Outcome(tuple(argv), status, out.getvalue(), err.getvalue(), shown, seconds, timeout)
 
 
 # --- judging ----------------------------------------------------------------------------
@@ -180,7 +187,7 @@ def problems(outcome: Outcome, source: SourceFile | None = None, statuses: Seque
     so every diagnostic must point into it."""
     found: list[Problem] = []
     if outcome.status is None:
-        found.append(Problem("hang", f"{outcome.argv[0]} ran past {TIMEOUT:g} s", _command(outcome)))
+        found.append(Problem("hang", f"{outcome.argv[0]} ran past {outcome.timeout:g} s", _command(outcome)))
         return found
     if outcome.status == ExitCode.INTERNAL_ERROR or "internal error" in outcome.stderr:
         cause, detail = internal_error_cause(outcome.stderr)

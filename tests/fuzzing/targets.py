@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from .files import (
     MNIST_NAMES,
     Checkpoint,
+    Files,
     MnistCase,
     fake_mnist,
     mnist_files,
@@ -222,7 +223,7 @@ def check_near_valid(context: Context, case: NearValidGraph) -> list[Finding]:
 
 
 def model_seeds() -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(MODELS.glob("*.graph"))}
+    return Files({path.name: path.read_bytes() for path in sorted(MODELS.glob("*.graph"))})
 
 
 def mutated_strategy(context: Context) -> st.SearchStrategy:
@@ -392,8 +393,8 @@ def check_npz(context: Context, drawn: tuple[bytes, str]) -> list[Finding]:
 
 
 def mnist_strategy(context: Context) -> st.SearchStrategy:
-    raw = _fake_mnist_raw()
-    gzipped = {role: (context.mnist_dir / MNIST_NAMES[role]).read_bytes() for role in MNIST_NAMES}
+    raw = Files(_fake_mnist_raw())
+    gzipped = Files({role: (context.mnist_dir / MNIST_NAMES[role]).read_bytes() for role in MNIST_NAMES})
     return mnist_files(raw, gzipped)
 
 
