@@ -19,22 +19,24 @@ The generators and checks live in tests/fuzzing/.
 
 from __future__ import annotations
 
+import json
 import os
 
+import numpy as np
 import pytest
 from fuzzing.campaign import shrink_finding
 from fuzzing.harness import Problem, SourceFile, problems, run_graphc
-from fuzzing.targets import FILE_COMMANDS, TARGETS, check_graph_bytes, make_context
+from fuzzing.targets import FILE_COMMANDS, MODELS, TARGETS, check_graph_bytes, make_context
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-# Examples per target in the normal run: 600 inputs, about 30 s on 2 cores (7 of them making the
+# Examples per target in the normal run: 540 inputs, about 30 s on 2 cores (7 of them making the
 # session's checkpoint and MNIST files).
 EXAMPLES = {
-    "valid": 100,
-    "near_valid": 120,
+    "valid": 80,
+    "near_valid": 100,
     "mutated": 150,
-    "codegen": 100,
+    "codegen": 80,
     "set": 50,
     "npy": 50,
     "npz": 25,
@@ -170,6 +172,128 @@ def exit_statuses(wanted: dict[str, int]):
 def test_known_reproducers(text, statuses):
     wanted = dict(zip([c[0] for c in FILE_COMMANDS], statuses))
     assert_no_findings(check_graph_bytes(text.encode(), FILE_COMMANDS, expect=exit_statuses(wanted)))
+
+
+def _npy(header: str, body: bytes = bytes(24)) -> bytes:
+    """An .npy file with the header given (padded as numpy pads it) and `body` after it."""
+    text = header.encode("latin-1")
+    text += b" " * ((64 - (10 + len(text) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+
+
+def _checkpoint(context, **meta_changes) -> bytes:
+    """The session's checkpoint with meta fields replaced (a value of str type is raw JSON text)."""
+    import json
+
+    from fuzzing.files import Checkpoint, npy_bytes, zip_entries
+
+    checkpoint = Checkpoint.read(context.weights.read_bytes())
+    text = json.dumps({**checkpoint.meta, **{k: v for k, v in meta_changes.items() if not isinstance(v, str)}})
+    for key, raw in meta_changes.items():
+        if isinstance(raw, str):
+            text = text.replace(json.dumps(key) + ": " + json.dumps(checkpoint.meta[key]), json.dumps(key) + ": " + raw)
+    return zip_entries({**checkpoint.entries, "meta": npy_bytes(np.array(text))})
+
+
+SCALAR_CLASS_INDEX = "graph g {\n  dim N = 2\n  input y: [N, 2] = zeros\n  input k: i64[N] = [0, 1]\n  loss = softmax_loss(y, k)\n  output loss\n}\n"
+TWO_LAYER_NET = "{models}/two_layer_net.graph"
+
+# name: (files to write, as bytes or as a function of the session's context; the command; the exit
+# status it must end with, and graphc's diagnostics only).
+KNOWN_COMMANDS = {
+    "input named self": (
+        {"g.graph": b"graph g {\n  input self: [2]\n  output self\n}\n"},
+        ["run", "{tmp}/g.graph", "--set", "self=[1, 2]"],
+        0,
+    ),
+    "--set apple=null": ({}, ["run", "{models}/apple.graph", "--set", "apple=null"], 2),
+    "--set apple=true": ({}, ["run", "{models}/apple.graph", "--set", "apple=true"], 2),
+    "--set apple=string": ({}, ["run", "{models}/apple.graph", "--set", 'apple="3"'], 2),
+    "--set of 5000 digits": ({}, ["run", "{models}/apple.graph", "--set", "apple=" + "9" * 5000], 2),
+    "a scalar for class indices": (
+        {"g.graph": SCALAR_CLASS_INDEX.encode()},
+        ["run", "{tmp}/g.graph", "--set", "k=9"],
+        2,
+    ),
+    ".npy of 10^12 rows": (
+        {"x.npy": _npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 784), }")},
+        ["run", TWO_LAYER_NET, "--input", "x={tmp}/x.npy"],
+        2,
+    ),
+    ".npy of 10^17 columns": (
+        {"x.npy": _npy("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 100000000000000000), }")},
+        ["run", TWO_LAYER_NET, "--input", "x={tmp}/x.npy"],
+        2,
+    ),
+    ".npy header that does not parse": (
+        {"x.npy": _npy("{'descr': '<f8', 'fortran_order': False, 'shape': ((, }")},
+        ["run", TWO_LAYER_NET, "--input", "x={tmp}/x.npy"],
+        2,
+    ),
+    ".npy that starts as a zip": ({"x.npy": b"PK\x03\x04"}, ["run", TWO_LAYER_NET, "--input", "x={tmp}/x.npy"], 2),
+    "an empty batch": (
+        {"x.npy": _npy("{'descr': '<f8', 'fortran_order': False, 'shape': (0, 784), }", b"")},
+        ["run", TWO_LAYER_NET, "--input", "x={tmp}/x.npy"],
+        2,
+    ),
+    "time --batch 10^9": ({}, ["time", TWO_LAYER_NET, "--batch", "1000000000"], 2),
+    "train --batch 10^9": ({}, ["train", TWO_LAYER_NET, "--batch", "1000000000", "--data-dir", "{mnist}"], 2),
+    "checkpoint meta with a 4400-digit integer": (
+        {"W.npz": lambda c: _checkpoint(c, iteration="9" * 4400)},
+        ["run", TWO_LAYER_NET, "--weights", "{tmp}/W.npz"],
+        2,
+    ),
+    "checkpoint meta nested 10000 deep": (
+        {"W.npz": lambda c: _checkpoint(c, history="[" * 10000 + "]" * 10000)},
+        ["run", TWO_LAYER_NET, "--weights", "{tmp}/W.npz"],
+        2,
+    ),
+    "checkpoint meta.batch 10^12": (
+        {"W.npz": lambda c: _checkpoint(c, batch=10**12)},
+        ["train", TWO_LAYER_NET, "--resume", "{tmp}/W.npz", "--iters", "6", "--data-dir", "{mnist}"],
+        2,
+    ),
+    "checkpoint meta.rng negative": (
+        {"W.npz": lambda c: _checkpoint(c, rng={**c_rng(c), "state": {"state": -1, "inc": -5}})},
+        ["train", TWO_LAYER_NET, "--resume", "{tmp}/W.npz", "--iters", "6", "--data-dir", "{mnist}"],
+        2,
+    ),
+    "checkpoint array of 10^12 numbers": (
+        {
+            "W.npz": lambda c: _replace_entry(
+                c, "params/W1", _npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }")
+            )
+        },
+        ["run", TWO_LAYER_NET, "--weights", "{tmp}/W.npz"],
+        2,
+    ),
+}
+
+
+def c_rng(context) -> dict:
+    from fuzzing.files import Checkpoint
+
+    return Checkpoint.read(context.weights.read_bytes()).meta["rng"]
+
+
+def _replace_entry(context, name: str, data: bytes) -> bytes:
+    from fuzzing.files import Checkpoint, npy_bytes, zip_entries
+
+    checkpoint = Checkpoint.read(context.weights.read_bytes())
+    entries = {**checkpoint.entries, name: data, "meta": npy_bytes(np.array(json.dumps(checkpoint.meta)))}
+    return zip_entries(entries)
+
+
+@pytest.mark.parametrize("files, argv, status", KNOWN_COMMANDS.values(), ids=KNOWN_COMMANDS.keys())
+def test_known_command_reproducers(fuzz_context, tmp_path, files, argv, status):
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content(fuzz_context) if callable(content) else content)
+    places = {"{tmp}": str(tmp_path), "{models}": str(MODELS), "{mnist}": str(fuzz_context.mnist_dir)}
+    for key, value in places.items():
+        argv = [a.replace(key, value) for a in argv]
+    outcome = run_graphc(argv)
+    assert problems(outcome) == []
+    assert outcome.status == status, outcome.stderr
 
 
 # --- the long mode -------------------------------------------------------------------------------

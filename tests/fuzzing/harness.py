@@ -189,7 +189,7 @@ def problems(outcome: Outcome, source: SourceFile | None = None, statuses: Seque
     if outcome.status is None:
         found.append(Problem("hang", f"{outcome.argv[0]} ran past {outcome.timeout:g} s", _command(outcome)))
         return found
-    if outcome.status == ExitCode.INTERNAL_ERROR or "internal error" in outcome.stderr:
+    if outcome.status == ExitCode.INTERNAL_ERROR or "\ngraphc: internal error" in "\n" + outcome.stderr:
         cause, detail = internal_error_cause(outcome.stderr)
         found.append(Problem("internal error", cause, detail))
         return found
