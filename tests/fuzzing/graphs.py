@@ -48,6 +48,7 @@ class Value:
     dtype: str  # f64, f32, i64
     kind: str  # input, param, const, node
     labels: bool = False  # one-hot rows or class indices: read as softmax_loss's labels only
+    classes: int = 0  # for labels: how many classes they are labels of
 
 
 @dataclass
@@ -235,7 +236,7 @@ class _Builder:
             text = f"input {name}{self.typed(shape, dtype, literal=False)}{role}"
             self.feeds[name] = array
         self.decls.append(text)
-        value = Value(name, shape, dtype, "input", labels=bool(labels))
+        value = Value(name, shape, dtype, "input", labels=bool(labels), classes=classes)
         self.values[name] = value
         return value
 
@@ -416,7 +417,10 @@ class _Builder:
         existing = [
             v
             for v in self.values.values()
-            if v.labels and v.shape == label_shape and (v.dtype == "i64") == (kind == "indices")
+            if v.labels
+            and v.shape == label_shape
+            and v.classes == classes
+            and (v.dtype == "i64") == (kind == "indices")
         ]
         if existing and draw(st.booleans()):
             t = draw(st.sampled_from(existing))
@@ -424,7 +428,7 @@ class _Builder:
             name = self.fresh("t")
             array = self.label_array(label_shape, "onehot", classes)
             self.decls.append(f"const {name}{self.typed(label_shape, literal=True)} = {literal_text(array, draw)}")
-            t = Value(name, label_shape, self.dtype, "const", labels=True)
+            t = Value(name, label_shape, self.dtype, "const", labels=True, classes=int(classes))
             self.values[name] = t
         else:
             t = self.input(label_shape, labels=kind, classes=int(classes))
