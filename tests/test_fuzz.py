@@ -129,6 +129,26 @@ def test_the_harness_wants_errors_located_in_the_file(tmp_path):
     assert outcome.status == 2
     assert problems(outcome, SourceFile(str(path), path.read_text())) == []
     assert [p.kind for p in problems(outcome, SourceFile("elsewhere.graph", ""))] == ["unlocated diagnostic"]
+    # Line 2 of a file of one line:
+    assert [p.kind for p in problems(outcome, SourceFile(str(path), "graph g {"))] == ["diagnostic outside the file"]
+
+
+def test_the_harness_wants_only_diagnostics_on_stderr(monkeypatch, tmp_path):
+    import sys
+    import warnings
+
+    import graphc.commands.check as check_command
+
+    def chatty(graph):
+        print("debug: here", file=sys.stderr)
+        warnings.warn("planted", RuntimeWarning, stacklevel=1)
+        return "table"
+
+    monkeypatch.setattr(check_command, "summary_text", chatty)
+    path = tmp_path / "g.graph"
+    path.write_text("graph g {\n  input x = 1\n  output x\n}\n")
+    found = problems(run_graphc(["check", str(path)]))
+    assert sorted(p.kind for p in found) == ["python warning", "stray stderr"]
 
 
 # --- known reproducers -------------------------------------------------------------------------
