@@ -25,7 +25,7 @@ import os
 import numpy as np
 import pytest
 from fuzzing.campaign import shrink_finding
-from fuzzing.harness import Problem, SourceFile, problems, run_graphc
+from fuzzing.harness import FullStream, Problem, SourceFile, problems, run_graphc
 from fuzzing.targets import FILE_COMMANDS, MODELS, TARGETS, check_graph_bytes, make_context
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -172,6 +172,7 @@ KNOWN_GRAPHS = {
         "graph g {\n  const c = " + "[" * 20000 + "1" + "]" * 20000 + "\n  output c\n}\n",
         (2, 2, 2),
     ),
+    "a million lines": ("graph g {\n" + "  # a comment\n" * 1_000_000 + "  input x = 1\n  output x\n}\n", (2, 2, 2)),
     "100,000-character name": ("graph g {\n  " + "a" * 100_000 + " = relu(x)\n  output y\n}\n", (2, 2, 2)),
 }
 
@@ -314,6 +315,13 @@ def test_known_command_reproducers(fuzz_context, tmp_path, files, argv, status):
     outcome = run_graphc(argv)
     assert problems(outcome) == []
     assert outcome.status == status, outcome.stderr
+
+
+def test_a_full_stdout_is_a_clean_error(models):
+    """`graphc compile ... > /dev/full`: a located "cannot write", not an internal error."""
+    outcome = run_graphc(["compile", str(models / "apple.graph"), "--emit", "python"], stdout=FullStream())
+    assert problems(outcome) == []
+    assert outcome.status == 2
 
 
 # --- the long mode -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ the exception's type and the innermost graphc function it came from.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import io
 import os
@@ -106,12 +107,19 @@ def _built_parser():
 _build_parser = graphc.cli.build_parser
 
 
-def run_graphc(argv: Sequence[str], timeout: float | None = None) -> Outcome:
+class FullStream(io.StringIO):
+    """A stdout on a full disk (`graphc ... > /dev/full`): every write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def run_graphc(argv: Sequence[str], timeout: float | None = None, stdout: io.StringIO | None = None) -> Outcome:
     """graphc.cli.main(argv), captured and timed; status None if it ran past `timeout` seconds
     (by default TIMEOUT, or DATA_FACTOR times that for a command that reads MNIST)."""
     if timeout is None:
         timeout = TIMEOUT * (DATA_FACTOR if argv and argv[0] in DATA_COMMANDS else 1)
-    out, err = io.StringIO(), io.StringIO()
+    out, err = stdout or io.StringIO(), io.StringIO()
     gc_was_on = gc.isenabled()
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     start = time.perf_counter()
