@@ -191,7 +191,7 @@ def exit_statuses(wanted: dict[str, int]):
 
 @pytest.mark.parametrize("text, statuses", KNOWN_GRAPHS.values(), ids=KNOWN_GRAPHS.keys())
 def test_known_reproducers(text, statuses):
-    wanted = dict(zip([c[0] for c in FILE_COMMANDS], statuses))
+    wanted = {command[0]: status for command, status in zip(FILE_COMMANDS, statuses)}
     assert_no_findings(check_graph_bytes(text.encode(), FILE_COMMANDS, expect=exit_statuses(wanted)))
 
 

@@ -103,7 +103,7 @@ def run_campaign(
     context: Context, total: int, jobs: int, progress: Callable[[str], None] = print, first_seed: int = 0
 ) -> dict[str, Result]:
     """`total` inputs over every target (each its share), on `jobs` processes."""
-    tasks = []
+    tasks: list[tuple[str, int, int]] = []
     for name, target in TARGETS.items():
         want = max(1, round(total * target.share))
         for i, start in enumerate(range(0, want, CHUNK)):
@@ -173,9 +173,9 @@ def shrink(data: bytes, test: Callable[[bytes], bool], budget: int = 400, second
     while size >= 1 and tries < budget:
         i = 0
         while i < len(data) and tries < budget:
-            candidate = data[:i] + data[i + size :]
-            if candidate and attempt(candidate):
-                data = candidate
+            smaller = data[:i] + data[i + size :]
+            if smaller and attempt(smaller):
+                data = smaller
             else:
                 i += size
         size //= 2

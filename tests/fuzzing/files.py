@@ -13,6 +13,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -129,7 +130,7 @@ def npy_files(draw, shape_hint: tuple[int, ...] = (3,)) -> bytes:
 
 # --- .npz weights ------------------------------------------------------------------------
 
-ODD_JSON = (
+ODD_JSON: tuple[Any, ...] = (
     None, True, False, -1, 0, 1, 10**12, 2**63, -(2**63) - 1, 2**128 + 1, 1.5, -0.0, float("nan"), float("inf"),
     "", "x" * 10_000, [], {}, [1], {"a": 1}, "float16", "sgd", "adam", "PCG64", "MT19937",
 )  # fmt: skip

@@ -334,6 +334,8 @@ class _Builder:
         draw = self.draw
         a = self.operand()
         choice = draw(st.integers(0, 5))
+        args: list[tuple[str, str | None]]
+        shape: Shape | None
         if choice == 0:  # read twice
             args, shape = [(a.name, a.name), (a.name, a.name)], a.shape
         elif choice <= 2:
@@ -355,6 +357,7 @@ class _Builder:
             shape = ()
         if draw(st.integers(0, 3)) == 0:
             args.reverse()
+        assert shape is not None
         self.add_node(op, args, shape)
 
     def _mul(self) -> None:
@@ -379,6 +382,7 @@ class _Builder:
     def _affine(self) -> None:
         draw = self.draw
         x = self.operand(min_rank=1)
+        features: Dim | None
         if len(x.shape) == 1:
             batch: Shape = ()
             features = x.shape[0]
