@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the models and to MNIST."""
+"""Shared fixtures: paths to the models and to MNIST; the fuzzer's options."""
 
 from __future__ import annotations
 
@@ -15,6 +15,34 @@ if not os.environ.get("GRAPHC_DATA"):
     shared = ROOT.parent / "shared" / "data"
     if (shared / "mnist").is_dir():
         os.environ["GRAPHC_DATA"] = str(shared)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("graphc fuzzer", "the long mode of tests/test_fuzz.py")
+    group.addoption(
+        "--fuzz",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the fuzzer's long mode on N inputs (also: GRAPHC_FUZZ=N); skipped otherwise",
+    )
+    group.addoption(
+        "--fuzz-jobs",
+        type=int,
+        default=None,
+        metavar="J",
+        help="processes for the long mode (also: GRAPHC_FUZZ_JOBS=J; default: one per CPU)",
+    )
+    group.addoption(
+        "--fuzz-report",
+        default=None,
+        metavar="PATH",
+        help="write the long mode's findings, as markdown, to PATH (also: GRAPHC_FUZZ_REPORT)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fuzz_long: the fuzzer's long mode (run with --fuzz N or GRAPHC_FUZZ=N)")
 
 
 @pytest.fixture

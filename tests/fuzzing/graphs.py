@@ -1,0 +1,878 @@
+"""Hypothesis strategies for `.graph` text: valid graphs, and graphs with a person's mistakes.
+
+`valid_graphs()` draws a random DAG of the six ops whose shapes and dtypes agree (broadcasting
+included), and writes it every way the language allows: functional calls and `->` chains with
+`as`, literal operands, consts, params with every initializer, inputs with literal defaults,
+made-up data or none (then the graph comes with values to feed), several outputs, outputs that
+are inputs, params or consts, values read several times, graphs with no params, `dim`
+declarations, expectations, comments, tabs, CRLF line ends, a byte-order mark, a second graph.
+Each is a `GeneratedGraph`: the text, and what running it needs and what it is made of.
+
+`near_valid_graphs()` takes a valid graph and makes one to three mistakes in it: wrong
+arities, unknown ops and attributes, duplicate and undefined names, cycles, conflicting dims,
+absurd sizes, huge and odd numbers, odd unicode and control characters, very long names,
+deep list nesting, broken statements.
+
+The grammar is grammars/graphc.lark; what elaboration accepts is graphc/elaborate.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import strategies as st
+
+Dim = int | str  # a size, or the symbolic dim "N"
+Shape = tuple[Dim, ...]
+
+OPS = ("mul", "add", "relu", "sigmoid", "affine", "softmax_loss")
+INITIALIZERS = ("zeros", "ones", "normal(0.1)", "uniform(-1, 1)", "he", "xavier")
+
+# Names a person may well choose that Python, numpy or the generated module use themselves.
+TRICKY_NAMES = (
+    "class", "lambda", "def", "None", "True", "import", "sum", "len", "print", "np", "numpy",
+    "params", "saved", "dout", "seed", "d_x", "sigmoid", "softmax_cross_entropy", "as_labels",
+    "forward", "backward", "init_params", "example_inputs", "loss_and_grads", "scores", "predict",
+    "DTYPE", "f32", "f64", "i64", "_", "__name__", "self", "x_", "relu", "mul", "zeros", "onehot",
+    "N", "relu1", "mul1", "affine1", "out", "rng", "float64",
+)  # fmt: skip
+
+
+@dataclass
+class Value:
+    name: str
+    shape: Shape
+    dtype: str  # f64, f32, i64
+    kind: str  # input, param, const, node
+    labels: bool = False  # one-hot rows or class indices: read as softmax_loss's labels only
+    classes: int = 0  # for labels: how many classes they are labels of
+
+
+@dataclass
+class Node:
+    name: str
+    op: str
+    args: list[tuple[str, str | None]]  # (text, the value's name, or None for a literal)
+    attrs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GeneratedGraph:
+    """A generated .graph file and what it takes to run it."""
+
+    text: str
+    name: str  # the first graph's
+    values: dict[str, Value]  # every value a person can name, by name
+    outputs: tuple[str, ...]
+    feeds: dict[str, np.ndarray]  # inputs with no value in the file: what to feed them
+    has_expects: bool
+    dtype: str
+    second_graph: str | None = None  # the name of a second graph in the file, if any
+    lines: list[str] = field(default_factory=list)  # the first graph's statements, before formatting
+
+    @property
+    def params(self) -> list[str]:
+        return [v.name for v in self.values.values() if v.kind == "param"]
+
+
+# --- numbers and literals ------------------------------------------------------------
+
+
+def number_text(value: float, draw) -> str:
+    """A number as a person may write it: 2, 2.0, +2, 2e0, .5."""
+    if float(value).is_integer() and abs(value) < 1e6:
+        whole = int(value)
+        return draw(st.sampled_from([str(whole), f"{whole}.0", f"{whole}e0" if whole else "0"]))
+    return repr(float(value))
+
+
+def small_numbers(dtype: str = "f64") -> st.SearchStrategy[float]:
+    if dtype == "i64":
+        return st.integers(-3, 3).map(float)
+    halves = st.integers(-8, 8).map(lambda k: k / 2)
+    floats = st.floats(-3, 3, allow_nan=False, width=32 if dtype == "f32" else 64).map(lambda v: round(v, 4))
+    return st.one_of(halves, floats)
+
+
+def literal_text(array: np.ndarray, draw) -> str:
+    """An array as a nested list literal (a scalar as a number), maybe with trailing commas."""
+    if array.ndim == 0:
+        return number_text(float(array), draw)
+    trailing = draw(st.booleans()) and draw(st.booleans())
+    items = [literal_text(row, draw) for row in array]
+    # A list may go on over several lines, as a matrix is written.
+    separator = ",\n        " if array.ndim > 1 and draw(st.integers(0, 5)) == 0 else ", "
+    return "[" + separator.join(items) + ("," if trailing else "") + "]"
+
+
+def concrete(shape: Shape, n: int) -> tuple[int, ...]:
+    return tuple(n if isinstance(d, str) else d for d in shape)
+
+
+def broadcast(a: Shape, b: Shape) -> Shape | None:
+    """graphc's broadcasting rule: equal dims, or one of them 1 (a symbol only equals itself)."""
+    out: list[Dim] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            return None
+    return tuple(reversed(out))
+
+
+def shape_text(shape: Shape, draw) -> str:
+    trailing = "," if shape and draw(st.integers(0, 5)) == 0 else ""
+    return "[" + ", ".join(str(d) for d in shape) + trailing + "]"
+
+
+# --- building a valid graph -------------------------------------------------------------
+
+
+class _Builder:
+    """Draws the values and nodes of one valid graph."""
+
+    def __init__(self, draw, dtype: str, n: int, symbolic: str):
+        self.draw = draw
+        self.dtype = dtype
+        self.n = n  # the size of the symbolic dim N
+        # How N gets its size: "dim" (declared), "literal" (only by literal defaults and feeds).
+        self.symbolic = symbolic
+        self.values: dict[str, Value] = {}
+        self.decls: list[str] = []  # declaration statements
+        self.nodes: list[Node] = []
+        self.feeds: dict[str, np.ndarray] = {}
+        self.taken: set[str] = set()
+        self.roles: set[str] = set()
+
+    # names
+
+    def fresh(self, stem: str) -> str:
+        draw = self.draw
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            candidate = draw(st.sampled_from(TRICKY_NAMES))
+        elif kind == 1:
+            candidate = draw(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,40}", fullmatch=True))
+        else:
+            candidate = f"{stem}{len(self.taken)}"
+        if candidate in self.taken or candidate in ("graph", "input", "param", "const", "output", "expect", "dim"):
+            candidate = f"{stem}{len(self.taken)}"
+        while candidate in self.taken:
+            candidate += "_"
+        self.taken.add(candidate)
+        return candidate
+
+    def typed(self, shape: Shape, dtype: str | None = None, *, literal: bool, write_type: bool | None = None) -> str:
+        """`: f32[2, 3]`, `: [2, 3]`, or for a literal value (which says its own shape) `: f32` or nothing."""
+        dtype = dtype or self.dtype
+        if write_type is None:
+            write_type = dtype != "f64" or not literal or "N" in shape or self.draw(st.integers(0, 3)) > 0
+        if not write_type:
+            return ""
+        written_dtype = dtype != "f64" or self.draw(st.booleans())
+        # The literal gives the shape, but not which of its dims is N.
+        if literal and "N" not in shape and written_dtype and self.draw(st.integers(0, 3)) == 0:
+            return f": {dtype}"
+        return f": {dtype + ' ' * self.draw(st.integers(0, 1)) if written_dtype else ''}{shape_text(shape, self.draw)}"
+
+    def random_array(self, shape: Shape, dtype: str | None = None) -> np.ndarray:
+        """Small numbers: quarters (exact in any dtype), or a few decimals."""
+        dims = concrete(shape, self.n)
+        rng = np.random.default_rng(self.draw(st.integers(0, 2**16)))
+        if (dtype or self.dtype) == "i64":
+            return rng.integers(-3, 4, size=dims)
+        if self.draw(st.booleans()):
+            return rng.integers(-12, 13, size=dims) / 4
+        return np.round(rng.normal(size=dims) * 2, 3)
+
+    # leaves
+
+    def shape(self, symbolic_ok: bool, min_rank: int = 0) -> Shape:
+        rank = self.draw(st.integers(min_rank, 3))
+        dims: list[Dim] = [self.draw(st.integers(1, 4)) for _ in range(rank)]
+        if symbolic_ok and dims and self.draw(st.integers(0, 2)) == 0:
+            dims[0] = "N"
+        return tuple(dims)
+
+    def input(self, shape: Shape | None = None, *, labels: str | None = None, classes: int = 0) -> Value:
+        """An input: a literal default, made-up data (an initializer), or nothing (then fed)."""
+        draw = self.draw
+        if shape is None:
+            shape = self.shape(symbolic_ok=True)
+        dtype = "i64" if labels == "indices" else self.dtype
+        name = self.fresh("t" if labels else "x")
+        symbolic = "N" in shape
+        ways = ["literal", "feed"]
+        if self.symbolic == "dim" or not symbolic:
+            ways.append("init")
+        if not symbolic and not labels:
+            ways.append("untyped")
+        way = draw(st.sampled_from(ways))
+        array = self.label_array(shape, labels, classes) if labels else self.random_array(shape, dtype)
+        role = ""
+        if labels and "labels" not in self.roles and draw(st.integers(0, 3)) == 0:
+            self.roles.add("labels")
+            role = " from labels"
+        elif not labels and "images" not in self.roles and draw(st.integers(0, 5)) == 0:
+            self.roles.add("images")
+            role = " from images"
+        if way == "untyped" and dtype == "f64":
+            text = f"input {name} = {literal_text(array, draw)}{role}"
+        elif way in ("literal", "untyped") or (way == "init" and labels == "indices"):
+            # (no initializer makes class indices: those are written out)
+            typed = self.typed(shape, dtype, literal=True, write_type=True)
+            text = f"input {name}{typed} = {literal_text(array, draw)}{role}"
+        elif way == "init":
+            init = "onehot" if labels == "onehot" else draw(st.sampled_from(INITIALIZERS))
+            text = f"input {name}{self.typed(shape, dtype, literal=False)} = {init}{role}"
+        else:
+            text = f"input {name}{self.typed(shape, dtype, literal=False)}{role}"
+            self.feeds[name] = array
+        self.decls.append(text)
+        value = Value(name, shape, dtype, "input", labels=bool(labels), classes=classes)
+        self.values[name] = value
+        return value
+
+    def label_array(self, shape: Shape, labels: str, classes: int) -> np.ndarray:
+        dims = concrete(shape, self.n)
+        seed = self.draw(st.integers(0, 2**16))
+        rng = np.random.default_rng(seed)
+        if labels == "indices":
+            return rng.integers(0, classes, size=dims).astype(np.int64)
+        rows = rng.integers(0, dims[-1], size=dims[:-1])
+        return np.eye(dims[-1])[rows]
+
+    def param(self, shape: Shape | None = None) -> Value:
+        draw = self.draw
+        if shape is None:
+            shape = self.shape(symbolic_ok=False)
+        name = self.fresh("w")
+        way = draw(st.sampled_from(["init", "init", "literal", "scalar"]))
+        if way == "init":
+            text = f"param {name}{self.typed(shape, literal=False)} = {draw(st.sampled_from(INITIALIZERS))}"
+        elif way == "scalar":  # one number fills the declared shape
+            text = f"param {name}{self.typed(shape, literal=False)} = {number_text(draw(small_numbers()), draw)}"
+        else:
+            text = f"param {name}{self.typed(shape, literal=True)} = {literal_text(self.random_array(shape), draw)}"
+        self.decls.append(text)
+        value = Value(name, shape, self.dtype, "param")
+        self.values[name] = value
+        return value
+
+    def const(self, shape: Shape | None = None) -> Value:
+        draw = self.draw
+        if shape is None:
+            shape = self.shape(symbolic_ok=False)
+        name = self.fresh("c")
+        if shape and draw(st.booleans()):  # one number fills the declared shape
+            text = f"const {name}{self.typed(shape, literal=False)} = {number_text(draw(small_numbers()), draw)}"
+        else:
+            # With no dtype written, a const takes its readers' dtype.
+            typed = self.typed(shape, literal=True)
+            if self.dtype != "f64" and draw(st.booleans()):
+                typed = ""
+            text = f"const {name}{typed} = {literal_text(self.random_array(shape), draw)}"
+        self.decls.append(text)
+        value = Value(name, shape, self.dtype, "const")
+        self.values[name] = value
+        return value
+
+    def leaf(self) -> Value:
+        kind = self.draw(st.sampled_from(["input", "input", "param", "const"]))
+        return getattr(self, kind)()
+
+    # operands
+
+    def floats(self) -> list[Value]:
+        return [v for v in self.values.values() if not v.labels and v.dtype != "i64"]
+
+    def operand(self, min_rank: int = 0) -> Value:
+        """An existing float value (recent ones likelier, so graphs grow deep), or a new leaf."""
+        candidates = [v for v in self.floats() if len(v.shape) >= min_rank]
+        nodes = [v for v in candidates if v.kind == "node"]
+        if nodes and self.draw(st.booleans()):  # the newest node: a chain of ops, `x -> f -> g as h -> ...`
+            return nodes[-1]
+        if candidates and self.draw(st.integers(0, 4)) > 0:
+            return candidates[self.draw(st.integers(0, len(candidates) - 1))]
+        shape = self.shape(symbolic_ok=True, min_rank=min_rank)
+        return self.input(shape) if self.draw(st.booleans()) else self.param(tuple(d if d != "N" else 2 for d in shape))
+
+    def literal_operand(self, shape: Shape) -> tuple[str, str | None]:
+        """A literal argument of a concrete shape: `2`, `[1, 2]`."""
+        assert all(isinstance(d, int) for d in shape)
+        return literal_text(self.random_array(shape), self.draw), None
+
+    def fitting_shape(self, shape: Shape) -> Shape:
+        """A concrete shape that broadcasts with `shape`: a suffix of it, with some dims 1."""
+        draw = self.draw
+        keep = draw(st.integers(0, len(shape)))
+        suffix = shape[len(shape) - keep :]
+        return tuple(1 if isinstance(d, str) or draw(st.integers(0, 3)) == 0 else d for d in suffix)
+
+    # nodes
+
+    def node(self) -> None:
+        op = self.draw(st.sampled_from(OPS))
+        getattr(self, "_" + op)()
+
+    def add_node(
+        self, op: str, args: list[tuple[str, str | None]], shape: Shape, attrs: list[str] | None = None
+    ) -> None:
+        name = self.fresh(op[0])
+        self.nodes.append(Node(name, op, args, attrs or []))
+        dtype = self.dtype
+        self.values[name] = Value(name, shape, dtype, "node")
+
+    def _elementwise2(self, op: str) -> None:
+        draw = self.draw
+        a = self.operand()
+        choice = draw(st.integers(0, 5))
+        args: list[tuple[str, str | None]]
+        shape: Shape | None
+        if choice == 0:  # read twice
+            args, shape = [(a.name, a.name), (a.name, a.name)], a.shape
+        elif choice <= 2:
+            others = [v for v in self.floats() if broadcast(a.shape, v.shape) is not None]
+            b = draw(st.sampled_from(others)) if others and draw(st.booleans()) else None
+            if b is None:
+                fitting = self.fitting_shape(a.shape)
+                b = self.param(fitting) if draw(st.booleans()) else self.const(fitting)
+            shape = broadcast(a.shape, b.shape)
+            assert shape is not None
+            args = [(a.name, a.name), (b.name, b.name)]
+        elif choice <= 4:  # a literal operand
+            fitting = self.fitting_shape(a.shape)
+            args = [(a.name, a.name), self.literal_operand(fitting)]
+            shape = broadcast(a.shape, fitting)
+            assert shape is not None
+        else:  # both literals: a scalar node
+            args = [self.literal_operand(()), self.literal_operand(())]
+            shape = ()
+        if draw(st.integers(0, 3)) == 0:
+            args.reverse()
+        assert shape is not None
+        self.add_node(op, args, shape)
+
+    def _mul(self) -> None:
+        self._elementwise2("mul")
+
+    def _add(self) -> None:
+        self._elementwise2("add")
+
+    def _unary(self, op: str) -> None:
+        if self.draw(st.integers(0, 7)) == 0:
+            self.add_node(op, [self.literal_operand(())], ())
+            return
+        x = self.operand()
+        self.add_node(op, [(x.name, x.name)], x.shape)
+
+    def _relu(self) -> None:
+        self._unary("relu")
+
+    def _sigmoid(self) -> None:
+        self._unary("sigmoid")
+
+    def _affine(self) -> None:
+        draw = self.draw
+        x = self.operand(min_rank=1)
+        features: Dim | None
+        if len(x.shape) == 1:
+            batch: Shape = ()
+            features = x.shape[0]
+        else:
+            batch = x.shape[:1]
+            trailing = x.shape[1:]
+            features = math.prod(trailing) if all(isinstance(d, int) for d in trailing) else None
+        if not isinstance(features, int) or features > 16:
+            x = self.input((self.draw(st.sampled_from([2, "N"])), 3))
+            batch, features = x.shape[:1], 3
+        fan_out = draw(st.integers(1, 4))
+        weights = [v for v in self.floats() if v.shape == (features, fan_out)]
+        w = draw(st.sampled_from(weights)) if weights and draw(st.booleans()) else self.param((features, fan_out))
+        out = batch + (fan_out,)
+        bias_choice = draw(st.integers(0, 4))
+        if bias_choice == 0:
+            b_arg = self.literal_operand(draw(st.sampled_from([(fan_out,), ()])))
+        else:
+            biases = [v for v in self.floats() if broadcast(out, v.shape) == out]
+            b = draw(st.sampled_from(biases)) if biases and bias_choice == 1 else self.param((fan_out,))
+            b_arg = (b.name, b.name)
+        self.add_node("affine", [(x.name, x.name), (w.name, w.name), b_arg], out)
+
+    def _softmax_loss(self) -> None:
+        draw = self.draw
+        scores = [v for v in self.floats() if len(v.shape) in (1, 2)]
+        y = draw(st.sampled_from(scores)) if scores and draw(st.integers(0, 3)) > 0 else self.operand(min_rank=1)
+        if len(y.shape) not in (1, 2):
+            y = self.param((draw(st.integers(2, 4)),))
+        classes = y.shape[-1]
+        if isinstance(classes, str):  # a 1-D value of N scores: N classes is not something to label
+            y = self.param((3,))
+            classes = 3
+        kind = draw(st.sampled_from(["onehot", "indices"]))
+        label_shape = y.shape if kind == "onehot" else y.shape[:-1]
+        existing = [
+            v
+            for v in self.values.values()
+            if v.labels
+            and v.shape == label_shape
+            and v.classes == classes
+            and (v.dtype == "i64") == (kind == "indices")
+        ]
+        if existing and draw(st.booleans()):
+            t = draw(st.sampled_from(existing))
+        elif kind == "onehot" and "N" not in label_shape and draw(st.integers(0, 3)) == 0:
+            name = self.fresh("t")
+            array = self.label_array(label_shape, "onehot", classes)
+            self.decls.append(f"const {name}{self.typed(label_shape, literal=True)} = {literal_text(array, draw)}")
+            t = Value(name, label_shape, self.dtype, "const", labels=True, classes=int(classes))
+            self.values[name] = t
+        else:
+            t = self.input(label_shape, labels=kind, classes=int(classes))
+        attrs = (
+            [draw(st.sampled_from(["reduction=sum", "reduction=mean", 'reduction="sum"']))]
+            if draw(st.integers(0, 2)) == 0
+            else []
+        )
+        self.add_node("softmax_loss", [(y.name, y.name), (t.name, t.name)], (), attrs)
+
+
+# --- writing the statements ---------------------------------------------------------------
+
+
+def _call(node: Node, args: list[tuple[str, str | None]], draw) -> str:
+    parts = [text for text, _ in args] + node.attrs
+    trailing = "," if parts and draw(st.integers(0, 7)) == 0 else ""
+    space = draw(st.sampled_from([", ", ",", " , "]))
+    return f"{node.op}({space.join(parts)}{trailing})"
+
+
+def _link(node: Node, draw) -> str:
+    rest = node.args[1:]
+    if not rest and not node.attrs and draw(st.booleans()):
+        return node.op
+    return _call(node, rest, draw)
+
+
+def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> list[str]:
+    """Each node as `y = op(...)`, or runs of nodes as chains `x -> op(...) as h -> op -> y`.
+
+    `referenced` counts the places each name is read (operands, outputs, expectations): a value
+    read only by the next op of its chain may be left unnamed (graphc names it `relu1`).
+    """
+    from graphc.ops import REGISTRY
+
+    lines = []
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        run = [node]
+        if node.args[0][1] is not None and draw(st.booleans()):
+            while (
+                i + len(run) < len(nodes)
+                and nodes[i + len(run)].args[0][1] == run[-1].name
+                and draw(st.integers(0, 2)) > 0
+            ):
+                run.append(nodes[i + len(run)])
+        while len(run) > 1 and run[-1].name in REGISTRY:  # a chain's last link names a value, not an op
+            run.pop()
+        if len(run) == 1 and (node.name in REGISTRY or draw(st.booleans())) or node.args[0][1] is None:
+            lines.append(f"{node.name} = {_call(node, node.args, draw)}")
+            i += 1
+            continue
+        parts = []
+        first = run[0]
+        # `op(x, ...) -> ...`: the head call's value is named by graphc unless it is the chain's last.
+        head_call = (len(run) == 1 or referenced.get(first.name, 0) <= 1) and draw(st.booleans())
+        if head_call:
+            parts.append(_call(first, first.args, draw))
+            links = run[1:]
+        else:
+            parts.append(first.args[0][0])
+            links = run
+        for k, link_node in enumerate(links):
+            text = _link(link_node, draw)
+            last = k == len(links) - 1
+            if not last and (referenced.get(link_node.name, 0) > 1 or draw(st.booleans())):
+                text += f" as {link_node.name}"
+            parts.append(text)
+        parts.append(run[-1].name)
+        # A chain may go on over lines that start with `->`.
+        arrow = draw(st.sampled_from([" -> ", "->", " ->  ", "\n        -> "]))
+        lines.append(arrow.join(parts))
+        i += len(run)
+    return lines
+
+
+def _format(lines: list[str], draw, *, header: str, bom: bool) -> str:
+    """The statements in a graph block, with a person's formatting: indents, blank lines,
+    comments, CRLF line ends."""
+    indent = draw(st.sampled_from(["    ", "  ", "\t", ""]))
+    newline = "\r\n" if draw(st.integers(0, 7)) == 0 else "\n"
+    body = []
+    for line in lines:
+        if draw(st.integers(0, 9)) == 0:
+            body.append(indent + "# " + draw(st.sampled_from(["a comment", "x -> y", "é ü 名前 🙂", "graph {"])))
+        if draw(st.integers(0, 9)) == 0:
+            body.append("")
+        comment = "  # why" if draw(st.integers(0, 9)) == 0 else ""
+        body.append(indent + line + comment)
+    text = header + newline + newline.join(body) + newline + "}" + newline
+    return ("\ufeff" if bom else "") + text
+
+
+@st.composite
+def valid_graphs(draw, *, min_nodes: int = 1, max_nodes: int = 6, dtype: str | None = None) -> GeneratedGraph:
+    """A graph graphc must accept and run."""
+    dtype = dtype or draw(st.sampled_from(["f64"] * 7 + ["f32"]))
+    symbolic = draw(st.sampled_from(["dim", "dim", "literal"]))
+    n = draw(st.integers(1, 4))
+    b = _Builder(draw, dtype, n, symbolic)
+    for _ in range(draw(st.integers(0, 3))):
+        b.leaf()
+    for _ in range(draw(st.integers(min_nodes, max_nodes))):
+        b.node()
+
+    named = list(b.values)
+    last = b.nodes[-1].name if b.nodes else named[-1]
+    first = last if draw(st.integers(0, 4)) > 0 else draw(st.sampled_from(named))
+    others = draw(st.lists(st.sampled_from(named), max_size=3, unique=True))
+    outputs = [first] + [o for o in others if o != first]
+
+    expects = []
+    for _ in range(draw(st.integers(0, 2)) if draw(st.integers(0, 3)) == 0 else 0):
+        target = draw(st.sampled_from(named))
+        of = f"grad({target})" if draw(st.booleans()) else target
+        tolerance = draw(st.sampled_from(["", " within 1e-9", " within 1e300"]))
+        expects.append(f"expect {of} == {number_text(draw(small_numbers()), draw)}{tolerance}")
+
+    referenced: dict[str, int] = {}
+    for node in b.nodes:
+        for _, name in node.args:
+            if name is not None:
+                referenced[name] = referenced.get(name, 0) + 1
+    for name in outputs:
+        referenced[name] = referenced.get(name, 0) + 2
+    for line in expects:
+        for name in named:
+            if re.search(rf"[ (]{re.escape(name)}[ )]", line):
+                referenced[name] = referenced.get(name, 0) + 2
+
+    statements = list(b.decls)
+    if "N" in {d for v in b.values.values() for d in v.shape} and symbolic == "dim":
+        statements.insert(draw(st.integers(0, len(statements))), f"dim N = {n}")
+    node_lines = _node_statements(b.nodes, referenced, draw)
+    if draw(st.integers(0, 5)) == 0:  # declarations after the nodes that read them
+        statements = node_lines + statements
+    else:
+        statements += node_lines
+    if draw(st.booleans()):
+        statements.append("output " + ", ".join(outputs))
+    else:
+        statements += [f"output {o}" for o in outputs]
+    statements += expects
+
+    name = draw(st.sampled_from(["g", "net", "buy_apple", "class", "G_2"]))
+    text = _format(statements, draw, header=f"graph {name} {{", bom=draw(st.integers(0, 15)) == 0)
+    second = None
+    if draw(st.integers(0, 9)) == 0:
+        second = "second" if name != "second" else "other"
+        text += f"\ngraph {second} {{\n    input a = 2\n    b = mul(a, a)\n    output b\n}}\n"
+    return GeneratedGraph(
+        text,
+        name,
+        {k: v for k, v in b.values.items()},
+        tuple(outputs),
+        b.feeds,
+        bool(expects),
+        dtype,
+        second,
+        statements,
+    )
+
+
+# --- mistakes --------------------------------------------------------------------------
+
+HUGE_INT = "9" * 5000
+ODD_NUMBERS = (
+    "1e400", "-1e400", "1e-400", HUGE_INT, "-" + HUGE_INT, "-0", "-0.0", "+0", "0", "nan", "NaN", "inf",
+    "-inf", "Infinity", "0x10", "1_000", "1e", ".", "--1", "+-1", "99999999999999999999",
+    "9223372036854775808", "-9223372036854775809", "1e308", "4.9e-324", "00012", "1.5.2", "١٢",
+)  # fmt: skip
+ABSURD_DIMS = (
+    "0", "-1", "1000000000000", "4294967296", "9223372036854775807", "9223372036854775808",
+    "18446744073709551617", "100000000000000000000", HUGE_INT, "65536", "1.5", "N", "M", "-0",
+)  # fmt: skip
+ODD_CHARACTERS = (
+    "\ufeff", "\x00", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "\u200b", "\u202e", "\r",
+    "\t", "é", "名前", "🙂", "e\u0301", "\x7f", "\ud7ff", "\U0010ffff", "；", "（", "－>", "\u00a0",
+)  # fmt: skip
+UNKNOWN_OPS = ("rleu", "Relu", "matmul", "softmax", "affine2", "sub", "exp", "graph", "input", "mul2", "x")
+
+
+def _calls(lines: list[str]) -> list[tuple[int, re.Match]]:
+    return [(i, m) for i, line in enumerate(lines) for m in re.finditer(r"\b([A-Za-z_]\w*)\(([^()]*)\)", line)]
+
+
+def _names_in(text: str) -> list[re.Match]:
+    return list(re.finditer(r"\b[A-Za-z_]\w*\b", text))
+
+
+def _wrong_arity(draw, lines):
+    calls = [(i, m) for i, m in _calls(lines) if m[1] in OPS]
+    if not calls:
+        return lines
+    i, m = draw(st.sampled_from(calls))
+    args = [a for a in m[2].split(",") if a.strip()]
+    if args and draw(st.booleans()):
+        del args[draw(st.integers(0, len(args) - 1))]
+    else:
+        args += draw(st.lists(st.sampled_from(["x", "2", "[1, 2]", "W1"]), min_size=1, max_size=3))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(2)] + ",".join(args) + line[m.end(2) :])
+
+
+def _unknown_op(draw, lines):
+    ops = [
+        (i, m)
+        for i, line in enumerate(lines)
+        for m in re.finditer(r"\b(mul|add|relu|sigmoid|affine|softmax_loss)\b", line)
+    ]
+    if not ops:
+        return lines
+    i, m = draw(st.sampled_from(ops))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start()] + draw(st.sampled_from(UNKNOWN_OPS)) + line[m.end() :])
+
+
+def _bad_attribute(draw, lines):
+    calls = [(i, m) for i, m in _calls(lines) if m[1] in OPS]
+    if not calls:
+        return lines
+    i, m = draw(st.sampled_from(calls))
+    attr = draw(
+        st.sampled_from(
+            ["reduction=avg", "reduction=1", "reduction=[1]", 'reduction="x"', "reduction=sum, reduction=sum",
+             "axis=0", "foo=bar", "reduction=", "=sum", "reduction==sum", "reduction=\"sum\\\"\""]
+        )
+    )  # fmt: skip
+    line = lines[i]
+    inner = m[2] + (", " if m[2].strip() else "") + attr
+    return _replace(lines, i, line[: m.start(2)] + inner + line[m.end(2) :])
+
+
+def _duplicate_statement(draw, lines):
+    if not lines:
+        return lines
+    i = draw(st.integers(0, len(lines) - 1))
+    j = draw(st.integers(0, len(lines)))
+    return lines[:j] + [lines[i]] + lines[j:]
+
+
+def _undefined_name(draw, lines):
+    spots = [(i, m) for i, line in enumerate(lines) for m in _names_in(line)]
+    if not spots:
+        return lines
+    i, m = draw(st.sampled_from(spots))
+    new = draw(st.sampled_from([m[0] + "x", m[0][:-1] or "q", m[0].upper(), "undefined", "é"]))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start()] + new + line[m.end() :])
+
+
+def _cycle(draw, lines):
+    """An early statement reads a name defined later (or itself)."""
+    assigns = [(i, m[1]) for i, line in enumerate(lines) if (m := re.match(r"(\w+) = ", line))]
+    calls = _calls(lines)
+    if not assigns or not calls:
+        return lines
+    i, m = draw(st.sampled_from(calls))
+    later = [name for j, name in assigns if j >= i]
+    if not later or not m[2].strip():
+        return lines
+    target = draw(st.sampled_from(later))
+    args = m[2].split(",")
+    args[draw(st.integers(0, len(args) - 1))] = " " + target
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(2)] + ",".join(args) + line[m.end(2) :])
+
+
+def _conflicting_dims(draw, lines):
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return [f"dim N = {draw(st.sampled_from(ABSURD_DIMS[:4] + ('2', '3')))}"] + lines
+    if choice == 1:
+        return ["dim N = 2", "dim N = 3"] + lines
+    if choice == 2:
+        return lines + ["input conflict: [N, 2] = [[1, 2], [3, 4], [5, 6]]", "dim N = 2"]
+    return lines + ["input conflict: [M] = uniform(0, 1)"]
+
+
+def _absurd_size(draw, lines):
+    shapes = [
+        (i, m)
+        for i, line in enumerate(lines)
+        for m in re.finditer(r"\[([0-9N, ]+)\]", line)
+        if ":" in line[: m.start()]
+    ]
+    if shapes and draw(st.booleans()):
+        i, m = draw(st.sampled_from(shapes))
+        dims = m[1].split(",")
+        dims[draw(st.integers(0, len(dims) - 1))] = draw(st.sampled_from(ABSURD_DIMS))
+        line = lines[i]
+        return _replace(lines, i, line[: m.start(1)] + ",".join(dims) + line[m.end(1) :])
+    size = draw(st.sampled_from(ABSURD_DIMS))
+    decl = draw(
+        st.sampled_from(
+            [f"param big: [{size}, {size}] = zeros", f"const big: f64[4, {size}] = 2", f"input big: [{size}] = uniform(0, 1)",
+             f"param big: [{size}] = normal(0.01)", f"dim N = {size}", f"input big: [N, {size}] = onehot",
+             f"param big: [{size}] = 1", f"const big: [{', '.join(['2'] * 40)}] = 1",
+             f"input big: [{', '.join(['1'] * 33)}] = 0"]
+        )
+    )  # fmt: skip
+    return lines + [decl, "big2 = mul(big, 2)", "output big2"]
+
+
+def _odd_number(draw, lines):
+    numbers = [
+        (i, m) for i, line in enumerate(lines) for m in re.finditer(r"(?<![\w.])-?\d+(\.\d+)?(e-?\d+)?(?![\w.])", line)
+    ]
+    odd = draw(st.sampled_from(ODD_NUMBERS))
+    if not numbers:
+        return lines + [f"const odd = {odd}"]
+    i, m = draw(st.sampled_from(numbers))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start()] + odd + line[m.end() :])
+
+
+def _odd_character(draw, lines):
+    if not lines:
+        return lines
+    i = draw(st.integers(0, len(lines) - 1))
+    j = draw(st.integers(0, len(lines[i])))
+    char = draw(st.sampled_from(ODD_CHARACTERS))
+    return _replace(lines, i, lines[i][:j] + char + lines[i][j:])
+
+
+def _long_name(draw, lines):
+    names = sorted(
+        {m[0] for line in lines for m in _names_in(line)}
+        - set(OPS)
+        - {"input", "param", "const", "output", "expect", "dim", "within", "grad"}
+    )
+    length = draw(st.sampled_from([300, 5000, 100_000]))
+    if not names or draw(st.integers(0, 3)) == 0:
+        return lines + [f"{'a' * length} = relu(undefined_thing)", "# " + "c" * length]
+    old = draw(st.sampled_from(names))
+    new = old + "_" * length
+    everywhere = draw(st.booleans())  # else once: the other uses are then undefined, or it is
+    out = []
+    for line in lines:
+        replaced = re.sub(rf"\b{re.escape(old)}\b", new, line, count=0 if everywhere else 1)
+        if replaced != line and not everywhere:
+            new = old  # done
+        out.append(replaced)
+    return out
+
+
+def _deep_nesting(draw, lines):
+    depth = draw(st.sampled_from([32, 33, 64, 65, 1000, 20_000]))
+    value = "[" * depth + "1" + "]" * depth
+    where = draw(st.sampled_from(["const deep = {v}", "input deep = {v}", "expect {o} == {v}", "param deep = {v}",
+                                  "deep = mul({v}, 2)", "const deep: [1] = {v}"]))  # fmt: skip
+    first_output = next((line.split()[1].rstrip(",") for line in lines if line.startswith("output ")), "x")
+    return lines + [where.format(v=value, o=first_output)]
+
+
+def _wrong_dtype(draw, lines):
+    decls = [(i, line) for i, line in enumerate(lines) if re.match(r"(input|param|const) \w+", line)]
+    if not decls:
+        return lines
+    i, line = draw(st.sampled_from(decls))
+    new_dtype = draw(st.sampled_from(["i64", "f32", "f64", "f16", "int", "i64[]"]))
+    if re.search(r": (f32|f64|i64)", line):
+        line = re.sub(r": (f32|f64|i64)", ": " + new_dtype, line, count=1)
+    else:
+        line = re.sub(r"^(\w+ \w+)", rf"\1: {new_dtype}", line, count=1)
+    return _replace(lines, i, line)
+
+
+def _broken_statement(draw, lines):
+    broken = draw(
+        st.sampled_from(
+            ["output", "output undefined_out", "expect nothing == 1", "expect grad(x) == [1, [2]]",
+             "expect x == 1 within -1", "x -> relu", "x -> relu -> mul", "relu(x) -> relu as r -> r2 as r3",
+             "x -> rleu -> y9", "y = ", "= relu(x)", "input", "param w", "param w: [N] = zeros",
+             "const c", "input x: [2] = [1, 2, 3]", "input x: [2, 2] = [[1, 2], [3]]", "const e = []",
+             "y = relu(x) z = relu(y)", "graph inner { }", "}", "{", "dim = 3", "dim N = 2.5",
+             "input x = 2 from images from labels", "input q: [N] = onehot from labels",
+             "y = softmax_loss(1, 2)", "y = affine(1, 2, 3)", "y = affine([1], [[1]], [1, 2])",
+             "y = mul([1, 2], [1, 2, 3])", "output x, x", "input z: i64 = 1.5", "param p: i64 = 1",
+             "y = mul(x, x", "y = mul x", "y = mul(,)", "y = (x)", "x -> affine(a, b, c, d) -> q",
+             "expect grad(grad(x)) == 1", 'input s = "text"', "y = relu(x=1)", "x -> relu() as -> y"]
+        )
+    )  # fmt: skip
+    return lines[: (k := draw(st.integers(0, len(lines))))] + [broken] + lines[k:]
+
+
+def _statements_on_one_line(draw, lines):
+    if len(lines) < 2:
+        return lines
+    i = draw(st.integers(0, len(lines) - 2))
+    separator = draw(st.sampled_from([" ", "; ", "\t", "  # c\n"]))
+    return lines[:i] + [lines[i] + separator + lines[i + 1]] + lines[i + 2 :]
+
+
+def _drop_statement(draw, lines):
+    if not lines:
+        return lines
+    i = draw(st.integers(0, len(lines) - 1))
+    return lines[:i] + lines[i + 1 :]
+
+
+def _replace(lines: list[str], i: int, line: str) -> list[str]:
+    return lines[:i] + [line] + lines[i + 1 :]
+
+
+MISTAKES = (
+    _wrong_arity, _unknown_op, _bad_attribute, _duplicate_statement, _undefined_name, _cycle,
+    _conflicting_dims, _absurd_size, _odd_number, _odd_character, _long_name, _deep_nesting,
+    _wrong_dtype, _broken_statement, _statements_on_one_line, _drop_statement,
+)  # fmt: skip
+
+
+@dataclass
+class NearValidGraph:
+    text: str
+    graph: GeneratedGraph  # the valid graph it was made from
+    mistakes: tuple[str, ...]
+    feeds: dict[str, np.ndarray]  # the valid graph's feeds, or none of them
+
+
+@st.composite
+def near_valid_graphs(draw) -> NearValidGraph:
+    graph = draw(valid_graphs(max_nodes=4))
+    lines = list(graph.lines)
+    names = []
+    for _ in range(draw(st.integers(1, 3))):
+        mistake = draw(st.sampled_from(MISTAKES))
+        names.append(mistake.__name__.lstrip("_"))
+        lines = mistake(draw, lines)
+    wrapper = draw(
+        st.sampled_from(
+            ["graph {name} {{", "graph {name} {{", "graph {name}{{", "graph {name} {{ graph {name} {{", "graph 1{name} {{",
+             "graph {{", "graph {name} ("]
+        )
+    )  # fmt: skip
+    header = wrapper.format(name=graph.name)
+    text = _format(lines, draw, header=header, bom=draw(st.integers(0, 9)) == 0)
+    tail = draw(st.sampled_from(["", "", "", "graph {name} {{\n  output q\n}}\n", "}}\n", "garbage", "\x00"]))
+    text += tail.format(name=graph.name)
+    feeds = graph.feeds if draw(st.booleans()) else {}
+    return NearValidGraph(text, graph, tuple(names), feeds)
