@@ -55,8 +55,10 @@ left as it is, so a refresh on another machine rewrites nothing.
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import difflib
+import functools
 import os
 import re
 import shlex
@@ -249,6 +251,22 @@ def _sources() -> list[Path]:
         ]
 
 
+@functools.cache
+def _launcher_dir() -> Path:
+    """A directory holding a `graphc` that runs `python -m graphc`, made once per process.
+
+    Made before documents run in parallel threads: a script that is still open for writing
+    in one thread when another forks cannot be executed until that child execs ("Text file
+    busy"), so no launcher is written while commands are being started.
+    """
+    bin_dir = Path(tempfile.mkdtemp(prefix="graphc-docs-bin-"))
+    atexit.register(shutil.rmtree, bin_dir, ignore_errors=True)
+    launcher = bin_dir / "graphc"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m graphc "$@"\n', encoding="utf-8")
+    launcher.chmod(0o755)
+    return bin_dir
+
+
 @dataclass
 class Scratch:
     """A scratch copy of the repository, where one document's blocks run in order."""
@@ -264,12 +282,8 @@ class Scratch:
         for path in _sources():
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / path, self.root / path)
-        # `graphc` on the PATH is the scratch copy's, installed or not.
-        bin_dir = base / "bin"
-        bin_dir.mkdir()
-        launcher = bin_dir / "graphc"
-        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m graphc "$@"\n', encoding="utf-8")
-        launcher.chmod(0o755)
+        # `graphc` on the PATH is the scratch copy's (PYTHONPATH), installed or not.
+        bin_dir = _launcher_dir()
         data = os.environ.get("GRAPHC_DATA") or str(ROOT.parent / "shared" / "data")
         self.env = {
             **os.environ,
@@ -501,6 +515,7 @@ def _cost(doc: str) -> int:
 def check_documents(docs: list[str], env: Mapping[str, str] | None = None, rerecord: bool = False) -> list[Result]:
     """Every document, in parallel (each has its own scratch copy), the longest first."""
     workers = min(len(docs), os.cpu_count() or 1) or 1
+    _launcher_dir()  # before any thread starts a command
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {
             d: pool.submit(check_document, d, env, rerecord=rerecord) for d in sorted(docs, key=_cost, reverse=True)

@@ -106,7 +106,7 @@ def _position(d: Diagnostic) -> tuple[int, int]:
 
 
 def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
-    errors = []
+    errors: list[Diagnostic] = []
     for name, decl in graph.nodes(data="decl"):
         if decl is not None:
             continue

@@ -9,7 +9,7 @@ the values it reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -210,9 +210,9 @@ class GraphIR:
     source: Source
     # Each declaration's position in the source, which breaks ties in plans
     # (CheckedGraph.order is the topological order). Always derived from
-    # `decls`, which are in source order, so it cannot disagree with them; a
-    # value passed (dataclasses.replace passes the old one on) is not used.
-    order: dict[str, int] | None = None
+    # `decls`, which are in source order, so it cannot disagree with them
+    # (not an argument, so dataclasses.replace recomputes it too).
+    order: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "order", {name: i for i, name in enumerate(self.decls)})

@@ -423,6 +423,7 @@ class Program:
         env.update(self.params)
         env.update(feeds)
         tape = interpreter.forward(env)
+        assert interpreter.plan.seed is not None  # lean() plans backward from the loss
         loss = env[interpreter.plan.seed]
         grads = interpreter.backward(tape, np.ones_like(loss) if dout is None else dout)
         return loss, {name: grads[grad_name(name)] for name in self.param_names if grad_name(name) in grads}

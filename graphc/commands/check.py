@@ -50,6 +50,12 @@ def _count(graph: CompiledGraph, name: str) -> int:
     return size
 
 
+def _nbytes(graph: CompiledGraph, name: str) -> int:
+    dtype = graph.types[name].dtype
+    assert dtype is not None  # params have a dtype once elaborated
+    return _count(graph, name) * DTYPES[dtype].itemsize
+
+
 def value_rows(graph: CompiledGraph) -> list[dict]:
     """The values the summary lists, for the table and the JSON alike: inputs,
     declared consts and nodes in order. Params show as what each node holds;
@@ -78,19 +84,19 @@ def value_rows(graph: CompiledGraph) -> list[dict]:
 
 
 def summary(graph: CompiledGraph) -> dict:
-    params = [d.name for d in graph.ir.params()]
+    params = graph.ir.params()
     return {
         "graph": graph.name,
         "values": value_rows(graph),
         "params": {
-            p: {
-                "shape": list(graph.types[p].shape),
-                "dtype": graph.types[p].dtype,
-                "init": graph.ir.decls[p].init.describe(),
+            p.name: {
+                "shape": list(graph.types[p.name].shape),
+                "dtype": graph.types[p.name].dtype,
+                "init": p.init.describe(),
             }
             for p in params
         },
-        "param_count": sum(_count(graph, p) for p in params),
+        "param_count": sum(_count(graph, p.name) for p in params),
         "outputs": [n for n, _ in graph.ir.outputs],
         "inputs": {d.name: {"type": str(graph.types[d.name]), "role": d.role} for d in graph.ir.inputs()},
     }
@@ -106,7 +112,7 @@ def summary_text(graph: CompiledGraph) -> str:
     table = tabulate(rows, headers=("value", "op", "shape", "dtype", "params"), tablefmt="simple")
     params = graph.ir.params()
     total = sum(_count(graph, p.name) for p in params)
-    nbytes = sum(_count(graph, p.name) * DTYPES[graph.types[p.name].dtype].itemsize for p in params)
+    nbytes = sum(_nbytes(graph, p.name) for p in params)
     lines = [f"graph {graph.name}", "", table, ""]
     lines.append(f"params: {len(params)} tensor{'s' * (len(params) != 1)}, {total:,} numbers ({_bytes(nbytes)})")
     lines.append(f"outputs: {', '.join(n for n, _ in graph.ir.outputs)}")
