@@ -363,7 +363,6 @@ def renamed(source: str, mapping: dict[str, str]) -> CompiledGraph:
         decls=decls,
         outputs=tuple((new(n), s) for n, s in ir.outputs),
         expects=(),
-        order={new(n): i for n, i in ir.order.items()},
     )
     checked = check(ir)
     return CompiledGraph(checked, infer_shapes(checked))
