@@ -27,6 +27,7 @@ import numpy as np
 
 from graphc.compiler import CompiledGraph
 from graphc.errors import GraphcError
+from graphc.figures import rounding_error, stable_number
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
 from graphc.plan import Plan
 
@@ -87,27 +88,42 @@ def number_text(x: float) -> str:
 def value_text(value: Any, shape: bool = True) -> tuple[str, bool]:
     """(text, flagged): a scalar as a number, up to 4 numbers in full, a larger
     array as its shape (unless shape is False: a gradient has its value's),
-    mean and norm; flagged when any entry is NaN or inf."""
+    mean and norm; flagged when any entry is NaN or inf. Every figure to the
+    digits rounding leaves alone (graphc.figures), so a diagram is the same
+    whatever BLAS computed its values."""
     array = np.asarray(value)
     if array.dtype.kind == "b":
         array = array.astype(np.int64)
+    error = rounding_error(array.dtype)
     if array.ndim == 0:
         x = float(array)
-        return number_text(x), not math.isfinite(x)
+        return _figure(x, error * abs(x), LABEL_DIGITS), not math.isfinite(x)
     finite = np.isfinite(array) if array.dtype.kind in "fc" else np.ones(array.shape, bool)
     flagged = not bool(finite.all())
+    good = array[finite].astype(np.float64)
+    largest = float(np.max(np.abs(good))) if good.size else 0.0
     if array.size <= 4:
-        every: Any = {"all": lambda v: number_text(float(v))}  # numpy's stubs want a TypedDict
+        every: Any = {
+            "all": lambda v: _figure(float(v), error * largest, LABEL_DIGITS)
+        }  # numpy's stubs want a TypedDict
         text = np.array2string(array, separator=", ", max_line_width=1 << 16, formatter=every)
         return " ".join(text.split()), flagged
-    good = array[finite].astype(np.float64)
-    mean = float(good.mean()) if good.size else math.nan
-    norm = float(np.linalg.norm(good)) if good.size else math.nan
-    text = (f"{list(array.shape)} " if shape else "") + f"mean {mean:.3g}, norm {norm:.3g}"
+    mean = _figure(float(good.mean()), error * largest, SUMMARY_DIGITS) if good.size else "NaN"
+    norm_value = float(np.linalg.norm(good)) if good.size else math.nan
+    norm = _figure(norm_value, error * norm_value, SUMMARY_DIGITS)
+    text = (f"{list(array.shape)} " if shape else "") + f"mean {mean}, norm {norm}"
     if flagged:
         nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
         text += "".join(f", {n} {what}" for n, what in ((nan, "NaN"), (inf, "inf")) if n)
     return text, flagged
+
+
+LABEL_DIGITS = 6  # a number on an edge
+SUMMARY_DIGITS = 3  # the mean and norm of a large array on an edge
+
+
+def _figure(x: float, uncertainty: float, digits: int) -> str:
+    return number_text(x) if not math.isfinite(x) else stable_number(x, uncertainty, digits)
 
 
 def _type_text(t: TensorType | None) -> str:

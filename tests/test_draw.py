@@ -285,6 +285,16 @@ def test_value_text():
     assert draw.value_text(np.array([True, False])) == ("[1, 0]", False)
 
 
+def test_value_text_prints_no_rounding_noise():
+    """A gradient whose mean is zero in exact arithmetic (a softmax_loss's, say) shows
+    `mean 0`, not the noise a BLAS leaves; so does an element that is noise beside the rest."""
+    rows = np.array([[0.25, -0.25, 0.5, -0.5, 1e-3]] * 3)
+    rows[:, -1] = -rows[:, :-1].sum(axis=1) + 3e-17  # each row sums to rounding noise
+    assert draw.value_text(rows, shape=False) == ("mean 0, norm 1.37", False)
+    assert draw.value_text(np.array([1.0, 2e-17, -3.0])) == ("[1, 0, -3]", False)
+    assert draw.value_text(np.float32(0.1) * 3) == ("0.3", False)  # f32: six digits, no more than it holds
+
+
 # --- the backward plan ----------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphc.commands.common import ROUNDING_ULPS, fmt_array, fmt_named, fmt_number, rounding_error, stable_number
+from graphc.commands.common import fmt_array, fmt_named, fmt_number
+from graphc.figures import ROUNDING_ULPS, rounding_error, stable_number
 
 ROOT = Path(__file__).resolve().parent.parent
 

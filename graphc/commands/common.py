@@ -15,6 +15,7 @@ import numpy as np
 from graphc import limits
 from graphc.compiler import CompiledGraph, front_end_file, select
 from graphc.errors import Diagnostic, GraphcError, Source, Span
+from graphc.figures import rounding_error, stable_number
 from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
 from graphc.ir import DTYPE_CHOICES
 from graphc.program import Program
@@ -299,42 +300,10 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
         print(diagnostic.render(), file=sys.stderr)
 
 
-# Printed figures keep only the digits rounding cannot change. How a BLAS sums
-# (its kernel, the CPU, the thread count) moves a float result by a few units in
-# the last place per rounding; a matrix product over 784 features and a sum over
-# a batch round about a thousand times. So a value is taken as known to within
-# ROUNDING_ULPS units in the last place of its dtype, relative to the scale it
-# was computed at (its tensor's largest magnitude; a scalar's own): a figure
-# prints no digit finer than that, and one that does not reach it prints as 0
-# (the mean of a gradient that is zero in exact arithmetic, for one).
-ROUNDING_ULPS = 1024
+# Figures keep only the digits rounding cannot change (graphc.figures).
 SCALAR_DIGITS = 10  # at most, for a single number
 ELEMENT_DIGITS = 6  # for each number of a small array printed in full
 SUMMARY_DIGITS = 4  # for the mean and norm of a large array
-
-
-def rounding_error(dtype: Any) -> float:
-    """The relative error rounding may have left in a float of `dtype` (for
-    integers, in the float64 statistics computed from them)."""
-    kind = np.dtype(dtype)
-    return ROUNDING_ULPS * float(np.finfo(kind if kind.kind == "f" else np.float64).eps)
-
-
-def stable_number(value: float, uncertainty: float, digits: int) -> str:
-    """`value` to at most `digits` significant digits, none finer than
-    `uncertainty`; `0` when not even its first digit is above it."""
-    if not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value == 0 or abs(value) <= uncertainty:
-        return "0"
-    if uncertainty > 0:
-        first = math.floor(math.log10(abs(value)))
-        finest = math.ceil(math.log10(uncertainty))  # the finest decimal place rounding leaves alone
-        digits = min(digits, first - finest + 1)
-        if digits < 1:
-            return "0"
-    text = f"{value:.{digits}g}"
-    return "0" if float(text) == 0 else text  # -0 as 0
 
 
 def fmt_number(value: float, dtype: Any = np.float64) -> str:
