@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from graphc.errors import GraphcError
-from graphc.ir import TensorType
+from graphc.ir import GraphIR, TensorType
 from graphc.plan import ForwardStep, Plan, grad_name
 
 if TYPE_CHECKING:
@@ -62,10 +62,14 @@ class MemoryPlan:
         return max(self.steps, key=lambda s: s.held, default=None)
 
 
-def bind_dims(plan: Plan, graph_dims: Mapping[str, int], batch: int | None) -> dict[str, int]:
+def _shape(plan: Plan, name: str) -> tuple[int | str, ...]:
+    return plan.types[name].shape if name in plan.types else ()
+
+
+def bind_dims(plan: Plan, ir: GraphIR, batch: int | None) -> dict[str, int]:
     """Sizes for the plan's symbolic dims: the batch for each input's leading
     symbolic dim, the graph's `dim` declarations for the rest."""
-    dims = dict(graph_dims)
+    dims = dict(ir.dims)
     if batch is not None:
         for name in plan.inputs:
             shape = plan.types[name].shape
@@ -73,8 +77,11 @@ def bind_dims(plan: Plan, graph_dims: Mapping[str, int], batch: int | None) -> d
                 dims[shape[0]] = batch
     unbound = sorted({d for t in plan.types.values() for d in t.shape if isinstance(d, str)} - set(dims))
     if unbound:
+        # Shown where the first value declared with it is (inputs and params carry their dims).
+        user = next((d for d in ir.decls.values() if unbound[0] in _shape(plan, d.name)), None)
         raise GraphcError(
             f"dim `{unbound[0]}` has no size",
+            user.span if user is not None else ir.span,
             hint=(
                 f"give the batch size with --batch, or declare `dim {unbound[0]} = SIZE` in the graph"
                 if batch is None

@@ -115,7 +115,7 @@ def made_up_inputs(
     for decl in program.ir.inputs():
         if decl.name in plan.inputs and decl.init is not None and decl.init.kind == "value":
             feeds[decl.name] = program.feed(decl.name, defaults[decl.name], bindings)
-    dims = bind_dims(plan, program.ir.dims, DEFAULT_BATCH if batch is None else batch)
+    dims = bind_dims(plan, program.ir, DEFAULT_BATCH if batch is None else batch)
     rows = {t.shape[0] for n in plan.inputs if (t := program.types[n]).shape and isinstance(t.shape[0], str)}
     for d, (size, name) in bindings.items():
         if d in rows and batch is not None and dims[d] != size:

@@ -125,7 +125,7 @@ def test_prediction_is_what_the_interpreter_holds(path, batch, wrt, dtype):
     for compiled in graphs_of(path):
         program = Program(compiled, dtype=dtype)
         plan = make_plan(program.checked, program.types, wrt=program.param_names if wrt == "params" else None)
-        dims = bind_dims(plan, program.ir.dims, batch)
+        dims = bind_dims(plan, program.ir, batch)
         predicted = predict_memory(plan, dims)
         actual = measure(plan, environment(program, dims, np.dtype(dtype)))
         assert [s.held for s in predicted.steps] == actual
@@ -135,7 +135,7 @@ def test_prediction_is_what_the_interpreter_holds(path, batch, wrt, dtype):
 def test_two_layer_net_at_batch_100_holds_what_the_book_says(models):
     [compiled] = front_end_file(models / "two_layer_net.graph")
     plan = make_plan(compiled.checked, compiled.types, wrt=("W1", "b1", "W2", "b2"))
-    memory = predict_memory(plan, bind_dims(plan, compiled.ir.dims, 100))
+    memory = predict_memory(plan, bind_dims(plan, compiled.ir, 100))
     params = (784 * 50 + 50 + 50 * 10 + 10) * 8
     inputs = (100 * 784 + 100 * 10) * 8
     assert (memory.params, memory.inputs) == (params, inputs)
@@ -209,7 +209,7 @@ def test_free_interpreter_holds_no_dead_array(path, wrt):
     for compiled in graphs_of(path):
         program = Program(compiled)
         plan = make_plan(program.checked, program.types, wrt=program.param_names if wrt == "params" else None)
-        dims = bind_dims(plan, program.ir.dims, 5)
+        dims = bind_dims(plan, program.ir, 5)
         env = environment(program, dims)
         tracker = Tracker(env)
         live_names: list[set[str]] = []
@@ -344,7 +344,7 @@ def test_float32_step_makes_only_float32(path, wrt):
     for compiled in graphs_of(path):
         program = Program(compiled, dtype="float32")
         plan = make_plan(program.checked, program.types, wrt=program.param_names if wrt == "params" else None)
-        dims = bind_dims(plan, program.ir.dims, 4)
+        dims = bind_dims(plan, program.ir, 4)
         env = environment(program, dims, np.float32)
         made: list[tuple[str, str, np.dtype]] = []
 
@@ -434,8 +434,20 @@ def test_a_dim_without_a_size_is_an_error():
     [compiled] = front_end("graph g {\n input x: [M, 2]\n y = relu(x)\n output y\n}\n", "g.graph")
     plan = make_plan(compiled.checked, compiled.types)
     with pytest.raises(GraphcError, match="dim `M` has no size"):
-        bind_dims(plan, {}, None)
-    assert bind_dims(plan, {}, 3) == {"M": 3}
+        bind_dims(plan, compiled.ir, None)
+    assert bind_dims(plan, compiled.ir, 3) == {"M": 3}
+
+
+def test_a_dim_without_a_size_is_shown_where_it_is_used(tmp_path, capsys):
+    path = tmp_path / "g.graph"
+    path.write_text("graph g {\n    input x: f64[N, K]\n    y = relu(x)\n    output y\n}\n")
+    assert main(["compile", str(path), "--batch", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}:2:11: error: dim `K` has no size\n"
+        " 2 |     input x: f64[N, K]\n"
+        "   |           ^\n"
+        "hint: declare `dim K = SIZE` in the graph\n"
+    )
 
 
 def test_wrt_names_are_checked(models, capsys):

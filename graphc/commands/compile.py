@@ -69,7 +69,7 @@ def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
     if args.batch is not None:
         from graphc.memory import bind_dims, memory_text, predict_memory
 
-        text += "\n" + memory_text(predict_memory(plan, bind_dims(plan, graph.ir.dims, args.batch)))
+        text += "\n" + memory_text(predict_memory(plan, bind_dims(plan, graph.ir, args.batch)))
     return text
 
 
@@ -79,7 +79,7 @@ def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
     if args.batch is not None:
         from graphc.memory import bind_dims, memory_json, predict_memory
 
-        data["memory"] = memory_json(predict_memory(plan, bind_dims(plan, graph.ir.dims, args.batch)))
+        data["memory"] = memory_json(predict_memory(plan, bind_dims(plan, graph.ir, args.batch)))
     return json.dumps(data, indent=2) + "\n"
 
 
