@@ -607,7 +607,7 @@ def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
     """numpy's broadcasting rule over symbolic dims: equal, or one of them 1."""
     try:
         return broadcast_shapes(a.type.shape, b.type.shape)
-    except _Clash as clash:
+    except BroadcastClash as clash:
         raise ShapeError(
             f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} "
             f"(dim {clash.dims[0]} vs {clash.dims[1]})",
@@ -615,13 +615,13 @@ def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
         ) from None
 
 
-class _Clash(Exception):
+class BroadcastClash(Exception):
     def __init__(self, dims: tuple[Dim, Dim]):
         self.dims = dims
 
 
 def broadcast_shapes(sa: Sequence[Dim], sb: Sequence[Dim]) -> tuple[Dim, ...]:
-    """The shape two shapes broadcast to; _Clash names the first two dims that do not."""
+    """The shape two shapes broadcast to; BroadcastClash names the first two dims that do not."""
     out: list[Dim] = []
     for i in range(1, max(len(sa), len(sb)) + 1):
         da = sa[-i] if i <= len(sa) else 1
@@ -631,7 +631,7 @@ def broadcast_shapes(sa: Sequence[Dim], sb: Sequence[Dim]) -> tuple[Dim, ...]:
         elif da == 1:
             out.append(db)
         else:
-            raise _Clash((da, db))
+            raise BroadcastClash((da, db))
     return tuple(reversed(out))
 
 
@@ -639,7 +639,7 @@ def _fits(bias: Sequence[Dim], shape: tuple[Dim, ...]) -> bool:
     """Whether a bias broadcasts to `shape` and leaves it as it is."""
     try:
         return broadcast_shapes(shape, bias) == shape
-    except _Clash:
+    except BroadcastClash:
         return False
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
+from graphc.ops import BroadcastClash, broadcast_shapes
+
 Dim = int | str  # a size, or the symbolic dim "N"
 Shape = tuple[Dim, ...]
 
@@ -113,18 +115,12 @@ def concrete(shape: Shape, n: int) -> tuple[int, ...]:
 
 
 def broadcast(a: Shape, b: Shape) -> Shape | None:
-    """graphc's broadcasting rule: equal dims, or one of them 1 (a symbol only equals itself)."""
-    out: list[Dim] = []
-    for i in range(1, max(len(a), len(b)) + 1):
-        da = a[-i] if i <= len(a) else 1
-        db = b[-i] if i <= len(b) else 1
-        if da == db or db == 1:
-            out.append(da)
-        elif da == 1:
-            out.append(db)
-        else:
-            return None
-    return tuple(reversed(out))
+    """The shape graphc broadcasts a and b to (equal dims, or one of them 1; a symbol only
+    equals itself), or None where it refuses them."""
+    try:
+        return broadcast_shapes(a, b)
+    except BroadcastClash:
+        return None
 
 
 def shape_text(shape: Shape, draw) -> str:
