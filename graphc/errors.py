@@ -99,7 +99,10 @@ class Diagnostic:
             width = len(str(max(s.line for s in spans)))
             for span in spans:
                 lines.extend(_excerpt(span, width))
-        notes = self.notes + (self.span.via if self.span is not None else ())
+        # A place inside a block is followed by the uses it was expanded through.
+        notes = list(self.span.via if self.span is not None else ())
+        for text, span in self.notes:
+            notes += [(text, span), *span.via]
         for text, span in notes:
             lines.append(f"{span}: note: {text}")
             lines.extend(_excerpt(span, len(str(span.line))))
