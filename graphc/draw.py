@@ -541,7 +541,7 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
         f"  node [{_attr_list({'fontname': FONT, 'fontsize': '12', 'penwidth': '1.2'})}];",
         f"  edge [{_attr_list({'fontname': FONT, 'fontsize': '11', 'color': '#444444', 'arrowsize': '0.7'})}];",
     ]
-    lines += _dot_nodes(diagram, None, "  ")
+    lines += _dot_nodes(diagram)
     for edge in diagram.edges:
         attrs = _edge_attrs(edge, below)
         lines.append(f"  {edge.tail} -> {edge.head}" + (f" [{_attr_list(attrs)}]" if attrs else "") + ";")
@@ -549,26 +549,26 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dot_nodes(diagram: Diagram, cluster: str | None, indent: str) -> list[str]:
-    """The nodes directly in `cluster` (None: outside every cluster), then its clusters, each a subgraph."""
-    inside = {node_id for c in diagram.clusters for node_id in c.nodes}
-    members = (
-        set(next(c.nodes for c in diagram.clusters if c.id == cluster))
-        if cluster is not None
-        else {n.id for n in diagram.nodes} - inside
-    )
+def _dot_nodes(diagram: Diagram) -> list[str]:
+    """Every node, then the clusters of block uses as subgraphs that name the nodes
+    directly inside them (Graphviz draws a node in the innermost cluster naming it)."""
     lines = []
     for node in diagram.nodes:
-        if node.id in members:
-            attrs = dict(_NODE_STYLES[node.kind])
-            attrs["label"] = _node_label(node)
-            attrs["tooltip"] = node.name if node.kind != "output" else f"output {node.name}"
-            lines.append(f"{indent}{node.id} [{_attr_list(attrs)}];")
-    for child in diagram.clusters:
-        if child.parent == cluster:
-            lines.append(f"{indent}subgraph {child.id} {{")
-            lines.append(f"{indent}  graph [{_attr_list({'label': child.label, **_CLUSTER_STYLE})}];")
-            lines += _dot_nodes(diagram, child.id, indent + "  ")
+        attrs = dict(_NODE_STYLES[node.kind])
+        attrs["label"] = _node_label(node)
+        attrs["tooltip"] = node.name if node.kind != "output" else f"output {node.name}"
+        lines.append(f"  {node.id} [{_attr_list(attrs)}];")
+    return lines + _dot_clusters(diagram, None, "  ")
+
+
+def _dot_clusters(diagram: Diagram, parent: str | None, indent: str) -> list[str]:
+    lines = []
+    for cluster in diagram.clusters:
+        if cluster.parent == parent:
+            lines.append(f"{indent}subgraph {cluster.id} {{")
+            lines.append(f"{indent}  graph [{_attr_list({'label': cluster.label, **_CLUSTER_STYLE})}];")
+            lines += [f"{indent}  {node_id};" for node_id in cluster.nodes]
+            lines += _dot_clusters(diagram, cluster.id, indent + "  ")
             lines.append(f"{indent}}}")
     return lines
 
