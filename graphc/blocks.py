@@ -262,7 +262,7 @@ class Scope:
 
     prefix: str = ""  # `h1.` inside instance h1
     values: dict[str, str] = field(default_factory=dict)  # operand -> the value passed in
-    sizes: dict[str, int | float] = field(default_factory=dict)  # size -> its number
+    sizes: dict[str, int | float | str] = field(default_factory=dict)  # size -> its number (or word, for attributes)
     result: str = ""  # what `out` stands for
     via: tuple[tuple[str, Span], ...] = ()  # the uses, innermost first
     instance: str | None = None
@@ -319,7 +319,8 @@ def _call(call: ast.Call, scope: Scope) -> ast.Call:
     args: list[ast.Arg] = []
     for arg in call.args:
         if isinstance(arg, ast.Name) and arg.text in scope.sizes:
-            args.append(ast.Literal(scope.sizes[arg.text], arg.span))
+            size = scope.sizes[arg.text]
+            args.append(ast.Name(size, arg.span) if isinstance(size, str) else ast.Literal(size, arg.span))
         elif isinstance(arg, ast.Name):
             args.append(scope.value(arg))
         else:
@@ -340,7 +341,7 @@ def _sized(type_: ast.TensorType, scope: Scope, in_dims: dict[str, int]) -> ast.
     for d in type_.shape:
         if isinstance(d, ast.InDim):
             shape.append(in_dims[d.operand.text])
-        elif isinstance(d, str) and d in scope.sizes:
+        elif isinstance(d, str) and isinstance(scope.sizes.get(d), int):
             shape.append(int(scope.sizes[d]))
         else:
             shape.append(d)

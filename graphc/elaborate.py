@@ -744,7 +744,7 @@ class _GraphBuilder:
 
     def bind(
         self, info: BlockInfo, call: ast.Call | ast.Name, piped: tuple[str, Span] | None
-    ) -> tuple[dict[str, str], dict[str, int | float]] | None:
+    ) -> tuple[dict[str, str], dict[str, int | float | str]] | None:
         """The values and sizes a use passes to the block's parameters; None on a mistake."""
         params = [p.text for p in info.block.params]
         args: list[ast.Arg | tuple[str, Span]] = [piped] if piped else []
@@ -776,7 +776,7 @@ class _GraphBuilder:
                 return None
             given[key] = attr.value
         values: dict[str, str] = {}
-        sizes: dict[str, int | float] = {}
+        sizes: dict[str, int | float | str] = {}
         for param in params:
             if info.kinds.get(param) == OPERAND:
                 value = self.operand_of(info, param, given[param])
@@ -802,7 +802,7 @@ class _GraphBuilder:
             return None
         return self.operand(arg)[0]
 
-    def size_of(self, info: BlockInfo, param: str, arg) -> int | float | None:
+    def size_of(self, info: BlockInfo, param: str, arg) -> int | float | str | None:
         if isinstance(arg, tuple):
             self.error(
                 f"the value piped in by `->` goes to `{param}`, a size of block `{info.name}`",
@@ -811,7 +811,9 @@ class _GraphBuilder:
                 f"`{info.name}` takes {info.signature()}",
             )
             return None
-        value = None if isinstance(arg, ast.Name) else arg.value
+        value = arg.text if isinstance(arg, ast.Name) else arg.value
+        if isinstance(value, str) and param not in info.dims:
+            return value  # a word for an attribute, as in `reduction=sum`
         if not isinstance(value, (int, float)):
             shown = arg.text if isinstance(arg, ast.Name) else _text(arg.span)
             self.error(f"`{param}` of block `{info.name}` is a size: give a number, got `{shown}`", arg.span)
@@ -834,7 +836,7 @@ class _GraphBuilder:
             problem = None
             if type_ is None:
                 problem = f"the shape of `{value}` is not known where block `{info.name}` is used"
-                hint = f"define `{value}` before this use, with a declared type"
+                hint = f"`in(x)` reads the shape of the value passed in: define `{value}` before this use"
             elif not type_.shape or not isinstance(type_.shape[-1], int):
                 what = "a scalar" if not type_.shape else f"{type_.shape_text()}, whose last dim is symbolic"
                 problem = f"`in({operand})` of block `{info.name}`: `{value}` is {what}"
