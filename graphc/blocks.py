@@ -52,13 +52,24 @@ class BlockInfo:
         return ", ".join(p.text for p in self.block.params)
 
 
-def collect(blocks: list[ast.Block], errors: list[Diagnostic]) -> dict[str, BlockInfo]:
-    """Each block by name, its parameters sorted into operands and sizes, its definition checked."""
+def collect(blocks: list[tuple[ast.Block, ast.Import | None]], errors: list[Diagnostic]) -> dict[str, BlockInfo]:
+    """Each block by name, its parameters sorted into operands and sizes, its definition checked.
+    `blocks` holds the imported ones, each with the import that brought it in, then the file's own."""
     infos: dict[str, BlockInfo] = {}
-    for block in blocks:
+    for block, site in blocks:
         name = block.name
         if name.text in infos:
             first = infos[name.text].block.name.span
+            if site is not None:  # two imports: at the second, in the file that imports both
+                errors.append(
+                    Diagnostic(
+                        f'`import "{site.path}"` brings in block `{name.text}` a second time',
+                        site.span,
+                        f"`{name.text}` is first defined at {first} and again at {name.span}; "
+                        "import only one of the two",
+                    )
+                )
+                continue
             where = f"line {first.line}" if first.source is name.span.source else f"{first}"
             errors.append(
                 Diagnostic(

@@ -59,13 +59,13 @@ def elaborate(module: ast.Module) -> list[GraphIR]:
     errors: list[Diagnostic] = []
     graphs: list[GraphIR] = []
     seen: dict[str, ast.Name] = {}
-    imported: list[ast.Block] = []
+    imported: list[tuple[ast.Block, ast.Import | None]] = []
     if module.imports:
         try:
-            imported = imported_blocks(module)
+            imported = list(imported_blocks(module))
         except GraphcError as err:
             errors.extend(err.diagnostics)
-    blocks = collect(imported + list(module.blocks), errors)
+    blocks = collect(imported + [(block, None) for block in module.blocks], errors)
     for graph in module.graphs:
         if graph.name.text in seen:
             errors.append(_duplicate(graph.name, seen[graph.name.text], "graph"))

@@ -34,16 +34,17 @@ def resolve(spec: ast.Import, importer: str) -> Path:
     return base / spec.path
 
 
-def imported_blocks(module: ast.Module) -> list[ast.Block]:
-    """Every block the module's imports bring in, transitively, in import order."""
+def imported_blocks(module: ast.Module) -> list[tuple[ast.Block, ast.Import]]:
+    """Every block the module's imports bring in, transitively, in import order,
+    each with the module's own import that brought it in."""
     from graphc.parse import parse_file  # parse imports nothing of this stage
 
-    blocks: list[ast.Block] = []
+    blocks: list[tuple[ast.Block, ast.Import]] = []
     loaded: set[Path] = set()
     errors: list[Diagnostic] = []
     root = Path(module.source.path).resolve() if not module.source.path.startswith("<") else None
 
-    def visit(current: ast.Module, chain: tuple[Path, ...]) -> None:
+    def visit(current: ast.Module, chain: tuple[Path, ...], site: ast.Import | None) -> None:
         for spec in current.imports:
             path = resolve(spec, current.source.path)
             key = path.resolve()
@@ -60,10 +61,10 @@ def imported_blocks(module: ast.Module) -> list[ast.Block]:
             except GraphcError as err:
                 errors.extend(_at_import(d, spec, path) for d in err.diagnostics)
                 continue
-            blocks.extend(imported.blocks)
-            visit(imported, chain + (key,))
+            blocks.extend((block, site or spec) for block in imported.blocks)
+            visit(imported, chain + (key,), site or spec)
 
-    visit(module, (root,) if root is not None else ())
+    visit(module, (root,) if root is not None else (), None)
     if errors:
         raise GraphcError(diagnostics=errors)
     return blocks
