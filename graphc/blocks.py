@@ -14,7 +14,6 @@ the block later (a shape, say) also shows the use.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,6 @@ class BlockInfo:
     kinds: dict[str, str] = field(default_factory=dict)  # parameter -> OPERAND or SIZE
     dims: set[str] = field(default_factory=set)  # sizes used as dims: whole numbers of at least 1
     ok: bool = True  # its definition is free of mistakes, so it can be expanded
-    state: str = "new"  # or "checking", "checked": blocks it uses are checked first
 
     @property
     def name(self) -> str:
@@ -81,21 +79,53 @@ def collect(blocks: list[tuple[ast.Block, ast.Import | None]], errors: list[Diag
             continue
         infos[name.text] = BlockInfo(block)
 
-    def ensure(info: BlockInfo) -> None:
-        """Check the block once, the blocks it uses first (their parameters' kinds decide its own)."""
-        if info.state == "new":
-            info.state = "checking"  # a block that uses itself is reported where it is expanded
-            _check_definition(info, infos, errors, ensure)
-            info.state = "checked"
-
-    for info in infos.values():
-        ensure(info)
+    # The blocks a block uses are checked before it: their parameters' kinds decide its own.
+    for info in _callees_first(infos):
+        _check_definition(info, infos, errors)
     return infos
 
 
-def _check_definition(
-    info: BlockInfo, infos: dict[str, BlockInfo], errors: list[Diagnostic], ensure: Callable[[BlockInfo], None]
-) -> None:
+def _callees_first(infos: dict[str, BlockInfo]) -> list[BlockInfo]:
+    """The blocks in an order where each comes after the blocks it uses (a block that
+    uses itself, reported where it is expanded, anywhere in its loop). Iterative: a
+    chain of thousands of blocks must not exhaust Python's recursion limit."""
+    order: list[BlockInfo] = []
+    placed: set[str] = set()
+    for root in infos:
+        stack = [(root, iter(sorted(_callees(infos[root].block, infos))))]
+        seen = {root}
+        while stack:
+            name, callees = stack[-1]
+            callee = next((c for c in callees if c not in placed and c not in seen), None)
+            if callee is None:
+                stack.pop()
+                if name not in placed:
+                    placed.add(name)
+                    order.append(infos[name])
+                continue
+            seen.add(callee)
+            stack.append((callee, iter(sorted(_callees(infos[callee].block, infos)))))
+    return order
+
+
+def _callees(block: ast.Block, infos: dict[str, BlockInfo]) -> set[str]:
+    """The blocks that `block` uses."""
+    names: set[str] = set()
+    for stmt in block.body:
+        items: list[Any] = []
+        if isinstance(stmt, ast.Assign):
+            items.append(stmt.call)
+        elif isinstance(stmt, ast.Chain):
+            items.append(stmt.head)
+            items += [link.item.item if isinstance(link.item, ast.Repeat) else link.item for link in stmt.links]
+        for item in items:
+            name = item.op.text if isinstance(item, ast.Call) else item.text
+            if name in infos:
+                names.add(name)
+    return names
+
+
+def _check_definition(info: BlockInfo, infos: dict[str, BlockInfo], errors: list[Diagnostic]) -> None:
     found: list[Diagnostic] = []
     block = info.block
     if block.name.text in REGISTRY:
@@ -118,7 +148,7 @@ def _check_definition(
         if type(stmt) in _GRAPH_ONLY:
             keyword, hint = _GRAPH_ONLY[type(stmt)]
             found.append(Diagnostic(f"`{keyword}` is not allowed in a block", _keyword_span(stmt, keyword), hint))
-    _sort_parameters(info, infos, found, ensure)
+    _sort_parameters(info, infos, found)
     if not found and RESULT not in _defined(block.body):
         found.append(
             Diagnostic(
@@ -155,9 +185,7 @@ def _defined(body: tuple[ast.Statement, ...]) -> set[str]:
     return names
 
 
-def _sort_parameters(
-    info: BlockInfo, infos: dict[str, BlockInfo], found: list[Diagnostic], ensure: Callable[[BlockInfo], None]
-) -> None:
+def _sort_parameters(info: BlockInfo, infos: dict[str, BlockInfo], found: list[Diagnostic]) -> None:
     """Sort the block's parameters into operands and sizes by how its statements use them."""
     block = info.block
     params = {p.text for p in block.params}
@@ -180,10 +208,19 @@ def _sort_parameters(
         info.kinds.setdefault(name.text, kind)
 
     for stmt in block.body:
-        for name, kind in _uses(stmt, infos, ensure):
+        for name, kind in _uses(stmt, infos):
             use(name, kind)
             if kind == SIZE and isinstance(stmt, (ast.ParamDecl, ast.ConstDecl)):
                 info.dims.add(name.text)
+        for operand in _in_names(stmt):
+            if operand.text not in params:
+                hint = (
+                    did_you_mean(operand.text, params)
+                    or f"`in(x)` is the last dim of x, an operand of block `{block.name.text}` ({info.signature()})"
+                )
+                found.append(
+                    Diagnostic(f"`{operand.text}` is not a parameter of block `{block.name.text}`", operand.span, hint)
+                )
         for dim, span in _shape_names(stmt):
             if dim not in params:
                 hint = did_you_mean(dim, params) or (
@@ -205,6 +242,14 @@ def _as(kind: str) -> str:
     return "a value" if kind == OPERAND else "a size"
 
 
+def _in_names(stmt: ast.Statement) -> list[ast.Name]:
+    """The operands a statement's type sizes a dim by, `x` in `in(x)`."""
+    type_ = getattr(stmt, "type", None)
+    if not isinstance(type_, ast.TensorType) or type_.shape is None:
+        return []
+    return [d.operand for d in type_.shape if isinstance(d, ast.InDim)]
+
+
 def _shape_names(stmt: ast.Statement) -> list[tuple[str, Span]]:
     """The symbolic dims a statement's type writes, with their spans."""
     type_ = getattr(stmt, "type", None)
@@ -213,9 +258,7 @@ def _shape_names(stmt: ast.Statement) -> list[tuple[str, Span]]:
     return [(d, span) for d, span in zip(type_.shape, type_.dim_spans) if isinstance(d, str)]
 
 
-def _uses(
-    stmt: ast.Statement, infos: dict[str, BlockInfo], ensure: Callable[[BlockInfo], None]
-) -> list[tuple[ast.Name, str]]:
+def _uses(stmt: ast.Statement, infos: dict[str, BlockInfo]) -> list[tuple[ast.Name, str]]:
     """(name, OPERAND or SIZE) for every name the statement reads."""
     found: list[tuple[ast.Name, str]] = []
     type_ = getattr(stmt, "type", None)
@@ -238,17 +281,13 @@ def _uses(
             calls.append((item, True))
     for call, piped in calls:
         if isinstance(call, ast.Call):
-            found.extend(_call_uses(call, piped, infos, ensure))
+            found.extend(_call_uses(call, piped, infos))
     return found
 
 
-def _call_uses(
-    call: ast.Call, piped: bool, infos: dict[str, BlockInfo], ensure: Callable[[BlockInfo], None]
-) -> list[tuple[ast.Name, str]]:
+def _call_uses(call: ast.Call, piped: bool, infos: dict[str, BlockInfo]) -> list[tuple[ast.Name, str]]:
     """A call's arguments: operands, but for a block, sizes where the block takes sizes."""
     callee = infos.get(call.op.text)
-    if callee is not None:
-        ensure(callee)
     found: list[tuple[ast.Name, str]] = []
     for position, arg in enumerate(call.args):
         if not isinstance(arg, ast.Name):
@@ -362,13 +401,19 @@ def _sized(type_: ast.TensorType, scope: Scope, in_dims: dict[str, int]) -> ast.
 def _respan(node: Any, via: tuple[tuple[str, Span], ...]) -> Any:
     """`node` with every span in it noting the uses `via`."""
     if isinstance(node, Span):
-        return dataclasses.replace(node, via=via)
+        return Span(node.source, node.line, node.column, node.end_line, node.end_column, via)
     if isinstance(node, tuple):
         return tuple(_respan(item, via) for item in node)
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        changes = {f.name: _respan(getattr(node, f.name), via) for f in dataclasses.fields(node)}
-        return dataclasses.replace(node, **changes)
-    return node
+    names = _FIELDS.get(type(node))
+    if names is None:
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            return node
+        names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+    return type(node)(*(_respan(getattr(node, name), via) for name in names))
+
+
+# The fields of each syntax-tree class, in the order its constructor takes them.
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def in_operands(block: ast.Block) -> set[str]:

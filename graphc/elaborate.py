@@ -47,11 +47,13 @@ from graphc.ops import REGISTRY, Op, Operand, ShapeError
 
 ROLES = ("images", "labels")
 
-# How many times `repeat` may apply a block, and how many values the uses of
-# blocks may make in one graph: far beyond the book's nets, and a bound on the
-# time a file of blocks that use blocks many times over takes to expand.
+# How many times `repeat` may apply a block, how many values the uses of blocks
+# may make in one graph, and how deep uses may nest: far beyond the book's nets,
+# and a bound on the time (seconds) a file of blocks that use blocks many times
+# over takes to expand.
 MAX_REPEAT = 1000
-MAX_EXPANDED_VALUES = 200_000
+MAX_EXPANDED_VALUES = 50_000
+MAX_BLOCK_DEPTH = 32  # uses inside uses
 
 
 @gc_paused
@@ -620,9 +622,14 @@ class _GraphBuilder:
                 what = "op or block" if self.blocks else "op"
                 self.error(f"unknown {what} `{link.item.text}`", link.item.span, hint)
                 return
+            if final and link.alias is not None:
+                self.error(
+                    f"`as {link.alias.text}` on the last op of a chain: its result is `{last.item.text}`",
+                    link.alias.span,
+                )
+                return
             if isinstance(link.item, ast.Repeat):
-                named = last.item if final else link.alias
-                repeated = self.repeat(link.item, named, stmt.span, current)
+                repeated = self.repeat(link.item, last.item if final else link.alias, stmt.span, current)
                 if repeated is None:
                     return
                 current = repeated
@@ -633,12 +640,6 @@ class _GraphBuilder:
                 target, span = link.alias.text, link.alias.span
             else:
                 target, span = self.auto_name(_op_name(link.item)), _op_span(link.item)
-            if final and link.alias is not None:
-                self.error(
-                    f"`as {link.alias.text}` on the last op of a chain: its result is `{last.item.text}`",
-                    link.alias.span,
-                )
-                return
             if not self.node(target, span, stmt.span, link.item, piped=current):
                 return
             current = (target, span)
@@ -670,13 +671,17 @@ class _GraphBuilder:
         if isinstance(item, ast.Name) and not self.known(item.text):
             self.unknown_op(item)
             return None
+        # Numbered after the name (h.1, h.2, ...), except where the name is a
+        # block's `out`: that one belongs to the outer use, so the uses before
+        # the last are named inside this one's instance, as unnamed uses are.
+        numbered = named is not None and not (self.scope.instance is not None and named.text == self.scope.result)
         for i in range(1, repeat.count + 1):
-            if named is None:
-                target, span = self.auto_name(_op_name(item)), _op_span(item)
-            elif i < repeat.count:
+            if named is not None and i == repeat.count:
+                target, span = named.text, named.span
+            elif named is not None and numbered:
                 target, span = f"{named.text}.{i}", named.span
             else:
-                target, span = named.text, named.span
+                target, span = self.auto_name(_op_name(item)), _op_span(item)
             if not self.node(target, span, stmt_span, item, piped=current):
                 return None
             current = (target, span)
@@ -696,6 +701,13 @@ class _GraphBuilder:
                 f"block `{name.text}` uses itself ({loop})",
                 name.span,
                 "a block cannot contain itself; to apply it several times, write `repeat N` in a chain",
+            )
+            return False
+        if len(self.scope.blocks) >= MAX_BLOCK_DEPTH:
+            self.error(
+                f"blocks nested more than {MAX_BLOCK_DEPTH} deep",
+                name.span,
+                "a use inside a use inside a use ...: write fewer levels of blocks",
             )
             return False
         if len(self.decls) > MAX_EXPANDED_VALUES:

@@ -772,3 +772,64 @@ def test_collapse_does_not_apply_to_the_backward_plan(capsys):
     """)
         + "\n"
     )
+
+
+def test_repeats_inside_repeats_name_every_use_apart():
+    program = compile_text("""
+        block b0(x) {
+            x -> relu -> out
+        }
+        block b1(x) {
+            x -> repeat 2 b0 -> out
+        }
+        graph g {
+            input x = [1]
+            x -> repeat 2 b1 as h -> relu -> y
+            output y
+        }
+    """)
+    ir = program.compiled.ir
+    # The inner repeat ends in `out`, the outer use's result: its first use is named inside the instance.
+    assert list(ir.decls) == ["x", "h.1.b01", "h.1", "h.b01", "h", "y"]
+    assert {n: (i.block, i.parent) for n, i in ir.instances.items()} == {
+        "h.1": ("b1", None),
+        "h.1.b01": ("b0", "h.1"),
+        "h.1.b02": ("b0", "h.1"),
+        "h": ("b1", None),
+        "h.b01": ("b0", "h"),
+        "h.b02": ("b0", "h"),
+    }
+
+
+def test_in_must_name_a_parameter():
+    assert error("""
+        block b(x, n) {
+            param W: [in(y), n] = he
+            x -> affine(W, 0) -> out
+        }
+        graph g {
+            input x: f64[2, 3]
+            y = b(x, 2)
+            output y
+        }
+    """) == text("""
+        m.graph:2:18: error: `y` is not a parameter of block `b`
+         2 |     param W: [in(y), n] = he
+           |                  ^
+        hint: `in(x)` is the last dim of x, an operand of block `b` (x, n)
+    """)
+
+
+def test_blocks_nested_too_deep_are_refused_without_exhausting_the_stack():
+    blocks = "".join(f"block b{i}(x) {{\n    x -> b{i + 1} -> out\n}}\n" for i in range(2000))
+    src = (
+        blocks
+        + "block b2000(x) {\n    x -> relu -> out\n}\ngraph g {\n    input x = [1]\n    x -> b0 -> y\n    output y\n}\n"
+    )
+    with pytest.raises(GraphcError) as info:
+        graphc.compile_source(src, "m.graph")
+    [diagnostic] = info.value.diagnostics
+    assert diagnostic.message == "blocks nested more than 32 deep"
+    assert (diagnostic.span.line, diagnostic.span.column) == (95, 10)
+    assert [text for text, _ in diagnostic.span.via][:2] == ["in this use of `b31`", "in this use of `b30`"]
+    assert len(diagnostic.span.via) == 32
