@@ -443,6 +443,14 @@ def test_mistakes_in_a_definition(block, message):
             hint: write `dense(x, n_out)`, or `-> dense(n_out)` in a chain
             """,
         ),
+        (
+            "x -> repeat 2 dense(3) as h -> y",
+            """
+            m.graph:9:31: error: `as h` on the last op of a chain: its result is `y`
+             9 |     x -> repeat 2 dense(3) as h -> y
+               |                               ^
+            """,
+        ),
     ],
     ids=[
         "size-given-a-name",
@@ -452,6 +460,7 @@ def test_mistakes_in_a_definition(block, message):
         "in-of-later-value",
         "chain-end",
         "twice",
+        "as-on-last-repeat",
     ],
 )
 def test_mistakes_in_a_use(use, message):
