@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 from graphc.errors import Source, Span
 
-Dim = int | str  # an integer size, or a symbolic dimension such as N
+
+@dataclass(frozen=True)
+class InDim:
+    """`in(x)` in a block's shape: the last dim of the operand x."""
+
+    operand: Name
+    span: Span
+
+
+Dim = int | str | InDim  # an integer size, a symbolic dimension such as N, or in(x)
 LiteralValue = int | float | list  # a number or a nested list of numbers
 
 
@@ -31,6 +40,7 @@ class TensorType:
     dtype: str | None  # "f32", "f64", or None when not written
     shape: tuple[Dim, ...] | None  # None when not written
     span: Span
+    dim_spans: tuple[Span, ...] = ()  # each dim of `shape` where it is written
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,20 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Repeat:
+    """`repeat 5 dense(100)` in a chain: the item applied `count` times in a row."""
+
+    count: int
+    count_span: Span
+    item: Name | Call
+    span: Span
+
+
+@dataclass(frozen=True)
 class Link:
     """One `-> item [as name]` of a chain."""
 
-    item: Name | Call
+    item: Name | Call | Repeat
     alias: Name | None
     span: Span
 
@@ -148,6 +168,26 @@ class Graph:
 
 
 @dataclass(frozen=True)
+class Block:
+    """`block dense(x, n_out) { ... }`: a piece of graph, expanded at each use."""
+
+    name: Name
+    params: tuple[Name, ...]
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Import:
+    """`import "layers.graph"`: the path as written, and the span of its string."""
+
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True)
 class Module:
     graphs: tuple[Graph, ...]
     source: Source
+    blocks: tuple[Block, ...] = ()
+    imports: tuple[Import, ...] = ()

@@ -28,7 +28,7 @@ import numpy as np
 from graphc.compiler import CompiledGraph
 from graphc.errors import GraphcError
 from graphc.figures import rounding_error, stable_number
-from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
+from graphc.ir import ConstDecl, InputDecl, Instance, OpNode, ParamDecl, TensorType
 from graphc.plan import Plan
 
 if TYPE_CHECKING:
@@ -68,10 +68,21 @@ class Edge:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """A box around the nodes of one block instance (`h1: dense`), nested as the uses are."""
+
+    id: str  # cluster0, cluster1, ...: DOT draws subgraphs named cluster* as boxes
+    label: str
+    parent: str | None
+    nodes: tuple[str, ...]  # the ids of the nodes directly inside
+
+
+@dataclass(frozen=True)
 class Diagram:
     title: str
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
+    clusters: tuple[Cluster, ...] = ()
 
 
 # --- numbers as short text ----------------------------------------------------
@@ -140,6 +151,7 @@ def graph_diagram(
     values: Mapping[str, Any] | None = None,
     gradients: Mapping[str, Any] | None = None,
     edge_gradients: Mapping[tuple[str, int], Any] | None = None,
+    collapse: bool = False,
 ) -> Diagram:
     """The graph as the book draws it.
 
@@ -147,6 +159,10 @@ def graph_diagram(
     edge_gradients by (reader, argument position), each read's own share of its
     value's gradient. A value read more than once shows its total gradient on
     its node as well, so the sum over its edges is visible.
+
+    Each use of a block is a cluster around its values, labelled `h1: dense`;
+    with collapse, each outermost use is one box instead, and only the edges
+    into and out of it are drawn.
     """
     types = compiled.types if types is None else types
     values = values or {}
@@ -155,6 +171,8 @@ def graph_diagram(
     decls = compiled.ir.decls
     order = compiled.checked.order
     ids = {name: f"n{i}" for i, name in enumerate(order)}
+    boxes = _collapsed(compiled) if collapse else {}
+    ids.update({name: box for name, (box, _) in boxes.items()})
     reads: dict[str, int] = {}
     for name in order:
         decl = decls[name]
@@ -163,8 +181,15 @@ def graph_diagram(
                 reads[arg] = reads.get(arg, 0) + 1
 
     nodes: list[Node] = []
+    placed: set[str] = set()
     for name in order:
         decl = decls[name]
+        if name in boxes:
+            box, instance = boxes[name]
+            if box not in placed:  # where its first value would be
+                placed.add(box)
+                nodes.append(Node(box, "block", instance.name, note=instance.block))
+            continue
         grad, flagged = None, False
         if reads.get(name, 0) > 1 and name in gradients:
             grad, flagged = value_text(gradients[name], shape=False)
@@ -175,19 +200,69 @@ def graph_diagram(
             nodes.append(Node(ids[name], kind, name, note=note, grad=grad, flagged=flagged))
 
     edges: list[Edge] = []
+    drawn: set[tuple[str, str]] = set()  # a box's inner edges are not drawn, nor one read twice
     for name in order:
         decl = decls[name]
         if isinstance(decl, OpNode):
             for position, arg in enumerate(decl.args):
+                tail, head = ids[arg], ids[name]
+                if (arg in boxes or name in boxes) and (tail == head or (tail, head) in drawn):
+                    continue
+                drawn.add((tail, head))
                 share = edge_gradients.get((name, position))
-                edges.append(_edge(ids[arg], ids[name], types.get(arg), values.get(arg), share))
+                edges.append(_edge(tail, head, types.get(arg), values.get(arg), share))
     outputs = [name for name, _ in compiled.ir.outputs]
     for k, name in enumerate(outputs):
         nodes.append(Node(f"out{k}", "output", name))
         # Only the first output seeds backward; its terminal shows the seed 1.
         grad = gradients.get(name) if k == 0 else None
         edges.append(_edge(ids[name], f"out{k}", types.get(name), values.get(name), grad))
-    return Diagram(compiled.name, tuple(nodes), tuple(edges))
+    clusters = () if collapse else _clusters(compiled, ids)
+    return Diagram(compiled.name, tuple(nodes), tuple(edges), clusters)
+
+
+def _outermost(compiled: CompiledGraph, name: str) -> Instance | None:
+    """The outermost block use the value `name` was made in, if any."""
+    instances = compiled.ir.instances
+    owner = compiled.ir.owners.get(name)
+    if owner is None:
+        return None
+    instance = instances[owner]
+    while instance.parent is not None:
+        instance = instances[instance.parent]
+    return instance
+
+
+def _collapsed(compiled: CompiledGraph) -> dict[str, tuple[str, Instance]]:
+    """Each value made in a block use -> the box of its outermost use (id b0, b1, ...) and that use."""
+    boxes: dict[str, str] = {}
+    found: dict[str, tuple[str, Instance]] = {}
+    for name in compiled.checked.order:
+        instance = _outermost(compiled, name)
+        if instance is not None:
+            box = boxes.setdefault(instance.name, f"b{len(boxes)}")
+            found[name] = (box, instance)
+    return found
+
+
+def _clusters(compiled: CompiledGraph, ids: Mapping[str, str]) -> tuple[Cluster, ...]:
+    """A cluster for each block use, holding the values made directly in it."""
+    instances = compiled.ir.instances
+    cluster_ids = {name: f"cluster{i}" for i, name in enumerate(instances)}
+    members: dict[str, list[str]] = {name: [] for name in instances}
+    for name in compiled.checked.order:
+        owner = compiled.ir.owners.get(name)
+        if owner is not None:
+            members[owner].append(ids[name])
+    return tuple(
+        Cluster(
+            cluster_ids[name],
+            f"{name}: {instance.block}",
+            cluster_ids[instance.parent] if instance.parent is not None else None,
+            tuple(members[name]),
+        )
+        for name, instance in instances.items()
+    )
 
 
 def _leaf_kind(decl: Any) -> tuple[str, str]:
@@ -297,7 +372,9 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
     return shares
 
 
-def program_diagram(program: Program, *, values: bool = True, grads: bool = True, plan: str = "forward") -> Diagram:
+def program_diagram(
+    program: Program, *, values: bool = True, grads: bool = True, plan: str = "forward", collapse: bool = False
+) -> Diagram:
     """A Program drawn with what its last run computed (if anything, and if asked)."""
     shown_values = program.values if values else None
     shown_grads = program.gradients if grads else None
@@ -309,6 +386,7 @@ def program_diagram(program: Program, *, values: bool = True, grads: bool = True
         values=shown_values,
         gradients=shown_grads,
         edge_gradients=edge_gradients(program) if grads else None,
+        collapse=collapse,
     )
 
 
@@ -328,7 +406,16 @@ _NODE_STYLES = {
     "grad": {"shape": "box", "style": "rounded", "color": RED},
     "step": {"shape": "ellipse", "style": "filled", "color": "#3d5a80", "fillcolor": "#e8eff8"},
     "read": {"shape": "box", "style": "rounded,dashed", "color": "#9a9a9a", "fontcolor": GREY},
+    # A block use drawn as one box (graphc draw --collapse).
+    "block": {
+        "shape": "box",
+        "style": "rounded,filled",
+        "color": "#3d5a80",
+        "fillcolor": "#e8eff8",
+        "peripheries": "2",
+    },
 }
+_CLUSTER_STYLE = {"style": "rounded,dashed", "color": "#9a9a9a", "fontcolor": GREY, "labeljust": "l"}
 
 
 class _Html(str):
@@ -454,16 +541,36 @@ def to_dot(diagram: Diagram, rankdir: str = "LR") -> str:
         f"  node [{_attr_list({'fontname': FONT, 'fontsize': '12', 'penwidth': '1.2'})}];",
         f"  edge [{_attr_list({'fontname': FONT, 'fontsize': '11', 'color': '#444444', 'arrowsize': '0.7'})}];",
     ]
-    for node in diagram.nodes:
-        attrs = dict(_NODE_STYLES[node.kind])
-        attrs["label"] = _node_label(node)
-        attrs["tooltip"] = node.name if node.kind != "output" else f"output {node.name}"
-        lines.append(f"  {node.id} [{_attr_list(attrs)}];")
+    lines += _dot_nodes(diagram)
     for edge in diagram.edges:
         attrs = _edge_attrs(edge, below)
         lines.append(f"  {edge.tail} -> {edge.head}" + (f" [{_attr_list(attrs)}]" if attrs else "") + ";")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _dot_nodes(diagram: Diagram) -> list[str]:
+    """Every node, then the clusters of block uses as subgraphs that name the nodes
+    directly inside them (Graphviz draws a node in the innermost cluster naming it)."""
+    lines = []
+    for node in diagram.nodes:
+        attrs = dict(_NODE_STYLES[node.kind])
+        attrs["label"] = _node_label(node)
+        attrs["tooltip"] = node.name if node.kind != "output" else f"output {node.name}"
+        lines.append(f"  {node.id} [{_attr_list(attrs)}];")
+    return lines + _dot_clusters(diagram, None, "  ")
+
+
+def _dot_clusters(diagram: Diagram, parent: str | None, indent: str) -> list[str]:
+    lines = []
+    for cluster in diagram.clusters:
+        if cluster.parent == parent:
+            lines.append(f"{indent}subgraph {cluster.id} {{")
+            lines.append(f"{indent}  graph [{_attr_list({'label': cluster.label, **_CLUSTER_STYLE})}];")
+            lines += [f"{indent}  {node_id};" for node_id in cluster.nodes]
+            lines += _dot_clusters(diagram, cluster.id, indent + "  ")
+            lines.append(f"{indent}}}")
+    return lines
 
 
 def dot_source(compiled: CompiledGraph, rankdir: str = "LR") -> str:

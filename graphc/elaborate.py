@@ -24,7 +24,9 @@ import numpy as np
 
 from graphc import ast, limits
 from graphc._gc import gc_paused
+from graphc.blocks import OPERAND, BlockInfo, Scope, collect, defined_names, in_operands, instantiate
 from graphc.errors import Diagnostic, GraphcError, Span, did_you_mean
+from graphc.imports import imported_blocks
 from graphc.initializers import KINDS
 from graphc.ir import (
     DTYPE_RANGES,
@@ -35,14 +37,23 @@ from graphc.ir import (
     GraphIR,
     Initializer,
     InputDecl,
+    Instance,
     OpNode,
     ParamDecl,
     TensorType,
     shape_text,
 )
-from graphc.ops import REGISTRY, Op
+from graphc.ops import REGISTRY, Op, Operand, ShapeError
 
 ROLES = ("images", "labels")
+
+# How many times `repeat` may apply a block, how many values the uses of blocks
+# may make in one graph, and how deep uses may nest: far beyond the book's nets,
+# and a bound on the time (seconds) a file of blocks that use blocks many times
+# over takes to expand.
+MAX_REPEAT = 1000
+MAX_EXPANDED_VALUES = 50_000
+MAX_BLOCK_DEPTH = 32  # uses inside uses
 
 
 @gc_paused
@@ -50,11 +61,18 @@ def elaborate(module: ast.Module) -> list[GraphIR]:
     errors: list[Diagnostic] = []
     graphs: list[GraphIR] = []
     seen: dict[str, ast.Name] = {}
+    imported: list[tuple[ast.Block, ast.Import | None]] = []
+    if module.imports:
+        try:
+            imported = list(imported_blocks(module))
+        except GraphcError as err:
+            errors.extend(err.diagnostics)
+    blocks = collect(imported + [(block, None) for block in module.blocks], errors)
     for graph in module.graphs:
         if graph.name.text in seen:
             errors.append(_duplicate(graph.name, seen[graph.name.text], "graph"))
         seen[graph.name.text] = graph.name
-        builder = _GraphBuilder(graph, module)
+        builder = _GraphBuilder(graph, module, blocks)
         graphs.append(builder.build())
         errors.extend(builder.errors)
     if errors:
@@ -71,9 +89,15 @@ def _duplicate(name: ast.Name, first: ast.Name, what: str = "") -> Diagnostic:
 
 
 class _GraphBuilder:
-    def __init__(self, graph: ast.Graph, module: ast.Module):
+    def __init__(self, graph: ast.Graph, module: ast.Module, blocks: dict[str, BlockInfo] | None = None):
         self.graph = graph
         self.module = module
+        self.blocks = blocks or {}
+        self.scope = Scope()  # the graph itself, or the use of a block being expanded
+        self.instances: dict[str, Instance] = {}
+        self.owners: dict[str, str] = {}
+        self.types: dict[str, TensorType | None] = {}  # values' types as far as elaboration knows them
+        self.too_large = False
         self.errors: list[Diagnostic] = []
         self.decls: dict[str, Decl] = {}
         self.first: dict[str, ast.Name] = {}
@@ -82,7 +106,6 @@ class _GraphBuilder:
         self.output_names: set[str] = set()
         self.expects: list[Expectation] = []
         self.user_names = self._user_names()
-        self.op_counts: dict[str, int] = {}
         # (dim, size, value name, span): the sizes literal values give symbolic dims.
         self.literal_dims: list[tuple[str, int, str, Span]] = []
         # (input, declared shape, span of the type): inputs graphc makes up, whose
@@ -107,6 +130,8 @@ class _GraphBuilder:
             tuple(self.expects),
             self.dims,
             self.module.source,
+            self.instances,
+            self.owners,
         )
 
     def bind_literal_dims(self) -> None:
@@ -189,6 +214,8 @@ class _GraphBuilder:
             return
         self.first[name.text] = name
         self.decls[name.text] = decl
+        if self.scope.instance is not None:
+            self.owners[name.text] = self.scope.instance
 
     # --- declarations --------------------------------------------------------
 
@@ -202,7 +229,9 @@ class _GraphBuilder:
 
     def _InputDecl(self, stmt: ast.InputDecl) -> None:
         dtype = (stmt.type.dtype if stmt.type else None) or "f64"
-        shape = stmt.type.shape if stmt.type else None
+        if not self.plain_dims(stmt.type):
+            return
+        shape = _shape(stmt.type)
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if shape is not None and not self.sizes_fit(shape, "input", stmt.name, type_span):
             return
@@ -229,8 +258,11 @@ class _GraphBuilder:
         self.define(stmt.name, decl)
 
     def _ParamDecl(self, stmt: ast.ParamDecl) -> None:
-        dtype = (stmt.type.dtype if stmt.type else None) or "f64"
-        shape = stmt.type.shape if stmt.type else None
+        # A block's params take the dtype of its first operand, unless written.
+        dtype = (stmt.type.dtype if stmt.type else None) or self.scope.dtype or "f64"
+        if not self.plain_dims(stmt.type):
+            return
+        shape = _shape(stmt.type)
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if dtype == "i64":
             self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
@@ -264,7 +296,9 @@ class _GraphBuilder:
     def _ConstDecl(self, stmt: ast.ConstDecl) -> None:
         # With no dtype written, shape inference gives the const its readers' dtype.
         dtype = stmt.type.dtype if stmt.type else None
-        shape = stmt.type.shape if stmt.type else None
+        if not self.plain_dims(stmt.type):
+            return
+        shape = _shape(stmt.type)
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if shape is not None and not (
             self.concrete(shape, "const", stmt.name, type_span) and self.sizes_fit(shape, "const", stmt.name, type_span)
@@ -284,6 +318,18 @@ class _GraphBuilder:
         self.define(
             stmt.name, ConstDecl(stmt.name.text, stmt.name.span, stmt.span, TensorType(dtype, tuple(shape)), value)
         )
+
+    def plain_dims(self, type_: ast.TensorType | None) -> bool:
+        """No `in(x)` in a graph's types: it sizes a block's params by an operand."""
+        for d in type_.shape or () if type_ is not None else ():
+            if isinstance(d, ast.InDim):
+                self.error(
+                    f"`in({d.operand.text})` is only allowed in a block",
+                    d.span,
+                    "in a block, `in(x)` is the last dim of its operand x; in a graph, write the size",
+                )
+                return False
+        return True
 
     def concrete(self, shape, kind: str, name: ast.Name, span: Span) -> bool:
         """A param's or a const's shape has no symbolic dims: its value is fixed."""
@@ -427,9 +473,18 @@ class _GraphBuilder:
     def resolve_op(self, name: ast.Name) -> Op | None:
         op = REGISTRY.get(name.text)
         if op is None:
+            self.unknown_op(name)
+        return op
+
+    def unknown_op(self, name: ast.Name) -> None:
+        if not self.blocks:
             hint = did_you_mean(name.text, REGISTRY) or "ops: " + ", ".join(REGISTRY)
             self.error(f"unknown op `{name.text}`", name.span, hint)
-        return op
+            return
+        hint = did_you_mean(name.text, [*REGISTRY, *self.blocks]) or (
+            "ops: " + ", ".join(REGISTRY) + "; blocks: " + ", ".join(self.blocks)
+        )
+        self.error(f"unknown op or block `{name.text}`", name.span, hint)
 
     def operand(self, arg: ast.Arg) -> tuple[str, Span]:
         if isinstance(arg, ast.Name):
@@ -456,8 +511,10 @@ class _GraphBuilder:
         call: ast.Call | ast.Name,
         piped: tuple[str, Span] | None = None,
     ) -> bool:
-        """Add `target = op(piped, args...)`; False if the op is wrong."""
+        """Add `target = op(piped, args...)`, or expand a block's use; False if the op is wrong."""
         op_name = call.op if isinstance(call, ast.Call) else call
+        if op_name.text in self.blocks:
+            return self.use_block(target, target_span, call, piped)
         op = self.resolve_op(op_name)
         if op is None:
             return False
@@ -539,9 +596,10 @@ class _GraphBuilder:
                 "end it with `-> NAME`, e.g. `x -> relu -> h`",
             )
             return
-        if last.item.text in REGISTRY:
+        if self.known(last.item.text):
+            what = "op" if last.item.text in REGISTRY else "block"
             self.error(
-                f"chain ends in op `{last.item.text}`; name its result",
+                f"chain ends in {what} `{last.item.text}`; name its result",
                 last.item.span,
                 f"write `... -> {last.item.text} -> NAME`",
             )
@@ -558,33 +616,273 @@ class _GraphBuilder:
             current = (stmt.head.text, stmt.head.span)
         for i, link in enumerate(steps):
             final = i == len(steps) - 1
-            if isinstance(link.item, ast.Name) and link.item.text not in REGISTRY:
-                hint = did_you_mean(link.item.text, REGISTRY)
+            if isinstance(link.item, ast.Name) and not self.known(link.item.text):
+                hint = did_you_mean(link.item.text, [*REGISTRY, *self.blocks])
                 hint = hint or f"to name a value inside a chain, write `-> op as {link.item.text}`"
-                self.error(f"unknown op `{link.item.text}`", link.item.span, hint)
+                what = "op or block" if self.blocks else "op"
+                self.error(f"unknown {what} `{link.item.text}`", link.item.span, hint)
                 return
-            if final:
-                target, span = last.item.text, last.item.span
-            elif link.alias is not None:
-                target, span = link.alias.text, link.alias.span
-            else:
-                target, span = self.auto_name(_op_name(link.item)), _op_span(link.item)
             if final and link.alias is not None:
                 self.error(
                     f"`as {link.alias.text}` on the last op of a chain: its result is `{last.item.text}`",
                     link.alias.span,
                 )
                 return
+            if isinstance(link.item, ast.Repeat):
+                repeated = self.repeat(link.item, last.item if final else link.alias, stmt.span, current)
+                if repeated is None:
+                    return
+                current = repeated
+                continue
+            if final:
+                target, span = last.item.text, last.item.span
+            elif link.alias is not None:
+                target, span = link.alias.text, link.alias.span
+            else:
+                target, span = self.auto_name(_op_name(link.item)), _op_span(link.item)
             if not self.node(target, span, stmt.span, link.item, piped=current):
                 return
             current = (target, span)
 
     def auto_name(self, op: str) -> str:
+        counts = self.scope.counts
+        taken = self.user_names if self.scope.instance is None else self.scope.defined
         while True:
-            self.op_counts[op] = self.op_counts.get(op, 0) + 1
-            name = f"{op}{self.op_counts[op]}"
-            if name not in self.user_names and name not in self.decls:
+            counts[op] = counts.get(op, 0) + 1
+            name = f"{self.scope.prefix}{op}{counts[op]}"
+            if name not in taken and name not in self.decls and name not in self.instances:
                 return name
+
+    def known(self, name: str) -> bool:
+        """Whether `name` is an op or a block."""
+        return name in REGISTRY or name in self.blocks
+
+    # --- blocks --------------------------------------------------------------
+
+    def repeat(
+        self, repeat: ast.Repeat, named: ast.Name | None, stmt_span: Span, current: tuple[str, Span]
+    ) -> tuple[str, Span] | None:
+        """`-> repeat 3 dense(100) as h`: uses h.1, h.2 and h (its result), one after the other;
+        unnamed, dense1, dense2, dense3. The value the last one makes, or None on a mistake."""
+        item = repeat.item
+        if not 1 <= repeat.count <= MAX_REPEAT:
+            self.error(f"`repeat {repeat.count}`: the count must lie in 1..{MAX_REPEAT}", repeat.count_span)
+            return None
+        if isinstance(item, ast.Name) and not self.known(item.text):
+            self.unknown_op(item)
+            return None
+        # Numbered after the name (h.1, h.2, ...), except where the name is a
+        # block's `out`: that one belongs to the outer use, so the uses before
+        # the last are named inside this one's instance, as unnamed uses are.
+        numbered = named is not None and not (self.scope.instance is not None and named.text == self.scope.result)
+        for i in range(1, repeat.count + 1):
+            if named is not None and i == repeat.count:
+                target, span = named.text, named.span
+            elif named is not None and numbered:
+                target, span = f"{named.text}.{i}", named.span
+            else:
+                target, span = self.auto_name(_op_name(item)), _op_span(item)
+            if not self.node(target, span, stmt_span, item, piped=current):
+                return None
+            current = (target, span)
+        return current
+
+    def use_block(
+        self, target: str, target_span: Span, call: ast.Call | ast.Name, piped: tuple[str, Span] | None
+    ) -> bool:
+        """Expand one use of a block: its statements, renamed for the instance, in a scope of their own."""
+        name = call.op if isinstance(call, ast.Call) else call
+        info = self.blocks[name.text]
+        if not info.ok:
+            return False  # its definition's mistakes are reported
+        if name.text in self.scope.blocks:
+            loop = " -> ".join((*self.scope.blocks[self.scope.blocks.index(name.text) :], name.text))
+            self.error(
+                f"block `{name.text}` uses itself ({loop})",
+                name.span,
+                "a block cannot contain itself; to apply it several times, write `repeat N` in a chain",
+            )
+            return False
+        if len(self.scope.blocks) >= MAX_BLOCK_DEPTH:
+            self.error(
+                f"blocks nested more than {MAX_BLOCK_DEPTH} deep",
+                name.span,
+                "a use inside a use inside a use ...: write fewer levels of blocks",
+            )
+            return False
+        if len(self.decls) > MAX_EXPANDED_VALUES:
+            if not self.too_large:
+                self.too_large = True
+                self.error(
+                    f"the uses of blocks make more than {MAX_EXPANDED_VALUES:,} values",
+                    name.span,
+                    "a graph this large is beyond what graphc runs; use fewer or smaller blocks",
+                )
+            return False
+        bound = self.bind(info, call, piped)
+        if bound is None:
+            return False
+        values, sizes = bound
+        instance = target
+        if self.scope.instance is not None and target == self.scope.result:
+            instance = self.auto_name(name.text)  # `-> dense(n) -> out` in a block: its result is the outer one's
+        in_dims = self.in_dims(info, values, call.span)
+        if in_dims is None:
+            return False
+        use = call.span
+        first = values[info.block.params[0].text] if info.block.params else None
+        dtype = self.dtype_of(first) if first is not None else None
+        inner = Scope(
+            prefix=instance + ".",
+            values=values,
+            sizes=sizes,
+            result=target,
+            via=((f"in this use of `{name.text}`", use), *use.via),
+            instance=instance,
+            blocks=(*self.scope.blocks, name.text),
+            dtype=dtype,
+        )
+        self.instances[instance] = Instance(instance, name.text, use, self.scope.instance)
+        known = set(REGISTRY) | set(self.blocks)
+        body = [instantiate(stmt, inner, in_dims, known) for stmt in info.block.body]
+        inner.defined.update(defined_names(tuple(body)))
+        outer, self.scope = self.scope, inner
+        try:
+            for stmt in body:
+                getattr(self, "_" + type(stmt).__name__)(stmt)
+        finally:
+            self.scope = outer
+        return target in self.decls
+
+    def bind(
+        self, info: BlockInfo, call: ast.Call | ast.Name, piped: tuple[str, Span] | None
+    ) -> tuple[dict[str, str], dict[str, int | float | str]] | None:
+        """The values and sizes a use passes to the block's parameters; None on a mistake."""
+        params = [p.text for p in info.block.params]
+        args: list[ast.Arg | tuple[str, Span]] = [piped] if piped else []
+        keywords: tuple[ast.Attr, ...] = ()
+        if isinstance(call, ast.Call):
+            args += list(call.args)
+            keywords = call.attrs
+        name = info.name
+        if len(args) + len(keywords) != len(params):
+            got = len(args) + len(keywords) - (1 if piped else 0)
+            piped_note = " plus the value piped in by `->`" if piped else ""
+            rest = ", ".join(params[1:])
+            self.error(
+                f"wrong number of arguments: block `{name}` takes {len(params)} ({', '.join(params)}), "
+                f"got {got}{piped_note}",
+                call.span,
+                f"write `{name}({', '.join(params)})`" + (f", or `-> {name}({rest})` in a chain" if params else ""),
+            )
+            return None
+        given: dict[str, ast.Arg | tuple[str, Span] | ast.AttrValue] = dict(zip(params, args))
+        for attr in keywords:
+            key = attr.name.text
+            if key not in params:
+                hint = did_you_mean(key, params) or f"block `{name}` takes {info.signature()}"
+                self.error(f"block `{name}` has no parameter `{key}`", attr.name.span, hint)
+                return None
+            if key in given:
+                self.error(f"`{key}` given twice", attr.name.span)
+                return None
+            given[key] = attr.value
+        values: dict[str, str] = {}
+        sizes: dict[str, int | float | str] = {}
+        for param in params:
+            if info.kinds.get(param) == OPERAND:
+                value = self.operand_of(info, param, given[param])
+                if value is None:
+                    return None
+                values[param] = value
+            else:
+                size = self.size_of(info, param, given[param])
+                if size is None:
+                    return None
+                sizes[param] = size
+        return values, sizes
+
+    def operand_of(self, info: BlockInfo, param: str, arg) -> str | None:
+        if isinstance(arg, tuple):  # piped in
+            return arg[0]
+        if isinstance(arg, ast.AttrValue):
+            self.error(
+                f"`{param}` of block `{info.name}` is an operand: pass it without `{param}=`",
+                arg.span,
+                f"write `{info.name}({info.signature()})`",
+            )
+            return None
+        return self.operand(arg)[0]
+
+    def size_of(self, info: BlockInfo, param: str, arg) -> int | float | str | None:
+        if isinstance(arg, tuple):
+            self.error(
+                f"the value piped in by `->` goes to `{param}`, a size of block `{info.name}`",
+                arg[1],
+                f"a block used in a chain takes the piped value as its first parameter, an operand; "
+                f"`{info.name}` takes {info.signature()}",
+            )
+            return None
+        value = arg.text if isinstance(arg, ast.Name) else arg.value
+        if isinstance(value, str) and param not in info.dims:
+            return value  # a word for an attribute, as in `reduction=sum`
+        if not isinstance(value, (int, float)):
+            shown = arg.text if isinstance(arg, ast.Name) else _text(arg.span)
+            self.error(f"`{param}` of block `{info.name}` is a size: give a number, got `{shown}`", arg.span)
+            return None
+        if param in info.dims and (isinstance(value, float) or value < 1):
+            self.error(
+                f"`{param}` of block `{info.name}` is a dim: it takes a whole number of at least 1, "
+                f"got `{_text(arg.span)}`",
+                arg.span,
+            )
+            return None
+        return value
+
+    def in_dims(self, info: BlockInfo, values: dict[str, str], use: Span) -> dict[str, int] | None:
+        """The last dim of each operand the block sizes by `in(x)`; None, reported, where one is not known."""
+        dims: dict[str, int] = {}
+        for operand in sorted(in_operands(info.block)):
+            value = values[operand]
+            type_ = self.type_of(value)
+            problem = None
+            if type_ is None:
+                problem = f"the shape of `{value}` is not known where block `{info.name}` is used"
+                hint = f"`in(x)` reads the shape of the value passed in: define `{value}` before this use"
+            elif not type_.shape or not isinstance(type_.shape[-1], int):
+                what = "a scalar" if not type_.shape else f"{type_.shape_text()}, whose last dim is symbolic"
+                problem = f"`in({operand})` of block `{info.name}`: `{value}` is {what}"
+                hint = "`in(x)` sizes a param by the last dim of x, which must be a number"
+            if problem is not None:
+                self.error(problem, use, hint)
+                return None
+            assert type_ is not None and isinstance(type_.shape[-1], int)
+            dims[operand] = type_.shape[-1]
+        return dims
+
+    def type_of(self, name: str) -> TensorType | None:
+        """The type of a value defined so far, inferred by its op's shape rule as
+        the shapes stage will (which reports any mismatch); None if not known."""
+        if name in self.types:
+            return self.types[name]
+        decl = self.decls.get(name)
+        type_: TensorType | None = None
+        if isinstance(decl, (InputDecl, ParamDecl, ConstDecl)):
+            type_ = decl.type
+        elif isinstance(decl, OpNode):
+            operands = [self.type_of(arg) for arg in decl.args]
+            if all(t is not None for t in operands):
+                try:
+                    type_ = decl.op.infer([Operand(a, t) for a, t in zip(decl.args, operands)], decl.attrs)  # type: ignore[arg-type]
+                except ShapeError:
+                    type_ = None
+        if decl is not None:
+            self.types[name] = type_
+        return type_
+
+    def dtype_of(self, name: str) -> str | None:
+        type_ = self.type_of(name)
+        return type_.dtype if type_ is not None and type_.dtype in ("f32", "f64") else None
 
     # --- outputs and expectations --------------------------------------------
 
@@ -620,6 +918,13 @@ def _number(leaf: ast.Literal) -> int | float:
 def _text(span: Span) -> str:
     """The source text a one-line span covers."""
     return span.source.line(span.line)[span.column - 1 : span.end_column - 1]
+
+
+def _shape(type_: ast.TensorType | None) -> tuple[int | str, ...] | None:
+    """A declared shape, once `plain_dims` has made sure it holds no `in(x)`."""
+    if type_ is None or type_.shape is None:
+        return None
+    return tuple(d for d in type_.shape if not isinstance(d, ast.InDim))
 
 
 def _op_name(item: ast.Name | ast.Call) -> str:

@@ -63,6 +63,9 @@ class Span:
     column: int
     end_line: int
     end_column: int
+    # For a span inside a block, the uses it was expanded through, innermost
+    # first: (what the note says, the use). Diagnostics show each as a note.
+    via: tuple[tuple[str, Span], ...] = ()
 
     def __str__(self) -> str:
         return f"{self.source.path}:{self.line}:{self.column}"
@@ -96,7 +99,11 @@ class Diagnostic:
             width = len(str(max(s.line for s in spans)))
             for span in spans:
                 lines.extend(_excerpt(span, width))
+        # A place inside a block is followed by the uses it was expanded through.
+        notes = list(self.span.via if self.span is not None else ())
         for text, span in self.notes:
+            notes += [(text, span), *span.via]
+        for text, span in notes:
             lines.append(f"{span}: note: {text}")
             lines.extend(_excerpt(span, len(str(span.line))))
         if self.hint:

@@ -200,6 +200,19 @@ class Expectation:
 
 
 @dataclass(frozen=True, eq=False)
+class Instance:
+    """One use of a block: `x -> dense(100) as h1` makes instance `h1` of block `dense`.
+
+    Its params and inner values are named `h1.W`, `h1.affine1`; its result is `h1`.
+    """
+
+    name: str
+    block: str
+    span: Span  # the use
+    parent: str | None  # the instance whose block holds this use, if any
+
+
+@dataclass(frozen=True, eq=False)
 class GraphIR:
     name: str
     span: Span
@@ -208,6 +221,9 @@ class GraphIR:
     expects: tuple[Expectation, ...]
     dims: dict[str, int]  # `dim N = 3`, or the size a literal value gives N
     source: Source
+    # Block uses, by instance name, and the innermost instance each value was made in.
+    instances: dict[str, Instance] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
     # Each declaration's position in the source, which breaks ties in plans
     # (CheckedGraph.order is the topological order). Always derived from
     # `decls`, which are in source order, so it cannot disagree with them

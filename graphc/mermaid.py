@@ -25,6 +25,7 @@ _SHAPES = {
     "grad": ('("', '")'),
     "step": ('{{"', '"}}'),
     "read": ('["', '"]'),
+    "block": ('[["', '"]]'),
 }
 
 _CLASSES = {
@@ -36,6 +37,7 @@ _CLASSES = {
     "grad": "fill:#ffffff,stroke:#c0392b,color:#c0392b",
     "step": "fill:#e8eff8,stroke:#3d5a80",
     "read": "fill:#ffffff,stroke:#9a9a9a,stroke-dasharray:4 3,color:#6b6b6b",
+    "block": "fill:#e8eff8,stroke:#3d5a80",
 }
 
 
@@ -77,12 +79,30 @@ def _edge_lines(edge: Edge) -> list[str]:
     return lines
 
 
+def _nodes(diagram: Diagram, cluster: str | None, indent: str) -> list[str]:
+    """The nodes directly in `cluster` (None: outside every block use), then its clusters as subgraphs."""
+    if cluster is None:
+        inside = {node_id for c in diagram.clusters for node_id in c.nodes}
+        members = {n.id for n in diagram.nodes} - inside
+    else:
+        members = set(next(c.nodes for c in diagram.clusters if c.id == cluster))
+    lines = []
+    for node in diagram.nodes:
+        if node.id in members:
+            open_, close = _SHAPES[node.kind]
+            lines.append(f"{indent}{node.id}{open_}{_label(_node_lines(node))}{close}")
+    for child in diagram.clusters:
+        if child.parent == cluster:
+            lines.append(f'{indent}subgraph {child.id} ["{mermaid_text(child.label)}"]')
+            lines += _nodes(diagram, child.id, indent + "    ")
+            lines.append(f"{indent}end")
+    return lines
+
+
 def to_mermaid(diagram: Diagram, rankdir: str = "LR") -> str:
     """The diagram as a Mermaid flowchart: nodes, then edges, then styles."""
     lines = [f"flowchart {rankdir}", f"    %% {mermaid_text(diagram.title)}"]
-    for node in diagram.nodes:
-        open_, close = _SHAPES[node.kind]
-        lines.append(f"    {node.id}{open_}{_label(_node_lines(node))}{close}")
+    lines += _nodes(diagram, None, "    ")
     for edge in diagram.edges:
         arrow = "-.->" if edge.dashed else "-->"
         label = _label(_edge_lines(edge))

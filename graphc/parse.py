@@ -413,8 +413,23 @@ class _ToAst:
     def NAME(self, token: Token) -> ast.Name:  # noqa: N802 (Lark's naming)
         return ast.Name(str(token), _token_span(self.source, token))
 
-    def start(self, meta, *graphs):
-        return ast.Module(tuple(graphs), self.source)
+    def start(self, meta, *items):
+        graphs = tuple(i for i in items if isinstance(i, ast.Graph))
+        blocks = tuple(i for i in items if isinstance(i, ast.Block))
+        imports = tuple(i for i in items if isinstance(i, ast.Import))
+        return ast.Module(graphs, self.source, blocks, imports)
+
+    def block(self, meta, name, *rest):
+        # The parameters come first, as Names (None where the optional list is empty).
+        params = tuple(p for p in rest if isinstance(p, ast.Name))
+        body = tuple(s for s in rest if s is not None and not isinstance(s, ast.Name))
+        return ast.Block(name, params, body, self._s(meta))
+
+    def import_decl(self, meta, token):
+        return ast.Import(self._unescape(token), _token_span(self.source, token))
+
+    def repeat(self, meta, count, item):
+        return ast.Repeat(self._size(count), _token_span(self.source, count), item, self._s(meta))
 
     def graph(self, meta, name, *body):
         return ast.Graph(name, tuple(body), self._s(meta))
@@ -496,18 +511,24 @@ class _ToAst:
     def type(self, meta, *parts):
         dtype = None
         shape = None
+        spans: tuple[Span, ...] = ()
         for part in parts:
             if isinstance(part, Token):
                 dtype = str(part)
             elif part is not None:
-                shape = part
-        return ast.TensorType(dtype, shape, self._s(meta))
+                shape = tuple(d.text if isinstance(d, ast.Name) else d for d, _ in part)
+                spans = tuple(span for _, span in part)
+        return ast.TensorType(dtype, shape, self._s(meta), spans)
 
     def shape(self, meta, *dims):
         return tuple(d for d in dims if d is not None)
 
+    # Each dim arrives with its span: (dim, span), for messages about one dim.
     def int_dim(self, meta, token):
-        return self._size(token)
+        return self._size(token), _token_span(self.source, token)
+
+    def in_dim(self, meta, name):
+        return ast.InDim(name, self._s(meta)), self._s(meta)
 
     def _size(self, token: Token) -> int:
         """A size written in a shape or a `dim`; one with thousands of digits is refused here,
@@ -521,7 +542,7 @@ class _ToAst:
         return _whole_number(str(token))
 
     def sym_dim(self, meta, name):
-        return name.text
+        return name, name.span
 
     def init_call(self, meta, kind, *args):
         numbers = tuple(_as_float(a.value) for a in args if a is not None)

@@ -226,7 +226,7 @@ def test_expectation_with_a_single_equals():
 
 def test_empty_file():
     assert error("") == text("""
-        m.graph:1:1: error: unexpected end of file; expected `graph`
+        m.graph:1:1: error: unexpected end of file; expected `block`, `graph` or `import`
          1 |
            | ^
     """)

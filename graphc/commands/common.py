@@ -14,7 +14,7 @@ import numpy as np
 
 from graphc import limits
 from graphc.compiler import CompiledGraph, front_end_file, select
-from graphc.errors import Diagnostic, GraphcError, Source, Span
+from graphc.errors import Diagnostic, GraphcError, Source, Span, did_you_mean
 from graphc.figures import rounding_error, stable_number
 from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
 from graphc.ir import DTYPE_CHOICES
@@ -286,7 +286,9 @@ def _assign(program: Program, feeds: dict[str, np.ndarray], name: str, array: np
         first = err.diagnostics[0]
         if name not in program.input_names and name not in program.param_names:
             message = f"no input or param named `{_clip(name)}` in graph `{program.name}`"
-            raise GraphcError(message, where.name, first.hint) from None
+            # Params too: a block's are named by its use (`h1.W`), easily mistyped.
+            hint = did_you_mean(name, [*program.input_names, *program.param_names]) or first.hint
+            raise GraphcError(message, where.name, hint) from None
         # Show the argument, and the declaration it disagrees with.
         notes = [(f"`{name}` is declared here", first.span)] if first.span is not None else []
         raise GraphcError(first.message, where.value, first.hint, notes=notes) from None

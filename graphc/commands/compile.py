@@ -1,6 +1,6 @@
 """Compile a graph and print (or write with -o) what it compiles to: the
 forward and backward plans as text, the plan as JSON, a standalone numpy
-module, or a Graphviz DOT diagram. With --batch, the plan also shows the
+module, a Graphviz DOT diagram, or the graph with its blocks expanded. With --batch, the plan also shows the
 memory one training step holds, step by step, and its peak."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from graphc.errors import ExitCode, GraphcError, did_you_mean
 from graphc.ir import float_dtype, retype
 from graphc.plan import Plan, make_plan
 
-HELP = "print the forward and backward plans, or the graph as Python, JSON or DOT"
+HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT or with its blocks expanded"
 
 
 def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
@@ -95,12 +95,19 @@ def _dot(graph: CompiledGraph, args: argparse.Namespace) -> str:
     return dot_source(graph)
 
 
+def _expanded(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    from graphc.expanded import expanded_text
+
+    return expanded_text(graph)
+
+
 # What --emit can produce; each takes the checked, typed graph.
 EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str]] = {
     "plan": _plan,
     "json": _json,
     "python": _python,
     "dot": _dot,
+    "expanded": _expanded,
 }
 
 

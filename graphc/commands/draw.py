@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from graphc.commands.common import add_feed_arguments, add_file_arguments, load_graphs, load_program, select_graph
-from graphc.errors import ExitCode
+from graphc.errors import ExitCode, GraphcError
 from graphc.plan import make_plan
 
 HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradients"
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="forward",
         help="draw the graph (default) or its backward plan",
     )
+    parser.add_argument(
+        "--collapse", action="store_true", help="draw each use of a block as one box, not a cluster of its values"
+    )
     add_feed_arguments(parser)
 
 
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from graphc.draw import backward_diagram, graph_diagram, output_format, program_diagram, to_dot, write_diagram
 
     output_format(args.output)  # an unknown extension fails before any work
+    if args.collapse and args.plan == "backward":
+        raise GraphcError(
+            "--collapse draws the graph's block uses as boxes; the backward plan has no blocks",
+            hint="draw the graph (--plan forward), or the backward plan without --collapse",
+        )
     feeds_given = args.set or args.input or getattr(args, "weights", None)
     if args.values or args.grads or feeds_given:  # feeds are checked even when not shown
         program, feeds = load_program(args)
@@ -54,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
             program.forward(**feeds)
         if args.grads:
             program.backward()
-        diagram = program_diagram(program, values=args.values, grads=args.grads, plan=args.plan)
+        diagram = program_diagram(program, values=args.values, grads=args.grads, plan=args.plan, collapse=args.collapse)
     else:
         graph = select_graph(load_graphs(args), args)
         if args.plan == "backward":
             diagram = backward_diagram(make_plan(graph.checked, graph.types))
         else:
-            diagram = graph_diagram(graph)
+            diagram = graph_diagram(graph, collapse=args.collapse)
     if args.output == "-":
         sys.stdout.write(to_dot(diagram, args.rankdir))
         return ExitCode.OK
