@@ -459,6 +459,9 @@ class Op:
     # rows shaped like it or as class indices (its shape without the last dim),
     # never differentiated (graphc.check, shapes, program).
     labels: ClassVar[dict[str, str]] = {}
+    # Operands read as weights: `train --weight-decay` decays the params read
+    # here (affine's W; never a bias).
+    weights: ClassVar[tuple[str, ...]] = ()
     # A loss's scores: the operand whose argmax is the prediction (eval, codegen's predict).
     scores: ClassVar[str | None] = None
     # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
@@ -762,6 +765,7 @@ class Affine(Op):
     # first; the bias is added into the fresh product, not into a third array.
     computes = ("out = flat(x) @ W", "out += b")
     rules = {"x": "unflat(dout @ W.T, x)", "W": "tdot(x, dout)", "b": "sum_to(dout, b)"}
+    weights = ("W",)
     examples = (((4, 3), (3, 5), (5,)), ((2, 3, 2), (6, 4), (4,)), ((3,), (3, 2), (2,)), ((4, 3), (3, 2), (4, 2)))
 
     def infer(self, args, attrs):
