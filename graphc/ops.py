@@ -858,7 +858,9 @@ class Sub(_Elementwise2):
 class Div(_Elementwise2):
     name = "div"
     symbol = "÷"
-    computes = ("out = a / b",)
+    # np.divide, not `/`: of two weak scalars (Python floats) `/` raises on a
+    # zero divisor, where numpy gives inf or NaN as it does for arrays.
+    computes = ("out = np.divide(a, b)",)
     # d(a/b)/db = -a/b² = -out/b: the quotient forward kept, as the book's
     # division node does. A zero in b is the user's, as in numpy.
     rules = {"a": "sum_to(dout / b, a)", "b": "sum_to(-dout * out / b, b)"}

@@ -17,11 +17,14 @@ import textwrap
 
 import numpy as np
 import pytest
+from test_memory import environment, measure  # the memory tests' own measuring of what is held
 
 import graphc
 from graphc.cli import main
 from graphc.codegen import python_module
 from graphc.errors import GraphcError
+from graphc.memory import bind_dims, predict_memory
+from graphc.plan import make_plan
 from graphc.program import Program
 from graphc.testing import check_grads
 
@@ -336,6 +339,62 @@ def test_diagrams_draw_sub_and_div_as_the_book_does(tmp_path):
     assert main(["draw", str(path), "-o", str(out)]) == 0
     dot = out.read_text()
     assert ">−<" in dot and ">÷<" in dot
+
+
+# Every new op in one graph, with a symbolic batch, for the memory and time commands.
+EVERY_OP = """
+graph g {
+    dim N = 3
+    input x: f64[N, 4] = uniform(-1, 1)
+    input c: f64[4] = uniform(0.5, 2)
+    d = sub(x, c)
+    q = div(d, c)
+    h = tanh(q)
+    e = exp(h)
+    l = log(e)
+    sq = square(l)
+    r = sum(sq, axis=1, keepdims=true)
+    m = mean(r)
+    output m
+}
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predicted_memory_is_what_the_interpreter_holds(batch, dtype):
+    program = compiled(EVERY_OP, dtype=dtype)
+    plan = make_plan(program.checked, program.types)
+    dims = bind_dims(plan, program.ir, batch)
+    predicted = predict_memory(plan, dims)
+    held = measure(plan, environment(program, dims, np.dtype(dtype)))
+    assert [step.held for step in predicted.steps] == held
+
+
+def test_time_runs_every_new_op(tmp_path, capsys):
+    """No figures compared (they are the clock's); every node has its row."""
+    path = tmp_path / "m.graph"
+    path.write_text(textwrap.dedent(EVERY_OP))
+    assert main(["time", str(path), "--iters", "2", "--warmup", "1", "--batch", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("------")) + 1 :]
+    rows = {line.split()[0]: line.split()[1] for line in table[: table.index("")]}
+    assert rows == {
+        "d": "sub", "q": "div", "h": "tanh", "e": "exp", "l": "log", "sq": "square", "r": "sum", "m": "mean"
+    }  # fmt: skip
+
+
+def test_div_of_weak_scalars_by_zero_is_inf_not_an_internal_error():
+    """1 / 0 of two Python floats raises in Python; as numpy does for arrays, it is inf."""
+    program = compiled("""
+        graph g {
+            q = div(1, 0)
+            n = div(0, 0)
+            output q, n
+        }
+    """)
+    outputs = program.forward()
+    assert outputs["q"] == math.inf and math.isnan(outputs["n"])
 
 
 # --- refusals, with their whole messages ------------------------------------------------
