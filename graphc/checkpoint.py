@@ -9,7 +9,8 @@ Layout of the file (a plain numpy .npz; nothing in it is pickled):
                                    structure and its SHA-256, iteration, optimizer
                                    and its hyperparameters, batch, seed, dtype, data,
                                    the minibatch generator's state, the per-epoch
-                                   history, and the unfinished epoch's loss so far
+                                   history, the unfinished epoch's loss so far,
+                                   and the weight decay's λ
 
 A plain .npz whose names are exactly the graph's params (numpy.savez(path,
 W1=..., b1=...)) also loads as weights; it has nothing to resume from.
@@ -104,6 +105,7 @@ class CheckpointMeta:
     # are, so a resumed run's epoch mean is an uninterrupted run's.
     epoch_loss: float = 0.0
     epoch_count: int = 0
+    weight_decay: float = 0.0  # λ of the L2 penalty trained with (train --weight-decay)
     version: int = VERSION
 
     @property
@@ -140,6 +142,7 @@ class CheckpointMeta:
             if getattr(self, key) is not None:
                 meta[key] = getattr(self, key)
         meta.update(seconds=self.seconds, epoch_loss=self.epoch_loss, epoch_count=self.epoch_count)
+        meta["weight_decay"] = self.weight_decay
         return meta
 
 
@@ -241,6 +244,7 @@ def save_checkpoint(
     seconds: float = 0.0,
     epoch_loss: float = 0.0,
     epoch_count: int = 0,
+    weight_decay: float = 0.0,
 ) -> None:
     """Write program's params (and the training state given) to `path`, atomically."""
     dtypes = float_dtype_names(program)
@@ -261,6 +265,7 @@ def save_checkpoint(
         seconds=float(seconds),
         epoch_loss=float(epoch_loss),
         epoch_count=int(epoch_count),
+        weight_decay=float(weight_decay),
     )
     arrays: dict[str, Any] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
@@ -624,6 +629,7 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         seconds=f.number("seconds") or 0.0,
         epoch_loss=f.number("epoch_loss", "a number", least=None) or 0.0,
         epoch_count=f.whole("epoch_count", 0) or 0,
+        weight_decay=f.number("weight_decay") or 0.0,
         version=version,
     )
 

@@ -547,6 +547,7 @@ class _GraphBuilder:
             tuple(span for _, span in operands),
             attrs,
             call_span,
+            {a.name.text: a.value.span for a in call.attrs} if isinstance(call, ast.Call) else {},
         )
         self.define(ast.Name(target, target_span), decl)
         return True
@@ -572,6 +573,11 @@ class _GraphBuilder:
                     f"`{key}` of `{op.name}` must be one of {choices}, got `{attr.value.value}`",
                     attr.value.span,
                     did_you_mean(str(attr.value.value), spec.choices),
+                )
+                ok = False
+            elif spec.accepts is not None and not spec.accepts(attr.value.value):
+                self.error(
+                    f"`{key}` of `{op.name}` must be {spec.must_be}, got `{_written(attr.value)}`", attr.value.span
                 )
                 ok = False
             else:
@@ -913,6 +919,12 @@ def _number(leaf: ast.Literal) -> int | float:
     """A leaf of a literal, which is a number, never a list."""
     assert not isinstance(leaf.value, list)
     return leaf.value
+
+
+def _written(value: ast.AttrValue) -> str:
+    """An attribute's value as written (`1e0`, not 1.0), on one line."""
+    span = value.span
+    return _text(span) if span.line == span.end_line else " ".join(repr(value.value).split())
 
 
 def _text(span: Span) -> str:

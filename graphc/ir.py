@@ -176,6 +176,7 @@ class OpNode(Decl):
     arg_spans: tuple[Span, ...]
     attrs: dict[str, Any]
     call_span: Span
+    attr_spans: dict[str, Span] = field(default_factory=dict)  # each attribute written, where its value is
 
 
 @dataclass(frozen=True, eq=False)

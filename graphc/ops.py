@@ -30,9 +30,11 @@ from graphc.ir import Dim, TensorType, shape_text
 class ShapeError(Exception):
     """An operand does not fit the op; shape inference adds the source position."""
 
-    def __init__(self, message: str, operand: int | None = None):
+    def __init__(self, message: str, operand: int | None = None, attribute: str | None = None, hint: str | None = None):
         super().__init__(message)
         self.operand = operand
+        self.attribute = attribute  # the attribute at fault (`axis`), where the caret goes
+        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class Attribute:
     default: Any
     choices: tuple[str, ...] | None = None
     doc: str = ""
+    # What a value must be, as messages say it ("a whole number"), and the test
+    # of it; elaboration refuses a value it fails. None: anything (or a choice).
+    must_be: str | None = None
+    accepts: Callable[[Any], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,8 @@ def minus_labels(probs, t):
 # `.sum(axis=0)`, from one list of axes.
 
 Types = Mapping[str, TensorType]
-Template = Callable[[list[TensorType | None], Types], str]
+# A kernel's template from its arguments: types of names, values of literals, None for the rest.
+Template = Callable[[list[Any], Types], str]
 
 
 @dataclass(frozen=True)
@@ -139,8 +146,9 @@ class Kernel:
     """A function formulas may call: how it reads for people and as code.
 
     Each is a template over the arguments ({0}, {1}), or a function that
-    chooses one for the types of the arguments that are names (None for an
-    expression) and of the op's names; None keeps the call as it is written.
+    chooses one for the types of the arguments that are names (a literal
+    argument's value, None for another expression) and of the op's names;
+    None keeps the call as it is written.
     `function`, if any, is copied into generated modules. Arguments in
     `static` are read for their type only: a rule that names them does not
     read their values.
@@ -151,7 +159,7 @@ class Kernel:
     function: Callable | None = None
     static: tuple[int, ...] = ()
 
-    def template(self, people: bool, args: list[TensorType | None], types: Types) -> str | None:
+    def template(self, people: bool, args: list[Any], types: Types) -> str | None:
         template = self.display if people else self.source
         return template(args, types) if callable(template) else template
 
@@ -225,6 +233,36 @@ def _batch_source(args: list[TensorType | None], types: Types) -> str:
     return "len({0})" if probs.ndim == 2 else "1"  # one sample: a batch of one
 
 
+def _reduced(x: TensorType, axis: int | None) -> tuple[Dim, ...]:
+    return x.shape if axis is None else (x.shape[axis],)
+
+
+def _spread(args: list[Any], types: Types, people: bool) -> str:
+    """spread(g, x[, axis]): a reduction's gradient g copied to every element it
+    reduced, shaped like x; with an axis, g lacks that axis and gets it back first."""
+    x = args[1]
+    assert x is not None
+    g = "{0}"
+    if len(args) > 2 and x.ndim > 1:  # of one axis, g is a scalar and broadcasts as it is
+        axis = args[2] % x.ndim  # a literal axis, from the end if negative
+        g = f"expand_dims({g}, {axis})" if people else f"np.expand_dims({g}, {axis})"
+    return f"broadcast_to({g}, {{1}}.shape)" if people else f"np.broadcast_to({g}, np.shape({{1}})).copy()"
+
+
+def _count(args: list[Any], types: Types, people: bool) -> str:
+    """count(x[, axis]): how many numbers a mean averages; a symbolic dim's size
+    is read at run time (`N` for people, as `batch` shows it)."""
+    x = args[0]
+    assert x is not None
+    axis = args[1] % x.ndim if len(args) > 1 else None  # a literal axis
+    dims = _reduced(x, axis)
+    if all(isinstance(d, int) for d in dims):
+        return str(_product(dims))
+    if people:
+        return " * ".join(str(d) for d in dims)
+    return "np.size({0})" if axis is None else f"np.shape({{0}})[{axis}]"
+
+
 KERNELS: dict[str, Kernel] = {
     # g, shaped like out, summed back to the shape of operand a (undoes broadcasting).
     "sum_to": Kernel(functools.partial(_sum_to, people=True), functools.partial(_sum_to, people=False), static=(1,)),
@@ -236,6 +274,10 @@ KERNELS: dict[str, Kernel] = {
     "tdot": Kernel(functools.partial(_tdot, people=True), functools.partial(_tdot, people=False)),
     # The number of rows of a batch (1 for a single sample).
     "batch": Kernel("N", _batch_source),
+    # A sum's or mean's gradient spread back over x's shape (a fresh array).
+    "spread": Kernel(functools.partial(_spread, people=True), functools.partial(_spread, people=False)),
+    # The number of values a mean averages over: a size, or N read at run time.
+    "count": Kernel(functools.partial(_count, people=True), functools.partial(_count, people=False)),
     "minus_labels": Kernel("{0} - {1}", function=minus_labels),
     "sigmoid": Kernel(function=sigmoid),
     "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
@@ -277,13 +319,21 @@ class _Render(ast.NodeTransformer):
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         kernel = KERNELS.get(node.func.id) if isinstance(node.func, ast.Name) else None
-        arg_types = [self.types.get(a.id) if isinstance(a, ast.Name) else None for a in node.args]
+        arg_types = [self.types.get(a.id) if isinstance(a, ast.Name) else _constant(a) for a in node.args]
         template = kernel.template(self.people, arg_types, self.types) if kernel is not None else None
         if template is None:
             return self.generic_visit(node)
         args = [self.visit(a) for a in node.args]
         text = template.format(*map(_placeholder, range(len(args))))
         return _Substitute(dict(zip(map(_placeholder, range(len(args))), args))).visit(_expression(text))
+
+
+def _constant(node: ast.expr) -> Any:
+    """A literal argument's value (a reduction's axis, `-1` included), for kernel templates; else None."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
 
 
 class _Substitute(ast.NodeTransformer):
@@ -409,10 +459,16 @@ class Op:
     # rows shaped like it or as class indices (its shape without the last dim),
     # never differentiated (graphc.check, shapes, program).
     labels: ClassVar[dict[str, str]] = {}
+    # Operands read as weights: `train --weight-decay` decays the params read
+    # here (affine's W; never a bias).
+    weights: ClassVar[tuple[str, ...]] = ()
     # A loss's scores: the operand whose argmax is the prediction (eval, codegen's predict).
     scores: ClassVar[str | None] = None
     # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
     symbol: ClassVar[str | None] = None
+    # Operands the op is defined on only where positive (log's x) or away from
+    # 0 (div's b): tests and made-up values draw them positive.
+    positive: ClassVar[tuple[str, ...]] = ()
     # Operand shapes for the registry-wide tests, broadcasting included.
     examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]
 
@@ -709,6 +765,7 @@ class Affine(Op):
     # first; the bias is added into the fresh product, not into a third array.
     computes = ("out = flat(x) @ W", "out += b")
     rules = {"x": "unflat(dout @ W.T, x)", "W": "tdot(x, dout)", "b": "sum_to(dout, b)"}
+    weights = ("W",)
     examples = (((4, 3), (3, 5), (5,)), ((2, 3, 2), (6, 4), (4,)), ((3,), (3, 2), (2,)), ((4, 3), (3, 2), (4, 2)))
 
     def infer(self, args, attrs):
@@ -787,6 +844,130 @@ class SoftmaxLoss(Op):
                 1,
             )
         return TensorType(y.type.dtype, ())  # of weak scores (consts without a dtype), weak too
+
+
+@register
+class Sub(_Elementwise2):
+    name = "sub"
+    symbol = "−"
+    computes = ("out = a - b",)
+    rules = {"a": "sum_to(dout, a)", "b": "sum_to(-dout, b)"}
+
+
+@register
+class Div(_Elementwise2):
+    name = "div"
+    symbol = "÷"
+    # np.divide, not `/`: of two weak scalars (Python floats) `/` raises on a
+    # zero divisor, where numpy gives inf or NaN as it does for arrays.
+    computes = ("out = np.divide(a, b)",)
+    # d(a/b)/db = -a/b² = -out/b: the quotient forward kept, as the book's
+    # division node does. A zero in b is the user's, as in numpy.
+    rules = {"a": "sum_to(dout / b, a)", "b": "sum_to(-dout * out / b, b)"}
+    positive = ("b",)
+
+
+@register
+class Tanh(_Elementwise1):
+    name = "tanh"
+    # np.tanh is ±1 for large |x|, never inf/inf, so the rule stays finite.
+    computes = ("out = np.tanh(x)",)
+    rules = {"x": "dout * (1 - out * out)"}
+
+
+@register
+class Exp(_Elementwise1):
+    name = "exp"
+    computes = ("out = np.exp(x)",)
+    rules = {"x": "dout * out"}
+
+
+@register
+class Log(_Elementwise1):
+    name = "log"
+    computes = ("out = np.log(x)",)
+    rules = {"x": "dout / x"}
+    positive = ("x",)
+
+
+@register
+class Square(_Elementwise1):
+    name = "square"
+    computes = ("out = x * x",)
+    rules = {"x": "dout * 2 * x"}
+
+
+def _whole_number(value: Any) -> bool:
+    return type(value) is int  # not 1.0, not a list of axes
+
+
+class _Reduction(Op):
+    """sum and mean, over one axis or (axis absent) all of them."""
+
+    operands = ("x",)
+    attributes = {
+        "axis": Attribute(
+            None,
+            doc="the axis to reduce, negative from the end; absent: every axis",
+            must_be="a whole number",
+            accepts=_whole_number,
+        ),
+        "keepdims": Attribute("false", ("false", "true"), "keep each reduced axis as a dim of 1"),
+    }
+    examples = (((3, 4),), ((5,),), ((2, 3, 2),), ((),))
+
+    def infer(self, args, attrs):
+        (x,) = args
+        dtype = _result_dtype(self.name, args, "a float operand")
+        axis = attrs["axis"]
+        if axis is not None and not -x.type.ndim <= axis < x.type.ndim:
+            n = x.type.ndim
+            hint = (
+                f"`{x.name}` is a scalar: leave `axis` out"
+                if n == 0
+                else f"`{x.name}` has {n} ax{'is' if n == 1 else 'es'}: 0 to {n - 1}, or -{n} to -1 from the end"
+            )
+            raise ShapeError(f"axis {axis} is out of range for {_describe(x)}", 0, "axis", hint)
+        reduced = range(x.type.ndim) if axis is None else (axis % x.type.ndim,)
+        if attrs["keepdims"] == "true":
+            shape = tuple(1 if i in reduced else d for i, d in enumerate(x.type.shape))
+        else:
+            shape = tuple(d for i, d in enumerate(x.type.shape) if i not in reduced)
+        return TensorType(dtype, shape)
+
+    def forward_formulas(self, attrs):
+        axis = "" if attrs["axis"] is None else f", axis={attrs['axis']}"
+        keep = ", keepdims=True" if attrs["keepdims"] == "true" else ""
+        return (f"out = np.{self.name}(x{axis}{keep})",)
+
+    def spread(self, attrs: Mapping[str, Any]) -> str:
+        """dout back over x's shape: kept dims of 1 broadcast as they are; a dropped axis comes back first."""
+        if attrs["axis"] is None or attrs["keepdims"] == "true":
+            return "spread(dout, x)"
+        return f"spread(dout, x, {attrs['axis']})"
+
+
+@register
+class Sum(_Reduction):
+    name = "sum"
+    computes = ("out = np.sum(x)",)
+    # Each summed element moves the sum one for one: it gets dout, unchanged.
+    rules = {"x": "spread(dout, x)"}
+
+    def rule_formula(self, operand, attrs):
+        return self.spread(attrs)
+
+
+@register
+class Mean(_Reduction):
+    name = "mean"
+    computes = ("out = np.mean(x)",)
+    # As sum's, divided by how many were averaged (N, when that is the batch).
+    rules = {"x": "spread(dout / count(x), x)"}
+
+    def rule_formula(self, operand, attrs):
+        count = "count(x)" if attrs["axis"] is None else f"count(x, {attrs['axis']})"
+        return self.spread(attrs).replace("dout", f"dout / {count}")
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

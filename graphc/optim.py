@@ -20,7 +20,7 @@ arrays, `state_dict()`, which a checkpoint stores as is and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -228,6 +228,42 @@ class Adam(Optimizer):
         np.divide(m, scratch, out=scratch)
         scratch *= self._lr_t
         param -= scratch
+
+
+class WeightDecay:
+    """The book's L2 penalty (chapter 6): ½λ Σ‖W‖² over the weights, added to
+    the loss, and its gradient λW, added to each weight's gradient before the
+    optimizer sees it (as the book's MultiLayerNet does, whatever the optimizer).
+
+    Biases are not weights. Like the optimizers, it allocates nothing per step:
+    each weight has one scratch array, holding W² and then its decayed gradient.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], weights: Sequence[str], lam: float):
+        self.lam = float(lam)
+        self.weights = tuple(weights)
+        self._scratch = {name: np.empty_like(params[name]) for name in self.weights}
+
+    def penalty(self, params: Mapping[str, np.ndarray]) -> float:
+        """½λ Σ‖W‖², summed by numpy's pairwise sum (not BLAS), so it is the same everywhere."""
+        total = 0.0
+        for name in self.weights:
+            total += float(np.multiply(params[name], params[name], out=self._scratch[name]).sum())
+        return 0.5 * self.lam * total
+
+    def add_gradient(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], scale: float = 1.0
+    ) -> dict[str, np.ndarray]:
+        """grads with scale·λW added to each weight's; scale is what backward was
+        seeded with (the lr, for optimizers that take lr-scaled gradients).
+        The gradients given are not written into."""
+        decayed = dict(grads)
+        for name in self.weights:
+            if name in grads:
+                grad = np.multiply(params[name], scale * self.lam, out=self._scratch[name])
+                grad += grads[name]
+                decayed[name] = grad
+        return decayed
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, Momentum, AdaGrad, Adam)}

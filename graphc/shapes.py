@@ -60,7 +60,8 @@ def infer_shapes(checked: CheckedGraph) -> dict[str, TensorType]:
             types[name] = decl.op.infer(operands, decl.attrs)
         except ShapeError as err:
             span = decl.arg_spans[err.operand] if err.operand is not None else decl.call_span
-            errors.append(Diagnostic(str(err), span, _hint(checked, decl, err)))
+            span = decl.attr_spans.get(err.attribute or "", span)  # an attribute at fault, where written
+            errors.append(Diagnostic(str(err), span, err.hint or _hint(checked, decl, err)))
     if not errors:
         errors = _weak_dtypes(checked, types)
     if not errors:

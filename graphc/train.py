@@ -41,7 +41,7 @@ from graphc.checkpoint import Checkpoint, EpochRecord, apply_weights, save_check
 from graphc.data import PIXEL_MAX, load_mnist
 from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
-from graphc.optim import OPTIMIZERS, Optimizer, make_optimizer
+from graphc.optim import OPTIMIZERS, Optimizer, WeightDecay, make_optimizer
 from graphc.program import Program
 
 DATASETS = ("mnist",)
@@ -349,6 +349,8 @@ class TrainOptions:
     # little faster (bench/train_mnist.py). "auto" takes it wherever a module
     # can be generated (one float dtype), else the interpreter.
     engine: str = "auto"
+    # λ of the book's L2 penalty ½λΣ‖W‖² over the weights (see decayed_weights); 0: none.
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.iters < 1:
@@ -359,6 +361,8 @@ class TrainOptions:
             make_optimizer(self.optimizer, {})  # raises, with a hint
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise GraphcError(f"learning rate must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise GraphcError(f"weight decay must be a number at least 0, got {self.weight_decay}")
         if self.engine not in ENGINES:
             raise GraphcError(
                 f"unknown engine `{self.engine}`",
@@ -408,6 +412,26 @@ class Diverged(GraphcError):
 # --- the loop --------------------------------------------------------------------------
 
 
+def decayed_weights(program: Program) -> tuple[str, ...]:
+    """The params weight decay applies to: those an op reads as a weight (affine's
+    W, see Op.weights), in the order the graph declares them; biases are not."""
+    read = {node.args[node.op.operands.index(operand)] for node in program.ir.nodes() for operand in node.op.weights}
+    return tuple(name for name in program.param_names if name in read)
+
+
+def _weight_decay(program: Program, lam: float) -> WeightDecay | None:
+    if lam == 0:
+        return None
+    weights = decayed_weights(program)
+    if not weights:
+        raise GraphcError(
+            f"weight decay needs weights to decay: graph `{program.name}` reads no param as the W of an `affine`",
+            program.ir.span,
+            "train without --weight-decay",
+        )
+    return WeightDecay(program.params, weights, lam)
+
+
 class Trainer:
     def __init__(
         self,
@@ -429,6 +453,7 @@ class Trainer:
         self.iters_per_epoch = epoch_iters(data.train_size, options.batch)
         self.epochs = math.ceil(options.iters / self.iters_per_epoch)
         self.optimizer: Optimizer = make_optimizer(options.optimizer, program.params, options.lr)
+        self.decay = _weight_decay(program, options.weight_decay)
         self.rng = np.random.default_rng(options.seed)
         self.iteration = 0
         self.history: list[EpochRecord] = []
@@ -496,6 +521,7 @@ class Trainer:
             seconds=self.seconds_before + self._elapsed(),
             epoch_loss=self.epoch_loss,
             epoch_count=self.epoch_count,
+            weight_decay=self.options.weight_decay,
         )
         self.saved_at = self.iteration
 
@@ -563,6 +589,7 @@ class Trainer:
         loss_and_grads = self._training_step(feeds, dout)
         step = optimizer.step
         params = program.params
+        decay = self.decay
         rows_of = self.draws.indices
         take = np.take
         gather_images = data.image_gatherer(x_batch)
@@ -590,6 +617,9 @@ class Trainer:
                         dout[()] = optimizer.lr  # a callback may have changed it
                     loss, grads = loss_and_grads()
                     value = float(loss)
+                    if decay is not None:  # the penalty is part of the loss reported
+                        value += decay.penalty(params)
+                        grads = decay.add_gradient(params, grads, float(dout) if lr_scaled else 1.0)
                     if not isfinite(value):
                         self._diverged(value, feeds, grads, checkpoint)
                     step(params, grads, lr_scaled=lr_scaled)
@@ -818,6 +848,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "check_loss",
+    "decayed_weights",
     "epoch_iters",
     "find_roles",
     "first_nonfinite",

@@ -131,8 +131,11 @@ def _op_cases():
 
 def _random_feeds(op_name: str, shapes, rng) -> dict[str, np.ndarray]:
     feeds = {}
+    op = REGISTRY[op_name]
     for i, shape in enumerate(shapes):
         feeds[f"in{i}"] = rng.standard_normal(shape)
+        if op.operands[i] in op.positive:
+            feeds[f"in{i}"] = np.abs(feeds[f"in{i}"]) + 0.5  # log(x), 1/b: defined, not NaN
     if op_name == "softmax_loss":
         y_shape, t_shape = shapes
         if t_shape == y_shape:  # one-hot rows

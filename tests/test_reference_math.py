@@ -108,6 +108,41 @@ def ref_softmax_loss(attrs, y, t):
     return loss / len(rows) if attrs["reduction"] == "mean" else loss
 
 
+def ref_sub(attrs, a, b):
+    return a - b
+
+
+def ref_div(attrs, a, b):
+    return a / b
+
+
+def ref_tanh(attrs, x):
+    return np.vectorize(lambda v: CONTEXT.divide(CONTEXT.exp(2 * v) - 1, CONTEXT.exp(2 * v) + 1), otypes=[object])(x)
+
+
+def ref_exp(attrs, x):
+    return dexp(x)
+
+
+def ref_log(attrs, x):
+    return dlog(x)
+
+
+def ref_square(attrs, x):
+    return x * x
+
+
+def ref_sum(attrs, x):
+    """Over object arrays np.sum adds Decimals, in 60 digits."""
+    return np.sum(x, axis=attrs["axis"], keepdims=attrs["keepdims"] == "true")
+
+
+def ref_mean(attrs, x):
+    x = np.asarray(x, dtype=object)
+    count = x.size if attrs["axis"] is None else x.shape[attrs["axis"]]
+    return ref_sum(attrs, x) / Decimal(count)
+
+
 def one_hot(t: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Labels as rows shaped like the scores: one-hot rows as they are, class indices made one-hot."""
     t = np.asarray(t)
@@ -128,6 +163,14 @@ REFERENCES = {
     "sigmoid": ref_sigmoid,
     "affine": ref_affine,
     "softmax_loss": ref_softmax_loss,
+    "sub": ref_sub,
+    "div": ref_div,
+    "tanh": ref_tanh,
+    "exp": ref_exp,
+    "log": ref_log,
+    "square": ref_square,
+    "sum": ref_sum,
+    "mean": ref_mean,
 }
 
 
@@ -187,7 +230,8 @@ def operand_values(op: Op, shapes, rng: np.random.Generator, scale: float = 1.0)
     values = []
     for i, shape in enumerate(shapes):
         if op.differentiable(i):
-            values.append(rng.standard_normal(shape) * scale)
+            value = rng.standard_normal(shape) * scale
+            values.append(np.abs(value) + 0.5 if op.operands[i] in op.positive else value)  # log, 1/b
         else:  # labels, for the operand they label
             scores = tuple(shapes[op.label_positions()[i]])
             classes = scores[-1]
@@ -207,6 +251,7 @@ def cases():
 # Forward: mul, add and relu round once (correctly, so exactly the reference
 # rounded); the others within a few ulps of the reference.
 FORWARD_RTOL = {"mul": 0.0, "add": 0.0, "relu": 0.0, "sigmoid": 4e-16, "affine": 1e-15, "softmax_loss": 1e-15}
+FORWARD_RTOL.update(sub=0.0, div=0.0, square=0.0, tanh=4e-16, exp=4e-16, log=4e-16, sum=1e-15, mean=1e-15)
 
 
 def test_every_op_has_a_reference():
@@ -257,7 +302,7 @@ def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.nd
     text = op.rule(i, names, attrs, types)
     scope: dict[str, Any] = dict(zip(op.operands, values))
     scope.update(out=out, dout=dout, sum=np.sum, outer=np.outer, softmax=reference_softmax)
-    scope.update(flat=lambda v: v.reshape(len(v), -1))
+    scope.update(flat=lambda v: v.reshape(len(v), -1), broadcast_to=np.broadcast_to, expand_dims=np.expand_dims)
     scope.update(zip(op.saves, saved))  # the op's own tensors (relu's mask) as forward kept them
     for position, scored in op.label_positions().items():
         scores = values[scored]

@@ -77,6 +77,17 @@ def _rate(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    hint = "e.g. `--weight-decay 1e-4`, or 0 for none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise GraphcError(f"--weight-decay takes a number, got `{text}`", hint=hint) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise GraphcError(f"--weight-decay must be a number at least 0, got {text}", hint=hint)
+    return value
+
+
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--data and --data-dir, as train and eval take them."""
     parser.add_argument(
@@ -118,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_rate,
         metavar="LR",
         help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001; on --resume, the checkpoint's)",
+    )
+    loop.add_argument(
+        "--weight-decay",
+        type=_decay,
+        metavar="LAMBDA",
+        help="add the L2 penalty LAMBDA/2 * sum of W² over the weights (each affine's W, not biases) to the loss, "
+        "and LAMBDA * W to their gradients (default 0; on --resume, the checkpoint's)",
     )
     add_seed_argument(loop, default=None, what="param initializers and the minibatch draws")
     add_dtype_argument(
@@ -207,7 +225,12 @@ def _options(args: argparse.Namespace, meta: CheckpointMeta | None, train_size: 
         lr = meta.lr
     batch = args.batch or (meta.batch if meta else None) or DEFAULT_BATCH
     iters = args.epochs * epoch_iters(train_size, batch) if args.epochs is not None else args.iters or DEFAULT_ITERS
-    return TrainOptions(iters=iters, batch=batch, optimizer=optimizer, lr=lr, seed=seed, engine=args.engine)
+    decay = args.weight_decay
+    if decay is None:
+        decay = meta.weight_decay if meta is not None else 0.0
+    return TrainOptions(
+        iters=iters, batch=batch, optimizer=optimizer, lr=lr, seed=seed, engine=args.engine, weight_decay=decay
+    )
 
 
 @dataclass(frozen=True)
@@ -255,6 +278,7 @@ def _print_start(session: _Session, args: argparse.Namespace) -> None:
     print(
         f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
         f"{dtype_text}, {options.optimizer} lr {trainer.optimizer.lr:g}, batch {options.batch}, seed {options.seed}"
+        + (f", weight decay {options.weight_decay:g}" if options.weight_decay else "")
     )
     start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
     epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
@@ -382,6 +406,7 @@ def _summary(session: _Session, outcome: _Outcome) -> dict[str, Any]:
         "dtype": "/".join(float_dtype_names(program)),
         "optimizer": options.optimizer,
         "lr": trainer.optimizer.lr,
+        "weight_decay": options.weight_decay,
         "batch": options.batch,
         "seed": options.seed,
         "engine": trainer.engine,
