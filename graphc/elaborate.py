@@ -517,6 +517,9 @@ class _GraphBuilder:
                     did_you_mean(str(attr.value.value), spec.choices),
                 )
                 ok = False
+            elif spec.problem is not None and (problem := spec.problem(attr.value.value)) is not None:
+                self.error(f"`{key}` of `{op.name}` {problem}", attr.value.span, spec.hint)
+                ok = False
             else:
                 attrs[key] = attr.value.value
         return ok
