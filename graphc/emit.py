@@ -17,12 +17,15 @@ def _columns(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 def plan_text(plan: Plan) -> str:
     lines = [f"graph {plan.graph}", ""]
-    lines.append(f"forward ({_steps(len(plan.forward))})")
+    # The mode, where it changes what a step does (dropout, batchnorm).
+    modal = any(s.op.eval_computes is not None or s.state for s in plan.forward)
+    lines.append(f"forward ({_steps(len(plan.forward))}{f', {plan.mode} mode' if modal else ''})")
     rows: list[tuple[str, ...]] = []
     for i, step in enumerate(plan.forward, 1):
         saves = f"saves {', '.join(step.saves)}" if step.saves else ""
         frees = f"frees {', '.join(step.frees)}" if step.frees else ""
-        rows.append((f"{i}", step.text(), str(plan.types[step.out]), saves, frees))
+        updates = f"updates {', '.join(step.state)}" if step.state and plan.mode == "train" else ""
+        rows.append((f"{i}", step.text(), str(plan.types[step.out]), saves, frees, updates))
     lines += _columns(rows)
     if plan.seed is None:
         return "\n".join(lines) + "\n"

@@ -158,6 +158,7 @@ class Program:
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
         self._tape: list | None = None
+        self._draws: dict | None = None
         self._lean: dict[tuple, Interpreter] = {}
         self._sizes_checked: set[tuple] = set()  # dim sizes check_sizes has found within the limits
 
@@ -368,6 +369,7 @@ class Program:
     def forward(self, /, **feeds: Any) -> dict[str, np.ndarray]:
         """Run forward; returns the outputs. Missing inputs take their defaults."""
         env = self._environment(feeds)
+        self._draws = self.rng.bit_generator.state  # what this forward draws from, for replay()
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
             self._tape = self._interpreter.forward(env)
         self._check_computed_labels(env)
@@ -376,6 +378,14 @@ class Program:
         self.values = env
         self.gradients = {}
         return {name: env[name] for name in self.outputs}
+
+    def replay(self) -> dict[str, Any]:
+        """What running the last forward again needs besides its values: copies of
+        the state, and a generator that draws the masks that forward drew."""
+        assert self._draws is not None, "replay() needs a forward() first"
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self._draws
+        return {**{name: value.copy() for name, value in self.state.items()}, RNG: rng}
 
     def _check_computed_labels(self, env: dict[str, Any]) -> None:
         """One-hot labels computed by an op are checked once computed, as fed ones are when fed."""

@@ -18,6 +18,7 @@ from graphc.errors import Diagnostic, GraphcError, Source, Span
 from graphc.figures import rounding_error, stable_number
 from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
 from graphc.ir import DTYPE_CHOICES
+from graphc.ops import MODES
 from graphc.program import Program
 
 # --- arguments ---------------------------------------------------------------
@@ -108,6 +109,16 @@ def add_dtype_argument(
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help=help)
 
 
+def add_mode_argument(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="train",
+        help="train (default): dropout drops and batchnorm uses the batch's statistics, updating its running ones; "
+        "eval: as when predicting",
+    )
+
+
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -141,7 +152,7 @@ def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
 def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
     """The selected graph as a Program, with --weights, --set and --input applied; returns (program, feeds)."""
     compiled = select_graph(load_graphs(args), args)
-    program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0))
+    program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0), mode=getattr(args, "mode", "train"))
     if getattr(args, "weights", None):
         from graphc.checkpoint import load_weights
 

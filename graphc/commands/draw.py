@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphc.commands.common import add_feed_arguments, add_file_arguments, load_graphs, load_program, select_graph
+from graphc.commands.common import (
+    add_feed_arguments,
+    add_file_arguments,
+    add_mode_argument,
+    load_graphs,
+    load_program,
+    select_graph,
+)
 from graphc.errors import ExitCode
 from graphc.plan import make_plan
 
@@ -41,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="draw the graph (default) or its backward plan",
     )
     add_feed_arguments(parser)
+    add_mode_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         graph = select_graph(load_graphs(args), args)
         if args.plan == "backward":
-            diagram = backward_diagram(make_plan(graph.checked, graph.types))
+            diagram = backward_diagram(make_plan(graph.checked, graph.types, mode=args.mode))
         else:
             diagram = graph_diagram(graph)
     if args.output == "-":
