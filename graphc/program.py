@@ -11,7 +11,7 @@ plans through the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,7 @@ class Program:
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
         self._tape: list | None = None
-        self._draws: dict | None = None
+        self._draws: Mapping[str, Any] | None = None
         self._lean: dict[tuple, Interpreter] = {}
         self._sizes_checked: set[tuple] = set()  # dim sizes check_sizes has found within the limits
 
