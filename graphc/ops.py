@@ -491,20 +491,30 @@ class Op:
     def infer(self, args: Sequence[Operand], attrs: dict[str, Any]) -> TensorType:
         raise NotImplementedError
 
-    # --- the formulas for given attributes and mode (ops with attributes override) ---
+    # --- the formulas for given attributes (ops with attributes may override) ---
 
-    def forward_formulas(self, attrs: Mapping[str, Any], mode: str = "train") -> tuple[str, ...]:
-        formulas = self.eval_computes if mode == "eval" and self.eval_computes is not None else self.computes
-        return _bind(formulas, attrs)
+    def forward_formulas(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        return _bind(self.computes, attrs)
+
+    def rule_formula(self, operand: str, attrs: Mapping[str, Any]) -> str:
+        return _bind((self.rules[operand],), attrs)[0]
+
+    # --- ... and mode: the eval_* formulas where an op has them ---
+
+    def forward_in(self, mode: str, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        if mode == "eval" and self.eval_computes is not None:
+            return _bind(self.eval_computes, attrs)
+        return self.forward_formulas(attrs)
+
+    def rule_in(self, mode: str, operand: str, attrs: Mapping[str, Any]) -> str:
+        if mode == "eval" and self.eval_rules is not None:
+            return _bind((self.eval_rules[operand],), attrs)[0]
+        return self.rule_formula(operand, attrs)
 
     def own_formula(self, item: str, attrs: Mapping[str, Any], mode: str = "train") -> str | None:
         """How forward computes an own tensor; None when a forward statement makes it (or nothing, in this mode)."""
         formula = self.eval_own.get(item, self.own[item].computes) if mode == "eval" else self.own[item].computes
         return _bind((formula,), attrs)[0] if formula is not None else None
-
-    def rule_formula(self, operand: str, attrs: Mapping[str, Any], mode: str = "train") -> str:
-        rules = self.eval_rules if mode == "eval" and self.eval_rules is not None else self.rules
-        return _bind((rules[operand],), attrs)[0]
 
     def update_formulas(self, attrs: Mapping[str, Any], mode: str = "train") -> tuple[str, ...]:
         """A training forward's in-place updates of the op's state; none in eval mode."""
@@ -519,7 +529,7 @@ class Op:
 
     def reads(self, operand: int, attrs: Mapping[str, Any], mode: str = "train") -> tuple[str, ...]:
         """What the operand's rule reads from the forward pass: operands, "out", own tensors."""
-        formula = self.rule_formula(self.operands[operand], attrs, mode)
+        formula = self.rule_in(mode, self.operands[operand], attrs)
         key = (self.name, formula)
         if key not in _READS:  # plans ask for every node
             _READS[key] = _names_read(formula, set(self.operands) | set(self.own) | {"out"})
@@ -572,9 +582,9 @@ class Op:
 
     def helpers(self, attrs: Mapping[str, Any], mode: str = "train") -> list[Callable]:
         """The numpy kernels its formulas call, for the generated module to copy."""
-        formulas = list(self.forward_formulas(attrs, mode)) + list(self.update_formulas(attrs, mode))
+        formulas = list(self.forward_in(mode, attrs)) + list(self.update_formulas(attrs, mode))
         formulas += [f for item in self.own if (f := self.own_formula(item, attrs, mode))]
-        formulas += [self.rule_formula(o, attrs, mode) for o in self.rules]
+        formulas += [self.rule_in(mode, o, attrs) for o in self.rules]
         return list(dict.fromkeys(f for formula in formulas for f in _kernels_called(formula)))
 
     # --- rendering ------------------------------------------------------------------
@@ -583,13 +593,13 @@ class Op:
         self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, mode: str = "train"
     ) -> str:
         """The local rule for the operand's gradient as people read it, names substituted."""
-        return _template(self, self.rule_formula(self.operands[operand], attrs, mode), types, True).format_map(names)
+        return _template(self, self.rule_in(mode, self.operands[operand], attrs), types, True).format_map(names)
 
     def grad_source(
         self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, mode: str = "train"
     ) -> str:
         """The operand's gradient as numpy source, already summed to its shape."""
-        return _template(self, self.rule_formula(self.operands[operand], attrs, mode), types, False).format_map(names)
+        return _template(self, self.rule_in(mode, self.operands[operand], attrs), types, False).format_map(names)
 
     def _own_needed(self, formulas: Sequence[str], attrs: Mapping[str, Any], mode: str) -> set[str]:
         """The own tensors these formulas read, and those the formulas of those read (dropout's mask)."""
@@ -612,7 +622,7 @@ class Op:
         A result of weak scalars only (`mul(2, 3)`, dtype None) is made a
         Python float, weak like them, so that it adapts to what reads it.
         """
-        forward = self.forward_formulas(attrs, mode)
+        forward = self.forward_in(mode, attrs)
         updates = self.update_formulas(attrs, mode)
         needed = self._own_needed((*forward, *updates), attrs, mode)
         lines = []
@@ -875,12 +885,12 @@ class SoftmaxLoss(Op):
     rules = {"y": "dout * minus_labels(probs, t) / batch(probs)"}
     examples = (((4, 3), (4, 3)), ((5,), (5,)), ((4, 3), (4,)))
 
-    def forward_formulas(self, attrs, mode="train"):
+    def forward_formulas(self, attrs):
         if attrs["reduction"] == "sum":
             return ("out, probs = softmax_cross_entropy(y, t, mean=False)",)
         return self.computes
 
-    def rule_formula(self, operand, attrs, mode="train"):
+    def rule_formula(self, operand, attrs):
         if attrs["reduction"] == "sum":
             return "dout * minus_labels(probs, t)"
         return self.rules[operand]
