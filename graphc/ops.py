@@ -86,14 +86,14 @@ class Own:
     display: str | None = None  # how rules show it, as a formula; None: by its plan name (relu1.mask)
 
 
-def _number_in(low: float, high: float) -> Callable[[Any], str | None]:
-    """An attribute's check: a number in [low, high)."""
+def _number_in(low: float, high: float, *, above: bool = False) -> Callable[[Any], str | None]:
+    """An attribute's check: a number in [low, high), or in (low, high) if `above`."""
 
     def problem(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a number, got `{value}`"
-        if not low <= value < high:
-            return f"must be in [{low:g}, {high:g}), got {value}"
+        if not (low < value if above else low <= value) or not value < high:
+            return f"must be in {'(' if above else '['}{low:g}, {high:g}), got {value}"
         return None
 
     return problem
@@ -168,6 +168,13 @@ def minus_labels(probs, t):
 # Shape kernels depend on the operand types, which both audiences know: the
 # sums that undo broadcasting are shown as `sum(..., axis=0)` and written as
 # `.sum(axis=0)`, from one list of axes.
+#
+# An op's numeric attributes are written into its formulas as numbers
+# (`ratio` -> 0.5). Ops that behave differently while predicting have
+# eval_* formulas for mode "eval"; ops with state (batchnorm's running mean)
+# name it in their formulas and update it in place, `running_mean[...] = ...`,
+# in mode "train" only; ops that draw random numbers call `rng`, the run's
+# numpy Generator. State and `rng` are forward's arguments after the operands.
 
 Types = Mapping[str, TensorType]
 Template = Callable[[list[TensorType | None], Types], str]
@@ -962,7 +969,7 @@ class BatchNorm(Op):
         "eps": Attribute(
             1e-7,
             doc="added to the variance before its square root",
-            problem=_number_in(1e-300, 1),
+            problem=_number_in(0, 1, above=True),
             hint="a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`",
         ),
     }

@@ -407,3 +407,20 @@ def test_an_unknown_mode_is_an_error():
     with pytest.raises(GraphcError) as info:
         graphc.compile_source(DROP, "d.graph", mode="test")
     assert info.value.render() == "graphc: error: unknown mode `test`\nhint: modes: train, eval"
+
+
+def test_an_eps_of_zero_is_an_error():
+    assert error("""
+        graph g {
+            input x: [N, 3]
+            param g: [3] = ones
+            param b: [3] = zeros
+            y = batchnorm(x, g, b, eps=0)
+            output y
+        }
+    """) == (
+        "m.graph:5:32: error: `eps` of `batchnorm` must be in (0, 1), got 0\n"
+        " 5 |     y = batchnorm(x, g, b, eps=0)\n"
+        "   |                                ^\n"
+        "hint: a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`"
+    )
