@@ -92,7 +92,9 @@ def check_batch_size(graph: CompiledGraph, batch: int, what: str, where: str | N
 
 
 def add_seed_argument(
-    parser: argparse._ActionsContainer, default: int | None = 0, what: str = "param initializers and made-up inputs"
+    parser: argparse._ActionsContainer,
+    default: int | None = 0,
+    what: str = "param initializers, made-up inputs and dropout's masks",
 ) -> None:
     parser.add_argument(
         "--seed",

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which gradients backward computes: `params` (default; the inputs if there are none), "
         "`inputs`, `all`, or names, comma-separated",
     )
-    add_seed_argument(parser, what="params and made-up inputs")
+    add_seed_argument(parser, what="params, made-up inputs and dropout's masks")
     add_mode_argument(parser)
     parser.add_argument("--no-codegen", action="store_true", help="do not time the generated module as well")
     add_json_argument(parser)

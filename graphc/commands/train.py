@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LR",
         help="learning rate (default: sgd 0.1, momentum 0.01, adagrad 0.01, adam 0.001; on --resume, the checkpoint's)",
     )
-    add_seed_argument(loop, default=None, what="param initializers and the minibatch draws")
+    add_seed_argument(loop, default=None, what="param initializers, the minibatch draws and dropout's masks")
     add_dtype_argument(
         loop, help="compute in this dtype (default: as the graph declares; on --resume, the checkpoint's)"
     )
