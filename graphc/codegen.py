@@ -317,7 +317,8 @@ class _Writer:
         """forward's and scores' first lines: defaults for state and generator, and the state each step reads."""
         lines = []
         if any(step.state for step in plan.forward):
-            lines.append("    state = init_state() if state is None else state  # updated in place")
+            updated = "  # updated in place" if plan.mode == "train" else ""
+            lines.append(f"    state = init_state() if state is None else state{updated}")
         if self.draws(plan):
             # By default, the generator graphc.compile_file(..., seed=0) draws from.
             lines.append(
@@ -348,6 +349,7 @@ class _Writer:
     def header(self) -> str:
         plan, ir = self.plan, self.ir
         inputs = "".join(f", {self.names[n]}=..." for n in plan.inputs)
+        extra = "".join(f", {p}={p}" for p in self.extra_parameters(plan))
         lines = [
             f'"""{ir.name}: the graph as plain numpy, forward and backward.',
             "",
@@ -356,12 +358,16 @@ class _Writer:
             "this module again rather than editing it.",
             "",
             "    params = init_params(seed=0)",
-            f"    outputs, saved = forward(params{inputs})",
+            *self.header_extras(),
+            f"    outputs, saved = forward(params{inputs}{extra})",
             "    grads = backward(params, saved)   # d " + self.seed + " / d each value below",
-            f"    loss, grads = loss_and_grads(params{inputs})",
+            f"    loss, grads = loss_and_grads(params{inputs}{extra})",
             "",
         ]
         lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
+        if any(step.op.eval_computes is not None or step.state for step in plan.forward):
+            predicts = "; scores() and predict() predict, in eval mode" if self.inference is not None else ""
+            lines.append(f"forward and backward run in {plan.mode} mode{predicts}.")
         if plan.params:
             lines += ["", "Params:"]
             lines += _table([(self.names[n], str(self.types[n]), self._param(n).init.describe()) for n in plan.params])
@@ -389,6 +395,16 @@ class _Writer:
         lines.append(textwrap.fill("Gradients: " + (", ".join(got) if got else "none") + ".", 79))
         lines.append('"""')
         return "\n".join(lines) + "\n"
+
+    def header_extras(self) -> list[str]:
+        """The usage lines that make the state and generator forward takes, if it takes them."""
+        lines = []
+        if any(step.state for step in self.plan.forward):
+            note = "updated by every forward" if self.plan.mode == "train" else "read, as training left them"
+            lines.append(f"    state = init_state()            # running statistics, {note}")
+        if self.draws(self.plan):
+            lines.append("    rng = np.random.default_rng(0)  # dropout's masks are drawn from it")
+        return lines
 
     def _gets_gradient(self, name: str) -> bool:
         return name in self.plan.disconnected or self._written(name)

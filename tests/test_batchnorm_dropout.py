@@ -275,6 +275,7 @@ def test_generated_module_computes_what_the_interpreter_does(mode):
         for name in state:
             np.testing.assert_array_equal(state[name], program.state[name], strict=True)
     assert ("rng=None" in model.source) == (mode == "train")  # eval mode draws nothing
+    assert f"forward and backward run in {mode} mode; scores() and predict() predict, in eval mode." in model.source
     # Predictions are made in eval mode by both.
     scores = model.module.scores(program.params, x=feeds["x"], state=state)
     np.testing.assert_array_equal(scores, program.evaluate(("y",), {"x": feeds["x"]})["y"], strict=True)
