@@ -283,3 +283,21 @@ def test_diagrams_draw_the_gradients_of_the_masks_the_run_drew():
     np.testing.assert_array_equal(shares[("drop", 0)], p.gradients["bn"], strict=True)
     np.testing.assert_array_equal(shares[("bn", 1)], p.gradients["gamma"], strict=True)
     assert state_of(p) == state  # and leave the running statistics alone
+
+
+def test_plan_json_names_the_mode_and_the_state(capsys, tmp_path):
+    path = tmp_path / "net.graph"
+    path.write_text(NET)
+    for mode in ("train", "eval"):
+        assert main(["compile", str(path), "--emit", "json", "--mode", mode]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["mode"] == mode
+        bn = plan["forward"][0]
+        assert (bn["out"], bn["state"], bn["updates"]) == ("bn", ["bn.running_mean", "bn.running_var"], mode == "train")
+        assert "state" not in plan["forward"][1]
+    plain = tmp_path / "plain.graph"
+    plain.write_text(
+        NET.replace("batchnorm(gamma, beta, momentum=0.8)", "mul(gamma)").replace("dropout(ratio=0.25)", "relu")
+    )
+    assert main(["compile", str(plain), "--emit", "json"]) == 0
+    assert "mode" not in json.loads(capsys.readouterr().out)  # where the mode changes nothing, plans do not say it
