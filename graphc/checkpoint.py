@@ -5,6 +5,7 @@ Layout of the file (a plain numpy .npz; nothing in it is pickled):
     params/W1, params/b1, ...      each param, in the dtype it was trained in
     optimizer/steps                updates the optimizer has done (int64)
     optimizer/v/W1, ...            the optimizer's per-param state, if it has any
+    state/bn1.running_mean, ...    the ops' state (batchnorm's running statistics), if any
     meta                           one JSON string: format, version, graph name,
                                    structure and its SHA-256, iteration, optimizer
                                    and its hyperparameters, batch, seed, dtype, data,
@@ -107,6 +108,8 @@ class CheckpointMeta:
     epoch_count: int = 0
     weight_decay: float = 0.0  # λ of the L2 penalty trained with (train --weight-decay)
     version: int = VERSION
+    # The generator dropout draws its masks from (Program.rng), as JSON text; None for a graph without dropout.
+    dropout_rng_state: str | None = None
 
     @property
     def lr(self) -> float | None:
@@ -123,6 +126,14 @@ class CheckpointMeta:
         rng.bit_generator.state = json.loads(self.rng_state)
         return rng
 
+    def dropout_rng(self) -> np.random.Generator | None:
+        """Dropout's generator in the saved state, if the run had one."""
+        if self.dropout_rng_state is None:
+            return None
+        rng = np.random.default_rng()
+        rng.bit_generator.state = json.loads(self.dropout_rng_state)
+        return rng
+
     def to_json(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "format": FORMAT,
@@ -137,6 +148,8 @@ class CheckpointMeta:
             meta["optimizer"] = {"name": self.optimizer, **dict(self.hyperparams)}
         if self.rng_state is not None:
             meta["rng"] = json.loads(self.rng_state)
+        if self.dropout_rng_state is not None:
+            meta["dropout_rng"] = json.loads(self.dropout_rng_state)
         meta["history"] = [r.as_dict() for r in self.history]
         for key in ("data", "batch", "seed", "iters"):
             if getattr(self, key) is not None:
@@ -154,6 +167,7 @@ class Checkpoint:
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
     meta: CheckpointMeta | None = None
     path: str = "<memory>"
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # the ops' (bn1.running_mean), not the optimizer's
 
     @property
     def iteration(self) -> int:
@@ -236,6 +250,7 @@ def save_checkpoint(
     iteration: int = 0,
     optimizer: Optimizer | None = None,
     rng: np.random.Generator | None = None,
+    dropout_rng: np.random.Generator | None = None,
     history: tuple[EpochRecord, ...] | list[EpochRecord] = (),
     data: str | None = None,
     batch: int | None = None,
@@ -257,6 +272,7 @@ def save_checkpoint(
         optimizer=optimizer.name if optimizer is not None else None,
         hyperparams=tuple(optimizer.hyperparams().items()) if optimizer is not None else (),
         rng_state=json.dumps(rng.bit_generator.state) if rng is not None else None,
+        dropout_rng_state=json.dumps(dropout_rng.bit_generator.state) if dropout_rng is not None else None,
         history=tuple(history),
         data=data,
         batch=batch,
@@ -270,6 +286,7 @@ def save_checkpoint(
     arrays: dict[str, Any] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
         arrays.update({f"optimizer/{key}": value for key, value in optimizer.state_dict().items()})
+    arrays.update({f"state/{name}": value for name, value in program.state.items()})
     arrays["meta"] = np.array(json.dumps(meta.to_json(), sort_keys=True))
     try:
         with atomic_open(path) as handle:
@@ -286,13 +303,14 @@ def checkpoint_bytes(program: Program, optimizer: str | None = None, epochs: int
     (--iters 1e18) must not have its probe fill the disk.
     """
     params = sum(program.params[name].nbytes for name in program.param_names)
+    state = sum(value.nbytes for value in program.state.values())
     slots = len(OPTIMIZERS[optimizer].slots) if optimizer is not None else 0
-    entries = len(program.param_names) * (1 + slots) + 2  # and optimizer/steps, meta
+    entries = len(program.param_names) * (1 + slots) + len(program.state) + 2  # and optimizer/steps, meta
     # meta is numpy text, 4 bytes a character: the structure lines, a record per
     # epoch (about 160 characters) and the other fields (far under 2,000).
     meta = sum(len(line) + 4 for line in structure(program)) + 200 * min(epochs, 1000) + 2000
     # Each entry: an .npy header (128 bytes) and its zip headers and name, twice.
-    return params * (1 + slots) + 8 + entries * 512 + 4 * meta
+    return params * (1 + slots) + state + 8 + entries * 512 + 4 * meta
 
 
 # --- loading ------------------------------------------------------------------------
@@ -469,11 +487,13 @@ def read_checkpoint(path: str | Path, program: Program | None = None) -> Checkpo
     with _open_npz(path) as npz:
         meta = npz.meta()
         headers = {key: npz.header(key) for key in npz.entries if meta is None or key != "meta"}
-        params, state = _sort_entries(headers, meta, where)
+        params, state, op_state = _sort_entries(headers, meta, where)
         if program is not None:
             check_tensors(program, params, where)
             check_structure(program, meta, where)
             _check_state(program, meta, state, where)
+            if meta is not None:
+                check_op_state(program, op_state, where)
         arrays = {key: npz.array(key, header) for key, header in headers.items()}
     if meta is None:
         return Checkpoint(params=arrays, path=where)
@@ -482,24 +502,27 @@ def read_checkpoint(path: str | Path, program: Program | None = None) -> Checkpo
         optimizer_state={key: arrays[f"optimizer/{key}"] for key in state},
         meta=meta,
         path=where,
+        state={name: arrays[f"state/{name}"] for name in op_state},
     )
 
 
 def _sort_entries(
     headers: dict[str, ArrayHeader], meta: CheckpointMeta | None, where: str
-) -> tuple[dict[str, ArrayHeader], dict[str, ArrayHeader]]:
-    """(params, optimizer state) by name; a plain .npz holds params only."""
+) -> tuple[dict[str, ArrayHeader], dict[str, ArrayHeader], dict[str, ArrayHeader]]:
+    """(params, optimizer state, the ops' state) by name; a plain .npz holds params only."""
     if meta is None:
-        return headers, {}
-    params, state = {}, {}
+        return headers, {}, {}
+    params, state, op_state = {}, {}, {}
     for key, header in headers.items():
         if key.startswith("params/"):
             params[key.removeprefix("params/")] = header
         elif key.startswith("optimizer/"):
             state[key.removeprefix("optimizer/")] = header
+        elif key.startswith("state/"):
+            op_state[key.removeprefix("state/")] = header
         else:
             raise GraphcError(f"corrupt checkpoint: unexpected entry `{_clip(key)}`", where=where)
-    return params, state
+    return params, state, op_state
 
 
 def _check_state(program: Program, meta: CheckpointMeta | None, state: Mapping[str, Any], where: str) -> None:
@@ -621,6 +644,7 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         optimizer=optimizer,
         hyperparams=hyperparams,
         rng_state=_parse_rng(f),
+        dropout_rng_state=_parse_rng(f, "dropout_rng"),
         history=_parse_history(f),
         data=f.text("data"),
         batch=f.whole("batch", 1),
@@ -672,25 +696,25 @@ _PCG64_FIELDS = (
 )
 
 
-def _parse_rng(f: _Fields) -> str | None:
-    """The minibatch generator's state, as JSON text, once numpy has taken it."""
-    state = f.get("rng", False)
+def _parse_rng(f: _Fields, key: str = "rng") -> str | None:
+    """A generator's state (the minibatch generator's, or dropout's), as JSON text, once numpy has taken it."""
+    state = f.get(key, False)
     if state is None:
         return None
     if not isinstance(state, dict) or sorted(state) != ["bit_generator", "has_uint32", "state", "uinteger"]:
-        raise f.wrong("rng", _PCG64_WANT, state)
+        raise f.wrong(key, _PCG64_WANT, state)
     if state["bit_generator"] != "PCG64":
-        raise f.wrong("rng", _PCG64_WANT, state)
+        raise f.wrong(key, _PCG64_WANT, state)
     if not isinstance(state["state"], dict) or sorted(state["state"]) != ["inc", "state"]:
-        raise f.wrong("rng.state", "a PCG64 generator's state and increment", state["state"])
+        raise f.wrong(f"{key}.state", "a PCG64 generator's state and increment", state["state"])
     for name, bound, want in _PCG64_FIELDS:
         value = state["state"][name[6:]] if name.startswith("state.") else state[name]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < bound:
-            raise f.wrong(f"rng.{name}", want, value)
+            raise f.wrong(f"{key}.{name}", want, value)
     try:
         np.random.default_rng().bit_generator.state = state
     except (TypeError, ValueError, KeyError, OverflowError):  # numpy's own checks, should it have more
-        raise f.wrong("rng", _PCG64_WANT, state) from None
+        raise f.wrong(key, _PCG64_WANT, state) from None
     return json.dumps(state)
 
 
@@ -773,6 +797,28 @@ def check_tensors(program: Program, held: Mapping[str, _Shaped], where: str) -> 
             )
 
 
+def check_op_state(program: Program, held: Mapping[str, _Shaped], where: str) -> None:
+    """Raise a GraphcError naming the first tensor of the ops' state (running
+    statistics) that is missing, of the wrong shape, or not the program's."""
+    for name, t in program.state_types.items():
+        if name not in held:
+            raise GraphcError(
+                f"no tensor for state `{name}` of graph `{program.name}`",
+                where=where,
+                hint="the checkpoint was saved without the running statistics this graph keeps",
+            )
+        array = held[name]
+        if array.dtype.kind != "f" or tuple(array.shape) != program.state[name].shape:
+            raise GraphcError(
+                f"state `{name}` is {array.dtype}{list(array.shape)}, but graph `{program.name}` keeps "
+                f"{t.dtype}{list(program.state[name].shape)}",
+                where=where,
+            )
+    for name in held:
+        if name not in program.state_types:
+            raise GraphcError(f"corrupt checkpoint: unexpected entry `state/{_clip(name)}`", where=where)
+
+
 def check_structure(program: Program, meta: CheckpointMeta | None, where: str) -> None:
     """Raise a GraphcError naming the first line where the graph the weights were
     saved from differs from `program`."""
@@ -804,9 +850,13 @@ def check_weights(program: Program, checkpoint: Checkpoint) -> None:
 def apply_weights(program: Program, checkpoint: Checkpoint) -> None:
     """Check `checkpoint` fits `program`, then set the program's params from it."""
     check_weights(program, checkpoint)
+    if checkpoint.meta is not None:  # a plain .npz of params leaves the running statistics as they are
+        check_op_state(program, checkpoint.state, checkpoint.path)
     for name in program.param_names:
         # A private, writable copy in the program's dtype: training updates params in place.
         program.params[name] = np.array(checkpoint.params[name], dtype=program.params[name].dtype)
+    for name, value in checkpoint.state.items():
+        program.state[name][...] = value  # in place, where every plan and generated module reads it
 
 
 def load_weights(program: Program, path: str | Path) -> Checkpoint:

@@ -10,6 +10,14 @@ The module imports numpy and nothing else. It has
     loss_and_grads(params, *, x, t, dout=None) -> (loss, gradients)
     scores(params, *, x), predict(...) -> forward only, to the loss's scores
     example_inputs(seed=0)             -> the graph's made-up inputs, if it has them
+    init_state()                       -> zero running statistics, if an op keeps any
+
+A graph with batchnorm or dropout has forward, loss_and_grads and scores take
+`state=` (the running statistics, which a training forward updates in place)
+and `rng=` (the numpy Generator dropout draws its masks from): the same
+arguments graphc's interpreter reads, so the same draws give the same numbers.
+forward and backward are the plan of one mode, "train" by default (`--mode`);
+scores and predict always predict, in eval mode.
 
 Only the plan is read (its steps, their saves and frees, the gradient writes
 and their rules), with the types and initializers of the compiled graph. Each
@@ -54,7 +62,16 @@ from graphc.ir import (
     numpy_name,
     retype,
 )
-from graphc.plan import BackwardStep, ForwardStep, grad_name, make_inference_plan, make_plan, shared_gradients
+from graphc.plan import (
+    BackwardStep,
+    ForwardStep,
+    Plan,
+    grad_name,
+    make_inference_plan,
+    make_plan,
+    shared_gradients,
+    state_types,
+)
 from graphc.shapes import class_index_read
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
@@ -82,6 +99,9 @@ _OWN_NAMES = {
     "name",
     "value",
     "grad",
+    "state",
+    "rng",
+    "init_state",
 }
 
 
@@ -126,14 +146,17 @@ class _Names:
 # --- the module --------------------------------------------------------------------
 
 
-def python_module(compiled: CompiledGraph, *, dtype: str | None = None, wrt: tuple[str, ...] | None = None) -> str:
+def python_module(
+    compiled: CompiledGraph, *, dtype: str | None = None, wrt: tuple[str, ...] | None = None, mode: str = "train"
+) -> str:
     """The source of a standalone numpy module for `compiled`.
 
     dtype ("float32" or "float64") overrides the graph's float dtype, as
     Program(dtype=...) does; wrt names the values backward differentiates
-    (default: every input and param, as `graphc run` shows them).
+    (default: every input and param, as `graphc run` shows them); mode is
+    the plan's forward and backward run in.
     """
-    return _Writer(compiled, dtype, wrt).module()
+    return _Writer(compiled, dtype, wrt, mode).module()
 
 
 @dataclass
@@ -145,18 +168,26 @@ class GeneratedModel:
     input_names: dict[str, str]  # graph input name -> the module's keyword
     param_names: tuple[str, ...]
     disconnected: tuple[str, ...] = ()  # params with no path to the loss: backward gives them zeros
+    takes_state: bool = False  # forward takes `state=`, the running statistics
+    takes_rng: bool = False  # forward takes `rng=`, the generator dropout draws from
+
+    def extra(self, state: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
+        """The keyword arguments besides params and inputs: state and generator, where the module takes them."""
+        return {**({"state": state} if self.takes_state else {}), **({"rng": rng} if self.takes_rng else {})}
 
     def loss_and_grads(
         self,
         params: dict[str, np.ndarray],
         feeds: dict[str, Any],
         dout: np.ndarray | None = None,
+        **extra: Any,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name.
+        """The loss and the gradient of every param, as Program.loss_and_grads; feeds by input name,
+        `extra` the state and generator (see `extra`).
 
         As there, a param with no path to the loss gets no gradient (rather than zeros)."""
         loss, grads = self.module.loss_and_grads(
-            params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout
+            params, **{self.input_names[n]: v for n, v in feeds.items()}, dout=dout, **extra
         )
         for name in self.disconnected:
             del grads[name]
@@ -164,28 +195,31 @@ class GeneratedModel:
 
 
 def load_module(
-    compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None
+    compiled: CompiledGraph, dtype: str | None = None, wrt: tuple[str, ...] | None = None, mode: str = "train"
 ) -> GeneratedModel:
     """Generate the module (gradients of the params only, by default) and import it in memory."""
     params = tuple(d.name for d in compiled.ir.params())
-    writer = _Writer(compiled, dtype, params if wrt is None else wrt)
+    writer = _Writer(compiled, dtype, params if wrt is None else wrt, mode)
     source = writer.module()
     module = pytypes.ModuleType(f"graphc_generated_{compiled.name}")
     module.__file__ = f"<graphc: {compiled.name}>"
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     inputs = {n: writer.names[n] for n in writer.plan.inputs}
-    return GeneratedModel(source, module, inputs, params, writer.plan.disconnected)
+    return GeneratedModel(
+        source, module, inputs, params, writer.plan.disconnected, bool(writer.state), writer.draws(writer.plan)
+    )
 
 
 class _Writer:
-    def __init__(self, compiled: CompiledGraph, dtype: str | None, wrt: tuple[str, ...] | None):
+    def __init__(self, compiled: CompiledGraph, dtype: str | None, wrt: tuple[str, ...] | None, mode: str = "train"):
         if dtype is not None and dtype not in FLOAT_DTYPES:
             raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
         self.compiled = compiled
         self.ir = compiled.ir
         override = float_dtype(dtype)
         self.types = retype(compiled.types, override)
-        self.plan = make_plan(compiled.checked, self.types, wrt=wrt)
+        self.plan = make_plan(compiled.checked, self.types, wrt=wrt, mode=mode)
+        self.state = state_types(compiled.checked, self.types)
         floats = {t.dtype for t in self.types.values() if t.dtype in ("f32", "f64")}
         if len(floats) > 1:
             raise GraphcError(
@@ -218,8 +252,8 @@ class _Writer:
             else:
                 self.names.add(name)
         for step in self.plan.forward:
-            for item, own in step.own_saves():  # relu1.mask -> relu1_mask
-                self.names.add(item, f"{self.names[step.out]}_{own}")
+            for own in (*step.op.own, *step.op.state):  # relu1.mask -> relu1_mask
+                self.names.add(f"{step.out}.{own}", f"{self.names[step.out]}_{own}")
         for name in self.decls:
             if name in self.names.of:  # literals written inline get no gradient
                 self.names.add(("d", grad_name(name)), "d_" + self.names[name])
@@ -259,9 +293,39 @@ class _Writer:
 
     def _helpers(self) -> list[Callable]:
         helpers: list[Callable] = []
-        for step in self.plan.forward:
-            helpers.extend(f for f in step.op.helpers(step.attrs) if f not in helpers)
+        for plan in (self.plan, self.inference):
+            if plan is not None:
+                for step in plan.forward:
+                    helpers.extend(f for f in step.op.helpers(step.attrs, plan.mode) if f not in helpers)
         return helpers
+
+    def draws(self, plan: Plan) -> bool:
+        """Whether the plan's forward draws random numbers (dropout, training)."""
+        return plan.mode == "train" and any(step.op.random for step in plan.forward)
+
+    def extra_parameters(self, plan: Plan) -> list[str]:
+        """forward's and scores' parameters besides params and inputs: `state`, `rng`."""
+        reads_state = any(step.state for step in plan.forward)
+        return ["state"] * reads_state + ["rng"] * self.draws(plan)
+
+    def call(self, plan: Plan) -> str:
+        """The arguments that pass a function's inputs, state and generator on to forward or scores."""
+        names = [self.names[n] for n in plan.inputs] + self.extra_parameters(plan)
+        return ", ".join(f"{n}={n}" for n in names)
+
+    def extra_reads(self, plan: Plan) -> list[str]:
+        """forward's and scores' first lines: defaults for state and generator, and the state each step reads."""
+        lines = []
+        if any(step.state for step in plan.forward):
+            updated = "  # updated in place" if plan.mode == "train" else ""
+            lines.append(f"    state = init_state() if state is None else state{updated}")
+        if self.draws(plan):
+            # By default, the generator graphc.compile_file(..., seed=0) draws from.
+            lines.append(
+                "    rng = np.random.default_rng(np.random.SeedSequence(0).spawn(3)[2]) if rng is None else rng"
+            )
+        lines += [f'    {self.names[item]} = state["{item}"]' for step in plan.forward for item in step.state]
+        return lines
 
     # --- the pieces ---------------------------------------------------------
 
@@ -270,7 +334,10 @@ class _Writer:
         helpers = self.helper_source()
         if helpers:
             parts.append(helpers)
-        parts += [self.init_params(), self.forward(), self.backward(), self.loss_and_grads()]
+        parts.append(self.init_params())
+        if self.state:
+            parts.append(self.init_state())
+        parts += [self.forward(), self.backward(), self.loss_and_grads()]
         if self.inference is not None:
             parts.append(self.scores_function())
         examples = self.example_inputs()
@@ -282,6 +349,7 @@ class _Writer:
     def header(self) -> str:
         plan, ir = self.plan, self.ir
         inputs = "".join(f", {self.names[n]}=..." for n in plan.inputs)
+        extra = "".join(f", {p}={p}" for p in self.extra_parameters(plan))
         lines = [
             f'"""{ir.name}: the graph as plain numpy, forward and backward.',
             "",
@@ -290,12 +358,16 @@ class _Writer:
             "this module again rather than editing it.",
             "",
             "    params = init_params(seed=0)",
-            f"    outputs, saved = forward(params{inputs})",
+            *self.header_extras(),
+            f"    outputs, saved = forward(params{inputs}{extra})",
             "    grads = backward(params, saved)   # d " + self.seed + " / d each value below",
-            f"    loss, grads = loss_and_grads(params{inputs})",
+            f"    loss, grads = loss_and_grads(params{inputs}{extra})",
             "",
         ]
         lines.append(f"Floats are {numpy_name(self.float)} (DTYPE).")
+        if any(step.op.eval_computes is not None or step.state for step in plan.forward):
+            predicts = "; scores() and predict() predict, in eval mode" if self.inference is not None else ""
+            lines.append(f"forward and backward run in {plan.mode} mode{predicts}.")
         if plan.params:
             lines += ["", "Params:"]
             lines += _table([(self.names[n], str(self.types[n]), self._param(n).init.describe()) for n in plan.params])
@@ -323,6 +395,16 @@ class _Writer:
         lines.append(textwrap.fill("Gradients: " + (", ".join(got) if got else "none") + ".", 79))
         lines.append('"""')
         return "\n".join(lines) + "\n"
+
+    def header_extras(self) -> list[str]:
+        """The usage lines that make the state and generator forward takes, if it takes them."""
+        lines = []
+        if any(step.state for step in self.plan.forward):
+            note = "updated by every forward" if self.plan.mode == "train" else "read, as training left them"
+            lines.append(f"    state = init_state()            # running statistics, {note}")
+        if self.draws(self.plan):
+            lines.append("    rng = np.random.default_rng(0)  # dropout's masks are drawn from it")
+        return lines
 
     def _gets_gradient(self, name: str) -> bool:
         return name in self.plan.disconnected or self._written(name)
@@ -379,6 +461,18 @@ class _Writer:
         lines.append("    }")
         return "\n".join(lines) + "\n"
 
+    def init_state(self) -> str:
+        lines = [
+            "def init_state():",
+            '    """The running statistics before any training: zeros, as graphc\'s Program starts them."""',
+            "    return {",
+        ]
+        for name, t in self.state.items():
+            shape = _shape(initializers.concrete_shape(t, self.ir.dims))
+            lines.append(f'        "{name}": np.zeros({shape}, dtype={self.dtype_source(t.dtype)}),')
+        lines.append("    }")
+        return "\n".join(lines) + "\n"
+
     def init_source(self, init: Initializer, t: TensorType, rng: str) -> str:
         """The initializer's expression (graphc/initializers.py), for a concrete type."""
         return initializers.source(init, initializers.concrete_shape(t, self.ir.dims), self.dtype_source(t.dtype), rng)
@@ -417,16 +511,16 @@ class _Writer:
                 lines.append(f"    {v} = np.asarray({v}, {self.dtype_source(self.types[n].dtype)})")
         return lines
 
-    def step_lines(self, step: ForwardStep, taped: bool) -> list[tuple[str, str]]:
+    def step_lines(self, step: ForwardStep, taped: bool, mode: str) -> list[tuple[str, str]]:
         """A forward step's lines, each with the comment it gets."""
         node = self._node(step.out)
         v = {op_name: self.expr(arg) for op_name, arg in zip(node.op.operands, node.args)}
         v["out"] = self.names[step.out]
-        for item, own in step.own_saves():
-            v[own] = self.names[item]
+        for own in (*node.op.own, *node.op.state):
+            v[own] = self.names[f"{step.out}.{own}"]
         types = {op_name: self.types[arg] for op_name, arg in zip(node.op.operands, node.args)}
         types["out"] = self.types[step.out]
-        lines = node.op.forward_source(v, node.attrs, types, taped)
+        lines = node.op.forward_source(v, node.attrs, types, taped, mode)
         return _commented(lines, step.text())
 
     def forward(self) -> str:
@@ -434,16 +528,17 @@ class _Writer:
         saved = self.saved_items()
         read = {a for s in plan.forward for a in s.args}
         lines = [
-            f"def forward({self.signature(plan.inputs)}):",
+            f"def forward({self.signature(plan.inputs, *(f'{p}=None' for p in self.extra_parameters(plan)))}):",
             '    """The outputs, and `saved`: what backward reads."""',
         ]
+        lines += self.extra_reads(plan)
         # The params the steps read, and those that are outputs themselves.
         lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read or n in plan.outputs]
         lines += self.coerce(plan.inputs)
         saved_names = set(saved)
         rows: list[tuple[str, str]] = []
         for step in plan.forward:
-            rows += self.step_lines(step, step.taped)
+            rows += self.step_lines(step, step.taped, plan.mode)
             dead = [self.names[n] for n in step.frees if n not in saved_names]
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))
@@ -522,7 +617,7 @@ class _Writer:
         body = []
         for w in step.writes:
             target = self.names.grad(w.target)
-            expr = node.op.grad_source(w.operand, v, node.attrs, types)
+            expr = node.op.grad_source(w.operand, v, node.attrs, types, self.plan.mode)
             if not w.accumulate:
                 code = f"{target} = {expr}"
             elif w.in_place:
@@ -564,11 +659,12 @@ class _Writer:
 
     def loss_and_grads(self) -> str:
         plan = self.plan
-        call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
+        extra = [f"{p}=None" for p in self.extra_parameters(plan)]
+        call = self.call(plan)
         return (
             "\n".join(
                 [
-                    f"def loss_and_grads({self.signature(plan.inputs, 'dout=None')}):",
+                    f"def loss_and_grads({self.signature(plan.inputs, *extra, 'dout=None')}):",
                     f'    """One training step\'s arithmetic: {plan.seed} and its gradients (times dout)."""',
                     f"    outputs, saved = forward(params{', ' + call if call else ''})",
                     f'    return outputs["{plan.seed}"], backward(params, saved, dout)',
@@ -581,27 +677,29 @@ class _Writer:
         plan = self.inference
         assert plan is not None
         read = {a for s in plan.forward for a in s.args}
+        extra = [f"{p}=None" for p in self.extra_parameters(plan)]
         lines = [
-            f"def scores({self.signature(plan.inputs)}):",
+            f"def scores({self.signature(plan.inputs, *extra)}):",
             f'    """Forward only, to `{self.scores}`, the scores the loss reads: no labels,',
             '    nothing kept for backward."""',
         ]
+        lines += self.extra_reads(plan)
         lines += [f'    {self.names[n]} = params["{n}"]' for n in plan.params if n in read]
         lines += self.coerce(plan.inputs)
         rows: list[tuple[str, str]] = []
         for step in plan.forward:
-            rows += self.step_lines(step, taped=False)
+            rows += self.step_lines(step, taped=False, mode=plan.mode)
             dead = [self.names[n] for n in step.frees]
             if dead:
                 rows.append((f"del {', '.join(dead)}", ""))
         lines += _aligned(rows)
         assert self.scores is not None
         lines.append(f"    return {self.names[self.scores]}")
-        call = ", ".join(f"{self.names[n]}={self.names[n]}" for n in plan.inputs)
+        call = self.call(plan)
         lines += [
             "",
             "",
-            f"def predict({self.signature(plan.inputs)}):",
+            f"def predict({self.signature(plan.inputs, *extra)}):",
             '    """The predicted class of each row: the argmax of the scores."""',
             f"    return scores(params{', ' + call if call else ''}).argmax(axis=-1)",
         ]

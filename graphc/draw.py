@@ -367,6 +367,7 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
 
     interpreter = Interpreter(plan, free=False, wrap=keep_shares)
     env = dict(program.values)
+    env.update(program.replay())  # the last run's masks, and state to update but the program's own
     with np.errstate(all="ignore"):
         interpreter.backward(interpreter.forward(env), program.gradients[plan.seed])
     return shares

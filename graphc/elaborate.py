@@ -575,9 +575,9 @@ class _GraphBuilder:
                     did_you_mean(str(attr.value.value), spec.choices),
                 )
                 ok = False
-            elif spec.accepts is not None and not spec.accepts(attr.value.value):
+            elif spec.problem is not None and (problem := spec.problem(attr.value.value)) is not None:
                 self.error(
-                    f"`{key}` of `{op.name}` must be {spec.must_be}, got `{_written(attr.value)}`", attr.value.span
+                    f"`{key}` of `{op.name}` {problem}, got `{_written(attr.value)}`", attr.value.span, spec.hint
                 )
                 ok = False
             else:

@@ -17,12 +17,13 @@ def _columns(rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 def plan_text(plan: Plan) -> str:
     lines = [f"graph {plan.graph}", ""]
-    lines.append(f"forward ({_steps(len(plan.forward))})")
+    lines.append(f"forward ({_steps(len(plan.forward))}{f', {plan.mode} mode' if _modal(plan) else ''})")
     rows: list[tuple[str, ...]] = []
     for i, step in enumerate(plan.forward, 1):
         saves = f"saves {', '.join(step.saves)}" if step.saves else ""
         frees = f"frees {', '.join(step.frees)}" if step.frees else ""
-        rows.append((f"{i}", step.text(), str(plan.types[step.out]), saves, frees))
+        updates = f"updates {', '.join(step.state)}" if step.state and plan.mode == "train" else ""
+        rows.append((f"{i}", step.text(), str(plan.types[step.out]), saves, frees, updates))
     lines += _columns(rows)
     if plan.seed is None:
         return "\n".join(lines) + "\n"
@@ -45,6 +46,11 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _modal(plan: Plan) -> bool:
+    """Whether the plan's mode changes what a step does (dropout, batchnorm): then plans say which it is."""
+    return any(s.op.eval_computes is not None or s.state for s in plan.forward)
+
+
 def _steps(n: int) -> str:
     return f"{n} step" if n == 1 else f"{n} steps"
 
@@ -53,6 +59,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     """A machine-readable plan; the shape of this dict is documented in the README."""
     return {
         "graph": plan.graph,
+        **({"mode": plan.mode} if _modal(plan) else {}),
         "inputs": [{"name": n, "type": str(plan.types[n])} for n in plan.inputs],
         "params": [{"name": n, "type": str(plan.types[n])} for n in plan.params],
         "outputs": list(plan.outputs),
@@ -65,6 +72,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "type": str(plan.types[s.out]),
                 "saves": list(s.saves),
                 "frees": list(s.frees),
+                **({"state": list(s.state), "updates": plan.mode == "train"} if s.state else {}),
             }
             for s in plan.forward
         ],

@@ -156,6 +156,9 @@ def predict_memory(plan: Plan, dims: Mapping[str, int]) -> MemoryPlan:
     for name in plan.inputs + plan.params + plan.consts:
         env[name] = name
         heap.make(name, sizes.value(name))
+    for step in plan.forward:  # the ops' state (running statistics), held throughout like the params
+        for name, like in zip(step.state, step.op.state.values()):
+            heap.make(name, sizes.value(step.args[step.op.operands.index(like)]))
     steps: list[StepMemory] = []
     tape: dict[int, tuple[str, ...]] = {}
     for i, step in enumerate(plan.forward):

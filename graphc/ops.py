@@ -27,6 +27,23 @@ import numpy as np
 from graphc.ir import Dim, TensorType, shape_text
 
 
+def _bind(formulas: tuple[str, ...], attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    """Formulas with the op's numeric attributes written in as numbers (dropout's `ratio`)."""
+    numbers = tuple((k, v) for k, v in attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return tuple(_bound(f, numbers) for f in formulas) if numbers else formulas
+
+
+@functools.cache
+def _bound(formula: str, numbers: tuple[tuple[str, Any], ...]) -> str:
+    values = dict(numbers)
+
+    class Bind(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            return ast.Constant(values[node.id]) if node.id in values else node
+
+    return "\n".join(ast.unparse(stmt) for stmt in Bind().visit(copy.deepcopy(_parse(formula))).body)
+
+
 class ShapeError(Exception):
     """An operand does not fit the op; shape inference adds the source position."""
 
@@ -42,10 +59,16 @@ class Attribute:
     default: Any
     choices: tuple[str, ...] | None = None
     doc: str = ""
-    # What a value must be, as messages say it ("a whole number"), and the test
-    # of it; elaboration refuses a value it fails. None: anything (or a choice).
-    must_be: str | None = None
-    accepts: Callable[[Any], bool] | None = None
+    # What is wrong with a value, as messages say it ("must be in [0, 1)"), or
+    # None; elaboration refuses a value with a problem, naming what was written.
+    problem: Callable[[Any], str | None] | None = None
+    hint: str | None = None  # shown with that problem
+
+
+# The modes a plan runs in: "train" (what training and, by default, run and
+# gradcheck use) and "eval" (predicting). Only ops with `eval_*` formulas
+# (dropout, batchnorm) behave differently in the two.
+MODES = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,19 @@ class Own:
     dtype: str | None = None  # None: the dtype of `like`
     computes: str | None = None  # its formula; None when forward's own statement makes it
     display: str | None = None  # how rules show it, as a formula; None: by its plan name (relu1.mask)
+
+
+def _number_in(low: float, high: float, *, above: bool = False) -> Callable[[Any], str | None]:
+    """An attribute's check: a number in [low, high), or in (low, high) if `above`."""
+
+    def problem(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        if not (low < value if above else low <= value) or not value < high:
+            return f"must be in {'(' if above else '['}{low:g}, {high:g})"
+        return None
+
+    return problem
 
 
 # --- numpy kernels ----------------------------------------------------------
@@ -135,6 +171,13 @@ def minus_labels(probs, t):
 # Shape kernels depend on the operand types, which both audiences know: the
 # sums that undo broadcasting are shown as `sum(..., axis=0)` and written as
 # `.sum(axis=0)`, from one list of axes.
+#
+# An op's numeric attributes are written into its formulas as numbers
+# (`ratio` -> 0.5). Ops that behave differently while predicting have
+# eval_* formulas for mode "eval"; ops with state (batchnorm's running mean)
+# name it in their formulas and update it in place, `running_mean[...] = ...`,
+# in mode "train" only; ops that draw random numbers call `rng`, the run's
+# numpy Generator. State and `rng` are forward's arguments after the operands.
 
 Types = Mapping[str, TensorType]
 # A kernel's template from its arguments: types of names, values of literals, None for the rest.
@@ -263,6 +306,18 @@ def _count(args: list[Any], types: Types, people: bool) -> str:
     return "np.size({0})" if axis is None else f"np.shape({{0}})[{axis}]"
 
 
+def batchnorm_dx(dout, gamma, xc, std):
+    """The book's BatchNormalization.backward: d loss / d x through the batch's mean and variance."""
+    n = dout.shape[0]
+    dxn = gamma * dout
+    dxc = dxn / std
+    dstd = -np.sum((dxn * xc) / (std * std), axis=0)
+    dvar = 0.5 * dstd / std
+    dxc += (2.0 / n) * xc * dvar
+    dmu = np.sum(dxc, axis=0)
+    return dxc - dmu / n
+
+
 KERNELS: dict[str, Kernel] = {
     # g, shaped like out, summed back to the shape of operand a (undoes broadcasting).
     "sum_to": Kernel(functools.partial(_sum_to, people=True), functools.partial(_sum_to, people=False), static=(1,)),
@@ -281,6 +336,7 @@ KERNELS: dict[str, Kernel] = {
     "minus_labels": Kernel("{0} - {1}", function=minus_labels),
     "sigmoid": Kernel(function=sigmoid),
     "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
+    "batchnorm_dx": Kernel(function=batchnorm_dx),
 }
 
 
@@ -307,7 +363,7 @@ class _Render(ast.NodeTransformer):
         self.op = op
         self.types = types
         self.people = people
-        self.local = set(op.operands) | set(op.own) | {"out", "dout"}
+        self.local = set(op.operands) | set(op.own) | set(op.state) | {"out", "dout"}
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id not in self.local:
@@ -358,6 +414,7 @@ def _template(op: Op, formula: str, types: Types, people: bool) -> str:
     if text is None:
         every = dict(types, dout=types["out"])
         every.update((item, op.own_tensor_type(item, types)) for item in op.own)
+        every.update((item, types[like]) for item, like in op.state.items())
         tree = _Render(op, every, people).visit(copy.deepcopy(_parse(formula)))
         text = _TEMPLATES[key] = "\n".join(ast.unparse(stmt) for stmt in tree.body)
     return text
@@ -464,6 +521,19 @@ class Op:
     weights: ClassVar[tuple[str, ...]] = ()
     # A loss's scores: the operand whose argmax is the prediction (eval, codegen's predict).
     scores: ClassVar[str | None] = None
+    # Ops that behave differently while predicting give their forward, own
+    # tensors and rules in mode "eval" here; None: as in mode "train".
+    eval_computes: ClassVar[tuple[str, ...] | None] = None
+    eval_own: ClassVar[dict[str, str | None]] = {}  # own tensor -> its formula in eval mode
+    eval_rules: ClassVar[dict[str, str] | None] = None
+    # Forward draws random numbers (dropout's mask) from `rng`, the run's
+    # numpy Generator, which the interpreter and generated modules pass in.
+    random: ClassVar[bool] = False
+    # State: tensors of the op's own that outlive a run (batchnorm's running
+    # mean), each shaped like the operand named; neither params nor gradients.
+    # Forward reads them; a training forward updates them in place by `updates`.
+    state: ClassVar[dict[str, str]] = {}
+    updates: ClassVar[dict[str, str]] = {}
     # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
     symbol: ClassVar[str | None] = None
     # Operands the op is defined on only where positive (log's x) or away from
@@ -475,28 +545,51 @@ class Op:
     def __init_subclass__(cls, **kwargs: Any) -> None:  # pragma: no mutate block (runs at import)
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            clash = ({"out", "dout", "attrs", "saved", "needs", "np"} | set(KERNELS)) & set(cls.operands)
+            clash = ({"out", "dout", "attrs", "saved", "needs", "np", "rng"} | set(KERNELS)) & set(cls.operands)
             assert not clash, f"op {cls.name}: operand names {clash} are taken by the notation"
 
     def infer(self, args: Sequence[Operand], attrs: dict[str, Any]) -> TensorType:
         raise NotImplementedError
 
-    # --- the formulas for given attributes (ops with attributes override) ---
+    # --- the formulas for given attributes (ops with attributes may override) ---
 
     def forward_formulas(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
-        return self.computes
+        return _bind(self.computes, attrs)
 
     def rule_formula(self, operand: str, attrs: Mapping[str, Any]) -> str:
-        return self.rules[operand]
+        return _bind((self.rules[operand],), attrs)[0]
+
+    # --- ... and mode: the eval_* formulas where an op has them ---
+
+    def forward_in(self, mode: str, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        if mode == "eval" and self.eval_computes is not None:
+            return _bind(self.eval_computes, attrs)
+        return self.forward_formulas(attrs)
+
+    def rule_in(self, mode: str, operand: str, attrs: Mapping[str, Any]) -> str:
+        if mode == "eval" and self.eval_rules is not None:
+            return _bind((self.eval_rules[operand],), attrs)[0]
+        return self.rule_formula(operand, attrs)
+
+    def own_formula(self, item: str, attrs: Mapping[str, Any], mode: str = "train") -> str | None:
+        """How forward computes an own tensor; None when a forward statement makes it (or nothing, in this mode)."""
+        formula = self.eval_own.get(item, self.own[item].computes) if mode == "eval" else self.own[item].computes
+        return _bind((formula,), attrs)[0] if formula is not None else None
+
+    def update_formulas(self, attrs: Mapping[str, Any], mode: str = "train") -> tuple[str, ...]:
+        """A training forward's in-place updates of the op's state; none in eval mode."""
+        if mode != "train":
+            return ()
+        return _bind(tuple(f"{item}[...] = {formula}" for item, formula in self.updates.items()), attrs)
 
     # --- what other stages ask -------------------------------------------------
 
     def differentiable(self, operand: int) -> bool:
         return self.operands[operand] in self.rules
 
-    def reads(self, operand: int, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    def reads(self, operand: int, attrs: Mapping[str, Any], mode: str = "train") -> tuple[str, ...]:
         """What the operand's rule reads from the forward pass: operands, "out", own tensors."""
-        formula = self.rule_formula(self.operands[operand], attrs)
+        formula = self.rule_in(mode, self.operands[operand], attrs)
         key = (self.name, formula)
         if key not in _READS:  # plans ask for every node
             _READS[key] = _names_read(formula, set(self.operands) | set(self.own) | {"out"})
@@ -504,14 +597,23 @@ class Op:
 
     @functools.cached_property
     def saves(self) -> tuple[str, ...]:
-        """Everything backward reads from the forward pass, operands first."""
+        """Everything backward reads from a training forward pass, operands first."""
+        return self.saves_in("train")
+
+    @functools.cache  # noqa: B019 (ops are registered once and live as long as the program)
+    def saves_in(self, mode: str) -> tuple[str, ...]:
+        """Everything backward reads from the forward pass in `mode`, operands first."""
         defaults = {k: a.default for k, a in self.attributes.items()}
         items = dict.fromkeys(
-            item for i in range(len(self.operands)) if self.differentiable(i) for item in self.reads(i, defaults)
+            item for i in range(len(self.operands)) if self.differentiable(i) for item in self.reads(i, defaults, mode)
         )
         return tuple(
             sorted(items, key=lambda item: self.operands.index(item) if item in self.operands else len(self.operands))
         )
+
+    def arguments(self) -> tuple[str, ...]:
+        """The parameters of its compiled forward: operands, then state, then `rng` if it draws."""
+        return (*self.operands, *self.state, *(("rng",) if self.random else ()))
 
     @functools.cached_property
     def passes_gradient_through(self) -> tuple[str, ...]:
@@ -538,34 +640,58 @@ class Op:
         """Label operand -> the operand it labels, by position."""
         return {self.operands.index(t): self.operands.index(y) for t, y in self.labels.items()}
 
-    def helpers(self, attrs: Mapping[str, Any]) -> list[Callable]:
+    def helpers(self, attrs: Mapping[str, Any], mode: str = "train") -> list[Callable]:
         """The numpy kernels its formulas call, for the generated module to copy."""
-        formulas = list(self.forward_formulas(attrs)) + [f.computes for f in self.own.values() if f.computes]
-        formulas += [self.rule_formula(o, attrs) for o in self.rules]
+        formulas = list(self.forward_in(mode, attrs)) + list(self.update_formulas(attrs, mode))
+        formulas += [f for item in self.own if (f := self.own_formula(item, attrs, mode))]
+        formulas += [self.rule_in(mode, o, attrs) for o in self.rules]
         return list(dict.fromkeys(f for formula in formulas for f in _kernels_called(formula)))
 
     # --- rendering ------------------------------------------------------------------
 
-    def rule(self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types) -> str:
+    def rule(
+        self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, mode: str = "train"
+    ) -> str:
         """The local rule for the operand's gradient as people read it, names substituted."""
-        return _template(self, self.rule_formula(self.operands[operand], attrs), types, True).format_map(names)
+        return _template(self, self.rule_in(mode, self.operands[operand], attrs), types, True).format_map(names)
 
-    def grad_source(self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types) -> str:
+    def grad_source(
+        self, operand: int, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, mode: str = "train"
+    ) -> str:
         """The operand's gradient as numpy source, already summed to its shape."""
-        return _template(self, self.rule_formula(self.operands[operand], attrs), types, False).format_map(names)
+        return _template(self, self.rule_in(mode, self.operands[operand], attrs), types, False).format_map(names)
+
+    def _own_needed(self, formulas: Sequence[str], attrs: Mapping[str, Any], mode: str) -> set[str]:
+        """The own tensors these formulas read, and those the formulas of those read (dropout's mask)."""
+        needed: set[str] = set()
+        pending = list(formulas)
+        while pending:
+            for item in _names_read(pending.pop(), set(self.own)):
+                formula = self.own_formula(item, attrs, mode)
+                if item not in needed and formula is not None:
+                    needed.add(item)
+                    pending.append(formula)
+        return needed
 
     def forward_source(
-        self, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, taped: bool
+        self, names: Mapping[str, str], attrs: Mapping[str, Any], types: Types, taped: bool, mode: str = "train"
     ) -> list[str]:
-        """Lines that set `out` (and, when taped, the own tensors backward reads).
+        """Lines that set `out`: the own tensors forward reads (and, when taped,
+        those backward reads), a training forward's state updates, then `out`.
 
         A result of weak scalars only (`mul(2, 3)`, dtype None) is made a
         Python float, weak like them, so that it adapts to what reads it.
         """
+        forward = self.forward_in(mode, attrs)
+        updates = self.update_formulas(attrs, mode)
+        needed = self._own_needed((*forward, *updates), attrs, mode)
         lines = []
-        if taped:
-            lines += [f"{item} = {own.computes}" for item, own in self.own.items() if own.computes]
-        for formula in self.forward_formulas(attrs):
+        for item in self.own:
+            formula = self.own_formula(item, attrs, mode)
+            if formula is not None and (taped or item in needed):
+                lines.append(f"{item} = {formula}")
+        lines += updates
+        for formula in forward:
             tree = _parse(formula).body[0]
             if isinstance(tree, ast.Assign) and isinstance(tree.targets[0], ast.Tuple) and not taped:
                 # `out, probs = ...`: only out is wanted.
@@ -578,29 +704,37 @@ class Op:
     # --- the interpreter's functions ----------------------------------------------
 
     def compile(
-        self, attrs: Mapping[str, Any], types: Types, *, taped: bool = True, needs: Sequence[bool] | None = None
+        self,
+        attrs: Mapping[str, Any],
+        types: Types,
+        *,
+        taped: bool = True,
+        needs: Sequence[bool] | None = None,
+        mode: str = "train",
     ) -> StepCode:
         """The forward and backward functions of one step at these types.
 
         Their source is the generated module's, with the op's own names: the
-        interpreter runs what the code generator writes.
+        interpreter runs what the code generator writes. forward takes the
+        op's `arguments()`: operands, state, rng.
         """
         if needs is None:
             needs = [self.differentiable(i) for i in range(len(self.operands))]
-        names = {n: n for n in (*self.operands, *self.own, "out", "dout")}
-        saved = ", ".join(self.saves)
-        lines = [f"def forward({', '.join(self.operands)}):"]
-        lines += ["    " + line for line in self.forward_source(names, attrs, types, taped)]
+        names = {n: n for n in (*self.operands, *self.own, *self.state, "out", "dout")}
+        saves = self.saves_in(mode)
+        saved = ", ".join(saves)
+        lines = [f"def forward({', '.join(self.arguments())}):"]
+        lines += ["    " + line for line in self.forward_source(names, attrs, types, taped, mode)]
         lines.append(
-            f"    return out, ({saved},)" if taped and self.saves else f"    return out, {'()' if taped else 'None'}"
+            f"    return out, ({saved},)" if taped and saves else f"    return out, {'()' if taped else 'None'}"
         )
         lines += ["", "", "def backward(saved, dout):"]
-        if self.saves:
+        if saves:
             lines.append(f"    {saved}, = saved")
-        grads = [self.grad_source(i, names, attrs, types) if need else "None" for i, need in enumerate(needs)]
+        grads = [self.grad_source(i, names, attrs, types, mode) if need else "None" for i, need in enumerate(needs)]
         lines.append(f"    return ({', '.join(grads)},)")
         namespace: dict[str, Any] = {"np": np}
-        namespace.update((f.__name__, f) for f in self.helpers(attrs))
+        namespace.update((f.__name__, f) for f in self.helpers(attrs, mode))
         return _compile("\n".join(lines) + "\n", namespace)
 
     def types_of(self, attrs: Mapping[str, Any], *values: Any) -> dict[str, TensorType]:
@@ -897,8 +1031,9 @@ class Square(_Elementwise1):
     rules = {"x": "dout * 2 * x"}
 
 
-def _whole_number(value: Any) -> bool:
-    return type(value) is int  # not 1.0, not a list of axes
+def _whole_number(value: Any) -> str | None:
+    # type(), not isinstance: not True, not 1.0, not a list of axes
+    return None if type(value) is int else "must be a whole number"
 
 
 class _Reduction(Op):
@@ -909,8 +1044,7 @@ class _Reduction(Op):
         "axis": Attribute(
             None,
             doc="the axis to reduce, negative from the end; absent: every axis",
-            must_be="a whole number",
-            accepts=_whole_number,
+            problem=_whole_number,
         ),
         "keepdims": Attribute("false", ("false", "true"), "keep each reduced axis as a dim of 1"),
     }
@@ -968,6 +1102,95 @@ class Mean(_Reduction):
     def rule_formula(self, operand, attrs):
         count = "count(x)" if attrs["axis"] is None else f"count(x, {attrs['axis']})"
         return self.spread(attrs).replace("dout", f"dout / {count}")
+
+
+@register
+class Dropout(_Elementwise1):
+    """The book's Dropout: while training, each element is kept where a uniform
+    draw exceeds `ratio` and zeroed elsewhere; while predicting, every element
+    is kept and scaled by the fraction training keeps."""
+
+    name = "dropout"
+    attributes = {
+        "ratio": Attribute(
+            0.5,
+            doc="the fraction of elements training drops",
+            problem=_number_in(0, 1),
+            hint="the book drops half: `ratio=0.5`; `ratio=0` keeps everything",
+        )
+    }
+    random = True
+    own = {"mask": Own("x", "bool", computes="rng.random(np.shape(x)) > ratio")}
+    computes = ("out = x * mask",)
+    rules = {"x": "dout * mask"}
+    eval_own = {"mask": None}
+    eval_computes = ("out = x * (1.0 - ratio)",)
+    eval_rules = {"x": "dout * (1.0 - ratio)"}
+
+
+@register
+class BatchNorm(Op):
+    """The book's BatchNormalization over the batch axis: each feature is
+    normalized by the batch's mean and variance while training (which also
+    move the running mean and variance), by the running ones while predicting,
+    then scaled by gamma and shifted by beta."""
+
+    name = "batchnorm"
+    operands = ("x", "gamma", "beta")
+    attributes = {
+        "momentum": Attribute(
+            0.9,
+            doc="how much of the running statistics each training step keeps",
+            problem=_number_in(0, 1),
+            hint="the book's is `momentum=0.9`",
+        ),
+        "eps": Attribute(
+            1e-7,
+            doc="added to the variance before its square root",
+            problem=_number_in(0, 1, above=True),
+            hint="a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`",
+        ),
+    }
+    state = {"running_mean": "gamma", "running_var": "gamma"}
+    own = {
+        "mu": Own("gamma", computes="x.mean(axis=0)"),
+        "xc": Own("x", computes="x - mu"),
+        "var": Own("gamma", computes="np.mean(xc ** 2, axis=0)"),
+        # eps inside the root: a feature constant over the batch has variance 0.
+        "std": Own("gamma", computes="np.sqrt(var + eps)"),
+        "xn": Own("x", computes="xc / std"),
+    }
+    updates = {
+        "running_mean": "momentum * running_mean + (1 - momentum) * mu",
+        "running_var": "momentum * running_var + (1 - momentum) * var",
+    }
+    computes = ("out = gamma * xn + beta",)
+    rules = {
+        "x": "batchnorm_dx(dout, gamma, xc, std)",
+        "gamma": "sum_to(xn * dout, gamma)",
+        "beta": "sum_to(dout, beta)",
+    }
+    # Predicting, the statistics are the running ones: constants, so x's rule is a scaling.
+    eval_own = {"mu": None, "xc": "x - running_mean", "var": None, "std": "np.sqrt(running_var + eps)"}
+    eval_rules = {"x": "dout * gamma / std", "gamma": "sum_to(xn * dout, gamma)", "beta": "sum_to(dout, beta)"}
+    examples = (((4, 3), (3,), (3,)), ((3, 5), (5,), (5,)))
+
+    def infer(self, args, attrs):
+        x, gamma, beta = args
+        dtype = _result_dtype(self.name, args)
+        if x.type.ndim != 2:
+            raise ShapeError(
+                f"batchnorm: `{x.name}` must be a batch of rows [N, features], got {x.type.shape_text()}", 0
+            )
+        features = x.type.shape[1:]
+        for i, p in ((1, gamma), (2, beta)):
+            if p.type.shape != features:
+                raise ShapeError(
+                    f"shape mismatch in `batchnorm`: `{p.name}` {p.type.shape_text()} must be one number per "
+                    f"feature of `{x.name}` {x.type.shape_text()}, {shape_text(features)}",
+                    i,
+                )
+        return TensorType(dtype, x.type.shape)
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

@@ -21,7 +21,11 @@ from typing import Any
 from graphc._gc import gc_paused
 from graphc.check import CheckedGraph
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
-from graphc.ops import Op
+from graphc.ops import MODES, Op
+
+# Where a run's random generator sits in the interpreter's environment: a
+# name no value can have. Ops that draw (dropout) read it after their state.
+RNG = "<rng>"
 
 
 def grad_name(value: str) -> str:
@@ -37,6 +41,12 @@ class ForwardStep:
     taped: bool  # backward uses this step: keep what its forward saves
     saves: tuple[str, ...]  # what backward reads from this step, by name
     frees: tuple[str, ...]  # forward values no later step reads
+    state: tuple[str, ...] = ()  # its op's state by plan name (bn1.running_mean), read and, training, updated
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """What its compiled forward takes from the environment: operands, state, the generator."""
+        return self.args + self.state + ((RNG,) if self.op.random else ())
 
     def text(self) -> str:
         attrs = "".join(f", {k}={v}" for k, v in self.attrs.items() if v != self.op.attributes[k].default)
@@ -86,6 +96,7 @@ class Plan:
     wrt: tuple[str, ...] = ()  # values whose gradients the plan returns
     # Values wanted gradients that nothing differentiable connects to the seed.
     disconnected: tuple[str, ...] = ()
+    mode: str = "train"  # "train" or "eval": how dropout and batchnorm behave (see graphc.ops.MODES)
 
     @functools.cached_property
     def gradients(self) -> tuple[str, ...]:
@@ -108,12 +119,15 @@ def make_plan(
     wrt: Iterable[str] | None = None,
     seed: str | None = None,
     keep: Iterable[str] = (),
+    mode: str = "train",
 ) -> Plan:
-    """The training plan: forward everything, backward from `seed` to `wrt`.
+    """Forward everything, backward from `seed` to `wrt`: the training plan,
+    or in mode "eval" the same pass as a prediction makes it.
 
     wrt defaults to every input and param; seed to the first output. `keep`
     names forward values the caller wants after the pass (outputs always are).
     """
+    assert mode in MODES, mode
     ir = checked.ir
     seed = seed or checked.output
     keep = tuple(keep)  # read twice below
@@ -122,9 +136,9 @@ def make_plan(
     nodes = [n for n in checked.order if isinstance(ir.decls[n], OpNode)]
     # A gradient the caller gets back stays; any other dies with the step that reads it.
     kept_grads = {grad_name(w) for w in wanted} | {grad_name(k) for k in keep}
-    backward = _backward_steps(ir.decls, nodes, _live(ir.decls, nodes, seed, wanted), types, kept_grads)
+    backward = _backward_steps(ir.decls, nodes, _live(ir.decls, nodes, seed, wanted), types, kept_grads, mode)
     outputs = tuple(n for n, _ in ir.outputs)
-    forward = _forward_steps(checked, nodes, {step.forward_index for step in backward}, set(outputs) | set(keep))
+    forward = _forward_steps(checked, nodes, {step.forward_index for step in backward}, set(outputs) | set(keep), mode)
     return Plan(
         ir.name,
         types,
@@ -137,6 +151,7 @@ def make_plan(
         backward,
         wanted,
         _disconnected(checked, seed, wanted),
+        mode,
     )
 
 
@@ -168,7 +183,12 @@ def _live(decls: dict[str, Any], nodes: list[str], seed: str, wanted: tuple[str,
 
 
 def _backward_steps(
-    decls: dict[str, Any], nodes: list[str], live: set[str], types: dict[str, TensorType], kept_grads: set[str]
+    decls: dict[str, Any],
+    nodes: list[str],
+    live: set[str],
+    types: dict[str, TensorType],
+    kept_grads: set[str],
+    mode: str,
 ) -> tuple[BackwardStep, ...]:
     """One step per live node, in reverse order, writing the gradients its live operands need."""
     steps: list[BackwardStep] = []
@@ -183,7 +203,7 @@ def _backward_steps(
         needs = tuple(f and arg in live for arg, f in zip(node.args, _flows(node.op)))
         if not any(needs):
             continue
-        writes = _writes(node, name, needs, types, written)
+        writes = _writes(node, name, needs, types, written, mode)
         dout = grad_name(name)
         frees = () if dout in kept_grads else (dout,)
         steps.append(BackwardStep(name, index, node.op, dout, needs, writes, frees))
@@ -191,17 +211,22 @@ def _backward_steps(
 
 
 def _writes(
-    node: OpNode, name: str, needs: tuple[bool, ...], types: dict[str, TensorType], written: dict[str, bool]
+    node: OpNode,
+    name: str,
+    needs: tuple[bool, ...],
+    types: dict[str, TensorType],
+    written: dict[str, bool],
+    mode: str,
 ) -> tuple[GradWrite, ...]:
     """The gradient writes of one backward step, each with its rule as people read it."""
-    names = _rule_names(node, name)
+    names = _rule_names(node, name, mode)
     local_types = _local_types(node, name, types)
     writes = []
     for i, arg in enumerate(node.args):
         if not needs[i]:
             continue
-        text = node.op.rule(i, names, node.attrs, local_types)
-        reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs))
+        text = node.op.rule(i, names, node.attrs, local_types, mode)
+        reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs, mode))
         target = grad_name(arg)
         accumulate = target in written
         writes.append(GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads))
@@ -219,8 +244,12 @@ def _disconnected(checked: CheckedGraph, seed: str, wanted: tuple[str, ...]) -> 
 
 
 @gc_paused
-def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], targets: Iterable[str]) -> Plan:
-    """Forward only, just the steps the targets need, nothing saved for backward."""
+def make_inference_plan(
+    checked: CheckedGraph, types: dict[str, TensorType], targets: Iterable[str], mode: str = "eval"
+) -> Plan:
+    """Forward only, just the steps the targets need, nothing saved for backward:
+    a prediction (mode "eval"), or a training forward's loss (gradcheck's differences)."""
+    assert mode in MODES, mode
     targets = tuple(targets)
     needed = set(targets) | checked.ancestors(*targets)
     decls = checked.ir.decls
@@ -233,13 +262,14 @@ def make_inference_plan(checked: CheckedGraph, types: dict[str, TensorType], tar
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ParamDecl)),
         tuple(n for n in checked.order if n in needed and isinstance(decls[n], ConstDecl)),
         targets,
-        _forward_steps(checked, nodes, set(), set(targets)),
+        _forward_steps(checked, nodes, set(), set(targets), mode),
         None,
+        mode=mode,
     )
 
 
 def _forward_steps(
-    checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str]
+    checked: CheckedGraph, nodes: list[str], used_saves: set[int], keep: set[str], mode: str
 ) -> tuple[ForwardStep, ...]:
     decls = [_op_node(checked.ir.decls, name) for name in nodes]
     last_read: dict[str, int] = {}
@@ -256,8 +286,9 @@ def _forward_steps(
     steps = []
     for i, (name, node) in enumerate(zip(nodes, decls)):
         taped = i in used_saves
-        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves)) if taped else ()
-        steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ()))))
+        saves = tuple(dict.fromkeys(_saved_name(node, name, item) for item in node.op.saves_in(mode))) if taped else ()
+        state = tuple(f"{name}.{item}" for item in node.op.state)
+        steps.append(ForwardStep(name, node.op, node.args, node.attrs, taped, saves, tuple(frees.get(i, ())), state))
     return tuple(steps)
 
 
@@ -294,15 +325,26 @@ def shared_gradients(plan: Plan) -> tuple[str, ...]:
     return tuple(shared)
 
 
+def state_types(checked: CheckedGraph, types: dict[str, TensorType]) -> dict[str, TensorType]:
+    """Every op's state by plan name (bn1.running_mean), each with its type: the operand's it is shaped like."""
+    result = {}
+    for name in checked.order:
+        node = checked.ir.decls[name]
+        if isinstance(node, OpNode):
+            for item, like in node.op.state.items():
+                result[f"{name}.{item}"] = types[node.args[node.op.operands.index(like)]]
+    return result
+
+
 def _op_node(decls: dict[str, Any], name: str) -> OpNode:
     node = decls[name]
     assert isinstance(node, OpNode), name
     return node
 
 
-def _rule_names(node: OpNode, name: str) -> dict[str, str]:
+def _rule_names(node: OpNode, name: str, mode: str) -> dict[str, str]:
     """What a rule's text names: the operands, dout, out and the op's own tensors (relu1.mask)."""
-    names = {item: _saved_name(node, name, item) for item in node.op.saves}
+    names = {item: _saved_name(node, name, item) for item in node.op.saves_in(mode)}
     names.update(zip(node.op.operands, node.args))
     names["dout"] = grad_name(name)  # `out` is among the saves of a rule that reads it
     return names

@@ -207,6 +207,7 @@ def profile_graph(
     seed: int = 0,
     wrt: tuple[str, ...] | None = None,
     codegen: bool = True,
+    mode: str = "train",
 ) -> Profile:
     """Time one training step of `compiled`, node by node, at `batch` rows
     (default: the rows of the inputs' values in the graph, else 100).
@@ -214,14 +215,13 @@ def profile_graph(
     wrt defaults to the params (a training step); a graph without params
     differentiates its inputs instead.
     """
-    program = Program(compiled, dtype=dtype, seed=seed)
+    program = Program(compiled, dtype=dtype, seed=seed, mode=mode)
     if wrt is None:
         wrt = program.param_names or program.input_names
     plain = program.lean(tuple(wrt))  # the plan and interpreter training runs
     plan = plain.plan
     feeds, dims = made_up_inputs(program, plan, batch)
-    base = dict(program.consts)
-    base.update(program.params)
+    base = program.fixed_values()
     base.update(feeds)
 
     timer = _Timer(plan)
@@ -230,9 +230,10 @@ def profile_graph(
     if codegen:
         from graphc.codegen import load_module
 
-        model = load_module(compiled, dtype, wrt)
+        model = load_module(compiled, dtype, wrt, mode)
         params = dict(program.params)
-        runs.append(lambda: model.loss_and_grads(params, feeds))
+        extra = model.extra(program.state, program.rng)
+        runs.append(lambda: model.loss_and_grads(params, feeds, **extra))
     # The three runs take turns, iteration by iteration, so that a machine
     # busy with something else slows them all alike.
     seconds = [0.0] * len(runs)

@@ -11,7 +11,7 @@ plans through the interpreter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,19 +39,28 @@ from graphc.ir import (
     shape_text,
     unrepresentable,
 )
-from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
+from graphc.ops import MODES
+from graphc.plan import RNG, Plan, grad_name, make_inference_plan, make_plan, state_types
 from graphc.run import Interpreter
 from graphc.shapes import ONEHOT_HINT, class_index_read, index_problem, onehot_problem
 
 
 def compile_source(
-    text: str, path: str = "<string>", *, graph: str | None = None, dtype: str | None = None, seed: int = 0
+    text: str,
+    path: str = "<string>",
+    *,
+    graph: str | None = None,
+    dtype: str | None = None,
+    seed: int = 0,
+    mode: str = "train",
 ) -> Program:
-    return Program(select(front_end(text, path), graph), dtype=dtype, seed=seed)
+    return Program(select(front_end(text, path), graph), dtype=dtype, seed=seed, mode=mode)
 
 
-def compile_file(path: str | Path, *, graph: str | None = None, dtype: str | None = None, seed: int = 0) -> Program:
-    return Program(select(front_end_file(path), graph), dtype=dtype, seed=seed)
+def compile_file(
+    path: str | Path, *, graph: str | None = None, dtype: str | None = None, seed: int = 0, mode: str = "train"
+) -> Program:
+    return Program(select(front_end_file(path), graph), dtype=dtype, seed=seed, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,17 @@ class Params(MutableMapping):
 
 
 class Program:
-    def __init__(self, compiled: CompiledGraph, *, dtype: str | None = None, seed: int = 0):
+    """mode: "train" (the default) or "eval", the mode of `plan`, which forward
+    and backward run; predictions (`evaluate`) are always made in eval mode.
+
+    `state` holds what ops keep across runs (batchnorm's running mean and
+    variance, by plan name: bn1.running_mean), zeros at first, updated in
+    place by every forward in train mode; `rng`, seeded from `seed`, draws
+    dropout's masks."""
+
+    def __init__(self, compiled: CompiledGraph, *, dtype: str | None = None, seed: int = 0, mode: str = "train"):
+        if mode not in MODES:
+            raise GraphcError(f"unknown mode `{mode}`", hint=did_you_mean(mode, MODES) or "modes: train, eval")
         self.compiled = compiled
         self.checked = compiled.checked
         self.ir = compiled.ir
@@ -117,9 +136,15 @@ class Program:
         self.label_inputs = self.checked.label_inputs
         self._classes = self._class_counts()
         self._one_hot_labels = self._one_hot_label_inputs()
-        self.plan: Plan = make_plan(self.checked, self.types)
+        self.mode = mode
+        self.plan: Plan = make_plan(self.checked, self.types, mode=mode)
         self._interpreter = Interpreter(self.plan, free=False)
-        param_rng, input_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        param_rng, input_rng, self.rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        self.state_types = state_types(self.checked, self.types)
+        self.state: dict[str, np.ndarray] = {
+            name: np.zeros(concrete_shape(t, self.ir.dims), DTYPES[t.dtype or "f64"])
+            for name, t in self.state_types.items()
+        }
         self.params = Params(self)
         self._check_budget(self._made_here(), self.ir.dims)  # before any of it is allocated
         for decl in self.ir.params():
@@ -133,6 +158,7 @@ class Program:
         self.values: dict[str, np.ndarray] = {}  # every forward value of the last run
         self.gradients: dict[str, np.ndarray] = {}  # every gradient of the last run, by value name
         self._tape: list | None = None
+        self._draws: Mapping[str, Any] | None = None
         self._lean: dict[tuple, Interpreter] = {}
         self._sizes_checked: set[tuple] = set()  # dim sizes check_sizes has found within the limits
 
@@ -263,9 +289,8 @@ class Program:
             dtype = "i64"  # whole numbers, as checked; declared `input t: [N]`, they would index as floats
         return _cast(array, dtype, f"input `{name}`", decl.span)
 
-    def _environment(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        env: dict[str, np.ndarray] = dict(self.consts)
-        env.update(self.params)
+    def _environment(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        env = self.fixed_values()
         defaults = self.default_feeds()
         bindings: dict[str, tuple[int, str]] = {}
         for name in feeds:
@@ -344,12 +369,23 @@ class Program:
     def forward(self, /, **feeds: Any) -> dict[str, np.ndarray]:
         """Run forward; returns the outputs. Missing inputs take their defaults."""
         env = self._environment(feeds)
+        self._draws = self.rng.bit_generator.state  # what this forward draws from, for replay()
         with np.errstate(all="ignore"):  # NaN and inf are reported, not warned about
             self._tape = self._interpreter.forward(env)
         self._check_computed_labels(env)
+        for name in (RNG, *self.state):  # not values of this run
+            del env[name]
         self.values = env
         self.gradients = {}
         return {name: env[name] for name in self.outputs}
+
+    def replay(self) -> dict[str, Any]:
+        """What running the last forward again needs besides its values: copies of
+        the state, and a generator that draws the masks that forward drew."""
+        assert self._draws is not None, "replay() needs a forward() first"
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self._draws
+        return {**{name: value.copy() for name, value in self.state.items()}, RNG: rng}
 
     def _check_computed_labels(self, env: dict[str, Any]) -> None:
         """One-hot labels computed by an op are checked once computed, as fed ones are when fed."""
@@ -404,7 +440,8 @@ class Program:
         """An interpreter that frees values as soon as they are dead (for training)."""
         key = (wrt, seed)
         if key not in self._lean:
-            plan = make_plan(self.checked, self.types, wrt=self.param_names if wrt is None else wrt, seed=seed)
+            wrt = self.param_names if wrt is None else wrt
+            plan = make_plan(self.checked, self.types, wrt=wrt, seed=seed, mode=self.mode)
             self._lean[key] = Interpreter(plan, free=True)
         return self._lean[key]
 
@@ -419,8 +456,7 @@ class Program:
         Feeds are used as given (already checked with `feed`), for speed.
         """
         interpreter = self.lean()
-        env = dict(self.consts)
-        env.update(self.params)
+        env = self.fixed_values()
         env.update(feeds)
         tape = interpreter.forward(env)
         assert interpreter.plan.seed is not None  # lean() plans backward from the loss
@@ -428,19 +464,26 @@ class Program:
         grads = interpreter.backward(tape, np.ones_like(loss) if dout is None else dout)
         return loss, {name: grads[grad_name(name)] for name in self.param_names if grad_name(name) in grads}
 
-    def inference(self, targets: tuple[str, ...]) -> Interpreter:
-        key = ("inference", targets)
+    def inference(self, targets: tuple[str, ...], mode: str = "eval") -> Interpreter:
+        key = ("inference", targets, mode)
         if key not in self._lean:
-            self._lean[key] = Interpreter(make_inference_plan(self.checked, self.types, targets), free=True)
+            self._lean[key] = Interpreter(make_inference_plan(self.checked, self.types, targets, mode), free=True)
         return self._lean[key]
 
     def evaluate(self, targets: tuple[str, ...], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Forward only, to `targets`, nothing kept for backward."""
-        env = dict(self.consts)
-        env.update(self.params)
+        """Forward only, to `targets`, in eval mode, nothing kept for backward."""
+        env = self.fixed_values()
         env.update(feeds)
         self.inference(targets).forward(env)
         return {t: env[t] for t in targets}
+
+    def fixed_values(self) -> dict[str, Any]:
+        """An environment's values that are not fed: consts, params, state, the generator."""
+        env: dict[str, Any] = dict(self.consts)
+        env.update(self.params)
+        env.update(self.state)
+        env[RNG] = self.rng
+        return env
 
     def scores_name(self) -> str:
         """The value whose argmax is the prediction: the scores fed to the loss (Op.scores)."""

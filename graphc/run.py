@@ -13,6 +13,10 @@ reader has run (what backward needs lives on in the tape), a step's saved
 tensors go when its backward step has run, and a gradient when the step that
 reads it has. The loops keep no array in a local variable from one step to
 the next.
+
+State (batchnorm's running statistics) and the run's random generator are
+in the environment too, under their plan names and plan.RNG: a step reads
+them after its operands, and a training step updates its state in place.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Interpreter:
         self._forward = [
             (
                 wrap("forward", step, _step_code(plan, step, step.taped).forward),
-                step.args,
+                step.arguments,
                 step.out,
                 step.taped,
                 step.frees if free else (),
@@ -112,4 +116,4 @@ def _step_code(plan: Plan, step: ForwardStep, taped: bool, needs: tuple[bool, ..
     the very source the code generator writes for it."""
     types = {operand: plan.types[arg] for operand, arg in zip(step.op.operands, step.args)}
     types["out"] = plan.types[step.out]
-    return step.op.compile(step.attrs, types, taped=taped, needs=needs)
+    return step.op.compile(step.attrs, types, taped=taped, needs=needs, mode=plan.mode)

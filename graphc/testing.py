@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from graphc.errors import GraphcError
+from graphc.plan import RNG
 from graphc.program import Program
 
 # Central differences err by O(eps^2) in truncation and O(1e-16 / eps) in
@@ -31,13 +32,25 @@ class GradCheck:
 
 
 def numerical_gradients(
-    program: Program, feeds: dict[str, Any], names: list[str], eps: float = DEFAULT_EPS
+    program: Program, feeds: dict[str, Any], names: list[str], eps: float = DEFAULT_EPS, draws: Any = None
 ) -> dict[str, np.ndarray]:
-    """d output / d name for each name, by central differences on float64 copies."""
+    """d output / d name for each name, by central differences on float64 copies.
+
+    Every forward draws what the program's generator draws from `draws` (a
+    state of its bit generator; default: its state now), so dropout's masks
+    stay fixed while the inputs move. State (running statistics) is copied for
+    each forward: the differences leave the program's own as they find it.
+    """
     seed = program.plan.seed
     assert seed is not None  # a training plan's
+    if draws is None:
+        draws = program.rng.bit_generator.state
+    program.rng.bit_generator.state = draws
+    state = {k: v.astype(np.float64) for k, v in program.state.items()}
     env: dict[str, Any] = {}
     program.forward(**feeds)  # validates the feeds and fills in defaults
+    for k, v in state.items():
+        program.state[k][...] = v
     for name in program.input_names + program.param_names:
         env[name] = np.array(
             program.values[name], dtype=np.float64 if np.asarray(program.values[name]).dtype.kind == "f" else None
@@ -49,7 +62,16 @@ def numerical_gradients(
             for k, v in program.consts.items()
         }
     )
-    interpreter = program.inference((seed,))
+    interpreter = program.inference((seed,), program.mode)
+    replay = np.random.default_rng()
+
+    def loss() -> float:
+        replay.bit_generator.state = draws
+        env[RNG] = replay
+        env.update((k, v.copy()) for k, v in state.items())
+        interpreter.forward(env)
+        return float(np.sum(env[seed]))
+
     result = {}
     with np.errstate(all="ignore"):
         for name in names:
@@ -59,11 +81,9 @@ def numerical_gradients(
             for i in range(flat.size):
                 original = flat[i]
                 flat[i] = original + eps
-                interpreter.forward(env)
-                plus = float(np.sum(env[seed]))
+                plus = loss()
                 flat[i] = original - eps
-                interpreter.forward(env)
-                minus = float(np.sum(env[seed]))
+                minus = loss()
                 flat[i] = original
                 gflat[i] = (plus - minus) / (2 * eps)
             result[name] = grad
@@ -77,10 +97,11 @@ def check_grads(
     if any(t.dtype == "f32" for t in program.types.values()):
         raise GraphcError("gradient checks run in float64; compile the program without dtype=float32")
     feeds = feeds or {}
+    draws = program.rng.bit_generator.state  # backprop's masks are the ones the differences hold fixed
     program.forward(**feeds)
     analytic = program.backward()
     names = [n for n in analytic if np.asarray(program.values[n]).dtype.kind == "f"]
-    numeric = numerical_gradients(program, feeds, names, eps)
+    numeric = numerical_gradients(program, feeds, names, eps, draws)
     rows = []
     for name in names:
         a = np.asarray(analytic[name], dtype=np.float64)

@@ -489,6 +489,9 @@ class Trainer:
         except GraphcError as err:
             raise GraphcError(f"corrupt training state: {err.message}", where=where) from None
         self.rng = meta.rng()
+        dropout_rng = meta.dropout_rng()
+        if dropout_rng is not None:
+            self.program.rng.bit_generator.state = dropout_rng.bit_generator.state
         self.history = list(meta.history)
         self.iteration = meta.iteration
         self.seconds_before = meta.seconds
@@ -513,6 +516,7 @@ class Trainer:
             iteration=self.iteration,
             optimizer=self.optimizer,
             rng=self.draws.resumable_rng(self.iteration),
+            dropout_rng=self.program.rng if any(s.op.random for s in self.program.plan.forward) else None,
             history=self.history,
             data=self.data.name,
             batch=self.options.batch,
@@ -674,6 +678,8 @@ class Trainer:
         # place, so the arguments are made once.
         params = dict(program.params)
         arguments = {model.input_names[name]: value for name, value in feeds.items()}
+        # Running statistics updated in place, dropout drawing from the program's generator, as the interpreter does.
+        arguments.update(model.extra(program.state, program.rng))
         generated = model.module.loss_and_grads
         return lambda: generated(params, **arguments, dout=dout)
 

@@ -261,7 +261,7 @@ def test_unknown_op_with_nothing_close_lists_the_ops():
         m.graph:3:9: error: unknown op `conv2d`
          3 |     y = conv2d(x)
            |         ^^^^^^
-        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean
+        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm
     """)
 
 

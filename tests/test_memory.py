@@ -52,7 +52,7 @@ def graphs_of(path) -> list:
     return front_end_file(path)
 
 
-GRAPHS = MODELS + ["fan"]
+GRAPHS = MODELS + ["fan", ROOT / "docs" / "modes" / "bn_dropout.graph"]
 
 
 # --- measuring what the interpreter holds ------------------------------------------
@@ -89,9 +89,8 @@ def held_bytes(*containers) -> int:
 
 
 def environment(program: Program, dims: dict[str, int], dtype=np.float64, seed: int = 0) -> dict[str, np.ndarray]:
-    """Consts, params and random inputs of the declared shapes, as the trainer feeds them."""
-    env = dict(program.consts)
-    env.update(program.params)
+    """Consts, params, state and random inputs of the declared shapes, as the trainer feeds them."""
+    env = program.fixed_values()
     rng = np.random.default_rng(seed)
     for name in program.input_names:
         t = program.types[name]
@@ -227,7 +226,7 @@ def test_free_interpreter_holds_no_dead_array(path, wrt):
         # After the pass only results are held: the gradients returned, the outputs.
         reachable = _reachable_ids(env, grads)
         assert all(id(a) in reachable for a in tracker.alive())
-        fixed = set(plan.inputs + plan.params + plan.consts)
+        fixed = set(plan.inputs) | set(program.fixed_values())  # and state, and the generator
         assert set(env) == fixed | set(plan.outputs)
         written = {w.target for s in plan.backward for w in s.writes}
         assert set(grads) - {grad_name(plan.seed)} == {grad_name(w) for w in plan.wrt} & written

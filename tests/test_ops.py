@@ -78,7 +78,15 @@ def step(op: Op, attrs, values, needs=None, taped=True) -> StepCode:
 
 
 def forward(op: Op, attrs, *values):
-    return step(op, attrs, values).forward(*values)
+    return step(op, attrs, values).forward(*values, *extras(op, attrs, values))
+
+
+def extras(op: Op, attrs, values) -> tuple:
+    """What forward takes after the operands: zero state, and a generator seeded
+    alike every time, so that central differences hold dropout's mask fixed."""
+    types = op.types_of(attrs, *values)
+    state = tuple(np.zeros(types[like].shape) for like in op.state.values())
+    return state + ((np.random.default_rng(0),) if op.random else ())
 
 
 def backward(op: Op, attrs, values, saved, dout, needs=None):

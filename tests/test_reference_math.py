@@ -143,6 +143,25 @@ def ref_mean(attrs, x):
     return ref_sum(attrs, x) / Decimal(count)
 
 
+def ref_dropout(attrs, x):
+    """The book's Dropout.forward while training, its mask drawn as graphc's
+    interpreter draws it from the generator `extras` hands it."""
+    mask = np.random.default_rng(0).random(x.shape) > attrs["ratio"]
+    return x * mask
+
+
+def ref_batchnorm(attrs, x, gamma, beta):
+    """The book's BatchNormalization.forward while training, feature by feature."""
+    n = len(x)
+    eps = Decimal(attrs["eps"])
+    out = np.empty(x.shape, dtype=object)
+    for j in range(x.shape[1]):
+        mu = total(x[:, j]) / n
+        var = total((x[:, j] - mu) ** 2) / n
+        out[:, j] = gamma[j] * (x[:, j] - mu) / CONTEXT.sqrt(var + eps) + beta[j]
+    return out
+
+
 def one_hot(t: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Labels as rows shaped like the scores: one-hot rows as they are, class indices made one-hot."""
     t = np.asarray(t)
@@ -171,6 +190,8 @@ REFERENCES = {
     "square": ref_square,
     "sum": ref_sum,
     "mean": ref_mean,
+    "dropout": ref_dropout,
+    "batchnorm": ref_batchnorm,
 }
 
 
@@ -214,10 +235,18 @@ def run(op: Op, attrs, values, dout=None):
     """Forward, and backward from dout, through the functions the interpreter compiles."""
     types = op.types_of(attrs, *values)
     code = op.compile(attrs, types)
-    out, saved = code.forward(*values)
+    out, saved = code.forward(*values, *extras(op, attrs, values))
     if dout is None:
         return out, None
     return out, code.backward(saved, dout)
+
+
+def extras(op: Op, attrs, values) -> tuple:
+    """What forward takes after the operands: zero state, and a generator seeded
+    alike every time, so that central differences hold dropout's mask fixed."""
+    types = op.types_of(attrs, *values)
+    state = tuple(np.zeros(types[like].shape) for like in op.state.values())
+    return state + ((np.random.default_rng(0),) if op.random else ())
 
 
 def attr_choices(op: Op) -> list[dict[str, Any]]:
@@ -250,7 +279,16 @@ def cases():
 
 # Forward: mul, add and relu round once (correctly, so exactly the reference
 # rounded); the others within a few ulps of the reference.
-FORWARD_RTOL = {"mul": 0.0, "add": 0.0, "relu": 0.0, "sigmoid": 4e-16, "affine": 1e-15, "softmax_loss": 1e-15}
+FORWARD_RTOL = {
+    "mul": 0.0,
+    "add": 0.0,
+    "relu": 0.0,
+    "sigmoid": 4e-16,
+    "affine": 1e-15,
+    "softmax_loss": 1e-15,
+    "dropout": 0.0,
+    "batchnorm": 1e-14,
+}
 FORWARD_RTOL.update(sub=0.0, div=0.0, square=0.0, tanh=4e-16, exp=4e-16, log=4e-16, sum=1e-15, mean=1e-15)
 
 
@@ -303,6 +341,10 @@ def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.nd
     scope: dict[str, Any] = dict(zip(op.operands, values))
     scope.update(out=out, dout=dout, sum=np.sum, outer=np.outer, softmax=reference_softmax)
     scope.update(flat=lambda v: v.reshape(len(v), -1), broadcast_to=np.broadcast_to, expand_dims=np.expand_dims)
+    # BatchNormalization's dx in closed form, not as the book's (and graphc's) chain of steps.
+    scope.update(
+        batchnorm_dx=lambda g, gamma, xc, std: gamma / std * (g - g.mean(0) - xc / std * (g * xc / std).mean(0))
+    )
     scope.update(zip(op.saves, saved))  # the op's own tensors (relu's mask) as forward kept them
     for position, scored in op.label_positions().items():
         scores = values[scored]
@@ -317,7 +359,7 @@ def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.nd
 def test_printed_rules_are_the_derivative(op: Op, shapes, attrs):
     rng = np.random.default_rng(sum(map(ord, repr((op.name, shapes, attrs, "text")))))
     values = operand_values(op, shapes, rng)
-    out, saved = op.compile(attrs, op.types_of(attrs, *values)).forward(*values)
+    out, saved = op.compile(attrs, op.types_of(attrs, *values)).forward(*values, *extras(op, attrs, values))
     dout = rng.standard_normal(np.shape(out))
     for i in range(len(op.operands)):
         if not op.differentiable(i):

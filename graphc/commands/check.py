@@ -11,6 +11,7 @@ from graphc.commands.common import add_json_argument, load_graphs, print_json
 from graphc.compiler import CompiledGraph
 from graphc.errors import ExitCode
 from graphc.ir import DTYPES, ConstDecl, InputDecl, OpNode, ParamDecl
+from graphc.plan import state_types
 
 HELP = "parse, check and infer shapes; print a summary table"
 
@@ -99,7 +100,15 @@ def summary(graph: CompiledGraph) -> dict:
         "param_count": sum(_count(graph, p.name) for p in params),
         "outputs": [n for n, _ in graph.ir.outputs],
         "inputs": {d.name: {"type": str(graph.types[d.name]), "role": d.role} for d in graph.ir.inputs()},
-    }
+    } | _state_summary(graph)
+
+
+def _state_summary(graph: CompiledGraph) -> dict:
+    """The ops' state (batchnorm's running statistics), where a graph keeps any: not params, never trained."""
+    state = state_types(graph.checked, graph.types)
+    if not state:
+        return {}
+    return {"state": {name: {"shape": list(t.shape), "dtype": t.dtype} for name, t in state.items()}}
 
 
 def summary_text(graph: CompiledGraph) -> str:
@@ -115,6 +124,14 @@ def summary_text(graph: CompiledGraph) -> str:
     nbytes = sum(_nbytes(graph, p.name) for p in params)
     lines = [f"graph {graph.name}", "", table, ""]
     lines.append(f"params: {len(params)} tensor{'s' * (len(params) != 1)}, {total:,} numbers ({_bytes(nbytes)})")
+    state = state_types(graph.checked, graph.types)
+    if state:
+        count = sum(t.size() or 0 for t in state.values())
+        size = sum((t.size() or 0) * DTYPES[t.dtype or "f64"].itemsize for t in state.values())
+        lines.append(
+            f"state (not trained): {len(state)} tensor{'s' * (len(state) != 1)}, {count:,} numbers ({_bytes(size)}): "
+            + ", ".join(f"{name} {t}" for name, t in state.items())
+        )
     lines.append(f"outputs: {', '.join(n for n, _ in graph.ir.outputs)}")
     return "\n".join(lines)
 

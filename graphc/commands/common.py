@@ -18,6 +18,7 @@ from graphc.errors import Diagnostic, GraphcError, Source, Span, did_you_mean
 from graphc.figures import rounding_error, stable_number
 from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
 from graphc.ir import DTYPE_CHOICES
+from graphc.ops import MODES
 from graphc.program import Program
 
 # --- arguments ---------------------------------------------------------------
@@ -91,7 +92,9 @@ def check_batch_size(graph: CompiledGraph, batch: int, what: str, where: str | N
 
 
 def add_seed_argument(
-    parser: argparse._ActionsContainer, default: int | None = 0, what: str = "param initializers and made-up inputs"
+    parser: argparse._ActionsContainer,
+    default: int | None = 0,
+    what: str = "param initializers, made-up inputs and dropout's masks",
 ) -> None:
     parser.add_argument(
         "--seed",
@@ -106,6 +109,16 @@ def add_dtype_argument(
     parser: argparse._ActionsContainer, help: str = "make every float value this dtype (default: as the graph declares)"
 ) -> None:
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, help=help)
+
+
+def add_mode_argument(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="train",
+        help="train (default): dropout drops and batchnorm uses the batch's statistics, updating its running ones; "
+        "eval: as when predicting",
+    )
 
 
 def add_feed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +154,7 @@ def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
 def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
     """The selected graph as a Program, with --weights, --set and --input applied; returns (program, feeds)."""
     compiled = select_graph(load_graphs(args), args)
-    program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0))
+    program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0), mode=getattr(args, "mode", "train"))
     if getattr(args, "weights", None):
         from graphc.checkpoint import load_weights
 

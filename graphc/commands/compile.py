@@ -12,6 +12,7 @@ from collections.abc import Callable
 from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
+    add_mode_argument,
     load_graphs,
     select_graph,
     whole_number,
@@ -60,7 +61,9 @@ def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
 def training_plan(graph: CompiledGraph, args: argparse.Namespace) -> Plan:
     """The plan --wrt and --dtype ask for."""
     types = retype(graph.types, float_dtype(getattr(args, "dtype", None)))
-    return make_plan(graph.checked, types, wrt=wrt_names(graph, getattr(args, "wrt", None)))
+    return make_plan(
+        graph.checked, types, wrt=wrt_names(graph, getattr(args, "wrt", None)), mode=getattr(args, "mode", "train")
+    )
 
 
 def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
@@ -86,7 +89,7 @@ def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
 def _python(graph: CompiledGraph, args: argparse.Namespace) -> str:
     from graphc.codegen import python_module
 
-    return python_module(graph, dtype=args.dtype, wrt=wrt_names(graph, args.wrt))
+    return python_module(graph, dtype=args.dtype, wrt=wrt_names(graph, args.wrt), mode=args.mode)
 
 
 def _dot(graph: CompiledGraph, args: argparse.Namespace) -> str:
@@ -122,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(a training step), `inputs`, or names, comma-separated",
     )
     add_dtype_argument(parser, help="make every float value this dtype")
+    add_mode_argument(parser)
     parser.add_argument(
         "--batch",
         type=whole_number("--batch"),

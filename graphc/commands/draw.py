@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from graphc.commands.common import add_feed_arguments, add_file_arguments, load_graphs, load_program, select_graph
+from graphc.commands.common import (
+    add_feed_arguments,
+    add_file_arguments,
+    add_mode_argument,
+    load_graphs,
+    load_program,
+    select_graph,
+)
 from graphc.errors import ExitCode, GraphcError
 from graphc.plan import make_plan
 
@@ -44,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--collapse", action="store_true", help="draw each use of a block as one box, not a cluster of its values"
     )
     add_feed_arguments(parser)
+    add_mode_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         graph = select_graph(load_graphs(args), args)
         if args.plan == "backward":
-            diagram = backward_diagram(make_plan(graph.checked, graph.types))
+            diagram = backward_diagram(make_plan(graph.checked, graph.types, mode=args.mode))
         else:
             diagram = graph_diagram(graph, collapse=args.collapse)
     if args.output == "-":

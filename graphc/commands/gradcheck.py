@@ -13,6 +13,7 @@ from graphc.commands.common import (
     add_feed_arguments,
     add_file_arguments,
     add_json_argument,
+    add_mode_argument,
     load_program,
     print_json,
 )
@@ -56,6 +57,7 @@ def _tensor_json(r: GradCheck) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     add_feed_arguments(parser)
+    add_mode_argument(parser)
     add_json_argument(parser)
     parser.add_argument(
         "--rtol", type=_positive, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})"

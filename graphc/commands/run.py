@@ -10,6 +10,7 @@ from graphc.commands.common import (
     add_feed_arguments,
     add_file_arguments,
     add_json_argument,
+    add_mode_argument,
     fmt_array,
     fmt_named,
     load_program,
@@ -23,6 +24,7 @@ HELP = "run forward and backward; print outputs and gradients; check expectation
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     add_feed_arguments(parser)
+    add_mode_argument(parser)
     add_json_argument(parser)
 
 

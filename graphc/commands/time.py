@@ -13,6 +13,7 @@ from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
     add_json_argument,
+    add_mode_argument,
     add_seed_argument,
     check_batch_size,
     load_graphs,
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which gradients backward computes: `params` (default; the inputs if there are none), "
         "`inputs`, `all`, or names, comma-separated",
     )
-    add_seed_argument(parser, what="params and made-up inputs")
+    add_seed_argument(parser, what="params, made-up inputs and dropout's masks")
+    add_mode_argument(parser)
     parser.add_argument("--no-codegen", action="store_true", help="do not time the generated module as well")
     add_json_argument(parser)
 
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         wrt=wrt,
         codegen=not args.no_codegen,
+        mode=args.mode,
     )
     if args.json:
         print_json(profile_json(profile))

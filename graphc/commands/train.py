@@ -137,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add the L2 penalty LAMBDA/2 * sum of W² over the weights (each affine's W, not biases) to the loss, "
         "and LAMBDA * W to their gradients (default 0; on --resume, the checkpoint's)",
     )
-    add_seed_argument(loop, default=None, what="param initializers and the minibatch draws")
+    add_seed_argument(loop, default=None, what="param initializers, the minibatch draws and dropout's masks")
     add_dtype_argument(
         loop, help="compute in this dtype (default: as the graph declares; on --resume, the checkpoint's)"
     )
