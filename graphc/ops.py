@@ -537,7 +537,7 @@ class Op:
     # How a diagram draws the op, as the book does (`×` for mul); None: by its name.
     symbol: ClassVar[str | None] = None
     # Operands the op is defined on only where positive (log's x) or away from
-    # 0 (div's b): tests and made-up values draw them positive.
+    # 0 (div's b): the tests draw their values positive.
     positive: ClassVar[tuple[str, ...]] = ()
     # Operand shapes for the registry-wide tests, broadcasting included.
     examples: ClassVar[tuple[tuple[tuple[int, ...], ...], ...]]

@@ -12,18 +12,30 @@ and test_codegen.py cover each op's default attributes as well.)
 
 from __future__ import annotations
 
+import decimal
 import math
 import textwrap
 
 import numpy as np
 import pytest
 from test_memory import environment, measure  # the memory tests' own measuring of what is held
+from test_reference_math import (  # the 60-digit references, independent of graphc
+    CONTEXT,
+    REFERENCES,
+    assert_close,
+    dec,
+    printed_rule_value,
+    reference_gradient,
+    to_float,
+)
+from test_reference_math import run as run_op
 
 import graphc
 from graphc.cli import main
 from graphc.codegen import python_module
 from graphc.errors import GraphcError
 from graphc.memory import bind_dims, predict_memory
+from graphc.ops import REGISTRY
 from graphc.plan import make_plan
 from graphc.program import Program
 from graphc.testing import check_grads
@@ -190,6 +202,29 @@ def test_a_loss_written_by_hand_equals_softmax_loss():
     outputs = program.forward()
     assert outputs["loss"] == pytest.approx(float(outputs["reference"]), rel=1e-14)
     assert all(check.ok for check in check_grads(program))
+
+
+# --- reductions over each axis, against 60-digit references ------------------------------
+
+
+@pytest.mark.parametrize("keepdims", ["false", "true"])
+@pytest.mark.parametrize("shape, axis", [((3, 4), 0), ((3, 4), 1), ((3, 4), -1), ((2, 3, 2), 1), ((2, 3, 2), -3)])
+@pytest.mark.parametrize("name", ["sum", "mean"])
+def test_reductions_over_an_axis_against_the_reference(name, shape, axis, keepdims):
+    """Forward, backward and the rule a plan prints (broadcast_to(expand_dims(...)))
+    against Decimal arithmetic, for the axes the registry-wide tests (axis left out) do not reach."""
+    op, attrs = REGISTRY[name], {"axis": axis, "keepdims": keepdims}
+    rng = np.random.default_rng(len(shape) * 10 + axis + (keepdims == "true"))
+    x = rng.standard_normal(shape)
+    with decimal.localcontext(CONTEXT):
+        out, _ = run_op(op, attrs, [x])
+        assert_close(out, to_float(REFERENCES[name](attrs, dec(x))), 1e-15, "forward")
+        dout = rng.standard_normal(np.shape(out))
+        _, (grad,) = run_op(op, attrs, [x], dout)
+        expected = reference_gradient(op, attrs, [x], 0, dout)
+        assert_close(grad, expected, 1e-13, "backward")
+        _, saved = op.compile(attrs, op.types_of(attrs, x)).forward(x)
+        assert_close(printed_rule_value(op, attrs, [x], out, saved, dout, 0), expected, 1e-13, "printed rule")
 
 
 # --- gradients against central differences ---------------------------------------------
