@@ -6,11 +6,13 @@ codegen against the interpreter; and the mistakes a person can make with them.""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import graphc
+from graphc.cli import main
 from graphc.codegen import load_module
 from graphc.errors import GraphcError
 from graphc.ops import REGISTRY
@@ -425,3 +427,34 @@ def test_an_eps_of_zero_is_an_error():
         "   |                                ^\n"
         "hint: a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`"
     )
+
+
+# --- gradient checks of a gradient that is zero ---------------------------------------
+
+
+BIAS_BEFORE_BN = Path(__file__).parent / "data" / "bias_before_batchnorm.graph"
+
+
+def test_a_bias_before_batchnorm_has_a_zero_gradient_and_passes(capsys):
+    """The normalization takes the batch's mean away, so the bias's gradient is zero; both
+    sides give rounding noise, whose relative error means nothing: ok, marked zero."""
+    rows = {r.name: r for r in check_grads(graphc.compile_file(BIAS_BEFORE_BN))}
+    assert rows["b"].ok and rows["b"].zero and rows["b"].max_abs_error < 1e-12
+    assert not any(r.zero for name, r in rows.items() if name != "b")
+    assert main(["gradcheck", str(BIAS_BEFORE_BN)]) == 0
+    assert "b         [5]      " in capsys.readouterr().out
+
+
+def test_a_wrong_gradient_is_not_taken_for_zero(monkeypatch):
+    """The noise floor is far below a real gradient: a backward that drops a term still fails."""
+    program = graphc.compile_file(BIAS_BEFORE_BN)
+    backward = program.backward
+
+    def halved_w(*args, **kwargs):
+        grads = backward(*args, **kwargs)
+        grads["W2"] = grads["W2"] * 0.5
+        return grads
+
+    monkeypatch.setattr(program, "backward", halved_w)
+    rows = {r.name: r for r in check_grads(program)}
+    assert not rows["W2"].ok and not rows["W2"].zero

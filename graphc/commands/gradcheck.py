@@ -38,6 +38,8 @@ def _errors(r: GradCheck) -> tuple[str, str]:
     """The error columns; a gradient of the wrong shape has none (its line below says why)."""
     if r.problem is not None:
         return ("-", "-")
+    if r.zero:  # a relative error of rounding noise says nothing
+        return (f"{r.max_abs_error:.2e}", "- (zero)")
     return (f"{r.max_abs_error:.2e}", f"{r.max_rel_error:.2e}")
 
 
@@ -51,6 +53,8 @@ def _tensor_json(r: GradCheck) -> dict:
     }
     if r.problem is not None:
         row["problem"] = r.problem  # a gradient of the wrong shape: its errors are "nan"
+    if r.zero:
+        row["zero"] = True  # both gradients zero up to the differences' rounding
     return row
 
 
