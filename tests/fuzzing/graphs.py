@@ -30,7 +30,7 @@ from graphc.ops import BroadcastClash, broadcast_shapes
 Dim = int | str  # a size, or the symbolic dim "N"
 Shape = tuple[Dim, ...]
 
-OPS = ("mul", "add", "relu", "sigmoid", "affine", "softmax_loss")
+OPS = ("mul", "add", "relu", "sigmoid", "affine", "softmax_loss", "sub", "div", "tanh", "exp", "square", "sum", "mean")
 INITIALIZERS = ("zeros", "ones", "normal(0.1)", "uniform(-1, 1)", "he", "xavier")
 
 # Names a person may well choose that Python, numpy or the generated module use themselves.
@@ -375,6 +375,42 @@ class _Builder:
     def _sigmoid(self) -> None:
         self._unary("sigmoid")
 
+    def _sub(self) -> None:
+        self._elementwise2("sub")
+
+    def _div(self) -> None:
+        self._elementwise2("div")  # a zero divisor gives inf or NaN, as in numpy: a result, not a crash
+
+    def _tanh(self) -> None:
+        self._unary("tanh")
+
+    def _exp(self) -> None:
+        self._unary("exp")
+
+    def _square(self) -> None:
+        self._unary("square")
+
+    def _sum(self) -> None:
+        self._reduction("sum")
+
+    def _mean(self) -> None:
+        self._reduction("mean")
+
+    def _reduction(self, op: str) -> None:
+        """Over every axis, or over one (negative from the end too), its dim kept or dropped."""
+        draw = self.draw
+        x = self.operand()
+        if not x.shape or draw(st.integers(0, 2)) == 0:
+            keep = bool(x.shape) and draw(st.booleans())
+            shape = tuple(1 for _ in x.shape) if keep else ()
+            self.add_node(op, [(x.name, x.name)], shape, ["keepdims=true"] if keep else [])
+            return
+        axis = draw(st.integers(-len(x.shape), len(x.shape) - 1))
+        keep = draw(st.booleans())
+        at = axis % len(x.shape)
+        shape = tuple(1 if i == at else d for i, d in enumerate(x.shape)) if keep else x.shape[:at] + x.shape[at + 1 :]
+        self.add_node(op, [(x.name, x.name)], shape, [f"axis={axis}"] + (["keepdims=true"] if keep else []))
+
     def _affine(self) -> None:
         draw = self.draw
         x = self.operand(min_rank=1)
@@ -610,7 +646,7 @@ ODD_CHARACTERS = (
     "\ufeff", "\x00", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "\u200b", "\u202e", "\r",
     "\t", "é", "名前", "🙂", "e\u0301", "\x7f", "\ud7ff", "\U0010ffff", "；", "（", "－>", "\u00a0",
 )  # fmt: skip
-UNKNOWN_OPS = ("rleu", "Relu", "matmul", "softmax", "affine2", "sub", "exp", "graph", "input", "mul2", "x")
+UNKNOWN_OPS = ("rleu", "Relu", "matmul", "softmax", "affine2", "subtract", "expo", "graph", "input", "mul2", "x")
 
 
 def _calls(lines: list[str]) -> list[tuple[int, re.Match]]:
@@ -636,11 +672,7 @@ def _wrong_arity(draw, lines):
 
 
 def _unknown_op(draw, lines):
-    ops = [
-        (i, m)
-        for i, line in enumerate(lines)
-        for m in re.finditer(r"\b(mul|add|relu|sigmoid|affine|softmax_loss)\b", line)
-    ]
+    ops = [(i, m) for i, line in enumerate(lines) for m in re.finditer(r"\b(" + "|".join(OPS) + r")\b", line)]
     if not ops:
         return lines
     i, m = draw(st.sampled_from(ops))
