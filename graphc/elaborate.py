@@ -120,6 +120,7 @@ class _GraphBuilder:
             handler = getattr(self, "_" + type(stmt).__name__)
             handler(stmt)
         self.bind_literal_dims()
+        self.check_saved_names()
         self.check_made_up_inputs()
         self.check_made_up_sizes()
         return GraphIR(
@@ -154,6 +155,20 @@ class _GraphBuilder:
                     span,
                     f"every value of the graph must agree on the size of `{d}`",
                 )
+
+    def check_saved_names(self) -> None:
+        """No value is named as what an op saves for backward (`h.mask` beside relu `h`):
+        plans name those NODE.ITEM, and dotted names could otherwise meet them."""
+        for node in [d for d in self.decls.values() if isinstance(d, OpNode)]:
+            for item in node.op.own:
+                clash = self.decls.get(f"{node.name}.{item}")
+                if clash is not None:
+                    self.error(
+                        f"`{clash.name}` is also the name of what `{node.name}` ({node.op.name}) saves for backward",
+                        clash.span,
+                        f"rename it: graphc names the `{item}` that {node.op.name} saves after its value, "
+                        f"`{node.name}.{item}`",
+                    )
 
     def check_made_up_inputs(self) -> None:
         """An input filled by an initializer, or by one number, needs a size for each symbolic dim."""

@@ -842,3 +842,27 @@ def test_blocks_nested_too_deep_are_refused_without_exhausting_the_stack():
     assert (diagnostic.span.line, diagnostic.span.column) == (95, 10)
     assert [text for text, _ in diagnostic.span.via][:2] == ["in this use of `b31`", "in this use of `b30`"]
     assert len(diagnostic.span.via) == 32
+
+
+def test_a_value_named_as_what_an_op_saves_for_backward():
+    # Plans name relu's saved mask `h.mask`: a block's param `mask` in use `h` would meet it.
+    assert error("""
+        block b(x) {
+            param mask: [2] = ones
+            y = mul(x, mask)
+            y -> relu -> out
+        }
+        graph g {
+            input x = [1, -2]
+            h = b(x)
+            output h
+        }
+    """) == text("""
+        m.graph:2:11: error: `h.mask` is also the name of what `h` (relu) saves for backward
+         2 |     param mask: [2] = ones
+           |           ^^^^
+        m.graph:8:9: note: in this use of `b`
+         8 |     h = b(x)
+           |         ^^^^
+        hint: rename it: graphc names the `mask` that relu saves after its value, `h.mask`
+    """)
