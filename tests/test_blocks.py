@@ -866,3 +866,27 @@ def test_a_value_named_as_what_an_op_saves_for_backward():
            |         ^^^^
         hint: rename it: graphc names the `mask` that relu saves after its value, `h.mask`
     """)
+
+
+def test_eval_reads_instance_params_from_a_checkpoint(tmp_path, capsys):
+    program = graphc.compile_file(MLP)
+    path = tmp_path / "w.npz"
+    save_checkpoint(path, program)
+    assert main(["eval", str(MLP), "--weights", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 10000 and 0 <= report["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_train_saves_and_resumes_instance_params(tmp_path, capsys):
+    path = tmp_path / "w.npz"
+    argv = ["train", str(MLP), "--iters", "20", "--batch", "50", "--save", str(path)]
+    assert main(argv) == 0
+    with np.load(path) as saved:
+        first = saved["params/hidden.3.W"].copy()
+    assert not np.array_equal(first, graphc.compile_file(MLP).params["hidden.3.W"])  # it trained
+    assert main(["train", str(MLP), "--iters", "30", "--resume", str(path), "--save", str(path)]) == 0
+    with np.load(path) as saved:
+        assert not np.array_equal(saved["params/hidden.3.W"], first)
+        assert json.loads(str(saved["meta"]))["iteration"] == 30
+    capsys.readouterr()
