@@ -745,7 +745,7 @@ class _GraphBuilder:
         if in_dims is None:
             return False
         use = call.span
-        first = values[info.block.params[0].text] if info.block.params else None
+        first = next((values[p.text] for p in info.block.params if p.text in values), None)  # operand
         dtype = self.dtype_of(first) if first is not None else None
         inner = Scope(
             prefix=instance + ".",

@@ -890,3 +890,19 @@ def test_train_saves_and_resumes_instance_params(tmp_path, capsys):
         assert not np.array_equal(saved["params/hidden.3.W"], first)
         assert json.loads(str(saved["meta"]))["iteration"] == 30
     capsys.readouterr()
+
+
+def test_a_block_whose_first_parameter_is_a_size():
+    program = compile_text("""
+        block scale(k, x) {
+            param W: [k] = ones
+            x -> mul(W) -> out
+        }
+        graph g {
+            input x: f32[3] = [1, 2, 3]
+            y = scale(3, x)
+            output y
+        }
+    """)
+    assert program.params["y.W"].dtype == np.float32  # the dtype of its first operand, x
+    np.testing.assert_array_equal(program.forward()["y"], [1, 2, 3])
