@@ -906,3 +906,24 @@ def test_a_block_whose_first_parameter_is_a_size():
     """)
     assert program.params["y.W"].dtype == np.float32  # the dtype of its first operand, x
     np.testing.assert_array_equal(program.forward()["y"], [1, 2, 3])
+
+
+def test_expect_lines_name_instance_values(tmp_path, capsys):
+    path = tmp_path / "m.graph"
+    path.write_text(
+        source("""
+        block lin(x) {
+            param w = 2.0
+            out = mul(x, w)
+        }
+        graph g {
+            input x = 3
+            y = lin(x)
+            output y
+            expect y == 6
+            expect grad(y.w) == 3
+        }
+        """)
+    )
+    assert main(["run", str(path)]) == 0
+    assert "ok    " + str(path) + ":10  grad(y.w) == 3" in capsys.readouterr().out
