@@ -1,8 +1,10 @@
 """Stage 2: syntax tree -> flat IR (`graphc.ir.GraphIR`), one per graph.
 
 Resolves op names against the registry (arity, attributes), expands arrow
-chains into op nodes, turns literal arguments into consts, converts values
-and initializers to numpy, and reports duplicate definitions. Names that are
+chains into op nodes and each use of a block into its statements under the
+use's instance name (`h1.W`; graphc.blocks renames them, graphc.imports
+finds the blocks of imported files), turns literal arguments into consts,
+converts values and initializers to numpy, and reports duplicate definitions. Names that are
 used but never defined are left for the checker, which sees the whole graph.
 
 Every literal value goes through `_GraphBuilder.array`: ragged lists, lists
