@@ -927,3 +927,19 @@ def test_expect_lines_name_instance_values(tmp_path, capsys):
     )
     assert main(["run", str(path)]) == 0
     assert "ok    " + str(path) + ":10  grad(y.w) == 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "models").glob("*.graph")), ids=lambda p: p.name)
+def test_every_model_expanded_compiles_to_the_same_graph_and_numbers(path):
+    from graphc.compiler import front_end, front_end_file
+    from graphc.expanded import expanded_text
+    from graphc.program import Program
+
+    for graph in front_end_file(path):
+        [again] = front_end(expanded_text(graph), "expanded.graph")
+        assert list(again.ir.decls) == list(graph.ir.decls)
+        assert again.types == graph.types
+        first, second = Program(graph).forward(), Program(again).forward()
+        assert first.keys() == second.keys()
+        for name in first:
+            np.testing.assert_array_equal(second[name], first[name])
