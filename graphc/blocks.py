@@ -149,7 +149,7 @@ def _check_definition(info: BlockInfo, infos: dict[str, BlockInfo], errors: list
             keyword, hint = _GRAPH_ONLY[type(stmt)]
             found.append(Diagnostic(f"`{keyword}` is not allowed in a block", _keyword_span(stmt, keyword), hint))
     _sort_parameters(info, infos, found)
-    if not found and RESULT not in _defined(block.body):
+    if not found and RESULT not in defined_names(block.body):
         found.append(
             Diagnostic(
                 f"block `{block.name.text}` never defines `{RESULT}`",
@@ -167,7 +167,7 @@ def _keyword_span(stmt: Any, keyword: str) -> Span:
     return Span(span.source, span.line, span.column, span.line, span.column + len(keyword))
 
 
-def _defined(body: tuple[ast.Statement, ...]) -> set[str]:
+def defined_names(body: tuple[ast.Statement, ...]) -> set[str]:
     """Every name the statements define."""
     names: set[str] = set()
     for stmt in body:
@@ -424,7 +424,3 @@ def in_operands(block: ast.Block) -> set[str]:
         if isinstance(type_, ast.TensorType) and type_.shape is not None:
             names.update(d.operand.text for d in type_.shape if isinstance(d, ast.InDim))
     return names
-
-
-def defined_names(body: tuple[ast.Statement, ...]) -> set[str]:
-    return _defined(body)

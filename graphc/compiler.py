@@ -61,8 +61,17 @@ def front_end_file(path: str | Path) -> list[CompiledGraph]:
     return compile_module(parse_file(path))
 
 
+# A file of blocks alone compiles (`graphc check` checks its blocks) but has nothing to run.
+NO_GRAPH = "no graph to run: the file holds only blocks"
+NO_GRAPH_HINT = (
+    'a file of blocks is for `import "FILE"` in a file with a graph; `graphc check` checks how its blocks are defined'
+)
+
+
 def select(graphs: list[CompiledGraph], name: str | None) -> CompiledGraph:
     """The graph called `name`, or the file's first graph."""
+    if not graphs:
+        raise GraphcError(NO_GRAPH, hint=NO_GRAPH_HINT)
     if name is None:
         return graphs[0]
     for graph in graphs:

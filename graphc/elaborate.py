@@ -1,8 +1,10 @@
 """Stage 2: syntax tree -> flat IR (`graphc.ir.GraphIR`), one per graph.
 
 Resolves op names against the registry (arity, attributes), expands arrow
-chains into op nodes, turns literal arguments into consts, converts values
-and initializers to numpy, and reports duplicate definitions. Names that are
+chains into op nodes and each use of a block into its statements under the
+use's instance name (`h1.W`; graphc.blocks renames them, graphc.imports
+finds the blocks of imported files), turns literal arguments into consts,
+converts values and initializers to numpy, and reports duplicate definitions. Names that are
 used but never defined are left for the checker, which sees the whole graph.
 
 Every literal value goes through `_GraphBuilder.array`: ragged lists, lists
@@ -120,6 +122,7 @@ class _GraphBuilder:
             handler = getattr(self, "_" + type(stmt).__name__)
             handler(stmt)
         self.bind_literal_dims()
+        self.check_saved_names()
         self.check_made_up_inputs()
         self.check_made_up_sizes()
         return GraphIR(
@@ -154,6 +157,20 @@ class _GraphBuilder:
                     span,
                     f"every value of the graph must agree on the size of `{d}`",
                 )
+
+    def check_saved_names(self) -> None:
+        """No value is named as what an op saves for backward (`h.mask` beside relu `h`):
+        plans name those NODE.ITEM, and dotted names could otherwise meet them."""
+        for node in [d for d in self.decls.values() if isinstance(d, OpNode)]:
+            for item in node.op.own:
+                clash = self.decls.get(f"{node.name}.{item}")
+                if clash is not None:
+                    self.error(
+                        f"`{clash.name}` is also the name of what `{node.name}` ({node.op.name}) saves for backward",
+                        clash.span,
+                        f"rename it: graphc names the `{item}` that {node.op.name} saves after its value, "
+                        f"`{node.name}.{item}`",
+                    )
 
     def check_made_up_inputs(self) -> None:
         """An input filled by an initializer, or by one number, needs a size for each symbolic dim."""
@@ -736,7 +753,7 @@ class _GraphBuilder:
         if in_dims is None:
             return False
         use = call.span
-        first = values[info.block.params[0].text] if info.block.params else None
+        first = next((values[p.text] for p in info.block.params if p.text in values), None)  # operand
         dtype = self.dtype_of(first) if first is not None else None
         inner = Scope(
             prefix=instance + ".",

@@ -845,3 +845,104 @@ def test_blocks_nested_too_deep_are_refused_without_exhausting_the_stack():
     assert (diagnostic.span.line, diagnostic.span.column) == (95, 10)
     assert [text for text, _ in diagnostic.span.via][:2] == ["in this use of `b31`", "in this use of `b30`"]
     assert len(diagnostic.span.via) == 32
+
+
+def test_a_value_named_as_what_an_op_saves_for_backward():
+    # Plans name relu's saved mask `h.mask`: a block's param `mask` in use `h` would meet it.
+    assert error("""
+        block b(x) {
+            param mask: [2] = ones
+            y = mul(x, mask)
+            y -> relu -> out
+        }
+        graph g {
+            input x = [1, -2]
+            h = b(x)
+            output h
+        }
+    """) == text("""
+        m.graph:2:11: error: `h.mask` is also the name of what `h` (relu) saves for backward
+         2 |     param mask: [2] = ones
+           |           ^^^^
+        m.graph:8:9: note: in this use of `b`
+         8 |     h = b(x)
+           |         ^^^^
+        hint: rename it: graphc names the `mask` that relu saves after its value, `h.mask`
+    """)
+
+
+def test_eval_reads_instance_params_from_a_checkpoint(tmp_path, capsys):
+    program = graphc.compile_file(MLP)
+    path = tmp_path / "w.npz"
+    save_checkpoint(path, program)
+    assert main(["eval", str(MLP), "--weights", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 10000 and 0 <= report["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_train_saves_and_resumes_instance_params(tmp_path, capsys):
+    path = tmp_path / "w.npz"
+    argv = ["train", str(MLP), "--iters", "20", "--batch", "50", "--save", str(path)]
+    assert main(argv) == 0
+    with np.load(path) as saved:
+        first = saved["params/hidden.3.W"].copy()
+    assert not np.array_equal(first, graphc.compile_file(MLP).params["hidden.3.W"])  # it trained
+    assert main(["train", str(MLP), "--iters", "30", "--resume", str(path), "--save", str(path)]) == 0
+    with np.load(path) as saved:
+        assert not np.array_equal(saved["params/hidden.3.W"], first)
+        assert json.loads(str(saved["meta"]))["iteration"] == 30
+    capsys.readouterr()
+
+
+def test_a_block_whose_first_parameter_is_a_size():
+    program = compile_text("""
+        block scale(k, x) {
+            param W: [k] = ones
+            x -> mul(W) -> out
+        }
+        graph g {
+            input x: f32[3] = [1, 2, 3]
+            y = scale(3, x)
+            output y
+        }
+    """)
+    assert program.params["y.W"].dtype == np.float32  # the dtype of its first operand, x
+    np.testing.assert_array_equal(program.forward()["y"], [1, 2, 3])
+
+
+def test_expect_lines_name_instance_values(tmp_path, capsys):
+    path = tmp_path / "m.graph"
+    path.write_text(
+        source("""
+        block lin(x) {
+            param w = 2.0
+            out = mul(x, w)
+        }
+        graph g {
+            input x = 3
+            y = lin(x)
+            output y
+            expect y == 6
+            expect grad(y.w) == 3
+        }
+        """)
+    )
+    assert main(["run", str(path)]) == 0
+    assert "ok    " + str(path) + ":10  grad(y.w) == 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "models").glob("*.graph")), ids=lambda p: p.name)
+def test_every_model_expanded_compiles_to_the_same_graph_and_numbers(path):
+    from graphc.compiler import front_end, front_end_file
+    from graphc.expanded import expanded_text
+    from graphc.program import Program
+
+    for graph in front_end_file(path):
+        [again] = front_end(expanded_text(graph), "expanded.graph")
+        assert list(again.ir.decls) == list(graph.ir.decls)
+        assert again.types == graph.types
+        first, second = Program(graph).forward(), Program(again).forward()
+        assert first.keys() == second.keys()
+        for name in first:
+            np.testing.assert_array_equal(second[name], first[name])

@@ -280,3 +280,20 @@ def test_std_blocks_from_an_installed_wheel(wheel: Path, tmp_path: Path):  # noq
 def test_the_wheel_holds_the_source_trees_standard_library(wheel: Path):  # noqa: F811 (the fixture)
     shipped = zipfile.ZipFile(wheel).read("graphc/std/layers.graph").decode()
     assert shipped == (ROOT / "graphc" / "std" / "layers.graph").read_text()
+
+
+def test_a_file_of_blocks_alone_is_checked_but_has_nothing_to_run(capsys):
+    layers = std_dir() / "layers.graph"
+    assert main(["check", str(layers)]) == 0
+    assert capsys.readouterr().out.endswith(": ok, 0 graphs, 0 warnings\n")
+    assert main(["run", str(layers)]) == 2
+    assert (
+        capsys.readouterr().err
+        == text(f"""
+        {layers}: error: no graph to run: the file holds only blocks
+        hint: a file of blocks is for `import "FILE"` in a file with a graph; `graphc check` checks how its blocks are defined
+    """)
+        + "\n"
+    )
+    with pytest.raises(GraphcError, match="no graph to run: the file holds only blocks"):
+        graphc.compile_file(layers)

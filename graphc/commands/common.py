@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from graphc import limits
-from graphc.compiler import CompiledGraph, front_end_file, select
+from graphc.compiler import NO_GRAPH, NO_GRAPH_HINT, CompiledGraph, front_end_file, select
 from graphc.errors import Diagnostic, GraphcError, Source, Span, did_you_mean
 from graphc.figures import rounding_error, stable_number
 from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
@@ -174,6 +174,8 @@ def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Pr
 def select_graph(graphs: list[CompiledGraph], args: argparse.Namespace) -> CompiledGraph:
     """The graph `--graph NAME` names, or the file's first; a wrong name is shown on the command line."""
     name = getattr(args, "graph", None)
+    if not graphs:
+        raise GraphcError(NO_GRAPH, where=str(args.file), hint=NO_GRAPH_HINT)
     try:
         return select(graphs, name)
     except GraphcError as err:
