@@ -100,8 +100,17 @@ def test_loaded_module_trains_as_the_lean_plan_does(path, name):
 def test_a_seed_scales_every_gradient_in_both_engines(path, name):
     program, model, feeds = training_step_of(path, name)
     dout = np.asarray(0.25, dtype=np.float64)  # a power of 2: scaling by it is exact
-    loss, scaled = model.loss_and_grads(dict(program.params), feeds, dout)
+    draws = program.rng.bit_generator.state
+
+    def same_draws() -> np.random.Generator:
+        """The generator as it was: each step draws the same dropout masks."""
+        program.rng.bit_generator.state = draws
+        return program.rng
+
+    loss, scaled = model.loss_and_grads(dict(program.params), feeds, dout, **model.extra(program.state, same_draws()))
+    same_draws()
     _, plain = program.loss_and_grads(feeds)
+    same_draws()
     _, interpreted = program.loss_and_grads(feeds, dout)
     assert_same(scaled, {n: 0.25 * g for n, g in plain.items()})
     assert_same(scaled, interpreted)
