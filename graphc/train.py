@@ -24,6 +24,7 @@ options: bit-identical weights, also across a save and a resume.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import signal
 import threading
@@ -799,7 +800,7 @@ def write_curves(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from graphc.fileio import atomic_open
+    from graphc.fileio import write_bytes
 
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -833,11 +834,9 @@ def write_curves(
     acc_axes.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
-    try:
-        with atomic_open(path) as handle:
-            figure.savefig(handle, format="png")
-    except OSError as err:
-        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_bytes(path, png.getvalue())  # atomically: a failure leaves the previous file
 
 
 def train(program: Program, data: TrainData, options: TrainOptions = TrainOptions(), **run_options: Any) -> TrainResult:

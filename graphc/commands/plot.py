@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from pathlib import Path
 
 from graphc import limits
@@ -137,7 +138,7 @@ def write_comparison(path: str, runs: list[tuple[str, list[EpochRecord]]], title
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from graphc.fileio import atomic_open
+    from graphc.fileio import write_bytes
 
     figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -164,8 +165,6 @@ def write_comparison(path: str, runs: list[tuple[str, list[EpochRecord]]], title
         axes.legend(loc="upper right" if axes is loss_axes else "lower right", fontsize="small")
     if title:
         figure.suptitle(title)
-    try:
-        with atomic_open(path) as handle:
-            figure.savefig(handle, format="png")
-    except OSError as err:
-        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_bytes(path, png.getvalue())  # atomically: a failure leaves the previous file
