@@ -318,6 +318,55 @@ def batchnorm_dx(dout, gamma, xc, std):
     return dxc - dmu / n
 
 
+def im2col(x, fh, fw, stride, pad):
+    """The book's im2col: every fh×fw window of x [N, C, H, W] as one row,
+    shaped [N, OH, OW, C·fh·fw] (channel-major within a row, as W flattens)."""
+    n, c, h, w = x.shape
+    oh = (h + 2 * pad - fh) // stride + 1
+    ow = (w + 2 * pad - fw) // stride + 1
+    img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)]) if pad else x
+    col = np.empty((n, c, fh, fw, oh, ow), dtype=x.dtype)
+    for i in range(fh):  # one strided slice per filter offset, not per pixel
+        for j in range(fw):
+            col[:, :, i, j] = img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n, oh, ow, -1)
+
+
+def col2im(col, x, fh, fw, stride, pad):
+    """im2col undone for gradients: each row's numbers added back to the pixels
+    of x they came from (windows overlap, so a pixel sums them); padding dropped."""
+    n, c, h, w = x.shape
+    _, oh, ow, _ = col.shape
+    col = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[:, :, i, j]
+    return img[:, :, pad : h + pad, pad : w + pad]
+
+
+def window_max(col, channels):
+    """Max pooling over im2col rows [N, OH, OW, C·k]: the max of each window
+    and where it was, both [N, C, OH, OW]."""
+    n, oh, ow, _ = col.shape
+    windows = col.reshape(n, oh, ow, channels, -1)
+    arg_max = windows.argmax(axis=-1)
+    out = np.take_along_axis(windows, arg_max[..., None], axis=-1)[..., 0]
+    return out.transpose(0, 3, 1, 2), arg_max.transpose(0, 3, 1, 2)
+
+
+def window_scatter(dout, arg_max, k):
+    """Max pooling's gradient as im2col rows: each window's dout to where its max was, 0 elsewhere."""
+    n, c, oh, ow = dout.shape
+    windows = np.zeros((n, oh, ow, c, k), dtype=dout.dtype)
+    np.put_along_axis(windows, arg_max.transpose(0, 2, 3, 1)[..., None], dout.transpose(0, 2, 3, 1)[..., None], -1)
+    return windows.reshape(n, oh, ow, c * k)
+
+
+def _rows_source(args: list[TensorType | None], types: Types) -> str:
+    return "{0}.reshape(-1, np.shape({0})[-1])"
+
+
 KERNELS: dict[str, Kernel] = {
     # g, shaped like out, summed back to the shape of operand a (undoes broadcasting).
     "sum_to": Kernel(functools.partial(_sum_to, people=True), functools.partial(_sum_to, people=False), static=(1,)),
@@ -337,6 +386,18 @@ KERNELS: dict[str, Kernel] = {
     "sigmoid": Kernel(function=sigmoid),
     "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
     "batchnorm_dx": Kernel(function=batchnorm_dx),
+    # Windows of an image as rows, and their gradients back onto the image.
+    "im2col": Kernel("im2col({0})", function=im2col),
+    "col2im": Kernel("col2im({0}, {1})", function=col2im),
+    "window_max": Kernel("max(windows({0}))", function=window_max),
+    "window_scatter": Kernel("scatter({0}, {1})", function=window_scatter),
+    # An array as rows of its last dim; filters [FN, C, FH, FW] as rows of FN.
+    "rows": Kernel("rows({0})", _rows_source),
+    "filter_rows": Kernel("flat({0})", "{0}.reshape(len({0}), -1)"),
+    # NCHW -> NHWC, the layout im2col's rows have.
+    "channels_last": Kernel("channels_last({0})", "{0}.transpose(0, 2, 3, 1)"),
+    # A gradient summed over all but the channel axis (a conv's bias).
+    "per_channel": Kernel("sum({0}, axis=(0, 2, 3))", "{0}.sum(axis=(0, 2, 3))"),
 }
 
 
@@ -1191,6 +1252,148 @@ class BatchNorm(Op):
                     i,
                 )
         return TensorType(dtype, x.type.shape)
+
+
+def _positive_whole(value: Any) -> str | None:
+    return None if type(value) is int and value > 0 else "must be a positive whole number"
+
+
+def _whole_at_least_0(value: Any) -> str | None:
+    return None if type(value) is int and value >= 0 else "must be a whole number, 0 or more"
+
+
+def _window_out(what: str, size: Dim, window: int, stride: int, pad: int, attribute: str) -> int:
+    """The book's output size (size + 2·pad − window) / stride + 1, or a ShapeError saying why it is none."""
+    assert isinstance(size, int)
+    reach = size + 2 * pad - window
+    arithmetic = f"({size} + 2·{pad} − {window}) / {stride} + 1"
+    if reach < 0:
+        raise ShapeError(
+            f"the output {what} {arithmetic} is less than 1: the window is larger than the padded input",
+            0,
+            attribute,
+            f"the input is {size} wide with padding, the window {window}",
+        )
+    if reach % stride:
+        raise ShapeError(
+            f"the output {what} {arithmetic} is not a whole number",
+            0,
+            attribute,
+            f"`stride` must divide {size} + 2·{pad} − {window} = {reach}",
+        )
+    return reach // stride + 1
+
+
+def _image(op: str, x: Operand) -> tuple[Dim, Dim, int, int]:
+    """x's N, C, H, W; H and W must be known sizes."""
+    if x.type.ndim != 4:
+        raise ShapeError(f"{op}: `{x.name}` must be a batch of images [N, C, H, W], got {x.type.shape_text()}", 0)
+    n, c, h, w = x.type.shape
+    if not isinstance(h, int) or not isinstance(w, int):
+        raise ShapeError(f"{op}: the height and width of `{x.name}` {x.type.shape_text()} must be numbers", 0)
+    return n, c, h, w
+
+
+_WINDOW_ATTRIBUTES = {
+    "stride": Attribute(1, doc="how far the window moves each step", problem=_positive_whole),
+    "pad": Attribute(0, doc="zeros added around each image's border", problem=_whole_at_least_0),
+}
+
+
+@register
+class Conv2d(Op):
+    """The book's Convolution: each filter slid over the padded image, its
+    windows as rows (im2col), so that forward and backward are each one
+    matrix product."""
+
+    name = "conv2d"
+    operands = ("x", "W", "b")
+    attributes = _WINDOW_ATTRIBUTES
+    # The image's windows as rows, kept for W's gradient as the book keeps self.col.
+    own = {"col": Own("x", computes="im2col(x, np.shape(W)[2], np.shape(W)[3], stride, pad)")}
+    computes = ("out = (col @ filter_rows(W).T + b).transpose(0, 3, 1, 2)",)
+    rules = {
+        "x": "col2im(channels_last(dout) @ filter_rows(W), x, np.shape(W)[2], np.shape(W)[3], stride, pad)",
+        "W": "unflat(rows(channels_last(dout)).T @ rows(col), W)",
+        "b": "per_channel(dout)",
+    }
+    weights = ("W",)
+    examples = (((2, 3, 5, 5), (4, 3, 3, 3), (4,)), ((1, 1, 4, 3), (2, 1, 2, 2), (2,)))
+
+    def infer(self, args, attrs):
+        x, w, b = args
+        dtype = _result_dtype(self.name, args)
+        n, c, h, width = _image(self.name, x)
+        if w.type.ndim != 4:
+            raise ShapeError(f"conv2d: filters `{w.name}` must be [FN, C, FH, FW], got {w.type.shape_text()}", 1)
+        fn, fc, fh, fw = w.type.shape
+        if not all(isinstance(d, int) for d in w.type.shape):
+            raise ShapeError(f"conv2d: the shape of filters `{w.name}` {w.type.shape_text()} must be numbers", 1)
+        if fc != c:
+            raise ShapeError(
+                f"shape mismatch in `conv2d`: `{x.name}` has {c} channels, filters `{w.name}` expect {fc} "
+                f"(`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
+                1,
+            )
+        if b.type.shape != (fn,):
+            raise ShapeError(
+                f"shape mismatch in `conv2d`: bias `{b.name}` {b.type.shape_text()} must be one number per filter, "
+                f"{shape_text((fn,))}",
+                2,
+            )
+        stride, pad = attrs["stride"], attrs["pad"]
+        oh = _window_out("height", h, fh, stride, pad, "stride")
+        ow = _window_out("width", width, fw, stride, pad, "stride")
+        return TensorType(dtype, (n, fn, oh, ow))
+
+    def own_tensor_type(self, item, types):
+        x, w, out = types["x"], types["W"], types["out"]
+        n, fn, oh, ow = out.shape
+        _, c, fh, fw = w.shape
+        return TensorType(x.dtype, (n, oh, ow, _product((c, fh, fw))))
+
+
+@register
+class MaxPool(Op):
+    """The book's Pooling: the max of each size×size window; backward sends
+    each window's gradient to where its max was (the argmax forward keeps)."""
+
+    name = "max_pool"
+    operands = ("x",)
+    attributes = {"size": Attribute(2, doc="the window's height and width", problem=_positive_whole)}
+    attributes.update(_WINDOW_ATTRIBUTES)
+    attributes["stride"] = Attribute(2, doc="how far the window moves each step", problem=_positive_whole)
+    own = {"arg_max": Own("out", "i64")}
+    computes = ("out, arg_max = window_max(im2col(x, size, size, stride, pad), np.shape(x)[1])",)
+    rules = {"x": "col2im(window_scatter(dout, arg_max, size * size), x, size, size, stride, pad)"}
+    examples = (((2, 3, 4, 4),), ((1, 2, 6, 4),))
+
+    def infer(self, args, attrs):
+        (x,) = args
+        dtype = _result_dtype(self.name, args, "a float operand")
+        n, c, h, w = _image(self.name, x)
+        size, stride, pad = attrs["size"], attrs["stride"], attrs["pad"]
+        oh = _window_out("height", h, size, stride, pad, "stride")
+        ow = _window_out("width", w, size, stride, pad, "stride")
+        return TensorType(dtype, (n, c, oh, ow))
+
+
+@register
+class Flatten(Op):
+    """Each sample's numbers in one row: [N, ...] -> [N, product of the rest]."""
+
+    name = "flatten"
+    operands = ("x",)
+    computes = ("out = flat(x).copy()",)
+    rules = {"x": "unflat(dout, x)"}
+    examples = (((2, 3, 2, 2),), ((3, 4, 2),), ((4, 3),))
+
+    def infer(self, args, attrs):
+        (x,) = args
+        dtype = _result_dtype(self.name, args, "a float operand")
+        if x.type.ndim < 2:
+            raise ShapeError(f"flatten: `{x.name}` must be a batch [N, ...], got {x.type.shape_text()}", 0)
+        return TensorType(dtype, (x.type.shape[0], _product(x.type.shape[1:])))
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

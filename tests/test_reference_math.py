@@ -162,6 +162,42 @@ def ref_batchnorm(attrs, x, gamma, beta):
     return out
 
 
+def _padded(x, pad: int) -> np.ndarray:
+    """x [N, C, H, W] with `pad` zeros around each image, as Decimals."""
+    n, c, h, w = x.shape
+    img = np.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=object)
+    img[...] = Decimal(0)
+    img[:, :, pad : pad + h, pad : pad + w] = x
+    return img
+
+
+def ref_conv2d(attrs, x, w, b):
+    """Each output pixel as the sum over its window, loop by loop."""
+    stride, pad = attrs["stride"], attrs["pad"]
+    img = _padded(x, pad)
+    n, fn, (fh, fw) = len(x), len(w), w.shape[2:]
+    oh, ow = (img.shape[2] - fh) // stride + 1, (img.shape[3] - fw) // stride + 1
+    out = np.empty((n, fn, oh, ow), dtype=object)
+    for i, f, r, c in itertools.product(range(n), range(fn), range(oh), range(ow)):
+        window = img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw]
+        out[i, f, r, c] = total((window * w[f]).reshape(-1)) + b[f]
+    return out
+
+
+def ref_max_pool(attrs, x):
+    size, stride, pad = attrs["size"], attrs["stride"], attrs["pad"]
+    img = _padded(x, pad)
+    oh, ow = (img.shape[2] - size) // stride + 1, (img.shape[3] - size) // stride + 1
+    out = np.empty((*x.shape[:2], oh, ow), dtype=object)
+    for i, ch, r, c in itertools.product(range(len(x)), range(x.shape[1]), range(oh), range(ow)):
+        out[i, ch, r, c] = max(img[i, ch, r * stride : r * stride + size, c * stride : c * stride + size].reshape(-1))
+    return out
+
+
+def ref_flatten(attrs, x):
+    return x.reshape(len(x), -1)
+
+
 def one_hot(t: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Labels as rows shaped like the scores: one-hot rows as they are, class indices made one-hot."""
     t = np.asarray(t)
@@ -192,6 +228,9 @@ REFERENCES = {
     "mean": ref_mean,
     "dropout": ref_dropout,
     "batchnorm": ref_batchnorm,
+    "conv2d": ref_conv2d,
+    "max_pool": ref_max_pool,
+    "flatten": ref_flatten,
 }
 
 
@@ -290,6 +329,7 @@ FORWARD_RTOL = {
     "batchnorm": 1e-14,
 }
 FORWARD_RTOL.update(sub=0.0, div=0.0, square=0.0, tanh=4e-16, exp=4e-16, log=4e-16, sum=1e-15, mean=1e-15)
+FORWARD_RTOL.update(conv2d=1e-14, max_pool=0.0, flatten=0.0)
 
 
 def test_every_op_has_a_reference():
@@ -333,6 +373,34 @@ def reference_softmax(y: np.ndarray) -> np.ndarray:
     return to_float(probs).reshape(y.shape)
 
 
+def _window_words(op: Op, attrs, values) -> dict[str, Any]:
+    """conv2d's and max_pool's words: rows of windows and back, loop by loop."""
+    fh, fw = values[1].shape[2:] if op.name == "conv2d" else (attrs["size"], attrs["size"])
+    stride, pad = attrs["stride"], attrs["pad"]
+
+    def col2im(g, x):
+        """Row (n, r, c) of g holds window (r, c) of image n, channel-major: add each back onto its pixels."""
+        img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+        for i, r, c in itertools.product(*map(range, g.shape[:3])):
+            img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw] += g[i, r, c].reshape(-1, fh, fw)
+        return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
+
+    def scatter(dout, arg_max):
+        """Each window's dout at its argmax, as rows [N, OH, OW, C·k]."""
+        n, ch, oh, ow = dout.shape
+        rows = np.zeros((n, oh, ow, ch, fh * fw))
+        for i, k, r, c in itertools.product(range(n), range(ch), range(oh), range(ow)):
+            rows[i, r, c, k, arg_max[i, k, r, c]] = dout[i, k, r, c]
+        return rows.reshape(n, oh, ow, -1)
+
+    return {
+        "col2im": col2im,
+        "scatter": scatter,
+        "channels_last": lambda a: a.transpose(0, 2, 3, 1),
+        "rows": lambda a: a.reshape(-1, a.shape[-1]),
+    }
+
+
 def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.ndarray:
     """The rule a plan prints for operand i, evaluated with its words meaning what they say."""
     types = op.types_of(attrs, *values)
@@ -346,6 +414,8 @@ def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.nd
         batchnorm_dx=lambda g, gamma, xc, std: gamma / std * (g - g.mean(0) - xc / std * (g * xc / std).mean(0))
     )
     scope.update(zip(op.saves, saved))  # the op's own tensors (relu's mask) as forward kept them
+    if op.name in ("conv2d", "max_pool"):
+        scope.update(_window_words(op, attrs, values))
     for position, scored in op.label_positions().items():
         scores = values[scored]
         scope[op.operands[position]] = (
