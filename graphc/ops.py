@@ -1272,7 +1272,7 @@ def _window_out(what: str, size: Dim, window: int, stride: int, pad: int, attrib
             f"the output {what} {arithmetic} is less than 1: the window is larger than the padded input",
             0,
             attribute,
-            f"the input is {size} wide with padding, the window {window}",
+            f"padded, the input is {size + 2 * pad} across, the window {window}",
         )
     if reach % stride:
         raise ShapeError(
