@@ -1262,23 +1262,26 @@ def _whole_at_least_0(value: Any) -> str | None:
     return None if type(value) is int and value >= 0 else "must be a whole number, 0 or more"
 
 
-def _window_out(what: str, size: Dim, window: int, stride: int, pad: int, attribute: str) -> int:
-    """The book's output size (size + 2·pad − window) / stride + 1, or a ShapeError saying why it is none."""
+def _window_out(
+    op: str, what: str, size: Dim, window: int, stride: int, pad: int, window_at: tuple[int, str | None]
+) -> int:
+    """The book's output size (size + 2·pad − window) / stride + 1, or a ShapeError
+    saying why there is none: at `stride` if it does not divide, at the window
+    (conv2d's W, max_pool's size: `window_at`) if the window is too large."""
     assert isinstance(size, int)
     reach = size + 2 * pad - window
     arithmetic = f"({size} + 2·{pad} − {window}) / {stride} + 1"
     if reach < 0:
         raise ShapeError(
-            f"the output {what} {arithmetic} is less than 1: the window is larger than the padded input",
-            0,
-            attribute,
+            f"{op}: the output {what} {arithmetic} is less than 1: the window is larger than the padded input",
+            *window_at,
             f"padded, the input is {size + 2 * pad} across, the window {window}",
         )
     if reach % stride:
         raise ShapeError(
-            f"the output {what} {arithmetic} is not a whole number",
+            f"{op}: the output {what} {arithmetic} is not a whole number",
             0,
-            attribute,
+            "stride",
             f"`stride` must divide {size} + 2·{pad} − {window} = {reach}",
         )
     return reach // stride + 1
@@ -1342,8 +1345,8 @@ class Conv2d(Op):
                 2,
             )
         stride, pad = attrs["stride"], attrs["pad"]
-        oh = _window_out("height", h, fh, stride, pad, "stride")
-        ow = _window_out("width", width, fw, stride, pad, "stride")
+        oh = _window_out(self.name, "height", h, fh, stride, pad, (1, None))
+        ow = _window_out(self.name, "width", width, fw, stride, pad, (1, None))
         return TensorType(dtype, (n, fn, oh, ow))
 
     def own_tensor_type(self, item, types):
@@ -1373,8 +1376,8 @@ class MaxPool(Op):
         dtype = _result_dtype(self.name, args, "a float operand")
         n, c, h, w = _image(self.name, x)
         size, stride, pad = attrs["size"], attrs["stride"], attrs["pad"]
-        oh = _window_out("height", h, size, stride, pad, "stride")
-        ow = _window_out("width", w, size, stride, pad, "stride")
+        oh = _window_out(self.name, "height", h, size, stride, pad, (0, "size"))
+        ow = _window_out(self.name, "width", w, size, stride, pad, (0, "size"))
         return TensorType(dtype, (n, c, oh, ow))
 
 

@@ -216,7 +216,7 @@ def test_a_stride_that_does_not_fit_states_the_arithmetic():
             output c
         }
     """) == text("""
-        m.graph:5:32: error: the output height (28 + 2·0 − 5) / 2 + 1 is not a whole number
+        m.graph:5:32: error: conv2d: the output height (28 + 2·0 − 5) / 2 + 1 is not a whole number
          5 |     c = conv2d(x, W, b, stride=2)
            |                                ^
         hint: `stride` must divide 28 + 2·0 − 5 = 23
@@ -238,3 +238,45 @@ def test_a_channel_mismatch_names_both_shapes():
            |                   ^
         hint: param `W` is declared f64[30, 1, 5, 5] at line 3
     """)
+
+
+def test_a_window_larger_than_the_padded_input_is_refused_at_its_size():
+    assert error("""
+        graph g {
+            input x: [N, 1, 4, 4]
+            p = max_pool(x, size=5, stride=1, pad=0)
+            output p
+        }
+    """) == text("""
+        m.graph:3:26: error: max_pool: the output height (4 + 2·0 − 5) / 1 + 1 is less than 1: the window is larger than the padded input
+         3 |     p = max_pool(x, size=5, stride=1, pad=0)
+           |                          ^
+        hint: padded, the input is 4 across, the window 5
+    """)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("conv2d(x, W, b, stride=0)", "`stride` of `conv2d` must be a positive whole number, got `0`"),
+        ("conv2d(x, W, b, pad=-1)", "`pad` of `conv2d` must be a whole number, 0 or more, got `-1`"),
+        ("max_pool(x, size=1.5)", "`size` of `max_pool` must be a positive whole number, got `1.5`"),
+        ("conv2d(x, W, b2)", "shape mismatch in `conv2d`: bias `b2` [2] must be one number per filter, [3]"),
+        ("conv2d(f, W, b)", "conv2d: `f` must be a batch of images [N, C, H, W], got [N, 16]"),
+        ("max_pool(f)", "max_pool: `f` must be a batch of images [N, C, H, W], got [N, 16]"),
+        ("flatten(b)", "flatten: `b` must be a batch [N, ...], got [3]"),
+    ],
+)
+def test_attributes_and_operands_are_checked(call, message):
+    rendered = error(f"""
+        graph g {{
+            input x: [N, 1, 4, 4]
+            input f: [N, 16]
+            param W: [3, 1, 2, 2] = normal(0.1)
+            param b: [3] = 0
+            param b2: [2] = 0
+            c = {call}
+            output c
+        }}
+    """)
+    assert rendered.splitlines()[0].split(" error: ")[1] == message
