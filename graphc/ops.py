@@ -342,7 +342,8 @@ def col2im(col, x, fh, fw, stride, pad):
     for i in range(fh):
         for j in range(fw):
             img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[:, :, i, j]
-    return img[:, :, pad : h + pad, pad : w + pad]
+    # A copy when padded: the gradient must not keep the padded image alive.
+    return img[:, :, pad : h + pad, pad : w + pad].copy() if pad else img
 
 
 def window_max(col, channels):

@@ -10,11 +10,15 @@ import textwrap
 
 import numpy as np
 import pytest
+from test_memory import environment, measure
 
 import graphc
+import graphc.compiler
 from graphc.codegen import python_module
 from graphc.errors import GraphcError
+from graphc.memory import bind_dims, predict_memory
 from graphc.ops import REGISTRY, im2col
+from graphc.plan import make_plan
 from graphc.program import Program
 
 CONV = REGISTRY["conv2d"]
@@ -280,3 +284,17 @@ def test_attributes_and_operands_are_checked(call, message):
         }}
     """)
     assert rendered.splitlines()[0].split(" error: ")[1] == message
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_memory_prediction_counts_the_windows_to_the_byte(batch, pad):
+    """im2col's rows, max_pool's argmax and every gradient, as the interpreter holds them."""
+    [compiled] = graphc.compiler.front_end(
+        SMALL_CNN.replace("pad=1", f"pad={pad}").replace("[27, 2]", f"[{3 * (2 + pad) ** 2}, 2]"), "g.graph"
+    )
+    program = Program(compiled)
+    plan = make_plan(program.checked, program.types)
+    dims = bind_dims(plan, program.ir, batch)
+    predicted = predict_memory(plan, dims)
+    assert [s.held for s in predicted.steps] == measure(plan, environment(program, dims))
