@@ -254,14 +254,14 @@ def test_unknown_op_with_nothing_close_lists_the_ops():
     assert error("""
         graph g {
             input x = 1
-            y = conv2d(x)
+            y = lstm(x)
             output y
         }
     """) == text("""
-        m.graph:3:9: error: unknown op `conv2d`
-         3 |     y = conv2d(x)
-           |         ^^^^^^
-        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm
+        m.graph:3:9: error: unknown op `lstm`
+         3 |     y = lstm(x)
+           |         ^^^^
+        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten
     """)
 
 
