@@ -351,8 +351,14 @@ def window_max(col, channels):
     and where it was, both [N, C, OH, OW]."""
     n, oh, ow, _ = col.shape
     windows = col.reshape(n, oh, ow, channels, -1)
-    arg_max = windows.argmax(axis=-1)
-    out = np.take_along_axis(windows, arg_max[..., None], axis=-1)[..., 0]
+    out = windows[..., 0]
+    arg_max = np.zeros(out.shape, dtype=np.int64)
+    # One pass per window offset (argmax over a last axis of 4 is slow): the
+    # first max wins, as argmax's; np.maximum keeps a NaN, as np.max does.
+    for k in range(1, windows.shape[-1]):
+        arg_max = np.where(windows[..., k] > out, k, arg_max)
+        out = np.maximum(out, windows[..., k])
+    out = out.copy() if out.base is not None else out  # of one offset, not a view of the windows
     return out.transpose(0, 3, 1, 2), arg_max.transpose(0, 3, 1, 2)
 
 
