@@ -184,3 +184,14 @@ def test_train_options_refuse_a_bad_k(sample):
     with pytest.raises(GraphcError) as err:
         TrainOptions(eval_sample=sample)
     assert err.value.render() == f"graphc: error: the evaluation sample must be at least 1 image, got {sample}"
+
+
+def test_an_interrupted_run_keeps_its_last_sampled_measurement_and_says_so(net):
+    program = net()
+    data = load_data("mnist", program, progress=False)
+    trainer = Trainer(program, data, TrainOptions(iters=ITERS, batch=BATCH, eval_sample=K))
+    result = trainer.run(on_epoch=lambda record: trainer.request_stop())
+    assert (result.status, result.iteration) == ("interrupted", 120)
+    assert trainer.measured_on(result.history[-1]) == (K, K)
+    x, y = data.x_test[:K], data.y_test[:K]
+    assert result.test_acc == by_hand(program.params, x, y)

@@ -3,7 +3,9 @@
 The book's settings are the defaults: 10000 iterations of 100 random training
 images, learning rate 0.1, plain SGD. After every epoch (600 iterations) a
 line with the mean loss and the train and test accuracy; a progress bar on
-stderr when it is a terminal; a summary at the end.
+stderr when it is a terminal; a summary at the end. With --eval-sample K the
+epoch lines measure the first K images of each set only, marked `(K)`; the
+end of training measures the whole sets.
 
 Which inputs get the images and the labels is declared in the graph
 (`input x: f64[N, 784] from images`, `input t: f64[N, 10] from labels`) or
