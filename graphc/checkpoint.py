@@ -107,6 +107,7 @@ class CheckpointMeta:
     epoch_loss: float = 0.0
     epoch_count: int = 0
     weight_decay: float = 0.0  # λ of the L2 penalty trained with (train --weight-decay)
+    eval_sample: int | None = None  # images per set each epoch was measured on (train --eval-sample)
     version: int = VERSION
     # The generator dropout draws its masks from (Program.rng), as JSON text; None for a graph without dropout.
     dropout_rng_state: str | None = None
@@ -151,7 +152,7 @@ class CheckpointMeta:
         if self.dropout_rng_state is not None:
             meta["dropout_rng"] = json.loads(self.dropout_rng_state)
         meta["history"] = [r.as_dict() for r in self.history]
-        for key in ("data", "batch", "seed", "iters"):
+        for key in ("data", "batch", "seed", "iters", "eval_sample"):
             if getattr(self, key) is not None:
                 meta[key] = getattr(self, key)
         meta.update(seconds=self.seconds, epoch_loss=self.epoch_loss, epoch_count=self.epoch_count)
@@ -260,6 +261,7 @@ def save_checkpoint(
     epoch_loss: float = 0.0,
     epoch_count: int = 0,
     weight_decay: float = 0.0,
+    eval_sample: int | None = None,
 ) -> None:
     """Write program's params (and the training state given) to `path`, atomically."""
     dtypes = float_dtype_names(program)
@@ -282,6 +284,7 @@ def save_checkpoint(
         epoch_loss=float(epoch_loss),
         epoch_count=int(epoch_count),
         weight_decay=float(weight_decay),
+        eval_sample=eval_sample,
     )
     arrays: dict[str, Any] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
@@ -654,6 +657,7 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         epoch_loss=f.number("epoch_loss", "a number", least=None) or 0.0,
         epoch_count=f.whole("epoch_count", 0) or 0,
         weight_decay=f.number("weight_decay") or 0.0,
+        eval_sample=f.whole("eval_sample", 1),
         version=version,
     )
 

@@ -11,7 +11,9 @@ numpy Generator seeded with `seed`, a block of iterations at a time),
 computes the loss and the gradient of every param with the program's lean
 training plan, and lets the optimizer move the params in place. After every
 epoch (train_size / batch iterations) and at the end, the train and test
-accuracies are measured with the forward-only inference plan.
+accuracies are measured with the forward-only inference plan: with
+eval_sample=K, each epoch's on the first K images of each set only, the
+end's always on the whole sets.
 
 Which inputs receive the images and the labels is declared in the graph
 (`input x: f64[N, 784] from images`) or inferred from the inputs' shapes.
@@ -342,6 +344,9 @@ class TrainOptions:
     lr: float | None = None  # None: the optimizer's default (SGD's is the book's 0.1)
     seed: int = 0  # the minibatch generator's seed
     evaluate: bool = True  # measure accuracies after every epoch
+    # Each epoch's accuracies on the first eval_sample images of each set only (the
+    # book's evaluate_sample_num_per_epoch), the last epoch's on the whole sets; None: whole sets always.
+    eval_sample: int | None = None
     eval_chunk: int = 10000  # rows per inference pass
     # Who runs the training step: the plan interpreter, or the numpy module
     # graphc generates for the graph (graphc compile --emit python). Both do
@@ -358,6 +363,8 @@ class TrainOptions:
             raise GraphcError(f"iterations must be at least 1, got {self.iters}")
         if self.batch < 1:
             raise GraphcError(f"batch size must be at least 1, got {self.batch}")
+        if self.eval_sample is not None and self.eval_sample < 1:
+            raise GraphcError(f"the evaluation sample must be at least 1 image, got {self.eval_sample}")
         if self.optimizer not in OPTIMIZERS:
             make_optimizer(self.optimizer, {})  # raises, with a hint
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -507,6 +514,15 @@ class Trainer:
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
 
+    def measured_on(self, record: EpochRecord) -> tuple[int, int]:
+        """How many (train, test) images the record's accuracies were measured on:
+        the first eval_sample of each set, or, at the end of training, all of them."""
+        sizes = (self.data.train_size, len(self.data.x_test))
+        sample = self.options.eval_sample
+        if sample is None or record.iteration >= self.options.iters:
+            return sizes
+        return (min(sample, sizes[0]), min(sample, sizes[1]))
+
     # --- checkpoints ---
 
     def save(self, path: str | Path) -> None:
@@ -527,6 +543,7 @@ class Trainer:
             epoch_loss=self.epoch_loss,
             epoch_count=self.epoch_count,
             weight_decay=self.options.weight_decay,
+            eval_sample=self.options.eval_sample,
         )
         self.saved_at = self.iteration
 
@@ -689,8 +706,12 @@ class Trainer:
         data = self.data
         train_acc = test_acc = None
         if self.options.evaluate:
-            train_acc = self.accuracy(data.x_train, data.y_train)
-            test_acc = self.accuracy(data.x_test, data.y_test)
+            sample = self.options.eval_sample
+            # The run's last measurement is on the whole sets, whatever the epochs' sample.
+            if sample is None or self.iteration >= self.options.iters:
+                sample = max(data.train_size, len(data.x_test))
+            train_acc = self.accuracy(data.x_train[:sample], data.y_train[:sample])
+            test_acc = self.accuracy(data.x_test[:sample], data.y_test[:sample])
         record = EpochRecord(
             epoch=math.ceil(self.iteration / self.iters_per_epoch),
             iteration=self.iteration,

@@ -3,7 +3,9 @@
 The book's settings are the defaults: 10000 iterations of 100 random training
 images, learning rate 0.1, plain SGD. After every epoch (600 iterations) a
 line with the mean loss and the train and test accuracy; a progress bar on
-stderr when it is a terminal; a summary at the end.
+stderr when it is a terminal; a summary at the end. With --eval-sample K the
+epoch lines measure the first K images of each set only, marked `(K)`; the
+end of training measures the whole sets.
 
 Which inputs get the images and the labels is declared in the graph
 (`input x: f64[N, 784] from images`, `input t: f64[N, 10] from labels`) or
@@ -123,6 +125,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help=f"minibatch size (default {DEFAULT_BATCH}; on --resume, the checkpoint's)",
     )
+    loop.add_argument(
+        "--eval-sample",
+        type=whole_number("--eval-sample"),
+        metavar="K",
+        help="measure each epoch's accuracies on the first K images of each set only (the book's trainer takes "
+        "1000); the end of training still measures the whole sets (default: whole sets every epoch; "
+        "on --resume, the checkpoint's)",
+    )
     loop.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default sgd; on --resume, the checkpoint's")
     loop.add_argument(
         "--lr",
@@ -228,8 +238,16 @@ def _options(args: argparse.Namespace, meta: CheckpointMeta | None, train_size: 
     decay = args.weight_decay
     if decay is None:
         decay = meta.weight_decay if meta is not None else 0.0
+    sample = args.eval_sample or (meta.eval_sample if meta else None)
     return TrainOptions(
-        iters=iters, batch=batch, optimizer=optimizer, lr=lr, seed=seed, engine=args.engine, weight_decay=decay
+        iters=iters,
+        batch=batch,
+        optimizer=optimizer,
+        lr=lr,
+        seed=seed,
+        engine=args.engine,
+        weight_decay=decay,
+        eval_sample=sample,
     )
 
 
@@ -264,11 +282,21 @@ def _prepare(args: argparse.Namespace) -> _Session:
 # --- training ------------------------------------------------------------------------
 
 
-def _epoch_line(record: EpochRecord, epochs: int) -> str:
+def _accuracies(record: EpochRecord, trainer: Trainer) -> str:
+    """`train acc A  test acc B`, each followed by `(K)` where it was measured on the first K images only."""
+    train_rows, test_rows = trainer.measured_on(record)
+    data = trainer.data
+    train_note = f" ({train_rows})" if train_rows < data.train_size else ""
+    test_note = f" ({test_rows})" if test_rows < len(data.x_test) else ""
+    return f"train acc {record.train_acc:.4f}{train_note}  test acc {record.test_acc:.4f}{test_note}"
+
+
+def _epoch_line(record: EpochRecord, trainer: Trainer) -> str:
+    epochs = trainer.epochs
     width = len(str(epochs))
     line = f"epoch {record.epoch:>{width}}/{epochs}  iter {record.iteration:>6}  loss {record.loss:.4f}"
     if record.train_acc is not None:
-        line += f"  train acc {record.train_acc:.4f}  test acc {record.test_acc:.4f}"
+        line += "  " + _accuracies(record, trainer)
     return line + f"  {record.seconds:6.1f} s"
 
 
@@ -279,6 +307,7 @@ def _print_start(session: _Session, args: argparse.Namespace) -> None:
         f"training {program.name} on {data.name}: {data.train_size} train / {len(data.x_test)} test images, "
         f"{dtype_text}, {options.optimizer} lr {trainer.optimizer.lr:g}, batch {options.batch}, seed {options.seed}"
         + (f", weight decay {options.weight_decay:g}" if options.weight_decay else "")
+        + (f", each epoch measured on the first {options.eval_sample} images" if options.eval_sample else "")
     )
     start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
     epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
@@ -332,7 +361,7 @@ def _train(session: _Session, args: argparse.Namespace) -> _Outcome:
 
     def on_epoch(record: EpochRecord) -> None:
         if not args.json:
-            line = _epoch_line(record, trainer.epochs)
+            line = _epoch_line(record, trainer)
             if bar is not None:
                 bar.write(line, file=out)
             else:
@@ -407,6 +436,7 @@ def _summary(session: _Session, outcome: _Outcome) -> dict[str, Any]:
         "optimizer": options.optimizer,
         "lr": trainer.optimizer.lr,
         "weight_decay": options.weight_decay,
+        "eval_sample": options.eval_sample,
         "batch": options.batch,
         "seed": options.seed,
         "engine": trainer.engine,
@@ -425,7 +455,7 @@ def _print_end(session: _Session, outcome: _Outcome) -> None:
     last = trainer.history[-1] if trainer.history else None
     if last is not None and last.train_acc is not None:
         label = "final:" if last.iteration == trainer.iteration else f"last measured, at iteration {last.iteration}:"
-        print(f"{label} train acc {last.train_acc:.4f}  test acc {last.test_acc:.4f}")
+        print(f"{label} {_accuracies(last, trainer)}")
 
 
 def _interrupted(session: _Session, outcome: _Outcome, args: argparse.Namespace) -> int:
