@@ -235,15 +235,17 @@ def window_text(node: OpNode, operand_types: Sequence[TensorType | None]) -> str
     op = node.op
     if "stride" not in op.attributes:
         return ""
+    filters = [
+        t.shape
+        for operand, t in zip(op.operands, operand_types)
+        if operand in op.weights and t is not None and t.ndim == 4
+    ]
     parts = []
-    for operand, t in zip(op.operands, operand_types):
-        if operand in op.weights and t is not None and t.ndim == 4:
-            fn, _, fh, fw = t.shape
-            parts.append(f"{fn} filter{'s' * (fn != 1)} {fh}×{fw}")
-            break
-    else:
-        if "size" in op.attributes:
-            parts.append(f"{node.attrs['size']}×{node.attrs['size']}")
+    if filters:
+        fn, _, fh, fw = filters[0]
+        parts.append(f"{fn} filter{'s' * (fn != 1)} {fh}×{fw}")
+    elif "size" in op.attributes:
+        parts.append(f"{node.attrs['size']}×{node.attrs['size']}")
     for key in op.attributes:
         value = node.attrs.get(key)
         if key != "size" and value is not None and not (key == "pad" and value == 0):

@@ -74,11 +74,16 @@ def layout(shape: Sequence[int]) -> Layout:
 
 
 def scaled(tile: np.ndarray) -> np.ndarray:
-    """A tile's weights from its smallest (0) to its largest (1); all 0.5 if they are equal."""
+    """A tile's weights from its smallest (0) to its largest (1); all 0.5 if they are equal.
+    Divided by the largest magnitude first, so that no difference overflows (weights of ±1e308)."""
+    tile = tile.astype(np.float64)
+    largest = float(np.abs(tile).max())
+    if largest > 0:
+        tile = tile / largest
     low, high = float(tile.min()), float(tile.max())
     if high == low:
         return np.full(tile.shape, 0.5)
-    return (tile.astype(np.float64) - low) / (high - low)
+    return (tile - low) / (high - low)
 
 
 def filters_image(weights: np.ndarray) -> np.ndarray:

@@ -343,3 +343,15 @@ def test_wrong_weights_are_refused_before_anything_is_written(here, capsys):
     err = error_of(capsys, "eval", "g.graph", "--weights", "other.npz", "--filters", "f.png")
     assert err.startswith("other.npz: error: ")
     assert not (here / "f.png").exists()
+
+
+def test_huge_and_tiny_weights_scale_without_overflow(here, capsys):
+    params = made_up_weights("w.npz")
+    params["F"][0, 0] = [[1e308, -1e308, 0.0], [5e307, -5e307, 1e308]]
+    params["F"][0, 1] = [[5e-324, 0.0, 0.0], [0.0, 0.0, 0.0]]  # the least subnormal
+    np.savez("w.npz", **params)
+    assert graphc_cli(capsys, "eval", "g.graph", "--weights", "w.npz", "--filters", "f.png")[0] == 0
+    tiles = tiles_of(pixels("f.png"), (26, 39), rows=3, columns=2)
+    zoom = np.ones((13, 13))
+    np.testing.assert_array_equal(tiles[(0, 0)], np.kron([[255, 0, 128], [191, 64, 255]], zoom))
+    np.testing.assert_array_equal(tiles[(0, 1)], np.kron([[255, 0, 0], [0, 0, 0]], zoom))
