@@ -5,6 +5,7 @@ which param is drawn; and every mistake as a located error."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -163,8 +164,6 @@ def test_filters_param_picks_another_and_json_says_what_was_drawn(here, capsys):
     argv = ["eval", "g.graph", "--weights", "w.npz", "--filters", "g.png", "--filters-param", "G", "--json"]
     status, out, _ = graphc_cli(capsys, *argv)
     assert status == 0
-    import json
-
     assert json.loads(out) == {
         "graph": "g",
         "weights": "w.npz",

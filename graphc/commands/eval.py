@@ -22,7 +22,7 @@ from graphc.commands.common import (
     print_json,
 )
 from graphc.commands.train import add_data_arguments
-from graphc.errors import ExitCode, GraphcError
+from graphc.errors import ExitCode, GraphcError, Span
 from graphc.train import load_data, predict
 
 HELP = "test accuracy, per-class accuracy and confusion matrix of trained weights"
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.filters_param is not None:
         raise GraphcError(
             "--filters-param names the param --filters draws: give --filters OUT.png too",
-            _Where("--filters-param", args.filters_param).span(0, len(args.filters_param)),
+            _on_command_line("--filters-param", args.filters_param),
         )
     if args.weights is None:
         raise GraphcError(
@@ -148,17 +148,13 @@ def draw_filters(args: argparse.Namespace) -> int:
     from graphc.fileio import write_bytes
     from graphc.filters import check_target, choose_filters, describe, filters_png, layout
 
-    check_target(args.filters, _Where("--filters", args.filters).span(0, len(args.filters)))
+    check_target(args.filters, _on_command_line("--filters", args.filters))
     meta = read_meta(args.weights) if args.weights is not None else None
     dtype = args.dtype or (meta.dtype if meta is not None else None)
     program, _ = load_program(argparse.Namespace(**{**vars(args), "weights": None}), dtype=dtype)
     checkpoint = load_weights(program, args.weights) if args.weights is not None else None
-    name_where = (
-        _Where("--filters-param", args.filters_param).span(0, len(args.filters_param))
-        if args.filters_param is not None
-        else None
-    )
-    name = choose_filters(program, args.filters_param, name_where)
+    named = args.filters_param
+    name = choose_filters(program, named, _on_command_line("--filters-param", named) if named is not None else None)
     weights = np.asarray(program.params[name])
     png = filters_png(weights, name, args.weights or f"{args.file} (--seed {args.seed})")
     write_bytes(args.filters, png)
@@ -181,3 +177,8 @@ def draw_filters(args: argparse.Namespace) -> int:
     source = f"weights {args.weights}" if args.weights is not None else f"initial weights (--seed {args.seed})"
     print(f"wrote {args.filters}: {describe(weights, name)}, {program.name} with {source}, {width} × {height} pixels")
     return ExitCode.OK
+
+
+def _on_command_line(flag: str, value: str) -> Span:
+    """Where a flag's value is, for a diagnostic that shows the command line."""
+    return _Where(flag, value).span(0, len(value))
