@@ -8,9 +8,11 @@ and PDF need Graphviz, and it is imported only when one is asked for.
 
 The drawing follows the textbook's figures: left to right, inputs as boxes,
 params filled, consts dashed, each op an ellipse showing the op and the value
-it computes. An edge carries its tensor's type, the value above it and the
-gradient below it in red; a terminal after each output carries the output's
-value and the seed gradient 1.
+it computes. An edge carries its tensor's type (so a convolution's edges
+show each feature map's shape), the value above it and the gradient below it
+in red; a terminal after each output carries the output's value and the seed
+gradient 1. A window op (conv2d, max_pool: any op declaring a `stride`) also
+shows its window and stride, as the book describes its layers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import html
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ class Node:
     name: str
     op: str = ""  # op nodes and backward steps: the op's symbol or name
     note: str = ""  # a small second line: `input from images`, `param`
+    detail: str = ""  # op nodes: what configures a window op (`30 filters 5×5, stride 1`)
     value: str | None = None  # backward diagrams: the value a node holds
     grad: str | None = None  # a gradient shown on the node (fan-out totals, gradient nodes)
     flagged: bool = False  # that gradient or value has NaN or inf
@@ -194,7 +197,9 @@ def graph_diagram(
         if reads.get(name, 0) > 1 and name in gradients:
             grad, flagged = value_text(gradients[name], shape=False)
         if isinstance(decl, OpNode):
-            nodes.append(Node(ids[name], "op", name, op=decl.op.symbol or decl.op.name, grad=grad, flagged=flagged))
+            symbol = decl.op.symbol or decl.op.name
+            detail = window_text(decl, [types.get(arg) for arg in decl.args])
+            nodes.append(Node(ids[name], "op", name, op=symbol, detail=detail, grad=grad, flagged=flagged))
         else:
             kind, note = _leaf_kind(decl)
             nodes.append(Node(ids[name], kind, name, note=note, grad=grad, flagged=flagged))
@@ -219,6 +224,33 @@ def graph_diagram(
         edges.append(_edge(ids[name], f"out{k}", types.get(name), values.get(name), grad))
     clusters = () if collapse else _clusters(compiled, ids)
     return Diagram(compiled.name, tuple(nodes), tuple(edges), clusters)
+
+
+def window_text(node: OpNode, operand_types: Sequence[TensorType | None]) -> str:
+    """What configures a window op, from its declared attributes and operand
+    shapes: the window -- `30 filters 5×5` from filters [FN, C, FH, FW] it
+    reads as weights, else `2×2` from its `size` -- then each other attribute
+    as `stride 1`, leaving out a padding of 0, which adds nothing. "" for an
+    op without a `stride` (it slides no window)."""
+    op = node.op
+    if "stride" not in op.attributes:
+        return ""
+    filters = [
+        t.shape
+        for operand, t in zip(op.operands, operand_types)
+        if operand in op.weights and t is not None and t.ndim == 4
+    ]
+    parts = []
+    if filters:
+        fn, _, fh, fw = filters[0]
+        parts.append(f"{fn} filter{'s' * (fn != 1)} {fh}×{fw}")
+    elif "size" in op.attributes:
+        parts.append(f"{node.attrs['size']}×{node.attrs['size']}")
+    for key in op.attributes:
+        value = node.attrs.get(key)
+        if key != "size" and value is not None and not (key == "pad" and value == 0):
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
 
 
 def _outermost(compiled: CompiledGraph, name: str) -> Instance | None:
@@ -450,6 +482,8 @@ def _node_label(node: Node) -> str:
         lines.append(_font("output", 10, GREY))
     elif node.kind in ("op", "step"):
         lines.append(_font(node.op, 18) if len(node.op) <= 2 else _font(node.op, 12, bold=True))
+        if node.detail:
+            lines.append(_font(node.detail, 10))
         lines.append(_font(node.name + (" backward" if node.kind == "step" else ""), 9, GREY))
     elif node.kind == "grad":
         lines.append(_font(node.name, 12, RED, bold=True))

@@ -55,7 +55,7 @@ def _node_lines(node: Node) -> list[str]:
     if node.kind == "output":
         lines = ["output"]
     elif node.kind in ("op", "step"):
-        lines = [node.op, node.name + (" backward" if node.kind == "step" else "")]
+        lines = [node.op, node.detail, node.name + (" backward" if node.kind == "step" else "")]
     elif node.kind == "grad":
         lines = [node.name]
     else:

@@ -1,5 +1,8 @@
 """Measure trained weights on MNIST: accuracy, accuracy per class, and the
-confusion matrix (rows: the true class, columns: the predicted one)."""
+confusion matrix (rows: the true class, columns: the predicted one). With
+--filters, draw a convolution's filters as an image instead (the book's
+figure 7-24): the trained ones, or without --weights the initial ones of
+--seed."""
 
 from __future__ import annotations
 
@@ -9,9 +12,17 @@ import numpy as np
 from tabulate import tabulate
 
 from graphc.checkpoint import float_dtype_names, load_weights, read_meta
-from graphc.commands.common import add_dtype_argument, add_file_arguments, add_json_argument, load_program, print_json
+from graphc.commands.common import (
+    _Where,
+    add_dtype_argument,
+    add_file_arguments,
+    add_json_argument,
+    add_seed_argument,
+    load_program,
+    print_json,
+)
 from graphc.commands.train import add_data_arguments
-from graphc.errors import ExitCode
+from graphc.errors import ExitCode, GraphcError, Span
 from graphc.train import load_data, predict
 
 HELP = "test accuracy, per-class accuracy and confusion matrix of trained weights"
@@ -21,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_file_arguments(parser)
     parser.add_argument(
         "--weights",
-        required=True,
         metavar="W.npz",
-        help="the weights: a checkpoint from `graphc train --save`, or an .npz of params",
+        help="the weights: a checkpoint from `graphc train --save`, or an .npz of params "
+        "(required, except to draw the initial filters)",
     )
     add_data_arguments(parser)
     parser.add_argument("--split", choices=("test", "train"), default="test", help="which images (default test)")
@@ -31,6 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, help="compute in this dtype (default: the one the weights were trained in, else as the graph declares)"
     )
     add_json_argument(parser)
+    pictures = parser.add_argument_group("filters (the book's figure 7-24)")
+    pictures.add_argument(
+        "--filters",
+        metavar="OUT.png",
+        help="instead of measuring, draw the first convolution's filters: a grey tile per filter and channel, "
+        "each scaled from its smallest weight (black) to its largest (white)",
+    )
+    pictures.add_argument(
+        "--filters-param", metavar="NAME", help="draw this param [FN, C, FH, FW] (default: the first conv2d's filters)"
+    )
+    add_seed_argument(pictures, what="initial weights --filters draws without --weights")
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
@@ -39,6 +61,19 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.filters is not None:
+        return draw_filters(args)
+    if args.filters_param is not None:
+        raise GraphcError(
+            "--filters-param names the param --filters draws: give --filters OUT.png too",
+            _on_command_line("--filters-param", args.filters_param),
+        )
+    if args.weights is None:
+        raise GraphcError(
+            "graphc eval measures trained weights: give --weights W.npz",
+            hint="a checkpoint from `graphc train --save`; without weights, only --filters OUT.png draws "
+            "(the initial filters)",
+        )
     meta = read_meta(args.weights)
     # Declared dtypes stand unless --dtype or the weights' training run says otherwise.
     dtype = args.dtype or (meta.dtype if meta is not None else None)
@@ -106,3 +141,44 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return ExitCode.OK
+
+
+def draw_filters(args: argparse.Namespace) -> int:
+    """--filters: the weights' (or --seed's initial) filters as a PNG; no images are read."""
+    from graphc.fileio import write_bytes
+    from graphc.filters import check_target, choose_filters, describe, filters_png, layout
+
+    check_target(args.filters, _on_command_line("--filters", args.filters))
+    meta = read_meta(args.weights) if args.weights is not None else None
+    dtype = args.dtype or (meta.dtype if meta is not None else None)
+    program, _ = load_program(argparse.Namespace(**{**vars(args), "weights": None}), dtype=dtype)
+    checkpoint = load_weights(program, args.weights) if args.weights is not None else None
+    named = args.filters_param
+    name = choose_filters(program, named, _on_command_line("--filters-param", named) if named is not None else None)
+    weights = np.asarray(program.params[name])
+    png = filters_png(weights, name, args.weights or f"{args.file} (--seed {args.seed})")
+    write_bytes(args.filters, png)
+    height, width = layout(weights.shape).size
+    if args.json:
+        print_json(
+            {
+                "graph": program.name,
+                "weights": args.weights,
+                "iteration": checkpoint.iteration if checkpoint is not None else None,
+                "seed": None if args.weights is not None else args.seed,
+                "param": name,
+                "shape": list(weights.shape),
+                "image": args.filters,
+                "width": width,
+                "height": height,
+            }
+        )
+        return ExitCode.OK
+    source = f"weights {args.weights}" if args.weights is not None else f"initial weights (--seed {args.seed})"
+    print(f"wrote {args.filters}: {describe(weights, name)}, {program.name} with {source}, {width} × {height} pixels")
+    return ExitCode.OK
+
+
+def _on_command_line(flag: str, value: str) -> Span:
+    """Where a flag's value is, for a diagnostic that shows the command line."""
+    return _Where(flag, value).span(0, len(value))
