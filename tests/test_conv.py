@@ -156,11 +156,62 @@ def test_flatten_and_its_gradient_keep_each_sample():
     np.testing.assert_array_equal(grad, x * 2)
 
 
-def test_im2col_rows_are_the_windows_channel_major():
+def test_im2col_columns_are_the_windows_channel_major():
     x = np.arange(2 * 3 * 3.0).reshape(1, 2, 3, 3)
     col = im2col(x, 2, 2, 1, 0)
-    assert col.shape == (1, 2, 2, 8)
-    assert col[0, 1, 0].tolist() == [3, 4, 6, 7, 12, 13, 15, 16]
+    assert col.shape == (1, 8, 4)  # [N, C·FH·FW, OH·OW]
+    assert col[0, :, 2].tolist() == [3, 4, 6, 7, 12, 13, 15, 16]  # the window at row 1, column 0
+
+
+def windows_of(x: np.ndarray, size: int, stride: int, pad: int) -> np.ndarray:
+    """Each pooling window's numbers in a last axis, row by row: [N, C, OH, OW, size·size]."""
+    img = padded(x, pad)
+    oh, ow = (img.shape[2] - size) // stride + 1, (img.shape[3] - size) // stride + 1
+    return np.stack(
+        [
+            img[:, :, r * stride : r * stride + size, c * stride : c * stride + size]
+            for r in range(oh)
+            for c in range(ow)
+        ],
+        axis=2,
+    ).reshape(*x.shape[:2], oh, ow, size * size)
+
+
+@pytest.mark.parametrize("x_shape, size, stride, pad", POOL_CASES)
+def test_max_pool_keeps_argmax_where_windows_tie_and_max_where_nan(x_shape, size, stride, pad):
+    """Ties: the first max wins, as np.argmax's; a NaN is the window's max, as np.max's."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 2, x_shape).astype(np.float64)  # few values: many ties, 0s as the padding's
+    x[(0,) * x.ndim] = np.nan
+    attrs = {"size": size, "stride": stride, "pad": pad}
+    out, saved = POOL.compile(attrs, POOL.types_of(attrs, x)).forward(x)
+    windows = windows_of(x, size, stride, pad)
+    np.testing.assert_array_equal(out, windows.max(axis=-1))  # NaN where a window has one
+    arg_max = dict(zip(POOL.saves, saved))["arg_max"]
+    tied = ~np.isnan(windows).any(axis=-1)
+    assert tied.sum() > 0 and (windows == windows.max(axis=-1, keepdims=True)).sum(axis=-1)[tied].max() > 1
+    np.testing.assert_array_equal(arg_max[tied], windows.argmax(axis=-1)[tied])
+
+
+@pytest.mark.parametrize("x_shape, size, stride, pad", POOL_CASES)
+def test_max_pool_gradient_is_the_scatter_to_each_argmax(x_shape, size, stride, pad):
+    """Loop by loop, ties included (central differences cannot see them); float32 stays float32."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 2, x_shape).astype(np.float32)
+    attrs = {"size": size, "stride": stride, "pad": pad}
+    out, _ = run(POOL, attrs, [x])
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    _, (grad,) = run(POOL, attrs, [x], dout)
+    arg_max = windows_of(x, size, stride, pad).argmax(axis=-1)
+    expected = np.zeros(padded(x, pad).shape, dtype=np.float32)
+    for i, ch, r, c in itertools.product(*map(range, out.shape)):
+        row, col = divmod(arg_max[i, ch, r, c], size)
+        expected[i, ch, r * stride + row, c * stride + col] += dout[i, ch, r, c]
+    assert grad.dtype == np.float32
+    # Overlapping windows add up in another order: float32's rounding apart.
+    np.testing.assert_allclose(
+        grad, expected[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]], rtol=1e-6, atol=1e-6
+    )
 
 
 SMALL_CNN = """

@@ -379,25 +379,27 @@ def _window_words(op: Op, attrs, values) -> dict[str, Any]:
     stride, pad = attrs["stride"], attrs["pad"]
 
     def col2im(g, x):
-        """Row (n, r, c) of g holds window (r, c) of image n, channel-major: add each back onto its pixels."""
+        """Column r·OW + c of g[n] holds window (r, c) of image n, channel-major: add each back onto its pixels."""
         img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
-        for i, r, c in itertools.product(*map(range, g.shape[:3])):
-            img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw] += g[i, r, c].reshape(-1, fh, fw)
+        ow = (img.shape[3] - fw) // stride + 1
+        for i, p in itertools.product(range(g.shape[0]), range(g.shape[2])):
+            r, c = divmod(p, ow)
+            img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw] += g[i, :, p].reshape(-1, fh, fw)
         return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
 
-    def scatter(dout, arg_max):
-        """Each window's dout at its argmax, as rows [N, OH, OW, C·k]."""
-        n, ch, oh, ow = dout.shape
-        rows = np.zeros((n, oh, ow, ch, fh * fw))
-        for i, k, r, c in itertools.product(range(n), range(ch), range(oh), range(ow)):
-            rows[i, r, c, k, arg_max[i, k, r, c]] = dout[i, k, r, c]
-        return rows.reshape(n, oh, ow, -1)
+    def scatter(dout, arg_max, x):
+        """Each window's dout added to x's pixel at its argmax (row by row within the window)."""
+        img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+        for i, k, r, c in itertools.product(*map(range, dout.shape)):
+            row, col = divmod(arg_max[i, k, r, c], fw)
+            img[i, k, r * stride + row, c * stride + col] += dout[i, k, r, c]
+        return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
 
     return {
         "col2im": col2im,
         "scatter": scatter,
-        "channels_last": lambda a: a.transpose(0, 2, 3, 1),
-        "rows": lambda a: a.reshape(-1, a.shape[-1]),
+        "pixels": lambda a: a.reshape(a.shape[0], a.shape[1], -1),
+        "window_rows": lambda a: a.transpose(0, 2, 1),
     }
 
 
