@@ -401,6 +401,41 @@ def window_scatter(dout, arg_max, x, size, stride, pad):
     return img[:, :, pad : h + pad, pad : w + pad].copy() if pad else img
 
 
+def window_mean(x, size, stride, pad):
+    """Average pooling of x [N, C, H, W]: the mean of each size×size window,
+    the zero padding counted (as PyTorch's default), [N, C, OH, OW]."""
+    n, c, h, w = x.shape
+    oh = (h + 2 * pad - size) // stride + 1
+    ow = (w + 2 * pad - size) // stride + 1
+    img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)]) if pad else x
+    out = img[:, :, : stride * oh : stride, : stride * ow : stride].copy()
+    for k in range(1, size * size):  # one strided view per offset, as window_max
+        i, j = divmod(k, size)
+        out += img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+    out /= size * size
+    return out
+
+
+def window_share(dout, height, width, size, stride, pad):
+    """Average pooling's gradient: each window's dout / size² added to each of
+    its pixels of an image height × width (windows that overlap add up); padding dropped."""
+    n, c, oh, ow = dout.shape
+    share = dout / (size * size)
+    img = np.zeros((n, c, height + 2 * pad, width + 2 * pad), dtype=dout.dtype)
+    for k in range(size * size):
+        i, j = divmod(k, size)
+        img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += share
+    return img[:, :, pad : height + pad, pad : width + pad].copy() if pad else img
+
+
+def _share_source(args: list[Any], types: Types) -> str:
+    """window_share(dout, x, size, stride, pad) as code: x's height and width are numbers, its values unread."""
+    x = args[1]
+    assert x is not None
+    height, width = x.shape[2:]
+    return f"window_share({{0}}, {height}, {width}, {{2}}, {{3}}, {{4}})"
+
+
 def _maps_source(args: list[TensorType | None], types: Types) -> str:
     """Each image's rows of pixels [N, FN, OH·OW] as feature maps [N, FN, OH, OW] (a view)."""
     _, fn, oh, ow = types["out"].shape
@@ -440,6 +475,9 @@ KERNELS: dict[str, Kernel] = {
     "col2im": Kernel("col2im({0}, {1})", function=col2im),
     "window_max": Kernel("max(windows({0}))", function=window_max),
     "window_scatter": Kernel("scatter({0}, {1}, {2})", function=window_scatter),
+    "window_mean": Kernel("mean(windows({0}))", function=window_mean),
+    # dout / size² to every pixel of its window; x only for its shape (not kept).
+    "window_share": Kernel("share({0}, {1})", _share_source, function=window_share, static=(1,)),
     # Rows of pixels per image [N, FN, OH·OW] as feature maps [N, FN, OH, OW], and back.
     "maps": Kernel("{0}", _maps_source),
     "pixels": Kernel("pixels({0})", _pixels_source),
@@ -1450,6 +1488,20 @@ class Flatten(Op):
         if x.type.ndim < 2:
             raise ShapeError(f"flatten: `{x.name}` must be a batch [N, ...], got {x.type.shape_text()}", 0)
         return TensorType(dtype, (x.type.shape[0], _product(x.type.shape[1:])))
+
+
+@register
+class AvgPool(Op):
+    """Average pooling: the mean of each size×size window; backward shares
+    each window's gradient equally among its pixels. Keeps nothing."""
+
+    name = "avg_pool"
+    operands = ("x",)
+    attributes = MaxPool.attributes
+    computes = ("out = window_mean(x, size, stride, pad)",)
+    rules = {"x": "window_share(dout, x, size, stride, pad)"}
+    examples = MaxPool.examples
+    infer = MaxPool.infer
 
 
 def _product(dims: Sequence[Dim]) -> Dim:
