@@ -319,8 +319,10 @@ def batchnorm_dx(dout, gamma, xc, std):
 
 
 def im2col(x, fh, fw, stride, pad):
-    """The book's im2col: every fh×fw window of x [N, C, H, W] as one row,
-    shaped [N, OH, OW, C·fh·fw] (channel-major within a row, as W flattens)."""
+    """Every fh×fw window of x [N, C, H, W] as a column, as Caffe's im2col
+    (the book's has them as rows): [N, C·fh·fw, OH·OW], channel-major down a
+    column as W flattens, so that a convolution is one matrix product per image
+    and its result is already [N, FN, OH·OW], with no transposes."""
     n, c, h, w = x.shape
     oh = (h + 2 * pad - fh) // stride + 1
     ow = (w + 2 * pad - fw) // stride + 1
@@ -329,15 +331,16 @@ def im2col(x, fh, fw, stride, pad):
     for i in range(fh):  # one strided slice per filter offset, not per pixel
         for j in range(fw):
             col[:, :, i, j] = img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
-    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n, oh, ow, -1)
+    return col.reshape(n, c * fh * fw, oh * ow)
 
 
 def col2im(col, x, fh, fw, stride, pad):
-    """im2col undone for gradients: each row's numbers added back to the pixels
-    of x they came from (windows overlap, so a pixel sums them); padding dropped."""
+    """im2col undone for gradients: each column's numbers added back to the
+    pixels of x they came from (windows overlap, so a pixel sums them); padding dropped."""
     n, c, h, w = x.shape
-    _, oh, ow, _ = col.shape
-    col = col.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    oh = (h + 2 * pad - fh) // stride + 1
+    ow = (w + 2 * pad - fw) // stride + 1
+    col = col.reshape(n, c, fh, fw, oh, ow)
     img = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
     for i in range(fh):
         for j in range(fw):
@@ -346,32 +349,106 @@ def col2im(col, x, fh, fw, stride, pad):
     return img[:, :, pad : h + pad, pad : w + pad].copy() if pad else img
 
 
-def window_max(col, channels):
-    """Max pooling over im2col rows [N, OH, OW, C·k]: the max of each window
-    and where it was, both [N, C, OH, OW]."""
-    n, oh, ow, _ = col.shape
-    windows = col.reshape(n, oh, ow, channels, -1)
-    out = windows[..., 0]
-    arg_max = np.zeros(out.shape, dtype=np.int64)
-    # One pass per window offset (argmax over a last axis of 4 is slow): the
-    # first max wins, as argmax's; np.maximum keeps a NaN, as np.max does.
-    for k in range(1, windows.shape[-1]):
-        arg_max = np.where(windows[..., k] > out, k, arg_max)
-        out = np.maximum(out, windows[..., k])
-    out = out.copy() if out.base is not None else out  # of one offset, not a view of the windows
-    return out.transpose(0, 3, 1, 2), arg_max.transpose(0, 3, 1, 2)
+def window_max(x, size, stride, pad):
+    """Max pooling of x [N, C, H, W]: the max of each size×size window (over
+    zero padding) and which of its offsets, row by row, held it; both [N, C, OH, OW].
+
+    One strided view of x per offset, compared with the running max: no copy
+    of the windows. The first max wins, as argmax's: a later offset only where
+    it is greater; np.maximum keeps a NaN, as np.max does.
+    """
+    n, c, h, w = x.shape
+    oh = (h + 2 * pad - size) // stride + 1
+    ow = (w + 2 * pad - size) // stride + 1
+    img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)]) if pad else x
+    out = img[:, :, : stride * oh : stride, : stride * ow : stride].copy()
+    # Offsets in a byte while they fit (a window of up to 16×16): an eighth of the traffic of int64.
+    offset = np.uint8 if size * size <= 256 else np.int64
+    arg_max = np.zeros(out.shape, dtype=offset)
+    greater = np.empty(out.shape, dtype=bool)
+    for k in range(1, size * size):
+        i, j = divmod(k, size)
+        window = img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+        np.greater(window, out, out=greater)
+        # Offsets come in increasing order, so the last one greater is the
+        # largest k·greater: an update without a branch per pixel.
+        np.maximum(arg_max, greater.view(np.uint8) * offset(k), out=arg_max)
+        np.maximum(out, window, out=out)
+    return out, arg_max.astype(np.int64)
 
 
-def window_scatter(dout, arg_max, k):
-    """Max pooling's gradient as im2col rows: each window's dout to where its max was, 0 elsewhere."""
+def window_scatter(dout, arg_max, x, size, stride, pad):
+    """Max pooling's gradient: each window's dout added to the pixel of x where
+    its max was (windows that overlap add up); padding dropped.
+
+    dout · (arg_max == k) rather than a masked copy, which is several times
+    slower: a NaN or infinite dout reaches its whole window, as relu's dout · mask does.
+    """
+    n, c, h, w = x.shape
+    _, _, oh, ow = dout.shape
+    shape = (n, c, h + 2 * pad, w + 2 * pad)
+    if stride == size and shape[2] == size * oh and shape[3] == size * ow:
+        # The windows tile the image: each pixel is written once, nothing to add.
+        img = np.empty(shape, dtype=dout.dtype)
+        for k in range(size * size):
+            i, j = divmod(k, size)
+            np.multiply(dout, arg_max == k, out=img[:, :, i::size, j::size])
+    else:
+        img = np.zeros(shape, dtype=dout.dtype)
+        for k in range(size * size):
+            i, j = divmod(k, size)
+            img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += dout * (arg_max == k)
+    return img[:, :, pad : h + pad, pad : w + pad].copy() if pad else img
+
+
+def window_mean(x, size, stride, pad):
+    """Average pooling of x [N, C, H, W]: the mean of each size×size window,
+    the zero padding counted (as PyTorch's default), [N, C, OH, OW]."""
+    n, c, h, w = x.shape
+    oh = (h + 2 * pad - size) // stride + 1
+    ow = (w + 2 * pad - size) // stride + 1
+    img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)]) if pad else x
+    out = img[:, :, : stride * oh : stride, : stride * ow : stride].copy()
+    for k in range(1, size * size):  # one strided view per offset, as window_max
+        i, j = divmod(k, size)
+        out += img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+    out /= size * size
+    return out
+
+
+def window_share(dout, height, width, size, stride, pad):
+    """Average pooling's gradient: each window's dout / size² added to each of
+    its pixels of an image height × width (windows that overlap add up); padding dropped."""
     n, c, oh, ow = dout.shape
-    windows = np.zeros((n, oh, ow, c, k), dtype=dout.dtype)
-    np.put_along_axis(windows, arg_max.transpose(0, 2, 3, 1)[..., None], dout.transpose(0, 2, 3, 1)[..., None], -1)
-    return windows.reshape(n, oh, ow, c * k)
+    share = dout / (size * size)
+    img = np.zeros((n, c, height + 2 * pad, width + 2 * pad), dtype=dout.dtype)
+    for k in range(size * size):
+        i, j = divmod(k, size)
+        img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += share
+    return img[:, :, pad : height + pad, pad : width + pad].copy() if pad else img
 
 
-def _rows_source(args: list[TensorType | None], types: Types) -> str:
-    return "{0}.reshape(-1, np.shape({0})[-1])"
+def _share_source(args: list[Any], types: Types) -> str:
+    """window_share(dout, x, size, stride, pad) as code: x's height and width are numbers, its values unread."""
+    x = args[1]
+    assert x is not None
+    height, width = x.shape[2:]
+    return f"window_share({{0}}, {height}, {width}, {{2}}, {{3}}, {{4}})"
+
+
+def _maps_source(args: list[TensorType | None], types: Types) -> str:
+    """Each image's rows of pixels [N, FN, OH·OW] as feature maps [N, FN, OH, OW] (a view)."""
+    _, fn, oh, ow = types["out"].shape
+    return f"{{0}}.reshape(len({{0}}), {fn}, {oh}, {ow})"
+
+
+def _pixels_source(args: list[TensorType | None], types: Types) -> str:
+    """Feature maps [N, FN, OH, OW] as each image's rows of pixels [N, FN, OH·OW] (a view)."""
+    maps = args[0]
+    assert maps is not None
+    _, fn, oh, ow = maps.shape
+    assert isinstance(oh, int) and isinstance(ow, int)
+    return f"{{0}}.reshape(len({{0}}), {fn}, {oh * ow})"
 
 
 KERNELS: dict[str, Kernel] = {
@@ -393,17 +470,22 @@ KERNELS: dict[str, Kernel] = {
     "sigmoid": Kernel(function=sigmoid),
     "softmax_cross_entropy": Kernel(function=softmax_cross_entropy),
     "batchnorm_dx": Kernel(function=batchnorm_dx),
-    # Windows of an image as rows, and their gradients back onto the image.
+    # Windows of an image as columns, and their gradients back onto the image.
     "im2col": Kernel("im2col({0})", function=im2col),
     "col2im": Kernel("col2im({0}, {1})", function=col2im),
     "window_max": Kernel("max(windows({0}))", function=window_max),
-    "window_scatter": Kernel("scatter({0}, {1})", function=window_scatter),
-    # An array as rows of its last dim; filters [FN, C, FH, FW] as rows of FN.
-    "rows": Kernel("rows({0})", _rows_source),
+    "window_scatter": Kernel("scatter({0}, {1}, {2})", function=window_scatter),
+    "window_mean": Kernel("mean(windows({0}))", function=window_mean),
+    # dout / size² to every pixel of its window; x only for its shape (not kept).
+    "window_share": Kernel("share({0}, {1})", _share_source, function=window_share, static=(1,)),
+    # Rows of pixels per image [N, FN, OH·OW] as feature maps [N, FN, OH, OW], and back.
+    "maps": Kernel("{0}", _maps_source),
+    "pixels": Kernel("pixels({0})", _pixels_source),
+    # Each image's windows as rows (im2col's columns transposed), and a sum over the images.
+    "window_rows": Kernel("window_rows({0})", "np.swapaxes({0}, 1, 2)"),
+    "over_images": Kernel("sum({0}, axis=0)", "{0}.sum(axis=0)"),
+    # Filters [FN, C, FH, FW] as rows of FN.
     "filter_rows": Kernel("flat({0})", "{0}.reshape(len({0}), -1)"),
-    # NCHW -> NHWC, the layout im2col's rows have.
-    "channels_last": Kernel("channels_last({0})", "{0}.transpose(0, 2, 3, 1)"),
-    # A gradient summed over all but the channel axis (a conv's bias).
     "per_channel": Kernel("sum({0}, axis=(0, 2, 3))", "{0}.sum(axis=(0, 2, 3))"),
 }
 
@@ -1319,12 +1401,14 @@ class Conv2d(Op):
     name = "conv2d"
     operands = ("x", "W", "b")
     attributes = _WINDOW_ATTRIBUTES
-    # The image's windows as rows, kept for W's gradient as the book keeps self.col.
+    # The image's windows as columns, kept for W's gradient as the book keeps self.col.
     own = {"col": Own("x", computes="im2col(x, np.shape(W)[2], np.shape(W)[3], stride, pad)")}
-    computes = ("out = (col @ filter_rows(W).T + b).transpose(0, 3, 1, 2)",)
+    # One matrix product per image, [FN, C·FH·FW] · [C·FH·FW, OH·OW]: the
+    # result is already laid out [N, FN, OH, OW], and the bias goes into it.
+    computes = ("out = filter_rows(W) @ col", "out += b[:, None]", "out = maps(out)")
     rules = {
-        "x": "col2im(channels_last(dout) @ filter_rows(W), x, np.shape(W)[2], np.shape(W)[3], stride, pad)",
-        "W": "unflat(rows(channels_last(dout)).T @ rows(col), W)",
+        "x": "col2im(filter_rows(W).T @ pixels(dout), x, np.shape(W)[2], np.shape(W)[3], stride, pad)",
+        "W": "unflat(over_images(pixels(dout) @ window_rows(col)), W)",
         "b": "per_channel(dout)",
     }
     weights = ("W",)
@@ -1360,7 +1444,7 @@ class Conv2d(Op):
         x, w, out = types["x"], types["W"], types["out"]
         n, fn, oh, ow = out.shape
         _, c, fh, fw = w.shape
-        return TensorType(x.dtype, (n, oh, ow, _product((c, fh, fw))))
+        return TensorType(x.dtype, (n, _product((c, fh, fw)), oh * ow))
 
 
 @register
@@ -1374,8 +1458,8 @@ class MaxPool(Op):
     attributes.update(_WINDOW_ATTRIBUTES)
     attributes["stride"] = Attribute(2, doc="how far the window moves each step", problem=_positive_whole)
     own = {"arg_max": Own("out", "i64")}
-    computes = ("out, arg_max = window_max(im2col(x, size, size, stride, pad), np.shape(x)[1])",)
-    rules = {"x": "col2im(window_scatter(dout, arg_max, size * size), x, size, size, stride, pad)"}
+    computes = ("out, arg_max = window_max(x, size, stride, pad)",)
+    rules = {"x": "window_scatter(dout, arg_max, x, size, stride, pad)"}
     examples = (((2, 3, 4, 4),), ((1, 2, 6, 4),))
 
     def infer(self, args, attrs):
@@ -1404,6 +1488,20 @@ class Flatten(Op):
         if x.type.ndim < 2:
             raise ShapeError(f"flatten: `{x.name}` must be a batch [N, ...], got {x.type.shape_text()}", 0)
         return TensorType(dtype, (x.type.shape[0], _product(x.type.shape[1:])))
+
+
+@register
+class AvgPool(Op):
+    """Average pooling: the mean of each size×size window; backward shares
+    each window's gradient equally among its pixels. Keeps nothing."""
+
+    name = "avg_pool"
+    operands = ("x",)
+    attributes = MaxPool.attributes
+    computes = ("out = window_mean(x, size, stride, pad)",)
+    rules = {"x": "window_share(dout, x, size, stride, pad)"}
+    examples = MaxPool.examples
+    infer = MaxPool.infer
 
 
 def _product(dims: Sequence[Dim]) -> Dim:

@@ -156,11 +156,62 @@ def test_flatten_and_its_gradient_keep_each_sample():
     np.testing.assert_array_equal(grad, x * 2)
 
 
-def test_im2col_rows_are_the_windows_channel_major():
+def test_im2col_columns_are_the_windows_channel_major():
     x = np.arange(2 * 3 * 3.0).reshape(1, 2, 3, 3)
     col = im2col(x, 2, 2, 1, 0)
-    assert col.shape == (1, 2, 2, 8)
-    assert col[0, 1, 0].tolist() == [3, 4, 6, 7, 12, 13, 15, 16]
+    assert col.shape == (1, 8, 4)  # [N, C·FH·FW, OH·OW]
+    assert col[0, :, 2].tolist() == [3, 4, 6, 7, 12, 13, 15, 16]  # the window at row 1, column 0
+
+
+def windows_of(x: np.ndarray, size: int, stride: int, pad: int) -> np.ndarray:
+    """Each pooling window's numbers in a last axis, row by row: [N, C, OH, OW, size·size]."""
+    img = padded(x, pad)
+    oh, ow = (img.shape[2] - size) // stride + 1, (img.shape[3] - size) // stride + 1
+    return np.stack(
+        [
+            img[:, :, r * stride : r * stride + size, c * stride : c * stride + size]
+            for r in range(oh)
+            for c in range(ow)
+        ],
+        axis=2,
+    ).reshape(*x.shape[:2], oh, ow, size * size)
+
+
+@pytest.mark.parametrize("x_shape, size, stride, pad", POOL_CASES)
+def test_max_pool_keeps_argmax_where_windows_tie_and_max_where_nan(x_shape, size, stride, pad):
+    """Ties: the first max wins, as np.argmax's; a NaN is the window's max, as np.max's."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 2, x_shape).astype(np.float64)  # few values: many ties, 0s as the padding's
+    x[(0,) * x.ndim] = np.nan
+    attrs = {"size": size, "stride": stride, "pad": pad}
+    out, saved = POOL.compile(attrs, POOL.types_of(attrs, x)).forward(x)
+    windows = windows_of(x, size, stride, pad)
+    np.testing.assert_array_equal(out, windows.max(axis=-1))  # NaN where a window has one
+    arg_max = dict(zip(POOL.saves, saved))["arg_max"]
+    tied = ~np.isnan(windows).any(axis=-1)
+    assert tied.sum() > 0 and (windows == windows.max(axis=-1, keepdims=True)).sum(axis=-1)[tied].max() > 1
+    np.testing.assert_array_equal(arg_max[tied], windows.argmax(axis=-1)[tied])
+
+
+@pytest.mark.parametrize("x_shape, size, stride, pad", POOL_CASES)
+def test_max_pool_gradient_is_the_scatter_to_each_argmax(x_shape, size, stride, pad):
+    """Loop by loop, ties included (central differences cannot see them); float32 stays float32."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 2, x_shape).astype(np.float32)
+    attrs = {"size": size, "stride": stride, "pad": pad}
+    out, _ = run(POOL, attrs, [x])
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    _, (grad,) = run(POOL, attrs, [x], dout)
+    arg_max = windows_of(x, size, stride, pad).argmax(axis=-1)
+    expected = np.zeros(padded(x, pad).shape, dtype=np.float32)
+    for i, ch, r, c in itertools.product(*map(range, out.shape)):
+        row, col = divmod(arg_max[i, ch, r, c], size)
+        expected[i, ch, r * stride + row, c * stride + col] += dout[i, ch, r, c]
+    assert grad.dtype == np.float32
+    # Overlapping windows add up in another order: float32's rounding apart.
+    np.testing.assert_allclose(
+        grad, expected[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]], rtol=1e-6, atol=1e-6
+    )
 
 
 SMALL_CNN = """
@@ -298,3 +349,77 @@ def test_memory_prediction_counts_the_windows_to_the_byte(batch, pad):
     dims = bind_dims(plan, program.ir, batch)
     predicted = predict_memory(plan, dims)
     assert [s.held for s in predicted.steps] == measure(plan, environment(program, dims))
+
+
+# --- avg_pool ----------------------------------------------------------------------------
+
+AVG = REGISTRY["avg_pool"]
+
+
+def slow_avg_pool(x, size, stride, pad):
+    img = padded(x, pad)
+    oh, ow = (img.shape[2] - size) // stride + 1, (img.shape[3] - size) // stride + 1
+    out = np.zeros((*x.shape[:2], oh, ow))
+    for i, ch, r, c in itertools.product(range(len(x)), range(x.shape[1]), range(oh), range(ow)):
+        out[i, ch, r, c] = img[i, ch, r * stride : r * stride + size, c * stride : c * stride + size].mean()
+    return out
+
+
+@pytest.mark.parametrize("x_shape, size, stride, pad", POOL_CASES)
+def test_avg_pool_forward_is_the_loop_by_loop_mean_and_its_gradient_central_differences(x_shape, size, stride, pad):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape)
+    attrs = {"size": size, "stride": stride, "pad": pad}
+    out, _ = run(AVG, attrs, [x])
+    np.testing.assert_allclose(out, slow_avg_pool(x, size, stride, pad), rtol=1e-14, atol=1e-15)
+    dout = rng.standard_normal(out.shape)
+    _, (grad,) = run(AVG, attrs, [x], dout)
+    np.testing.assert_allclose(grad, numerical(AVG, attrs, [x], 0, dout), rtol=1e-6, atol=1e-8)
+
+
+def test_avg_pool_shares_each_window_gradient_and_keeps_nothing():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    out, (grad,) = run(AVG, {"size": 2, "stride": 2, "pad": 0}, [x], np.array([[[[4.0, 8.0], [12.0, 16.0]]]]))
+    assert out.tolist() == [[[[2.5, 4.5], [10.5, 12.5]]]]
+    assert grad.tolist() == [[[[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]]]
+    assert AVG.saves == ()  # x only for its shape, written into the rule as numbers
+
+
+AVG_CNN = SMALL_CNN.replace("max_pool(r, size=2, stride=2)", "avg_pool(r, size=2, stride=2)")
+
+
+def test_a_cnn_with_avg_pool_generates_what_the_interpreter_computes():
+    compiled = graphc.compile_source(AVG_CNN, "g.graph").compiled
+    program = Program(compiled, seed=0)
+    namespace: dict = {}
+    exec(compile(python_module(compiled), "<generated>", "exec"), namespace)
+    params = namespace["init_params"](0)
+    x = np.random.default_rng(8).uniform(-1, 1, (5, 1, 6, 6))
+    outputs, saved = namespace["forward"](params, x=x)
+    grads = namespace["backward"](params, saved)
+    assert float(outputs["loss"]) == float(program.forward(x=x)["loss"])
+    for name, grad in program.backward().items():
+        np.testing.assert_array_equal(grads[name], grad)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_memory_prediction_of_avg_pool_is_exact(batch):
+    [compiled] = graphc.compiler.front_end(AVG_CNN, "g.graph")
+    program = Program(compiled)
+    plan = make_plan(program.checked, program.types)
+    dims = bind_dims(plan, program.ir, batch)
+    predicted = predict_memory(plan, dims)
+    assert [s.held for s in predicted.steps] == measure(plan, environment(program, dims))
+
+
+def test_avg_pool_states_the_arithmetic_of_a_stride_that_does_not_fit():
+    message = error("""
+        graph g {
+            input x: [N, 3, 7, 7]
+            p = avg_pool(x, size=2, stride=2)
+            output p
+        }
+    """)
+    assert message.splitlines()[0].split(" error: ")[1] == (
+        "avg_pool: the output height (7 + 2·0 − 2) / 2 + 1 is not a whole number"
+    )

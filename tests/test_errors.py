@@ -261,7 +261,7 @@ def test_unknown_op_with_nothing_close_lists_the_ops():
         m.graph:3:9: error: unknown op `lstm`
          3 |     y = lstm(x)
            |         ^^^^
-        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten
+        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten, avg_pool
     """)
 
 

@@ -312,7 +312,7 @@ def test_an_identifier_of_100000_characters(tmp_path, capsys, command):
         m.graph:3:9: error: unknown op `{"a" * 59}...{"a" * 58}`
          3 |     y = {"a" * 112}...
            |         {"^" * 112}
-        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten
+        hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten, avg_pool
     """)
     assert len(error.split("\nhint: ")[0]) < 450  # the hint lists the ops, as many as there are
 

@@ -194,6 +194,17 @@ def ref_max_pool(attrs, x):
     return out
 
 
+def ref_avg_pool(attrs, x):
+    size, stride, pad = attrs["size"], attrs["stride"], attrs["pad"]
+    img = _padded(x, pad)
+    oh, ow = (img.shape[2] - size) // stride + 1, (img.shape[3] - size) // stride + 1
+    out = np.empty((*x.shape[:2], oh, ow), dtype=object)
+    for i, ch, r, c in itertools.product(range(len(x)), range(x.shape[1]), range(oh), range(ow)):
+        window = img[i, ch, r * stride : r * stride + size, c * stride : c * stride + size].reshape(-1)
+        out[i, ch, r, c] = total(window) / (size * size)
+    return out
+
+
 def ref_flatten(attrs, x):
     return x.reshape(len(x), -1)
 
@@ -231,6 +242,7 @@ REFERENCES = {
     "conv2d": ref_conv2d,
     "max_pool": ref_max_pool,
     "flatten": ref_flatten,
+    "avg_pool": ref_avg_pool,
 }
 
 
@@ -329,7 +341,7 @@ FORWARD_RTOL = {
     "batchnorm": 1e-14,
 }
 FORWARD_RTOL.update(sub=0.0, div=0.0, square=0.0, tanh=4e-16, exp=4e-16, log=4e-16, sum=1e-15, mean=1e-15)
-FORWARD_RTOL.update(conv2d=1e-14, max_pool=0.0, flatten=0.0)
+FORWARD_RTOL.update(conv2d=1e-14, max_pool=0.0, flatten=0.0, avg_pool=1e-15)
 
 
 def test_every_op_has_a_reference():
@@ -374,30 +386,40 @@ def reference_softmax(y: np.ndarray) -> np.ndarray:
 
 
 def _window_words(op: Op, attrs, values) -> dict[str, Any]:
-    """conv2d's and max_pool's words: rows of windows and back, loop by loop."""
+    """The window ops' words (conv2d, max_pool, avg_pool): windows and back, loop by loop."""
     fh, fw = values[1].shape[2:] if op.name == "conv2d" else (attrs["size"], attrs["size"])
     stride, pad = attrs["stride"], attrs["pad"]
 
     def col2im(g, x):
-        """Row (n, r, c) of g holds window (r, c) of image n, channel-major: add each back onto its pixels."""
+        """Column r·OW + c of g[n] holds window (r, c) of image n, channel-major: add each back onto its pixels."""
         img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
-        for i, r, c in itertools.product(*map(range, g.shape[:3])):
-            img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw] += g[i, r, c].reshape(-1, fh, fw)
+        ow = (img.shape[3] - fw) // stride + 1
+        for i, p in itertools.product(range(g.shape[0]), range(g.shape[2])):
+            r, c = divmod(p, ow)
+            img[i, :, r * stride : r * stride + fh, c * stride : c * stride + fw] += g[i, :, p].reshape(-1, fh, fw)
         return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
 
-    def scatter(dout, arg_max):
-        """Each window's dout at its argmax, as rows [N, OH, OW, C·k]."""
-        n, ch, oh, ow = dout.shape
-        rows = np.zeros((n, oh, ow, ch, fh * fw))
-        for i, k, r, c in itertools.product(range(n), range(ch), range(oh), range(ow)):
-            rows[i, r, c, k, arg_max[i, k, r, c]] = dout[i, k, r, c]
-        return rows.reshape(n, oh, ow, -1)
+    def scatter(dout, arg_max, x):
+        """Each window's dout added to x's pixel at its argmax (row by row within the window)."""
+        img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+        for i, k, r, c in itertools.product(*map(range, dout.shape)):
+            row, col = divmod(arg_max[i, k, r, c], fw)
+            img[i, k, r * stride + row, c * stride + col] += dout[i, k, r, c]
+        return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
+
+    def share(dout, x):
+        """Each window's dout / size² added to each of its pixels."""
+        img = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+        for i, k, r, c in itertools.product(*map(range, dout.shape)):
+            img[i, k, r * stride : r * stride + fh, c * stride : c * stride + fw] += dout[i, k, r, c] / (fh * fw)
+        return img[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
 
     return {
         "col2im": col2im,
         "scatter": scatter,
-        "channels_last": lambda a: a.transpose(0, 2, 3, 1),
-        "rows": lambda a: a.reshape(-1, a.shape[-1]),
+        "share": share,
+        "pixels": lambda a: a.reshape(a.shape[0], a.shape[1], -1),
+        "window_rows": lambda a: a.transpose(0, 2, 1),
     }
 
 
@@ -414,7 +436,7 @@ def printed_rule_value(op: Op, attrs, values, out, saved, dout, i: int) -> np.nd
         batchnorm_dx=lambda g, gamma, xc, std: gamma / std * (g - g.mean(0) - xc / std * (g * xc / std).mean(0))
     )
     scope.update(zip(op.saves, saved))  # the op's own tensors (relu's mask) as forward kept them
-    if op.name in ("conv2d", "max_pool"):
+    if op.name in ("conv2d", "max_pool", "avg_pool"):
         scope.update(_window_words(op, attrs, values))
     for position, scored in op.label_positions().items():
         scores = values[scored]
