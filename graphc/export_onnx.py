@@ -27,7 +27,8 @@ it, exporting is an error naming the extra to install.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ import numpy as np
 from graphc import __version__
 from graphc.errors import GraphcError
 from graphc.ir import OpNode, ParamDecl, TensorType
-from graphc.plan import Plan, make_inference_plan
+from graphc.plan import Plan, grad_name, make_inference_plan, make_plan
 
 if TYPE_CHECKING:
     import onnx
@@ -50,7 +51,7 @@ OPSET = 21
 INSTALL = 'pip install "graphc[onnx]"'
 
 # graphc dtype -> ONNX element type (TensorProto's numbering); a weak value computes in float64.
-_ELEMENT = {"f32": 1, "f64": 11, "i64": 7, None: 11}
+_ELEMENT = {"f32": 1, "f64": 11, "i64": 7, "bool": 9, None: 11}
 _NUMPY = {"f32": np.float32, "f64": np.float64, "i64": np.int64, None: np.float64}
 
 
@@ -114,7 +115,8 @@ class _Emit:
     node: OpNode
     types: dict[str, TensorType]
     doc: str
-    steps: int = 0
+    mode: str = "eval"  # a train step's forward runs in the program's mode
+    made: dict[str, str] = field(default_factory=dict)
 
     @property
     def dtype(self) -> str | None:
@@ -152,8 +154,9 @@ class _Emit:
         return self.const(list(axes), np.int64, "axes")
 
     def aux(self, op_type: str, inputs: Sequence[str], what: str, **attrs: Any) -> str:
-        """A helper node of this mapping; its output named `node/what`."""
+        """A helper node of this mapping; its output named `node/what` (what backward reads by `made[what]`)."""
         out = self.builder.unique(f"{self.node.name}/{what}")
+        self.made[what] = out
         return self.builder.node(op_type, inputs, out, out, self.doc, **attrs)
 
     def final(self, op_type: str, inputs: Sequence[str], **attrs: Any) -> str:
@@ -177,6 +180,17 @@ def _unary(op_type: str) -> Callable[[_Emit], None]:
         e.final(op_type, [e.arg(0)])
 
     return emit
+
+
+def _sigmoid(e: _Emit) -> None:
+    """graphc's stable logistic, from exp(-|x|): onnxruntime's float64 Sigmoid is off by 1e-8 in its tails."""
+    x, one = e.arg(0), e.float_const(1.0, "one")
+    exp = e.aux("Exp", [e.aux("Neg", [e.aux("Abs", [x], "abs")], "minus_abs")], "exp")
+    denominator = e.aux("Add", [one, exp], "denominator")
+    positive = e.aux("Div", [one, denominator], "positive")
+    negative = e.aux("Div", [exp, denominator], "negative")
+    at_least_0 = e.aux("GreaterOrEqual", [x, e.float_const(0.0, "zero")], "at_least_0")
+    e.final("Where", [at_least_0, positive, negative])
 
 
 def _square(e: _Emit) -> None:
@@ -224,14 +238,30 @@ def _softmax_loss(e: _Emit) -> None:
 
 
 def _dropout(e: _Emit) -> None:
+    if e.mode == "train":  # the mask is the train step's input (numpy's generator draws graphc's)
+        e.final("Mul", [e.arg(0), e.cast(f"{e.node.name}.mask", e.dtype)])
+        return
     # The book's dropout predicts with every element, scaled by the fraction training keeps.
     e.final("Mul", [e.arg(0), e.float_const(1.0 - e.node.attrs["ratio"], "keep")])
 
 
 def _batchnorm(e: _Emit) -> None:
-    """Normalized by the running statistics (initializers), step by step as graphc computes it."""
-    xc = e.aux("Sub", [e.arg(0), f"{e.node.name}.running_mean"], "xc")
-    var = e.aux("Add", [f"{e.node.name}.running_var", e.float_const(e.node.attrs["eps"], "eps")], "var_eps")
+    """Normalized by the running statistics (initializers), or while training by the batch's
+    (and the running ones updated), step by step as graphc computes it."""
+    name, eps = e.node.name, e.float_const(e.node.attrs["eps"], "eps")
+    if e.mode == "train":
+        mu = e.aux("ReduceMean", [e.arg(0), e.axes(0)], "mu", keepdims=0)
+        xc = e.aux("Sub", [e.arg(0), mu], "xc")
+        variance = e.aux("ReduceMean", [e.aux("Mul", [xc, xc], "xc2"), e.axes(0)], "var", keepdims=0)
+        momentum = e.node.attrs["momentum"]
+        for item, batch in (("running_mean", mu), ("running_var", variance)):
+            kept = e.aux("Mul", [e.float_const(momentum, "momentum"), f"{name}.{item}"], f"{item}_kept")
+            new = e.aux("Mul", [e.float_const(1 - momentum, "rest"), batch], f"{item}_new")
+            e.builder.node("Add", [kept, new], f"{name}.{item}/next", f"{name}.{item}/next", e.doc)
+        var = e.aux("Add", [variance, eps], "var_eps")
+    else:
+        xc = e.aux("Sub", [e.arg(0), f"{name}.running_mean"], "xc")
+        var = e.aux("Add", [f"{name}.running_var", eps], "var_eps")
     std = e.aux("Sqrt", [var], "std")
     xn = e.aux("Div", [xc, std], "xn")
     scaled = e.aux("Mul", [e.arg(1), xn], "scaled")
@@ -291,7 +321,7 @@ MAPPINGS: dict[str, Callable[[_Emit], None]] = {
     "sub": _binary("Sub"),
     "div": _binary("Div"),
     "relu": _unary("Relu"),
-    "sigmoid": _unary("Sigmoid"),
+    "sigmoid": _sigmoid,
     "tanh": _unary("Tanh"),
     "exp": _unary("Exp"),
     "log": _unary("Log"),
@@ -308,6 +338,211 @@ MAPPINGS: dict[str, Callable[[_Emit], None]] = {
 }
 # Registered ops ONNX export does not cover yet: a graph using one is refused, at the op.
 NOT_MAPPED: tuple[str, ...] = ()
+
+
+# --- the gradients: one function per op -----------------------------------------------
+#
+# Each gives the local gradient of one operand, summed back to its shape, from the
+# forward node's mapping (its operands and what it made) and `dout`, as graphc's rule
+# computes it (the same operations in the same order, so float64 agrees to rounding).
+
+
+@dataclass
+class _Grad:
+    e: _Emit  # the forward node's mapping
+    dout: str
+    target: str  # the gradient this write is part of (d_x), to name its nodes
+
+    def aux(self, op_type: str, inputs: Sequence[str], what: str, **attrs: Any) -> str:
+        out = self.e.builder.unique(f"{self.target}/{self.e.node.name}/{what}")
+        return self.e.builder.node(op_type, inputs, out, out, self.e.doc, **attrs)
+
+    def shape_of(self, name: str) -> str:
+        return self.aux("Shape", [name], "shape")
+
+    def sum_to(self, g: str, operand: int) -> str:
+        """g, shaped like out, summed back to the operand's shape (undoes broadcasting)."""
+        from graphc.ops import _sum_axes  # the axes graphc's own sum_to sums
+
+        added, stretched, _ = _sum_axes(self.e.types[self.e.node.name].shape, self.e.type(operand).shape)
+        if added:
+            g = self.aux("ReduceSum", [g, self.e.axes(*added)], "sum_added", keepdims=0)
+        if stretched:
+            g = self.aux("ReduceSum", [g, self.e.axes(*stretched)], "sum_stretched", keepdims=1)
+        return g
+
+    def mul(self, a: str, b: str, what: str = "mul") -> str:
+        return self.aux("Mul", [a, b], what)
+
+    def div(self, a: str, b: str, what: str = "div") -> str:
+        return self.aux("Div", [a, b], what)
+
+    def number(self, value: float) -> str:
+        return self.e.float_const(value, "number")
+
+    def count(self, operand: int, axis: int | None) -> str:
+        """How many numbers a mean averaged, in the node's dtype; N read at run time."""
+        x = self.e.type(operand)
+        dims = x.shape if axis is None else (x.shape[axis],)
+        if all(isinstance(d, int) for d in dims):
+            return self.number(float(math.prod(d for d in dims if isinstance(d, int))))
+        name = self.e.node.args[operand]
+        if axis is None:
+            size = self.aux("Size", [name], "size")
+        else:
+            size = self.aux("Gather", [self.shape_of(name), self.e.const(axis % x.ndim, np.int64, "axis")], "size")
+        return self.aux("Cast", [size], "count", to=_ELEMENT[self.e.dtype])
+
+
+def _grad_mul(g: _Grad, i: int) -> str:
+    return g.sum_to(g.mul(g.dout, g.e.arg(1 - i)), i)
+
+
+def _grad_add(g: _Grad, i: int) -> str:
+    return g.sum_to(g.dout, i)
+
+
+def _grad_sub(g: _Grad, i: int) -> str:
+    return g.sum_to(g.dout if i == 0 else g.aux("Neg", [g.dout], "neg"), i)
+
+
+def _grad_div(g: _Grad, i: int) -> str:
+    if i == 0:  # dout / b
+        return g.sum_to(g.div(g.dout, g.e.arg(1)), 0)
+    minus = g.mul(g.aux("Neg", [g.dout], "neg"), g.e.node.name)  # -dout * out / b
+    return g.sum_to(g.div(minus, g.e.arg(1)), 1)
+
+
+def _grad_relu(g: _Grad, i: int) -> str:
+    mask = g.aux("Greater", [g.e.arg(0), g.e.const(0, _NUMPY[g.e.dtype], "zero")], "mask")
+    return g.mul(g.dout, g.aux("Cast", [mask], "mask_float", to=_ELEMENT[g.e.dtype]))
+
+
+def _grad_sigmoid(g: _Grad, i: int) -> str:
+    out = g.e.node.name  # dout * out * (1 - out)
+    return g.mul(g.mul(g.dout, out), g.aux("Sub", [g.number(1.0), out], "one_minus"))
+
+
+def _grad_tanh(g: _Grad, i: int) -> str:
+    out = g.e.node.name  # dout * (1 - out * out)
+    return g.mul(g.dout, g.aux("Sub", [g.number(1.0), g.mul(out, out, "square")], "one_minus"))
+
+
+def _grad_exp(g: _Grad, i: int) -> str:
+    return g.mul(g.dout, g.e.node.name)
+
+
+def _grad_log(g: _Grad, i: int) -> str:
+    return g.div(g.dout, g.e.arg(0))
+
+
+def _grad_square(g: _Grad, i: int) -> str:
+    return g.mul(g.mul(g.dout, g.number(2.0), "twice"), g.e.arg(0))
+
+
+def _spread(g: _Grad, dout: str) -> str:
+    """A reduction's gradient copied to every element it reduced, shaped like x."""
+    axis, keep = g.e.node.attrs["axis"], g.e.node.attrs["keepdims"] == "true"
+    x = g.e.node.args[0]
+    if axis is not None and not keep and g.e.type(0).ndim > 1:
+        dout = g.aux("Unsqueeze", [dout, g.e.axes(axis % g.e.type(0).ndim)], "unsqueeze")
+    return g.aux("Expand", [dout, g.shape_of(x)], "spread")
+
+
+def _grad_sum(g: _Grad, i: int) -> str:
+    return _spread(g, g.dout)
+
+
+def _grad_mean(g: _Grad, i: int) -> str:
+    axis = g.e.node.attrs["axis"]
+    return _spread(g, g.div(g.dout, g.count(0, None if axis is None else axis)))
+
+
+def _grad_affine(g: _Grad, i: int) -> str:
+    x, w = g.e.type(0), g.e.arg(1)
+    if i == 0:  # unflat(dout @ W.T, x)
+        product = g.aux("MatMul", [g.dout, g.aux("Transpose", [w], "w_t", perm=[1, 0])], "matmul")
+        return g.aux("Reshape", [product, g.shape_of(g.e.arg(0))], "unflat") if x.ndim > 2 else product
+    if i == 1:
+        if x.ndim == 1:  # outer(x, dout)
+            column = g.aux("Unsqueeze", [g.e.arg(0), g.e.axes(1)], "column")
+            row = g.aux("Unsqueeze", [g.dout, g.e.axes(0)], "row")
+            return g.aux("MatMul", [column, row], "outer")
+        flat = g.e.made.get("flat", g.e.arg(0))
+        return g.aux("MatMul", [g.aux("Transpose", [flat], "x_t", perm=[1, 0]), g.dout], "matmul")
+    return g.sum_to(g.dout, 2)
+
+
+def _grad_softmax_loss(g: _Grad, i: int) -> str:
+    """dout * (softmax(y) - t) / N (mean), or without / N (sum)."""
+    y, t = g.e.type(0), g.e.type(1)
+    probs = g.aux("Softmax", [g.e.arg(0)], "probs", axis=-1)
+    if t.shape == y.shape:
+        labels = g.e.arg(1)
+    else:
+        labels = g.aux("Cast", [g.e.made["mask"]], "one_hot", to=_ELEMENT[g.e.dtype])
+    grad = g.mul(g.dout, g.aux("Sub", [probs, labels], "minus_labels"))
+    if g.e.node.attrs["reduction"] == "sum":
+        return grad
+    if y.ndim == 1:
+        return g.div(grad, g.number(1.0))
+    rows = g.aux("Gather", [g.shape_of(g.e.arg(0)), g.e.const(0, np.int64, "first")], "rows")
+    return g.div(grad, g.aux("Cast", [rows], "batch", to=_ELEMENT[g.e.dtype]))
+
+
+def _grad_dropout(g: _Grad, i: int) -> str:
+    if g.e.mode == "train":
+        return g.mul(g.dout, g.e.cast(f"{g.e.node.name}.mask", g.e.dtype))
+    return g.mul(g.dout, g.number(1.0 - g.e.node.attrs["ratio"]))
+
+
+def _grad_batchnorm(g: _Grad, i: int) -> str:
+    made = g.e.made
+    if i == 1:  # sum_to(xn * dout, gamma)
+        return g.sum_to(g.mul(made["xn"], g.dout), 1)
+    if i == 2:
+        return g.sum_to(g.dout, 2)
+    gamma, xc, std = g.e.arg(1), made["xc"], made["std"]
+    if g.e.mode == "eval":  # dout * gamma / std
+        return g.div(g.mul(g.dout, gamma), std)
+    # The book's BatchNormalization.backward (graphc.ops.batchnorm_dx), step by step.
+    n = g.count(0, 0)
+    dxn = g.mul(gamma, g.dout, "dxn")
+    dxc = g.div(dxn, std, "dxc")
+    ratio = g.div(g.mul(dxn, xc), g.mul(std, std), "ratio")
+    dstd = g.aux("Neg", [g.aux("ReduceSum", [ratio, g.e.axes(0)], "sum", keepdims=0)], "dstd")
+    dvar = g.div(g.mul(g.number(0.5), dstd), std, "dvar")
+    two_over_n = g.div(g.number(2.0), n, "two_over_n")
+    dxc = g.aux("Add", [dxc, g.mul(g.mul(two_over_n, xc), dvar)], "dxc_var")
+    dmu = g.aux("ReduceSum", [dxc, g.e.axes(0)], "dmu", keepdims=0)
+    return g.aux("Sub", [dxc, g.div(dmu, n)], "dx")
+
+
+def _grad_flatten(g: _Grad, i: int) -> str:
+    return g.aux("Reshape", [g.dout, g.shape_of(g.e.arg(0))], "unflat")
+
+
+GRADIENTS: dict[str, Callable[[_Grad, int], str]] = {
+    "mul": _grad_mul,
+    "add": _grad_add,
+    "sub": _grad_sub,
+    "div": _grad_div,
+    "relu": _grad_relu,
+    "sigmoid": _grad_sigmoid,
+    "tanh": _grad_tanh,
+    "exp": _grad_exp,
+    "log": _grad_log,
+    "square": _grad_square,
+    "sum": _grad_sum,
+    "mean": _grad_mean,
+    "affine": _grad_affine,
+    "softmax_loss": _grad_softmax_loss,
+    "dropout": _grad_dropout,
+    "batchnorm": _grad_batchnorm,
+    "flatten": _grad_flatten,
+}
+# Ops whose gradients --train-step does not write yet (col2im and the pooling scatter).
+NO_GRADIENT: tuple[str, ...] = ("conv2d", "max_pool")
 
 
 # --- the model ------------------------------------------------------------------
@@ -340,27 +575,35 @@ def _value_info(onnx: Any, name: str, t: TensorType, doc: str = "") -> Any:
     return onnx.helper.make_tensor_value_info(name, _ELEMENT[t.dtype], shape, doc_string=doc)
 
 
-def _unmapped(plan: Plan, program: Program) -> None:
-    for step in plan.forward:
-        if step.op.name not in MAPPINGS:
-            node = program.ir.decls[step.out]
+def _unmapped(plan: Plan, program: Program, mappings: Mapping[str, Any], what: str) -> None:
+    """A located error at the first step whose op has no mapping (`what`: "" or "gradient ")."""
+    steps = [(s.out, s.op.name) for s in plan.forward] if not what else [(s.node, s.op.name) for s in plan.backward]
+    for out, op in steps:
+        if op not in mappings:
+            node = program.ir.decls[out]
             assert isinstance(node, OpNode)
-            covered = ", ".join(sorted(MAPPINGS))
+            covered = ", ".join(sorted(mappings))
             raise GraphcError(
-                f"ONNX export has no mapping for op `{step.op.name}`",
+                f"ONNX export has no {what}mapping for op `{op}`",
                 node.call_span,
-                f"ops ONNX export covers: {covered}",
+                f"ops ONNX export {'differentiates' if what else 'covers'}: {covered}",
             )
 
 
 def onnx_model(program: Program) -> onnx.ModelProto:
     """The program's inference pass as an ONNX model (see the module's docstring)."""
-    onnx = import_onnx()
     outputs = export_outputs(program)
     plan = make_inference_plan(program.checked, program.types, outputs, mode="eval")
-    _unmapped(plan, program)
+    _unmapped(plan, program, MAPPINGS, "")
     types = onnx_types(plan)
-    builder = _Builder(onnx)
+    builder = _start(program, plan, types)
+    _forward(builder, program, plan, types)
+    return _model(builder, program, plan, types, [(n, types[n]) for n in outputs])
+
+
+def _start(program: Program, plan: Plan, types: dict[str, TensorType]) -> _Builder:
+    """A builder holding the plan's params, consts and op state as initializers."""
+    builder = _Builder(import_onnx())
     decls = program.ir.decls
     builder.names.update(plan.inputs)
     for name in (*plan.params, *plan.consts):
@@ -374,13 +617,35 @@ def onnx_model(program: Program) -> onnx.ModelProto:
         for item in step.state:
             builder.initializer(item, program.state[item], _where(decls[step.out].span))
             builder.names.add(item)
+    return builder
+
+
+def _forward(builder: _Builder, program: Program, plan: Plan, types: dict[str, TensorType]) -> dict[str, _Emit]:
+    """Every forward step's ONNX nodes; the mapping of each, by node, for the backward pass to read."""
+    emits = {}
     for step in plan.forward:
-        node = decls[step.out]
+        node = program.ir.decls[step.out]
         assert isinstance(node, OpNode)
-        MAPPINGS[step.op.name](_Emit(builder, node, types, _where(node.call_span)))
+        emits[step.out] = _Emit(builder, node, types, _where(node.call_span), plan.mode)
+        MAPPINGS[step.op.name](emits[step.out])
+    return emits
+
+
+def _model(
+    builder: _Builder,
+    program: Program,
+    plan: Plan,
+    types: dict[str, TensorType],
+    outputs: list[tuple[str, TensorType]],
+    extra_inputs: Sequence[tuple[str, TensorType]] = (),
+) -> onnx.ModelProto:
+    onnx = builder.onnx
+    decls = program.ir.decls
     inputs = [_value_info(onnx, n, types[n], _where(decls[n].span)) for n in plan.inputs]
-    graph_outputs = [_value_info(onnx, n, types[n], _where(decls[n].span)) for n in outputs]
-    shapes = [_value_info(onnx, s.out, types[s.out]) for s in plan.forward if s.out not in outputs]
+    inputs += [_value_info(onnx, n, t) for n, t in extra_inputs]
+    graph_outputs = [_value_info(onnx, n, t, _where(decls[n].span) if n in decls else "") for n, t in outputs]
+    named = {n for n, _ in outputs}
+    shapes = [_value_info(onnx, s.out, types[s.out]) for s in plan.forward if s.out not in named]
     graph = onnx.helper.make_graph(
         builder.nodes, program.name, inputs, graph_outputs, builder.initializers, value_info=shapes
     )
@@ -393,14 +658,64 @@ def onnx_model(program: Program) -> onnx.ModelProto:
     return model
 
 
+def onnx_train_step(program: Program) -> onnx.ModelProto:
+    """One training step as an ONNX model: the loss and every param's gradient
+    (d_W1, ...), from graphc's backward plan, in the program's mode. In mode
+    train, each dropout's mask is an input (`dropout1.mask`, bool) and each
+    batchnorm's updated running statistics are outputs (`bn1.running_mean/next`)."""
+    plan = make_plan(program.checked, program.types, wrt=program.param_names, mode=program.mode)
+    _unmapped(plan, program, MAPPINGS, "")
+    _unmapped(plan, program, GRADIENTS, "gradient ")
+    types = onnx_types(plan)
+    builder = _start(program, plan, types)
+    emits = _forward(builder, program, plan, types)
+    assert plan.seed is not None  # make_plan seeds backward at the first output
+    onnx, seed, dtype = builder.onnx, plan.seed, types[plan.seed].dtype
+    one = onnx.numpy_helper.from_array(np.ones(1, _NUMPY[dtype]))
+    seed_shape = builder.unique("seed/shape")
+    builder.node("Shape", [seed], seed_shape, seed_shape, "")
+    seed_ones = builder.unique("seed")
+    grads = {grad_name(seed): builder.node("ConstantOfShape", [seed_shape], seed_ones, seed_ones, "", value=one)}
+    for step in plan.backward:
+        for write in step.writes:
+            g = _Grad(emits[step.node], grads[step.dout], write.target)
+            local = GRADIENTS[step.op.name](g, write.operand)
+            if write.accumulate:  # fan-out: the readers' contributions add up
+                local = g.aux("Add", [grads[write.target], local], "accumulate")
+            grads[write.target] = local
+    outputs = [(seed, types[seed])]
+    for name in program.param_names:
+        target = builder.unique(grad_name(name))  # d_W1, unless the graph has a value of that name
+        if grad_name(name) in plan.gradients:
+            builder.node("Identity", [grads[grad_name(name)]], target, target, _where(program.ir.decls[name].span))
+        else:  # no path to the loss: zeros, as graphc's backward gives
+            zero = onnx.numpy_helper.from_array(np.zeros(1, _NUMPY[types[name].dtype]))
+            shape = builder.unique(f"{target}/shape")
+            builder.node("Shape", [name], shape, shape, "")
+            builder.node("ConstantOfShape", [shape], target, target, "", value=zero)
+        outputs.append((target, types[name]))
+    masks: list[tuple[str, TensorType]] = []
+    if plan.mode == "train":
+        for forward in plan.forward:
+            if forward.op.random:
+                masks.append((f"{forward.out}.mask", TensorType("bool", types[forward.args[0]].shape)))
+            outputs += [(f"{item}/next", types[forward.args[1]]) for item in forward.state]
+    return _model(builder, program, plan, types, outputs, masks)
+
+
 def _concrete(t: TensorType, value: Any) -> tuple[int, ...]:
     """A param's or const's shape: its value's (a const of one number keeps its declared shape)."""
     shape = np.shape(value)
     return shape if len(shape) == t.ndim else tuple(d for d in t.shape if isinstance(d, int))
 
 
-def onnx_bytes(program: Program) -> bytes:
-    return onnx_model(program).SerializeToString()
-
-
-__all__ = ["INSTALL", "MAPPINGS", "NOT_MAPPED", "OPSET", "onnx_bytes", "onnx_model"]
+__all__ = [
+    "GRADIENTS",
+    "INSTALL",
+    "MAPPINGS",
+    "NOT_MAPPED",
+    "NO_GRADIENT",
+    "OPSET",
+    "onnx_model",
+    "onnx_train_step",
+]

@@ -29,9 +29,19 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from graphc.cli import main  # noqa: E402
 from graphc.compiler import front_end, front_end_file, select  # noqa: E402
-from graphc.export_onnx import MAPPINGS, NOT_MAPPED, OPSET, export_outputs, onnx_model, onnx_types  # noqa: E402
+from graphc.export_onnx import (  # noqa: E402
+    GRADIENTS,
+    MAPPINGS,
+    NO_GRADIENT,
+    NOT_MAPPED,
+    OPSET,
+    export_outputs,
+    onnx_model,
+    onnx_train_step,
+    onnx_types,
+)
 from graphc.ops import REGISTRY  # noqa: E402
-from graphc.plan import make_inference_plan  # noqa: E402
+from graphc.plan import make_inference_plan, make_plan  # noqa: E402
 from graphc.program import Program  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -76,13 +86,13 @@ def inferred_types(model: Any) -> dict[str, tuple[int, tuple]]:
     return found
 
 
-def assert_shapes_agree(program: Program, model: Any, strict: bool = True) -> None:
+def assert_shapes_agree(program: Program, model: Any, strict: bool = True, plan: Any = None) -> None:
     """ONNX's inferred type of every value the model holds is graphc's.
 
     strict: a symbolic dim must stay that symbol. Otherwise (random graphs, whose
     params may have an `N` that `dim N = 3` fixes) it may also be the size it is bound to.
     """
-    plan = make_inference_plan(program.checked, program.types, export_outputs(program), "eval")
+    plan = plan or make_inference_plan(program.checked, program.types, export_outputs(program), "eval")
     types = onnx_types(plan)
     found = inferred_types(model)
     names = [*plan.inputs, *plan.params, *plan.consts, *(s.out for s in plan.forward)]
@@ -104,15 +114,22 @@ def assert_shapes_agree(program: Program, model: Any, strict: bool = True) -> No
         assert found[state] == (ELEMENT[program.state_types[state].dtype], program.state[state].shape)
 
 
-def assert_close(actual: Any, expected: Any, what: str) -> None:
+def assert_close(actual: Any, expected: Any, what: str, scale: float = 0.0) -> None:
+    """Same dtype and shape, NaN and infinities where graphc has them, and the rest equal to
+    1e-12 (float64) or 1e-5 (float32) relative to the array's norm: normwise, as summation
+    orders (numpy's BLAS, onnxruntime's MLAS) differ most in the smallest elements of a gradient.
+    `scale`: the size of the numbers the value was computed from, where it is their sum
+    and cancels (a bias before batchnorm has gradient 0, computed as rounding noise)."""
     expected = np.asarray(expected)
     actual = np.asarray(actual)
     assert actual.dtype == expected.dtype, (what, actual.dtype, expected.dtype)
     assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(actual[~finite], expected[~finite], err_msg=what)
     tolerance = TOLERANCE.get(expected.dtype, 0)
-    finite = np.abs(expected[np.isfinite(expected)])
-    scale = float(finite.max()) if finite.size else 0.0
-    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, err_msg=what)
+    difference = np.linalg.norm((actual[finite] - expected[finite]).astype(np.float64))
+    norm = float(np.linalg.norm(expected[finite].astype(np.float64)))
+    assert difference <= tolerance * max(norm, scale), (what, actual, expected)
 
 
 def assert_runs_as_graphc(program: Program, model: Any, feeds: dict[str, np.ndarray]) -> None:
@@ -123,18 +140,17 @@ def assert_runs_as_graphc(program: Program, model: Any, feeds: dict[str, np.ndar
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     fed = {i.name: feeds[i.name] for i in session.get_inputs()}
     assert [o.name for o in session.get_outputs()] == list(outputs)
-    for runtime, results in (
-        ("onnxruntime", session.run(None, fed)),
-        ("reference", ReferenceEvaluator(model).run(None, fed)),
-    ):
+    with np.errstate(all="ignore"):  # the reference evaluator's numpy, on a graph's inf and NaN
+        runs = (("onnxruntime", session.run(None, fed)), ("reference", ReferenceEvaluator(model).run(None, fed)))
+    for runtime, results in runs:
         for name, value in zip(outputs, results):
             assert_close(value, expected[name], f"{runtime}: {name}")
 
 
-def made_up_feeds(program: Program, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def made_up_feeds(program: Program, batch: int, seed: int = 0, plan: Any = None) -> dict[str, np.ndarray]:
     """Inputs at batch size `batch` (every symbolic dim): labels valid, the rest in (0, 1)."""
     rng = np.random.default_rng(seed)
-    plan = make_inference_plan(program.checked, program.types, export_outputs(program), "eval")
+    plan = plan or make_inference_plan(program.checked, program.types, export_outputs(program), "eval")
     types = onnx_types(plan)
     classes = {
         s.args[t]: plan.types[s.args[y]].shape[-1] for s in plan.forward for t, y in s.op.label_positions().items()
@@ -471,3 +487,149 @@ def test_an_op_without_a_mapping_is_an_error_at_the_op(tmp_path, capsys, monkeyp
         "   |         ^^^^^^^\n"
         f"hint: ops ONNX export covers: {covered}"
     )
+
+
+# --- --train-step ---------------------------------------------------------------------
+
+
+def dropout_masks(program: Program, batch: int) -> dict[str, np.ndarray]:
+    """The masks graphc's next training forward draws, from a copy of its generator, in step order."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = program.rng.bit_generator.state
+    masks = {}
+    for step in program.plan.forward:
+        if step.op.random:
+            shape = tuple(batch if isinstance(d, str) else d for d in program.types[step.args[0]].shape)
+            masks[f"{step.out}.mask"] = rng.random(shape) > step.attrs["ratio"]
+    return masks
+
+
+def verify_train_step(program: Program, batches: tuple[int, ...] = (8, 16)) -> Any:
+    """The train step's loss, gradients and updated statistics are graphc's, in both runtimes.
+
+    Batches of 8 and 16: through five batchnorms, x's gradient over a small batch is a sum
+    of nearly cancelling terms (of 2, exactly: every feature normalizes to ±1 whatever x
+    is), which float32 computes to 4 digits at a batch of 3, in graphc as in onnxruntime."""
+    model = onnx_train_step(program)
+    onnx.checker.check_model(model, full_check=True)
+    plan = make_plan(program.checked, program.types, wrt=program.param_names, mode=program.mode)
+    assert_shapes_agree(program, model, plan=plan)
+    for batch in batches:
+        feeds = made_up_feeds(program, batch, seed=batch, plan=plan)
+        masks = dropout_masks(program, batch) if program.mode == "train" else {}
+        before = {name: value.copy() for name, value in program.state.items()}
+        with np.errstate(all="ignore"):
+            loss, grads = program.loss_and_grads(dict(feeds))  # draws the masks, updates the statistics
+        expected = {program.outputs[0]: loss}
+        for name in program.param_names:
+            expected[f"d_{name}"] = grads.get(name, np.zeros_like(program.params[name]))
+        if program.mode == "train":
+            expected.update((f"{name}/next", value.copy()) for name, value in program.state.items())
+        for name, value in before.items():  # the model starts from the statistics it was exported with
+            program.state[name][...] = value
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        fed = {**feeds, **masks}
+        assert [i.name for i in session.get_inputs()] == [*plan.inputs, *masks]
+        assert [o.name for o in session.get_outputs()] == list(expected)
+        for runtime, results in (
+            ("onnxruntime", session.run(None, fed)),
+            ("reference", ReferenceEvaluator(model).run(None, fed)),
+        ):
+            scale = max(float(np.linalg.norm(np.asarray(v, np.float64)[np.isfinite(v)])) for v in expected.values())
+            for name, value in zip(expected, results):
+                assert_close(value, expected[name], f"{runtime}: {name}", scale)
+        program.rng.bit_generator.state = np.random.default_rng(batch).bit_generator.state  # fresh masks next
+    return model
+
+
+def trained_statistics(program: Program) -> None:
+    rng = np.random.default_rng(1)
+    for name, state in program.state.items():
+        state[...] = rng.uniform(0.5, 2, state.shape) if name.endswith("var") else rng.normal(0, 1, state.shape)
+
+
+DIFFERENTIABLE = [(p, g) for p, g in MODEL_GRAPHS if g != "simple_conv_net"]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(("path", "graph"), DIFFERENTIABLE, ids=[f"{p.stem}-{g}" for p, g in DIFFERENTIABLE])
+def test_every_models_train_step_gives_graphcs_gradients(path, graph, dtype, mode):
+    program = Program(select(front_end_file(path), graph), dtype=dtype, mode=mode)
+    trained_statistics(program)
+    verify_train_step(program)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", [c for c in OP_GRAPHS if c != "conv_pool_flatten"])
+def test_each_ops_gradients_in_a_train_step(case, dtype, mode):
+    text = OP_GRAPHS[case]
+    # Every output summed into one loss, so that every op's gradient is on the way to it.
+    program = program_of(text, dtype)
+    leaves = [n for n in program.outputs if program.types[n].dtype is not None]
+    params = "".join(f"    param weight{i}: {list(program.types[n].shape)} = normal(1)\n" for i, n in enumerate(leaves))
+    params = params.replace("'N'", "1")
+    sums = "".join(
+        f"    weighted{i} = mul({n}, weight{i})\n    term{i} = sum(weighted{i})\n" for i, n in enumerate(leaves)
+    )
+    chain, last = "", "term0"
+    for i in range(1, len(leaves)):
+        chain += f"    total{i} = add({last}, term{i})\n"
+        last = f"total{i}"
+    body = textwrap.dedent(text).rstrip().removesuffix("}").rstrip()
+    body = "\n".join(line for line in body.splitlines() if not line.strip().startswith("output "))
+    source = f"{body}\n{params}{sums}{chain}    output {last}\n}}\n"
+    program = Program(select(front_end(source, "m.graph"), None), dtype=dtype, mode=mode)
+    for name, state in program.state.items():
+        state[...] = np.linspace(0.5, 1.5, state.size) if name.endswith("var") else np.linspace(-1, 1, state.size)
+    verify_train_step(program)
+
+
+def test_every_registered_op_has_a_gradient_mapping_or_is_listed():
+    assert set(GRADIENTS) | set(NO_GRADIENT) == set(REGISTRY)
+    assert not set(GRADIENTS) & set(NO_GRADIENT)
+
+
+def test_a_train_step_through_an_op_without_a_gradient_mapping_is_an_error_at_the_op(tmp_path, capsys):
+    out = str(tmp_path / "step.onnx")
+    argv = ["compile", str(MODELS / "simple_conv_net.graph"), "--emit", "onnx", "--train-step", "-o", out]
+    path = MODELS / "simple_conv_net.graph"
+    line = "    pool -> affine(W2, b2) -> relu -> affine(W3, b3) -> y"
+    assert line in path.read_text()
+    message = cli_error(argv, capsys)
+    assert message.startswith(f"{path}:") and "error: ONNX export has no gradient mapping for op `max_pool`" in message
+    assert message.endswith("hint: ops ONNX export differentiates: " + ", ".join(sorted(GRADIENTS)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(valid_graphs())
+def test_random_graphs_train_steps_give_graphcs_gradients(generated):
+    program = Program(select(front_end(generated.text), generated.name))
+    assume(program.param_names and program.types[program.outputs[0]].dtype is not None)
+    model = onnx_train_step(program)
+    onnx.checker.check_model(model, full_check=True)
+    plan = make_plan(program.checked, program.types, wrt=program.param_names, mode="train")
+    assert_shapes_agree(program, model, strict=False, plan=plan)
+    given_feeds = {**program.default_feeds(), **generated.feeds}
+    feeds = {name: program.feed(name, given_feeds[name]) for name in plan.inputs}
+    assume(all(feeds[n].ndim == onnx_types(plan)[n].ndim for n in plan.inputs))
+    with np.errstate(all="ignore"):
+        loss, grads = program.loss_and_grads(dict(feeds))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with np.errstate(all="ignore"):  # the reference evaluator's numpy, on a graph's inf and NaN
+        runs = (("onnxruntime", session.run(None, feeds)), ("reference", ReferenceEvaluator(model).run(None, feeds)))
+    expected = [loss, *(grads.get(name, np.zeros_like(program.params[name])) for name in program.param_names)]
+    finite = [np.asarray(v, np.float64)[np.isfinite(v)] for v in expected]
+    scale = max(float(np.linalg.norm(v)) for v in finite)
+    for runtime, results in runs:
+        for name, value, wanted in zip(["loss", *program.param_names], results, expected):
+            assert_close(value, wanted, f"{runtime}: {name}", scale)
+
+
+def test_compile_writes_a_train_step(tmp_path, capsys):
+    out = tmp_path / "step.onnx"
+    assert main(["compile", str(MODELS / "two_layer_net.graph"), "--emit", "onnx", "--train-step", "-o", str(out)]) == 0
+    model = onnx.load(str(out))
+    assert [o.name for o in model.graph.output] == ["loss", "d_W1", "d_b1", "d_W2", "d_b2"]
+    assert [i.name for i in model.graph.input] == ["x", "t"]

@@ -109,16 +109,18 @@ def _expanded(graph: CompiledGraph, args: argparse.Namespace) -> str:
 
 
 def _onnx(graph: CompiledGraph, args: argparse.Namespace) -> bytes:
-    from graphc.export_onnx import import_onnx, onnx_bytes
+    from graphc.export_onnx import import_onnx, onnx_model, onnx_train_step
     from graphc.program import Program
 
     import_onnx()  # before any work: without the extra, say how to install it
-    program = Program(graph, dtype=args.dtype, seed=args.seed, mode="eval")
+    # The inference model predicts (eval mode); a training step runs in --mode.
+    program = Program(graph, dtype=args.dtype, seed=args.seed, mode=args.mode if args.train_step else "eval")
     if args.weights:
         from graphc.checkpoint import load_weights
 
         load_weights(program, args.weights)
-    return onnx_bytes(program)
+    model = onnx_train_step(program) if args.train_step else onnx_model(program)
+    return bytes(model.SerializeToString())
 
 
 # What --emit can produce; each takes the checked, typed graph. ONNX is a binary file.
@@ -154,6 +156,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed_argument(parser, what="param initializers of --emit onnx")
     parser.add_argument(
         "--weights", metavar="W.npz", help="with --emit onnx: the params (and batchnorm's statistics) of a checkpoint"
+    )
+    parser.add_argument(
+        "--train-step",
+        action="store_true",
+        help="with --emit onnx: one training step in --mode, whose outputs are the loss and every param's gradient",
     )
 
 
