@@ -16,6 +16,10 @@ its running statistics), so that the model predicts as `graphc eval` does:
   a mapping by that name and `/what`) and its doc_string is the `.graph`
   source line it comes from, as Netron shows it.
 
+`--train-step` writes one training step instead (onnx_train_step): the loss
+and every param's gradient, from graphc's backward plan; each op's local
+gradients are one function in GRADIENTS.
+
 Each op's mapping is one function in MAPPINGS, over ordinary ONNX ops at
 opset OPSET. Numbers follow graphc's own semantics: a weak scalar (a literal
 with no dtype) is computed in float64 and cast to the dtype of what it meets,
