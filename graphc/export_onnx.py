@@ -10,8 +10,10 @@ its running statistics), so that the model predicts as `graphc eval` does:
   initializers, with the values the program holds (its seed's, or a
   checkpoint's);
 - the graph's outputs are the model's; when the first is a loss
-  (softmax_loss), the scores it reads are an output too, after them, so that
-  a server can ask for the scores alone and feed no labels;
+  (softmax_loss), the scores it reads are an output too, after them: the
+  model computes the loss from the labels as the graph does, and serving
+  takes the scores (onnx.utils.extract_model cuts the model down to them,
+  with no labels to feed; docs/interop.md);
 - each ONNX node is named by the graphc node it computes (the helper nodes of
   a mapping by that name and `/what`) and its doc_string is the `.graph`
   source line it comes from, as Netron shows it.
@@ -130,14 +132,14 @@ class _Emit:
     def type(self, i: int) -> TensorType:
         return self.types[self.node.args[i]]
 
-    def arg(self, i: int, dtype: str | None | bool = True) -> str:
-        """Operand i, a weak one cast to the node's dtype (or to `dtype`), as numpy casts a Python float."""
+    def arg(self, i: int) -> str:
+        """Operand i in the node's dtype: a weak one cast to it, as numpy casts a Python float
+        (and int64 one-hot labels, as graphc's loss casts them)."""
+        return self.arg_as(i, self.dtype)
+
+    def arg_as(self, i: int, dtype: str | None) -> str:
         name = self.node.args[i]
-        want = self.dtype if dtype is True else dtype
-        have = self.types[name].dtype
-        if have == want or want is False or (have is None and want is None):
-            return name
-        return self.cast(name, want)
+        return name if self.types[name].dtype == dtype else self.cast(name, dtype)
 
     def cast(self, name: str, dtype: str | None) -> str:
         key = (name, dtype)
@@ -226,7 +228,7 @@ def _softmax_loss(e: _Emit) -> None:
     if t.shape == y.shape:  # one-hot rows: -sum(t * log p)
         picked = e.aux("Mul", [e.arg(1), log_p], "picked")
     else:  # class indices: -sum of each row's log p at its class (a mask, as GatherElements' is not portable)
-        indices = e.aux("Unsqueeze", [e.arg(1, "i64"), e.axes(-1)], "indices")
+        indices = e.aux("Unsqueeze", [e.arg_as(1, "i64"), e.axes(-1)], "indices")
         classes = e.const(np.arange(y.shape[-1]), np.int64, "classes")
         mask = e.aux("Equal", [indices, classes], "mask")
         picked = e.aux("Where", [mask, log_p, e.float_const(0.0, "zero")], "picked")

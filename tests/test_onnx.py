@@ -466,6 +466,16 @@ def test_onnx_output_needs_a_file(capsys):
     )
 
 
+def test_onnx_flags_go_with_emit_onnx(capsys):
+    model = str(MODELS / "apple.graph")
+    assert cli_error(["compile", model, "--train-step"], capsys) == (
+        "graphc: error: --train-step goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
+    )
+    assert cli_error(["compile", model, "--emit", "python", "--weights", "w.npz"], capsys) == (
+        "graphc: error: --weights goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
+    )
+
+
 def test_without_the_extra_exporting_says_how_to_install_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     argv = ["compile", str(MODELS / "apple.graph"), "--emit", "onnx", "-o", str(tmp_path / "m.onnx")]

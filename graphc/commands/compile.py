@@ -166,6 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     graph = select_graph(load_graphs(args), args)
+    for flag, given in (("--train-step", args.train_step), ("--weights", args.weights)):
+        if given and args.emit != "onnx":
+            raise GraphcError(f"{flag} goes with --emit onnx", hint="e.g. `--emit onnx -o model.onnx`")
     if args.emit in BINARY and args.output in (None, "-"):
         raise GraphcError(f"--emit {args.emit} writes a binary file: name it with -o", hint="e.g. `-o model.onnx`")
     emitted = EMITTERS[args.emit](graph, args)
