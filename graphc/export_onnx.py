@@ -274,12 +274,75 @@ def _batchnorm(e: _Emit) -> None:
     e.final("Add", [scaled, e.arg(2)])
 
 
-def _pad(e: _Emit, x: str, pad: int) -> str:
+def _pad(e: _Emit, x: str, pad: int, aux: Aux | None = None) -> str:
     """x [N, C, H, W] with `pad` zeros around each image, as np.pad makes it."""
     if not pad:
         return x
     pads = e.const([0, 0, pad, pad, 0, 0, pad, pad], np.int64, "pads")
-    return e.aux("Pad", [x, pads], "padded", mode="constant")
+    return (aux or e.aux)("Pad", [x, pads], "padded", mode="constant")
+
+
+Aux = Callable[..., str]  # a mapping's helper-node maker: aux(op_type, inputs, what, **attrs)
+
+
+def _im2col(e: _Emit, aux: Aux, x: str, window: tuple[int, int], stride: int, pad: int) -> str:
+    """The book's im2col as ordinary ops: every window of x [N, C, H, W] as one row,
+    [N, OH, OW, C·FH·FW], channel-major within a row as W flattens (graphc.ops.im2col)."""
+    fh, fw = window
+    _, c, oh, ow = _window_dims(e, window, stride, pad)
+    image = _pad(e, x, pad, aux)
+    windows = []
+    for i in range(fh):
+        for j in range(fw):
+            starts = e.const([i, j], np.int64, "starts")
+            ends = e.const([i + stride * (oh - 1) + 1, j + stride * (ow - 1) + 1], np.int64, "ends")
+            steps = e.const([stride, stride], np.int64, "steps")
+            window_ij = aux("Slice", [image, starts, ends, e.axes(2, 3), steps], f"window{i}_{j}")
+            windows.append(aux("Unsqueeze", [window_ij, e.axes(2)], f"window{i}_{j}"))
+    stacked = aux("Concat", windows, "windows", axis=2)  # [N, C, FH·FW, OH, OW]
+    moved = aux("Transpose", [stacked], "windows_last", perm=[0, 3, 4, 1, 2])
+    return aux("Reshape", [moved, e.const([0, 0, 0, c * fh * fw], np.int64, "row_shape")], "col")
+
+
+def _window_dims(e: _Emit, window: tuple[int, int], stride: int, pad: int) -> tuple[int, int, int, int]:
+    """x's height and channels, and the output's height and width: (H, C, OH, OW)."""
+    _, c, h, _ = e.type(0).shape
+    _, _, oh, ow = e.types[e.node.name].shape
+    assert isinstance(c, int) and isinstance(h, int) and isinstance(oh, int) and isinstance(ow, int)
+    return h, c, oh, ow
+
+
+def _col2im(e: _Emit, aux: Aux, col: str, window: tuple[int, int], stride: int, pad: int) -> str:
+    """im2col undone for gradients (graphc.ops.col2im): each row's numbers added back to
+    the pixels of x they came from, each window offset's spread out by `stride`, padding dropped."""
+    fh, fw = window
+    _, c, h, w = e.type(0).shape
+    _, _, oh, ow = e.types[e.node.name].shape
+    assert isinstance(c, int) and isinstance(h, int) and isinstance(w, int) and isinstance(oh, int)
+    assert isinstance(ow, int)
+    pieces = aux("Reshape", [col, e.const([0, 0, 0, c, fh, fw], np.int64, "piece_shape")], "pieces")
+    pieces = aux("Transpose", [pieces], "pieces_first", perm=[0, 3, 4, 5, 1, 2])  # [N, C, FH, FW, OH, OW]
+    spread_h, spread_w = stride * (oh - 1) + 1, stride * (ow - 1) + 1
+    placed = []
+    for i in range(fh):
+        for j in range(fw):
+            ends = e.const([i + 1, j + 1], np.int64, "ends")
+            piece = aux("Slice", [pieces, e.const([i, j], np.int64, "starts"), ends, e.axes(2, 3)], f"piece{i}_{j}")
+            piece = aux("Squeeze", [piece, e.axes(2, 3)], f"piece{i}_{j}")  # [N, C, OH, OW]
+            if stride > 1:  # stride - 1 zeros after each number, across and down
+                gaps = e.const([0, 0, 0, 0, 0, 0, 0, 0, 0, stride - 1, 0, stride - 1], np.int64, "gaps")
+                piece = aux("Pad", [aux("Unsqueeze", [piece, e.axes(3, 5)], "cells"), gaps], "spaced")
+                spaced = e.const([0, 0, oh * stride, ow * stride], np.int64, "spaced_shape")
+                piece = aux("Reshape", [piece, spaced], "spaced")
+                ends = e.const([spread_h, spread_w], np.int64, "ends")
+                piece = aux("Slice", [piece, e.const([0, 0], np.int64, "starts"), ends, e.axes(2, 3)], "spaced")
+            around = [0, 0, i, j, 0, 0, h + 2 * pad - i - spread_h, w + 2 * pad - j - spread_w]
+            placed.append(aux("Pad", [piece, e.const(around, np.int64, "around")], f"placed{i}_{j}"))
+    image = aux("Sum", placed, "image")
+    if not pad:
+        return image
+    ends = e.const([pad + h, pad + w], np.int64, "ends")
+    return aux("Slice", [image, e.const([pad, pad], np.int64, "starts"), ends, e.axes(2, 3)], "unpadded")
 
 
 def _conv2d(e: _Emit) -> None:
@@ -288,22 +351,9 @@ def _conv2d(e: _Emit) -> None:
         e.final("Conv", [e.arg(0), e.arg(1), e.arg(2)], strides=[stride, stride], pads=[pad] * 4)
         return
     # onnxruntime has no float64 Conv: the book's im2col, as ordinary ops.
-    fn, c, fh, fw = e.type(1).shape
-    n, _, oh, ow = e.types[e.node.name].shape
-    assert isinstance(oh, int) and isinstance(ow, int) and isinstance(c, int)
-    image = _pad(e, e.arg(0), pad)
-    windows = []
-    for i in range(fh):  # type: ignore[arg-type]
-        for j in range(fw):  # type: ignore[arg-type]
-            starts = e.const([i, j], np.int64, "starts")
-            ends = e.const([i + stride * (oh - 1) + 1, j + stride * (ow - 1) + 1], np.int64, "ends")
-            steps = e.const([stride, stride], np.int64, "steps")
-            window = e.aux("Slice", [image, starts, ends, e.axes(2, 3), steps], f"window{i}_{j}")
-            windows.append(e.aux("Unsqueeze", [window, e.axes(2)], f"window{i}_{j}"))
-    stacked = e.aux("Concat", windows, "windows", axis=2)  # [N, C, FH·FW, OH, OW]
-    moved = e.aux("Transpose", [stacked], "windows_last", perm=[0, 3, 4, 1, 2])
-    rows = e.const([0, 0, 0, c * fh * fw], np.int64, "row_shape")  # type: ignore[operator]
-    col = e.aux("Reshape", [moved, rows], "col")  # [N, OH, OW, C·FH·FW], channel-major as W flattens
+    fn, _, fh, fw = e.type(1).shape
+    assert isinstance(fh, int) and isinstance(fw, int)
+    col = _im2col(e, e.aux, e.arg(0), (fh, fw), stride, pad)
     filters = e.aux("Reshape", [e.arg(1), e.const([fn, -1], np.int64, "filter_shape")], "filter_rows")
     product = e.aux("MatMul", [col, e.aux("Transpose", [filters], "filter_columns", perm=[1, 0])], "matmul")
     biased = e.aux("Add", [product, e.arg(2)], "biased")
@@ -524,6 +574,40 @@ def _grad_batchnorm(g: _Grad, i: int) -> str:
     return g.aux("Sub", [dxc, g.div(dmu, n)], "dx")
 
 
+def _grad_conv2d(g: _Grad, i: int) -> str:
+    stride, pad = g.e.node.attrs["stride"], g.e.node.attrs["pad"]
+    fn, c, fh, fw = g.e.type(1).shape
+    assert isinstance(fh, int) and isinstance(fw, int)
+    if i == 2:  # per_channel(dout)
+        return g.aux("ReduceSum", [g.dout, g.e.axes(0, 2, 3)], "per_channel", keepdims=0)
+    dout_rows = g.aux("Transpose", [g.dout], "channels_last", perm=[0, 2, 3, 1])  # [N, OH, OW, FN]
+    if i == 0:  # col2im(channels_last(dout) @ filter_rows(W), x, ...)
+        filters = g.aux("Reshape", [g.e.arg(1), g.e.const([fn, -1], np.int64, "filter_shape")], "filter_rows")
+        col = g.aux("MatMul", [dout_rows, filters], "col")
+        return _col2im(g.e, g.aux, col, (fh, fw), stride, pad)
+    # unflat(rows(channels_last(dout)).T @ rows(col), W)
+    col = g.e.made.get("col") or _im2col(g.e, g.aux, g.e.arg(0), (fh, fw), stride, pad)
+    rows = g.aux("Reshape", [dout_rows, g.e.const([-1, fn], np.int64, "rows")], "dout_rows")
+    col_rows = g.aux("Reshape", [col, g.e.const([-1, c * fh * fw], np.int64, "rows")], "col_rows")
+    product = g.aux("MatMul", [g.aux("Transpose", [rows], "dout_columns", perm=[1, 0]), col_rows], "matmul")
+    return g.aux("Reshape", [product, g.shape_of(g.e.arg(1))], "unflat")
+
+
+def _grad_max_pool(g: _Grad, i: int) -> str:
+    """Each window's dout to where its max was (the first, as graphc's), from the windows recomputed."""
+    size, stride, pad = g.e.node.attrs["size"], g.e.node.attrs["stride"], g.e.node.attrs["pad"]
+    c = g.e.type(0).shape[1]
+    col = _im2col(g.e, g.aux, g.e.arg(0), (size, size), stride, pad)
+    windows = g.aux("Reshape", [col, g.e.const([0, 0, 0, c, size * size], np.int64, "window_shape")], "windows")
+    arg_max = g.aux("ArgMax", [windows], "arg_max", axis=-1, keepdims=1)
+    at_max = g.aux("Equal", [arg_max, g.e.const(np.arange(size * size), np.int64, "offsets")], "at_max")
+    dout = g.aux("Transpose", [g.dout], "channels_last", perm=[0, 2, 3, 1])
+    dout = g.aux("Unsqueeze", [dout, g.e.axes(-1)], "per_window")
+    scattered = g.aux("Where", [at_max, dout, g.number(0.0)], "scattered")
+    rows = g.e.const([0, 0, 0, c * size * size], np.int64, "row_shape")
+    return _col2im(g.e, g.aux, g.aux("Reshape", [scattered, rows], "col"), (size, size), stride, pad)
+
+
 def _grad_flatten(g: _Grad, i: int) -> str:
     return g.aux("Reshape", [g.dout, g.shape_of(g.e.arg(0))], "unflat")
 
@@ -545,10 +629,12 @@ GRADIENTS: dict[str, Callable[[_Grad, int], str]] = {
     "softmax_loss": _grad_softmax_loss,
     "dropout": _grad_dropout,
     "batchnorm": _grad_batchnorm,
+    "conv2d": _grad_conv2d,
+    "max_pool": _grad_max_pool,
     "flatten": _grad_flatten,
 }
-# Ops whose gradients --train-step does not write yet (col2im and the pooling scatter).
-NO_GRADIENT: tuple[str, ...] = ("conv2d", "max_pool")
+# Ops whose gradients --train-step does not write yet.
+NO_GRADIENT: tuple[str, ...] = ()
 
 
 # --- the model ------------------------------------------------------------------
