@@ -1,18 +1,21 @@
 """Compile a graph and print (or write with -o) what it compiles to: the
 forward and backward plans as text, the plan as JSON, a standalone numpy
-module, a Graphviz DOT diagram, or the graph with its blocks expanded. With --batch, the plan also shows the
+module, a Graphviz DOT diagram, the graph with its blocks expanded, or an
+ONNX model of its inference pass (graphc.export_onnx). With --batch, the plan also shows the
 memory one training step holds, step by step, and its peak."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 
 from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
     add_mode_argument,
+    add_seed_argument,
     load_graphs,
     select_graph,
     whole_number,
@@ -21,10 +24,11 @@ from graphc.commands.common import (
 from graphc.compiler import CompiledGraph
 from graphc.emit import plan_json, plan_text
 from graphc.errors import ExitCode, GraphcError, did_you_mean
+from graphc.fileio import write_bytes
 from graphc.ir import float_dtype, retype
 from graphc.plan import Plan, make_plan
 
-HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT or with its blocks expanded"
+HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT, ONNX or with its blocks expanded"
 
 
 def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
@@ -104,14 +108,31 @@ def _expanded(graph: CompiledGraph, args: argparse.Namespace) -> str:
     return expanded_text(graph)
 
 
-# What --emit can produce; each takes the checked, typed graph.
-EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str]] = {
+def _onnx(graph: CompiledGraph, args: argparse.Namespace) -> bytes:
+    from graphc.export_onnx import import_onnx, onnx_model, onnx_train_step
+    from graphc.program import Program
+
+    import_onnx()  # before any work: without the extra, say how to install it
+    # The inference model predicts (eval mode); a training step runs in --mode.
+    program = Program(graph, dtype=args.dtype, seed=args.seed, mode=args.mode if args.train_step else "eval")
+    if args.weights:
+        from graphc.checkpoint import load_weights
+
+        load_weights(program, args.weights)
+    model = onnx_train_step(program) if args.train_step else onnx_model(program)
+    return bytes(model.SerializeToString())
+
+
+# What --emit can produce; each takes the checked, typed graph. ONNX is a binary file.
+EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str | bytes]] = {
     "plan": _plan,
     "json": _json,
     "python": _python,
     "dot": _dot,
     "expanded": _expanded,
+    "onnx": _onnx,
 }
+BINARY = {"onnx"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,9 +153,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="with --emit plan or json: the memory of one step at batch size B, step by step, and its peak",
     )
+    add_seed_argument(parser, what="param initializers of --emit onnx")
+    parser.add_argument(
+        "--weights", metavar="W.npz", help="with --emit onnx: the params (and batchnorm's statistics) of a checkpoint"
+    )
+    parser.add_argument(
+        "--train-step",
+        action="store_true",
+        help="with --emit onnx: one training step in --mode, whose outputs are the loss and every param's gradient",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     graph = select_graph(load_graphs(args), args)
-    write_output(EMITTERS[args.emit](graph, args), args.output)
+    for flag, given in (("--train-step", args.train_step), ("--weights", args.weights)):
+        if given and args.emit != "onnx":
+            raise GraphcError(f"{flag} goes with --emit onnx", hint="e.g. `--emit onnx -o model.onnx`")
+    if args.emit in BINARY and args.output in (None, "-"):
+        raise GraphcError(f"--emit {args.emit} writes a binary file: name it with -o", hint="e.g. `-o model.onnx`")
+    emitted = EMITTERS[args.emit](graph, args)
+    if isinstance(emitted, bytes):
+        write_bytes(args.output, emitted)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        write_output(emitted, args.output)
     return ExitCode.OK
