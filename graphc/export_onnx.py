@@ -367,6 +367,22 @@ def _max_pool(e: _Emit) -> None:
     e.final("MaxPool", [image], kernel_shape=[size, size], strides=[stride, stride])
 
 
+def _avg_pool(e: _Emit) -> None:
+    size, stride, pad = e.node.attrs["size"], e.node.attrs["stride"], e.node.attrs["pad"]
+    if e.dtype == "f32":
+        # Padded first, so every window averages size² numbers, zeros included, as graphc's.
+        image = _pad(e, e.arg(0), pad)
+        e.final("AveragePool", [image], kernel_shape=[size, size], strides=[stride, stride])
+        return
+    # onnxruntime has no float64 AveragePool: each window's sum over its im2col row, / size².
+    c = e.type(0).shape[1]
+    col = _im2col(e, e.aux, e.arg(0), (size, size), stride, pad)
+    windows = e.aux("Reshape", [col, e.const([0, 0, 0, c, size * size], np.int64, "window_shape")], "windows")
+    total = e.aux("ReduceSum", [windows, e.axes(-1)], "window_sums", keepdims=0)  # [N, OH, OW, C]
+    mean = e.aux("Div", [total, e.float_const(float(size * size), "window_size")], "window_means")
+    e.final("Transpose", [mean], perm=[0, 3, 1, 2])
+
+
 def _flatten(e: _Emit) -> None:
     e.final("Flatten" if e.type(0).ndim > 2 else "Identity", [e.arg(0)], **({"axis": 1} if e.type(0).ndim > 2 else {}))
 
@@ -390,6 +406,7 @@ MAPPINGS: dict[str, Callable[[_Emit], None]] = {
     "batchnorm": _batchnorm,
     "conv2d": _conv2d,
     "max_pool": _max_pool,
+    "avg_pool": _avg_pool,
     "flatten": _flatten,
 }
 # Registered ops ONNX export does not cover yet: a graph using one is refused, at the op.
@@ -608,6 +625,19 @@ def _grad_max_pool(g: _Grad, i: int) -> str:
     return _col2im(g.e, g.aux, g.aux("Reshape", [scattered, rows], "col"), (size, size), stride, pad)
 
 
+def _grad_avg_pool(g: _Grad, i: int) -> str:
+    """Each window's dout / size² to each of its pixels (graphc.ops.window_share), through col2im."""
+    size, stride, pad = g.e.node.attrs["size"], g.e.node.attrs["stride"], g.e.node.attrs["pad"]
+    c = g.e.type(0).shape[1]
+    share = g.div(g.dout, g.number(float(size * size)), "share")
+    share = g.aux("Transpose", [share], "channels_last", perm=[0, 2, 3, 1])
+    share = g.aux("Unsqueeze", [share, g.e.axes(-1)], "per_window")
+    every_pixel = g.e.const(np.ones(size * size), _NUMPY[g.e.dtype], "every_pixel")
+    windows = g.mul(share, every_pixel, "windows")  # [N, OH, OW, C, size²]
+    rows = g.e.const([0, 0, 0, c * size * size], np.int64, "row_shape")
+    return _col2im(g.e, g.aux, g.aux("Reshape", [windows, rows], "col"), (size, size), stride, pad)
+
+
 def _grad_flatten(g: _Grad, i: int) -> str:
     return g.aux("Reshape", [g.dout, g.shape_of(g.e.arg(0))], "unflat")
 
@@ -631,6 +661,7 @@ GRADIENTS: dict[str, Callable[[_Grad, int], str]] = {
     "batchnorm": _grad_batchnorm,
     "conv2d": _grad_conv2d,
     "max_pool": _grad_max_pool,
+    "avg_pool": _grad_avg_pool,
     "flatten": _grad_flatten,
 }
 # Ops whose gradients --train-step does not write yet.

@@ -321,6 +321,15 @@ OP_GRAPHS = {
             output fp, q, ffq
         }
     """,
+    "avg_pool": """
+        graph g {
+            input x: [N, 2, 6, 4]
+            a = avg_pool(x, size=2, stride=2, pad=1)
+            b = avg_pool(x, size=3, stride=1)
+            c = avg_pool(x, size=2, stride=1, pad=1)
+            output a, b, c
+        }
+    """,
     "pool_ties": """
         graph g {
             input x: [N, 2]
