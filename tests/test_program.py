@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from graphs import LABELS_NOWHERE
 
 import graphc
 from graphc.errors import GraphcError
@@ -689,19 +690,6 @@ def test_a_literal_default_fills_symbolic_dims_for_made_up_inputs_too():
 
 
 # --- labels ------------------------------------------------------------------------------
-
-LABELS_NOWHERE = """
-    graph g {
-        input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
-        input t: i64[2] = [0, 2]
-        input u: i64[2] = [1, 1]
-        param w: [3] = [1, 1, 1]
-        z = mul(y, w)
-        loss = softmax_loss(z, t)
-        other = softmax_loss(y, u)
-        output loss, other
-    }
-"""
 
 
 def test_labels_that_reach_no_output_get_no_gradient_either(tmp_path, capsys):
