@@ -692,6 +692,17 @@ def test_a_literal_default_fills_symbolic_dims_for_made_up_inputs_too():
 # --- labels ------------------------------------------------------------------------------
 
 
+def test_only_a_narrowing_cast_is_searched_for_numbers_out_of_range():
+    from graphc.ir import unrepresentable
+
+    big = np.array([1.0, 1e300, -1e300])
+    assert unrepresentable(big, "f32") == 1e300
+    assert unrepresentable(big, "f64") is None
+    assert unrepresentable(np.array([3e38, np.inf], np.float32), "f32") is None
+    assert unrepresentable(np.array([3e38, -3e38], np.float32), "f64") is None
+    assert unrepresentable(np.array([6e4], np.float16), "f32") is None
+
+
 def test_labels_that_reach_no_output_get_no_gradient_either(tmp_path, capsys):
     p = program(LABELS_NOWHERE)
     assert p.plan.disconnected == ()  # not zeros: labels never get a gradient
