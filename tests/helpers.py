@@ -1,9 +1,11 @@
-"""What the training tests share: the two-layer net, a slice of MNIST to train
-on quickly, the command line run in-process, and checkpoint surgery."""
+"""What several test modules share: the two-layer net, a slice of MNIST to train
+on quickly, the command line run in-process, checkpoint surgery, and an
+environment that sees only an unpacked wheel."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from graphc.data import load_mnist
 from graphc.errors import GraphcError
 from graphc.train import TrainData, prepare_data
 
-NET = Path(__file__).resolve().parent.parent / "models" / "two_layer_net.graph"
+ROOT = Path(__file__).resolve().parent.parent
+NET = ROOT / "models" / "two_layer_net.graph"
 
 
 def two_layer_net(dtype: str = "float32", seed: int = 0) -> graphc.Program:
@@ -55,3 +58,14 @@ def rewrite_meta(path: Path, edit: Callable[[dict[str, Any]], object]) -> Path:
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     return path
+
+
+def isolated(site: Path) -> dict[str, str]:
+    """The environment, with only the unpacked wheel on PYTHONPATH.
+
+    numpy, lark and networkx come from the interpreter's own site-packages
+    (sys.executable is the venv's python); the source tree is nowhere on the path.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=str(site), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
