@@ -560,42 +560,9 @@ def test_cli_train_text(models, capsys):
 def test_cli_resume_matches_a_straight_run(models, capsys, tmp_path):
     model = models / "two_layer_net.graph"
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert (
-        graphc_cli(
-            capsys,
-            "train",
-            model,
-            "--iters",
-            120,
-            "--batch",
-            50,
-            "--optimizer",
-            "adam",
-            "--dtype",
-            "float32",
-            "--save",
-            a,
-        )[0]
-        == 0
-    )
-    assert (
-        graphc_cli(
-            capsys,
-            "train",
-            model,
-            "--iters",
-            60,
-            "--batch",
-            50,
-            "--optimizer",
-            "adam",
-            "--dtype",
-            "float32",
-            "--save",
-            b,
-        )[0]
-        == 0
-    )
+    options = ("--batch", 50, "--optimizer", "adam", "--dtype", "float32")
+    assert graphc_cli(capsys, "train", model, "--iters", 120, *options, "--save", a)[0] == 0
+    assert graphc_cli(capsys, "train", model, "--iters", 60, *options, "--save", b)[0] == 0
     # --resume takes the optimizer, its lr, the batch and the dtype from the checkpoint
     status, out, _ = graphc_cli(capsys, "train", model, "--iters", 120, "--resume", b, "--save", b, "--json")
     assert status == 0
