@@ -167,8 +167,10 @@ def _keyword_span(stmt: Any, keyword: str) -> Span:
     return Span(span.source, span.line, span.column, span.line, span.column + len(keyword))
 
 
-def defined_names(body: tuple[ast.Statement, ...]) -> set[str]:
-    """Every name the statements define."""
+def defined_names(body: tuple[ast.Statement, ...], every_chain_name: bool = False) -> set[str]:
+    """Every name the statements define. With `every_chain_name`, also every plain
+    name a chain passes through (`x -> relu -> y` gives x as well as y): the
+    names a person wrote, which generated names must keep clear of."""
     names: set[str] = set()
     for stmt in body:
         if isinstance(stmt, (ast.InputDecl, ast.ParamDecl, ast.ConstDecl)):
@@ -179,9 +181,8 @@ def defined_names(body: tuple[ast.Statement, ...]) -> set[str]:
             for link in stmt.links:
                 if link.alias:
                     names.add(link.alias.text)
-            last = stmt.links[-1].item
-            if isinstance(last, ast.Name):
-                names.add(last.text)
+            items = [link.item for link in stmt.links] if every_chain_name else [stmt.links[-1].item]
+            names.update(item.text for item in items if isinstance(item, ast.Name))
     return names
 
 

@@ -107,7 +107,8 @@ class _GraphBuilder:
         self.outputs: list[tuple[str, Span]] = []
         self.output_names: set[str] = set()
         self.expects: list[Expectation] = []
-        self.user_names = self._user_names()
+        # Every name the person wrote, so generated names never collide.
+        self.user_names = defined_names(self.graph.body, every_chain_name=True)
         # (dim, size, value name, span): the sizes literal values give symbolic dims.
         self.literal_dims: list[tuple[str, int, str, Span]] = []
         # (input, declared shape, span of the type): inputs graphc makes up, whose
@@ -208,22 +209,6 @@ class _GraphBuilder:
                     span,
                     limits.elements_hint(),
                 )
-
-    def _user_names(self) -> set[str]:
-        """Every name the person defines, so generated names never collide."""
-        names: set[str] = set()
-        for stmt in self.graph.body:
-            if isinstance(stmt, (ast.InputDecl, ast.ParamDecl, ast.ConstDecl)):
-                names.add(stmt.name.text)
-            elif isinstance(stmt, ast.Assign):
-                names.add(stmt.target.text)
-            elif isinstance(stmt, ast.Chain):
-                for link in stmt.links:
-                    if link.alias:
-                        names.add(link.alias.text)
-                    if isinstance(link.item, ast.Name):
-                        names.add(link.item.text)
-        return names
 
     def define(self, name: ast.Name, decl: Decl) -> None:
         if name.text in self.first:

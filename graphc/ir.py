@@ -109,6 +109,8 @@ def unrepresentable(values: Any, dtype: str) -> int | float | None:
     number too large for a float dtype, or an integer beyond i64."""
     values = compact(values)
     if dtype in ("f32", "f64") and values.dtype.kind == "f":
+        if values.dtype.itemsize <= DTYPES[dtype].itemsize:
+            return None  # the same dtype or a wider one holds every number: nothing to scan
         with np.errstate(over="ignore"):
             cast = values.astype(DTYPES[dtype])
         bad = np.isfinite(values) & ~np.isfinite(cast)

@@ -1,8 +1,11 @@
-"""Shared fixtures: paths to the models and to MNIST; the fuzzer's options."""
+"""Shared fixtures: paths to the models and to MNIST, a wheel built once; the fuzzer's options."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,52 @@ def _fresh_op_caches():
     from graphc.ops import clear_caches
 
     clear_caches()
+
+
+# Copied to a temporary directory before building, so that the build's
+# scratch files (build/, *.egg-info) never land in the working tree and two
+# test runs at once cannot trip over each other.
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "tests",
+    "docs",
+    "bench",
+)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel of graphc built from the repository, once a session (tests/test_install.py,
+    tests/test_imports.py)."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=IGNORE)
+    out = work / "dist"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    [found] = out.glob("graphc-*.whl")
+    return found

@@ -118,11 +118,23 @@ def batches(count: int, rows: int = 7, features: int = 3, seed: int = 0) -> list
     return [rng.standard_normal((rows, features)) * (1 + i) + i for i in range(count)]
 
 
+def bn(**options) -> graphc.Program:
+    return graphc.compile_source(BN, "bn.graph", **options)
+
+
+def drop(**options) -> graphc.Program:
+    return graphc.compile_source(DROP, "d.graph", **options)
+
+
+def net(**options) -> graphc.Program:
+    return graphc.compile_source(NET, "net.graph", **options)
+
+
 # --- batchnorm is the book's, bit for bit ------------------------------------------
 
 
 def test_batchnorm_training_forward_backward_and_running_statistics_are_the_books():
-    program = graphc.compile_source(BN, "bn.graph")
+    program = bn()
     gamma, beta = program.params["gamma"], program.params["beta"]
     book = BookBatchNormalization(gamma.copy(), beta.copy(), momentum=0.8, eps=1e-5)
     rng = np.random.default_rng(1)
@@ -141,12 +153,12 @@ def test_batchnorm_training_forward_backward_and_running_statistics_are_the_book
 
 
 def test_batchnorm_in_eval_mode_uses_the_running_statistics_and_leaves_them():
-    train = graphc.compile_source(BN, "bn.graph")
+    train = bn()
     book = BookBatchNormalization(train.params["gamma"].copy(), train.params["beta"].copy(), momentum=0.8, eps=1e-5)
     for x in batches(2):
         train.forward(x=x)
         book.forward(x)
-    predict = graphc.compile_source(BN, "bn.graph", mode="eval")
+    predict = bn(mode="eval")
     for name in train.state:
         predict.state[name][...] = train.state[name]
     before = {k: v.copy() for k, v in predict.state.items()}
@@ -158,7 +170,7 @@ def test_batchnorm_in_eval_mode_uses_the_running_statistics_and_leaves_them():
 
 
 def test_batchnorm_state_starts_at_zero_and_is_not_a_param():
-    program = graphc.compile_source(BN, "bn.graph", dtype="float32")
+    program = bn(dtype="float32")
     assert list(program.state) == ["y.running_mean", "y.running_var"]
     for value in program.state.values():
         assert value.dtype == np.float32 and value.shape == (3,) and not value.any()
@@ -176,7 +188,7 @@ def test_batchnorm_normalizes_each_feature_to_zero_mean_and_unit_variance():
 
 def test_batchnorm_of_a_constant_feature_is_finite():
     """Variance 0: eps inside the square root keeps it 0 / sqrt(eps), not 0 / 0."""
-    program = graphc.compile_source(BN, "bn.graph")
+    program = bn()
     x = np.ones((4, 3))
     program.forward(x=x)
     grads = program.backward()
@@ -188,7 +200,7 @@ def test_batchnorm_of_a_constant_feature_is_finite():
 
 
 def test_dropout_training_keeps_what_the_generator_says_and_eval_scales():
-    program = graphc.compile_source(DROP, "d.graph", seed=4)
+    program = drop(seed=4)
     book = BookDropout(0.3, np.random.default_rng(np.random.SeedSequence(4).spawn(3)[2]))
     rng = np.random.default_rng(0)
     for _ in range(3):  # successive runs draw successive masks
@@ -197,17 +209,17 @@ def test_dropout_training_keeps_what_the_generator_says_and_eval_scales():
         dout = rng.standard_normal((6, 5))
         np.testing.assert_array_equal(program.backward(dout)["x"], book.backward(dout), strict=True)
     assert 0 < book.mask.sum() < book.mask.size
-    predict = graphc.compile_source(DROP, "d.graph", mode="eval")
+    predict = drop(mode="eval")
     x = rng.standard_normal((6, 5))
     np.testing.assert_array_equal(predict.forward(x=x)["y"], x * 0.7, strict=True)
     np.testing.assert_array_equal(predict.backward(np.ones((6, 5)))["x"], np.full((6, 5), 0.7))
 
 
 def test_dropout_keeps_the_dtype():
-    program = graphc.compile_source(DROP, "d.graph", dtype="float32")
+    program = drop(dtype="float32")
     x = np.ones((2, 5), np.float32)
     assert program.forward(x=x)["y"].dtype == np.float32
-    assert graphc.compile_source(DROP, "d.graph", dtype="float32", mode="eval").forward(x=x)["y"].dtype == np.float32
+    assert drop(dtype="float32", mode="eval").forward(x=x)["y"].dtype == np.float32
 
 
 def test_dropout_ratio_zero_keeps_everything():
@@ -221,9 +233,9 @@ def test_dropout_ratio_zero_keeps_everything():
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_gradcheck_passes_in_both_modes(mode):
-    program = graphc.compile_source(NET, "net.graph", seed=2, mode=mode)
+    program = net(seed=2, mode=mode)
     if mode == "eval":  # running statistics of some batches, so eval mode normalizes by something
-        trained = graphc.compile_source(NET, "net.graph", seed=2)
+        trained = net(seed=2)
         for seed in range(3):
             trained.forward(**{**trained.default_feeds(), "x": batches(1, 6, 4, seed)[0]})
         for name in program.state:
@@ -237,12 +249,12 @@ def test_gradcheck_passes_in_both_modes(mode):
 def test_gradcheck_holds_the_mask_backprop_used():
     """The differences must see the mask backprop saw: drawn anew, they would
     differentiate another function and disagree by far more than the tolerance."""
-    program = graphc.compile_source(NET, "net.graph", seed=2)
+    program = net(seed=2)
     state = {k: v.copy() for k, v in program.state.items()}
     rows = check_grads(program)
     assert all(r.ok for r in rows)
     # The differences leave the running statistics as one forward left them.
-    once = graphc.compile_source(NET, "net.graph", seed=2)
+    once = net(seed=2)
     once.forward()
     for name in state:
         np.testing.assert_array_equal(program.state[name], once.state[name])
@@ -256,7 +268,7 @@ def test_gradcheck_holds_the_mask_backprop_used():
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_generated_module_computes_what_the_interpreter_does(mode):
-    compiled = graphc.compile_source(NET, "net.graph").compiled
+    compiled = net().compiled
     program = graphc.Program(compiled, seed=7, mode=mode)
     for name in program.state:  # running statistics that are not zeros
         program.state[name][...] = np.arange(5) * 0.5 + (0.1 if name.endswith("mean") else 1.0)
@@ -284,7 +296,7 @@ def test_generated_module_computes_what_the_interpreter_does(mode):
 
 
 def test_generated_module_by_default_draws_as_a_program_with_seed_0():
-    compiled = graphc.compile_source(NET, "net.graph").compiled
+    compiled = net().compiled
     program = graphc.Program(compiled)
     module = load_module(compiled).module
     feeds = program.default_feeds()
@@ -306,7 +318,7 @@ def test_dropout_and_batchnorm_say_what_is_random_and_what_is_state():
 
 
 def test_plans_show_each_modes_rules():
-    compiled = graphc.compile_source(NET, "net.graph").compiled
+    compiled = net().compiled
     train = graphc.Program(compiled).plan.text()
     predict = graphc.Program(compiled, mode="eval").plan.text()
     assert "d_relu1 = d_drop * drop.mask" in train
@@ -354,16 +366,21 @@ def test_a_dropout_ratio_that_is_not_a_number_is_an_error():
     )
 
 
-def test_batchnorm_of_a_single_row_is_an_error_at_the_operand():
-    assert error("""
-        graph g {
-            input x: [3]
-            param g: [3] = ones
+def batchnorm_error(call: str = "batchnorm(x, g, b)", x: str = "[N, 3]", gamma: str = "[3]") -> str:
+    """The error in a graph that normalizes input `x` by `call`, with params g (gamma) and b (beta)."""
+    return error(f"""
+        graph g {{
+            input x: {x}
+            param g: {gamma} = ones
             param b: [3] = zeros
-            y = batchnorm(x, g, b)
+            y = {call}
             output y
-        }
-    """) == (
+        }}
+    """)
+
+
+def test_batchnorm_of_a_single_row_is_an_error_at_the_operand():
+    assert batchnorm_error(x="[3]") == (
         "m.graph:5:19: error: batchnorm: `x` must be a batch of rows [N, features], got [3]\n"
         " 5 |     y = batchnorm(x, g, b)\n"
         "   |                   ^\n"
@@ -372,15 +389,7 @@ def test_batchnorm_of_a_single_row_is_an_error_at_the_operand():
 
 
 def test_batchnorm_with_gamma_of_the_wrong_size_is_an_error():
-    assert error("""
-        graph g {
-            input x: [N, 3]
-            param g: [4] = ones
-            param b: [3] = zeros
-            y = batchnorm(x, g, b)
-            output y
-        }
-    """) == (
+    assert batchnorm_error(gamma="[4]") == (
         "m.graph:5:22: error: shape mismatch in `batchnorm`: `g` [4] must be one number per feature of `x` "
         "[N, 3], [3]\n"
         " 5 |     y = batchnorm(x, g, b)\n"
@@ -390,15 +399,7 @@ def test_batchnorm_with_gamma_of_the_wrong_size_is_an_error():
 
 
 def test_a_momentum_of_one_is_an_error():
-    assert error("""
-        graph g {
-            input x: [N, 3]
-            param g: [3] = ones
-            param b: [3] = zeros
-            y = batchnorm(x, g, b, momentum=1)
-            output y
-        }
-    """) == (
+    assert batchnorm_error("batchnorm(x, g, b, momentum=1)") == (
         "m.graph:5:37: error: `momentum` of `batchnorm` must be in [0, 1), got `1`\n"
         " 5 |     y = batchnorm(x, g, b, momentum=1)\n"
         "   |                                     ^\n"
@@ -408,20 +409,12 @@ def test_a_momentum_of_one_is_an_error():
 
 def test_an_unknown_mode_is_an_error():
     with pytest.raises(GraphcError) as info:
-        graphc.compile_source(DROP, "d.graph", mode="test")
+        drop(mode="test")
     assert info.value.render() == "graphc: error: unknown mode `test`\nhint: modes: train, eval"
 
 
 def test_an_eps_of_zero_is_an_error():
-    assert error("""
-        graph g {
-            input x: [N, 3]
-            param g: [3] = ones
-            param b: [3] = zeros
-            y = batchnorm(x, g, b, eps=0)
-            output y
-        }
-    """) == (
+    assert batchnorm_error("batchnorm(x, g, b, eps=0)") == (
         "m.graph:5:32: error: `eps` of `batchnorm` must be in (0, 1), got `0`\n"
         " 5 |     y = batchnorm(x, g, b, eps=0)\n"
         "   |                                ^\n"

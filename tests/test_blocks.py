@@ -875,7 +875,8 @@ def test_eval_reads_instance_params_from_a_checkpoint(tmp_path, capsys):
     program = graphc.compile_file(MLP)
     path = tmp_path / "w.npz"
     save_checkpoint(path, program)
-    assert main(["eval", str(MLP), "--weights", str(path), "--json"]) == 0
+    # In float32, as the other tests read MNIST (loaded once a process), not in float64 as well.
+    assert main(["eval", str(MLP), "--weights", str(path), "--dtype", "float32", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 10000 and 0 <= report["accuracy"] <= 1
 

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_install import ROOT, isolated, wheel  # noqa: F401 (the fixture builds the wheel once)
+from helpers import ROOT, isolated
 
 import graphc
 from graphc.cli import main
@@ -254,7 +254,7 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_std_blocks_from_an_installed_wheel(wheel: Path, tmp_path: Path):  # noqa: F811 (the fixture)
+def test_std_blocks_from_an_installed_wheel(wheel: Path, tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "graphc/std/layers.graph" in names
     site = tmp_path / "site"
@@ -277,7 +277,7 @@ def test_std_blocks_from_an_installed_wheel(wheel: Path, tmp_path: Path):  # noq
     }
 
 
-def test_the_wheel_holds_the_source_trees_standard_library(wheel: Path):  # noqa: F811 (the fixture)
+def test_the_wheel_holds_the_source_trees_standard_library(wheel: Path):
     shipped = zipfile.ZipFile(wheel).read("graphc/std/layers.graph").decode()
     assert shipped == (ROOT / "graphc" / "std" / "layers.graph").read_text()
 

@@ -8,7 +8,6 @@ of the source tree on the path.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,25 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-# Copied to a temporary directory before building, so that the build's
-# scratch files (build/, *.egg-info) never land in the working tree and two
-# test runs at once cannot trip over each other.
-IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    ".pytest_cache",
-    ".hypothesis",
-    "tests",
-    "docs",
-    "bench",
-)
+from helpers import ROOT, isolated
 
 PROGRAM = textwrap.dedent("""
     import json, sys
@@ -52,46 +33,6 @@ PROGRAM = textwrap.dedent("""
         "path": sys.path,
     }))
 """)
-
-
-def isolated(site: Path) -> dict[str, str]:
-    """The environment, with only the unpacked wheel on PYTHONPATH.
-
-    numpy, lark and networkx come from the interpreter's own site-packages
-    (sys.executable is the venv's python); the source tree is nowhere on the path.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(PYTHONPATH=str(site), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
-    return env
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"
-    shutil.copytree(ROOT, source, ignore=IGNORE)
-    out = work / "dist"
-    build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    [found] = out.glob("graphc-*.whl")
-    return found
 
 
 def test_wheel_carries_the_grammar(wheel: Path):

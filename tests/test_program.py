@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from graphs import LABELS_NOWHERE
 
 import graphc
 from graphc.errors import GraphcError
@@ -690,18 +691,16 @@ def test_a_literal_default_fills_symbolic_dims_for_made_up_inputs_too():
 
 # --- labels ------------------------------------------------------------------------------
 
-LABELS_NOWHERE = """
-    graph g {
-        input y: [2, 3] = [[1, 2, 3], [0, 0, 1]]
-        input t: i64[2] = [0, 2]
-        input u: i64[2] = [1, 1]
-        param w: [3] = [1, 1, 1]
-        z = mul(y, w)
-        loss = softmax_loss(z, t)
-        other = softmax_loss(y, u)
-        output loss, other
-    }
-"""
+
+def test_only_a_narrowing_cast_is_searched_for_numbers_out_of_range():
+    from graphc.ir import unrepresentable
+
+    big = np.array([1.0, 1e300, -1e300])
+    assert unrepresentable(big, "f32") == 1e300
+    assert unrepresentable(big, "f64") is None
+    assert unrepresentable(np.array([3e38, np.inf], np.float32), "f32") is None
+    assert unrepresentable(np.array([3e38, -3e38], np.float32), "f64") is None
+    assert unrepresentable(np.array([6e4], np.float16), "f32") is None
 
 
 def test_labels_that_reach_no_output_get_no_gradient_either(tmp_path, capsys):

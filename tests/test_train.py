@@ -10,12 +10,11 @@ import signal
 
 import numpy as np
 import pytest
+from helpers import error_of, graphc_cli, mnist_slice, rewrite_meta, two_layer_net
 
 import graphc
-from graphc import cli
 from graphc.checkpoint import read_checkpoint, save_checkpoint
 from graphc.data import load_mnist
-from graphc.errors import GraphcError
 from graphc.train import (
     Diverged,
     MinibatchDraws,
@@ -49,26 +48,28 @@ def program_of(text: str, **kwargs) -> graphc.Program:
 
 
 @pytest.fixture
-def net(models):
-    def make(dtype: str = "float32", seed: int = 0) -> graphc.Program:
-        return graphc.compile_file(models / "two_layer_net.graph", dtype=dtype, seed=seed)
-
-    return make
+def net():
+    return two_layer_net
 
 
-@pytest.fixture
-def data32(net):
-    return load_data("mnist", net("float32"))
+@pytest.fixture(scope="module")
+def data32():
+    """MNIST for the two-layer net in float32, loaded once: trainers never write into it."""
+    return load_data("mnist", two_layer_net("float32"))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """600 training and 100 test images: with batches of SMALL_BATCH, epochs of 60
+    iterations as the whole set's 600 at batch 100, each a tenth of the work."""
+    return mnist_slice(two_layer_net("float32"), 600, 100)
+
+
+SMALL_BATCH = 10
 
 
 def params_of(program: graphc.Program) -> dict[str, bytes]:
     return {name: program.params[name].tobytes() for name in program.param_names}
-
-
-def error_of(call, *args, **kwargs) -> str:
-    with pytest.raises(GraphcError) as err:
-        call(*args, **kwargs)
-    return err.value.render()
 
 
 # --- which input gets what ----------------------------------------------------------
@@ -170,8 +171,8 @@ def test_training_from_bytes_or_floats_gives_the_same_weights(net):
     assert runs[0] == runs[1]
 
 
-def test_bytes_must_match_the_images(net):
-    data = load_data("mnist", net("float32"))
+def test_bytes_must_match_the_images(data32):
+    data = data32
     with pytest.raises(
         ValueError,
         match=r"x_train_bytes must be uint8 shaped like x_train \(60000, 784\), "
@@ -262,29 +263,24 @@ def test_minibatch_blocks_stay_small_for_large_batches():
 # --- the loop --------------------------------------------------------------------------
 
 
-def test_same_seed_same_weights_bit_for_bit(net, data32):
+def test_same_seed_same_weights_bit_for_bit(net, small):
+    options = dict(iters=200, batch=SMALL_BATCH, evaluate=False)
     runs = []
     for _ in range(2):
         program = net(seed=3)
-        Trainer(program, data32, TrainOptions(iters=200, seed=3, evaluate=False)).run()
+        Trainer(program, small, TrainOptions(seed=3, **options)).run()
         runs.append(params_of(program))
     assert runs[0] == runs[1]
     other = net(seed=3)
-    Trainer(other, data32, TrainOptions(iters=200, seed=4, evaluate=False)).run()
+    Trainer(other, small, TrainOptions(seed=4, **options)).run()
     assert params_of(other) != runs[0]
-
-
-@pytest.fixture
-def small(net, data32):
-    """A tenth of MNIST: epochs of 60 iterations, so resuming crosses a few cheaply."""
-    train = (data32.x_train[:6000], data32.y_train[:6000])
-    test = (data32.x_test[:1000], data32.y_test[:1000])
-    return prepare_data(net(), train, test, name="mnist")
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_resume_continues_bit_for_bit(net, small, tmp_path, optimizer):
-    options = dict(optimizer=optimizer, evaluate=False)
+    # 130 iterations: a resume at 70 crosses the end of an epoch (120) and of the
+    # block of minibatch rows drawn at once (100).
+    options = dict(optimizer=optimizer, batch=SMALL_BATCH, evaluate=False)
     straight = net()
     uninterrupted = Trainer(straight, small, TrainOptions(iters=130, **options)).run().history
 
@@ -309,12 +305,12 @@ def without_seconds(history) -> list[dict]:
 @pytest.mark.parametrize("stop", ["completed", "interrupted"])
 def test_a_resumed_history_is_an_uninterrupted_ones(net, small, tmp_path, stop):
     """One record per epoch, each loss the mean over the whole epoch, across a save and a resume."""
-    straight = Trainer(net(), small, TrainOptions(iters=130)).run()
+    straight = Trainer(net(), small, TrainOptions(iters=130, batch=SMALL_BATCH)).run()
     path = tmp_path / "w.npz"
-    first = Trainer(net(), small, TrainOptions(iters=70 if stop == "completed" else 130))
+    first = Trainer(net(), small, TrainOptions(iters=70 if stop == "completed" else 130, batch=SMALL_BATCH))
     first.run(checkpoint=path, on_iteration=lambda i, loss: i == 75 and first.request_stop())
     assert [(r.epoch, r.iteration) for r in first.history] == ([(1, 60), (2, 70)] if stop == "completed" else [(1, 60)])
-    resumed = Trainer(net(), small, TrainOptions(iters=130), resume=read_checkpoint(path))
+    resumed = Trainer(net(), small, TrainOptions(iters=130, batch=SMALL_BATCH), resume=read_checkpoint(path))
     result = resumed.run()
     assert [(r.epoch, r.iteration) for r in result.history] == [(1, 60), (2, 120), (3, 130)]
     assert without_seconds(result.history) == without_seconds(straight.history)
@@ -369,8 +365,8 @@ def test_ctrl_c_stops_cleanly_and_saves(net, data32, tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_request_stop(net, data32):
-    trainer = Trainer(net(), data32, TrainOptions(iters=1000, evaluate=False))
+def test_request_stop(net, small):
+    trainer = Trainer(net(), small, TrainOptions(iters=1000, batch=SMALL_BATCH, evaluate=False))
     result = trainer.run(on_iteration=lambda i, loss: i == 5 and trainer.request_stop())
     assert (result.status, result.iteration) == ("interrupted", 5)
     # A request before run() stops it before its first iteration; the next run goes on.
@@ -379,11 +375,12 @@ def test_request_stop(net, data32):
     assert (trainer.run().status, trainer.iteration) == ("completed", 1000)
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, data32, tmp_path):
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, small, tmp_path):
     path = tmp_path / "w.npz"
-    Trainer(net(), data32, TrainOptions(iters=600, evaluate=False)).run(checkpoint=path)
+    Trainer(net(), small, TrainOptions(iters=600, batch=SMALL_BATCH, evaluate=False)).run(checkpoint=path)
     good = path.read_bytes()
-    trainer = Trainer(net(), data32, TrainOptions(iters=1300, lr=1e30, evaluate=False), resume=read_checkpoint(path))
+    options = TrainOptions(iters=1300, batch=SMALL_BATCH, lr=1e30, evaluate=False)
+    trainer = Trainer(net(), small, options, resume=read_checkpoint(path))
     with pytest.raises(Diverged) as err:
         trainer.run(checkpoint=path)
     assert err.value.render() == (
@@ -395,9 +392,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, data32, tmp_pa
     assert path.read_bytes() == good
 
 
-def test_divergence_after_a_save_names_it(net, data32, tmp_path):
+def test_divergence_after_a_save_names_it(net, small, tmp_path):
     path = tmp_path / "w.npz"
-    trainer = Trainer(net(), data32, TrainOptions(iters=1300, evaluate=False))
+    trainer = Trainer(net(), small, TrainOptions(iters=1300, batch=SMALL_BATCH, evaluate=False))
 
     def blow_up(iteration, loss):
         if iteration == 600:
@@ -445,7 +442,7 @@ def test_engines_train_bit_identical_weights(net, data32, dtype, optimizer):
     weights = {}
     for engine in ("interpreter", "codegen"):
         program = net(dtype, seed=5)
-        options = TrainOptions(iters=150, seed=5, evaluate=False, engine=engine, optimizer=optimizer)
+        options = TrainOptions(iters=40, seed=5, evaluate=False, engine=engine, optimizer=optimizer)
         trainer = Trainer(program, data32, options)
         trainer.run()
         assert trainer.engine == engine
@@ -459,7 +456,7 @@ def test_sgd_steps_are_seeded_with_the_learning_rate(net, engine):
     # Backward seeded with lr hands SGD lr * gradient: the same step as
     # multiplying afterwards, up to rounding.
     program = net("float64")
-    data = load_data("mnist", program)
+    data = mnist_slice(program, 600, 100)
     before = {n: program.params[n].copy() for n in program.param_names}
     Trainer(program, data, TrainOptions(iters=1, lr=0.5, evaluate=False, engine=engine)).run()
     index = np.random.default_rng(0).integers(0, data.train_size, 100)  # the trainer's first minibatch
@@ -510,12 +507,6 @@ def test_full_run_reaches_97_percent(net, data32):
 
 
 # --- the command line ------------------------------------------------------------------
-
-
-def graphc_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.mark.slow
@@ -569,42 +560,9 @@ def test_cli_train_text(models, capsys):
 def test_cli_resume_matches_a_straight_run(models, capsys, tmp_path):
     model = models / "two_layer_net.graph"
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    assert (
-        graphc_cli(
-            capsys,
-            "train",
-            model,
-            "--iters",
-            120,
-            "--batch",
-            50,
-            "--optimizer",
-            "adam",
-            "--dtype",
-            "float32",
-            "--save",
-            a,
-        )[0]
-        == 0
-    )
-    assert (
-        graphc_cli(
-            capsys,
-            "train",
-            model,
-            "--iters",
-            60,
-            "--batch",
-            50,
-            "--optimizer",
-            "adam",
-            "--dtype",
-            "float32",
-            "--save",
-            b,
-        )[0]
-        == 0
-    )
+    options = ("--batch", 50, "--optimizer", "adam", "--dtype", "float32")
+    assert graphc_cli(capsys, "train", model, "--iters", 120, *options, "--save", a)[0] == 0
+    assert graphc_cli(capsys, "train", model, "--iters", 60, *options, "--save", b)[0] == 0
     # --resume takes the optimizer, its lr, the batch and the dtype from the checkpoint
     status, out, _ = graphc_cli(capsys, "train", model, "--iters", 120, "--resume", b, "--save", b, "--json")
     assert status == 0
@@ -675,12 +633,7 @@ def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
     path = tmp_path / "w.npz"
     model = models / "two_layer_net.graph"
     assert graphc_cli(capsys, "train", model, "--iters", 5, "--save", path)[0] == 0
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = dict(npz)
-    meta = json.loads(str(arrays["meta"]))
-    meta["seed"] = -1
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **arrays)
+    rewrite_meta(path, lambda meta: meta.update(seed=-1))
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 10, "--resume", path)
     assert status == 2
     assert err == (
@@ -690,11 +643,12 @@ def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
 
 
 def test_cli_epochs(models, capsys):
+    # An epoch is the whole training set whatever the batch: large batches make it few steps.
     status, out, _ = graphc_cli(
-        capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 1000, "--dtype", "float32", "--json"
+        capsys, "train", models / "two_layer_net.graph", "--epochs", 1, "--batch", 10000, "--dtype", "float32", "--json"
     )
     assert status == 0
-    assert json.loads(out)["iters"] == 60
+    assert json.loads(out)["iters"] == 6
 
 
 def test_cli_ctrl_c_saves_and_exits_130(models, capsys, tmp_path, monkeypatch):

@@ -9,22 +9,39 @@ import math
 
 import numpy as np
 import pytest
+from helpers import error_of, graphc_cli, mnist_slice, rewrite_meta, two_layer_net
 
 import graphc
-from graphc import cli
 from graphc.checkpoint import read_checkpoint, read_meta
-from graphc.errors import GraphcError
-from graphc.train import Trainer, TrainOptions, decayed_weights, load_data
+from graphc.train import Trainer, TrainOptions, decayed_weights
 
 LAMBDA = 0.1
 
 
-@pytest.fixture
-def net(models):
-    def make(dtype: str = "float64", seed: int = 0) -> graphc.Program:
-        return graphc.compile_file(models / "two_layer_net.graph", dtype=dtype, seed=seed)
+def net(dtype: str = "float64", seed: int = 0) -> graphc.Program:
+    return two_layer_net(dtype, seed)
 
-    return make
+
+@pytest.fixture(scope="module")
+def data64():
+    """The first 600 training images (and 100 test ones), for the float64 net."""
+    return mnist_slice(net("float64"), 600, 100)
+
+
+@pytest.fixture(scope="module")
+def data32():
+    return mnist_slice(net("float32"), 600, 100)
+
+
+def trained(data, options: TrainOptions, dtype: str = "float32", seed: int = 0, checkpoint=None) -> graphc.Program:
+    """The two-layer net after a run of `options` on `data`."""
+    program = net(dtype, seed)
+    Trainer(program, data, options).run(checkpoint=checkpoint)
+    return program
+
+
+def params_of(program: graphc.Program) -> dict[str, bytes]:
+    return {name: program.params[name].tobytes() for name in program.param_names}
 
 
 def first_minibatch(data) -> dict[str, np.ndarray]:
@@ -37,22 +54,15 @@ def penalty(params, lam: float = LAMBDA) -> float:
     return 0.5 * lam * (np.sum(params["W1"] ** 2) + np.sum(params["W2"] ** 2))
 
 
-def error_of(call, *args, **kwargs) -> str:
-    with pytest.raises(GraphcError) as err:
-        call(*args, **kwargs)
-    return err.value.render()
-
-
-def test_the_weights_are_the_affine_ws(net):
+def test_the_weights_are_the_affine_ws():
     assert decayed_weights(net()) == ("W1", "W2")
 
 
 @pytest.mark.parametrize("engine", ["interpreter", "codegen"])
-def test_one_sgd_step_with_weight_decay_is_the_books(net, engine):
+def test_one_sgd_step_with_weight_decay_is_the_books(data64, engine):
     """W -= lr * (dW + λW) for the weights, b -= lr * db for the biases; the loss
     reported is the data loss plus ½λΣW²."""
-    program = net()
-    data = load_data("mnist", program)
+    program, data = net(), data64
     before = {n: program.params[n].copy() for n in program.param_names}
     options = TrainOptions(iters=1, lr=0.5, evaluate=False, engine=engine, weight_decay=LAMBDA)
     result = Trainer(program, data, options).run()
@@ -66,10 +76,9 @@ def test_one_sgd_step_with_weight_decay_is_the_books(net, engine):
     assert penalty(before) > 0.1  # large enough to tell apart
 
 
-def test_an_adam_step_with_weight_decay_takes_the_decayed_gradient(net):
+def test_an_adam_step_with_weight_decay_takes_the_decayed_gradient(data64):
     """Optimizers that take the gradient itself get dW + λW (not scaled by lr)."""
-    program = net()
-    data = load_data("mnist", program)
+    program, data = net(), data64
     before = {n: program.params[n].copy() for n in program.param_names}
     options = TrainOptions(iters=1, optimizer="adam", lr=0.01, evaluate=False, weight_decay=LAMBDA)
     Trainer(program, data, options).run()
@@ -81,32 +90,29 @@ def test_an_adam_step_with_weight_decay_takes_the_decayed_gradient(net):
         np.testing.assert_allclose(program.params[name], before[name] - step, rtol=1e-10, atol=1e-15)
 
 
-def test_engines_train_bit_identical_weights_with_weight_decay(net):
-    data = load_data("mnist", net("float32"))
-    weights = {}
-    for engine in ("interpreter", "codegen"):
-        program = net("float32", seed=2)
-        Trainer(program, data, TrainOptions(iters=40, evaluate=False, engine=engine, weight_decay=0.01)).run()
-        weights[engine] = {n: program.params[n].tobytes() for n in program.param_names}
+def test_engines_train_bit_identical_weights_with_weight_decay(data32):
+    weights = {
+        engine: params_of(
+            trained(data32, TrainOptions(iters=40, evaluate=False, engine=engine, weight_decay=0.01), seed=2)
+        )
+        for engine in ("interpreter", "codegen")
+    }
     assert weights["interpreter"] == weights["codegen"]
 
 
-def test_no_weight_decay_trains_as_before(net):
-    data = load_data("mnist", net("float32"))
+def test_no_weight_decay_trains_as_before(data32):
     runs = []
     for options in (TrainOptions(iters=30, evaluate=False), TrainOptions(iters=30, evaluate=False, weight_decay=0.0)):
         program = net("float32", seed=1)
-        result = Trainer(program, data, options).run()
-        runs.append(({n: program.params[n].tobytes() for n in program.param_names}, result.losses.tobytes()))
+        result = Trainer(program, data32, options).run()
+        runs.append((params_of(program), result.losses.tobytes()))
     assert runs[0] == runs[1]
 
 
-def test_weight_decay_shrinks_the_weights(net):
-    data = load_data("mnist", net("float32"))
+def test_weight_decay_shrinks_the_weights(data32):
     norms = {}
     for lam in (0.0, 0.5):
-        program = net("float32", seed=1)
-        Trainer(program, data, TrainOptions(iters=200, evaluate=False, weight_decay=lam)).run()
+        program = trained(data32, TrainOptions(iters=200, batch=10, evaluate=False, weight_decay=lam), seed=1)
         norms[lam] = float(np.sum(program.params["W1"].astype(np.float64) ** 2))
     assert norms[0.5] < 0.5 * norms[0.0]
 
@@ -114,55 +120,39 @@ def test_weight_decay_shrinks_the_weights(net):
 # --- checkpoints and resuming ------------------------------------------------------------
 
 
-def test_a_checkpoint_keeps_lambda_and_a_resume_continues_bit_for_bit(net, tmp_path):
-    data = load_data("mnist", net("float32"))
-    straight = net("float32")
-    Trainer(straight, data, TrainOptions(iters=20, evaluate=False, weight_decay=0.01)).run()
+def test_a_checkpoint_keeps_lambda_and_a_resume_continues_bit_for_bit(data32, tmp_path):
+    straight = trained(data32, TrainOptions(iters=20, evaluate=False, weight_decay=0.01))
     path = tmp_path / "w.npz"
-    first = Trainer(net("float32"), data, TrainOptions(iters=10, evaluate=False, weight_decay=0.01))
-    first.run(checkpoint=path)
+    trained(data32, TrainOptions(iters=10, evaluate=False, weight_decay=0.01), checkpoint=path)
     assert read_meta(path).weight_decay == 0.01
     resumed = net("float32")
     options = TrainOptions(iters=20, evaluate=False, weight_decay=read_meta(path).weight_decay)
-    Trainer(resumed, data, options, resume=read_checkpoint(path, resumed)).run()
+    Trainer(resumed, data32, options, resume=read_checkpoint(path, resumed)).run()
     for name in straight.param_names:
         assert resumed.params[name].tobytes() == straight.params[name].tobytes(), name
 
 
-def test_a_checkpoint_without_the_field_has_none(tmp_path, net):
-    data = load_data("mnist", net("float32"))
+@pytest.fixture
+def checkpoint(data32, tmp_path):
+    """A checkpoint of two iterations without weight decay."""
     path = tmp_path / "w.npz"
-    Trainer(net("float32"), data, TrainOptions(iters=2, evaluate=False)).run(checkpoint=path)
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = dict(npz)
-    meta = json.loads(str(arrays["meta"]))
-    assert meta["weight_decay"] == 0.0
-    del meta["weight_decay"]  # as graphc wrote checkpoints before --weight-decay
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **arrays)
-    assert read_meta(path).weight_decay == 0.0
+    trained(data32, TrainOptions(iters=2, evaluate=False), checkpoint=path)
+    return path
 
 
-def test_a_negative_lambda_in_a_checkpoint_is_corrupt(tmp_path, net):
-    data = load_data("mnist", net("float32"))
-    path = tmp_path / "w.npz"
-    Trainer(net("float32"), data, TrainOptions(iters=2, evaluate=False)).run(checkpoint=path)
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = dict(npz)
-    meta = json.loads(str(arrays["meta"]))
-    meta["weight_decay"] = -1
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **arrays)
+def test_a_checkpoint_without_the_field_has_none(checkpoint):
+    with np.load(checkpoint, allow_pickle=False) as npz:
+        assert json.loads(str(npz["meta"]))["weight_decay"] == 0.0
+    rewrite_meta(checkpoint, lambda meta: meta.pop("weight_decay"))  # as graphc wrote them before --weight-decay
+    assert read_meta(checkpoint).weight_decay == 0.0
+
+
+def test_a_negative_lambda_in_a_checkpoint_is_corrupt(checkpoint):
+    path = rewrite_meta(checkpoint, lambda meta: meta.update(weight_decay=-1))
     assert error_of(read_meta, path) == (
         f"{path}: error: corrupt checkpoint: meta field `weight_decay` must be a number at least 0, got -1\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
-
-
-def graphc_cli(capsys, *argv) -> tuple[int, str, str]:
-    status = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_cli_resume_takes_the_checkpoints_lambda_unless_told_otherwise(models, capsys, tmp_path):
@@ -226,4 +216,4 @@ def test_a_graph_without_weights_cannot_be_decayed(capsys, tmp_path):
         "   |       ^^^^^^^^^^\n"
         "hint: train without --weight-decay\n"
     )
-    assert graphc_cli(capsys, "train", path, "--iters", 2)[0] == 0  # without it, it trains
+    assert graphc_cli(capsys, "train", path, "--iters", 2, "--dtype", "float32")[0] == 0  # without it, it trains
