@@ -580,7 +580,8 @@ DIFFERENTIABLE = MODEL_GRAPHS
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+# float32's train steps repeat float64's ops at a looser tolerance: with the slow tests.
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("path", "graph"), DIFFERENTIABLE, ids=[f"{p.stem}-{g}" for p, g in DIFFERENTIABLE])
 def test_every_models_train_step_gives_graphcs_gradients(path, graph, dtype, mode):
     program = Program(select(front_end_file(path), graph), dtype=dtype, mode=mode)
