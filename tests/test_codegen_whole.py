@@ -27,6 +27,7 @@ CASES = [
     ("models/multi_layer_net.graph", "multi_layer_net_bn", {"mode": "eval"}, "multi_layer_net_bn_eval_module.py.txt"),
     ("models/multi_layer_net.graph", "multi_layer_net_dropout", {}, "multi_layer_net_dropout_module.py.txt"),
     ("tests/data/consts.graph", "consts", {"dtype": "float32"}, "consts_module.py.txt"),
+    ("tests/data/outputs.graph", "outputs", {"wrt": ()}, "outputs_module.py.txt"),
 ]
 
 
