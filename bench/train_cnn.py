@@ -49,6 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _args import at_least  # noqa: E402
 from _docs import THREAD_VARIABLES, Watch, command_line, write_docs  # noqa: E402
 from _mnist import data_root  # noqa: E402
 
@@ -299,19 +300,6 @@ def text_report(report: dict) -> str:
     for goal, met in report["goals"].items():
         lines.append(f"  {'met    ' if met else 'NOT met'}  {goal} (median ratio)")
     return "\n".join(lines) + "\n"
-
-
-def at_least(least: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"takes a whole number, got `{text}`") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-        return value
-
-    return parse
 
 
 def contender_names(text: str) -> list[str]:

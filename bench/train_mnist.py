@@ -45,13 +45,13 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+from _args import at_least, positive_number  # noqa: E402
 from _docs import Watch, command_line, write_docs  # noqa: E402
 from _mnist import data_root  # noqa: E402
 from _mnist import load_mnist as load_reference_mnist  # noqa: E402
@@ -64,31 +64,6 @@ from graphc.profile import blas_info  # noqa: E402
 from graphc.train import Trainer, TrainOptions, load_data  # noqa: E402
 
 MODEL = HERE.parent / "models" / "two_layer_net.graph"
-
-
-def at_least(least: int) -> Callable[[str], int]:
-    """An argparse type: a whole number at least `least`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"takes a whole number, got `{text}`") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-        return value
-
-    return parse
-
-
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number, got `{text}`") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def run_reference(data: dict, iters: int, batch: int, lr: float) -> tuple[float, float]:

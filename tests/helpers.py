@@ -4,9 +4,11 @@ environment that sees only an unpacked wheel."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from graphc.train import TrainData, prepare_data
 
 ROOT = Path(__file__).resolve().parent.parent
 NET = ROOT / "models" / "two_layer_net.graph"
+BENCH = ROOT / "bench"
 
 
 def two_layer_net(dtype: str = "float32", seed: int = 0) -> graphc.Program:
@@ -69,3 +72,15 @@ def isolated(site: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=str(site), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     return env
+
+
+def bench_modules(*names: str) -> Iterator[dict[str, Any]]:
+    """The benchmark scripts' modules by name, imported with bench/ on the path
+    (as the scripts import each other), and MNIST as bench/_mnist.py loads it;
+    for a module-scoped fixture to yield from."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        modules = {name: importlib.import_module(name) for name in names}
+        yield {"mnist": importlib.import_module("_mnist").load_mnist(), **modules}
+    finally:
+        sys.path.remove(str(BENCH))

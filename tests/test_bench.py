@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import bench_modules
 
 pytestmark = pytest.mark.slow  # they train, on the real data
-
-BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _mnist
-        import reference_numpy
-        import reference_tight
-        import train_mnist
-
-        yield {
-            "mnist": _mnist.load_mnist(),
-            "numpy": reference_numpy,
-            "tight": reference_tight,
-            "train_mnist": train_mnist,
-        }
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from bench_modules("reference_numpy", "reference_tight", "train_mnist")
 
 
 def test_the_loader_gives_the_book_data_and_its_bytes(bench):
@@ -45,14 +29,14 @@ def test_the_loader_gives_the_book_data_and_its_bytes(bench):
 
 def test_the_book_reference_trains(bench):
     data = bench["mnist"]
-    result = bench["numpy"].train_reference(data["x_train"], data["t_train_onehot"], 600)
-    assert bench["numpy"].accuracy(result["net"], data["x_test"], data["t_test"]) > 0.85
+    result = bench["reference_numpy"].train_reference(data["x_train"], data["t_train_onehot"], 600)
+    assert bench["reference_numpy"].accuracy(result["net"], data["x_test"], data["t_test"]) > 0.85
 
 
 def test_the_tight_floor_trains(bench):
     data = bench["mnist"]
-    result = bench["tight"].train_tight(data["x_train_bytes"], data["t_train"], 600)
-    predicted = bench["tight"].predict_tight(result["params"], data["x_test"])
+    result = bench["reference_tight"].train_tight(data["x_train_bytes"], data["t_train"], 600)
+    predicted = bench["reference_tight"].predict_tight(result["params"], data["x_test"])
     assert np.mean(predicted == data["t_test"]) > 0.85
     assert all(p.dtype == np.float32 for p in result["params"].values())
 
