@@ -123,6 +123,13 @@ def _onnx(graph: CompiledGraph, args: argparse.Namespace) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def _torch(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    from graphc.export_torch import torch_module
+    from graphc.program import Program
+
+    return torch_module(Program(graph, dtype=args.dtype, mode="eval"))
+
+
 # What --emit can produce; each takes the checked, typed graph. ONNX is a binary file.
 EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str | bytes]] = {
     "plan": _plan,
@@ -131,6 +138,7 @@ EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str | bytes]] 
     "dot": _dot,
     "expanded": _expanded,
     "onnx": _onnx,
+    "torch": _torch,
 }
 BINARY = {"onnx"}
 
