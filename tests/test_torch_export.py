@@ -12,6 +12,7 @@ without it, these tests skip.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -285,3 +286,23 @@ def test_an_op_without_a_mapping_is_an_error_at_the_op(tmp_path, capsys, monkeyp
         "   |         ^^^^^^^\n"
         f"hint: ops it covers: {', '.join(sorted(MAPPINGS))}"
     )
+
+
+# --- the docs' example -------------------------------------------------------------------
+
+
+def test_the_docs_pytorch_training_step_runs(tmp_path, capsys):
+    """docs/interop.md's `not run: needs torch` block (the checker has no torch), run here:
+    from a checkpoint and the module written, as the blocks before it make them."""
+    text = (MODELS.parent / "docs" / "interop.md").read_text()
+    block = text.split("<!-- not run: needs torch -->\n```python\n", 1)[1].split("```\n", 1)[0]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "two_layer_net.graph").write_text((MODELS / "two_layer_net.graph").read_text())
+    (tmp_path / "runs").mkdir()
+    program = Program(select(front_end_file(MODELS / "two_layer_net.graph"), None))
+    save_checkpoint(tmp_path / "runs" / "w.npz", program)
+    graph, module = str(tmp_path / "models" / "two_layer_net.graph"), str(tmp_path / "runs" / "two_layer_net.py")
+    assert main(["compile", graph, "--emit", "torch", "-o", module]) == 0
+    (tmp_path / "block.py").write_text(block)
+    run = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
