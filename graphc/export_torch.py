@@ -59,7 +59,9 @@ class _Names:
         if name in self.of:
             return self.of[name]
         base = re.sub(r"\W", "_", name)
-        if not base or base[0].isdigit():
+        # Not a digit first; no `_` first either: nn.Module's own attributes are `_parameters`,
+        # and a class mangles `self.__x`.
+        if not base or base[0].isdigit() or base[0] == "_":
             base = "v_" + base
         ident = base
         while ident in self.taken or keyword.iskeyword(ident) or keyword.issoftkeyword(ident):
@@ -257,7 +259,7 @@ _MODULE_ATTRIBUTES = set(dir(object)) | {
     *("load_state_dict", "to", "cpu", "cuda", "double", "float", "half", "type", "apply", "zero_grad"),
     *("register_buffer", "register_parameter", "add_module", "named_parameters", "named_buffers", "requires_grad_"),
     *("get_parameter", "get_buffer", "dump_patches", "call_super_init", "extra_repr", "named_modules"),
-    *("GRAPHC_PARAMS", "GRAPHC_STATE", "from_graphc", "load_graphc"),
+    *("GRAPHC_INPUTS", "GRAPHC_PARAMS", "GRAPHC_STATE", "from_graphc", "load_graphc"),
 }
 
 
@@ -314,7 +316,8 @@ def torch_module(program: Any) -> str:
     names = _Names({"self", "torch", "F", "nn", "np", "device"})
     members = _Names(_MODULE_ATTRIBUTES)
     member_of: dict[str, str] = {}
-    for name in (*plan.params, *plan.consts, *(item for s in plan.forward for item in s.state)):
+    # Every param and running statistic of the graph, as its checkpoints hold them; the consts forward reads.
+    for name in (*program.param_names, *program.state, *plan.consts):
         member_of[name] = members.add(name)
 
     def value(name: str) -> str:
@@ -342,24 +345,22 @@ def torch_module(program: Any) -> str:
         "",
         "",
         f"class {cls}(nn.Module):",
-        f'    """Graph `{program.name}`: params and running statistics by graphc name -> attribute."""',
+        f'    """Graph `{program.name}`. GRAPHC_*: graphc names -> forward keywords and attributes."""',
         "",
-        "    GRAPHC_PARAMS = {" + ", ".join(f"{n!r}: {member_of[n]!r}" for n in plan.params) + "}",
-        "    GRAPHC_STATE = {" + ", ".join(f"{i!r}: {member_of[i]!r}" for s in plan.forward for i in s.state) + "}",
+        "    GRAPHC_INPUTS = {" + ", ".join(f"{n!r}: {value(n)!r}" for n in plan.inputs) + "}",
+        "    GRAPHC_PARAMS = {" + ", ".join(f"{n!r}: {member_of[n]!r}" for n in program.param_names) + "}",
+        "    GRAPHC_STATE = {" + ", ".join(f"{n!r}: {member_of[n]!r}" for n in program.state) + "}",
         "",
         "    def __init__(self):",
         "        super().__init__()",
     ]
-    for name in plan.params:
+    for name in program.param_names:
         shape = tuple(np.shape(program.params[name]))
         t = types[name]
         lines.append(f"        self.{member_of[name]} = nn.Parameter(torch.zeros({shape!r}, dtype={_TORCH[t.dtype]}))")
-    for step in plan.forward:
-        for item in step.state:
-            t = program.state_types[item]
-            shape = tuple(program.state[item].shape)
-            zeros = f"torch.zeros({shape!r}, dtype={_TORCH[t.dtype]})"
-            lines.append(f"        self.register_buffer({member_of[item]!r}, {zeros})")
+    for item, t in program.state_types.items():
+        zeros = f"torch.zeros({tuple(program.state[item].shape)!r}, dtype={_TORCH[t.dtype]})"
+        lines.append(f"        self.register_buffer({member_of[item]!r}, {zeros})")
     for name in plan.consts:
         t = types[name]
         values = np.broadcast_to(np.asarray(program.consts[name], _NUMPY[t.dtype]), _concrete(t, program.consts[name]))

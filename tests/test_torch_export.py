@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 torch = pytest.importorskip("torch", reason='torch is not installed (CI installs it: pip install "torch==2.13.0")')
 
+from fuzzing.graphs import valid_graphs  # noqa: E402 (the fuzzer's random graphs)
 from test_onnx import OP_GRAPHS  # noqa: E402 (each op with its attributes, shared with ONNX export's tests)
 
 from graphc.checkpoint import save_checkpoint  # noqa: E402
@@ -82,7 +84,7 @@ def assert_close(actual: Any, expected: Any, what: str, scale: float = 0.0) -> N
     np.testing.assert_array_equal(actual[~finite], expected[~finite], err_msg=what)
     difference = np.linalg.norm((actual[finite] - expected[finite]).astype(np.float64))
     norm = float(np.linalg.norm(expected[finite].astype(np.float64)))
-    assert difference <= TOLERANCE[expected.dtype] * max(norm, scale), (what, actual, expected)
+    assert difference <= TOLERANCE.get(expected.dtype, 0) * max(norm, scale), (what, actual, expected)
 
 
 def trained_statistics(program: Program) -> None:
@@ -91,17 +93,19 @@ def trained_statistics(program: Program) -> None:
         state[...] = rng.uniform(0.5, 2, state.shape) if name.endswith("var") else rng.normal(0, 1, state.shape)
 
 
-def verify(program: Program, batch: int = 6, seed: int = 0) -> None:
+def verify(program: Program, batch: int = 6, seed: int = 0, feeds: dict[str, np.ndarray] | None = None) -> None:
     """The module's outputs, gradients (each output's, times a random dout) and
     updated running statistics are the interpreter's, in the program's mode."""
     outputs = torch_outputs(program)
     model = module_class(program).from_graphc(program.params, program.state)
     model.train(program.mode == "train")
-    feeds = made_up_feeds(program, batch, seed)
+    feeds = made_up_feeds(program, batch, seed) if feeds is None else feeds
     wrt = tuple(n for n in program.plan.wrt if n in program.param_names or n not in program.label_inputs)
     leaves = {name: torch.tensor(feeds[name], requires_grad=True) for name in feeds if name in wrt}
     with np.errstate(all="ignore"):
-        results = model(**{name: leaves.get(name, torch.as_tensor(feeds[name])) for name in feeds})
+        results = model(
+            **{model.GRAPHC_INPUTS[n]: leaves.get(n, torch.as_tensor(feeds[n])) for n in model.GRAPHC_INPUTS}
+        )
     assert list(results) == list(outputs)
     leaves.update((name, getattr(model, model.GRAPHC_PARAMS[name])) for name in program.param_names if name in wrt)
     rng = np.random.default_rng(seed + 1)
@@ -181,6 +185,15 @@ def test_every_model_in_float32_computes_graphcs_outputs(path, graph):
         results = model(**feeds)
     for name in outputs:
         assert_close(results[name], expected[name], name)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(valid_graphs())
+def test_random_graphs_give_graphcs_outputs_and_gradients(generated):
+    program = Program(select(front_end(generated.text), generated.name), mode="eval")
+    given_feeds = {**program.default_feeds(), **generated.feeds}
+    feeds = {name: program.feed(name, given_feeds[name]) for name in program.input_names}  # graphc's plan reads all
+    verify(program, feeds=feeds)
 
 
 def test_dropout_in_train_mode_keeps_each_element_or_zeroes_it():
