@@ -173,9 +173,7 @@ def test_every_model_gives_graphcs_outputs_and_gradients(path, graph, mode):
     verify(program, batch=5)
 
 
-@pytest.mark.parametrize(("path", "graph"), MODEL_GRAPHS, ids=[f"{p.stem}-{g}" for p, g in MODEL_GRAPHS])
-def test_every_model_in_float32_computes_graphcs_outputs(path, graph):
-    program = Program(select(front_end_file(path), graph), dtype="float32", mode="eval")
+def assert_float32_outputs_agree(program: Program) -> None:
     trained_statistics(program)
     model = module_class(program).from_graphc(program.params, program.state).eval()
     feeds = made_up_feeds(program, 3, seed=2)
@@ -194,6 +192,17 @@ def test_random_graphs_give_graphcs_outputs_and_gradients(generated):
     given_feeds = {**program.default_feeds(), **generated.feeds}
     feeds = {name: program.feed(name, given_feeds[name]) for name in program.input_names}  # graphc's plan reads all
     verify(program, feeds=feeds)
+
+
+@pytest.mark.parametrize(("path", "graph"), MODEL_GRAPHS, ids=[f"{p.stem}-{g}" for p, g in MODEL_GRAPHS])
+def test_every_model_in_float32_computes_graphcs_outputs(path, graph):
+    assert_float32_outputs_agree(Program(select(front_end_file(path), graph), dtype="float32", mode="eval"))
+
+
+@pytest.mark.parametrize("case", OP_GRAPHS)
+def test_each_op_in_float32_computes_graphcs_outputs(case):
+    # weak_scalars: a literal is float64, cast to float32 where it meets one, as in graphc
+    assert_float32_outputs_agree(program_of(OP_GRAPHS[case], "float32"))
 
 
 def test_dropout_in_train_mode_keeps_each_element_or_zeroes_it():
@@ -319,3 +328,15 @@ def test_the_docs_pytorch_training_step_runs(tmp_path, capsys):
     (tmp_path / "block.py").write_text(block)
     run = subprocess.run([sys.executable, "block.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_compile_picks_the_graph_of_a_file_of_several(tmp_path, capsys):
+    out = tmp_path / "model.py"
+    path = str(MODELS / "multi_layer_net.graph")
+    assert main(["compile", path, "--graph", "multi_layer_net_bn", "--emit", "torch", "-o", str(out)]) == 0
+    namespace: dict[str, Any] = {}
+    exec(compile(out.read_text(), str(out), "exec"), namespace)
+    model = namespace["MultiLayerNetBn"]()
+    layers = ["hidden.batchnorm1", *(f"hidden.{i}.batchnorm1" for i in range(1, 5))]
+    assert set(model.GRAPHC_STATE) == {f"{layer}.running_{s}" for layer in layers for s in ("mean", "var")}
+    assert model.GRAPHC_STATE["hidden.1.batchnorm1.running_var"] == "hidden_1_batchnorm1_running_var"
