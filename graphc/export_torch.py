@@ -35,6 +35,7 @@ import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,6 +298,16 @@ def _unmapped(plan: Plan, program: Any) -> None:
             )
 
 
+def _where(span: Any) -> str:
+    """`file:line` of a step, the standard library's as `import` names it (no machine's own path)."""
+    from graphc.imports import STD_PREFIX, std_dir
+
+    path = Path(str(span.source.path))
+    if path.is_relative_to(std_dir()):
+        return f"{STD_PREFIX}{path.relative_to(std_dir()).as_posix()}:{span.line}"
+    return f"{span.source.path}:{span.line}"
+
+
 def _literal(value: np.ndarray) -> str:
     """An array as a Python literal that reads back to the same numbers (repr of floats round-trips)."""
     return repr(value.tolist())
@@ -389,8 +400,7 @@ def _forward(
         assert isinstance(node, OpNode)
         e = _Emit(step, types, value, names)
         MAPPINGS[step.op.name](e)
-        span = node.call_span
-        lines.append(f"        # {step.text()}  ({span.source.path}:{span.line})")
+        lines.append(f"        # {step.text()}  ({_where(node.call_span)})")
         if e.train or e.eval:
             lines += ["        if self.training:", *(f"            {line}" for line in e.train)]
             lines += ["        else:", *(f"            {line}" for line in e.eval)]

@@ -31,6 +31,7 @@ from graphc.checkpoint import save_checkpoint  # noqa: E402
 from graphc.cli import main  # noqa: E402
 from graphc.compiler import front_end, front_end_file, select  # noqa: E402
 from graphc.export_torch import MAPPINGS, class_name, torch_module, torch_outputs, torch_types  # noqa: E402
+from graphc.imports import std_dir  # noqa: E402
 from graphc.ops import REGISTRY  # noqa: E402
 from graphc.plan import grad_name, make_inference_plan, make_plan  # noqa: E402
 from graphc.program import Program  # noqa: E402
@@ -340,3 +341,6 @@ def test_compile_picks_the_graph_of_a_file_of_several(tmp_path, capsys):
     layers = ["hidden.batchnorm1", *(f"hidden.{i}.batchnorm1" for i in range(1, 5))]
     assert set(model.GRAPHC_STATE) == {f"{layer}.running_{s}" for layer in layers for s in ("mean", "var")}
     assert model.GRAPHC_STATE["hidden.1.batchnorm1.running_var"] == "hidden_1_batchnorm1_running_var"
+    # A step of a standard block is located as `import` names the file, not where graphc is installed.
+    assert "(std/layers.graph:" in out.read_text()
+    assert str(std_dir()) not in out.read_text()
