@@ -1,8 +1,9 @@
 """Compile a graph and print (or write with -o) what it compiles to: the
 forward and backward plans as text, the plan as JSON, a standalone numpy
-module, a Graphviz DOT diagram, the graph with its blocks expanded, or an
-ONNX model of its inference pass (graphc.export_onnx). With --batch, the plan also shows the
-memory one training step holds, step by step, and its peak."""
+module, a Graphviz DOT diagram, the graph with its blocks expanded, an
+ONNX model of its inference pass (graphc.export_onnx), or PyTorch source
+(graphc.export_torch). With --batch, the plan also shows the memory one
+training step holds, step by step, and its peak."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from graphc.fileio import write_bytes
 from graphc.ir import float_dtype, retype
 from graphc.plan import Plan, make_plan
 
-HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT, ONNX or with its blocks expanded"
+HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT, ONNX, PyTorch or blocks expanded"
 
 
 def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
@@ -123,6 +124,13 @@ def _onnx(graph: CompiledGraph, args: argparse.Namespace) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def _torch(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    from graphc.export_torch import torch_module
+    from graphc.program import Program
+
+    return torch_module(Program(graph, dtype=args.dtype, mode="eval"))
+
+
 # What --emit can produce; each takes the checked, typed graph. ONNX is a binary file.
 EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str | bytes]] = {
     "plan": _plan,
@@ -131,6 +139,7 @@ EMITTERS: dict[str, Callable[[CompiledGraph, argparse.Namespace], str | bytes]] 
     "dot": _dot,
     "expanded": _expanded,
     "onnx": _onnx,
+    "torch": _torch,
 }
 BINARY = {"onnx"}
 
