@@ -9,8 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property tests draw the same examples on every run and machine (CI must not
+# fail on a draw no one can reproduce), and keep no example database;
+# `pytest --hypothesis-profile=explore` draws new ones, to look for trouble.
+settings.register_profile("graphc", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("graphc")
 MODELS = ROOT / "models"
 
 # The MNIST files live beside the repository, never in it; GRAPHC_DATA wins.
