@@ -117,6 +117,10 @@ class _Names:
     `d_x`, and its gradient is not x's.
     """
 
+    # Whether a name may not start with `_` (PyTorch modules: nn.Module's own
+    # attributes are `_parameters`, and a class mangles `self.__x`).
+    no_underscore_first = False
+
     def __init__(self, reserved: set[str]):
         self.taken = set(reserved)
         self.of: dict[str | tuple[str, str], str] = {}
@@ -126,7 +130,7 @@ class _Names:
             return self.of[name]
         assert wanted is not None or isinstance(name, str)
         base = re.sub(r"\W", "_", wanted or name)  # type: ignore[arg-type]
-        if not base or base[0].isdigit():
+        if not base or base[0].isdigit() or (self.no_underscore_first and base[0] == "_"):
             base = "v_" + base
         ident = base
         while ident in self.taken or keyword.iskeyword(ident) or keyword.issoftkeyword(ident):

@@ -31,7 +31,6 @@ Nothing here imports torch: the generator writes text.
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from graphc import __version__
+from graphc.codegen import _Names as _PythonNames
 from graphc.errors import GraphcError
 from graphc.ir import OpNode, TensorType
 from graphc.plan import ForwardStep, Plan, make_inference_plan
@@ -49,27 +49,10 @@ _TORCH = {"f32": "torch.float32", "f64": "torch.float64", "i64": "torch.int64", 
 _NUMPY = {"f32": np.float32, "f64": np.float64, "i64": np.int64, None: np.float64}
 
 
-class _Names:
-    """Python identifiers for the graph's names: the name itself where valid and free, else the nearest."""
+class _Names(_PythonNames):
+    """Python identifiers for the graph's names, as the numpy module's, none starting with `_`."""
 
-    def __init__(self, reserved: set[str]):
-        self.taken = set(reserved)
-        self.of: dict[str, str] = {}
-
-    def add(self, name: str) -> str:
-        if name in self.of:
-            return self.of[name]
-        base = re.sub(r"\W", "_", name)
-        # Not a digit first; no `_` first either: nn.Module's own attributes are `_parameters`,
-        # and a class mangles `self.__x`.
-        if not base or base[0].isdigit() or base[0] == "_":
-            base = "v_" + base
-        ident = base
-        while ident in self.taken or keyword.iskeyword(ident) or keyword.issoftkeyword(ident):
-            ident += "_"
-        self.taken.add(ident)
-        self.of[name] = ident
-        return ident
+    no_underscore_first = True
 
 
 @dataclass

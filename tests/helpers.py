@@ -84,3 +84,23 @@ def bench_modules(*names: str) -> Iterator[dict[str, Any]]:
         yield {"mnist": importlib.import_module("_mnist").load_mnist(), **modules}
     finally:
         sys.path.remove(str(BENCH))
+
+
+def made_up_feeds(program: graphc.Program, plan: Any, types: dict, batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Inputs of `plan` at batch size `batch` (every symbolic dim), of the `types` an exporter
+    gives them: labels valid (class indices or one-hot rows), the rest in (0, 1)."""
+    rng = np.random.default_rng(seed)
+    classes = {
+        s.args[t]: plan.types[s.args[y]].shape[-1] for s in plan.forward for t, y in s.op.label_positions().items()
+    }
+    feeds = {}
+    for name in plan.inputs:
+        shape = tuple(batch if isinstance(d, str) else d for d in types[name].shape)
+        if types[name].dtype == "i64":
+            feeds[name] = rng.integers(0, classes[name], shape)
+        elif name in classes:
+            feeds[name] = np.eye(classes[name])[rng.integers(0, classes[name], shape[:-1])]
+        else:
+            feeds[name] = rng.uniform(0, 1, shape)
+        feeds[name] = program.feed(name, feeds[name])
+    return feeds

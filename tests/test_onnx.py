@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, assume, given, settings
 onnx = pytest.importorskip("onnx", reason='the ONNX extra is not installed: pip install ".[onnx]"')
 ort = pytest.importorskip("onnxruntime", reason='the ONNX extra is not installed: pip install ".[onnx]"')
 
+import helpers  # noqa: E402
 from fuzzing.graphs import valid_graphs  # noqa: E402 (after the skip: it needs nothing of onnx, but reads as one group)
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
@@ -148,24 +149,8 @@ def assert_runs_as_graphc(program: Program, model: Any, feeds: dict[str, np.ndar
 
 
 def made_up_feeds(program: Program, batch: int, seed: int = 0, plan: Any = None) -> dict[str, np.ndarray]:
-    """Inputs at batch size `batch` (every symbolic dim): labels valid, the rest in (0, 1)."""
-    rng = np.random.default_rng(seed)
     plan = plan or make_inference_plan(program.checked, program.types, export_outputs(program), "eval")
-    types = onnx_types(plan)
-    classes = {
-        s.args[t]: plan.types[s.args[y]].shape[-1] for s in plan.forward for t, y in s.op.label_positions().items()
-    }
-    feeds = {}
-    for name in plan.inputs:
-        shape = tuple(batch if isinstance(d, str) else d for d in types[name].shape)
-        if types[name].dtype == "i64":
-            feeds[name] = rng.integers(0, classes[name], shape)
-        elif name in classes:
-            feeds[name] = np.eye(classes[name])[rng.integers(0, classes[name], shape[:-1])]
-        else:
-            feeds[name] = rng.uniform(0, 1, shape)
-        feeds[name] = program.feed(name, feeds[name])
-    return feeds
+    return helpers.made_up_feeds(program, plan, onnx_types(plan), batch, seed)
 
 
 def verify(program: Program, batches: tuple[int, ...] = (2, 5)) -> Any:

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 
 torch = pytest.importorskip("torch", reason='torch is not installed (CI installs it: pip install "torch==2.13.0")')
 
+import helpers  # noqa: E402
 from fuzzing.graphs import valid_graphs  # noqa: E402 (the fuzzer's random graphs)
 from test_onnx import OP_GRAPHS  # noqa: E402 (each op with its attributes, shared with ONNX export's tests)
 
@@ -54,24 +55,8 @@ def module_class(program: Program) -> Any:
 
 
 def made_up_feeds(program: Program, batch: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs at batch size `batch` (every symbolic dim): labels valid, the rest in (0, 1)."""
-    rng = np.random.default_rng(seed)
     plan = make_inference_plan(program.checked, program.types, torch_outputs(program), "eval")
-    types = torch_types(plan)
-    classes = {
-        s.args[t]: plan.types[s.args[y]].shape[-1] for s in plan.forward for t, y in s.op.label_positions().items()
-    }
-    feeds = {}
-    for name in plan.inputs:
-        shape = tuple(batch if isinstance(d, str) else d for d in types[name].shape)
-        if types[name].dtype == "i64":
-            feeds[name] = rng.integers(0, classes[name], shape)
-        elif name in classes:
-            feeds[name] = np.eye(classes[name])[rng.integers(0, classes[name], shape[:-1])]
-        else:
-            feeds[name] = rng.uniform(0, 1, shape)
-        feeds[name] = program.feed(name, feeds[name])
-    return feeds
+    return helpers.made_up_feeds(program, plan, torch_types(plan), batch, seed)
 
 
 def assert_close(actual: Any, expected: Any, what: str, scale: float = 0.0) -> None:
