@@ -104,3 +104,16 @@ def made_up_feeds(program: graphc.Program, plan: Any, types: dict, batch: int, s
             feeds[name] = rng.uniform(0, 1, shape)
         feeds[name] = program.feed(name, feeds[name])
     return feeds
+
+
+def needs(what: str, present: bool, install: str) -> None:
+    """Skip a test whose outside tool (a browser, an npm package, an extra) is
+    missing, saying how to install it; under CI (GRAPHC_REQUIRE_ALL=1, set by
+    .ci/run, which installs everything) a missing tool fails the test instead,
+    so a broken install can never pass as a skip."""
+    if present:
+        return
+    message = f"{what} is not installed ({install})"
+    if os.environ.get("GRAPHC_REQUIRE_ALL") == "1":
+        pytest.fail(message + "; GRAPHC_REQUIRE_ALL=1 asks for every tool", pytrace=False)
+    pytest.skip(message)
