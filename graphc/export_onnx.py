@@ -61,15 +61,15 @@ _ELEMENT = {"f32": 1, "f64": 11, "i64": 7, "bool": 9, None: 11}
 _NUMPY = {"f32": np.float32, "f64": np.float64, "i64": np.int64, None: np.float64}
 
 
-def import_onnx() -> Any:
-    """The onnx package, or a GraphcError saying how to install it."""
+def import_onnx(what: str = "--emit onnx") -> Any:
+    """The onnx package, or a GraphcError saying `what` needs it and how to install it."""
     try:
         import onnx
         import onnx.helper  # noqa: F401 (the submodules this module uses)
         import onnx.numpy_helper  # noqa: F401
     except ImportError:
         raise GraphcError(
-            "--emit onnx needs the onnx package, which is not installed",
+            f"{what} needs the onnx package, which is not installed",
             hint=f"install graphc's ONNX extra: {INSTALL}",
         ) from None
     return onnx
@@ -776,6 +776,8 @@ def _model(
     model = onnx.helper.make_model(
         graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="graphc", producer_version=__version__
     )
+    # Which initializers are params (the others are consts): ONNX does not say; graphc import reads it.
+    onnx.helper.set_model_props(model, {"graphc.params": ",".join(plan.params)})
     # The lowest IR version the opset needs, so that older onnxruntimes load it too.
     model.ir_version = 10
     return model
