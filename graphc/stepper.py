@@ -130,7 +130,7 @@ def walk(program: Program, title: str | None = None) -> Walk:
         decl = decls[name]
         if not isinstance(decl, OpNode):
             continue
-        for position, arg in enumerate(decl.args):
+        for arg in decl.args:
             k, edge = next(edges)
             assert (edge.tail, edge.head) == (ids[arg], ids[name]), (edge, arg, name)
             if edge.value is not None:
@@ -145,7 +145,9 @@ def walk(program: Program, title: str | None = None) -> Walk:
             labels.append(Label(f"e{k}", "grad", _flag(edge.grad, edge.flagged), seed_at))
     for node in diagram.nodes:
         if node.grad is not None:  # a fan-out's total, complete once its last share is in
-            labels.append(Label(node.id, "grad", _flag("grad " + node.grad, node.flagged), completed_at.get(node.name, seed_at)))
+            labels.append(
+                Label(node.id, "grad", _flag("grad " + node.grad, node.flagged), completed_at.get(node.name, seed_at))
+            )
     return Walk(title or program.name, diagram, tuple(steps), tuple(labels))
 
 
