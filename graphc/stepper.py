@@ -80,75 +80,81 @@ class _Replay:
     shares: dict[tuple[str, int], np.ndarray]  # (reader, position) -> what its backward step handed that operand
 
 
+@dataclass(frozen=True)
+class _Reveals:
+    """Which step reveals what: by step index into the walk."""
+
+    made: dict[str, int]  # value -> the forward step computing it (none: a leaf, shown from the start)
+    seed: int  # the step seeding backward
+    applied: dict[str, int]  # node -> the backward step applying its local rules
+    complete: dict[str, int]  # value -> the backward step adding the last share of its gradient
+
+
 def walk(program: Program, title: str | None = None) -> Walk:
     """The steps of the program's last run (forward and backward must have run)."""
     assert program.gradients, "walk() needs a forward() and a backward() first"
     plan = program.plan
+    assert plan.seed is not None
     replay = _replay(program)
-    values = program.values
-    known: dict[str, Any] = {**values, **replay.own}
+    known: dict[str, Any] = {**program.values, **replay.own}
+    ids = {name: f"n{i}" for i, name in enumerate(program.checked.order)}
+
+    steps = [_start(program)]
+    made: dict[str, int] = {}
+    for i, forward_step in enumerate(plan.forward, 1):
+        made[forward_step.out] = len(steps)
+        steps.append(_forward(forward_step, i, len(plan.forward), ids, known))
+    seed = len(steps)
+    seed_grad = grad_name(plan.seed)
+    rule = f"{seed_grad} = {brief(program.gradients[plan.seed])}"
+    steps.append(Step("seed", f"Backward starts at the output: {seed_grad} = 1", ids[plan.seed], (rule,), ()))
+    applied: dict[str, int] = {}
+    complete: dict[str, int] = {plan.seed: seed}
+    totals: dict[str, np.ndarray] = {}
+    for j, backward_step in enumerate(plan.backward):
+        applied[backward_step.node] = len(steps)
+        complete.update((write.target[2:], len(steps)) for write in backward_step.writes)
+        steps.append(_backward(backward_step, j, len(plan.backward), plan.forward, ids, known, replay, totals))
+
     diagram = graph_diagram(
         program.compiled,
         types=program.types,
-        values=values,
+        values=program.values,
         gradients=program.gradients,
         edge_gradients=replay.shares,
     )
-    order = program.checked.order
-    ids = {name: f"n{i}" for i, name in enumerate(order)}
-    decls = program.ir.decls
+    labels = _labels(program, diagram, ids, _Reveals(made, seed, applied, complete))
+    return Walk(title or program.name, diagram, tuple(steps), labels)
 
-    steps = [_start(program)]
-    made_at: dict[str, int] = {}
-    for i, forward_step in enumerate(plan.forward, 1):
-        made_at[forward_step.out] = len(steps)
-        steps.append(_forward(forward_step, i, len(plan.forward), ids, known))
-    seed_at = len(steps)
-    assert plan.seed is not None
-    seed_grad = grad_name(plan.seed)
-    steps.append(
-        Step(
-            "seed",
-            f"Backward starts at the output: {seed_grad} = 1",
-            ids[plan.seed],
-            (f"{seed_grad} = {brief(program.gradients[plan.seed])}",),
-            (),
-        )
-    )
-    step_of_node: dict[str, int] = {}
-    completed_at: dict[str, int] = {plan.seed: seed_at}  # gradient -> the step writing its last share
-    totals: dict[str, np.ndarray] = {}
-    for j, backward_step in enumerate(plan.backward):
-        step_of_node[backward_step.node] = len(steps)
-        for write in backward_step.writes:
-            completed_at[write.target[2:]] = len(steps)
-        steps.append(_backward(backward_step, j, len(plan.backward), plan.forward, ids, known, replay, totals))
 
+def _labels(program: Program, diagram: Diagram, ids: Mapping[str, str], at: _Reveals) -> tuple[Label, ...]:
+    """Each value and gradient the diagram draws, with the step that reveals it.
+    The diagram's edges are graph_diagram's: each op's operands in order, then
+    each output's terminal."""
     labels: list[Label] = []
     edges = iter(enumerate(diagram.edges))
-    for name in order:
-        decl = decls[name]
+    for name in program.checked.order:
+        decl = program.ir.decls[name]
         if not isinstance(decl, OpNode):
             continue
         for arg in decl.args:
             k, edge = next(edges)
             assert (edge.tail, edge.head) == (ids[arg], ids[name]), (edge, arg, name)
             if edge.value is not None:
-                labels.append(Label(f"e{k}", "value", edge.value, made_at.get(arg, 0)))
+                labels.append(Label(f"e{k}", "value", edge.value, at.made.get(arg, 0)))
             if edge.grad is not None:
-                labels.append(Label(f"e{k}", "grad", _flag(edge.grad, edge.flagged), step_of_node[name]))
+                labels.append(Label(f"e{k}", "grad", _flag(edge.grad, edge.flagged), at.applied[name]))
     for name, _ in program.ir.outputs:
         k, edge = next(edges)
         if edge.value is not None:
-            labels.append(Label(f"e{k}", "value", edge.value, made_at.get(name, 0)))
-        if edge.grad is not None:
-            labels.append(Label(f"e{k}", "grad", _flag(edge.grad, edge.flagged), seed_at))
+            labels.append(Label(f"e{k}", "value", edge.value, at.made.get(name, 0)))
+        if edge.grad is not None:  # the seed
+            labels.append(Label(f"e{k}", "grad", _flag(edge.grad, edge.flagged), at.seed))
     for node in diagram.nodes:
         if node.grad is not None:  # a fan-out's total, complete once its last share is in
-            labels.append(
-                Label(node.id, "grad", _flag("grad " + node.grad, node.flagged), completed_at.get(node.name, seed_at))
-            )
-    return Walk(title or program.name, diagram, tuple(steps), tuple(labels))
+            text = _flag("grad " + node.grad, node.flagged)
+            labels.append(Label(node.id, "grad", text, at.complete.get(node.name, at.seed)))
+    return tuple(labels)
 
 
 def _flag(text: str, flagged: bool) -> str:

@@ -122,6 +122,33 @@ def test_fan_out_shows_each_share_and_the_running_total():
     assert [(t.text, t.step) for t in totals] == [("grad 10", len(found.steps) - 1)]
 
 
+def test_an_infinite_gradient_is_flagged_as_the_diagram_flags_it():
+    program = graphc.compile_source(
+        "graph g {\n input x = 0\n const c = 2\n y = log(x)\n z = mul(y, c)\n output z\n}\n"
+    )
+    program.forward()
+    program.backward()
+    found = stepper.walk(program)
+    assert found.steps[-1].rules == ("d_x = d_y / x = 2 / 0 = inf",)
+    assert [(label.text, label.step) for label in found.labels if label.kind == "grad"] == [
+        ("⚠ inf", 5),
+        ("2", 4),
+        ("1", 3),
+    ]
+
+
+def test_an_output_that_is_an_input_has_only_its_seed_to_show():
+    program = graphc.compile_source("graph g {\n input x = 3\n output x\n}\n")
+    program.forward()
+    program.backward()
+    found = stepper.walk(program)
+    assert [(s.kind, s.rules) for s in found.steps] == [
+        ("start", ("Press → (or Next) to run the forward plan one step at a time.",)),
+        ("seed", ("d_x = 1",)),
+    ]
+    assert [(label.kind, label.text, label.step) for label in found.labels] == [("value", "3", 0), ("grad", "1", 1)]
+
+
 def test_feeds_change_the_numbers():
     found = stepper.walk(run_program(APPLE, apple=150))
     assert found.steps[1].rules == ("apple_price = mul(apple, apple_num) = mul(150, 2) = 300",)
