@@ -305,6 +305,18 @@ def test_draw_writes_the_page(tmp_path, capsys, dot):
     assert [p.name for p in tmp_path.iterdir()] == ["steps.html"]  # no temporary left beside it
 
 
+def test_a_hostile_file_name_and_comment_do_not_reach_the_page(tmp_path, capsys, dot):
+    source = APPLE.read_text().replace("# 2 apples", f"# {HOSTILE} 2 apples")
+    graph = tmp_path / "<script>alert(1)<\\script>.graph"
+    graph.write_text(source)
+    out = tmp_path / "steps.html"
+    assert graphc_cli(capsys, "draw", graph, "-o", out)[0] == 0
+    text = out.read_text()
+    tags = parse_page(text)
+    assert [tag for tag, _ in tags.tags].count("script") == 2
+    assert "alert" not in text and "pwned" not in text
+
+
 @pytest.mark.parametrize(
     ("flags", "flag"), [(["--collapse"], "--collapse"), (["--plan", "backward"], "--plan backward")]
 )
