@@ -4,12 +4,14 @@ and the gradient below it in red. The format follows the output's extension:
 .svg, .png and .pdf render with Graphviz; .dot and .mmd (Mermaid) need
 nothing but graphc; `-o -` prints DOT. --plan backward draws the backward
 plan instead: gradients flowing through each step's local rules, and the
-forward values those rules read."""
+forward values those rules read. `-o steps.html` writes a page that steps
+through forward and backward in the browser (graphc.stepper)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from graphc.commands.common import (
     add_feed_arguments,
@@ -22,7 +24,7 @@ from graphc.commands.common import (
 from graphc.errors import ExitCode, GraphcError
 from graphc.plan import make_plan
 
-HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradients"
+HELP = "draw the graph (SVG, PNG, PDF, DOT, Mermaid or a step-through HTML page), with values and gradients"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="OUT",
         default="-",
-        help="OUT.svg, .png, .pdf, .dot or .mmd; `-` prints DOT (the default)",
+        help="OUT.svg, .png, .pdf, .dot, .mmd, or .html: a page stepping through forward and backward; "
+        "`-` prints DOT (the default)",
     )
     parser.add_argument("--values", action="store_true", help="run forward and write each value above its edge")
     parser.add_argument(
@@ -57,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from graphc.draw import backward_diagram, graph_diagram, output_format, program_diagram, to_dot, write_diagram
 
+    if Path(args.output).suffix.lower() == ".html":
+        return _steps_page(args)
     output_format(args.output)  # an unknown extension fails before any work
     if args.collapse and args.plan == "backward":
         raise GraphcError(
@@ -81,5 +86,24 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(to_dot(diagram, args.rankdir))
         return ExitCode.OK
     write_diagram(diagram, args.output, args.rankdir)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _steps_page(args: argparse.Namespace) -> int:
+    """`-o steps.html`: run forward and backward, and write the page that steps through them."""
+    from graphc.stepper import write_steps_page
+
+    for flag, given in (("--collapse", args.collapse), ("--plan backward", args.plan == "backward")):
+        if given:
+            raise GraphcError(
+                f"{flag} does not apply to a step-through page",
+                where="graphc draw",
+                hint="the page draws every value of the graph and steps through forward, then backward",
+            )
+    program, feeds = load_program(args)
+    program.forward(**feeds)
+    program.backward()
+    write_steps_page(program, args.output, args.rankdir)
     print(f"wrote {args.output}", file=sys.stderr)
     return ExitCode.OK
