@@ -16,6 +16,7 @@ counts from 0 in UTF-16 code units. `_lsp_position` and `_column` convert.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 import re
@@ -58,6 +59,8 @@ class Analysis:
     diagnostics: tuple[Diagnostic, ...]
     # The blocks in reach (the file's own, then those its imports bring in), by name.
     blocks: dict[str, ast.Block] = field(default_factory=dict)
+    # Each graph's plan, made when a hover over an op first asks for it.
+    plans: dict[str, Any] = field(default_factory=dict)
 
 
 def analyze(text: str, path: str) -> Analysis:
@@ -268,7 +271,7 @@ def hover(analysis: Analysis, line: int, character: int) -> tuple[str, Word] | N
     if word.text in analysis.blocks:
         return _block_signature(analysis.blocks[word.text]), word
     if word.text in REGISTRY:
-        return op_doc(REGISTRY[word.text], _node_at(analysis, scope, word)), word
+        return op_doc(REGISTRY[word.text], analysis, _node_at(analysis, scope, word)), word
     return None
 
 
@@ -342,11 +345,11 @@ def _attr_text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def op_doc(op: Op, at: tuple[CompiledGraph, str] | None = None) -> str:
+def op_doc(op: Op, analysis: Analysis | None = None, at: tuple[CompiledGraph, str] | None = None) -> str:
     """An op as graphc/ops.py defines it: its signature, forward and local gradient
     rules; at a node of a compiled graph, the rules with the node's names, as its plan prints them."""
     lines = [f"```graph\n{op_signature(op)}\n```", "forward:", "```python", *op.computes, "```"]
-    step = _backward_step(*at) if at is not None else None
+    step = _backward_step(analysis, *at) if analysis is not None and at is not None else None
     if at is not None and step is not None:
         graph, name = at
         node = graph.ir.decls[name]
@@ -361,10 +364,12 @@ def op_doc(op: Op, at: tuple[CompiledGraph, str] | None = None) -> str:
     return "\n".join(lines + attributes)
 
 
-def _backward_step(graph: CompiledGraph, name: str) -> Any:
+def _backward_step(analysis: Analysis, graph: CompiledGraph, name: str) -> Any:
     from graphc.plan import make_plan  # only a hover over an op reads a plan
 
-    plan = make_plan(graph.checked, graph.types)
+    if graph.name not in analysis.plans:
+        analysis.plans[graph.name] = make_plan(graph.checked, graph.types)
+    plan = analysis.plans[graph.name]
     return next((step for step in plan.backward if step.node == name), None)
 
 
@@ -456,21 +461,38 @@ def _scope_of_line(analysis: Analysis, line: int) -> Scope | None:
 
 
 def _scope_from_prefix(source: Source, line: int) -> Scope | None:
-    """The scope a half-written buffer's cursor line is in, from the lines above it,
-    closed at the cursor: a buffer being typed rarely parses."""
+    """The scope a half-written buffer's cursor line is in, from the lines above it:
+    from the last `graph` or `block` line, closed at the cursor, each line the parser
+    stops at left out (a buffer being typed rarely parses)."""
     lines = source.lines[: line - 1]
-    for cut in range(len(lines), 0, -1):
-        head = lines[:cut]
-        opening = next((i for i in range(len(head) - 1, -1, -1) if re.match(r"\s*(graph|block)\b", head[i])), None)
-        if opening is None:
-            return None
+    opening = next((i for i in range(len(lines) - 1, -1, -1) if re.match(r"\s*(graph|block)\b", lines[i])), None)
+    if opening is None:
+        return None
+    chunk = lines[opening:]
+    for _ in range(MAX_REPAIRS):
         try:
-            module = parse("\n".join(head + ["}"]) + "\n", source.path)
-        except GraphcError:
+            module = parse("\n".join(chunk + ["}"]) + "\n", source.path)
+        except GraphcError as err:
+            bad = err.span.line - 1 if err.span is not None else 0
+            if bad >= len(chunk):  # at the closing brace: an unclosed `(` above, say; leave out the last line
+                bad = max((i for i, text in enumerate(chunk) if text.strip()), default=0)
+            if bad == 0:
+                return None  # the header itself: nothing left to leave out
+            chunk = chunk[:bad] + [""] + chunk[bad + 1 :]  # blank, so that lines keep their numbers
             continue
         found = scopes(module)
-        return found[-1] if found else None
+        if not found:
+            return None
+        scope = found[-1]
+        moved = {
+            name: dataclasses.replace(span, line=span.line + opening, end_line=span.end_line + opening)
+            for name, span in scope.definitions.items()
+        }
+        return dataclasses.replace(scope, definitions=moved)
     return None
+
+
+MAX_REPAIRS = 8  # lines of a half-written scope left out before completion gives up on its names
 
 
 # --- the server ------------------------------------------------------------------------------

@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
+from graphc import lsp as graphc_lsp
 from graphc.errors import GraphcError
 from graphc.parse import parse
+from tests.fuzzing.mutate import mutated
 from tests.helpers import ROOT, needs
 
 try:
@@ -357,3 +361,55 @@ def test_without_pygls_the_command_says_how_to_install_it(capsys, monkeypatch):
         "graphc: error: `graphc lsp` needs pygls, which is not installed\n"
         'hint: install graphc\'s LSP extra: pip install "graphc[lsp]"\n'
     )
+
+
+# --- in process: whatever a buffer holds, every request gets an answer ----------------------------------------
+
+
+def every_request(text: str, path: str) -> None:
+    """Analyze the buffer and ask for hover, definition and completion at positions all over it."""
+    analysis = graphc_lsp.analyze(text, path)
+    graphc_lsp.problems(analysis)
+    lines = text.split("\n")
+    for line in range(0, len(lines), max(1, len(lines) // 12)):
+        for character in {0, len(lines[line]) // 2, len(lines[line]), len(lines[line]) + 3}:
+            graphc_lsp.hover(analysis, line, character)
+            graphc_lsp.definition(analysis, line, character)
+            graphc_lsp.completions(analysis, line, character)
+
+
+def test_every_request_is_answered_as_a_model_is_typed():
+    """A model cut after each line and mid-line: the buffers an editor sends while a person types.
+    Three models: a graph of scalars, the two-layer net, and blocks."""
+    for name in ("apple.graph", "two_layer_net.graph", "mlp_blocks.graph"):
+        model = ROOT / "models" / name
+        text = model.read_text()
+        ends = [i for i, c in enumerate(text) if c == "\n"]
+        middles = [(start + end) // 2 for start, end in zip([0, *ends], ends)][1::2]  # every other line, half typed
+        cuts = sorted(set(ends) | set(middles))
+        for cut in cuts:
+            every_request(text[:cut], str(model))
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_every_request_is_answered_for_mutated_models(data):
+    seeds = {p.name: p.read_bytes() for p in sorted((ROOT / "models").glob("*.graph"))}
+    case = data.draw(mutated(seeds))
+    every_request(case.data.decode("utf-8", "replace"), str(ROOT / "models" / case.seed))
+
+
+def test_positions_count_utf16_units_as_lsp_does():
+    text = "graph g {\n    input x = 2  # 𝑥, two UTF-16 units\n    y = mul(x, x)  # é\n    output y\n}\n"
+    analysis = graphc_lsp.analyze(text.replace("mul(x, x)", "mul(x, z)"), "/tmp/u.graph")
+    (problem,) = graphc_lsp.problems(analysis)
+    assert problem.range == ((2, 15), (2, 16))
+    source = graphc_lsp.Source("a𝑥b = 1", "/tmp/u.graph")
+    assert graphc_lsp.word_at(source, 0, 3) == graphc_lsp.Word("b", 1, 3, 4)  # 𝑥 is two units, one character
