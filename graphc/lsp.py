@@ -518,7 +518,7 @@ def serve() -> None:  # pragma: no cover (run in a subprocess by tests/test_lsp.
         document = server.workspace.get_text_document(uri)
         analysis = analyze(document.source, _uri_path(uri))
         latest[uri] = analysis
-        found = [_lsp_diagnostic(p, lsp) for p in problems(analysis)]
+        found = [_lsp_diagnostic(p, analysis.source.path, uri, lsp) for p in problems(analysis)]
         server.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=found, version=document.version)
         )
@@ -568,7 +568,8 @@ def serve() -> None:  # pragma: no cover (run in a subprocess by tests/test_lsp.
         span = definition(analysis_of(params.text_document.uri), params.position.line, params.position.character)
         if span is None:
             return None
-        return lsp.Location(uri=Path(span.source.path).resolve().as_uri(), range=_lsp_range(span_range(span), lsp))
+        uri = _uri(span.source.path, latest[params.text_document.uri].source.path, params.text_document.uri)
+        return lsp.Location(uri=uri, range=_lsp_range(span_range(span), lsp))
 
     @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=["(", ",", ">", " "]))
     def on_completion(params: lsp.CompletionParams) -> lsp.CompletionList:
@@ -623,14 +624,20 @@ def _lsp_range(where: tuple[tuple[int, int], tuple[int, int]], lsp: Any) -> lsp.
     return lsp.Range(lsp.Position(start_line, start_char), lsp.Position(end_line, end_char))
 
 
-def _lsp_diagnostic(problem: Problem, lsp: Any) -> lsp.Diagnostic:
+def _uri(path: str, document_path: str, document_uri: str) -> str:
+    """The URI of a file a span is in: the document's own (which may be unsaved), or a file on disk."""
+    return document_uri if path == document_path else Path(path).resolve().as_uri()
+
+
+def _lsp_diagnostic(problem: Problem, document_path: str, document_uri: str, lsp: Any) -> lsp.Diagnostic:
     severity = lsp.DiagnosticSeverity.Warning if problem.severity == "warning" else lsp.DiagnosticSeverity.Error
     related = [
         lsp.DiagnosticRelatedInformation(
-            location=lsp.Location(uri=Path(path).resolve().as_uri(), range=_lsp_range(where, lsp)), message=message
+            location=lsp.Location(uri=_uri(path, document_path, document_uri), range=_lsp_range(where, lsp)),
+            message=message,
         )
         for path, where, message in problem.related
-        if not path.startswith("<")
+        if path == document_path or not path.startswith("<")
     ]
     return lsp.Diagnostic(
         range=_lsp_range(problem.range, lsp),

@@ -148,6 +148,30 @@ async def test_errors_as_you_type_then_cleared_when_fixed(client, tmp_path):
 
 
 @talks_to_server
+async def test_a_warning_is_a_warning(client, tmp_path):
+    text = APPLE.replace("    output price\n", "    output price\n    unused = mul(tax, tax)\n")
+    (diagnostic,) = await open_document(client, tmp_path / "apple.graph", text)
+    assert (diagnostic.range, diagnostic.message, diagnostic.severity) == (
+        at(11, 4, 10),
+        "unused node `unused`\nhint: nothing reads it and it is not an output",
+        lsp.DiagnosticSeverity.Warning,
+    )
+
+
+@talks_to_server
+async def test_an_unsaved_buffer_is_checked_too(client):
+    uri = "untitled:Untitled-1"
+    client.text_document_did_open(
+        lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri=uri, language_id="graph", version=1, text="graph g {\n"))
+    )
+    (diagnostic,) = await _diagnostics(client, uri)
+    assert (diagnostic.range, diagnostic.message) == (
+        at(0, 9, 9),
+        "unexpected end of file; expected a statement or `}`\nhint: every `graph NAME {` needs a closing `}`",
+    )
+
+
+@talks_to_server
 async def test_a_shape_mismatch_is_shown_where_graphc_check_shows_it(client, tmp_path):
     wrong = NET.replace("param W2: [50, 10]", "param W2: [60, 10]")
     (diagnostic,) = await open_document(client, tmp_path / "net.graph", wrong)
