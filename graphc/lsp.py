@@ -259,14 +259,23 @@ def _defined_by(stmt: ast.Statement) -> Iterator[ast.Name]:
 # --- hover ---------------------------------------------------------------------------
 
 
-def hover(analysis: Analysis, line: int, character: int) -> tuple[str, Word] | None:
-    """Markdown for what is under the cursor: a value's type, a block's signature, an op's rules."""
+def hover(analysis: Analysis, line: int, character: int, checked: Analysis | None = None) -> tuple[str, Word] | None:
+    """Markdown for what is under the cursor: a value's type, a block's signature, an op's rules.
+
+    `checked` is the buffer as it last checked: while a graph has a mistake (as it
+    mostly has while a person types), its values are shown with the types they had then."""
     word = word_at(analysis.source, line, character)
-    if word is None or analysis.module is None:
+    if word is None:
         return None
-    scope = scope_at(analysis.module, word.line, word.start)
+    if analysis.module is not None:
+        scope = scope_at(analysis.module, word.line, word.start)
+    else:
+        scope = _scope_from_prefix(analysis.source, word.line + 1)  # the lines up to the word's
     if scope is not None and word.text in scope.definitions:
         text = _value_hover(analysis, scope, word.text)
+        if text is None and checked is not None and scope.name not in analysis.graphs:
+            text = _value_hover(checked, scope, word.text)
+            text = text and text + "\n\n(as the buffer last checked)"
         return (text, word) if text else None
     if word.text in analysis.blocks:
         return _block_signature(analysis.blocks[word.text]), word
@@ -513,11 +522,14 @@ def serve() -> None:  # pragma: no cover (run in a subprocess by tests/test_lsp.
 
     server = LanguageServer("graphc", __version__)
     latest: dict[str, Analysis] = {}
+    checked: dict[str, Analysis] = {}  # each buffer as it last checked with no error, for hover meanwhile
 
     def refresh(uri: str) -> None:
         document = server.workspace.get_text_document(uri)
         analysis = analyze(document.source, _uri_path(uri))
         latest[uri] = analysis
+        if not any(d.severity == "error" for d in analysis.diagnostics):
+            checked[uri] = analysis
         found = [_lsp_diagnostic(p, analysis.source.path, uri, lsp) for p in problems(analysis)]
         server.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=found, version=document.version)
@@ -545,17 +557,19 @@ def serve() -> None:  # pragma: no cover (run in a subprocess by tests/test_lsp.
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(params: lsp.DidCloseTextDocumentParams) -> None:
         latest.pop(params.text_document.uri, None)
+        checked.pop(params.text_document.uri, None)
         server.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=params.text_document.uri, diagnostics=[])
         )
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     def on_hover(params: lsp.HoverParams) -> lsp.Hover | None:
-        found = hover(analysis_of(params.text_document.uri), params.position.line, params.position.character)
+        uri = params.text_document.uri
+        found = hover(analysis_of(uri), params.position.line, params.position.character, checked.get(uri))
         if found is None:
             return None
         text, word = found
-        source = latest[params.text_document.uri].source
+        source = latest[uri].source
         start = _lsp_position(source, word.line, word.start)
         end = _lsp_position(source, word.line, word.end)
         return lsp.Hover(

@@ -237,6 +237,17 @@ async def test_hover_shows_shape_and_dtype(client, tmp_path):
 
 
 @talks_to_server
+async def test_hover_while_a_graph_has_a_mistake_shows_the_types_it_last_checked_with(client, tmp_path):
+    path = tmp_path / "net.graph"
+    await open_document(client, path, NET)
+    typing = NET.replace("    output loss\n", "    output loss\n    h = relu(\n")
+    assert len(await change_document(client, path, typing, 2)) == 1
+    assert await hover_text(client, path, position_of(typing, "x -> affine")) == (
+        "```graph\nx: f64[N, 784]\n```\ninput from images; shape [N, 784], dtype f64\n\n(as the buffer last checked)"
+    )
+
+
+@talks_to_server
 async def test_hover_on_an_op_shows_its_rules_with_the_nodes_names(client, tmp_path):
     path = tmp_path / "net.graph"
     await open_document(client, path, NET)
@@ -437,3 +448,12 @@ def test_positions_count_utf16_units_as_lsp_does():
     assert problem.range == ((2, 15), (2, 16))
     source = graphc_lsp.Source("a𝑥b = 1", "/tmp/u.graph")
     assert graphc_lsp.word_at(source, 0, 3) == graphc_lsp.Word("b", 1, 3, 4)  # 𝑥 is two units, one character
+
+
+def test_formatting_without_graphc_fmt_is_an_error_the_editor_shows(monkeypatch):
+    needs("pygls", pytest_lsp is not None, INSTALL)
+    from pygls.exceptions import JsonRpcInternalError
+
+    monkeypatch.setitem(sys.modules, "graphc.fmt", None)  # `import graphc.fmt` raises ImportError
+    with pytest.raises(JsonRpcInternalError, match="graphc fmt is not part of this graphc: cannot format"):
+        graphc_lsp.format_edits(APPLE, "apple.graph", lsp)
