@@ -53,7 +53,7 @@ else:
 
     @pytest.fixture
     def client():
-        needs("pytest-lsp and pygls", False, INSTALL)
+        needs("pytest-lsp", False, INSTALL)
 
 
 # --- helpers ------------------------------------------------------------------------
