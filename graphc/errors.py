@@ -3,18 +3,20 @@
 A diagnostic points at a span of some source text (a .graph file, or the
 command line itself) and renders as
 
-    models/bad.graph:7:9: error: unknown op `rleu`
+    models/bad.graph:7:9: error[E104]: unknown op `rleu`
         7 |     h = rleu(x)
           |         ^^^^
     hint: did you mean `relu`?
 
-The command line prints it and exits with status 2; nothing here raises a
-Python traceback at a person.
+Every diagnostic carries a stable code (graphc/codes.py catalogues them;
+`graphc explain E104` explains one). The command line prints it and exits with
+status 2; nothing here raises a Python traceback at a person.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import enum
 import re
@@ -86,13 +88,13 @@ class Diagnostic:
     where: str | None = None
     # Labelled places elsewhere, e.g. the declaration a command-line value disagrees with.
     notes: tuple[tuple[str, Span], ...] = ()
+    # The stable code from graphc/codes.py: E... for errors, W... for warnings.
+    # Required (no default), so a new diagnostic cannot be made without one.
+    code: str = dataclasses.field(kw_only=True)
 
     def render(self) -> str:
         message = clip_message(self.message)
-        if self.span is not None:
-            head = f"{self.span}: {self.severity}: {message}"
-        else:
-            head = f"{self.where or 'graphc'}: {self.severity}: {message}"
+        head = f"{self.where_text}: {self.severity}[{self.code}]: {message}"
         lines = [head]
         spans = ([self.span] if self.span is not None else []) + list(self.related)
         if spans:
@@ -109,6 +111,11 @@ class Diagnostic:
         if self.hint:
             lines.append(f"hint: {clip_message(self.hint)}")
         return "\n".join(lines)
+
+    @property
+    def where_text(self) -> str:
+        """Where the diagnostic points, as its first line starts: `path:line:col`, or a prefix."""
+        return str(self.span) if self.span is not None else self.where or "graphc"
 
 
 def _excerpt(span: Span, width: int) -> list[str]:
@@ -176,10 +183,13 @@ class GraphcError(Exception):
         where: str | None = None,
         diagnostics: Iterable[Diagnostic] | None = None,
         notes: Iterable[tuple[str, Span]] = (),
+        *,
+        code: str | None,
     ):
+        """`code` (graphc/codes.py) is required: None only with `diagnostics`, which carry their own."""
         if diagnostics is None:
-            assert message is not None
-            diagnostics = [Diagnostic(message, span, hint, "error", tuple(related), where, tuple(notes))]
+            assert message is not None and code is not None
+            diagnostics = [Diagnostic(message, span, hint, "error", tuple(related), where, tuple(notes), code=code)]
         self.diagnostics = list(diagnostics)
         super().__init__(self.render())
 
@@ -190,6 +200,10 @@ class GraphcError(Exception):
     @property
     def span(self) -> Span | None:
         return self.diagnostics[0].span
+
+    @property
+    def code(self) -> str:
+        return self.diagnostics[0].code
 
     def render(self) -> str:
         """Every diagnostic, up to limits.MAX_ERRORS of them, then how many more there are."""

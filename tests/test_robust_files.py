@@ -785,10 +785,10 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, capsys, mo
             with fileio.exclusive_lock(path.resolve()):
                 pass
         seen.append(err.value.message)
-        raise GraphcError("stopped by the test")
+        raise GraphcError("stopped by the test", code="E901")
 
     monkeypatch.setattr(command, "load_data", load_data)
-    assert cli_error(capsys, "train", NET, "--iters", 5, "--save", path) == "graphc: error: stopped by the test"
+    assert cli_error(capsys, "train", NET, "--iters", 5, "--save", path) == "graphc: error[E901]: stopped by the test"
     assert seen == [f"another graphc process (pid {os.getpid()} on {socket.gethostname()}) is writing this file"]
     assert list(tmp_path.iterdir()) == []  # the lock file went with the lock
     with fileio.exclusive_lock(path.resolve()):
