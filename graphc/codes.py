@@ -1064,7 +1064,7 @@ def explain_code(code: str) -> str:
         raise GraphcError(
             f"unknown error code `{code}`",
             where="graphc explain",
-            hint=did_you_mean(key, BY_CODE) or f"codes run from {CODES[0].code} to {CODES[-1].code}",
+            hint=did_you_mean(key, BY_CODE) or "docs/errors.md lists every code",
             code="E501",
         )
     lines = [f"{entry.code}: {entry.title}", "", entry.explanation, ""]

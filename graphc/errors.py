@@ -22,6 +22,7 @@ import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from graphc import limits
 
@@ -102,20 +103,46 @@ class Diagnostic:
             for span in spans:
                 lines.extend(_excerpt(span, width))
         # A place inside a block is followed by the uses it was expanded through.
-        notes = list(self.span.via if self.span is not None else ())
-        for text, span in self.notes:
-            notes += [(text, span), *span.via]
-        for text, span in notes:
+        for text, span in self._notes():
             lines.append(f"{span}: note: {text}")
             lines.extend(_excerpt(span, len(str(span.line))))
         if self.hint:
             lines.append(f"hint: {clip_message(self.hint)}")
         return "\n".join(lines)
 
+    def as_json(self) -> dict[str, Any]:
+        """The diagnostic for editors and CI (`graphc check --json`): where it points
+        (1-based lines and columns, end exclusive; null without a span), what it says."""
+        place = _place(self.span) if self.span is not None else dict.fromkeys(_PLACE)
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "file": self.span.source.path if self.span is not None else self.where or "graphc",
+            **place,
+            "message": self.message,
+            "hints": [self.hint] if self.hint else [],
+            "notes": [{"message": text, "file": span.source.path, **_place(span)} for text, span in self._notes()],
+            "related": [{"file": span.source.path, **_place(span)} for span in self.related],
+        }
+
+    def _notes(self) -> list[tuple[str, Span]]:
+        """The notes under the message: the uses a span in a block was expanded through, then labelled places."""
+        notes = list(self.span.via if self.span is not None else ())
+        for text, span in self.notes:
+            notes += [(text, span), *span.via]
+        return notes
+
     @property
     def where_text(self) -> str:
         """Where the diagnostic points, as its first line starts: `path:line:col`, or a prefix."""
         return str(self.span) if self.span is not None else self.where or "graphc"
+
+
+_PLACE = ("line", "column", "end_line", "end_column")
+
+
+def _place(span: Span) -> dict[str, int]:
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
 def _excerpt(span: Span, width: int) -> list[str]:
