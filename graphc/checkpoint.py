@@ -387,7 +387,10 @@ class _Npz:
     def _problem(self, key: str, problem: ArrayProblem) -> GraphcError:
         default = {"type": _NUMBERS_HINT, "corrupt": _DAMAGED}.get(problem.kind)
         return GraphcError(
-            f"`{_clip(key)}` {problem.reason}", where=self.where, hint=problem.hint or default, code="E702"
+            f"`{_clip(key)}` {problem.reason}",
+            where=self.where,
+            hint=problem.hint or default,
+            code="E801" if problem.kind == "size" else "E702",
         )
 
     def header(self, key: str, kinds: str = "biuf") -> ArrayHeader:
@@ -554,7 +557,7 @@ def _check_state(program: Program, meta: CheckpointMeta | None, state: Mapping[s
     try:
         OPTIMIZERS[meta.optimizer].check_state(state, shapes)
     except GraphcError as err:
-        raise GraphcError(f"corrupt training state: {err.message}", where=where, code="E702") from None
+        raise GraphcError(f"corrupt training state: {err.message}", where=where, code=err.code) from None
 
 
 # Counts in meta (iterations, batch, seed, ...) fit an int64, as everywhere in numpy.

@@ -30,8 +30,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shlex
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -715,8 +717,8 @@ CODES: tuple[Code, ...] = (
         Example(
             "graphc train bad.graph --iters 1 --save w.npz",
             _MNIST,
-            setup="import fcntl, os\n_fd = os.open('.w.npz.lock', os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.flock(_fd, fcntl.LOCK_EX)\nopen('.w.npz.lock', 'w').write('4242@host\\n')",
+            setup="import fcntl\nlock = open('.w.npz.lock', 'w')  # as another graphc holds it\n"
+            "fcntl.flock(lock, fcntl.LOCK_EX)\nlock.write('4242@host\\n')\nlock.flush()",
         ),
         "Wait for the other process to finish, or save to another file.",
     ),
@@ -1050,6 +1052,8 @@ RETIRED: tuple[str, ...] = ()
 
 BY_CODE: dict[str, Code] = {c.code: c for c in CODES}
 
+_WIDTH = 80  # of the explanation's paragraphs
+
 
 def explain_code(code: str) -> str:
     """What `graphc explain CODE` prints: the explanation, a wrong example and the
@@ -1067,48 +1071,60 @@ def explain_code(code: str) -> str:
             hint=did_you_mean(key, BY_CODE) or "docs/errors.md lists every code",
             code="E501",
         )
-    lines = [f"{entry.code}: {entry.title}", "", entry.explanation, ""]
+    lines = [f"{entry.code}: {entry.title}", "", textwrap.fill(entry.explanation, _WIDTH), ""]
     example = entry.example
     if example.graph:
-        lines += ["For example, bad.graph:", ""] + ["    " + line for line in example.graph.splitlines()] + [""]
+        lines += ["For example, bad.graph:", "", *_indented(example.graph), ""]
+    if example.setup:
+        lines += ["with these files made by Python:" if example.graph else "For example, with files made by Python:"]
+        lines += ["", *_indented(example.setup), ""]
     if example.python:
-        lines += ["In Python:", ""] + ["    >>> " + line for line in example.python.splitlines()] + [""]
+        lines += ["this Python:" if example.graph else "For example, this Python:", ""]
+        lines += [*_indented(example.python), "", "raises:", ""]
     else:
-        lines += [f"$ {example.command}"]
+        lines += [f"`{example.command}` says:", ""]
     message, _ = run_example(example)
-    lines += [message, "", f"Fix: {entry.fix}"]
+    lines += [message, "", textwrap.fill(f"Fix: {entry.fix}", _WIDTH)]
     return "\n".join(lines)
+
+
+def _indented(text: str) -> list[str]:
+    return ["    " + line for line in text.splitlines()]
 
 
 def run_example(example: Example) -> tuple[str, str | None]:
     """The message `example` gets, and its code (None when it gets none), from
     running it in a fresh directory."""
+    from graphc.cli import main
+
+    made: dict[str, object] = {}  # what the setup made: files it holds open are closed afterwards
     with _scratch() as directory:
         if example.graph:
             with open(os.path.join(directory, "bad.graph"), "w") as f:
                 f.write(example.graph)
-        from graphc.cli import main
-
         stdout, stderr = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            if example.setup:
-                exec(example.setup, {})
-                stderr.seek(0)
-                stderr.truncate()
-            if example.python:
-                try:
-                    exec(example.python, {})
-                except GraphcError as err:
-                    return err.render(), err.code
-                return "", None
-            main(shlex.split(example.command)[1:])
+        try:
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                if example.setup:
+                    exec(example.setup, made)
+                    stderr.seek(0)
+                    stderr.truncate()
+                if example.python:
+                    try:
+                        exec(example.python, {})
+                    except GraphcError as err:
+                        return err.render(), err.code
+                    return "", None
+                main(shlex.split(example.command)[1:])
+        finally:
+            for value in made.values():
+                if isinstance(value, io.IOBase):
+                    value.close()
         message = stderr.getvalue().rstrip("\n")
         return message, _first_code(message)
 
 
 def _first_code(message: str) -> str | None:
-    import re
-
     found = re.search(r"(?:error|warning)\[([EW]\d{3})\]", message)
     return found.group(1) if found else None
 

@@ -173,7 +173,7 @@ def choose_filters(program: Program, name: str | None, where: Span | None) -> st
             message = f"no param named `{name}` in graph `{program.name}`"
             hint = did_you_mean(name, program.param_names)
             raise GraphcError(
-                message, where, hint or f"its params: {', '.join(program.param_names) or 'none'}", code="E508"
+                message, where, hint or f"its params: {', '.join(program.param_names) or 'none'}", code="E405"
             )
         if isinstance(decl, OpNode):
             kind = f"computed by {decl.op.name}"

@@ -509,7 +509,7 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
         except GraphcError as err:
-            raise GraphcError(f"corrupt training state: {err.message}", where=where, code="E702") from None
+            raise GraphcError(f"corrupt training state: {err.message}", where=where, code=err.code) from None
         self.rng = meta.rng()
         dropout_rng = meta.dropout_rng()
         if dropout_rng is not None:

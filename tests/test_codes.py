@@ -43,13 +43,10 @@ def _literal_codes() -> dict[str, list[str]]:
         if path.name == "codes.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.keyword)
-                and node.arg == "code"
-                and isinstance(node.value, ast.Constant)
-                and node.value.value
-            ):
-                used.setdefault(node.value.value, []).append(f"{path.relative_to(ROOT)}:{node.value.lineno}")
+            if isinstance(node, ast.keyword) and node.arg == "code":
+                for value in ast.walk(node.value):  # a literal, or a choice of literals
+                    if isinstance(value, ast.Constant) and re.fullmatch(r"[A-Z]\d{3}", str(value.value)):
+                        used.setdefault(value.value, []).append(f"{path.relative_to(ROOT)}:{value.lineno}")
     return used
 
 
@@ -113,7 +110,8 @@ def test_explain_prints_the_explanation_the_example_its_message_and_the_fix(caps
     assert out == (
         "E103: unknown op or block\n"
         "\n"
-        "A call names an op that does not exist and no block of that name is defined or imported.\n"
+        "A call names an op that does not exist and no block of that name is defined or\n"
+        "imported.\n"
         "\n"
         "For example, bad.graph:\n"
         "\n"
@@ -123,23 +121,30 @@ def test_explain_prints_the_explanation_the_example_its_message_and_the_fix(caps
         "        output h\n"
         "    }\n"
         "\n"
-        "$ graphc check bad.graph\n"
+        "`graphc check bad.graph` says:\n"
+        "\n"
         "bad.graph:3:9: error[E103]: unknown op `rleu`\n"
         " 3 |     h = rleu(x)\n"
         "   |         ^^^^\n"
         "hint: did you mean `relu`?\n"
         "\n"
-        "Fix: Correct the name (the hint suggests the closest op); `graphc` ops are listed in docs/language.md.\n"
+        "Fix: Correct the name (the hint suggests the closest op); `graphc` ops are\n"
+        "listed in docs/language.md.\n"
     )
 
 
 def test_explain_shows_a_python_example_and_a_command_line_one(capsys):
     status, out, _ = graphc_cli(capsys, "explain", "E407")
     assert status == 0
-    assert "In Python:\n\n    >>> import graphc\n" in out
-    assert "graphc: error[E407]: backward() needs a forward() first\nhint: call program.forward(...) first\n" in out
+    assert "this Python:\n\n    import graphc\n" in out
+    assert (
+        "\nraises:\n\ngraphc: error[E407]: backward() needs a forward() first\nhint: call program.forward(...) first\n"
+        in out
+    )
     status, out, _ = graphc_cli(capsys, "explain", "E405")
-    assert "$ graphc run bad.graph --set z=1\n<command line>:1:7: error[E405]: no input or param named `z`" in out
+    assert (
+        "`graphc run bad.graph --set z=1` says:\n\n<command line>:1:7: error[E405]: no input or param named `z`" in out
+    )
 
 
 def test_explain_a_warning(capsys):

@@ -293,7 +293,7 @@ def _load_npy(path: str, span: Span) -> np.ndarray:
             f"cannot read {_clip(path, 200)} as a .npy array: it {problem.reason}",
             span,
             problem.hint or "save one with numpy.save(path, array)",
-            code="E606",
+            code="E801" if problem.kind == "size" else "E606",
         ) from None
     return array
 
