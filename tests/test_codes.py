@@ -5,6 +5,7 @@ docs/errors.md lists every code."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 from pathlib import Path
@@ -184,3 +185,124 @@ def test_the_errors_page_lists_every_code_with_its_title():
     page = (ROOT / "docs" / "errors.md").read_text()
     listed = re.findall(r"^\| `([EW]\d{3})` \| (.+?) \|$", page, flags=re.M)
     assert listed == [(c.code, c.title) for c in CODES]
+
+
+# --- check --json --------------------------------------------------------------------------
+
+
+def _check_json(capsys, tmp_path, text: str | None, *flags: str) -> tuple[int, dict, str]:
+    if text is not None:
+        (tmp_path / "m.graph").write_text(text)
+    status, out, err = graphc_cli(capsys, "check", "m.graph", "--json", *flags)
+    return status, json.loads(out), err
+
+
+def _at(line: int, column: int, end_line: int, end_column: int) -> dict:
+    return {"line": line, "column": column, "end_line": end_line, "end_column": end_column}
+
+
+def test_check_json_gives_every_error_with_its_code_place_and_hints(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, data, err = _check_json(
+        capsys, tmp_path, "graph g {\n    input x = 2\n    y = rleu(x)\n    z = sigmoud(y)\n    output z\n}\n"
+    )
+    assert (status, err) == (2, "")
+    assert data == {
+        "file": "m.graph",
+        "ok": False,
+        "diagnostics": [
+            {
+                "code": "E103",
+                "severity": "error",
+                "file": "m.graph",
+                **_at(3, 9, 3, 13),
+                "message": "unknown op `rleu`",
+                "hints": ["did you mean `relu`?"],
+                "notes": [],
+                "related": [],
+            },
+            {
+                "code": "E103",
+                "severity": "error",
+                "file": "m.graph",
+                **_at(4, 9, 4, 16),
+                "message": "unknown op `sigmoud`",
+                "hints": ["did you mean `sigmoid`?"],
+                "notes": [],
+                "related": [],
+            },
+        ],
+    }
+
+
+def test_check_json_gives_a_cycle_its_related_lines(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, data, _ = _check_json(
+        capsys, tmp_path, "graph g {\n    input x = 2\n    a = mul(x, b)\n    b = add(a, x)\n    output b\n}\n"
+    )
+    assert status == 2
+    [cycle] = data["diagnostics"]
+    assert (cycle["code"], cycle["message"]) == ("E301", "cycle: `a` -> `b` -> `a`")
+    assert {k: cycle[k] for k in ("line", "column", "end_line", "end_column")} == _at(3, 5, 3, 18)
+    assert cycle["related"] == [{"file": "m.graph", **_at(4, 5, 4, 18)}]
+
+
+def test_check_json_gives_the_uses_a_mistake_in_a_block_came_through_as_notes(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = (
+        "block dense(x, n) {\n    param W: [in(x), n] = zeros\n    out = affine(x, W, W)\n}\n"
+        "graph g {\n    input x: [2, 3]\n    y = dense(x, 4)\n    output y\n}\n"
+    )
+    status, data, _ = _check_json(capsys, tmp_path, text)
+    assert status == 2
+    [error] = data["diagnostics"]
+    assert error["code"] == "E201"
+    assert {k: error[k] for k in ("file", "line", "column")} == {"file": "m.graph", "line": 3, "column": 24}
+    assert error["notes"] == [{"message": "in this use of `dense`", "file": "m.graph", **_at(7, 9, 7, 20)}]
+
+
+def test_check_json_of_a_file_that_is_not_there_points_at_no_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, data, _ = _check_json(capsys, tmp_path, None)
+    assert status == 2
+    assert data["diagnostics"] == [
+        {
+            "code": "E601",
+            "severity": "error",
+            "file": "m.graph",
+            **dict.fromkeys(("line", "column", "end_line", "end_column")),
+            "message": "no such file",
+            "hints": [],
+            "notes": [],
+            "related": [],
+        }
+    ]
+
+
+def test_check_json_of_a_clean_file_has_no_diagnostics_and_of_one_with_warnings_the_warnings(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    status, data, _ = _check_json(capsys, tmp_path, "graph g {\n    input x = 2\n    y = mul(x, x)\n    output y\n}\n")
+    assert (status, data["ok"], data["diagnostics"], data["warnings"]) == (0, True, [], [])
+    assert data["graphs"][0]["graph"] == "g"
+    status, data, err = _check_json(
+        capsys, tmp_path, "graph g {\n    input x = 2\n    y = mul(x, x)\n    z = add(x, x)\n    output y\n}\n"
+    )
+    assert (status, data["ok"]) == (0, True)
+    assert data["diagnostics"] == [
+        {
+            "code": "W001",
+            "severity": "warning",
+            "file": "m.graph",
+            **_at(4, 5, 4, 6),
+            "message": "unused node `z`",
+            "hints": ["nothing reads it and it is not an output"],
+            "notes": [],
+            "related": [],
+        }
+    ]
+    assert data["warnings"] == [
+        "m.graph:4:5: warning[W001]: unused node `z`\n 4 |     z = add(x, x)\n   |     ^\n"
+        "hint: nothing reads it and it is not an output"
+    ]
