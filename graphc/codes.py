@@ -222,7 +222,7 @@ CODES: tuple[Code, ...] = (
         "unknown initializer",
         "A param's `= ...` names an initializer graphc does not have.",
         Example(_CHECK, "graph g {\n    param W: [2, 2] = gaussian(0.1)\n    output W\n}\n"),
-        "Use one of normal(std), uniform(lo, hi), zeros, ones, xavier or he.",
+        "Use one of the initializers the hint lists, e.g. `normal(0.01)`.",
     ),
     Code(
         "E109",
@@ -334,7 +334,7 @@ CODES: tuple[Code, ...] = (
             "graphc check bad.graph",
             "block b(x) {\n    out = b(x)\n}\ngraph g {\n    input x = 2\n    y = b(x)\n    output y\n}\n",
         ),
-        "To apply a block several times, write `repeat N` in a chain: `x -> b repeat 3 -> y`.",
+        "To apply a block several times, write `repeat N` in a chain: `x -> repeat 3 b -> y`.",
     ),
     Code(
         "E128",
@@ -1013,7 +1013,7 @@ CODES: tuple[Code, ...] = (
             "mul = MAPPINGS.pop('mul')  # every op graphc has is covered: take one away\n"
             "try:\n    torch_module(graphc.compile_file('bad.graph'))\nfinally:\n    MAPPINGS['mul'] = mul",
         ),
-        "Export a graph of the ops the hint lists, or use `--emit numpy`.",
+        "Export a graph of the ops the hint lists, or generate numpy code with `--emit python`.",
     ),
     Code(
         "E907",
