@@ -65,6 +65,7 @@ def collect(blocks: list[tuple[ast.Block, ast.Import | None]], errors: list[Diag
                         site.span,
                         f"`{name.text}` is first defined at {first} and again at {name.span}; "
                         "import only one of the two",
+                        code="E142",
                     )
                 )
                 continue
@@ -74,6 +75,7 @@ def collect(blocks: list[tuple[ast.Block, ast.Import | None]], errors: list[Diag
                     f"duplicate definition of block `{name.text}`",
                     name.span,
                     f"`{name.text}` is first defined at {where}; pick another name",
+                    code="E102",
                 )
             )
             continue
@@ -130,24 +132,34 @@ def _check_definition(info: BlockInfo, infos: dict[str, BlockInfo], errors: list
     block = info.block
     if block.name.text in REGISTRY:
         found.append(
-            Diagnostic(f"block `{block.name.text}` has the name of an op", block.name.span, "pick another name")
+            Diagnostic(
+                f"block `{block.name.text}` has the name of an op", block.name.span, "pick another name", code="E120"
+            )
         )
     for name in (block.name, *block.params):
         if "." in name.text:
-            found.append(Diagnostic(f"`{name.text}`: a block's name and parameters are plain names", name.span))
+            found.append(
+                Diagnostic(f"`{name.text}`: a block's name and parameters are plain names", name.span, code="E122")
+            )
     seen: set[str] = set()
     for param in block.params:
         if param.text in seen:
-            found.append(Diagnostic(f"duplicate parameter `{param.text}` of block `{block.name.text}`", param.span))
+            found.append(
+                Diagnostic(f"duplicate parameter `{param.text}` of block `{block.name.text}`", param.span, code="E102")
+            )
         if param.text == RESULT:
             found.append(
-                Diagnostic(f"`{RESULT}` is the block's result, not a parameter", param.span, "pick another name")
+                Diagnostic(
+                    f"`{RESULT}` is the block's result, not a parameter", param.span, "pick another name", code="E122"
+                )
             )
         seen.add(param.text)
     for stmt in block.body:
         if type(stmt) in _GRAPH_ONLY:
             keyword, hint = _GRAPH_ONLY[type(stmt)]
-            found.append(Diagnostic(f"`{keyword}` is not allowed in a block", _keyword_span(stmt, keyword), hint))
+            found.append(
+                Diagnostic(f"`{keyword}` is not allowed in a block", _keyword_span(stmt, keyword), hint, code="E123")
+            )
     _sort_parameters(info, infos, found)
     if not found and RESULT not in defined_names(block.body):
         found.append(
@@ -155,6 +167,7 @@ def _check_definition(info: BlockInfo, infos: dict[str, BlockInfo], errors: list
                 f"block `{block.name.text}` never defines `{RESULT}`",
                 block.name.span,
                 f"name the block's result `{RESULT}`, e.g. `x -> relu -> {RESULT}`",
+                code="E121",
             )
         )
     if found:
@@ -202,6 +215,7 @@ def _sort_parameters(info: BlockInfo, infos: dict[str, BlockInfo], found: list[D
                     f"`{name.text}` is used as {_as(kind)} here and as {_as(other)} at line {span.line}",
                     name.span,
                     f"a parameter of block `{block.name.text}` is either an operand (a value) or a size (a number)",
+                    code="E124",
                 )
             )
             return
@@ -220,14 +234,21 @@ def _sort_parameters(info: BlockInfo, infos: dict[str, BlockInfo], found: list[D
                     or f"`in(x)` is the last dim of x, an operand of block `{block.name.text}` ({info.signature()})"
                 )
                 found.append(
-                    Diagnostic(f"`{operand.text}` is not a parameter of block `{block.name.text}`", operand.span, hint)
+                    Diagnostic(
+                        f"`{operand.text}` is not a parameter of block `{block.name.text}`",
+                        operand.span,
+                        hint,
+                        code="E126",
+                    )
                 )
         for dim, span in _shape_names(stmt):
             if dim not in params:
                 hint = did_you_mean(dim, params) or (
                     f"a size in a block is a number, `in(x)` or one of its parameters ({info.signature()})"
                 )
-                found.append(Diagnostic(f"`{dim}` is not a parameter of block `{block.name.text}`", span, hint))
+                found.append(
+                    Diagnostic(f"`{dim}` is not a parameter of block `{block.name.text}`", span, hint, code="E126")
+                )
     for param in block.params:
         if param.text not in first_use:
             found.append(
@@ -235,6 +256,7 @@ def _sort_parameters(info: BlockInfo, infos: dict[str, BlockInfo], found: list[D
                     f"parameter `{param.text}` of block `{block.name.text}` is never used",
                     param.span,
                     "use it as a value, as a size (a dim or an attribute's value), or remove it",
+                    code="E125",
                 )
             )
 

@@ -77,7 +77,7 @@ def check(ir: GraphIR) -> CheckedGraph:
             if cycle:
                 errors.append(cycle)
     if errors or order is None:
-        raise GraphcError(diagnostics=sorted(errors, key=_position))
+        raise GraphcError(code=None, diagnostics=sorted(errors, key=_position))
     return CheckedGraph(ir, graph, order, tuple(_warnings(ir, order)))
 
 
@@ -113,15 +113,20 @@ def _undefined_names(ir: GraphIR, graph: nx.MultiDiGraph) -> list[Diagnostic]:
         for _, _, span in graph.out_edges(name, data="span"):
             # A hint compares the name with every value: only for errors that are shown.
             hint = did_you_mean(name, ir.decls) if len(errors) < limits.MAX_ERRORS else None
-            errors.append(Diagnostic(f"undefined name `{name}`", span, hint))
+            errors.append(Diagnostic(f"undefined name `{name}`", span, hint, code="E101"))
     for name, span in ir.outputs:
         if name not in ir.decls:
-            errors.append(Diagnostic(f"output `{name}` is not defined", span, did_you_mean(name, ir.decls)))
+            errors.append(
+                Diagnostic(f"output `{name}` is not defined", span, did_you_mean(name, ir.decls), code="E101")
+            )
     for expect in ir.expects:
         if expect.target not in ir.decls:
             errors.append(
                 Diagnostic(
-                    f"undefined name `{expect.target}`", expect.target_span, did_you_mean(expect.target, ir.decls)
+                    f"undefined name `{expect.target}`",
+                    expect.target_span,
+                    did_you_mean(expect.target, ir.decls),
+                    code="E101",
                 )
             )
     return errors
@@ -135,6 +140,7 @@ def _outputs(ir: GraphIR) -> list[Diagnostic]:
             f"graph `{ir.name}` has no output",
             ir.span,
             "add `output NAME` for the value to compute; backward starts from the first output",
+            code="E302",
         )
     ]
 
@@ -148,7 +154,9 @@ def _roles(ir: GraphIR) -> list[Diagnostic]:
         if decl.role in seen:
             errors.append(
                 Diagnostic(
-                    f"two inputs are fed `from {decl.role}`: `{seen[decl.role]}` and `{decl.name}`", decl.role_span
+                    f"two inputs are fed `from {decl.role}`: `{seen[decl.role]}` and `{decl.name}`",
+                    decl.role_span,
+                    code="E303",
                 )
             )
         seen[decl.role] = decl.name
@@ -170,6 +178,7 @@ def _cycle(ir: GraphIR, graph: nx.MultiDiGraph) -> Diagnostic | None:
         lines[0],
         "a value cannot depend on itself; break the loop by reading an input or param instead",
         related=tuple(lines[1:]),
+        code="E301",
     )
 
 
@@ -190,6 +199,7 @@ def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
                     decl.span,
                     "nothing reads it and it is not an output" if kind == "node" else None,
                     severity="warning",
+                    code="W001",
                 )
             )
         elif isinstance(decl, ParamDecl) and name not in reaching:
@@ -199,6 +209,7 @@ def _warnings(ir: GraphIR, order: tuple[str, ...]) -> list[Diagnostic]:
                     f"param `{name}` does not reach the output `{output}`; it gets no gradient",
                     decl.span,
                     severity="warning",
+                    code="W002",
                 )
             )
     return warnings

@@ -295,7 +295,7 @@ def save_checkpoint(
         with atomic_open(path) as handle:
             np.savez(handle, **arrays)
     except OSError as err:
-        raise GraphcError(f"cannot write checkpoint: {err.strerror or err}", where=str(path)) from None
+        raise GraphcError(f"cannot write checkpoint: {err.strerror or err}", where=str(path), code="E604") from None
 
 
 def checkpoint_bytes(program: Program, optimizer: str | None = None, epochs: int = 0) -> int:
@@ -377,15 +377,21 @@ class _Npz:
                 f"`{_clip(key)}` would inflate to {info.file_size:,} bytes, more than graphc reads for one array",
                 where=self.where,
                 hint=limits.elements_hint(),
+                code="E801",
             )
         self.entries[key] = info
 
     def damaged(self, what: str) -> GraphcError:
-        return GraphcError(f"corrupt checkpoint: {what}", where=self.where, hint=_DAMAGED)
+        return GraphcError(f"corrupt checkpoint: {what}", where=self.where, hint=_DAMAGED, code="E702")
 
     def _problem(self, key: str, problem: ArrayProblem) -> GraphcError:
         default = {"type": _NUMBERS_HINT, "corrupt": _DAMAGED}.get(problem.kind)
-        return GraphcError(f"`{_clip(key)}` {problem.reason}", where=self.where, hint=problem.hint or default)
+        return GraphcError(
+            f"`{_clip(key)}` {problem.reason}",
+            where=self.where,
+            hint=problem.hint or default,
+            code="E801" if problem.kind == "size" else "E702",
+        )
 
     def header(self, key: str, kinds: str = "biuf") -> ArrayHeader:
         """The entry's .npy header, checked, and checked against the entry's size."""
@@ -419,20 +425,28 @@ class _Npz:
         if header.dtype.kind not in "US":
             return None
         if header.shape != ():
-            raise GraphcError("corrupt checkpoint: its `meta` entry is not one JSON text", where=self.where)
+            raise GraphcError(
+                "corrupt checkpoint: its `meta` entry is not one JSON text", where=self.where, code="E702"
+            )
         if header.size * header.dtype.itemsize > limits.MAX_META_CHARS * 4:
             raise self.damaged(f"its `meta` entry is {header.nbytes:,} bytes long, more than graphc reads")
         value = self.array("meta", header)[()]
         try:
             raw = parse_json(value.decode("utf-8") if isinstance(value, bytes) else str(value))
         except UnicodeDecodeError:
-            raise GraphcError("corrupt checkpoint: its `meta` entry is not JSON", where=self.where) from None
+            raise GraphcError(
+                "corrupt checkpoint: its `meta` entry is not JSON", where=self.where, code="E702"
+            ) from None
         except JSONProblem as problem:
             if problem.depth is None:
-                raise GraphcError("corrupt checkpoint: its `meta` entry is not JSON", where=self.where) from None
+                raise GraphcError(
+                    "corrupt checkpoint: its `meta` entry is not JSON", where=self.where, code="E702"
+                ) from None
             raise self.damaged(f"its `meta` entry is JSON {problem}") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise GraphcError("not a graphc checkpoint: its `meta` entry names no graphc format", where=self.where)
+            raise GraphcError(
+                "not a graphc checkpoint: its `meta` entry names no graphc format", where=self.where, code="E703"
+            )
         return _parse_meta(raw, self.where)
 
 
@@ -446,25 +460,29 @@ def _open_npz(path: str | Path) -> Iterator[_Npz]:
     where = str(path)
     path = Path(path)
     if not path.exists():
-        raise GraphcError("no such weights file", where=where, hint="write one with `graphc train FILE --save W.npz`")
+        raise GraphcError(
+            "no such weights file", where=where, hint="write one with `graphc train FILE --save W.npz`", code="E601"
+        )
     if path.is_dir():
-        raise GraphcError("is a directory, not a weights file", where=where)
+        raise GraphcError("is a directory, not a weights file", where=where, code="E602")
     try:
         with open(path, "rb") as handle:
             head = handle.read(6)
     except OSError as err:
-        raise GraphcError(f"cannot read weights: {err.strerror or err}", where=where) from None
+        raise GraphcError(f"cannot read weights: {err.strerror or err}", where=where, code="E603") from None
     if head.startswith(NPY_MAGIC):
         raise GraphcError(
             "is a single .npy array, not an .npz of weights",
             where=where,
             hint="save weights with numpy.savez(path, W1=W1, b1=b1, ...) or `graphc train --save`",
+            code="E701",
         )
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_EMPTY_ZIP_MAGIC)):
         raise GraphcError(
             "not an .npz file (it does not start as a zip archive does)",
             where=where,
             hint="weights are written by `graphc train --save W.npz` or numpy.savez",
+            code="E701",
         )
     with _reading(where):
         archive = zipfile.ZipFile(path)
@@ -524,7 +542,7 @@ def _sort_entries(
         elif key.startswith("state/"):
             op_state[key.removeprefix("state/")] = header
         else:
-            raise GraphcError(f"corrupt checkpoint: unexpected entry `{_clip(key)}`", where=where)
+            raise GraphcError(f"corrupt checkpoint: unexpected entry `{_clip(key)}`", where=where, code="E702")
     return params, state, op_state
 
 
@@ -534,12 +552,12 @@ def _check_state(program: Program, meta: CheckpointMeta | None, state: Mapping[s
         return
     if meta is None or meta.optimizer is None:
         key = next(iter(state))
-        raise GraphcError(f"corrupt checkpoint: unexpected entry `optimizer/{_clip(key)}`", where=where)
+        raise GraphcError(f"corrupt checkpoint: unexpected entry `optimizer/{_clip(key)}`", where=where, code="E702")
     shapes = {name: program.params[name].shape for name in program.param_names}
     try:
         OPTIMIZERS[meta.optimizer].check_state(state, shapes)
     except GraphcError as err:
-        raise GraphcError(f"corrupt training state: {err.message}", where=where) from None
+        raise GraphcError(f"corrupt training state: {err.message}", where=where, code=err.code) from None
 
 
 # Counts in meta (iterations, batch, seed, ...) fit an int64, as everywhere in numpy.
@@ -556,7 +574,10 @@ class _Fields:
     def wrong(self, name: str, want: str, value: Any) -> GraphcError:
         shown = str(value) if isinstance(value, HugeInt) else shown_json(value)
         return GraphcError(
-            f"corrupt checkpoint: meta field `{name}` must be {want}, got {shown}", where=self.where, hint=_DAMAGED
+            f"corrupt checkpoint: meta field `{name}` must be {want}, got {shown}",
+            where=self.where,
+            hint=_DAMAGED,
+            code="E702",
         )
 
     def get(self, name: str, required: bool, source: dict[str, Any] | None = None, label: str | None = None) -> Any:
@@ -564,7 +585,10 @@ class _Fields:
         if name not in source or source[name] is None:
             if required:
                 raise GraphcError(
-                    f"corrupt checkpoint: meta field `{label or name}` is missing", where=self.where, hint=_DAMAGED
+                    f"corrupt checkpoint: meta field `{label or name}` is missing",
+                    where=self.where,
+                    hint=_DAMAGED,
+                    code="E702",
                 )
             return None
         return source[name]
@@ -620,6 +644,7 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
             f"checkpoint format version {version} is newer than this graphc reads ({VERSION})",
             where=where,
             hint="upgrade graphc",
+            code="E704",
         )
     structure = f.get("structure", True)
     if not isinstance(structure, list) or not all(isinstance(line, str) for line in structure):
@@ -631,6 +656,7 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
             "the file was edited or damaged",
             where=where,
             hint=_DAMAGED,
+            code="E702",
         )
     dtype = f.get("dtype", False)
     if dtype is not None and dtype not in DTYPE_CHOICES:
@@ -759,7 +785,9 @@ def _parse_history(f: _Fields) -> tuple[EpochRecord, ...]:
 
 def _corrupt(where: str, err: BaseException) -> GraphcError:
     reason = str(err) or type(err).__name__
-    return GraphcError(f"corrupt or truncated .npz file ({_clip(reason, 120)})", where=where, hint=_DAMAGED)
+    return GraphcError(
+        f"corrupt or truncated .npz file ({_clip(reason, 120)})", where=where, hint=_DAMAGED, code="E701"
+    )
 
 
 class _Shaped(Protocol):
@@ -779,18 +807,22 @@ def check_tensors(program: Program, held: Mapping[str, _Shaped], where: str) -> 
         if name not in held:
             listing = ", ".join(f"`{_clip(n)}`" for n in list(held)[:20]) or "nothing"
             raise GraphcError(
-                f"no tensor for param `{name}` of graph `{graph}`", where=where, hint=f"the file holds {listing}"
+                f"no tensor for param `{name}` of graph `{graph}`",
+                where=where,
+                hint=f"the file holds {listing}",
+                code="E706",
             )
         array = held[name]
         expected = program.types[name].shape
         if array.dtype.kind not in "biuf":
-            raise GraphcError(f"tensor `{name}` holds {array.dtype} values, not numbers", where=where)
+            raise GraphcError(f"tensor `{name}` holds {array.dtype} values, not numbers", where=where, code="E707")
         if tuple(array.shape) != tuple(expected):
             raise GraphcError(
                 f"tensor `{name}` has shape {list(array.shape)}, but param `{name}` of graph `{graph}` "
                 f"has shape {list(expected)}",
                 where=where,
                 hint="the weights were saved from a graph with different layer sizes",
+                code="E707",
             )
     for name in held:
         if name not in program.param_names:
@@ -798,6 +830,7 @@ def check_tensors(program: Program, held: Mapping[str, _Shaped], where: str) -> 
                 f"tensor `{_clip(name)}` is not a param of graph `{graph}`",
                 where=where,
                 hint="params: " + ", ".join(f"`{n}`" for n in program.param_names),
+                code="E708",
             )
 
 
@@ -810,6 +843,7 @@ def check_op_state(program: Program, held: Mapping[str, _Shaped], where: str) ->
                 f"no tensor for state `{name}` of graph `{program.name}`",
                 where=where,
                 hint="the checkpoint was saved without the running statistics this graph keeps",
+                code="E706",
             )
         array = held[name]
         if array.dtype.kind != "f" or tuple(array.shape) != program.state[name].shape:
@@ -817,10 +851,11 @@ def check_op_state(program: Program, held: Mapping[str, _Shaped], where: str) ->
                 f"state `{name}` is {array.dtype}{list(array.shape)}, but graph `{program.name}` keeps "
                 f"{t.dtype}{list(program.state[name].shape)}",
                 where=where,
+                code="E707",
             )
     for name in held:
         if name not in program.state_types:
-            raise GraphcError(f"corrupt checkpoint: unexpected entry `state/{_clip(name)}`", where=where)
+            raise GraphcError(f"corrupt checkpoint: unexpected entry `state/{_clip(name)}`", where=where, code="E702")
 
 
 def check_structure(program: Program, meta: CheckpointMeta | None, where: str) -> None:
@@ -830,7 +865,9 @@ def check_structure(program: Program, meta: CheckpointMeta | None, where: str) -
         return
     here, saved = structure(program), meta.structure
     if _lines_hash(saved) != meta.structure_hash:  # read_checkpoint refuses these; a Checkpoint made in code may not be
-        raise GraphcError("the checkpoint's structure hash does not match its own structure lines", where=where)
+        raise GraphcError(
+            "the checkpoint's structure hash does not match its own structure lines", where=where, code="E702"
+        )
     for ours, theirs in zip(here, saved):
         if ours != theirs:
             break
@@ -842,6 +879,7 @@ def check_structure(program: Program, meta: CheckpointMeta | None, where: str) -
         f"`{_clip(ours, 200)}` here",
         where=where,
         hint=f"load them into the graph they were trained with (`{_clip(meta.graph)}`)",
+        code="E705",
     )
 
 

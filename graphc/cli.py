@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but its complaints are GraphcErrors like every other mistake."""
 
     def error(self, message: str) -> NoReturn:
-        raise GraphcError(message, where=self.prog, hint=f"see `{self.prog} --help`")
+        raise GraphcError(message, where=self.prog, hint=f"see `{self.prog} --help`", code="E501")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ class _Output:
 
     def write(self, text: str) -> int:
         if self.stream is None:
-            raise _OutputFailed("cannot write to standard output: it is closed", where="graphc")
+            raise _OutputFailed("cannot write to standard output: it is closed", where="graphc", code="E604")
         try:
             try:
                 return self.stream.write(text)
@@ -101,7 +101,7 @@ class _OutputFailed(GraphcError):
 
 
 def _cannot_write(err: OSError) -> GraphcError:
-    return _OutputFailed(f"cannot write to standard output: {err.strerror or err}", where="graphc")
+    return _OutputFailed(f"cannot write to standard output: {err.strerror or err}", where="graphc", code="E604")
 
 
 def _drop_unwritten(stream: TextIO | None) -> None:

@@ -217,7 +217,7 @@ def load_module(
 class _Writer:
     def __init__(self, compiled: CompiledGraph, dtype: str | None, wrt: tuple[str, ...] | None, mode: str = "train"):
         if dtype is not None and dtype not in FLOAT_DTYPES:
-            raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
+            raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64", code="E503")
         self.compiled = compiled
         self.ir = compiled.ir
         override = float_dtype(dtype)
@@ -230,6 +230,7 @@ class _Writer:
                 f"graph `{compiled.name}` mixes f32 and f64 values; a generated module has one float dtype",
                 compiled.ir.span,
                 hint="give one with --dtype float32 or --dtype float64",
+                code="E907",
             )
         self.float = override or (floats.pop() if floats else "f64")
         self.decls = self.ir.decls

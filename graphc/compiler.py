@@ -47,7 +47,7 @@ def compile_module(module: ast.Module) -> list[CompiledGraph]:
         except GraphcError as err:
             errors.extend(err.diagnostics)
     if errors:
-        raise GraphcError(diagnostics=errors)
+        raise GraphcError(code=None, diagnostics=errors)
     return graphs
 
 
@@ -71,7 +71,7 @@ NO_GRAPH_HINT = (
 def select(graphs: list[CompiledGraph], name: str | None) -> CompiledGraph:
     """The graph called `name`, or the file's first graph."""
     if not graphs:
-        raise GraphcError(NO_GRAPH, hint=NO_GRAPH_HINT)
+        raise GraphcError(NO_GRAPH, hint=NO_GRAPH_HINT, code="E113")
     if name is None:
         return graphs[0]
     for graph in graphs:
@@ -79,4 +79,4 @@ def select(graphs: list[CompiledGraph], name: str | None) -> CompiledGraph:
             return graph
     names = [g.name for g in graphs]
     hint = did_you_mean(name, names) or "graphs in this file: " + ", ".join(f"`{n}`" for n in names)
-    raise GraphcError(f"no graph named `{name}`", hint=hint, where=str(graphs[0].ir.source.path))
+    raise GraphcError(f"no graph named `{name}`", hint=hint, where=str(graphs[0].ir.source.path), code="E114")

@@ -110,14 +110,15 @@ def read_idx(path: str | os.PathLike[str], max_bytes: int | None = None) -> np.n
                         f"is {size:,} bytes, more than the {limit:,} this file can hold",
                         where=where,
                         hint="delete the file and download it again",
+                        code="E607",
                     )
                 data = handle.read(limit + 1)
     except FileNotFoundError:
-        raise GraphcError("no such file", where=where) from None
+        raise GraphcError("no such file", where=where, code="E601") from None
     except IsADirectoryError:
-        raise GraphcError("is a directory, expected an IDX file", where=where) from None
+        raise GraphcError("is a directory, expected an IDX file", where=where, code="E602") from None
     except OSError as e:
-        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
+        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where, code="E603") from None
     return _parse_idx(data, where)
 
 
@@ -129,6 +130,7 @@ def _gunzip(handle: BinaryIO, magic: bytes, limit: int, where: str) -> bytes:
             "not a gzip file: the name ends in .gz but the file does not start with the gzip magic bytes 1f 8b",
             where=where,
             hint="rename the file without .gz if it is a raw IDX file, or download it again",
+            code="E607",
         )
     try:
         with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
@@ -145,23 +147,26 @@ def _gunzip(handle: BinaryIO, magic: bytes, limit: int, where: str) -> bytes:
                 f"decompresses to more than {limit:,} bytes, the most this file can hold",
                 where=where,
                 hint="delete the file and download it again",
+                code="E607",
             )
         return data
     raise GraphcError(
         f"corrupt gzip file: {reason}",
         where=where,
         hint="delete the file and download it again",
+        code="E607",
     )
 
 
 def _parse_idx(data: bytes, where: str) -> np.ndarray:
     size = len(data)
     if size == 0:
-        raise GraphcError("not an IDX file: the file is empty", where=where)
+        raise GraphcError("not an IDX file: the file is empty", where=where, code="E608")
     if size < 4:
         raise GraphcError(
             f"not an IDX file: only {size} bytes, too short for the 4-byte magic number",
             where=where,
+            code="E608",
         )
     magic = int.from_bytes(data[:4], "big")
     if data[0] != 0 or data[1] != 0:
@@ -169,6 +174,7 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
             f"not an IDX file: magic number 0x{magic:08x}, expected 0x0000080N",
             where=where,
             hint=_IDX_LAYOUT_HINT,
+            code="E608",
         )
     code, ndim = data[2], data[3]
     if code not in IDX_TYPES:
@@ -176,24 +182,28 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
             f"not an IDX file: unknown type code 0x{code:02x} in magic number 0x{magic:08x}",
             where=where,
             hint=_IDX_LAYOUT_HINT,
+            code="E608",
         )
     if ndim == 0:
         raise GraphcError(
             f"not an IDX file: magic number 0x{magic:08x} declares 0 dimensions",
             where=where,
             hint=_IDX_LAYOUT_HINT,
+            code="E608",
         )
     if ndim > limits.MAX_DIMS:
         raise GraphcError(
             f"not an IDX file graphc reads: magic number 0x{magic:08x} declares {ndim} dimensions, "
             f"more than {limits.MAX_DIMS}",
             where=where,
+            code="E608",
         )
     header = 4 + 4 * ndim
     if size < header:
         raise GraphcError(
             f"truncated IDX file: header declares {ndim} dimensions ({header} bytes of header), found {size} bytes",
             where=where,
+            code="E608",
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_TYPES[code]
@@ -207,6 +217,7 @@ def _parse_idx(data: bytes, where: str) -> np.ndarray:
             f"{what}: header says {_describe(dims)} ({expected} bytes of data), found {found} bytes",
             where=where,
             hint="delete the file and download it again",
+            code="E608",
         )
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(dims)
     if dtype.itemsize > 1:
@@ -238,9 +249,9 @@ def sha256_of_content(path: str | os.PathLike[str], max_bytes: int | None = None
         with open(path, "rb") as f:
             return _content_digest(f, where, limit)
     except FileNotFoundError:
-        raise GraphcError("no such file", where=where) from None
+        raise GraphcError("no such file", where=where, code="E601") from None
     except OSError as e:
-        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where) from None
+        raise GraphcError(f"cannot read file: {e.strerror or e}", where=where, code="E603") from None
 
 
 def _content_digest(f: BinaryIO, where: str, limit: int) -> str:
@@ -259,15 +270,17 @@ def _content_digest(f: BinaryIO, where: str, limit: int) -> str:
                     f"holds more than {limit:,} bytes, the most this file can hold",
                     where=where,
                     hint="delete the file and download it again",
+                    code="E607",
                 )
             h.update(chunk)
     except EOFError:
         raise GraphcError(
             "corrupt gzip file: the compressed data ends early (the file is truncated)",
             where=where,
+            code="E607",
         ) from None
     except (zlib.error, gzip.BadGzipFile) as e:
-        raise GraphcError(f"corrupt gzip file: {e}", where=where) from None
+        raise GraphcError(f"corrupt gzip file: {e}", where=where, code="E607") from None
     return h.hexdigest()
 
 
@@ -372,6 +385,7 @@ def download_mnist(
             f"cannot create the MNIST data directory: {e.strerror or e}",
             where=str(directory),
             hint=_fix_hint(directory),
+            code="E604",
         ) from None
     for name in missing:
         _download_one(directory, name, bases, table[name], progress, timeout)
@@ -400,12 +414,14 @@ def _download_one(
                 f"cannot write {name} into the MNIST data directory: {e}",
                 where=str(directory),
                 hint=_fix_hint(directory),
+                code="E604",
             ) from None
     tried = "\n".join(failures) if failures else "  (no mirrors configured)"
     raise GraphcError(
         f"MNIST file {name} is missing and could not be downloaded:\n{tried}",
         where=str(directory),
         hint=_fix_hint(directory),
+        code="E609",
     )
 
 
@@ -505,6 +521,7 @@ def verify_mnist(data_dir: str | os.PathLike[str] | None = None) -> Path:
                 f"checksum mismatch: SHA-256 of the decompressed content is {got}, expected {MNIST_SHA256[name]}",
                 where=str(path),
                 hint="delete the file and run again to download a fresh copy",
+                code="E610",
             )
     return directory
 
@@ -552,11 +569,12 @@ def load_mnist(
     directory = mnist_dir(data_dir)
     np_dtype = np.dtype(dtype)
     if np_dtype.kind not in "fiu":
-        raise GraphcError(f"cannot load MNIST as dtype {np_dtype}: expected a numeric dtype")
+        raise GraphcError(f"cannot load MNIST as dtype {np_dtype}: expected a numeric dtype", code="E503")
     if normalize and np_dtype.kind != "f":
         raise GraphcError(
             f"cannot normalize MNIST to [0, 1] in dtype {np_dtype}",
             hint="use a floating dtype such as float32, or do not normalize",
+            code="E503",
         )
 
     paths = {role: directory / name for role, name in MNIST_FILES.items()}
@@ -567,6 +585,7 @@ def load_mnist(
                 "MNIST files missing: " + ", ".join(missing),
                 where=str(directory),
                 hint=_fix_hint(directory),
+                code="E609",
             )
         download_mnist(directory, progress=progress)
 
@@ -590,7 +609,7 @@ def _stamp(directory: Path, paths: Mapping[str, Path]) -> tuple[Any, ...]:
         try:
             st = p.stat()
         except OSError as e:
-            raise GraphcError(f"cannot read file: {e.strerror or e}", where=str(p)) from None
+            raise GraphcError(f"cannot read file: {e.strerror or e}", where=str(p), code="E603") from None
         stats.append((st.st_size, st.st_mtime_ns, st.st_ino))
     return (str(directory.resolve()), tuple(stats))
 
@@ -630,6 +649,7 @@ def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.n
                 f"expected unsigned-byte data (IDX type 0x08), found {arr.dtype}",
                 where=str(path),
                 hint=hint,
+                code="E611",
             )
     if images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
         shape = "x".join(str(d) for d in images.shape)
@@ -637,6 +657,7 @@ def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.n
             f"expected images of shape N x 28 x 28, found {shape}",
             where=str(images_path),
             hint=hint,
+            code="E611",
         )
     if labels.ndim != 1:
         shape = "x".join(str(d) for d in labels.shape)
@@ -644,6 +665,7 @@ def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.n
             f"expected a 1-dimensional list of labels, found shape {shape}",
             where=str(labels_path),
             hint=hint,
+            code="E611",
         )
     want = MNIST_COUNTS[split]
     if len(images) != want:
@@ -651,12 +673,14 @@ def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.n
             f"expected {want} {split} images, found {len(images)}",
             where=str(images_path),
             hint=hint,
+            code="E611",
         )
     if len(labels) != len(images):
         raise GraphcError(
             f"{len(labels)} labels for {len(images)} images in {images_path.name}",
             where=str(labels_path),
             hint=hint,
+            code="E611",
         )
     if len(labels) and int(labels.max()) >= _NUM_CLASSES:
         bad = int(np.argmax(labels >= _NUM_CLASSES))
@@ -664,6 +688,7 @@ def _check_split(split: str, images: np.ndarray, images_path: Path, labels: np.n
             f"label {int(labels[bad])} at index {bad} is out of range 0..9",
             where=str(labels_path),
             hint=hint,
+            code="E611",
         )
 
 

@@ -627,6 +627,7 @@ def missing_dot(target: str) -> GraphcError:
         where="graphc draw",
         hint="install Graphviz (Debian/Ubuntu: `apt-get install graphviz`; macOS: `brew install graphviz`), "
         "or write .dot or .mmd, which need nothing but graphc",
+        code="E509",
     )
 
 
@@ -642,6 +643,7 @@ def render(dot: str, fmt: str, target: str | None = None) -> bytes:
             f"cannot render {target}: the `graphviz` Python package is not installed",
             where="graphc draw",
             hint="`pip install graphviz`, or write .dot or .mmd, which need nothing but graphc",
+            code="E509",
         ) from None
     try:
         # quiet: dot's complaints reach the person once, in the error below.
@@ -651,12 +653,15 @@ def render(dot: str, fmt: str, target: str | None = None) -> bytes:
     except graphviz.CalledProcessError as err:
         stderr = err.stderr.decode("utf-8", "replace") if isinstance(err.stderr, bytes) else str(err.stderr or "")
         detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {err.returncode}"
-        raise GraphcError(f"cannot render {target}: Graphviz failed: {detail}", where="graphc draw") from None
+        raise GraphcError(
+            f"cannot render {target}: Graphviz failed: {detail}", where="graphc draw", code="E510"
+        ) from None
     if not data:
         raise GraphcError(
             f"cannot render {target}: Graphviz's `dot` wrote nothing",
             where="graphc draw",
             hint="check the Graphviz installation (`dot -V`), or write .dot or .mmd",
+            code="E510",
         )
     return data
 
@@ -672,6 +677,7 @@ def output_format(path: str) -> str:
             f"cannot tell what to draw from the extension of `{path}`",
             where="graphc draw",
             hint=f"supported extensions: {supported} (`-o -` writes DOT to stdout)",
+            code="E507",
         )
     return FORMATS[suffix]
 

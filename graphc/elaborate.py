@@ -78,7 +78,7 @@ def elaborate(module: ast.Module) -> list[GraphIR]:
         graphs.append(builder.build())
         errors.extend(builder.errors)
     if errors:
-        raise GraphcError(diagnostics=errors)
+        raise GraphcError(code=None, diagnostics=errors)
     return graphs
 
 
@@ -87,6 +87,7 @@ def _duplicate(name: ast.Name, first: ast.Name, what: str = "") -> Diagnostic:
         f"duplicate definition of {what + ' ' if what else ''}`{name.text}`",
         name.span,
         f"`{name.text}` is first defined at line {first.span.line}; pick another name",
+        code="E102",
     )
 
 
@@ -115,8 +116,8 @@ class _GraphBuilder:
         # size is known once every `dim` is.
         self.made_up: list[tuple[str, tuple, Span]] = []
 
-    def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
-        self.errors.append(Diagnostic(message, span, hint))
+    def error(self, message: str, span: Span | None, hint: str | None = None, *, code: str) -> None:
+        self.errors.append(Diagnostic(message, span, hint, code=code))
 
     def build(self) -> GraphIR:
         for stmt in self.graph.body:
@@ -157,6 +158,7 @@ class _GraphBuilder:
                     f"value of `{name}` has {d} = {size}, but {first}",
                     span,
                     f"every value of the graph must agree on the size of `{d}`",
+                    code="E206",
                 )
 
     def check_saved_names(self) -> None:
@@ -171,6 +173,7 @@ class _GraphBuilder:
                         clash.span,
                         f"rename it: graphc names the `{item}` that {node.op.name} saves after its value, "
                         f"`{node.name}.{item}`",
+                        code="E102",
                     )
 
     def check_made_up_inputs(self) -> None:
@@ -186,12 +189,14 @@ class _GraphBuilder:
                         f"input `{decl.name}` is made up by `{decl.init.describe()}` but dim `{d}` has no size",
                         decl.init.span,
                         f"declare one in the graph, e.g. `dim {d} = 2`",
+                        code="E208",
                     )
                 else:  # a scalar: a list would have given d its size
                     self.error(
                         f"input `{decl.name}`: a single number cannot fill symbolic dim `{d}`",
                         decl.init.span,
                         f"declare its size, e.g. `dim {d} = 2`, or give a full list",
+                        code="E208",
                     )
                 break
 
@@ -208,6 +213,7 @@ class _GraphBuilder:
                     f"{limits.count_text(count)} numbers ({sizes})",
                     span,
                     limits.elements_hint(),
+                    code="E801",
                 )
 
     def define(self, name: ast.Name, decl: Decl) -> None:
@@ -223,9 +229,9 @@ class _GraphBuilder:
 
     def _DimDecl(self, stmt: ast.DimDecl) -> None:
         if stmt.name.text in self.dims:
-            self.error(f"duplicate definition of dim `{stmt.name.text}`", stmt.name.span)
+            self.error(f"duplicate definition of dim `{stmt.name.text}`", stmt.name.span, code="E102")
         elif stmt.size < 1:
-            self.error(f"dim `{stmt.name.text}` must be at least 1, got {stmt.size}", stmt.span)
+            self.error(f"dim `{stmt.name.text}` must be at least 1, got {stmt.size}", stmt.span, code="E210")
         else:
             self.dims[stmt.name.text] = stmt.size
 
@@ -247,7 +253,7 @@ class _GraphBuilder:
             role = stmt.role.text
             if role not in ROLES:
                 hint = did_you_mean(role, ROLES) or "an input is fed `from images` or `from labels`"
-                self.error(f"unknown data role `{role}`", stmt.role.span, hint)
+                self.error(f"unknown data role `{role}`", stmt.role.span, hint, code="E112")
         decl = InputDecl(
             stmt.name.text,
             stmt.name.span,
@@ -267,7 +273,7 @@ class _GraphBuilder:
         shape = _shape(stmt.type)
         type_span = stmt.type.span if stmt.type else stmt.name.span
         if dtype == "i64":
-            self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span)
+            self.error(f"param `{stmt.name.text}` must be f32 or f64: it is trained", type_span, code="E209")
         if shape is not None and not (
             self.concrete(shape, "param", stmt.name, type_span) and self.sizes_fit(shape, "param", stmt.name, type_span)
         ):
@@ -277,6 +283,7 @@ class _GraphBuilder:
                 f"param `{stmt.name.text}` has no initializer",
                 stmt.span,
                 "add one, e.g. `= normal(0.01)`, `= zeros` or `= he`",
+                code="E110",
             )
             return
         init = self.initializer(stmt.init, dtype, shape, stmt.name)
@@ -288,6 +295,7 @@ class _GraphBuilder:
                     f"param `{stmt.name.text}` needs a shape for `{init.kind}`",
                     type_span,
                     f"e.g. `param {stmt.name.text}: [784, 50] = {init.describe()}`",
+                    code="E111",
                 )
                 return
             shape = tuple(init.value.shape)
@@ -329,6 +337,7 @@ class _GraphBuilder:
                     f"`in({d.operand.text})` is only allowed in a block",
                     d.span,
                     "in a block, `in(x)` is the last dim of its operand x; in a graph, write the size",
+                    code="E128",
                 )
                 return False
         return True
@@ -338,7 +347,9 @@ class _GraphBuilder:
         symbolic = [d for d in shape if isinstance(d, str)]
         if symbolic:
             self.error(
-                f"{kind} `{name.text}` has symbolic dim `{symbolic[0]}`; a {kind}'s shape must be concrete", span
+                f"{kind} `{name.text}` has symbolic dim `{symbolic[0]}`; a {kind}'s shape must be concrete",
+                span,
+                code="E208",
             )
         return not symbolic
 
@@ -350,10 +361,11 @@ class _GraphBuilder:
             self.error(
                 f"{kind} `{name.text}` has {len(shape)} dims; a value has at most {limits.MAX_DIMS}",
                 span,
+                code="E802",
             )
             return False
         if empty:
-            self.error(f"`{name.text}` has a dim of size {empty[0]}; every size must be at least 1", span)
+            self.error(f"`{name.text}` has a dim of size {empty[0]}; every size must be at least 1", span, code="E210")
             return False
         count = math.prod(d for d in shape if isinstance(d, int))
         if limits.too_many_elements(count):
@@ -361,6 +373,7 @@ class _GraphBuilder:
                 f"{kind} `{name.text}` {shape_text(shape)} has {limits.count_text(count)} numbers",
                 span,
                 limits.elements_hint(),
+                code="E801",
             )
             return False
         return True
@@ -377,7 +390,7 @@ class _GraphBuilder:
         kind = init.kind.text
         if kind not in KINDS:
             hint = did_you_mean(kind, KINDS) or "initializers: " + ", ".join(KINDS)
-            self.error(f"unknown initializer `{kind}`", init.kind.span, hint)
+            self.error(f"unknown initializer `{kind}`", init.kind.span, hint, code="E108")
             return None
         wanted = len(KINDS[kind].params)
         if len(init.args) != wanted:
@@ -385,10 +398,13 @@ class _GraphBuilder:
                 f"initializer `{kind}` takes {wanted} number{'s' if wanted != 1 else ''}, got {len(init.args)}",
                 init.span,
                 f"write `{KINDS[kind].usage}`",
+                code="E109",
             )
             return None
         if not all(np.isfinite(init.args)):
-            self.error(f"initializer `{kind}` takes finite numbers", init.span, f"write `{KINDS[kind].usage}`")
+            self.error(
+                f"initializer `{kind}` takes finite numbers", init.span, f"write `{KINDS[kind].usage}`", code="E109"
+            )
             return None
         return Initializer(kind, init.args, None, init.span)
 
@@ -408,15 +424,17 @@ class _GraphBuilder:
         level = [literal]
         while any(isinstance(item.value, list) for item in level):
             if not all(isinstance(item.value, list) for item in level) or len({len(i.items) for i in level}) > 1:
-                self.error("ragged list: every row must have the same length", literal.span)
+                self.error("ragged list: every row must have the same length", literal.span, code="E211")
                 return None
             if not level[0].items:
-                self.error("empty list: a value needs at least one number", level[0].span)
+                self.error("empty list: a value needs at least one number", level[0].span, code="E211")
                 return None
             shape.append(len(level[0].items))
             if len(shape) > limits.MAX_DIMS:
                 depth = limits.MAX_DIMS
-                self.error(f"list nested more than {depth} deep: a value has at most {depth} dims", literal.span)
+                self.error(
+                    f"list nested more than {depth} deep: a value has at most {depth} dims", literal.span, code="E802"
+                )
                 return None
             level = [item for outer in level for item in outer.items]
         return tuple(shape), level
@@ -426,7 +444,7 @@ class _GraphBuilder:
         first number it cannot hold (out of range, or a fraction for i64)."""
 
         def unfit(leaf: ast.Literal) -> None:
-            self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype])
+            self.error(f"`{_text(leaf.span)}` is out of range for {dtype}", leaf.span, DTYPE_RANGES[dtype], code="E212")
 
         numbers = [_number(leaf) for leaf in leaves]
         if dtype == "i64":
@@ -435,7 +453,7 @@ class _GraphBuilder:
                     unfit(leaf)
                     return None
                 if isinstance(number, float) and not number.is_integer():
-                    self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span)
+                    self.error(f"`{_text(leaf.span)}` is not a whole number; `{name}` is i64", leaf.span, code="E213")
                     return None
                 if not -(2**63) <= int(number) < 2**63:
                     unfit(leaf)
@@ -463,6 +481,7 @@ class _GraphBuilder:
             self.error(
                 f"value of `{name.text}` has shape {list(value.shape)}, declared {declared.shape_text()}",
                 literal.span,
+                code="E207",
             )
         else:
             self.literal_dims += [
@@ -481,12 +500,12 @@ class _GraphBuilder:
     def unknown_op(self, name: ast.Name) -> None:
         if not self.blocks:
             hint = did_you_mean(name.text, REGISTRY) or "ops: " + ", ".join(REGISTRY)
-            self.error(f"unknown op `{name.text}`", name.span, hint)
+            self.error(f"unknown op `{name.text}`", name.span, hint, code="E103")
             return
         hint = did_you_mean(name.text, [*REGISTRY, *self.blocks]) or (
             "ops: " + ", ".join(REGISTRY) + "; blocks: " + ", ".join(self.blocks)
         )
-        self.error(f"unknown op or block `{name.text}`", name.span, hint)
+        self.error(f"unknown op or block `{name.text}`", name.span, hint, code="E103")
 
     def operand(self, arg: ast.Arg) -> tuple[str, Span]:
         if isinstance(arg, ast.Name):
@@ -538,6 +557,7 @@ class _GraphBuilder:
                 call_span,
                 f"write `{op.name}({', '.join(op.operands)})`"
                 + (f", or `-> {op.name}({', '.join(op.operands[1:])})` in a chain" if n > 1 else ""),
+                code="E106",
             )
             return False
         decl = OpNode(
@@ -564,10 +584,10 @@ class _GraphBuilder:
                 hint = did_you_mean(key, op.attributes) or (
                     f"`{op.name}` takes {known}" if known else f"`{op.name}` takes no attributes"
                 )
-                self.error(f"unknown attribute `{key}` for `{op.name}`", attr.name.span, hint)
+                self.error(f"unknown attribute `{key}` for `{op.name}`", attr.name.span, hint, code="E104")
                 ok = False
             elif key in attrs:
-                self.error(f"attribute `{key}` given twice", attr.name.span)
+                self.error(f"attribute `{key}` given twice", attr.name.span, code="E105")
                 ok = False
             elif spec.choices and attr.value.value not in spec.choices:
                 choices = ", ".join(f"`{c}`" for c in spec.choices)
@@ -575,11 +595,15 @@ class _GraphBuilder:
                     f"`{key}` of `{op.name}` must be one of {choices}, got `{attr.value.value}`",
                     attr.value.span,
                     did_you_mean(str(attr.value.value), spec.choices),
+                    code="E107",
                 )
                 ok = False
             elif spec.problem is not None and (problem := spec.problem(attr.value.value)) is not None:
                 self.error(
-                    f"`{key}` of `{op.name}` {problem}, got `{_written(attr.value)}`", attr.value.span, spec.hint
+                    f"`{key}` of `{op.name}` {problem}, got `{_written(attr.value)}`",
+                    attr.value.span,
+                    spec.hint,
+                    code="E107",
                 )
                 ok = False
             else:
@@ -602,6 +626,7 @@ class _GraphBuilder:
                 "a chain must end by naming its result",
                 last.span,
                 "end it with `-> NAME`, e.g. `x -> relu -> h`",
+                code="E007",
             )
             return
         if self.known(last.item.text):
@@ -610,10 +635,13 @@ class _GraphBuilder:
                 f"chain ends in {what} `{last.item.text}`; name its result",
                 last.item.span,
                 f"write `... -> {last.item.text} -> NAME`",
+                code="E007",
             )
             return
         if not steps and isinstance(stmt.head, ast.Name):
-            self.error("a chain needs at least one op between its ends", stmt.span, "e.g. `x -> relu -> h`")
+            self.error(
+                "a chain needs at least one op between its ends", stmt.span, "e.g. `x -> relu -> h`", code="E007"
+            )
             return
         if isinstance(stmt.head, ast.Call):
             first = self.auto_name(stmt.head.op.text) if steps else last.item.text
@@ -628,12 +656,13 @@ class _GraphBuilder:
                 hint = did_you_mean(link.item.text, [*REGISTRY, *self.blocks])
                 hint = hint or f"to name a value inside a chain, write `-> op as {link.item.text}`"
                 what = "op or block" if self.blocks else "op"
-                self.error(f"unknown {what} `{link.item.text}`", link.item.span, hint)
+                self.error(f"unknown {what} `{link.item.text}`", link.item.span, hint, code="E103")
                 return
             if final and link.alias is not None:
                 self.error(
                     f"`as {link.alias.text}` on the last op of a chain: its result is `{last.item.text}`",
                     link.alias.span,
+                    code="E007",
                 )
                 return
             if isinstance(link.item, ast.Repeat):
@@ -674,7 +703,9 @@ class _GraphBuilder:
         unnamed, dense1, dense2, dense3. The value the last one makes, or None on a mistake."""
         item = repeat.item
         if not 1 <= repeat.count <= MAX_REPEAT:
-            self.error(f"`repeat {repeat.count}`: the count must lie in 1..{MAX_REPEAT}", repeat.count_span)
+            self.error(
+                f"`repeat {repeat.count}`: the count must lie in 1..{MAX_REPEAT}", repeat.count_span, code="E130"
+            )
             return None
         if isinstance(item, ast.Name) and not self.known(item.text):
             self.unknown_op(item)
@@ -709,6 +740,7 @@ class _GraphBuilder:
                 f"block `{name.text}` uses itself ({loop})",
                 name.span,
                 "a block cannot contain itself; to apply it several times, write `repeat N` in a chain",
+                code="E127",
             )
             return False
         if len(self.scope.blocks) >= MAX_BLOCK_DEPTH:
@@ -716,6 +748,7 @@ class _GraphBuilder:
                 f"blocks nested more than {MAX_BLOCK_DEPTH} deep",
                 name.span,
                 "a use inside a use inside a use ...: write fewer levels of blocks",
+                code="E804",
             )
             return False
         if len(self.decls) > MAX_EXPANDED_VALUES:
@@ -725,6 +758,7 @@ class _GraphBuilder:
                     f"the uses of blocks make more than {MAX_EXPANDED_VALUES:,} values",
                     name.span,
                     "a graph this large is beyond what graphc runs; use fewer or smaller blocks",
+                    code="E804",
                 )
             return False
         bound = self.bind(info, call, piped)
@@ -782,6 +816,7 @@ class _GraphBuilder:
                 f"got {got}{piped_note}",
                 call.span,
                 f"write `{name}({', '.join(params)})`" + (f", or `-> {name}({rest})` in a chain" if params else ""),
+                code="E106",
             )
             return None
         given: dict[str, ast.Arg | tuple[str, Span] | ast.AttrValue] = dict(zip(params, args))
@@ -789,10 +824,10 @@ class _GraphBuilder:
             key = attr.name.text
             if key not in params:
                 hint = did_you_mean(key, params) or f"block `{name}` takes {info.signature()}"
-                self.error(f"block `{name}` has no parameter `{key}`", attr.name.span, hint)
+                self.error(f"block `{name}` has no parameter `{key}`", attr.name.span, hint, code="E104")
                 return None
             if key in given:
-                self.error(f"`{key}` given twice", attr.name.span)
+                self.error(f"`{key}` given twice", attr.name.span, code="E105")
                 return None
             given[key] = attr.value
         values: dict[str, str] = {}
@@ -818,6 +853,7 @@ class _GraphBuilder:
                 f"`{param}` of block `{info.name}` is an operand: pass it without `{param}=`",
                 arg.span,
                 f"write `{info.name}({info.signature()})`",
+                code="E129",
             )
             return None
         return self.operand(arg)[0]
@@ -829,6 +865,7 @@ class _GraphBuilder:
                 arg[1],
                 f"a block used in a chain takes the piped value as its first parameter, an operand; "
                 f"`{info.name}` takes {info.signature()}",
+                code="E129",
             )
             return None
         value = arg.text if isinstance(arg, ast.Name) else arg.value
@@ -836,13 +873,16 @@ class _GraphBuilder:
             return value  # a word for an attribute, as in `reduction=sum`
         if not isinstance(value, (int, float)):
             shown = arg.text if isinstance(arg, ast.Name) else _text(arg.span)
-            self.error(f"`{param}` of block `{info.name}` is a size: give a number, got `{shown}`", arg.span)
+            self.error(
+                f"`{param}` of block `{info.name}` is a size: give a number, got `{shown}`", arg.span, code="E129"
+            )
             return None
         if param in info.dims and (isinstance(value, float) or value < 1):
             self.error(
                 f"`{param}` of block `{info.name}` is a dim: it takes a whole number of at least 1, "
                 f"got `{_text(arg.span)}`",
                 arg.span,
+                code="E129",
             )
             return None
         return value
@@ -862,7 +902,7 @@ class _GraphBuilder:
                 problem = f"`in({operand})` of block `{info.name}`: `{value}` is {what}"
                 hint = "`in(x)` sizes a param by the last dim of x, which must be a number"
             if problem is not None:
-                self.error(problem, use, hint)
+                self.error(problem, use, hint, code="E128")
                 return None
             assert type_ is not None and isinstance(type_.shape[-1], int)
             dims[operand] = type_.shape[-1]
@@ -897,7 +937,7 @@ class _GraphBuilder:
     def _OutputDecl(self, stmt: ast.OutputDecl) -> None:
         for name in stmt.names:
             if name.text in self.output_names:
-                self.error(f"`{name.text}` is already an output", name.span)
+                self.error(f"`{name.text}` is already an output", name.span, code="E105")
             else:
                 self.outputs.append((name.text, name.span))
                 self.output_names.add(name.text)
@@ -907,7 +947,7 @@ class _GraphBuilder:
         if value is None:
             return
         if stmt.tolerance is not None and stmt.tolerance < 0:
-            self.error("a tolerance must not be negative", stmt.span)
+            self.error("a tolerance must not be negative", stmt.span, code="E115")
             return
         value_span = Span(
             stmt.span.source, stmt.value.span.line, stmt.value.span.column, stmt.span.end_line, stmt.span.end_column

@@ -3,23 +3,26 @@
 A diagnostic points at a span of some source text (a .graph file, or the
 command line itself) and renders as
 
-    models/bad.graph:7:9: error: unknown op `rleu`
+    models/bad.graph:7:9: error[E104]: unknown op `rleu`
         7 |     h = rleu(x)
           |         ^^^^
     hint: did you mean `relu`?
 
-The command line prints it and exits with status 2; nothing here raises a
-Python traceback at a person.
+Every diagnostic carries a stable code (graphc/codes.py catalogues them;
+`graphc explain E104` explains one). The command line prints it and exits with
+status 2; nothing here raises a Python traceback at a person.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import enum
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from graphc import limits
 
@@ -86,13 +89,13 @@ class Diagnostic:
     where: str | None = None
     # Labelled places elsewhere, e.g. the declaration a command-line value disagrees with.
     notes: tuple[tuple[str, Span], ...] = ()
+    # The stable code from graphc/codes.py: E... for errors, W... for warnings.
+    # Required (no default), so a new diagnostic cannot be made without one.
+    code: str = dataclasses.field(kw_only=True)
 
     def render(self) -> str:
         message = clip_message(self.message)
-        if self.span is not None:
-            head = f"{self.span}: {self.severity}: {message}"
-        else:
-            head = f"{self.where or 'graphc'}: {self.severity}: {message}"
+        head = f"{self.where_text}: {self.severity}[{self.code}]: {message}"
         lines = [head]
         spans = ([self.span] if self.span is not None else []) + list(self.related)
         if spans:
@@ -100,15 +103,46 @@ class Diagnostic:
             for span in spans:
                 lines.extend(_excerpt(span, width))
         # A place inside a block is followed by the uses it was expanded through.
-        notes = list(self.span.via if self.span is not None else ())
-        for text, span in self.notes:
-            notes += [(text, span), *span.via]
-        for text, span in notes:
+        for text, span in self._notes():
             lines.append(f"{span}: note: {text}")
             lines.extend(_excerpt(span, len(str(span.line))))
         if self.hint:
             lines.append(f"hint: {clip_message(self.hint)}")
         return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        """The diagnostic for editors and CI (`graphc check --json`): where it points
+        (1-based lines and columns, end exclusive; null without a span), what it says."""
+        place = _place(self.span) if self.span is not None else dict.fromkeys(_PLACE)
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "file": self.span.source.path if self.span is not None else self.where or "graphc",
+            **place,
+            "message": self.message,
+            "hints": [self.hint] if self.hint else [],
+            "notes": [{"message": text, "file": span.source.path, **_place(span)} for text, span in self._notes()],
+            "related": [{"file": span.source.path, **_place(span)} for span in self.related],
+        }
+
+    def _notes(self) -> list[tuple[str, Span]]:
+        """The notes under the message: the uses a span in a block was expanded through, then labelled places."""
+        notes = list(self.span.via if self.span is not None else ())
+        for text, span in self.notes:
+            notes += [(text, span), *span.via]
+        return notes
+
+    @property
+    def where_text(self) -> str:
+        """Where the diagnostic points, as its first line starts: `path:line:col`, or a prefix."""
+        return str(self.span) if self.span is not None else self.where or "graphc"
+
+
+_PLACE = ("line", "column", "end_line", "end_column")
+
+
+def _place(span: Span) -> dict[str, int]:
+    return {"line": span.line, "column": span.column, "end_line": span.end_line, "end_column": span.end_column}
 
 
 def _excerpt(span: Span, width: int) -> list[str]:
@@ -176,10 +210,13 @@ class GraphcError(Exception):
         where: str | None = None,
         diagnostics: Iterable[Diagnostic] | None = None,
         notes: Iterable[tuple[str, Span]] = (),
+        *,
+        code: str | None,
     ):
+        """`code` (graphc/codes.py) is required: None only with `diagnostics`, which carry their own."""
         if diagnostics is None:
-            assert message is not None
-            diagnostics = [Diagnostic(message, span, hint, "error", tuple(related), where, tuple(notes))]
+            assert message is not None and code is not None
+            diagnostics = [Diagnostic(message, span, hint, "error", tuple(related), where, tuple(notes), code=code)]
         self.diagnostics = list(diagnostics)
         super().__init__(self.render())
 
@@ -190,6 +227,10 @@ class GraphcError(Exception):
     @property
     def span(self) -> Span | None:
         return self.diagnostics[0].span
+
+    @property
+    def code(self) -> str:
+        return self.diagnostics[0].code
 
     def render(self) -> str:
         """Every diagnostic, up to limits.MAX_ERRORS of them, then how many more there are."""

@@ -71,6 +71,7 @@ def import_onnx(what: str = "--emit onnx") -> Any:
         raise GraphcError(
             f"{what} needs the onnx package, which is not installed",
             hint=f"install graphc's ONNX extra: {INSTALL}",
+            code="E509",
         ) from None
     return onnx
 
@@ -710,6 +711,7 @@ def _unmapped(plan: Plan, program: Program, mappings: Mapping[str, Any], what: s
                 f"ONNX export has no {what}mapping for op `{op}`",
                 node.call_span,
                 f"ops ONNX export {'differentiates' if what else 'covers'}: {covered}",
+                code="E906",
             )
 
 

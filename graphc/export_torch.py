@@ -278,6 +278,7 @@ def _unmapped(plan: Plan, program: Any) -> None:
                 f"PyTorch code generation has no mapping for op `{step.op.name}`",
                 node.call_span,
                 f"ops it covers: {', '.join(sorted(MAPPINGS))}",
+                code="E906",
             )
 
 

@@ -324,7 +324,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """
     shown = str(path)  # messages name the path as the person wrote it
     if not shown:
-        raise GraphcError("cannot write: the file name is empty")
+        raise GraphcError("cannot write: the file name is empty", code="E604")
     path = Path(path)
     directory = path.parent
     try:
@@ -332,7 +332,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     except OSError:
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
-        raise GraphcError("cannot write: is a directory", where=shown, hint="give a file name")
+        raise GraphcError("cannot write: is a directory", where=shown, hint="give a file name", code="E602")
     if mode is not None and not stat.S_ISREG(mode):
         with open(path, "wb") as handle:
             yield handle
@@ -340,12 +340,14 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     if path.is_symlink():
         path = path.resolve()  # a dangling link too: its target is made
     if not path.parent.is_dir():
-        raise GraphcError("cannot write: no such directory", where=shown, hint=f"create `{directory}` first")
+        raise GraphcError(
+            "cannot write: no such directory", where=shown, hint=f"create `{directory}` first", code="E604"
+        )
     remove_stale_temporaries(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host()}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise GraphcError(f"cannot write: {err.strerror}", where=shown) from None
+        raise GraphcError(f"cannot write: {err.strerror}", where=shown, code="E604") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -378,7 +380,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         with atomic_open(path) as handle:
             handle.write(data)
     except OSError as err:
-        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path)) from None
+        raise GraphcError(f"cannot write: {err.strerror or err}", where=str(path), code="E604") from None
 
 
 class _Probe(Exception):
@@ -395,7 +397,7 @@ def probe_write(path: str | Path, size: int = 0) -> None:
     """
     target = Path(path)
     if target.is_dir():
-        raise GraphcError("is a directory", where=str(path), hint="give a file name")
+        raise GraphcError("is a directory", where=str(path), hint="give a file name", code="E602")
     try:
         mode: int | None = os.stat(target).st_mode
     except OSError:
@@ -419,7 +421,7 @@ def probe_write(path: str | Path, size: int = 0) -> None:
         reason = err.strerror or str(err)
         if err.errno in (errno.ENOSPC, errno.EDQUOT) and size > 0:
             reason += f" (a trial write of {size:,} bytes, what the file will take, failed)"
-        raise GraphcError(f"cannot write: {reason}", where=str(path)) from None
+        raise GraphcError(f"cannot write: {reason}", where=str(path), code="E604") from None
 
 
 # --- locks --------------------------------------------------------------------------
@@ -458,18 +460,19 @@ def _acquire(target: Path, where: str) -> int:
         try:
             fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise GraphcError(f"cannot lock: {err.strerror or err} ({target})", where=where) from None
+            raise GraphcError(f"cannot lock: {err.strerror or err} ({target})", where=where, code="E605") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             owner = _read_owner(fd)
             os.close(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise GraphcError(f"cannot lock: {err.strerror or err} ({target})", where=where) from None
+                raise GraphcError(f"cannot lock: {err.strerror or err} ({target})", where=where, code="E605") from None
             raise GraphcError(
                 f"another graphc process{owner} is writing this file",
                 where=where,
                 hint="wait for it to finish, or write to another file",
+                code="E605",
             ) from None
         try:
             same = os.stat(target).st_ino == os.fstat(fd).st_ino

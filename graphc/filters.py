@@ -109,6 +109,7 @@ def filters_png(weights: np.ndarray, name: str, where: str) -> bytes:
             f"({bad.size} of {len(weights)} filters do)",
             where=where,
             hint="the weights diverged: train again with a smaller --lr",
+            code="E508",
         )
     height, width = layout(weights.shape).size
     if height * width > MAX_PIXELS:
@@ -116,6 +117,7 @@ def filters_png(weights: np.ndarray, name: str, where: str) -> bytes:
             f"cannot draw the filters `{name}`: {weights.shape[0]:,} filters of {weights.shape[1]:,} channels "
             f"make a picture of {width:,} × {height:,} pixels, more than graphc draws ({MAX_PIXELS:,})",
             where=where,
+            code="E508",
         )
     # matplotlib is heavy: imported only here. An RGB array is written as it is, pixel for pixel.
     from matplotlib.image import imsave
@@ -162,6 +164,7 @@ def choose_filters(program: Program, name: str | None, where: Span | None) -> st
                 f"--filters-param {four_d[0]} draws `{four_d[0]}`"
                 if four_d
                 else f"filters are a param {FILTERS} that conv2d reads",
+                code="E508",
             )
         return found
     decl = program.ir.decls.get(name)
@@ -169,7 +172,9 @@ def choose_filters(program: Program, name: str | None, where: Span | None) -> st
         if decl is None:
             message = f"no param named `{name}` in graph `{program.name}`"
             hint = did_you_mean(name, program.param_names)
-            raise GraphcError(message, where, hint or f"its params: {', '.join(program.param_names) or 'none'}")
+            raise GraphcError(
+                message, where, hint or f"its params: {', '.join(program.param_names) or 'none'}", code="E405"
+            )
         if isinstance(decl, OpNode):
             kind = f"computed by {decl.op.name}"
         else:
@@ -178,6 +183,7 @@ def choose_filters(program: Program, name: str | None, where: Span | None) -> st
             f"`{name}` is {kind}, not a param: --filters draws learned filters {FILTERS}",
             where,
             notes=[(f"`{name}` is declared here", decl.span)],
+            code="E508",
         )
     t = program.types[name]
     if t.ndim != 4:
@@ -186,6 +192,7 @@ def choose_filters(program: Program, name: str | None, where: Span | None) -> st
             where,
             f"--filters draws a 4-D param, as conv2d reads: {FILTERS}",
             notes=[(f"`{name}` is declared here", decl.span)],
+            code="E508",
         )
     return name
 
@@ -196,6 +203,9 @@ def check_target(path: str, where: Span | None = None) -> None:
 
     if not path.lower().endswith(".png"):
         raise GraphcError(
-            f"--filters writes a PNG image: `{path}` does not end in .png", where, "e.g. `--filters filters.png`"
+            f"--filters writes a PNG image: `{path}` does not end in .png",
+            where,
+            "e.g. `--filters filters.png`",
+            code="E507",
         )
     probe_write(path)

@@ -51,7 +51,7 @@ def imported_blocks(module: ast.Module) -> list[tuple[ast.Block, ast.Import]]:
             if key in chain:
                 names = " -> ".join(_shown(p) for p in chain[chain.index(key) :] + (key,))
                 hint = "a file cannot import itself, even through others"
-                errors.append(Diagnostic(f"import cycle: {names}", spec.span, hint))
+                errors.append(Diagnostic(f"import cycle: {names}", spec.span, hint, code="E141"))
                 continue
             if key in loaded:
                 continue
@@ -66,7 +66,7 @@ def imported_blocks(module: ast.Module) -> list[tuple[ast.Block, ast.Import]]:
 
     visit(module, (root,) if root is not None else (), None)
     if errors:
-        raise GraphcError(diagnostics=errors)
+        raise GraphcError(code=None, diagnostics=errors)
     return blocks
 
 
@@ -82,5 +82,6 @@ def _at_import(diagnostic: Diagnostic, spec: ast.Import, path: Path) -> Diagnost
             f"cannot import `{spec.path}`: {diagnostic.message}",
             spec.span,
             diagnostic.hint or f"looked for {path}; an import's path is relative to the file that imports it",
+            code="E140",
         )
     return dataclasses.replace(diagnostic, notes=diagnostic.notes + (("imported here", spec.span),))

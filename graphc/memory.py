@@ -87,6 +87,7 @@ def bind_dims(plan: Plan, ir: GraphIR, batch: int | None) -> dict[str, int]:
                 if batch is None
                 else f"declare `dim {unbound[0]} = SIZE` in the graph"
             ),
+            code="E208",
         )
     return dims
 

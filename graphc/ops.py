@@ -47,8 +47,17 @@ def _bound(formula: str, numbers: tuple[tuple[str, Any], ...]) -> str:
 class ShapeError(Exception):
     """An operand does not fit the op; shape inference adds the source position."""
 
-    def __init__(self, message: str, operand: int | None = None, attribute: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        operand: int | None = None,
+        attribute: str | None = None,
+        hint: str | None = None,
+        *,
+        code: str,  # graphc/codes.py
+    ):
         super().__init__(message)
+        self.code = code
         self.operand = operand
         self.attribute = attribute  # the attribute at fault (`axis`), where the caret goes
         self.hint = hint
@@ -927,7 +936,7 @@ def _floats(op: str, args: Sequence[Operand], what: str = "float operands") -> N
     """Ops compute in floats: only labels may be i64 (class indices)."""
     for i, a in enumerate(args):
         if a.type.dtype == "i64":
-            raise ShapeError(f"`{op}` needs {what}, `{a.name}` is i64", i)
+            raise ShapeError(f"`{op}` needs {what}, `{a.name}` is i64", i, code="E203")
 
 
 def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands") -> str | None:
@@ -941,6 +950,7 @@ def _result_dtype(op: str, args: Sequence[Operand], what: str = "float operands"
             raise ShapeError(
                 f"dtype mismatch in `{op}`: `{strong[0].name}` is {strong[0].type.dtype}, `{a.name}` is {a.type.dtype}",
                 args.index(a),
+                code="E203",
             )
     return strong[0].type.dtype if strong else None
 
@@ -954,6 +964,7 @@ def broadcast(op: str, a: Operand, b: Operand) -> tuple[Dim, ...]:
             f"shape mismatch in `{op}`: cannot broadcast {_describe(a)} with {_describe(b)} "
             f"(dim {clash.dims[0]} vs {clash.dims[1]})",
             1,
+            code="E201",
         ) from None
 
 
@@ -1058,9 +1069,9 @@ class Affine(Op):
         x, w, b = args
         dtype = _result_dtype(self.name, args)
         if w.type.ndim != 2:
-            raise ShapeError(f"affine: `{w.name}` must be a matrix, got shape {w.type.shape_text()}", 1)
+            raise ShapeError(f"affine: `{w.name}` must be a matrix, got shape {w.type.shape_text()}", 1, code="E202")
         if x.type.ndim == 0:
-            raise ShapeError(f"affine: `{x.name}` must have at least one dim, got a scalar", 0)
+            raise ShapeError(f"affine: `{x.name}` must have at least one dim, got a scalar", 0, code="E202")
         fan_in, fan_out = w.type.shape
         if x.type.ndim == 1:
             batch: tuple[Dim, ...] = ()
@@ -1075,12 +1086,14 @@ class Affine(Op):
                 f"`{w.name}` expects {fan_in} "
                 f"(`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
                 1,
+                code="E201",
             )
         out = batch + (fan_out,)
         if not _fits(b.type.shape, out):
             raise ShapeError(
                 f"shape mismatch in `affine`: bias `{b.name}` {b.type.shape_text()} does not fit x·W {shape_text(out)}",
                 2,
+                code="E201",
             )
         return TensorType(dtype, out)
 
@@ -1113,12 +1126,16 @@ class SoftmaxLoss(Op):
         _floats(self.name, [y], "float scores")
         if y.type.ndim not in (1, 2):
             raise ShapeError(
-                f"softmax_loss: scores `{y.name}` must be [N, classes] or [classes], got {y.type.shape_text()}", 0
+                f"softmax_loss: scores `{y.name}` must be [N, classes] or [classes], got {y.type.shape_text()}",
+                0,
+                code="E202",
             )
         if t.type.shape == y.type.shape:
             if y.type.dtype and t.type.dtype and t.type.dtype != "i64" and t.type.dtype != y.type.dtype:
                 raise ShapeError(
-                    f"dtype mismatch in `softmax_loss`: `{y.name}` is {y.type.dtype}, `{t.name}` is {t.type.dtype}", 1
+                    f"dtype mismatch in `softmax_loss`: `{y.name}` is {y.type.dtype}, `{t.name}` is {t.type.dtype}",
+                    1,
+                    code="E203",
                 )
         elif t.type.shape == y.type.shape[:-1]:
             pass  # integer class indices
@@ -1128,6 +1145,7 @@ class SoftmaxLoss(Op):
                 f"one-hot {y.type.shape_text()} nor class indices {shape_text(y.type.shape[:-1])} "
                 f"for scores `{y.name}`",
                 1,
+                code="E201",
             )
         return TensorType(y.type.dtype, ())  # of weak scores (consts without a dtype), weak too
 
@@ -1213,7 +1231,7 @@ class _Reduction(Op):
                 if n == 0
                 else f"`{x.name}` has {n} ax{'is' if n == 1 else 'es'}: 0 to {n - 1}, or -{n} to -1 from the end"
             )
-            raise ShapeError(f"axis {axis} is out of range for {_describe(x)}", 0, "axis", hint)
+            raise ShapeError(f"axis {axis} is out of range for {_describe(x)}", 0, "axis", hint, code="E204")
         reduced = range(x.type.ndim) if axis is None else (axis % x.type.ndim,)
         if attrs["keepdims"] == "true":
             shape = tuple(1 if i in reduced else d for i, d in enumerate(x.type.shape))
@@ -1332,7 +1350,9 @@ class BatchNorm(Op):
         dtype = _result_dtype(self.name, args)
         if x.type.ndim != 2:
             raise ShapeError(
-                f"batchnorm: `{x.name}` must be a batch of rows [N, features], got {x.type.shape_text()}", 0
+                f"batchnorm: `{x.name}` must be a batch of rows [N, features], got {x.type.shape_text()}",
+                0,
+                code="E202",
             )
         features = x.type.shape[1:]
         for i, p in ((1, gamma), (2, beta)):
@@ -1341,6 +1361,7 @@ class BatchNorm(Op):
                     f"shape mismatch in `batchnorm`: `{p.name}` {p.type.shape_text()} must be one number per "
                     f"feature of `{x.name}` {x.type.shape_text()}, {shape_text(features)}",
                     i,
+                    code="E201",
                 )
         return TensorType(dtype, x.type.shape)
 
@@ -1367,6 +1388,7 @@ def _window_out(
             f"{op}: the output {what} {arithmetic} is less than 1: the window is larger than the padded input",
             *window_at,
             f"padded, the input is {size + 2 * pad} across, the window {window}",
+            code="E205",
         )
     if reach % stride:
         raise ShapeError(
@@ -1374,6 +1396,7 @@ def _window_out(
             0,
             "stride",
             f"`stride` must divide {size} + 2·{pad} − {window} = {reach}",
+            code="E205",
         )
     return reach // stride + 1
 
@@ -1381,10 +1404,14 @@ def _window_out(
 def _image(op: str, x: Operand) -> tuple[Dim, Dim, int, int]:
     """x's N, C, H, W; H and W must be known sizes."""
     if x.type.ndim != 4:
-        raise ShapeError(f"{op}: `{x.name}` must be a batch of images [N, C, H, W], got {x.type.shape_text()}", 0)
+        raise ShapeError(
+            f"{op}: `{x.name}` must be a batch of images [N, C, H, W], got {x.type.shape_text()}", 0, code="E202"
+        )
     n, c, h, w = x.type.shape
     if not isinstance(h, int) or not isinstance(w, int):
-        raise ShapeError(f"{op}: the height and width of `{x.name}` {x.type.shape_text()} must be numbers", 0)
+        raise ShapeError(
+            f"{op}: the height and width of `{x.name}` {x.type.shape_text()} must be numbers", 0, code="E202"
+        )
     return n, c, h, w
 
 
@@ -1421,21 +1448,27 @@ class Conv2d(Op):
         dtype = _result_dtype(self.name, args)
         n, c, h, width = _image(self.name, x)
         if w.type.ndim != 4:
-            raise ShapeError(f"conv2d: filters `{w.name}` must be [FN, C, FH, FW], got {w.type.shape_text()}", 1)
+            raise ShapeError(
+                f"conv2d: filters `{w.name}` must be [FN, C, FH, FW], got {w.type.shape_text()}", 1, code="E202"
+            )
         fn, fc, fh, fw = w.type.shape
         if not all(isinstance(d, int) for d in w.type.shape):
-            raise ShapeError(f"conv2d: the shape of filters `{w.name}` {w.type.shape_text()} must be numbers", 1)
+            raise ShapeError(
+                f"conv2d: the shape of filters `{w.name}` {w.type.shape_text()} must be numbers", 1, code="E202"
+            )
         if fc != c:
             raise ShapeError(
                 f"shape mismatch in `conv2d`: `{x.name}` has {c} channels, filters `{w.name}` expect {fc} "
                 f"(`{x.name}` is {x.type.shape_text()}, `{w.name}` is {w.type.shape_text()})",
                 1,
+                code="E201",
             )
         if b.type.shape != (fn,):
             raise ShapeError(
                 f"shape mismatch in `conv2d`: bias `{b.name}` {b.type.shape_text()} must be one number per filter, "
                 f"{shape_text((fn,))}",
                 2,
+                code="E201",
             )
         stride, pad = attrs["stride"], attrs["pad"]
         oh = _window_out(self.name, "height", h, fh, stride, pad, (1, None))
@@ -1488,7 +1521,7 @@ class Flatten(Op):
         (x,) = args
         dtype = _result_dtype(self.name, args, "a float operand")
         if x.type.ndim < 2:
-            raise ShapeError(f"flatten: `{x.name}` must be a batch [N, ...], got {x.type.shape_text()}", 0)
+            raise ShapeError(f"flatten: `{x.name}` must be a batch [N, ...], got {x.type.shape_text()}", 0, code="E202")
         return TensorType(dtype, (x.type.shape[0], _product(x.type.shape[1:])))
 
 

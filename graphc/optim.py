@@ -93,7 +93,7 @@ class Optimizer:
         self.check_state(state, {name: array.shape for name, array in self._scratch.items()})
         steps = np.asarray(state["steps"])
         if int(steps) < 0:
-            raise GraphcError(f"{self.name} state `steps` must be a count, got {steps!r}")
+            raise GraphcError(f"{self.name} state `steps` must be a count, got {steps!r}", code="E710")
         for slot in self.slots:
             for name in self.names:
                 np.copyto(self.state[slot][name], state[f"{slot}/{name}"], casting="unsafe")
@@ -107,22 +107,23 @@ class Optimizer:
         expected = ["steps"] + [f"{slot}/{name}" for slot in cls.slots for name in shapes]
         for key in expected:
             if key not in state:
-                raise GraphcError(f"{cls.name} state has no `{key}`")
+                raise GraphcError(f"{cls.name} state has no `{key}`", code="E710")
         for key in state:
             if key not in expected:
-                raise GraphcError(f"{cls.name} state has `{key}`, which this model has no use for")
+                raise GraphcError(f"{cls.name} state has `{key}`, which this model has no use for", code="E710")
         for slot in cls.slots:
             for name, shape in shapes.items():
                 value = state[f"{slot}/{name}"]
                 if tuple(value.shape) != tuple(shape):
                     raise GraphcError(
                         f"{cls.name} state `{slot}/{name}` has shape {list(value.shape)}, "
-                        f"param `{name}` has {list(shape)}"
+                        f"param `{name}` has {list(shape)}",
+                        code="E710",
                     )
         steps = state["steps"]
         if tuple(steps.shape) != () or np.dtype(steps.dtype).kind not in "iu":
             shown = repr(steps) if isinstance(steps, np.ndarray) else f"{steps.dtype}{list(steps.shape)}"
-            raise GraphcError(f"{cls.name} state `steps` must be a count, got {shown}")
+            raise GraphcError(f"{cls.name} state `steps` must be a count, got {shown}", code="E710")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v:g}" for k, v in self.hyperparams().items())
@@ -274,5 +275,5 @@ def make_optimizer(name: str, params: Mapping[str, np.ndarray], lr: float | None
     cls = OPTIMIZERS.get(name)
     if cls is None:
         hint = did_you_mean(name, OPTIMIZERS) or "optimizers: " + ", ".join(OPTIMIZERS)
-        raise GraphcError(f"unknown optimizer `{name}`", hint=hint)
+        raise GraphcError(f"unknown optimizer `{name}`", hint=hint, code="E503")
     return cls(params, lr)

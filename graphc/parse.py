@@ -119,6 +119,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         raise GraphcError(
             f"list nested more than {limits.MAX_DIMS} deep: a value has at most {limits.MAX_DIMS} dims",
             _token_span(source, err.token),
+            code="E802",
         ) from None
     return _ToAst(source).transform(tree)
 
@@ -132,6 +133,7 @@ def _check_size(source: Source) -> None:
             Span(source, line, 1, line, 2),
             f"graphc reads .graph files of at most {limits.MAX_LINES:,} lines; "
             f"raise the limit with {limits.LINES_VARIABLE}=N",
+            code="E803",
         )
     widest = max(range(len(source.lines)), key=lambda i: len(source.lines[i]), default=0)
     width = len(source.line(widest + 1))
@@ -142,6 +144,7 @@ def _check_size(source: Source) -> None:
             Span(source, widest + 1, column, widest + 1, column + 1),
             f"graphc reads lines of at most {limits.MAX_LINE_CHARS:,} characters; "
             "a list may run over several lines, and large data belongs in a .npy file (--input)",
+            code="E803",
         )
 
 
@@ -151,16 +154,17 @@ def parse_file(path: str | Path) -> ast.Module:
         with path.open("rb") as file:
             data = file.read(limits.MAX_FILE_BYTES + 1)  # bounded: FILE may be /dev/zero or a pipe
     except FileNotFoundError:
-        raise GraphcError("no such file", where=str(path)) from None
+        raise GraphcError("no such file", where=str(path), code="E601") from None
     except IsADirectoryError:
-        raise GraphcError("is a directory, not a .graph file", where=str(path)) from None
+        raise GraphcError("is a directory, not a .graph file", where=str(path), code="E602") from None
     except OSError as err:
-        raise GraphcError(err.strerror or str(err), where=str(path)) from None
+        raise GraphcError(err.strerror or str(err), where=str(path), code="E603") from None
     if len(data) > limits.MAX_FILE_BYTES:
         raise GraphcError(
             f"larger than {limits.MAX_FILE_BYTES // 2**20} MiB: too large for a .graph file",
             where=str(path),
             hint="large data belongs in a .npy file, given with --input",
+            code="E803",
         )
     return parse(_decode(data, str(path)), str(path))
 
@@ -183,6 +187,7 @@ def _decode(data: bytes, path: str) -> str:
             f"not UTF-8 text: byte 0x{data[err.start]:02x} cannot start or continue a character",
             Span(source, line, column, line, column + 1),
             "save the file as UTF-8",
+            code="E006",
         ) from None
 
 
@@ -254,7 +259,7 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
         else:
             hint = None
         shown = char if char.isprintable() else repr(char)[1:-1]  # `\x00`, not an invisible character
-        return GraphcError(f"unexpected character `{shown}`", span, hint)
+        return GraphcError(f"unexpected character `{shown}`", span, hint, code="E001")
     # What the parser accepts at the error, exactly; `expected` is LALR's
     # merged lookahead, which names tokens that could not come next.
     expected: set[str] = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
@@ -264,7 +269,7 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
         span = Span(source, last, column, last, column + 1)
         hint = "every `graph NAME {` needs a closing `}`" if "RBRACE" in expected else None
         expected = (expected - {"_NL"}) or expected  # the end of the file ends the line too
-        return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint)
+        return GraphcError(f"unexpected end of file; expected {_expected(expected)}", span, hint, code="E003")
     assert isinstance(err, lark.UnexpectedToken)
     token = err.token
     span = _token_span(source, token)
@@ -275,18 +280,19 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
     if before is not None and _run_together(before, token):
         return _run_together_error(before, token, source)
     if "_NL" in expected and _starts_a_statement(err):
-        return GraphcError("two statements on one line", span, "put each statement on its own line")
+        return GraphcError("two statements on one line", span, "put each statement on its own line", code="E002")
     if token.type == "_ARROW" and not source.line(token.line)[: token.column - 1].strip():
         return GraphcError(
             "`->` at the start of a line continues a chain, but the statement before is not one",
             span,
             "a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line",
+            code="E002",
         )
     if token.type == "_NL":
-        return GraphcError(f"unexpected end of line; expected {_expected(expected)}", span, _CONTINUED)
+        return GraphcError(f"unexpected end of line; expected {_expected(expected)}", span, _CONTINUED, code="E003")
     shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
     return GraphcError(
-        f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source)
+        f"unexpected `{shown}`; expected {_expected(expected)}", span, _syntax_hint(err, expected, source), code="E002"
     )
 
 
@@ -297,6 +303,7 @@ def _run_together_error(first: Token, second: Token, source: Source) -> GraphcEr
         f"`{first}` and `{second}` run together",
         Span(source, line, column, end_line, end),
         f"put a space between them: `{first} {second}`",
+        code="E002",
     )
 
 
@@ -325,6 +332,7 @@ def _unclosed_graph(source: Source, token: Token) -> GraphcError | None:
         f"graph `{outer}` is not closed before graph `{token.value}` starts",
         Span(source, line, start, line, start + len("graph")),
         f"add `}}` at the end of graph `{outer}`",
+        code="E004",
     )
 
 
@@ -503,6 +511,7 @@ class _ToAst:
                     f"unknown escape `\\{escape}` in a string",
                     Span(self.source, line, column, line, column + 2),
                     'a string may hold `\\"`, `\\\\`, `\\n` and `\\t`',
+                    code="E005",
                 )
             parts.append(_ESCAPES[escape])
             i += 2
@@ -538,6 +547,7 @@ class _ToAst:
                 f"size `{token}` is too large: it has {len(str(token).lstrip('0')):,} digits",
                 _token_span(self.source, token),
                 limits.elements_hint(),
+                code="E801",
             )
         return _whole_number(str(token))
 

@@ -123,6 +123,7 @@ def made_up_inputs(
                 f"input `{name}` has a fixed value with {d} = {size}; --batch {batch} disagrees",
                 decls[name].span,
                 f"time it with `--batch {size}`, or without --batch",
+                code="E206",
             )
         dims[d] = size
 

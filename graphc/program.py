@@ -84,14 +84,16 @@ class Params(MutableMapping):
     def __setitem__(self, name: str, value: Any) -> None:
         if name not in self._program.param_names:
             hint = did_you_mean(name, self._program.param_names)
-            raise GraphcError(f"no param named `{name}` in graph `{self._program.name}`", hint=hint)
+            raise GraphcError(f"no param named `{name}` in graph `{self._program.name}`", hint=hint, code="E405")
         type_ = self._program.types[name]
         span = self._program.ir.decls[name].span
         array = _as_array(value, f"param `{name}`", span)
         if array.shape != type_.shape:
-            raise GraphcError(f"param `{name}` has shape {list(type_.shape)}, got {list(array.shape)}", span)
+            raise GraphcError(
+                f"param `{name}` has shape {list(type_.shape)}, got {list(array.shape)}", span, code="E403"
+            )
         if array.dtype.kind not in "biuf":
-            raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", span)
+            raise GraphcError(f"param `{name}` must be numeric, got {array.dtype}", span, code="E404")
         # A copy: optimizers update params in place, and must change neither
         # the caller's array nor a read-only one.
         self._values[name] = _cast(array, type_.dtype or "f64", f"param `{name}`", span, copy=True)
@@ -120,14 +122,16 @@ class Program:
 
     def __init__(self, compiled: CompiledGraph, *, dtype: str | None = None, seed: int = 0, mode: str = "train"):
         if mode not in MODES:
-            raise GraphcError(f"unknown mode `{mode}`", hint=did_you_mean(mode, MODES) or "modes: train, eval")
+            raise GraphcError(
+                f"unknown mode `{mode}`", hint=did_you_mean(mode, MODES) or "modes: train, eval", code="E503"
+            )
         self.compiled = compiled
         self.checked = compiled.checked
         self.ir = compiled.ir
         self.name = compiled.name
         self.seed = seed
         if dtype is not None and dtype not in FLOAT_DTYPES:
-            raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64")
+            raise GraphcError(f"unknown dtype `{dtype}`", hint="use float32 or float64", code="E503")
         self.dtype = float_dtype(dtype)
         self.types = retype(compiled.types, self.dtype)
         self.input_names = tuple(d.name for d in self.ir.inputs())
@@ -179,6 +183,7 @@ class Program:
                 f"`{name}` {concrete} is too large to allocate ({concrete.size():,} numbers of "
                 f"{DTYPES[dtype].itemsize} bytes)",
                 decl.span,
+                code="E801",
             ) from None
 
     def _class_counts(self) -> dict[str, list]:
@@ -239,12 +244,12 @@ class Program:
                 if self.input_names
                 else "this graph has no inputs"
             )
-            raise GraphcError(f"no input named `{name}` in graph `{self.name}`", hint=hint)
+            raise GraphcError(f"no input named `{name}` in graph `{self.name}`", hint=hint, code="E405")
         decl = self.ir.decls[name]
         t = self.types[name]
         array = _as_array(value, f"input `{name}`", decl.span)
         if array.dtype.kind not in "biuf":
-            raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span)
+            raise GraphcError(f"input `{name}` must be numeric, got {array.dtype}", decl.span, code="E404")
         shape, dtype = t.shape, t.dtype or "f64"  # an input always has a dtype
         classes = self._classes.get(name, [])  # the readers' class counts, where `name` is class indices
         one_hot = name in self.label_inputs and not classes and len(shape) >= 1
@@ -252,12 +257,13 @@ class Program:
             # one-hot labels given as class indices
             classes, shape, dtype = [shape[-1]], shape[:-1], "i64"
         elif t.dtype == "i64" and array.dtype.kind not in "biu":
-            raise GraphcError(f"input `{name}` is i64, got {array.dtype} values", decl.span)
+            raise GraphcError(f"input `{name}` is i64, got {array.dtype} values", decl.span, code="E404")
         if array.ndim != len(shape) or any(isinstance(d, int) and d != n for d, n in zip(shape, array.shape)):
             raise GraphcError(
                 f"input `{name}` expects shape {shape_text(shape)}, got {list(array.shape)}",
                 decl.span,
                 f"labels may also be class indices of shape {shape_text(t.shape[:-1])}" if one_hot else None,
+                code="E403",
             )
         empty = next((d for d, n in zip(shape, array.shape) if isinstance(d, str) and n < 1), None)
         if empty is not None:
@@ -265,6 +271,7 @@ class Program:
                 f"input `{name}` has {empty} = 0; every size must be at least 1",
                 decl.span,
                 f"give `{name}` at least one row" if shape and empty == shape[0] else None,
+                code="E210",
             )
         if bindings is not None:
             for d, n in zip(shape, array.shape):
@@ -275,16 +282,17 @@ class Program:
                             f"input `{name}` has {d} = {n}, but `{first}` has {d} = {size}",
                             decl.span,
                             f"every input must agree on the size of `{d}`",
+                            code="E206",
                         )
                     bindings.setdefault(d, (n, name))
         if name in self._one_hot_labels and array.ndim == len(t.shape):  # rows, not class indices
             problem = onehot_problem(array)
             if problem is not None:
-                raise GraphcError(f"input `{name}`: {problem}", decl.span)
+                raise GraphcError(f"input `{name}`: {problem}", decl.span, code="E402")
         for count in classes:
             problem = index_problem(array, count)
             if problem is not None:
-                raise GraphcError(f"input `{name}`: {problem}", decl.span)
+                raise GraphcError(f"input `{name}`: {problem}", decl.span, code="E402")
         if classes and name in self.label_inputs:
             dtype = "i64"  # whole numbers, as checked; declared `input t: [N]`, they would index as floats
         return _cast(array, dtype, f"input `{name}`", decl.span)
@@ -308,6 +316,7 @@ class Program:
                     decl.span,
                     f"give it one: `--set {name}=VALUE` or `--input {name}=FILE.npy` on the command line, "
                     f"a keyword argument in Python, or a default in the graph (`input {name} = ...`)",
+                    code="E401",
                 )
         self.check_sizes({d: n for d, (n, _) in bindings.items()})
         return env
@@ -335,6 +344,7 @@ class Program:
                     + (f" with {sizes}" if sizes else ""),
                     self.ir.decls[name].span,
                     limits.elements_hint(),
+                    code="E801",
                 )
         self._check_budget(self.checked.order, dims)
         self._sizes_checked.add(key)
@@ -362,6 +372,7 @@ class Program:
             + f", {limits.count_text(counts[largest])} of them in `{largest}` {self.types[largest].shape_text()}",
             self.ir.decls[largest].span,
             limits.run_hint(),
+            code="E801",
         )
 
     # --- running ------------------------------------------------------------
@@ -400,6 +411,7 @@ class Program:
                         f"labels `{labels.name}` computed by `{labels.op.name}`: {problem}",
                         node.arg_spans[position],
                         ONEHOT_HINT,
+                        code="E402",
                     )
 
     def backward(self, seed: Any = None) -> dict[str, np.ndarray]:
@@ -409,7 +421,7 @@ class Program:
         labels); values with no path to the output get zeros.
         """
         if self._tape is None:
-            raise GraphcError("backward() needs a forward() first", hint="call program.forward(...) first")
+            raise GraphcError("backward() needs a forward() first", hint="call program.forward(...) first", code="E407")
         output = self.checked.output  # the plan's seed
         out_value = self.values[output]
         if seed is None:
@@ -418,7 +430,7 @@ class Program:
             seed = np.asarray(seed, dtype=np.asarray(out_value).dtype)
             if seed.shape != np.shape(out_value):
                 raise GraphcError(
-                    f"seed has shape {list(seed.shape)}, output `{output}` has {list(np.shape(out_value))}"
+                    f"seed has shape {list(seed.shape)}, output `{output}` has {list(np.shape(out_value))}", code="E407"
                 )
         # The interpreter hands back no two gradients as one array, and none as the seed.
         with np.errstate(all="ignore"):
@@ -532,14 +544,16 @@ def _as_array(value: Any, what: str, span: Span) -> np.ndarray:
     try:
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as err:
-        raise GraphcError(f"{what}: cannot make an array: {err}", span) from None
+        raise GraphcError(f"{what}: cannot make an array: {err}", span, code="E406") from None
 
 
 def _cast(array: Any, dtype: str, what: str, span: Span, copy: bool = False) -> np.ndarray:
     """`array` as `dtype`, or a GraphcError at `span` naming a value the dtype cannot hold."""
     bad = unrepresentable(array, dtype)
     if bad is not None:
-        raise GraphcError(f"{what}: {number_text(bad)} is out of range for {dtype}", span, DTYPE_RANGES[dtype])
+        raise GraphcError(
+            f"{what}: {number_text(bad)} is out of range for {dtype}", span, DTYPE_RANGES[dtype], code="E212"
+        )
     return np.asarray(array).astype(DTYPES[dtype], copy=copy)
 
 

@@ -61,13 +61,13 @@ def infer_shapes(checked: CheckedGraph) -> dict[str, TensorType]:
         except ShapeError as err:
             span = decl.arg_spans[err.operand] if err.operand is not None else decl.call_span
             span = decl.attr_spans.get(err.attribute or "", span)  # an attribute at fault, where written
-            errors.append(Diagnostic(str(err), span, err.hint or _hint(checked, decl, err)))
+            errors.append(Diagnostic(str(err), span, err.hint or _hint(checked, decl, err), code=err.code))
     if not errors:
         errors = _weak_dtypes(checked, types)
     if not errors:
         errors = _labels(checked, types)
     if errors:
-        raise GraphcError(diagnostics=errors)
+        raise GraphcError(code=None, diagnostics=errors)
     return types
 
 
@@ -148,7 +148,10 @@ def _out_of_range(decl: ConstDecl, wanted: dict[str, tuple[str, Span]]) -> Diagn
                 else f"{_what(decl)} holds {number_text(bad)},"
             )
             return Diagnostic(
-                f"{held} out of range for {float_dtype}, the dtype of `{reader}`", span, DTYPE_RANGES[float_dtype]
+                f"{held} out of range for {float_dtype}, the dtype of `{reader}`",
+                span,
+                DTYPE_RANGES[float_dtype],
+                code="E212",
             )
     return None
 
@@ -174,7 +177,9 @@ def _disagree(decl: Decl, wanted: dict[str, tuple[str, Span]]) -> Diagnostic:
             )
     else:
         hint = "it computes on consts alone, which take one dtype; declare the consts it reads with a dtype"
-    return Diagnostic(f"{_what(decl)} is read as {first} by `{reader1}` and as {second} by `{reader2}`", span, hint)
+    return Diagnostic(
+        f"{_what(decl)} is read as {first} by `{reader1}` and as {second} by `{reader2}`", span, hint, code="E214"
+    )
 
 
 def _labels(checked: CheckedGraph, types: dict[str, TensorType]) -> list[Diagnostic]:
@@ -202,6 +207,7 @@ def _label_problem(
             f"class indices `{labels}` are computed by `{source.op.name}`; labels must be an input or a const",
             node.arg_spans[position],
             f"one-hot labels of shape {types[scores].shape_text()} may be computed",
+            code="E402",
         )
     if isinstance(source, ConstDecl):
         values, what, span = source.value, _what(source), node.arg_spans[position]
@@ -217,7 +223,7 @@ def _label_problem(
         hint = f"`{scores}` {types[scores].shape_text()} has {classes} classes" if "lie in" in problem else None
     else:
         hint = ONEHOT_HINT
-    return Diagnostic(f"{what}: {problem}", span, hint)
+    return Diagnostic(f"{what}: {problem}", span, hint, code="E402")
 
 
 ONEHOT_HINT = "labels shaped like the scores are one-hot rows, or probabilities: non-negative, each row summing to 1"

@@ -101,7 +101,7 @@ def check_grads(
 ) -> list[GradCheck]:
     """Compare backprop with numerical gradients for every input and param that gets one."""
     if any(t.dtype == "f32" for t in program.types.values()):
-        raise GraphcError("gradient checks run in float64; compile the program without dtype=float32")
+        raise GraphcError("gradient checks run in float64; compile the program without dtype=float32", code="E407")
     feeds = feeds or {}
     draws = program.rng.bit_generator.state  # backprop's masks are the ones the differences hold fixed
     program.forward(**feeds)

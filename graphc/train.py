@@ -93,6 +93,7 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
                     f"input `{decl.name}` is fed `from {role}`, but MNIST {role} need {want}; "
                     f"`{decl.name}` is {program.compiled.types[decl.name]}",
                     decl.role_span or decl.span,
+                    code="E903",
                 )
             chosen[role] = decl
             continue
@@ -107,6 +108,7 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
                 f"no input of graph `{program.name}` can take the MNIST {role}: it needs {want}",
                 program.ir.span,
                 f"declare one, e.g. `input {'x' if role == 'images' else 't'}: {example} from {role}`",
+                code="E903",
             )
         else:
             names = ", ".join(f"`{d.name}`" for d in candidates[:-1]) + f" and `{candidates[-1].name}`"
@@ -116,6 +118,7 @@ def find_roles(program: Program, classes: int = MNIST_CLASSES) -> tuple[str, str
                 candidates[0].span,
                 f"say which with `from {role}`, e.g. `input {candidates[0].name}: ... from {role}`",
                 related=[d.span for d in candidates[1:]],
+                code="E903",
             )
     return chosen["images"].name, chosen["labels"].name
 
@@ -187,6 +190,7 @@ def check_loss(program: Program) -> None:
             span,
             "training minimises the first output; make it one number, e.g. "
             "`loss = softmax_loss(y, t)` and `output loss`",
+            code="E902",
         )
 
 
@@ -224,11 +228,14 @@ def _prepare(
         x = np.asarray(x)
         y = np.asarray(y)
         if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
-            raise GraphcError(f"{name} {split}: expected {len(x)} integer class labels, got {y.dtype}{list(y.shape)}")
+            raise GraphcError(
+                f"{name} {split}: expected {len(x)} integer class labels, got {y.dtype}{list(y.shape)}", code="E903"
+            )
         if math.prod(x.shape[1:]) != math.prod(sample):
             raise GraphcError(
                 f"{name} {split} images have shape {list(x.shape[1:])}, input `{images}` expects {list(sample)}",
                 program.ir.decls[images].span,
+                code="E903",
             )
         x = x.reshape((len(x),) + sample).astype(dtype, copy=False)
         if feeds_labels_as_indices:
@@ -249,6 +256,7 @@ def _prepare(
             f"not one score per class ([{x_type.shape[0]}, {classes}])",
             program.ir.decls[scores].span,
             "the output should be softmax_loss(scores, labels), with scores of shape [N, classes]",
+            code="E904",
         )
     extra: dict[str, np.ndarray] = {}
     defaults = program.default_feeds()
@@ -261,6 +269,7 @@ def _prepare(
                 f"input `{decl.name}` is fed neither images nor labels, and has no fixed value to train with",
                 decl.span,
                 f"give it a value (`input {decl.name} = 0.5`) or make it a param",
+                code="E903",
             )
         extra[decl.name] = program.feed(decl.name, defaults[decl.name])
     (x_train, t_train, y_train), (x_test, t_test, y_test) = prepared
@@ -272,7 +281,7 @@ def load_data(
 ) -> TrainData:
     """A known dataset (only "mnist" for now), loaded and checked against `program`."""
     if name not in DATASETS:
-        raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS))
+        raise GraphcError(f"unknown dataset `{name}`", hint="known datasets: " + ", ".join(DATASETS), code="E503")
     check_loss(program)  # before any download
     roles = find_roles(program)
     images_dtype = program.types[roles[0]].dtype
@@ -360,21 +369,22 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         if self.iters < 1:
-            raise GraphcError(f"iterations must be at least 1, got {self.iters}")
+            raise GraphcError(f"iterations must be at least 1, got {self.iters}", code="E502")
         if self.batch < 1:
-            raise GraphcError(f"batch size must be at least 1, got {self.batch}")
+            raise GraphcError(f"batch size must be at least 1, got {self.batch}", code="E502")
         if self.eval_sample is not None and self.eval_sample < 1:
-            raise GraphcError(f"the evaluation sample must be at least 1 image, got {self.eval_sample}")
+            raise GraphcError(f"the evaluation sample must be at least 1 image, got {self.eval_sample}", code="E502")
         if self.optimizer not in OPTIMIZERS:
             make_optimizer(self.optimizer, {})  # raises, with a hint
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise GraphcError(f"learning rate must be a positive number, got {self.lr}")
+            raise GraphcError(f"learning rate must be a positive number, got {self.lr}", code="E502")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise GraphcError(f"weight decay must be a number at least 0, got {self.weight_decay}")
+            raise GraphcError(f"weight decay must be a number at least 0, got {self.weight_decay}", code="E502")
         if self.engine not in ENGINES:
             raise GraphcError(
                 f"unknown engine `{self.engine}`",
                 hint=did_you_mean(self.engine, ENGINES) or "engines: " + ", ".join(ENGINES),
+                code="E503",
             )
 
 
@@ -411,7 +421,7 @@ class Diverged(GraphcError):
     """The loss became NaN or infinite: a check that failed (exit status 1)."""
 
     def __init__(self, message: str, hint: str, iteration: int, tensor: str, loss: float):
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, code="E901")
         self.iteration = iteration
         self.tensor = tensor
         self.loss = loss
@@ -436,6 +446,7 @@ def _weight_decay(program: Program, lam: float) -> WeightDecay | None:
             f"weight decay needs weights to decay: graph `{program.name}` reads no param as the W of an `affine`",
             program.ir.span,
             "train without --weight-decay",
+            code="E905",
         )
     return WeightDecay(program.params, weights, lam)
 
@@ -454,6 +465,7 @@ class Trainer:
                 f"batch size {options.batch}: a minibatch of {options.batch:,} rows of {rows:,} numbers is more "
                 "than graphc takes in one tensor",
                 hint=limits.elements_hint(),
+                code="E801",
             )
         self.program = program
         self.data = data
@@ -484,18 +496,20 @@ class Trainer:
                 "these weights hold no training state to resume from",
                 where=where,
                 hint="resume from a checkpoint written by `graphc train --save`",
+                code="E709",
             )
         if meta.optimizer != self.optimizer.name:
             raise GraphcError(
                 f"the checkpoint was trained with {meta.optimizer}, not {self.optimizer.name}",
                 where=where,
                 hint=f"resume with `--optimizer {meta.optimizer}`",
+                code="E710",
             )
         apply_weights(self.program, checkpoint)
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer_state)
         except GraphcError as err:
-            raise GraphcError(f"corrupt training state: {err.message}", where=where) from None
+            raise GraphcError(f"corrupt training state: {err.message}", where=where, code=err.code) from None
         self.rng = meta.rng()
         dropout_rng = meta.dropout_rng()
         if dropout_rng is not None:

@@ -344,7 +344,7 @@ def test_a_dropout_ratio_of_one_or_more_is_an_error_at_the_attribute():
             output y
         }
     """) == (
-        "m.graph:3:26: error: `ratio` of `dropout` must be in [0, 1), got `1.5`\n"
+        "m.graph:3:26: error[E107]: `ratio` of `dropout` must be in [0, 1), got `1.5`\n"
         " 3 |     y = dropout(x, ratio=1.5)\n"
         "   |                          ^^^\n"
         "hint: the book drops half: `ratio=0.5`; `ratio=0` keeps everything"
@@ -359,7 +359,7 @@ def test_a_dropout_ratio_that_is_not_a_number_is_an_error():
             output y
         }
     """) == (
-        "m.graph:3:24: error: `ratio` of `dropout` must be a number, got `half`\n"
+        "m.graph:3:24: error[E107]: `ratio` of `dropout` must be a number, got `half`\n"
         " 3 |     x -> dropout(ratio=half) -> y\n"
         "   |                        ^^^^\n"
         "hint: the book drops half: `ratio=0.5`; `ratio=0` keeps everything"
@@ -381,7 +381,7 @@ def batchnorm_error(call: str = "batchnorm(x, g, b)", x: str = "[N, 3]", gamma: 
 
 def test_batchnorm_of_a_single_row_is_an_error_at_the_operand():
     assert batchnorm_error(x="[3]") == (
-        "m.graph:5:19: error: batchnorm: `x` must be a batch of rows [N, features], got [3]\n"
+        "m.graph:5:19: error[E202]: batchnorm: `x` must be a batch of rows [N, features], got [3]\n"
         " 5 |     y = batchnorm(x, g, b)\n"
         "   |                   ^\n"
         "hint: input `x` is declared f64[3] at line 2"
@@ -390,7 +390,7 @@ def test_batchnorm_of_a_single_row_is_an_error_at_the_operand():
 
 def test_batchnorm_with_gamma_of_the_wrong_size_is_an_error():
     assert batchnorm_error(gamma="[4]") == (
-        "m.graph:5:22: error: shape mismatch in `batchnorm`: `g` [4] must be one number per feature of `x` "
+        "m.graph:5:22: error[E201]: shape mismatch in `batchnorm`: `g` [4] must be one number per feature of `x` "
         "[N, 3], [3]\n"
         " 5 |     y = batchnorm(x, g, b)\n"
         "   |                      ^\n"
@@ -400,7 +400,7 @@ def test_batchnorm_with_gamma_of_the_wrong_size_is_an_error():
 
 def test_a_momentum_of_one_is_an_error():
     assert batchnorm_error("batchnorm(x, g, b, momentum=1)") == (
-        "m.graph:5:37: error: `momentum` of `batchnorm` must be in [0, 1), got `1`\n"
+        "m.graph:5:37: error[E107]: `momentum` of `batchnorm` must be in [0, 1), got `1`\n"
         " 5 |     y = batchnorm(x, g, b, momentum=1)\n"
         "   |                                     ^\n"
         "hint: the book's is `momentum=0.9`"
@@ -410,12 +410,12 @@ def test_a_momentum_of_one_is_an_error():
 def test_an_unknown_mode_is_an_error():
     with pytest.raises(GraphcError) as info:
         drop(mode="test")
-    assert info.value.render() == "graphc: error: unknown mode `test`\nhint: modes: train, eval"
+    assert info.value.render() == "graphc: error[E503]: unknown mode `test`\nhint: modes: train, eval"
 
 
 def test_an_eps_of_zero_is_an_error():
     assert batchnorm_error("batchnorm(x, g, b, eps=0)") == (
-        "m.graph:5:32: error: `eps` of `batchnorm` must be in (0, 1), got `0`\n"
+        "m.graph:5:32: error[E107]: `eps` of `batchnorm` must be in (0, 1), got `0`\n"
         " 5 |     y = batchnorm(x, g, b, eps=0)\n"
         "   |                                ^\n"
         "hint: a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`"

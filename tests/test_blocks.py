@@ -202,7 +202,7 @@ graph g {
 
 def test_a_shape_error_inside_a_block_shows_every_use_it_was_expanded_through():
     assert error(TWO) == text("""
-        m.graph:4:17: error: shape mismatch in `affine`: `h1` has 784 features, `y.dense1.W` expects 50 (`h1` is [N, 784], `y.dense1.W` is [50, 50])
+        m.graph:4:17: error[E201]: shape mismatch in `affine`: `h1` has 784 features, `y.dense1.W` expects 50 (`h1` is [N, 784], `y.dense1.W` is [50, 50])
          4 |     x -> affine(W, b) -> relu -> out
            |                 ^
         m.graph:7:10: note: in this use of `dense`
@@ -229,7 +229,7 @@ def test_a_block_that_uses_itself():
             output y
         }
     """) == text("""
-        m.graph:5:10: error: block `a` uses itself (a -> b -> a)
+        m.graph:5:10: error[E127]: block `a` uses itself (a -> b -> a)
          5 |     x -> a -> out
            |          ^
         m.graph:2:10: note: in this use of `b`
@@ -253,11 +253,11 @@ def test_wrong_number_of_arguments():
         }
         """)
     ) == text("""
-        m.graph:9:9: error: wrong number of arguments: block `dense` takes 2 (x, n_out), got 1
+        m.graph:9:9: error[E106]: wrong number of arguments: block `dense` takes 2 (x, n_out), got 1
          9 |     h = dense(x)
            |         ^^^^^^^^
         hint: write `dense(x, n_out)`, or `-> dense(n_out)` in a chain
-        m.graph:10:10: error: wrong number of arguments: block `dense` takes 2 (x, n_out), got 2 plus the value piped in by `->`
+        m.graph:10:10: error[E106]: wrong number of arguments: block `dense` takes 2 (x, n_out), got 2 plus the value piped in by `->`
          10 |     x -> dense(3, 4) -> y
             |          ^^^^^^^^^^^
         hint: write `dense(x, n_out)`, or `-> dense(n_out)` in a chain
@@ -276,11 +276,11 @@ def test_unknown_size_parameter():
             output y
         }
     """) == text("""
-        m.graph:2:22: error: `n_outs` is not a parameter of block `dense`
+        m.graph:2:22: error[E126]: `n_outs` is not a parameter of block `dense`
          2 |     param W: [in(x), n_outs] = he
            |                      ^^^^^^
         hint: did you mean `n_out`?
-        m.graph:1:16: error: parameter `n_out` of block `dense` is never used
+        m.graph:1:16: error[E125]: parameter `n_out` of block `dense` is never used
          1 | block dense(x, n_out) {
            |                ^^^^^
         hint: use it as a value, as a size (a dim or an attribute's value), or remove it
@@ -297,7 +297,7 @@ def test_unknown_block():
         }
         """)
     ) == text("""
-        m.graph:9:10: error: unknown op or block `dens`
+        m.graph:9:10: error[E103]: unknown op or block `dens`
          9 |     x -> dens(3) -> y
            |          ^^^^
         hint: did you mean `dense`?
@@ -308,7 +308,7 @@ def test_duplicate_block():
     assert error(
         DENSE + DENSE + "graph g {\n    input x: f64[N, 4]\n    x -> dense(3) -> y\n    output y\n}\n"
     ) == text("""
-        m.graph:7:7: error: duplicate definition of block `dense`
+        m.graph:7:7: error[E102]: duplicate definition of block `dense`
          7 | block dense(x, n_out) {
            |       ^^^^^
         hint: `dense` is first defined at line 1; pick another name
@@ -321,7 +321,7 @@ def test_duplicate_block():
         (
             "block b(x, n) {\n    param W: [n, n] = he\n    y = mul(x, n)\n    x -> relu -> out\n}",
             """
-            m.graph:3:16: error: `n` is used as a value here and as a size at line 2
+            m.graph:3:16: error[E124]: `n` is used as a value here and as a size at line 2
              3 |     y = mul(x, n)
                |                ^
             hint: a parameter of block `b` is either an operand (a value) or a size (a number)
@@ -330,7 +330,7 @@ def test_duplicate_block():
         (
             "block b(x, n) {\n    x -> relu -> out\n}",
             """
-            m.graph:1:12: error: parameter `n` of block `b` is never used
+            m.graph:1:12: error[E125]: parameter `n` of block `b` is never used
              1 | block b(x, n) {
                |            ^
             hint: use it as a value, as a size (a dim or an attribute's value), or remove it
@@ -339,7 +339,7 @@ def test_duplicate_block():
         (
             "block b(x) {\n    x -> relu -> y\n}",
             """
-            m.graph:1:7: error: block `b` never defines `out`
+            m.graph:1:7: error[E121]: block `b` never defines `out`
              1 | block b(x) {
                |       ^
             hint: name the block's result `out`, e.g. `x -> relu -> out`
@@ -348,7 +348,7 @@ def test_duplicate_block():
         (
             "block b(x) {\n    input t: f64[2]\n    x -> relu -> out\n}",
             """
-            m.graph:2:5: error: `input` is not allowed in a block
+            m.graph:2:5: error[E123]: `input` is not allowed in a block
              2 |     input t: f64[2]
                |     ^^^^^
             hint: a block's values come in through its parameters, e.g. `block dense(x, n_out)`
@@ -357,7 +357,7 @@ def test_duplicate_block():
         (
             "block b(x) {\n    x -> relu -> out\n    output out\n}",
             """
-            m.graph:3:5: error: `output` is not allowed in a block
+            m.graph:3:5: error[E123]: `output` is not allowed in a block
              3 |     output out
                |     ^^^^^^
             hint: a block's result is the value it names `out`, e.g. `x -> relu -> out`
@@ -366,7 +366,7 @@ def test_duplicate_block():
         (
             "block relu(x) {\n    x -> sigmoid -> out\n}\nblock b(x) {\n    x -> relu -> out\n}",
             """
-            m.graph:1:7: error: block `relu` has the name of an op
+            m.graph:1:7: error[E120]: block `relu` has the name of an op
              1 | block relu(x) {
                |       ^^^^
             hint: pick another name
@@ -386,7 +386,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "y = dense(x, x)",
             """
-            m.graph:9:18: error: `n_out` of block `dense` is a size: give a number, got `x`
+            m.graph:9:18: error[E129]: `n_out` of block `dense` is a size: give a number, got `x`
              9 |     y = dense(x, x)
                |                  ^
             """,
@@ -394,7 +394,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "y = dense(x, 2.5)",
             """
-            m.graph:9:18: error: `n_out` of block `dense` is a dim: it takes a whole number of at least 1, got `2.5`
+            m.graph:9:18: error[E129]: `n_out` of block `dense` is a dim: it takes a whole number of at least 1, got `2.5`
              9 |     y = dense(x, 2.5)
                |                  ^^^
             """,
@@ -402,7 +402,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "y = dense(x, m=3)",
             """
-            m.graph:9:18: error: block `dense` has no parameter `m`
+            m.graph:9:18: error[E104]: block `dense` has no parameter `m`
              9 |     y = dense(x, m=3)
                |                  ^
             hint: block `dense` takes x, n_out
@@ -411,7 +411,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "x -> repeat 0 dense(3) -> y",
             """
-            m.graph:9:17: error: `repeat 0`: the count must lie in 1..1000
+            m.graph:9:17: error[E130]: `repeat 0`: the count must lie in 1..1000
              9 |     x -> repeat 0 dense(3) -> y
                |                 ^
             """,
@@ -419,7 +419,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "y = dense(h, 3)\n    h = relu(x)",
             """
-            m.graph:9:9: error: the shape of `h` is not known where block `dense` is used
+            m.graph:9:9: error[E128]: the shape of `h` is not known where block `dense` is used
              9 |     y = dense(h, 3)
                |         ^^^^^^^^^^^
             hint: `in(x)` reads the shape of the value passed in: define `h` before this use
@@ -428,7 +428,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "x -> relu -> dense",
             """
-            m.graph:9:18: error: chain ends in block `dense`; name its result
+            m.graph:9:18: error[E007]: chain ends in block `dense`; name its result
              9 |     x -> relu -> dense
                |                  ^^^^^
             hint: write `... -> dense -> NAME`
@@ -437,7 +437,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "y = dense(x, n_out=3, n_out=4)",
             """
-            m.graph:9:9: error: wrong number of arguments: block `dense` takes 2 (x, n_out), got 3
+            m.graph:9:9: error[E106]: wrong number of arguments: block `dense` takes 2 (x, n_out), got 3
              9 |     y = dense(x, n_out=3, n_out=4)
                |         ^^^^^^^^^^^^^^^^^^^^^^^^^^
             hint: write `dense(x, n_out)`, or `-> dense(n_out)` in a chain
@@ -446,7 +446,7 @@ def test_mistakes_in_a_definition(block, message):
         (
             "x -> repeat 2 dense(3) as h -> y",
             """
-            m.graph:9:31: error: `as h` on the last op of a chain: its result is `y`
+            m.graph:9:31: error[E007]: `as h` on the last op of a chain: its result is `y`
              9 |     x -> repeat 2 dense(3) as h -> y
                |                               ^
             """,
@@ -470,13 +470,13 @@ def test_mistakes_in_a_use(use, message):
 
 def test_in_of_a_symbolic_dim_and_in_outside_a_block():
     assert error(DENSE + "graph g {\n    input x: f64[N]\n    y = dense(x, 3)\n    output y\n}\n") == text("""
-        m.graph:8:9: error: `in(x)` of block `dense`: `x` is [N], whose last dim is symbolic
+        m.graph:8:9: error[E128]: `in(x)` of block `dense`: `x` is [N], whose last dim is symbolic
          8 |     y = dense(x, 3)
            |         ^^^^^^^^^^^
         hint: `in(x)` sizes a param by the last dim of x, which must be a number
     """)
     assert error("graph g {\n    input x: f64[N, 4]\n    param W: [in(x), 3] = he\n    output x\n}\n") == text("""
-        m.graph:3:15: error: `in(x)` is only allowed in a block
+        m.graph:3:15: error[E128]: `in(x)` is only allowed in a block
          3 |     param W: [in(x), 3] = he
            |               ^^^^^
         hint: in a block, `in(x)` is the last dim of its operand x; in a graph, write the size
@@ -494,7 +494,7 @@ def test_an_undefined_name_inside_a_block_shows_the_use():
             output y
         }
     """) == text("""
-        m.graph:2:14: error: undefined name `y.scale`
+        m.graph:2:14: error[E101]: undefined name `y.scale`
          2 |     x -> mul(scale) -> out
            |              ^^^^^
         m.graph:6:9: note: in this use of `b`
@@ -515,7 +515,7 @@ def test_a_value_piped_into_a_size():
             output y
         }
     """) == text("""
-        m.graph:7:5: error: the value piped in by `->` goes to `k`, a size of block `scale`
+        m.graph:7:5: error[E129]: the value piped in by `->` goes to `k`, a size of block `scale`
          7 |     x -> scale(x) -> y
            |     ^
         hint: a block used in a chain takes the piped value as its first parameter, an operand; `scale` takes k, x
@@ -779,7 +779,7 @@ def test_collapse_does_not_apply_to_the_backward_plan(capsys):
     assert (
         capsys.readouterr().err
         == text("""
-        graphc: error: --collapse draws the graph's block uses as boxes; the backward plan has no blocks
+        graphc: error[E505]: --collapse draws the graph's block uses as boxes; the backward plan has no blocks
         hint: draw the graph (--plan forward), or the backward plan without --collapse
     """)
         + "\n"
@@ -825,7 +825,7 @@ def test_in_must_name_a_parameter():
             output y
         }
     """) == text("""
-        m.graph:2:18: error: `y` is not a parameter of block `b`
+        m.graph:2:18: error[E126]: `y` is not a parameter of block `b`
          2 |     param W: [in(y), n] = he
            |                  ^
         hint: `in(x)` is the last dim of x, an operand of block `b` (x, n)
@@ -861,7 +861,7 @@ def test_a_value_named_as_what_an_op_saves_for_backward():
             output h
         }
     """) == text("""
-        m.graph:2:11: error: `h.mask` is also the name of what `h` (relu) saves for backward
+        m.graph:2:11: error[E102]: `h.mask` is also the name of what `h` (relu) saves for backward
          2 |     param mask: [2] = ones
            |           ^^^^
         m.graph:8:9: note: in this use of `b`

@@ -196,19 +196,19 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nothing.npz"
     assert (
         error_text(path)
-        == f"{path}: error: no such weights file\nhint: write one with `graphc train FILE --save W.npz`"
+        == f"{path}: error[E601]: no such weights file\nhint: write one with `graphc train FILE --save W.npz`"
     )
 
 
 def test_a_directory(tmp_path):
-    assert error_text(tmp_path) == f"{tmp_path}: error: is a directory, not a weights file"
+    assert error_text(tmp_path) == f"{tmp_path}: error[E602]: is a directory, not a weights file"
 
 
 def test_a_npy_file(tmp_path):
     path = tmp_path / "w.npy"
     np.save(path, np.zeros(3))
     assert error_text(path) == (
-        f"{path}: error: is a single .npy array, not an .npz of weights\n"
+        f"{path}: error[E701]: is a single .npy array, not an .npz of weights\n"
         "hint: save weights with numpy.savez(path, W1=W1, b1=b1, ...) or `graphc train --save`"
     )
 
@@ -217,7 +217,7 @@ def test_not_an_npz(tmp_path):
     path = tmp_path / "w.npz"
     path.write_text("W = [1, 2, 3]\n")
     assert error_text(path) == (
-        f"{path}: error: not an .npz file (it does not start as a zip archive does)\n"
+        f"{path}: error[E701]: not an .npz file (it does not start as a zip archive does)\n"
         "hint: weights are written by `graphc train --save W.npz` or numpy.savez"
     )
 
@@ -228,7 +228,7 @@ def test_truncated(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     assert error_text(path) == (
-        f"{path}: error: corrupt or truncated .npz file (File is not a zip file)\n"
+        f"{path}: error[E701]: corrupt or truncated .npz file (File is not a zip file)\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
 
@@ -241,7 +241,7 @@ def test_corrupt(tmp_path):
     data[start : start + 8] = b"garbage!"
     path.write_bytes(bytes(data))
     assert error_text(path) == (
-        f"{path}: error: corrupt or truncated .npz file (Bad CRC-32 for file 'params/W.npy')\n"
+        f"{path}: error[E701]: corrupt or truncated .npz file (Bad CRC-32 for file 'params/W.npy')\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
 
@@ -250,7 +250,7 @@ def test_pickles_are_refused(tmp_path):
     path = tmp_path / "w.npz"
     np.savez(path, W=np.array([{"evil": 1}], dtype=object))
     assert error_text(path) == (
-        f"{path}: error: `W` holds pickled Python objects, which graphc never loads\n"
+        f"{path}: error[E702]: `W` holds pickled Python objects, which graphc never loads\n"
         "hint: store numbers only, e.g. numpy.savez(path, W1=W1)"
     )
 
@@ -258,13 +258,13 @@ def test_pickles_are_refused(tmp_path):
 def test_meta_not_json(tmp_path):
     path = tmp_path / "w.npz"
     np.savez(path, meta=np.array("{not json"), **{"params/W": np.zeros((4, 3))})
-    assert error_text(path) == f"{path}: error: corrupt checkpoint: its `meta` entry is not JSON"
+    assert error_text(path) == f"{path}: error[E702]: corrupt checkpoint: its `meta` entry is not JSON"
 
 
 def test_meta_of_something_else(tmp_path):
     path = tmp_path / "w.npz"
     np.savez(path, meta=np.array('{"format": "other"}'))
-    assert error_text(path) == f"{path}: error: not a graphc checkpoint: its `meta` entry names no graphc format"
+    assert error_text(path) == f"{path}: error[E703]: not a graphc checkpoint: its `meta` entry names no graphc format"
 
 
 def saved_meta(tmp_path) -> tuple:
@@ -349,7 +349,7 @@ def test_every_wrong_meta_field_is_named(tmp_path, field, value, message):
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(path, **arrays)
     assert error_text(path) == (
-        f"{path}: error: corrupt checkpoint: {message}\n"
+        f"{path}: error[E702]: corrupt checkpoint: {message}\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
 
@@ -369,7 +369,7 @@ def test_newer_version(tmp_path):
     path = tmp_path / "w.npz"
     np.savez(path, meta=np.array('{"format": "graphc-checkpoint", "version": 7}'))
     assert error_text(path) == (
-        f"{path}: error: checkpoint format version 7 is newer than this graphc reads (1)\nhint: upgrade graphc"
+        f"{path}: error[E704]: checkpoint format version 7 is newer than this graphc reads (1)\nhint: upgrade graphc"
     )
 
 
@@ -378,7 +378,7 @@ def test_missing_tensor(tmp_path):
     source = tiny()
     np.savez(path, W=source.params["W"], b=source.params["b"])
     assert error_text(path, load_weights, tiny()) == (
-        f"{path}: error: no tensor for param `V` of graph `tiny`\nhint: the file holds `W`, `b`"
+        f"{path}: error[E706]: no tensor for param `V` of graph `tiny`\nhint: the file holds `W`, `b`"
     )
 
 
@@ -391,7 +391,7 @@ def test_wrong_shape_names_the_first_mismatching_tensor(tmp_path):
     )
     save_checkpoint(path, wider)
     assert error_text(path, load_weights, tiny()) == (
-        f"{path}: error: tensor `W` has shape [4, 5], but param `W` of graph `tiny` has shape [4, 3]\n"
+        f"{path}: error[E707]: tensor `W` has shape [4, 5], but param `W` of graph `tiny` has shape [4, 3]\n"
         "hint: the weights were saved from a graph with different layer sizes"
     )
 
@@ -401,7 +401,7 @@ def test_extra_tensor(tmp_path):
     source = tiny()
     np.savez(path, U=np.zeros(2), **{n: source.params[n] for n in source.param_names})
     assert error_text(path, load_weights, tiny()) == (
-        f"{path}: error: tensor `U` is not a param of graph `tiny`\nhint: params: `W`, `b`, `V`, `c`"
+        f"{path}: error[E708]: tensor `U` is not a param of graph `tiny`\nhint: params: `W`, `b`, `V`, `c`"
     )
 
 
@@ -409,7 +409,7 @@ def test_different_structure(tmp_path):
     path = tmp_path / "w.npz"
     save_checkpoint(path, tiny(text=TINY.replace("relu", "sigmoid")))
     assert error_text(path, load_weights, tiny()) == (
-        f"{path}: error: the weights were saved from a graph of a different structure: "
+        f"{path}: error[E705]: the weights were saved from a graph of a different structure: "
         "`sigmoid1 = sigmoid(affine1): f64[N, 3]` there, `relu1 = relu(affine1): f64[N, 3]` here\n"
         "hint: load them into the graph they were trained with (`tiny`)"
     )
@@ -430,4 +430,7 @@ def test_save_into_a_missing_directory(tmp_path):
     path = tmp_path / "no" / "w.npz"
     with pytest.raises(GraphcError) as err:
         save_checkpoint(path, tiny())
-    assert err.value.render() == f"{path}: error: cannot write: no such directory\nhint: create `{path.parent}` first"
+    assert (
+        err.value.render()
+        == f"{path}: error[E604]: cannot write: no such directory\nhint: create `{path.parent}` first"
+    )

@@ -297,11 +297,11 @@ def test_gradcheck_with_set(capsys):
 
 def test_usage_errors_are_status_2(capsys):
     _, err = run([], capsys, status=2)
-    assert err.startswith("graphc: error: the following arguments are required: COMMAND")
+    assert err.startswith("graphc: error[E501]: the following arguments are required: COMMAND")
     _, err = run(["run"], capsys, status=2)
-    assert err.startswith("graphc run: error: the following arguments are required: FILE")
+    assert err.startswith("graphc run: error[E501]: the following arguments are required: FILE")
     _, err = run(["compile", APPLE, "--emit", "svg"], capsys, status=2)
-    assert err.startswith("graphc compile: error: argument --emit: invalid choice: 'svg'")
+    assert err.startswith("graphc compile: error[E501]: argument --emit: invalid choice: 'svg'")
 
 
 def test_version(capsys):
@@ -342,7 +342,7 @@ def test_installed_console_script(tmp_path):
     assert bad.stdout == ""
     assert "Traceback" not in bad.stderr
     assert bad.stderr == (
-        "<command line>:1:7: error: no input or param named `aple` in graph `buy_apple`\n"
+        "<command line>:1:7: error[E405]: no input or param named `aple` in graph `buy_apple`\n"
         " 1 | --set aple=3\n"
         "   |       ^^^^\n"
         "hint: did you mean `apple`?\n"

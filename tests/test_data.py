@@ -193,7 +193,7 @@ def test_read_idx_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.idx.gz"
     with pytest.raises(GraphcError) as e:
         read_idx(path)
-    assert render(e) == f"{path}: error: no such file"
+    assert render(e) == f"{path}: error[E601]: no such file"
 
 
 def test_read_idx_bad_magic(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_read_idx_bad_magic(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: not an IDX file: magic number 0x3c68746d, expected 0x0000080N\n"
+        f"{path}: error[E608]: not an IDX file: magic number 0x3c68746d, expected 0x0000080N\n"
         "hint: an IDX file starts with two zero bytes, a type code (0x08 unsigned byte, "
         "0x09 signed byte, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64) "
         "and the number of dimensions"
@@ -226,7 +226,7 @@ def test_read_idx_empty_and_short(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(GraphcError) as e:
         read_idx(path)
-    assert render(e) == f"{path}: error: not an IDX file: the file is empty"
+    assert render(e) == f"{path}: error[E608]: not an IDX file: the file is empty"
     path.write_bytes(b"\0\0\x08")
     with pytest.raises(GraphcError) as e:
         read_idx(path)
@@ -249,7 +249,7 @@ def test_read_idx_truncated_data(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: truncated IDX file: header says 60000 images of 28x28 "
+        f"{path}: error[E608]: truncated IDX file: header says 60000 images of 28x28 "
         "(47040000 bytes of data), found 1234 bytes\n"
         "hint: delete the file and download it again"
     )
@@ -261,7 +261,7 @@ def test_read_idx_trailing_bytes(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: IDX file has 3 trailing bytes: header says 5 entries "
+        f"{path}: error[E608]: IDX file has 3 trailing bytes: header says 5 entries "
         "(5 bytes of data), found 8 bytes\n"
         "hint: delete the file and download it again"
     )
@@ -281,7 +281,7 @@ def test_read_idx_truncated_gzip(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: corrupt gzip file: the compressed data ends early "
+        f"{path}: error[E607]: corrupt gzip file: the compressed data ends early "
         "(the file is truncated)\n"
         "hint: delete the file and download it again"
     )
@@ -296,7 +296,7 @@ def test_read_idx_gzip_bad_crc(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: corrupt gzip file: CRC check failed 0x0 != 0xc6aa1900\n"
+        f"{path}: error[E607]: corrupt gzip file: CRC check failed 0x0 != 0xc6aa1900\n"
         "hint: delete the file and download it again"
     )
 
@@ -309,7 +309,7 @@ def test_read_idx_gzip_corrupt_stream(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: corrupt gzip file: Error -3 while decompressing data: "
+        f"{path}: error[E607]: corrupt gzip file: Error -3 while decompressing data: "
         "invalid block type\n"
         "hint: delete the file and download it again"
     )
@@ -321,7 +321,7 @@ def test_read_idx_gz_name_but_not_gzip(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(path)
     assert render(e) == (
-        f"{path}: error: not a gzip file: the name ends in .gz but the file does not "
+        f"{path}: error[E607]: not a gzip file: the name ends in .gz but the file does not "
         "start with the gzip magic bytes 1f 8b\n"
         "hint: rename the file without .gz if it is a raw IDX file, or download it again"
     )
@@ -330,7 +330,7 @@ def test_read_idx_gz_name_but_not_gzip(tmp_path: Path) -> None:
 def test_read_idx_directory(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         read_idx(tmp_path)
-    assert render(e) == f"{tmp_path}: error: is a directory, expected an IDX file"
+    assert render(e) == f"{tmp_path}: error[E602]: is a directory, expected an IDX file"
 
 
 # ---------------------------------------------------------------- mnist_dir
@@ -416,7 +416,7 @@ def test_download_checksum_mismatch_leaves_nothing(server: Server, tmp_path: Pat
     with pytest.raises(GraphcError) as e:
         download_mnist(target, mirrors=[server.url], checksums=sums, progress=False)
     assert render(e) == (
-        f"{target}: error: MNIST file train-labels-idx1-ubyte.gz is missing and could "
+        f"{target}: error[E609]: MNIST file train-labels-idx1-ubyte.gz is missing and could "
         "not be downloaded:\n"
         f"  {server.url}train-labels-idx1-ubyte.gz: checksum mismatch: SHA-256 of the "
         f"decompressed content is {good}, expected {'0' * 64}\n"
@@ -484,7 +484,7 @@ def test_no_network_error_names_dir_and_files(tmp_path: Path, monkeypatch: pytes
     text = render(e)
     refused = f"[Errno {errno.ECONNREFUSED}] {os.strerror(errno.ECONNREFUSED)}"
     assert text == (
-        f"{target}: error: MNIST file train-images-idx3-ubyte.gz is missing and could "
+        f"{target}: error[E609]: MNIST file train-images-idx3-ubyte.gz is missing and could "
         "not be downloaded:\n"
         f"  http://127.0.0.1:{port}/train-images-idx3-ubyte.gz: {refused}\n"
         f"hint: {FIX.format(d=target)}"
@@ -564,7 +564,7 @@ def test_load_mnist_missing_without_download(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         load_mnist(tmp_path, download=False)
     assert render(e) == (
-        f"{tmp_path}: error: MNIST files missing: train-images-idx3-ubyte.gz, "
+        f"{tmp_path}: error[E609]: MNIST files missing: train-images-idx3-ubyte.gz, "
         "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz\n"
         f"hint: {FIX.format(d=tmp_path)}"
     )
@@ -582,25 +582,29 @@ def test_load_mnist_structure_errors(tmp_path: Path, small_counts: None) -> None
 
     path = tmp_path / "train-images-idx3-ubyte.gz"
     bad = gz(idx_bytes(np.zeros((6, 28, 27), dtype=np.uint8)))
-    assert fails(path.name, bad) == (f"{path}: error: expected images of shape N x 28 x 28, found 6x28x27\n{hint}")
+    assert fails(path.name, bad) == (
+        f"{path}: error[E611]: expected images of shape N x 28 x 28, found 6x28x27\n{hint}"
+    )
     bad = gz(idx_bytes(np.zeros((5, 28, 28), dtype=np.uint8)))
-    assert fails(path.name, bad) == f"{path}: error: expected 6 train images, found 5\n{hint}"
+    assert fails(path.name, bad) == f"{path}: error[E611]: expected 6 train images, found 5\n{hint}"
     bad = gz(idx_bytes(np.zeros((1, 28, 28)), 0x0D))  # 6 float32 images would be larger than the file can be
     assert fails(path.name, bad) == (
-        f"{path}: error: expected unsigned-byte data (IDX type 0x08), found float32\n{hint}"
+        f"{path}: error[E611]: expected unsigned-byte data (IDX type 0x08), found float32\n{hint}"
     )
     bad = gz(idx_bytes(np.zeros((6, 28, 28)), 0x0D))
     assert fails(path.name, bad) == (
-        f"{path}: error: decompresses to more than 4,836 bytes, the most this file can hold\n"
+        f"{path}: error[E607]: decompresses to more than 4,836 bytes, the most this file can hold\n"
         "hint: delete the file and download it again"
     )
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     bad = gz(idx_bytes(np.array([1, 2, 3], dtype=np.uint8)))
-    assert fails(path.name, bad) == (f"{path}: error: 3 labels for 4 images in t10k-images-idx3-ubyte.gz\n{hint}")
+    assert fails(path.name, bad) == (f"{path}: error[E611]: 3 labels for 4 images in t10k-images-idx3-ubyte.gz\n{hint}")
     bad = gz(idx_bytes(np.array([1, 2, 12, 3], dtype=np.uint8)))
-    assert fails(path.name, bad) == (f"{path}: error: label 12 at index 2 is out of range 0..9\n{hint}")
+    assert fails(path.name, bad) == (f"{path}: error[E611]: label 12 at index 2 is out of range 0..9\n{hint}")
     bad = gz(idx_bytes(np.zeros((4, 1), dtype=np.uint8)))
-    assert fails(path.name, bad) == (f"{path}: error: expected a 1-dimensional list of labels, found shape 4x1\n{hint}")
+    assert fails(path.name, bad) == (
+        f"{path}: error[E611]: expected a 1-dimensional list of labels, found shape 4x1\n{hint}"
+    )
 
 
 def test_load_mnist_canonical_counts_by_default(tmp_path: Path) -> None:
@@ -614,7 +618,7 @@ def test_load_mnist_bad_dtype(tmp_path: Path) -> None:
     with pytest.raises(GraphcError) as e:
         load_mnist(tmp_path, dtype=np.int32)
     assert render(e) == (
-        "graphc: error: cannot normalize MNIST to [0, 1] in dtype int32\n"
+        "graphc: error[E503]: cannot normalize MNIST to [0, 1] in dtype int32\n"
         "hint: use a floating dtype such as float32, or do not normalize"
     )
 

@@ -170,7 +170,7 @@ def test_a_stale_block_is_refreshed_and_a_current_one_left_alone():
     page = "<!-- run -->\n```console\n$ graphc check docs/mistakes/typo.graph\nold\n```\n"
     result = check(page.replace("<!-- run -->", "<!-- run; exit 2 -->"))
     assert result.error is None and result.stale == (2,)
-    assert "error: unknown op `rleu`" in result.fresh
+    assert "error[E103]: unknown op `rleu`" in result.fresh
     again = check(result.fresh)
     assert again.stale == () and again.fresh == again.text
 

@@ -571,14 +571,14 @@ def test_unknown_extension(tmp_path, capsys):
     out = tmp_path / "apple.jpg"
     assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"graphc draw: error: cannot tell what to draw from the extension of `{out}`\n"
+        f"graphc draw: error[E507]: cannot tell what to draw from the extension of `{out}`\n"
         "hint: supported extensions: .svg, .png, .pdf, .dot, .mmd (`-o -` writes DOT to stdout)\n"
     )
     assert not out.exists()
 
 
 MISSING_DOT = (
-    "graphc draw: error: cannot render {out}: Graphviz's `dot` program is not installed (or not on PATH)\n"
+    "graphc draw: error[E509]: cannot render {out}: Graphviz's `dot` program is not installed (or not on PATH)\n"
     "hint: install Graphviz (Debian/Ubuntu: `apt-get install graphviz`; macOS: `brew install graphviz`), "
     "or write .dot or .mmd, which need nothing but graphc\n"
 )
@@ -619,7 +619,7 @@ def test_graphviz_errors_are_reported_once(tmp_path, capsys, monkeypatch):
     out = tmp_path / "apple.svg"
     assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"graphc draw: error: cannot render {out}: Graphviz failed: Error: <stdin>: syntax error in line 1\n"
+        f"graphc draw: error[E510]: cannot render {out}: Graphviz failed: Error: <stdin>: syntax error in line 1\n"
     )
     assert not out.exists()
 
@@ -629,7 +629,7 @@ def test_a_dot_that_writes_nothing_is_an_error(tmp_path, capsys, monkeypatch):
     out = tmp_path / "apple.svg"
     assert main(["draw", str(MODELS / "apple.graph"), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
-        f"graphc draw: error: cannot render {out}: Graphviz's `dot` wrote nothing\n"
+        f"graphc draw: error[E510]: cannot render {out}: Graphviz's `dot` wrote nothing\n"
         "hint: check the Graphviz installation (`dot -V`), or write .dot or .mmd\n"
     )
     assert not out.exists()

@@ -58,7 +58,7 @@ def test_syntax_error_says_what_was_expected():
             output y
         }
     """) == text("""
-        m.graph:3:14: error: unexpected `x`; expected `(`
+        m.graph:3:14: error[E002]: unexpected `x`; expected `(`
          3 |     y = relu x
            |              ^
         hint: ops are called with parentheses, e.g. `y = relu(x)`
@@ -73,7 +73,7 @@ def test_syntax_error_for_an_unclosed_call():
             output y
         }
     """) == text("""
-        m.graph:4:5: error: unexpected `output`; expected `)`, `,` or `=`
+        m.graph:4:5: error[E002]: unexpected `output`; expected `)`, `,` or `=`
          4 |     output y
            |     ^^^^^^
         hint: a `(` is not closed: is a `)` missing at the end of the line before?
@@ -86,7 +86,7 @@ def test_syntax_error_lists_only_what_can_really_come_next():
             input x = 1 2
         }
     """) == text("""
-        m.graph:2:17: error: unexpected `2`; expected `from`, `}` or the end of the line
+        m.graph:2:17: error[E002]: unexpected `2`; expected `from`, `}` or the end of the line
          2 |     input x = 1 2
            |                 ^
     """)
@@ -99,7 +99,7 @@ def test_semicolon():
             output x
         }
     """) == text("""
-        m.graph:2:16: error: unexpected character `;`
+        m.graph:2:16: error[E001]: unexpected character `;`
          2 |     input x = 1;
            |                ^
         hint: statements end at the end of the line; no `;` is needed
@@ -110,7 +110,7 @@ def test_two_statements_on_one_line(tmp_path, capsys):
     path = tmp_path / "one_line.graph"
     path.write_text("graph g { input x = 2 y = relu(x) output y }\n")
     assert cli_error(["check", str(path)], capsys) == text(f"""
-        {path}:1:23: error: two statements on one line
+        {path}:1:23: error[E002]: two statements on one line
          1 | graph g {{ input x = 2 y = relu(x) output y }}
            |                       ^
         hint: put each statement on its own line
@@ -124,7 +124,7 @@ def test_a_keyword_after_a_statement_on_its_line():
             y = relu(x) output y
         }
     """) == text("""
-        m.graph:3:17: error: two statements on one line
+        m.graph:3:17: error[E002]: two statements on one line
          3 |     y = relu(x) output y
            |                 ^^^^^^
         hint: put each statement on its own line
@@ -139,7 +139,7 @@ def test_a_statement_broken_over_two_lines():
             output x
         }
     """) == text("""
-        m.graph:3:9: error: unexpected `:`; expected a statement or `}`
+        m.graph:3:9: error[E002]: unexpected `:`; expected a statement or `}`
          3 |         : f64[3]
            |         ^
         hint: a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, \
@@ -156,7 +156,7 @@ def test_an_arrow_that_continues_no_chain():
             output y
         }
     """) == text("""
-        m.graph:4:7: error: `->` at the start of a line continues a chain, but the statement before is not one
+        m.graph:4:7: error[E002]: `->` at the start of a line continues a chain, but the statement before is not one
          4 |       -> y
            |       ^^
         hint: a chain reads `x -> relu -> h`; `h = relu(x)` ends at the end of its line
@@ -171,7 +171,7 @@ def test_an_arrow_after_a_call():
             output y
         }
     """) == text("""
-        m.graph:3:17: error: unexpected `->`; expected `}` or the end of the line
+        m.graph:3:17: error[E002]: unexpected `->`; expected `}` or the end of the line
          3 |     h = relu(x) -> y
            |                 ^^
         hint: `->` links the steps of a chain, e.g. `x -> relu -> h`
@@ -184,7 +184,7 @@ def test_missing_closing_brace_at_end_of_file():
             input x = 1
             output x
     """) == text("""
-        m.graph:3:13: error: unexpected end of file; expected a statement or `}`
+        m.graph:3:13: error[E003]: unexpected end of file; expected a statement or `}`
          3 |     output x
            |             ^
         hint: every `graph NAME {` needs a closing `}`
@@ -202,7 +202,7 @@ def test_missing_closing_brace_before_the_next_graph():
             output x
         }
     """) == text("""
-        m.graph:5:1: error: graph `a` is not closed before graph `b` starts
+        m.graph:5:1: error[E004]: graph `a` is not closed before graph `b` starts
          5 | graph b {
            | ^^^^^
         hint: add `}` at the end of graph `a`
@@ -217,7 +217,7 @@ def test_expectation_with_a_single_equals():
             expect x = 1
         }
     """) == text("""
-        m.graph:4:14: error: unexpected `=`; expected `==`
+        m.graph:4:14: error[E002]: unexpected `=`; expected `==`
          4 |     expect x = 1
            |              ^
         hint: an expectation compares with `==`, e.g. `expect price == 220`
@@ -226,7 +226,7 @@ def test_expectation_with_a_single_equals():
 
 def test_empty_file():
     assert error("") == text("""
-        m.graph:1:1: error: unexpected end of file; expected `block`, `graph` or `import`
+        m.graph:1:1: error[E003]: unexpected end of file; expected `block`, `graph` or `import`
          1 |
            | ^
     """)
@@ -243,7 +243,7 @@ def test_unknown_op_suggests_the_closest():
             output y
         }
     """) == text("""
-        m.graph:3:9: error: unknown op `rleu`
+        m.graph:3:9: error[E103]: unknown op `rleu`
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
@@ -258,7 +258,7 @@ def test_unknown_op_with_nothing_close_lists_the_ops():
             output y
         }
     """) == text("""
-        m.graph:3:9: error: unknown op `lstm`
+        m.graph:3:9: error[E103]: unknown op `lstm`
          3 |     y = lstm(x)
            |         ^^^^
         hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten, avg_pool
@@ -273,7 +273,7 @@ def test_unknown_op_in_a_chain():
             output y
         }
     """) == text("""
-        m.graph:3:10: error: unknown op `sigmiod`
+        m.graph:3:10: error[E103]: unknown op `sigmiod`
          3 |     x -> sigmiod -> y
            |          ^^^^^^^
         hint: did you mean `sigmoid`?
@@ -288,7 +288,7 @@ def test_wrong_number_of_arguments():
             output y
         }
     """) == text("""
-        m.graph:3:9: error: wrong number of arguments: `mul` takes 2 (a, b), got 1
+        m.graph:3:9: error[E106]: wrong number of arguments: `mul` takes 2 (a, b), got 1
          3 |     y = mul(x)
            |         ^^^^^^
         hint: write `mul(a, b)`, or `-> mul(b)` in a chain
@@ -304,7 +304,7 @@ def test_wrong_number_of_arguments_in_a_chain():
             output y
         }
     """) == text("""
-        m.graph:4:10: error: wrong number of arguments: `affine` takes 3 (x, W, b), got 1 plus the value piped in by `->`
+        m.graph:4:10: error[E106]: wrong number of arguments: `affine` takes 3 (x, W, b), got 1 plus the value piped in by `->`
          4 |     x -> affine(W) -> y
            |          ^^^^^^^^^
         hint: write `affine(x, W, b)`, or `-> affine(W, b)` in a chain
@@ -320,7 +320,7 @@ def test_unknown_attribute():
             output loss
         }
     """) == text("""
-        m.graph:4:31: error: unknown attribute `reduce` for `softmax_loss`
+        m.graph:4:31: error[E104]: unknown attribute `reduce` for `softmax_loss`
          4 |     loss = softmax_loss(y, t, reduce=sum)
            |                               ^^^^^^
         hint: did you mean `reduction`?
@@ -335,7 +335,7 @@ def test_attribute_of_an_op_that_takes_none():
             output y
         }
     """) == text("""
-        m.graph:3:17: error: unknown attribute `slope` for `relu`
+        m.graph:3:17: error[E104]: unknown attribute `slope` for `relu`
          3 |     y = relu(x, slope=0.1)
            |                 ^^^^^
         hint: `relu` takes no attributes
@@ -351,7 +351,7 @@ def test_attribute_value_not_among_the_choices():
             output loss
         }
     """) == text("""
-        m.graph:4:41: error: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `summ`
+        m.graph:4:41: error[E107]: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `summ`
          4 |     loss = softmax_loss(y, t, reduction=summ)
            |                                         ^^^^
         hint: did you mean `sum`?
@@ -366,7 +366,7 @@ def test_undefined_name_suggests_the_closest():
             output price
         }
     """) == text("""
-        m.graph:3:17: error: undefined name `aple`
+        m.graph:3:17: error[E101]: undefined name `aple`
          3 |     price = mul(aple, 2)
            |                 ^^^^
         hint: did you mean `apple`?
@@ -382,7 +382,7 @@ def test_duplicate_definition():
             output y
         }
     """) == text("""
-        m.graph:4:5: error: duplicate definition of `y`
+        m.graph:4:5: error[E102]: duplicate definition of `y`
          4 |     y = sigmoid(x)
            |     ^
         hint: `y` is first defined at line 3; pick another name
@@ -400,7 +400,7 @@ def test_duplicate_graph():
             output x
         }
     """) == text("""
-        m.graph:5:7: error: duplicate definition of graph `g`
+        m.graph:5:7: error[E102]: duplicate definition of graph `g`
          5 | graph g {
            |       ^
         hint: `g` is first defined at line 1; pick another name
@@ -417,7 +417,7 @@ def test_cycle_shows_its_path_through_the_source():
             output c
         }
     """) == text("""
-        m.graph:3:5: error: cycle: `a` -> `b` -> `c` -> `a`
+        m.graph:3:5: error[E301]: cycle: `a` -> `b` -> `c` -> `a`
          3 |     a = add(x, c)
            |     ^^^^^^^^^^^^^
          4 |     b = mul(a, x)
@@ -436,7 +436,7 @@ def test_a_node_that_reads_itself_is_a_cycle():
             output a
         }
     """) == text("""
-        m.graph:3:5: error: cycle: `a` -> `a`
+        m.graph:3:5: error[E301]: cycle: `a` -> `a`
          3 |     a = add(x, a)
            |     ^^^^^^^^^^^^^
         hint: a value cannot depend on itself; break the loop by reading an input or param instead
@@ -451,7 +451,7 @@ def test_output_not_defined():
             output prise
         }
     """) == text("""
-        m.graph:4:12: error: output `prise` is not defined
+        m.graph:4:12: error[E101]: output `prise` is not defined
          4 |     output prise
            |            ^^^^^
         hint: did you mean `price`?
@@ -465,7 +465,7 @@ def test_no_output():
             y = relu(x)
         }
     """) == text("""
-        m.graph:1:7: error: graph `g` has no output
+        m.graph:1:7: error[E302]: graph `g` has no output
          1 | graph g {
            |       ^
         hint: add `output NAME` for the value to compute; backward starts from the first output
@@ -481,7 +481,7 @@ def test_expectation_about_an_undefined_name():
             expect grad(z) == 1
         }
     """) == text("""
-        m.graph:5:17: error: undefined name `z`
+        m.graph:5:17: error[E101]: undefined name `z`
          5 |     expect grad(z) == 1
            |                 ^
     """)
@@ -500,13 +500,13 @@ def test_all_errors_of_a_stage_are_reported_together_in_source_order():
             output y
         }
     """) == text("""
-        m.graph:3:14: error: undefined name `q`
+        m.graph:3:14: error[E101]: undefined name `q`
          3 |     a = relu(q)
            |              ^
-        m.graph:4:12: error: output `b` is not defined
+        m.graph:4:12: error[E101]: output `b` is not defined
          4 |     output b
            |            ^
-        m.graph:8:14: error: undefined name `z`
+        m.graph:8:14: error[E101]: undefined name `z`
          8 |     y = relu(z)
            |              ^
     """)
@@ -528,11 +528,11 @@ def test_op_errors_come_before_name_errors():
             output z
         }
     """) == text("""
-        m.graph:8:9: error: unknown op `rleu`
+        m.graph:8:9: error[E103]: unknown op `rleu`
          8 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
-        m.graph:9:9: error: unknown op `sigmod`
+        m.graph:9:9: error[E103]: unknown op `sigmod`
          9 |     z = sigmod(y)
            |         ^^^^^^
         hint: did you mean `sigmoid`?
@@ -549,7 +549,7 @@ def test_unknown_initializer():
             output W
         }
     """) == text("""
-        m.graph:2:23: error: unknown initializer `glorot`
+        m.graph:2:23: error[E108]: unknown initializer `glorot`
          2 |     param W: [2, 3] = glorot
            |                       ^^^^^^
         hint: initializers: zeros, ones, normal, uniform, he, xavier, onehot
@@ -563,7 +563,7 @@ def test_initializer_with_the_wrong_numbers():
             output W
         }
     """) == text("""
-        m.graph:2:23: error: initializer `uniform` takes 2 numbers, got 1
+        m.graph:2:23: error[E109]: initializer `uniform` takes 2 numbers, got 1
          2 |     param W: [2, 3] = uniform(1)
            |                       ^^^^^^^^^^
         hint: write `uniform(low, high)`
@@ -577,7 +577,7 @@ def test_param_without_initializer():
             output W
         }
     """) == text("""
-        m.graph:2:5: error: param `W` has no initializer
+        m.graph:2:5: error[E110]: param `W` has no initializer
          2 |     param W: [2, 3]
            |     ^^^^^^^^^^^^^^^
         hint: add one, e.g. `= normal(0.01)`, `= zeros` or `= he`
@@ -591,7 +591,7 @@ def test_literal_that_does_not_fit_its_declared_shape():
             output x
         }
     """) == text("""
-        m.graph:2:23: error: value of `x` has shape [2], declared [2, 3]
+        m.graph:2:23: error[E207]: value of `x` has shape [2], declared [2, 3]
          2 |     input x: [2, 3] = [1, 2]
            |                       ^^^^^^
     """)
@@ -604,7 +604,7 @@ def test_made_up_input_needs_a_size_for_its_symbolic_dim():
             output x
         }
     """) == text("""
-        m.graph:2:23: error: input `x` is made up by `normal(1)` but dim `N` has no size
+        m.graph:2:23: error[E208]: input `x` is made up by `normal(1)` but dim `N` has no size
          2 |     input x: [N, 3] = normal(1)
            |                       ^^^^^^^^^
         hint: declare one in the graph, e.g. `dim N = 2`
@@ -618,7 +618,7 @@ def test_unknown_data_role():
             output x
         }
     """) == text("""
-        m.graph:2:34: error: unknown data role `image`
+        m.graph:2:34: error[E112]: unknown data role `image`
          2 |     input x: [2, 3] = zeros from image
            |                                  ^^^^^
         hint: did you mean `images`?
@@ -632,7 +632,7 @@ def test_ragged_list():
             output x
         }
     """) == text("""
-        m.graph:2:15: error: ragged list: every row must have the same length
+        m.graph:2:15: error[E211]: ragged list: every row must have the same length
          2 |     input x = [[1, 2], [3]]
            |               ^^^^^^^^^^^^^
     """)
@@ -650,7 +650,7 @@ def test_shape_mismatch_names_both_shapes_and_both_operands():
             output z
         }
     """) == text("""
-        m.graph:4:16: error: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [3, 5] (dim 4 vs 5)
+        m.graph:4:16: error[E201]: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [3, 5] (dim 4 vs 5)
          4 |     z = add(x, y)
            |                ^
         hint: input `y` is declared f64[3, 5] at line 3
@@ -667,7 +667,7 @@ def test_affine_shape_mismatch():
             output h
         }
     """) == text("""
-        m.graph:5:19: error: shape mismatch in `affine`: `x` has 784 features, `W1` expects 748 (`x` is [N, 784], `W1` is [748, 50])
+        m.graph:5:19: error[E201]: shape mismatch in `affine`: `x` has 784 features, `W1` expects 748 (`x` is [N, 784], `W1` is [748, 50])
          5 |     h = affine(x, W1, b1)
            |                   ^^
         hint: param `W1` is declared f64[748, 50] at line 3
@@ -684,7 +684,7 @@ def test_bias_that_does_not_fit():
             output h
         }
     """) == text("""
-        m.graph:5:22: error: shape mismatch in `affine`: bias `b` [4] does not fit x·W [4, 5]
+        m.graph:5:22: error[E201]: shape mismatch in `affine`: bias `b` [4] does not fit x·W [4, 5]
          5 |     h = affine(x, W, b)
            |                      ^
         hint: param `b` is declared f64[4] at line 4
@@ -700,7 +700,7 @@ def test_labels_that_fit_neither_form():
             output loss
         }
     """) == text("""
-        m.graph:4:28: error: shape mismatch in `softmax_loss`: labels `t` [N, 9] fit neither one-hot [N, 10] nor class indices [N] for scores `y`
+        m.graph:4:28: error[E201]: shape mismatch in `softmax_loss`: labels `t` [N, 9] fit neither one-hot [N, 10] nor class indices [N] for scores `y`
          4 |     loss = softmax_loss(y, t)
            |                            ^
         hint: input `t` is declared f64[N, 9] at line 3
@@ -716,7 +716,7 @@ def test_dtype_mismatch():
             output z
         }
     """) == text("""
-        m.graph:4:16: error: dtype mismatch in `mul`: `x` is f32, `y` is f64
+        m.graph:4:16: error[E203]: dtype mismatch in `mul`: `x` is f32, `y` is f64
          4 |     z = mul(x, y)
            |                ^
         hint: input `y` is declared f64[3] at line 3
@@ -731,7 +731,7 @@ def test_float_op_on_integers():
             output y
         }
     """) == text("""
-        m.graph:3:17: error: `sigmoid` needs a float operand, `x` is i64
+        m.graph:3:17: error[E203]: `sigmoid` needs a float operand, `x` is i64
          3 |     y = sigmoid(x)
            |                 ^
         hint: input `x` is declared i64[3] at line 2
@@ -748,7 +748,7 @@ def test_a_shape_error_is_reported_once_not_again_downstream():
             output w
         }
     """) == text("""
-        m.graph:4:16: error: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [5] (dim 4 vs 5)
+        m.graph:4:16: error[E201]: shape mismatch in `add`: cannot broadcast `x` [3, 4] with `y` [5] (dim 4 vs 5)
          4 |     z = add(x, y)
            |                ^
         hint: input `y` is declared f64[5] at line 3
@@ -772,16 +772,16 @@ def test_warnings_for_what_nothing_reads_and_params_that_get_no_gradient():
             output y, side
         }
     """) == text("""
-        m.graph:3:11: warning: unused input `unused`
+        m.graph:3:11: warning[W001]: unused input `unused`
          3 |     input unused = 2
            |           ^^^^^^
-        m.graph:5:11: warning: unused param `lonely`
+        m.graph:5:11: warning[W001]: unused param `lonely`
          5 |     param lonely: [] = 1
            |           ^^^^^^
-        m.graph:6:11: warning: param `other` does not reach the output `y`; it gets no gradient
+        m.graph:6:11: warning[W002]: param `other` does not reach the output `y`; it gets no gradient
          6 |     param other: [] = 1
            |           ^^^^^
-        m.graph:7:5: warning: unused node `a`
+        m.graph:7:5: warning[W001]: unused node `a`
          7 |     a = relu(x)
            |     ^
         hint: nothing reads it and it is not an output
@@ -811,7 +811,7 @@ def test_check_prints_warnings_to_stderr_and_still_succeeds(tmp_path, capsys):
     assert (
         captured.err
         == text(f"""
-        {path}:3:11: warning: unused input `u`
+        {path}:3:11: warning[W001]: unused input `u`
          3 |     input u = 2
            |           ^
     """)
@@ -844,7 +844,7 @@ def feed_error(**feeds) -> str:
 
 def test_symbolic_batch_dims_must_agree_across_inputs():
     assert feed_error(x=np.zeros((3, 4)), t=np.zeros((4, 3))) == text("""
-        net.graph:3:11: error: input `t` has N = 4, but `x` has N = 3
+        net.graph:3:11: error[E206]: input `t` has N = 4, but `x` has N = 3
          3 |     input t: [N, 3] from labels
            |           ^
         hint: every input must agree on the size of `N`
@@ -853,7 +853,7 @@ def test_symbolic_batch_dims_must_agree_across_inputs():
 
 def test_class_indices_must_be_in_range():
     assert feed_error(x=np.zeros((3, 4)), t=np.array([0, 3, 1])) == text("""
-        net.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..3
+        net.graph:3:11: error[E402]: input `t`: class indices must lie in 0..2, got 0..3
          3 |     input t: [N, 3] from labels
            |           ^
     """)
@@ -861,7 +861,7 @@ def test_class_indices_must_be_in_range():
 
 def test_wrong_shape_for_a_label_input_mentions_class_indices():
     assert feed_error(x=np.zeros((3, 4)), t=np.zeros((3, 4))) == text("""
-        net.graph:3:11: error: input `t` expects shape [N, 3], got [3, 4]
+        net.graph:3:11: error[E403]: input `t` expects shape [N, 3], got [3, 4]
          3 |     input t: [N, 3] from labels
            |           ^
         hint: labels may also be class indices of shape [N]
@@ -896,14 +896,14 @@ def test_class_indices_declared_float_are_read_as_indices(default):
 
 def test_unknown_input_in_python():
     assert feed_error(x=np.zeros((3, 4)), t=np.zeros((3, 3)), xx=1) == text("""
-        graphc: error: no input named `xx` in graph `net`
+        graphc: error[E405]: no input named `xx` in graph `net`
         hint: did you mean `x`?
     """)
 
 
 def test_missing_input():
     assert feed_error(x=np.zeros((3, 4))) == text("""
-        net.graph:3:11: error: input `t` has no value
+        net.graph:3:11: error[E401]: input `t` has no value
          3 |     input t: [N, 3] from labels
            |           ^
         hint: give it one: `--set t=VALUE` or `--input t=FILE.npy` on the command line, a keyword argument in Python, or a default in the graph (`input t = ...`)
@@ -918,7 +918,7 @@ NET_FILE = str(MODELS / "two_layer_net.graph")
 
 def test_cli_unknown_input_in_set(capsys):
     assert cli_error(["run", APPLE, "--set", "aple=3"], capsys) == text("""
-        <command line>:1:7: error: no input or param named `aple` in graph `buy_apple`
+        <command line>:1:7: error[E405]: no input or param named `aple` in graph `buy_apple`
          1 | --set aple=3
            |       ^^^^
         hint: did you mean `apple`?
@@ -927,7 +927,7 @@ def test_cli_unknown_input_in_set(capsys):
 
 def test_cli_unparsable_value(capsys):
     assert cli_error(["run", APPLE, "--set", "apple=1,5"], capsys) == text("""
-        <command line>:1:13: error: cannot read `1,5` as a number or a list
+        <command line>:1:13: error[E406]: cannot read `1,5` as a number or a list
          1 | --set apple=1,5
            |             ^^^
         hint: write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]
@@ -936,7 +936,7 @@ def test_cli_unparsable_value(capsys):
 
 def test_cli_ragged_value(capsys):
     assert cli_error(["run", APPLE, "--set", "apple=[[1], [2, 3]]"], capsys) == text("""
-        <command line>:1:13: error: `[[1], [2, 3]]` is not a number or a list of numbers with equal rows
+        <command line>:1:13: error[E406]: `[[1], [2, 3]]` is not a number or a list of numbers with equal rows
          1 | --set apple=[[1], [2, 3]]
            |             ^^^^^^^^^^^^^
     """)
@@ -944,7 +944,7 @@ def test_cli_ragged_value(capsys):
 
 def test_cli_set_without_a_value(capsys):
     assert cli_error(["run", APPLE, "--set", "apple"], capsys) == text("""
-        <command line>:1:7: error: --set takes NAME=VALUE, got `apple`
+        <command line>:1:7: error[E504]: --set takes NAME=VALUE, got `apple`
          1 | --set apple
            |       ^^^^^
         hint: e.g. `--set x=3`
@@ -953,7 +953,7 @@ def test_cli_set_without_a_value(capsys):
 
 def test_cli_wrong_shape_in_set(capsys):
     assert cli_error(["run", NET_FILE, "--set", "x=[1, 2]"], capsys) == text(f"""
-        <command line>:1:9: error: input `x` expects shape [N, 784], got [2]
+        <command line>:1:9: error[E403]: input `x` expects shape [N, 784], got [2]
          1 | --set x=[1, 2]
            |         ^^^^^^
         {NET_FILE}:7:11: note: `x` is declared here
@@ -964,7 +964,7 @@ def test_cli_wrong_shape_in_set(capsys):
 
 def test_cli_wrong_shape_for_a_param(capsys):
     assert cli_error(["run", NET_FILE, "--set", "b2=[1, 2]"], capsys) == text(f"""
-        <command line>:1:10: error: param `b2` has shape [10], got [2]
+        <command line>:1:10: error[E403]: param `b2` has shape [10], got [2]
          1 | --set b2=[1, 2]
            |          ^^^^^^
         {NET_FILE}:13:11: note: `b2` is declared here
@@ -977,7 +977,7 @@ def test_cli_wrong_shape_in_input_file(tmp_path, capsys):
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((3, 783)))
     assert cli_error(["run", NET_FILE, "--input", f"x={path}"], capsys) == text(f"""
-        <command line>:1:11: error: input `x` expects shape [N, 784], got [3, 783]
+        <command line>:1:11: error[E403]: input `x` expects shape [N, 784], got [3, 783]
          1 | --input x={path}
            |           {"^" * len(str(path))}
         {NET_FILE}:7:11: note: `x` is declared here
@@ -992,7 +992,7 @@ def test_cli_an_empty_batch(tmp_path, capsys):
     np.save(x, np.zeros((0, 784)))
     np.save(t, np.zeros((0, 10)))
     assert cli_error(["run", NET_FILE, "--input", f"x={x}", "--input", f"t={t}"], capsys) == text(f"""
-        <command line>:1:11: error: input `x` has N = 0; every size must be at least 1
+        <command line>:1:11: error[E210]: input `x` has N = 0; every size must be at least 1
          1 | --input x={x}
            |           {"^" * len(str(x))}
         {NET_FILE}:7:11: note: `x` is declared here
@@ -1007,7 +1007,7 @@ def test_an_empty_batch_in_python():
     with pytest.raises(GraphcError) as info:
         program.forward(x=np.zeros((2, 0)))
     assert info.value.render() == text("""
-        m.graph:2:11: error: input `x` has N = 0; every size must be at least 1
+        m.graph:2:11: error[E210]: input `x` has N = 0; every size must be at least 1
          2 |     input x: [2, N]
            |           ^
     """)
@@ -1015,7 +1015,7 @@ def test_an_empty_batch_in_python():
 
 def test_cli_batch_dims_disagree_between_set_and_the_made_up_default(capsys):
     assert cli_error(["run", NET_FILE, "--set", "t=[1, 2]"], capsys) == text(f"""
-        {NET_FILE}:8:11: error: input `t` has N = 2, but `x` has N = 3
+        {NET_FILE}:8:11: error[E206]: input `t` has N = 2, but `x` has N = 3
          8 |     input t: f64[N, 10] = onehot from labels    # one-hot; class indices work too
            |           ^
         hint: every input must agree on the size of `N`
@@ -1025,7 +1025,7 @@ def test_cli_batch_dims_disagree_between_set_and_the_made_up_default(capsys):
 def test_cli_missing_npy_file(tmp_path, capsys):
     missing = tmp_path / "nope.npy"
     assert cli_error(["run", NET_FILE, "--input", f"x={missing}"], capsys) == text(f"""
-        <command line>:1:11: error: no such file: {missing}
+        <command line>:1:11: error[E601]: no such file: {missing}
          1 | --input x={missing}
            |           {"^" * len(str(missing))}
     """)
@@ -1035,7 +1035,7 @@ def test_cli_unreadable_npy_file(tmp_path, capsys):
     path = tmp_path / "bad.npy"
     path.write_bytes(b"not numpy")
     message = cli_error(["run", NET_FILE, "--input", f"x={path}"], capsys)
-    assert message.startswith(f"<command line>:1:11: error: cannot read {path} as a .npy array: ")
+    assert message.startswith(f"<command line>:1:11: error[E606]: cannot read {path} as a .npy array: ")
     assert message.endswith(
         text(f"""
          1 | --input x={path}
@@ -1047,7 +1047,7 @@ def test_cli_unreadable_npy_file(tmp_path, capsys):
 
 def test_cli_unknown_graph(capsys):
     assert cli_error(["run", APPLE, "--graph", "buy"], capsys) == text(f"""
-        <command line>:1:9: error: no graph named `buy` in {APPLE}
+        <command line>:1:9: error[E114]: no graph named `buy` in {APPLE}
          1 | --graph buy
            |         ^^^
         hint: graphs in this file: `buy_apple`
@@ -1056,7 +1056,7 @@ def test_cli_unknown_graph(capsys):
 
 def test_cli_unknown_graph_suggests_the_closest(capsys):
     assert cli_error(["compile", APPLE, "--graph", "buy_aple"], capsys) == text(f"""
-        <command line>:1:9: error: no graph named `buy_aple` in {APPLE}
+        <command line>:1:9: error[E114]: no graph named `buy_aple` in {APPLE}
          1 | --graph buy_aple
            |         ^^^^^^^^
         hint: did you mean `buy_apple`?
@@ -1065,14 +1065,14 @@ def test_cli_unknown_graph_suggests_the_closest(capsys):
 
 def test_cli_missing_graph_file(tmp_path, capsys):
     missing = tmp_path / "nope.graph"
-    assert cli_error(["check", str(missing)], capsys) == f"{missing}: error: no such file"
+    assert cli_error(["check", str(missing)], capsys) == f"{missing}: error[E601]: no such file"
 
 
 def test_cli_compile_error_is_the_rendered_diagnostic(tmp_path, capsys):
     path = tmp_path / "typo.graph"
     path.write_text("graph g {\n    input x = 1\n    y = rleu(x)\n    output y\n}\n")
     expected = text(f"""
-        {path}:3:9: error: unknown op `rleu`
+        {path}:3:9: error[E103]: unknown op `rleu`
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
@@ -1083,14 +1083,14 @@ def test_cli_compile_error_is_the_rendered_diagnostic(tmp_path, capsys):
 
 def test_cli_bad_flag_value(capsys):
     assert cli_error(["gradcheck", APPLE, "--rtol", "0"], capsys) == text("""
-        graphc gradcheck: error: argument --rtol: must be positive, got 0
+        graphc gradcheck: error[E501]: argument --rtol: must be positive, got 0
         hint: see `graphc gradcheck --help`
     """)
 
 
 def test_cli_unknown_command(capsys):
     assert cli_error(["frobnicate"], capsys).startswith(
-        "graphc: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
+        "graphc: error[E501]: argument COMMAND: invalid choice: 'frobnicate' (choose from "
     )
 
 
@@ -1105,7 +1105,7 @@ def test_the_expectation_hint_is_only_for_expectations():
             output y
         }
     """) == text("""
-        m.graph:3:13: error: unexpected `=`; expected `->`
+        m.graph:3:13: error[E002]: unexpected `=`; expected `->`
          3 |     relu(x) = y
            |             ^
     """)
@@ -1120,7 +1120,7 @@ def test_unknown_escape_in_a_string():
             output loss
         }
     """) == text("""
-        m.graph:4:42: error: unknown escape `\\x` in a string
+        m.graph:4:42: error[E005]: unknown escape `\\x` in a string
          4 |     loss = softmax_loss(y, t, reduction="\\x")
            |                                          ^^
         hint: a string may hold `\\"`, `\\\\`, `\\n` and `\\t`
@@ -1136,7 +1136,7 @@ def test_a_string_keeps_its_non_ascii_text():
             output loss
         }
     """) == text("""
-        m.graph:4:41: error: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `mëan`
+        m.graph:4:41: error[E107]: `reduction` of `softmax_loss` must be one of `mean`, `sum`, got `mëan`
          4 |     loss = softmax_loss(y, t, reduction="mëan")
            |                                         ^^^^^^
         hint: did you mean `mean`?
@@ -1151,7 +1151,7 @@ def test_ragged_list_as_an_argument():
             output y
         }
     """) == text("""
-        m.graph:3:16: error: ragged list: every row must have the same length
+        m.graph:3:16: error[E211]: ragged list: every row must have the same length
          3 |     y = mul(x, [1, [2]])
            |                ^^^^^^^^
     """)
@@ -1164,7 +1164,7 @@ def test_empty_list():
             output x
         }
     """) == text("""
-        m.graph:2:15: error: ragged list: every row must have the same length
+        m.graph:2:15: error[E211]: ragged list: every row must have the same length
          2 |     input x = [[1], []]
            |               ^^^^^^^^^
     """)
@@ -1174,7 +1174,7 @@ def test_empty_list():
             output x
         }
     """) == text("""
-        m.graph:2:16: error: empty list: a value needs at least one number
+        m.graph:2:16: error[E211]: empty list: a value needs at least one number
          2 |     input x = [[], []]
            |                ^^
     """)
@@ -1187,7 +1187,7 @@ def test_a_list_nested_past_32_dims(depth):
     shown = line if len(line) <= 120 else line[:120] + "..."  # long lines are clipped
     assert error(f"graph g {{\n{line}\n    output x\n}}\n") == "\n".join(
         [
-            "m.graph:2:47: error: list nested more than 32 deep: a value has at most 32 dims",
+            "m.graph:2:47: error[E802]: list nested more than 32 deep: a value has at most 32 dims",
             f" 2 | {shown}",
             "   | " + " " * 46 + "^",
         ]
@@ -1201,7 +1201,7 @@ def test_integer_too_large_for_i64():
             output n
         }
     """) == text("""
-        m.graph:2:20: error: `99999999999999999999` is out of range for i64
+        m.graph:2:20: error[E212]: `99999999999999999999` is out of range for i64
          2 |     input n: i64 = 99999999999999999999
            |                    ^^^^^^^^^^^^^^^^^^^^
         hint: i64 holds whole numbers from -9223372036854775808 to 9223372036854775807
@@ -1216,7 +1216,7 @@ def test_number_too_large_for_a_float():
             output y
         }
     """) == text("""
-        m.graph:3:20: error: `1e400` is out of range for f64
+        m.graph:3:20: error[E212]: `1e400` is out of range for f64
          3 |     y = mul(x, [1, 1e400])
            |                    ^^^^^
         hint: f64 holds magnitudes up to 1.7976931348623157e+308
@@ -1227,7 +1227,7 @@ def test_number_too_large_for_a_float():
             output x
         }
     """) == text("""
-        m.graph:2:20: error: `1e39` is out of range for f32
+        m.graph:2:20: error[E212]: `1e39` is out of range for f32
          2 |     input x: f32 = 1e39
            |                    ^^^^
         hint: f32 holds magnitudes up to 3.4028235e+38
@@ -1243,7 +1243,7 @@ def test_a_fraction_for_an_integer_input():
             output loss
         }
     """) == text("""
-        m.graph:3:24: error: `2.9` is not a whole number; `n` is i64
+        m.graph:3:24: error[E213]: `2.9` is not a whole number; `n` is i64
          3 |     input n: i64 = [1, 2.9]
            |                        ^^^
     """)
@@ -1256,7 +1256,7 @@ def test_an_initializer_takes_finite_numbers():
             output W
         }
     """) == text("""
-        m.graph:2:20: error: initializer `normal` takes finite numbers
+        m.graph:2:20: error[E109]: initializer `normal` takes finite numbers
          2 |     param W: [2] = normal(1e999)
            |                    ^^^^^^^^^^^^^
         hint: write `normal(std)`
@@ -1269,7 +1269,7 @@ def test_excerpts_split_lines_where_the_parser_does():
     with pytest.raises(GraphcError) as info:
         graphc.compile_source(src, "m.graph")
     assert info.value.render() == text("""
-        m.graph:3:9: error: unknown op `rleu`
+        m.graph:3:9: error[E103]: unknown op `rleu`
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
@@ -1280,7 +1280,7 @@ def test_windows_line_endings_and_a_byte_order_mark(tmp_path, capsys):
     path = tmp_path / "bom.graph"
     path.write_bytes("\ufeffgraph g {\r\n    input x = 1\r\n    y = rleu(x)\r\n    output y\r\n}\r\n".encode("utf-8"))
     assert cli_error(["check", str(path)], capsys) == text(f"""
-        {path}:3:9: error: unknown op `rleu`
+        {path}:3:9: error[E103]: unknown op `rleu`
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
@@ -1299,10 +1299,10 @@ def test_a_size_must_be_at_least_1():
             output W
         }
     """) == text("""
-        m.graph:3:14: error: `W` has a dim of size 0; every size must be at least 1
+        m.graph:3:14: error[E210]: `W` has a dim of size 0; every size must be at least 1
          3 |     param W: [0] = he
            |              ^^^
-        m.graph:4:14: error: `y` has a dim of size 0; every size must be at least 1
+        m.graph:4:14: error[E210]: `y` has a dim of size 0; every size must be at least 1
          4 |     input y: [N, 0] = onehot
            |              ^^^^^^
     """)
@@ -1317,7 +1317,7 @@ def test_a_param_too_large_to_allocate():
         with pytest.raises(GraphcError) as info:
             graphc.compile_source(src, "m.graph")
         assert info.value.render() == text(f"""
-            m.graph:2:14: error: param `W` [{dims}] has {count} numbers
+            m.graph:2:14: error[E801]: param `W` [{dims}] has {count} numbers
              2 |     param W: [{dims}] = zeros
                |              {"^" * (len(dims) + 2)}
             hint: graphc refuses tensors of more than 268,435,456 numbers; raise the limit with GRAPHC_MAX_ELEMENTS=N
@@ -1333,7 +1333,7 @@ def test_a_const_has_a_concrete_shape():
             output y
         }
     """) == text("""
-        m.graph:3:14: error: const `c` has symbolic dim `N`; a const's shape must be concrete
+        m.graph:3:14: error[E208]: const `c` has symbolic dim `N`; a const's shape must be concrete
          3 |     const c: [N] = [1, 2]
            |              ^^^
     """)
@@ -1347,7 +1347,7 @@ def test_a_literal_value_sizes_its_symbolic_dims():
             output x
         }
     """) == text("""
-        m.graph:3:20: error: value of `x` has N = 2, but the graph declares `dim N = 3`
+        m.graph:3:20: error[E206]: value of `x` has N = 2, but the graph declares `dim N = 3`
          3 |     input x: [N] = [1, 2]
            |                    ^^^^^^
         hint: every value of the graph must agree on the size of `N`
@@ -1360,7 +1360,7 @@ def test_a_literal_value_sizes_its_symbolic_dims():
             output y
         }
     """) == text("""
-        m.graph:3:20: error: value of `z` has N = 3, but the value of `x` has N = 2
+        m.graph:3:20: error[E206]: value of `z` has N = 3, but the value of `x` has N = 2
          3 |     input z: [N] = [1, 2, 3]
            |                    ^^^^^^^^^
         hint: every value of the graph must agree on the size of `N`
@@ -1374,7 +1374,7 @@ def test_one_number_cannot_fill_a_symbolic_dim_without_a_size():
             output x
         }
     """) == text("""
-        m.graph:2:20: error: input `x`: a single number cannot fill symbolic dim `N`
+        m.graph:2:20: error[E208]: input `x`: a single number cannot fill symbolic dim `N`
          2 |     input x: [N] = 0
            |                    ^
         hint: declare its size, e.g. `dim N = 2`, or give a full list
@@ -1392,7 +1392,7 @@ def test_integers_are_only_labels():
             output y
         }
     """) == text("""
-        m.graph:3:13: error: `mul` needs float operands, `n` is i64
+        m.graph:3:13: error[E203]: `mul` needs float operands, `n` is i64
          3 |     y = mul(n, 0.5)
            |             ^
         hint: input `n` is declared i64 at line 2
@@ -1404,7 +1404,7 @@ def test_integers_are_only_labels():
             output loss
         }
     """) == text("""
-        m.graph:3:25: error: `softmax_loss` needs float scores, `y` is i64
+        m.graph:3:25: error[E203]: `softmax_loss` needs float scores, `y` is i64
          3 |     loss = softmax_loss(y, 1)
            |                         ^
         hint: input `y` is declared i64[3] at line 2
@@ -1423,7 +1423,7 @@ def test_a_literal_read_in_two_dtypes():
             output p, q
         }
     """) == text("""
-        m.graph:5:16: error: literal `[0.1,0.2]` is read as f64 by `p` and as f32 by `q`
+        m.graph:5:16: error[E214]: literal `[0.1,0.2]` is read as f64 by `p` and as f32 by `q`
          5 |     q = mul(b, [0.1, 0.2])
            |                ^^^^^^^^^^
         hint: a literal has one dtype; declare a typed const for one reader, e.g. `const c: f32[2] = [0.1,0.2]`
@@ -1438,7 +1438,7 @@ def test_a_literal_out_of_range_for_the_dtype_that_reads_it():
             output y
         }
     """) == text("""
-        m.graph:3:16: error: `1e39` is out of range for f32, the dtype of `y`
+        m.graph:3:16: error[E212]: `1e39` is out of range for f32, the dtype of `y`
          3 |     y = mul(x, 1e39)
            |                ^^^^
         hint: f32 holds magnitudes up to 3.4028235e+38
@@ -1459,7 +1459,7 @@ def test_a_literal_out_of_range_once_the_program_is_float32():
             dtype="float32",
         )
     assert info.value.render() == text("""
-        m.graph:3:16: error: literal `1e39`: 1e+39 is out of range for f32
+        m.graph:3:16: error[E212]: literal `1e39`: 1e+39 is out of range for f32
          3 |     y = mul(x, 1e39)
            |                ^^^^
         hint: f32 holds magnitudes up to 3.4028235e+38
@@ -1477,7 +1477,7 @@ def test_class_indices_written_in_the_graph_are_checked():
             output loss
         }
     """) == text("""
-        m.graph:3:28: error: literal `5`: class indices must lie in 0..2, got 5
+        m.graph:3:28: error[E402]: literal `5`: class indices must lie in 0..2, got 5
          3 |     loss = softmax_loss(y, 5)
            |                            ^
         hint: `y` [3] has 3 classes
@@ -1490,7 +1490,7 @@ def test_class_indices_written_in_the_graph_are_checked():
             output loss
         }
     """) == text("""
-        m.graph:4:28: error: const `t`: class indices must lie in 0..2, got -1..0
+        m.graph:4:28: error[E402]: const `t`: class indices must lie in 0..2, got -1..0
          4 |     loss = softmax_loss(y, t)
            |                            ^
         hint: `y` [2, 3] has 3 classes
@@ -1503,7 +1503,7 @@ def test_class_indices_written_in_the_graph_are_checked():
             output loss
         }
     """) == text("""
-        m.graph:3:15: error: input `t`: class indices must be whole numbers, got 1.7
+        m.graph:3:15: error[E402]: input `t`: class indices must be whole numbers, got 1.7
          3 |     input t = 1.7
            |               ^^^
     """)
@@ -1519,7 +1519,7 @@ def test_class_indices_are_not_computed():
             output loss
         }
     """) == text("""
-        m.graph:5:28: error: class indices `h` are computed by `relu`; labels must be an input or a const
+        m.graph:5:28: error[E402]: class indices `h` are computed by `relu`; labels must be an input or a const
          5 |     loss = softmax_loss(y, h)
            |                            ^
         hint: one-hot labels of shape [2, 3] may be computed
@@ -1547,22 +1547,22 @@ def indices_error(**feeds) -> str:
 
 def test_fed_class_indices_must_be_in_range_and_whole():
     assert indices_error(t=[0, 3], u=[0, 1]) == text("""
-        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..3
+        i.graph:3:11: error[E402]: input `t`: class indices must lie in 0..2, got 0..3
          3 |     input t: i64[N]
            |           ^
     """)
     assert indices_error(t=[0, -1], u=[0, 1]) == text("""
-        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got -1..0
+        i.graph:3:11: error[E402]: input `t`: class indices must lie in 0..2, got -1..0
          3 |     input t: i64[N]
            |           ^
     """)
     assert indices_error(t=[0, 1], u=[0, 1.5]) == text("""
-        i.graph:4:11: error: input `u`: class indices must be whole numbers, got 1.5
+        i.graph:4:11: error[E402]: input `u`: class indices must be whole numbers, got 1.5
          4 |     input u: [N]
            |           ^
     """)
     assert indices_error(t=np.array([2**64 - 1, 0], dtype=np.uint64), u=[0, 1]) == text("""
-        i.graph:3:11: error: input `t`: class indices must lie in 0..2, got 0..18446744073709551615
+        i.graph:3:11: error[E402]: input `t`: class indices must lie in 0..2, got 0..18446744073709551615
          3 |     input t: i64[N]
            |           ^
     """)
@@ -1581,7 +1581,7 @@ def test_an_unsigned_integer_too_large_for_i64():
     with pytest.raises(GraphcError) as info:
         program.forward(k=np.array([2**64 - 1, 0], dtype=np.uint64))
     assert info.value.render() == text("""
-        k.graph:2:11: error: input `k`: 18446744073709551615 is out of range for i64
+        k.graph:2:11: error[E212]: input `k`: 18446744073709551615 is out of range for i64
          2 |     input k: i64[2]
            |           ^
         hint: i64 holds whole numbers from -9223372036854775808 to 9223372036854775807
@@ -1592,7 +1592,7 @@ def test_cli_value_out_of_range_for_float32(tmp_path, capsys):
     path = tmp_path / "f.graph"
     path.write_text("graph g {\n    input x: f32[2]\n    y = relu(x)\n    output y\n}\n")
     assert cli_error(["run", str(path), "--set", "x=[1e40, 1]"], capsys) == text(f"""
-        <command line>:1:9: error: input `x`: 1e+40 is out of range for f32
+        <command line>:1:9: error[E212]: input `x`: 1e+40 is out of range for f32
          1 | --set x=[1e40, 1]
            |         ^^^^^^^^^
         {path}:2:11: note: `x` is declared here
@@ -1615,13 +1615,13 @@ def test_cli_value_out_of_range_for_float32(tmp_path, capsys):
     ],
 )
 def test_cli_wrt_names_each_value_once(wrt, message, hint, capsys):
-    assert cli_error(["compile", APPLE, "--wrt", wrt], capsys) == f"graphc: error: {message}\nhint: {hint}"
+    assert cli_error(["compile", APPLE, "--wrt", wrt], capsys) == f"graphc: error[E506]: {message}\nhint: {hint}"
 
 
 @pytest.mark.parametrize("command", ["run", "gradcheck"])
 def test_cli_negative_seed(command, capsys):
     assert cli_error([command, APPLE, "--seed", "-1"], capsys) == text("""
-        graphc: error: --seed must be at least 0, got -1
+        graphc: error[E502]: --seed must be at least 0, got -1
         hint: e.g. `--seed 100`
     """)
 
@@ -1637,17 +1637,17 @@ def test_at_most_20_errors_are_shown(tmp_path, capsys):
     err = cli_error(["check", str(path)], capsys).replace(str(path), "m.graph")
     shown = err.splitlines()
     assert shown[:3] == [
-        "m.graph:3:15: error: undefined name `u0`",
+        "m.graph:3:15: error[E101]: undefined name `u0`",
         " 3 |     v0 = relu(u0)",
         "   |               ^^",
     ]
     assert shown[-4:] == [
-        "m.graph:22:16: error: undefined name `u19`",
+        "m.graph:22:16: error[E101]: undefined name `u19`",
         " 22 |     v19 = relu(u19)",
         "    |                ^^^",
         "m.graph: note: 4,980 more errors not shown (graphc shows the first 20)",
     ]
-    assert err.count(": error: ") == 20
+    assert err.count(": error[") == 20
 
 
 def test_the_count_of_errors_not_shown():
@@ -1670,7 +1670,7 @@ def test_compiling_a_graph_of_mixed_float_dtypes_points_at_the_graph(tmp_path, c
     path = tmp_path / "m.graph"
     path.write_text("graph g {\n    input a: f64[2] = [1, 2]\n    input b: f32[2] = [1, 2]\n    output a, b\n}\n")
     assert cli_error(["compile", str(path), "--emit", "python"], capsys).replace(str(path), "m.graph") == text("""
-        m.graph:1:7: error: graph `g` mixes f32 and f64 values; a generated module has one float dtype
+        m.graph:1:7: error[E907]: graph `g` mixes f32 and f64 values; a generated module has one float dtype
          1 | graph g {
            |       ^
         hint: give one with --dtype float32 or --dtype float64
@@ -1703,7 +1703,7 @@ def test_class_indices_fed_a_number_where_a_row_is_declared(capsys):
     with pytest.raises(GraphcError) as info:
         program.forward(k=9)
     assert info.value.render() == text("""
-        m.graph:4:11: error: input `k` expects shape [N], got []
+        m.graph:4:11: error[E403]: input `k` expects shape [N], got []
          4 |     input k: i64[N] = [0, 1]
            |           ^
     """)
@@ -1715,16 +1715,20 @@ def test_class_indices_fed_a_number_where_a_row_is_declared(capsys):
 @pytest.mark.parametrize(
     ("src", "message", "caret"),
     [
-        ("graphg{input x=2\noutput x}", "m.graph:1:1: error: `graph` and `g` run together", (1, 1, 6)),
+        ("graphg{input x=2\noutput x}", "m.graph:1:1: error[E002]: `graph` and `g` run together", (1, 1, 6)),
         (
             "graph g {\n    input x: f32x[2]\n    output x\n}",
-            "m.graph:2:14: error: `f32` and `x` run together",
+            "m.graph:2:14: error[E002]: `f32` and `x` run together",
             (2, 14, 4),
         ),
-        ("graph g {\n    input x: [2x]\n    output x\n}", "m.graph:2:15: error: `2` and `x` run together", (2, 15, 2)),
+        (
+            "graph g {\n    input x: [2x]\n    output x\n}",
+            "m.graph:2:15: error[E002]: `2` and `x` run together",
+            (2, 15, 2),
+        ),
         (
             "graph g {\n    input x = 1 fromimages\n    output x\n}",
-            "m.graph:2:17: error: `from` and `images` run together",
+            "m.graph:2:17: error[E002]: `from` and `images` run together",
             (2, 17, 10),
         ),
     ],
@@ -1751,7 +1755,7 @@ def test_a_file_with_carriage_returns_reads_as_python_reads_text(tmp_path, capsy
         newline.join(["graph g {", "    input x = 1", "    y = rleu(x)", "    output y", "}", ""]).encode()
     )
     assert cli_error(["check", str(path)], capsys) == text(f"""
-        {path}:3:9: error: unknown op `rleu`
+        {path}:3:9: error[E103]: unknown op `rleu`
          3 |     y = rleu(x)
            |         ^^^^
         hint: did you mean `relu`?
@@ -1767,7 +1771,7 @@ def test_a_line_that_ends_too_early():
             output x
         }
     """) == text("""
-        m.graph:2:14: error: unexpected end of line; expected `[`, a name or a number
+        m.graph:2:14: error[E003]: unexpected end of line; expected `[`, a name or a number
          2 |     input x =
            |              ^
         hint: a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, \
@@ -1777,14 +1781,14 @@ or where the next line starts with `->`
 
 def test_a_character_that_is_no_part_of_the_language():
     assert error("graph g {\n    input café = 1\n    output café\n}\n") == text("""
-        m.graph:2:14: error: unexpected character `é`
+        m.graph:2:14: error[E001]: unexpected character `é`
          2 |     input café = 1
            |              ^
         hint: names are made of the letters A to Z and a to z, digits and `_`
     """)
     # An invisible one is written as an escape, and shown as a replacement character.
     assert error("graph g {\n    input x = 1\n    y = \x00relu(x)\n}\n") == text("""
-        m.graph:3:9: error: unexpected character `\\x00`
+        m.graph:3:9: error[E001]: unexpected character `\\x00`
          3 |     y = \ufffdrelu(x)
            |         ^
     """)

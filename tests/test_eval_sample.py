@@ -163,7 +163,7 @@ def test_a_bad_k_in_a_checkpoint_is_corrupt(models, capsys, tmp_path):
     with pytest.raises(GraphcError) as err:
         read_meta(path)
     assert err.value.render() == (
-        f"{path}: error: corrupt checkpoint: meta field `eval_sample` must be a whole number at least 1, got 0\n"
+        f"{path}: error[E702]: corrupt checkpoint: meta field `eval_sample` must be a whole number at least 1, got 0\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
 
@@ -180,14 +180,14 @@ def test_a_bad_k_in_a_checkpoint_is_corrupt(models, capsys, tmp_path):
 def test_cli_refuses_a_bad_k(models, capsys, value, message):
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", f"--eval-sample={value}")
     assert (status, out) == (2, "")
-    assert err == f"graphc: error: {message}\nhint: e.g. `--eval-sample 100`\n"
+    assert err == f"graphc: error[E502]: {message}\nhint: e.g. `--eval-sample 100`\n"
 
 
 @pytest.mark.parametrize("sample", [0, -1])
 def test_train_options_refuse_a_bad_k(sample):
     with pytest.raises(GraphcError) as err:
         TrainOptions(eval_sample=sample)
-    assert err.value.render() == f"graphc: error: the evaluation sample must be at least 1 image, got {sample}"
+    assert err.value.render() == f"graphc: error[E502]: the evaluation sample must be at least 1 image, got {sample}"
 
 
 def test_an_interrupted_run_keeps_its_last_sampled_measurement_and_says_so():

@@ -232,7 +232,7 @@ def error_of(capsys, *argv) -> str:
 
 def test_a_graph_without_a_convolution(here, capsys):
     assert error_of(capsys, "eval", "plain.graph", "--filters", "f.png") == textwrap.dedent("""\
-        plain.graph:1:7: error: graph `plain` has no convolution filters to draw: no op reads a 4-D param as its filters
+        plain.graph:1:7: error[E508]: graph `plain` has no convolution filters to draw: no op reads a 4-D param as its filters
          1 | graph plain {
            |       ^^^^^
         hint: --filters-param K draws `K`
@@ -248,19 +248,19 @@ def test_filters_param_that_is_no_param(here, capsys):
     made_up_weights("w.npz")
     base = ["eval", "g.graph", "--weights", "w.npz", "--filters", "f.png", "--filters-param"]
     assert error_of(capsys, *base, "Gg") == textwrap.dedent("""\
-        <command line>:1:17: error: no param named `Gg` in graph `g`
+        <command line>:1:17: error[E405]: no param named `Gg` in graph `g`
          1 | --filters-param Gg
            |                 ^^
         hint: did you mean `G`?
         """)
     assert error_of(capsys, *base, "Q") == textwrap.dedent("""\
-        <command line>:1:17: error: no param named `Q` in graph `g`
+        <command line>:1:17: error[E405]: no param named `Q` in graph `g`
          1 | --filters-param Q
            |                 ^
         hint: its params: F, c, G, d, M
         """)
     assert error_of(capsys, *base, "x") == textwrap.dedent("""\
-        <command line>:1:17: error: `x` is an input, not a param: --filters draws learned filters [FN, C, FH, FW]
+        <command line>:1:17: error[E508]: `x` is an input, not a param: --filters draws learned filters [FN, C, FH, FW]
          1 | --filters-param x
            |                 ^
         g.graph:2:11: note: `x` is declared here
@@ -268,7 +268,7 @@ def test_filters_param_that_is_no_param(here, capsys):
            |           ^
         """)
     assert error_of(capsys, *base, "first") == textwrap.dedent("""\
-        <command line>:1:17: error: `first` is computed by conv2d, not a param: --filters draws learned filters [FN, C, FH, FW]
+        <command line>:1:17: error[E508]: `first` is computed by conv2d, not a param: --filters draws learned filters [FN, C, FH, FW]
          1 | --filters-param first
            |                 ^^^^^
         g.graph:8:5: note: `first` is declared here
@@ -282,7 +282,7 @@ def test_filters_param_that_is_not_4d(here, capsys):
     made_up_weights("w.npz")
     argv = ["eval", "g.graph", "--weights", "w.npz", "--filters", "f.png", "--filters-param", "M"]
     assert error_of(capsys, *argv) == textwrap.dedent("""\
-        <command line>:1:17: error: param `M` is f64[4, 4], not filters [FN, C, FH, FW]
+        <command line>:1:17: error[E508]: param `M` is f64[4, 4], not filters [FN, C, FH, FW]
          1 | --filters-param M
            |                 ^
         g.graph:7:11: note: `M` is declared here
@@ -294,18 +294,18 @@ def test_filters_param_that_is_not_4d(here, capsys):
 
 def test_output_that_cannot_be_written(here, capsys):
     assert error_of(capsys, "eval", "g.graph", "--filters", "f.jpg") == textwrap.dedent("""\
-        <command line>:1:11: error: --filters writes a PNG image: `f.jpg` does not end in .png
+        <command line>:1:11: error[E507]: --filters writes a PNG image: `f.jpg` does not end in .png
          1 | --filters f.jpg
            |           ^^^^^
         hint: e.g. `--filters filters.png`
         """)
     assert error_of(capsys, "eval", "g.graph", "--filters", "no/f.png") == textwrap.dedent("""\
-        no/f.png: error: cannot write: no such directory
+        no/f.png: error[E604]: cannot write: no such directory
         hint: create `no` first
         """)
     (here / "d.png").mkdir()
     assert error_of(capsys, "eval", "g.graph", "--filters", "d.png") == textwrap.dedent("""\
-        d.png: error: is a directory
+        d.png: error[E602]: is a directory
         hint: give a file name
         """)
 
@@ -318,7 +318,7 @@ def test_nan_filters_leave_the_previous_picture(here, capsys):
     params["F"][2, 0, 0, 0] = np.inf
     np.savez("bad.npz", **params)
     assert error_of(capsys, "eval", "g.graph", "--weights", "bad.npz", "--filters", "f.png") == textwrap.dedent("""\
-        bad.npz: error: cannot draw the filters `F`: filter 1 holds NaN or inf (2 of 3 filters do)
+        bad.npz: error[E508]: cannot draw the filters `F`: filter 1 holds NaN or inf (2 of 3 filters do)
         hint: the weights diverged: train again with a smaller --lr
         """)
     assert (here / "f.png").read_bytes() == before
@@ -327,12 +327,12 @@ def test_nan_filters_leave_the_previous_picture(here, capsys):
 
 def test_filters_param_needs_filters_and_measuring_needs_weights(here, capsys):
     assert error_of(capsys, "eval", "g.graph", "--weights", "w.npz", "--filters-param", "G") == textwrap.dedent("""\
-        <command line>:1:17: error: --filters-param names the param --filters draws: give --filters OUT.png too
+        <command line>:1:17: error[E505]: --filters-param names the param --filters draws: give --filters OUT.png too
          1 | --filters-param G
            |                 ^
         """)
     assert error_of(capsys, "eval", "g.graph") == textwrap.dedent("""\
-        graphc: error: graphc eval measures trained weights: give --weights W.npz
+        graphc: error[E505]: graphc eval measures trained weights: give --weights W.npz
         hint: a checkpoint from `graphc train --save`; without weights, only --filters OUT.png draws (the initial filters)
         """)
 
@@ -340,7 +340,7 @@ def test_filters_param_needs_filters_and_measuring_needs_weights(here, capsys):
 def test_wrong_weights_are_refused_before_anything_is_written(here, capsys):
     np.savez("other.npz", F=np.zeros((3, 2, 2, 2)))
     err = error_of(capsys, "eval", "g.graph", "--weights", "other.npz", "--filters", "f.png")
-    assert err.startswith("other.npz: error: ")
+    assert err.startswith("other.npz: error[")
     assert not (here / "f.png").exists()
 
 

@@ -107,7 +107,7 @@ def test_an_import_cycle_is_an_error_at_the_import_that_closes_it(tmp_path: Path
     write(tmp_path / "b.graph", 'import "a.graph"\n')
     monkeypatch.chdir(tmp_path)
     assert error(Path("a.graph")) == text("""
-        b.graph:1:8: error: import cycle: a.graph -> b.graph -> a.graph
+        b.graph:1:8: error[E141]: import cycle: a.graph -> b.graph -> a.graph
          1 | import "a.graph"
            |        ^^^^^^^^^
         hint: a file cannot import itself, even through others
@@ -118,7 +118,7 @@ def test_a_file_that_imports_itself(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "a.graph", 'import "a.graph"\ngraph g {\n    input x = 1\n    output x\n}\n')
     assert error(Path("a.graph")) == text("""
-        a.graph:1:8: error: import cycle: a.graph -> a.graph
+        a.graph:1:8: error[E141]: import cycle: a.graph -> a.graph
          1 | import "a.graph"
            |        ^^^^^^^^^
         hint: a file cannot import itself, even through others
@@ -130,11 +130,11 @@ def test_a_missing_or_unreadable_import(tmp_path: Path, monkeypatch):
     (tmp_path / "lib").mkdir()
     write(tmp_path / "m.graph", 'import "nope.graph"\nimport "lib"\ngraph g {\n    input x = 1\n    output x\n}\n')
     assert error(Path("m.graph")) == text("""
-        m.graph:1:8: error: cannot import `nope.graph`: no such file
+        m.graph:1:8: error[E140]: cannot import `nope.graph`: no such file
          1 | import "nope.graph"
            |        ^^^^^^^^^^^^
         hint: looked for nope.graph; an import's path is relative to the file that imports it
-        m.graph:2:8: error: cannot import `lib`: is a directory, not a .graph file
+        m.graph:2:8: error[E140]: cannot import `lib`: is a directory, not a .graph file
          2 | import "lib"
            |        ^^^^^
         hint: looked for lib; an import's path is relative to the file that imports it
@@ -146,7 +146,7 @@ def test_a_mistake_in_an_imported_file_is_shown_there_with_the_import(tmp_path: 
     write(tmp_path / "lib" / "bad.graph", "block b(x) {\n    x -> relu ->\n}\n")
     write(tmp_path / "m.graph", 'import "lib/bad.graph"\ngraph g {\n    input x = 1\n    output x\n}\n')
     assert error(Path("m.graph")) == text("""
-        lib/bad.graph:2:17: error: unexpected end of line; expected `repeat` or a name
+        lib/bad.graph:2:17: error[E003]: unexpected end of line; expected `repeat` or a name
          2 |     x -> relu ->
            |                 ^
         m.graph:1:8: note: imported here
@@ -164,7 +164,7 @@ def test_a_shape_error_in_an_imported_block_shows_the_use(project: Path, tmp_pat
         "    x -> dense(2) -> affine(V, 0) -> y\n    output y\n}\n",
     )
     assert error(Path("s.graph")) == text("""
-        s.graph:5:29: error: shape mismatch in `affine`: `dense1` has 2 features, `V` expects 3 (`dense1` is [N, 2], `V` is [3, 3])
+        s.graph:5:29: error[E201]: shape mismatch in `affine`: `dense1` has 2 features, `V` expects 3 (`dense1` is [N, 2], `V` is [3, 3])
          5 |     x -> dense(2) -> affine(V, 0) -> y
            |                             ^
         hint: param `V` is declared f64[3, 3] at line 4
@@ -176,7 +176,7 @@ def test_two_imports_that_define_one_block(project: Path, tmp_path: Path, monkey
     write(tmp_path / "other.graph", "block dense(x) {\n    x -> relu -> out\n}\n")
     write(tmp_path / "m.graph", 'import "lib/layers.graph"\nimport "other.graph"\n' + MAIN.split("\n", 2)[2])
     assert error(Path("m.graph")) == text("""
-        m.graph:2:8: error: `import "other.graph"` brings in block `dense` a second time
+        m.graph:2:8: error[E142]: `import "other.graph"` brings in block `dense` a second time
          2 | import "other.graph"
            |        ^^^^^^^^^^^^^
         hint: `dense` is first defined at lib/layers.graph:3:7 and again at other.graph:1:7; import only one of the two
@@ -190,7 +190,7 @@ def test_a_block_defined_in_the_file_and_imported(project: Path, tmp_path: Path,
         'import "lib/layers.graph"\nblock dense(x) {\n    x -> relu -> out\n}\n' + MAIN.split("\n", 2)[2],
     )
     assert error(Path("m.graph")) == text("""
-        m.graph:2:7: error: duplicate definition of block `dense`
+        m.graph:2:7: error[E102]: duplicate definition of block `dense`
          2 | block dense(x) {
            |       ^^^^^
         hint: `dense` is first defined at lib/layers.graph:3:7; pick another name
@@ -290,7 +290,7 @@ def test_a_file_of_blocks_alone_is_checked_but_has_nothing_to_run(capsys):
     assert (
         capsys.readouterr().err
         == text(f"""
-        {layers}: error: no graph to run: the file holds only blocks
+        {layers}: error[E113]: no graph to run: the file holds only blocks
         hint: a file of blocks is for `import "FILE"` in a file with a graph; `graphc check` checks how its blocks are defined
     """)
         + "\n"

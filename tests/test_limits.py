@@ -85,7 +85,7 @@ SHOWN = "9" * 200  # enough to fill an excerpt
 @BOTH
 def test_an_integer_value_of_5000_digits(tmp_path, capsys, command):
     assert refused(tmp_path, capsys, command, f"graph g {{\n    input x = {BIG}\n    output x\n}}\n") == text(f"""
-        m.graph:2:15: error: `{CLIPPED}` is out of range for f64
+        m.graph:2:15: error[E212]: `{CLIPPED}` is out of range for f64
          2 |     input x = {SHOWN[:106]}...
            |               {"^" * 106}
         hint: f64 holds magnitudes up to 1.7976931348623157e+308
@@ -121,7 +121,7 @@ def test_a_size_of_5000_digits(tmp_path, capsys, command, line, column):
     line = "    " + line.format(big=BIG)
     shown = line[:120] + "..."
     assert refused(tmp_path, capsys, command, f"graph g {{\n{line}\n    input y: [N]\n    output y\n}}\n") == text(f"""
-        m.graph:2:{column}: error: size `{CLIPPED}` is too large: it has 5,000 digits
+        m.graph:2:{column}: error[E801]: size `{CLIPPED}` is too large: it has 5,000 digits
          2 | {shown}
            | {" " * (column - 1)}{"^" * (120 - column + 1)}
         {HINT}
@@ -135,7 +135,7 @@ def test_a_size_of_5000_digits(tmp_path, capsys, command, line, column):
 def test_a_const_of_4_times_10_to_the_12_numbers(tmp_path, capsys, command):
     src = "graph g {\n    const c: f64[4, 1000000000000] = 2\n    output c\n}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:14: error: const `c` [4, 1000000000000] has 4,000,000,000,000 numbers
+        m.graph:2:14: error[E801]: const `c` [4, 1000000000000] has 4,000,000,000,000 numbers
          2 |     const c: f64[4, 1000000000000] = 2
            |              ^^^^^^^^^^^^^^^^^^^^^
         {HINT}
@@ -146,7 +146,7 @@ def test_a_const_of_4_times_10_to_the_12_numbers(tmp_path, capsys, command):
 def test_a_param_of_10_to_the_12_numbers(tmp_path, capsys, command):
     src = "graph g {\n    param W: [1000000, 1000000] = normal(0.01)\n    output W\n}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:14: error: param `W` [1000000, 1000000] has 1,000,000,000,000 numbers
+        m.graph:2:14: error[E801]: param `W` [1000000, 1000000] has 1,000,000,000,000 numbers
          2 |     param W: [1000000, 1000000] = normal(0.01)
            |              ^^^^^^^^^^^^^^^^^^
         {HINT}
@@ -157,7 +157,7 @@ def test_a_param_of_10_to_the_12_numbers(tmp_path, capsys, command):
 def test_an_input_too_large_even_with_a_batch_of_one(tmp_path, capsys, command):
     src = "graph g {\n    input x: [N, 1000000000]\n    output x\n}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:14: error: input `x` [N, 1000000000] has 1,000,000,000 numbers
+        m.graph:2:14: error[E801]: input `x` [N, 1000000000] has 1,000,000,000 numbers
          2 |     input x: [N, 1000000000]
            |              ^^^^^^^^^^^^^^^
         {HINT}
@@ -168,7 +168,7 @@ def test_an_input_too_large_even_with_a_batch_of_one(tmp_path, capsys, command):
 def test_a_dim_that_makes_a_made_up_input_too_large(tmp_path, capsys, command):
     src = "graph g {\n    input x: [N, 784] = uniform(0, 1)\n    dim N = 1000000000\n    output x\n}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:14: error: input `x` [N, 784] would be made up with 784,000,000,000 numbers (N = 1000000000)
+        m.graph:2:14: error[E801]: input `x` [N, 784] would be made up with 784,000,000,000 numbers (N = 1000000000)
          2 |     input x: [N, 784] = uniform(0, 1)
            |              ^^^^^^^^
         {HINT}
@@ -186,7 +186,7 @@ def test_a_shape_of_33_dims(tmp_path, capsys, command):
     shape = "[" + ", ".join(["1"] * 33) + "]"
     src = f"graph g {{\n    param w: {shape} = zeros\n    output w\n}}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:14: error: param `w` has 33 dims; a value has at most 32
+        m.graph:2:14: error[E802]: param `w` has 33 dims; a value has at most 32
          2 |     param w: {shape}
            |              {"^" * len(shape)}
     """).replace(shape + "\n", shape + " = zeros\n")
@@ -223,7 +223,7 @@ def test_a_value_computed_too_large_for_the_made_up_inputs(tmp_path, capsys, com
         assert main(["check", str(path)]) == 0
         return
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:5:5: error: `c` [N, N] would hold 10,000,000,000 numbers with N = 100000
+        m.graph:5:5: error[E801]: `c` [N, N] would hold 10,000,000,000 numbers with N = 100000
          5 |     c = add(a, b)
            |     ^
         {HINT}
@@ -239,7 +239,7 @@ def test_a_value_computed_too_large_for_the_fed_inputs(tmp_path, capsys):
     err = capsys.readouterr().err.rstrip("\n").replace(str(path), "m.graph")
     assert status == 2
     assert err == text(f"""
-        m.graph:4:20: error: `c` [N, M] would hold 600,000,000 numbers with N = 30000, M = 20000
+        m.graph:4:20: error[E801]: `c` [N, M] would hold 600,000,000 numbers with N = 30000, M = 20000
          4 |     a -> add(b) -> c
            |                    ^
         {HINT}
@@ -264,7 +264,7 @@ def test_the_sizes_of_a_run_are_checked_once_for_each_set_of_dims():
 def test_a_file_of_a_million_lines(tmp_path, capsys, command):
     src = "graph g {\n" + "    # a comment\n" * 1_000_000 + "}\n"
     assert refused(tmp_path, capsys, command, src) == text("""
-        m.graph:100001:1: error: the file is longer than 100,000 lines
+        m.graph:100001:1: error[E803]: the file is longer than 100,000 lines
          100001 |     # a comment
                 | ^
         hint: graphc reads .graph files of at most 100,000 lines; raise the limit with GRAPHC_MAX_LINES=N
@@ -276,7 +276,7 @@ def test_a_line_of_10_megabytes(tmp_path, capsys, command):
     line = "    input x = [" + "1, " * 3_333_333 + "1]"
     error = refused(tmp_path, capsys, command, f"graph g {{\n{line}\n    output x\n}}\n")
     assert error.splitlines() == [
-        "m.graph:2:200001: error: line 2 is 10,000,016 characters long",
+        "m.graph:2:200001: error[E803]: line 2 is 10,000,016 characters long",
         " 2 | ..." + line[199_960:200_080] + "...",  # 120 characters, 40 of them before the caret
         "   | " + " " * 43 + "^",
         "hint: graphc reads lines of at most 200,000 characters; a list may run over several lines, "
@@ -288,7 +288,7 @@ def test_a_line_of_10_megabytes(tmp_path, capsys, command):
 def test_a_file_of_more_than_16_mib(tmp_path, capsys, command):
     src = "graph g {\n" + ("    # " + "x" * 1000 + "\n") * (17 * 1024) + "}\n"
     assert refused(tmp_path, capsys, command, src) == text("""
-        m.graph: error: larger than 16 MiB: too large for a .graph file
+        m.graph: error[E803]: larger than 16 MiB: too large for a .graph file
         hint: large data belongs in a .npy file, given with --input
     """)
 
@@ -298,7 +298,7 @@ def test_lists_nested_100000_deep(tmp_path, capsys, command):
     # Over a thousand lines, each within the line limit; refused at the 33rd `[`.
     src = "graph g {\n    const c = " + "\n".join(["[" * 100] * 1000) + "1" + "]" * 100_000 + "\n    output c\n}\n"
     assert refused(tmp_path, capsys, command, src) == text(f"""
-        m.graph:2:47: error: list nested more than 32 deep: a value has at most 32 dims
+        m.graph:2:47: error[E802]: list nested more than 32 deep: a value has at most 32 dims
          2 |     const c = {"[" * 100}
            | {" " * 46}^
     """)
@@ -309,7 +309,7 @@ def test_an_identifier_of_100000_characters(tmp_path, capsys, command):
     src = "graph g {\n    input x = 1\n    y = " + "a" * 100_000 + "(x)\n    output y\n}\n"
     error = refused(tmp_path, capsys, command, src)
     assert error == text(f"""
-        m.graph:3:9: error: unknown op `{"a" * 59}...{"a" * 58}`
+        m.graph:3:9: error[E103]: unknown op `{"a" * 59}...{"a" * 58}`
          3 |     y = {"a" * 112}...
            |         {"^" * 112}
         hint: ops: mul, add, relu, sigmoid, affine, softmax_loss, sub, div, tanh, exp, log, square, sum, mean, dropout, batchnorm, conv2d, max_pool, flatten, avg_pool
@@ -321,7 +321,7 @@ def test_an_identifier_of_100000_characters(tmp_path, capsys, command):
 def test_text_that_is_not_utf8(tmp_path, capsys, command):
     src = "graph g {\n    input x = 1\n    input café = 2\n    output x\n}\n".encode("latin-1")
     assert refused(tmp_path, capsys, command, src) == text("""
-        m.graph:3:14: error: not UTF-8 text: byte 0xe9 cannot start or continue a character
+        m.graph:3:14: error[E006]: not UTF-8 text: byte 0xe9 cannot start or continue a character
          3 |     input caf\ufffd = 2
            |              ^
         hint: save the file as UTF-8
@@ -357,7 +357,7 @@ def test_a_param_that_takes_a_run_past_its_budget(tmp_path, capsys, command):
     src = "graph g {\n    param w: [4096, 4096] = normal(0.01)\n    y = relu(w)\n    output y\n}\n"
     args = ["-o", str(tmp_path / "g.svg"), "--values"] if command == "draw" else []
     assert refused(tmp_path, capsys, command, src, *args) == text("""
-        m.graph:2:11: error: a run of graph `g` would hold 33,554,432 numbers in all, 16,777,216 of them in `w` [4096, 4096]
+        m.graph:2:11: error[E801]: a run of graph `g` would hold 33,554,432 numbers in all, 16,777,216 of them in `w` [4096, 4096]
          2 |     param w: [4096, 4096] = normal(0.01)
            |           ^
         hint: graphc runs a graph on at most 16,777,216 numbers in all its values; raise the limit with GRAPHC_MAX_RUN_ELEMENTS=N
@@ -376,7 +376,7 @@ def test_fed_inputs_that_take_a_run_past_its_budget(monkeypatch):
     with pytest.raises(GraphcError) as info:
         program.forward(x=np.ones((34, 10)))
     assert info.value.render() == text("""
-        m.graph:2:11: error: a run of graph `g` would hold 1,030 numbers in all with N = 34, 340 of them in `x` [N, 10]
+        m.graph:2:11: error[E801]: a run of graph `g` would hold 1,030 numbers in all with N = 34, 340 of them in `x` [N, 10]
          2 |     input x: [N, 10]
            |           ^
         hint: graphc runs a graph on at most 1,000 numbers in all its values; raise the limit with GRAPHC_MAX_RUN_ELEMENTS=N

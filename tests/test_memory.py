@@ -442,7 +442,7 @@ def test_a_dim_without_a_size_is_shown_where_it_is_used(tmp_path, capsys):
     path.write_text("graph g {\n    input x: f64[N, K]\n    y = relu(x)\n    output y\n}\n")
     assert main(["compile", str(path), "--batch", "4"]) == 2
     assert capsys.readouterr().err == (
-        f"{path}:2:11: error: dim `K` has no size\n"
+        f"{path}:2:11: error[E208]: dim `K` has no size\n"
         " 2 |     input x: f64[N, K]\n"
         "   |           ^\n"
         "hint: declare `dim K = SIZE` in the graph\n"

@@ -243,7 +243,7 @@ def test_a_checkpoint_without_the_state_a_graph_keeps_is_refused(tmp_path):
     with pytest.raises(graphc.GraphcError) as info:
         load_weights(program(), tmp_path / "w.npz")
     assert info.value.render() == (
-        f"{tmp_path / 'w.npz'}: error: no tensor for state `bn.running_mean` of graph `net`\n"
+        f"{tmp_path / 'w.npz'}: error[E706]: no tensor for state `bn.running_mean` of graph `net`\n"
         "hint: the checkpoint was saved without the running statistics this graph keeps"
     )
 
@@ -255,7 +255,7 @@ def test_state_entries_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(graphc.GraphcError) as info:
         read_checkpoint(tmp_path / "w.npz", program())
     assert info.value.render() == (
-        f"{tmp_path / 'w.npz'}: error: state `bn.running_var` is float64[3], but graph `net` keeps f64[784]"
+        f"{tmp_path / 'w.npz'}: error[E707]: state `bn.running_var` is float64[3], but graph `net` keeps f64[784]"
     )
 
 

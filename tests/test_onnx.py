@@ -465,17 +465,17 @@ def cli_error(argv: list[str], capsys) -> str:
 
 def test_onnx_output_needs_a_file(capsys):
     assert cli_error(["compile", str(MODELS / "apple.graph"), "--emit", "onnx"], capsys) == (
-        "graphc: error: --emit onnx writes a binary file: name it with -o\nhint: e.g. `-o model.onnx`"
+        "graphc: error[E505]: --emit onnx writes a binary file: name it with -o\nhint: e.g. `-o model.onnx`"
     )
 
 
 def test_onnx_flags_go_with_emit_onnx(capsys):
     model = str(MODELS / "apple.graph")
     assert cli_error(["compile", model, "--train-step"], capsys) == (
-        "graphc: error: --train-step goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
+        "graphc: error[E505]: --train-step goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
     )
     assert cli_error(["compile", model, "--emit", "python", "--weights", "w.npz"], capsys) == (
-        "graphc: error: --weights goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
+        "graphc: error[E505]: --weights goes with --emit onnx\nhint: e.g. `--emit onnx -o model.onnx`"
     )
 
 
@@ -483,7 +483,7 @@ def test_without_the_extra_exporting_says_how_to_install_it(tmp_path, capsys, mo
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     argv = ["compile", str(MODELS / "apple.graph"), "--emit", "onnx", "-o", str(tmp_path / "m.onnx")]
     assert cli_error(argv, capsys) == (
-        "graphc: error: --emit onnx needs the onnx package, which is not installed\n"
+        "graphc: error[E509]: --emit onnx needs the onnx package, which is not installed\n"
         'hint: install graphc\'s ONNX extra: pip install "graphc[onnx]"'
     )
     assert not (tmp_path / "m.onnx").exists()
@@ -495,7 +495,7 @@ def test_an_op_without_a_mapping_is_an_error_at_the_op(tmp_path, capsys, monkeyp
     path.write_text("graph g {\n    input x: [N, 2]\n    y = relu(x)\n    output y\n}\n")
     covered = ", ".join(sorted(MAPPINGS))
     assert cli_error(["compile", str(path), "--emit", "onnx", "-o", str(tmp_path / "m.onnx")], capsys) == (
-        f"{path}:3:9: error: ONNX export has no mapping for op `relu`\n"
+        f"{path}:3:9: error[E906]: ONNX export has no mapping for op `relu`\n"
         " 3 |     y = relu(x)\n"
         "   |         ^^^^^^^\n"
         f"hint: ops ONNX export covers: {covered}"
@@ -613,7 +613,7 @@ def test_a_train_step_through_an_op_without_a_gradient_mapping_is_an_error_at_th
     )
     argv = ["compile", str(path), "--emit", "onnx", "--train-step", "-o", str(tmp_path / "m.onnx")]
     assert cli_error(argv, capsys) == (
-        f"{path}:5:9: error: ONNX export has no gradient mapping for op `relu`\n"
+        f"{path}:5:9: error[E906]: ONNX export has no gradient mapping for op `relu`\n"
         " 5 |     z = relu(y)\n"
         "   |         ^^^^^^^\n"
         "hint: ops ONNX export differentiates: " + ", ".join(sorted(GRADIENTS))

@@ -443,7 +443,7 @@ def test_an_axis_out_of_range_is_refused_at_the_attribute():
             output s
         }
     """) == text("""
-        m.graph:3:21: error: axis 2 is out of range for `x` [N, 784]
+        m.graph:3:21: error[E204]: axis 2 is out of range for `x` [N, 784]
          3 |     s = sum(x, axis=2)
            |                     ^
         hint: `x` has 2 axes: 0 to 1, or -2 to -1 from the end
@@ -458,7 +458,7 @@ def test_a_negative_axis_out_of_range_is_refused():
             output m
         }
     """) == text("""
-        m.graph:3:20: error: axis -2 is out of range for `x` [5]
+        m.graph:3:20: error[E204]: axis -2 is out of range for `x` [5]
          3 |     x -> mean(axis=-2) -> m
            |                    ^^
         hint: `x` has 1 axis: 0 to 0, or -1 to -1 from the end
@@ -473,7 +473,7 @@ def test_an_axis_of_a_scalar_is_refused():
             output s
         }
     """) == text("""
-        m.graph:3:21: error: axis 0 is out of range for `x` []
+        m.graph:3:21: error[E204]: axis 0 is out of range for `x` []
          3 |     s = sum(x, axis=0)
            |                     ^
         hint: `x` is a scalar: leave `axis` out
@@ -493,7 +493,7 @@ def test_an_axis_must_be_a_whole_number(value, written):
             output m
         }}
     """) == text(f"""
-        m.graph:3:{column}: error: `axis` of `mean` must be a whole number, got `{written}`
+        m.graph:3:{column}: error[E107]: `axis` of `mean` must be a whole number, got `{written}`
          3 |     m = mean(x, axis={value})
            |                      {"^" * len(value)}
     """)
@@ -507,7 +507,7 @@ def test_keepdims_is_true_or_false():
             output s
         }
     """) == text("""
-        m.graph:3:25: error: `keepdims` of `sum` must be one of `false`, `true`, got `yes`
+        m.graph:3:25: error[E107]: `keepdims` of `sum` must be one of `false`, `true`, got `yes`
          3 |     s = sum(x, keepdims=yes)
            |                         ^^^
     """)
@@ -522,7 +522,7 @@ def test_a_reduction_takes_one_operand():
             output s
         }
     """) == text("""
-        m.graph:4:9: error: wrong number of arguments: `sum` takes 1 (x), got 2
+        m.graph:4:9: error[E106]: wrong number of arguments: `sum` takes 1 (x), got 2
          4 |     s = sum(x, y)
            |         ^^^^^^^^^
         hint: write `sum(x)`
@@ -537,7 +537,7 @@ def test_sub_takes_two_operands():
             output d
         }
     """) == text("""
-        m.graph:3:9: error: wrong number of arguments: `sub` takes 2 (a, b), got 1
+        m.graph:3:9: error[E106]: wrong number of arguments: `sub` takes 2 (a, b), got 1
          3 |     d = sub(x)
            |         ^^^^^^
         hint: write `sub(a, b)`, or `-> sub(b)` in a chain
@@ -553,7 +553,7 @@ def test_div_of_shapes_that_do_not_broadcast():
             output q
         }
     """) == text("""
-        m.graph:4:16: error: shape mismatch in `div`: cannot broadcast `x` [N, 4] with `y` [5] (dim 4 vs 5)
+        m.graph:4:16: error[E201]: shape mismatch in `div`: cannot broadcast `x` [N, 4] with `y` [5] (dim 4 vs 5)
          4 |     q = div(x, y)
            |                ^
         hint: input `y` is declared f64[5] at line 3
@@ -568,7 +568,7 @@ def test_exp_of_integers_is_refused():
             output e
         }
     """) == text("""
-        m.graph:3:13: error: `exp` needs a float operand, `k` is i64
+        m.graph:3:13: error[E203]: `exp` needs a float operand, `k` is i64
          3 |     e = exp(k)
            |             ^
         hint: input `k` is declared i64[3] at line 2
@@ -584,7 +584,7 @@ def test_mixed_float_dtypes_in_sub_are_refused():
             output d
         }
     """) == text("""
-        m.graph:4:16: error: dtype mismatch in `sub`: `a` is f32, `b` is f64
+        m.graph:4:16: error[E203]: dtype mismatch in `sub`: `a` is f32, `b` is f64
          4 |     d = sub(a, b)
            |                ^
         hint: input `b` is declared f64[3] at line 3
@@ -597,7 +597,7 @@ def test_the_command_line_refuses_a_bad_axis_with_status_2(tmp_path, capsys):
     assert main(["check", str(path)]) == 2
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    assert f"{path}:3:21: error: axis 3 is out of range for `x` [2, 3]\n" in captured.err
+    assert f"{path}:3:21: error[E204]: axis 3 is out of range for `x` [2, 3]\n" in captured.err
 
 
 # --- weight decay, by hand, on the two-layer net -----------------------------------------

@@ -159,4 +159,4 @@ def test_load_state_errors():
 def test_unknown_optimizer():
     with pytest.raises(GraphcError) as err:
         make_optimizer("adma", params())
-    assert err.value.render() == "graphc: error: unknown optimizer `adma`\nhint: did you mean `adam`?"
+    assert err.value.render() == "graphc: error[E503]: unknown optimizer `adma`\nhint: did you mean `adam`?"

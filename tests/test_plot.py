@@ -57,7 +57,7 @@ def test_a_label_for_each_run_or_none(tmp_path, capsys):
     out = tmp_path / "cmp.png"
     assert main(["plot", str(tmp_path / "a.csv"), "-o", str(out), "--label", "x", "--label", "y"]) == 2
     assert capsys.readouterr().err == (
-        "graphc plot: error: --label given 2 times for 1 runs\nhint: give one --label per run, in order, or none\n"
+        "graphc plot: error[E505]: --label given 2 times for 1 runs\nhint: give one --label per run, in order, or none\n"
     )
     assert not out.exists()
 
@@ -65,17 +65,17 @@ def test_a_label_for_each_run_or_none(tmp_path, capsys):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("", "{p}:1: error: not a training log: its first line must be "
+        ("", "{p}:1: error[E612]: not a training log: its first line must be "
          "`epoch,iteration,loss,train_acc,test_acc,seconds`\nhint: write one with `graphc train FILE --log LOG.csv`\n"),
-        ("epoch,iteration,loss,train_acc,test_acc,seconds\n", "{p}: error: the log has no epochs\n"),
+        ("epoch,iteration,loss,train_acc,test_acc,seconds\n", "{p}: error[E612]: the log has no epochs\n"),
         ("epoch,iteration,loss,train_acc,test_acc,seconds\n1,600,0.5,0.9,0.91\n",
-         "{p}:2: error: 5 fields where a log row has 6\n"),
+         "{p}:2: error[E612]: 5 fields where a log row has 6\n"),
         ("epoch,iteration,loss,train_acc,test_acc,seconds\n1,600,0.5,0.9,0.91,1\n2,1e3,0.4,0.9,0.91,2\n",
-         "{p}:3: error: `1e3` in column iteration is not a whole number\n"),
+         "{p}:3: error[E612]: `1e3` in column iteration is not a whole number\n"),
         ("epoch,iteration,loss,train_acc,test_acc,seconds\n1,600,low,0.9,0.91,1\n",
-         "{p}:2: error: `low` in column loss is not a number\n"),
+         "{p}:2: error[E612]: `low` in column loss is not a number\n"),
         ("epoch,iteration,loss,train_acc,test_acc,seconds\n1,600,0.5,90,0.91,1\n",
-         "{p}:2: error: `90` in column train_acc is not an accuracy between 0 and 1\n"),
+         "{p}:2: error[E612]: `90` in column train_acc is not an accuracy between 0 and 1\n"),
     ],
     ids=["empty", "no-epochs", "short-row", "not-whole", "not-a-number", "percent"],
 )  # fmt: skip
@@ -92,13 +92,13 @@ def test_a_bad_log_is_named_with_its_line(tmp_path, capsys, text, message):
 def test_missing_files_and_plain_weights_are_refused(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "none.csv"), "-o", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err == (
-        f"{tmp_path / 'none.csv'}: error: no such file\nhint: write a log with `graphc train FILE --log LOG.csv`\n"
+        f"{tmp_path / 'none.csv'}: error[E601]: no such file\nhint: write a log with `graphc train FILE --log LOG.csv`\n"
     )
     plain = tmp_path / "plain.npz"
     np.savez(plain, W=np.zeros(2))
     assert main(["plot", str(plain), "-o", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err == (
-        f"{plain}: error: no training history in this file\nhint: plot a checkpoint written by `graphc train --save`\n"
+        f"{plain}: error[E612]: no training history in this file\nhint: plot a checkpoint written by `graphc train --save`\n"
     )
 
 

@@ -61,7 +61,10 @@ def test_backward_needs_a_forward_first():
     p = program("graph g {\n    input x = 1\n    y = relu(x)\n    output y\n}\n")
     with pytest.raises(GraphcError) as err:
         p.backward()
-    assert rendered(err) == "graphc: error: backward() needs a forward() first\nhint: call program.forward(...) first"
+    assert (
+        rendered(err)
+        == "graphc: error[E407]: backward() needs a forward() first\nhint: call program.forward(...) first"
+    )
 
 
 def test_backward_with_a_seed():
@@ -70,7 +73,7 @@ def test_backward_with_a_seed():
     np.testing.assert_array_equal(p.backward(seed=[1, 10])["x"], [3, 30])
     with pytest.raises(GraphcError) as err:
         p.backward(seed=[1, 2, 3])
-    assert rendered(err) == "graphc: error: seed has shape [3], output `y` has [2]"
+    assert rendered(err) == "graphc: error[E407]: seed has shape [3], output `y` has [2]"
 
 
 def test_fan_out_gradients_are_summed():
@@ -231,7 +234,10 @@ def test_check_grads_refuses_float32():
     p = program("graph g {\n    param w: f32[2] = ones\n    y = relu(w)\n    output y\n}\n")
     with pytest.raises(GraphcError) as err:
         check_grads(p)
-    assert rendered(err) == "graphc: error: gradient checks run in float64; compile the program without dtype=float32"
+    assert (
+        rendered(err)
+        == "graphc: error[E407]: gradient checks run in float64; compile the program without dtype=float32"
+    )
 
 
 # --- labels ------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ def test_dtype_override():
     assert {np.asarray(g).dtype for g in p.backward().values()} == {np.dtype(np.float32)}
     with pytest.raises(GraphcError) as err:
         program("graph g {\n    input x = 1\n    output x\n}\n", dtype="float16")
-    assert rendered(err) == "graphc: error: unknown dtype `float16`\nhint: use float32 or float64"
+    assert rendered(err) == "graphc: error[E503]: unknown dtype `float16`\nhint: use float32 or float64"
 
 
 def test_fed_values_are_cast_to_the_declared_dtype():
@@ -436,12 +442,12 @@ def test_params_by_name():
     with pytest.raises(GraphcError) as err:
         p.params["w"] = [1, 2, 3]
     assert rendered(err) == textwrap.dedent("""\
-        p.graph:3:11: error: param `w` has shape [2], got [3]
+        p.graph:3:11: error[E403]: param `w` has shape [2], got [3]
          3 |     param w: [2] = zeros
            |           ^""")
     with pytest.raises(GraphcError) as err:
         p.params["v"] = 1
-    assert rendered(err) == "graphc: error: no param named `v` in graph `g`"
+    assert rendered(err) == "graphc: error[E405]: no param named `v` in graph `g`"
 
 
 def _initialized(init: str, shape: str = "[400, 300]", seed: int = 0) -> np.ndarray:
@@ -515,7 +521,7 @@ def test_graph_selection():
     assert float(second.forward()["y"]) == 6
     with pytest.raises(GraphcError) as err:
         program(MULTI, graph="third")
-    assert rendered(err) == "p.graph: error: no graph named `third`\nhint: graphs in this file: `first`, `second`"
+    assert rendered(err) == "p.graph: error[E114]: no graph named `third`\nhint: graphs in this file: `first`, `second`"
 
 
 def test_expectations():
@@ -568,7 +574,7 @@ def test_a_param_without_a_type_needs_a_value_to_take_its_shape_from():
     with pytest.raises(GraphcError) as err:
         program("graph g {\n    param z = zeros\n    output z\n}\n")
     assert err.value.render() == (
-        "p.graph:2:11: error: param `z` needs a shape for `zeros`\n"
+        "p.graph:2:11: error[E111]: param `z` needs a shape for `zeros`\n"
         " 2 |     param z = zeros\n"
         "   |           ^\n"
         "hint: e.g. `param z: [784, 50] = zeros`"
@@ -595,7 +601,10 @@ def test_check_grads_refuses_float32_inputs_too():
     p = program("graph g {\n    input x: f32[2] = [1, 2]\n    y = relu(x)\n    output y\n}\n")
     with pytest.raises(GraphcError) as err:
         check_grads(p)
-    assert rendered(err) == "graphc: error: gradient checks run in float64; compile the program without dtype=float32"
+    assert (
+        rendered(err)
+        == "graphc: error[E407]: gradient checks run in float64; compile the program without dtype=float32"
+    )
 
 
 def test_weak_literals_keep_each_branch_in_its_own_dtype():
@@ -765,7 +774,7 @@ def test_one_hot_labels_in_the_graph_are_checked(tmp_path):
             }
         """)
     assert rendered(err) == textwrap.dedent("""\
-        p.graph:3:28: error: literal `[0,-1,2]`: labels must be non-negative, got -1
+        p.graph:3:28: error[E402]: literal `[0,-1,2]`: labels must be non-negative, got -1
          3 |     loss = softmax_loss(y, [0, -1, 2])
            |                            ^^^^^^^^^^
         hint: labels shaped like the scores are one-hot rows, or probabilities: non-negative, each row summing to 1""")
@@ -795,7 +804,7 @@ def test_computed_one_hot_labels_are_checked_once_computed():
     with pytest.raises(GraphcError) as err:
         p.forward()
     assert rendered(err) == textwrap.dedent("""\
-        p.graph:5:28: error: labels `t2` computed by `mul`: label rows must sum to 1, row 0 sums to 2
+        p.graph:5:28: error[E402]: labels `t2` computed by `mul`: label rows must sum to 1, row 0 sums to 2
          5 |     loss = softmax_loss(y, t2)
            |                            ^^
         hint: labels shaped like the scores are one-hot rows, or probabilities: non-negative, each row summing to 1""")

@@ -30,7 +30,7 @@ CASES = {
         c = conv2d(x, W, b)
         """,
         """
-        m.graph:5:19: error: conv2d: filters `W` must be [FN, C, FH, FW], got [3, 2, 2]
+        m.graph:5:19: error[E202]: conv2d: filters `W` must be [FN, C, FH, FW], got [3, 2, 2]
          5 |     c = conv2d(x, W, b)
            |                   ^
         hint: param `W` is declared f64[3, 2, 2] at line 3
@@ -45,7 +45,7 @@ CASES = {
         c = conv2d(x, W, b)
         """,
         """
-        m.graph:6:19: error: conv2d: the shape of filters `W` [K, 1, 2, 2] must be numbers
+        m.graph:6:19: error[E202]: conv2d: the shape of filters `W` [K, 1, 2, 2] must be numbers
          6 |     c = conv2d(x, W, b)
            |                   ^
         hint: input `W` is declared f64[K, 1, 2, 2] at line 4
@@ -57,7 +57,7 @@ CASES = {
         c = max_pool(x)
         """,
         """
-        m.graph:3:18: error: `max_pool` needs a float operand, `x` is i64
+        m.graph:3:18: error[E203]: `max_pool` needs a float operand, `x` is i64
          3 |     c = max_pool(x)
            |                  ^
         hint: input `x` is declared i64[N, 1, 4, 4] at line 2
@@ -69,7 +69,7 @@ CASES = {
         c = flatten(x)
         """,
         """
-        m.graph:3:17: error: `flatten` needs a float operand, `x` is i64
+        m.graph:3:17: error[E203]: `flatten` needs a float operand, `x` is i64
          3 |     c = flatten(x)
            |                 ^
         hint: input `x` is declared i64[N, 4] at line 2
@@ -81,7 +81,7 @@ CASES = {
         c = sum(x)
         """,
         """
-        m.graph:3:13: error: `sum` needs a float operand, `x` is i64
+        m.graph:3:13: error[E203]: `sum` needs a float operand, `x` is i64
          3 |     c = sum(x)
            |             ^
         hint: input `x` is declared i64[N, 4] at line 2
@@ -93,7 +93,7 @@ CASES = {
         c = max_pool(x, size=2, stride=2)
         """,
         """
-        m.graph:3:36: error: max_pool: the output width (3 + 2·0 − 2) / 2 + 1 is not a whole number
+        m.graph:3:36: error[E205]: max_pool: the output width (3 + 2·0 − 2) / 2 + 1 is not a whole number
          3 |     c = max_pool(x, size=2, stride=2)
            |                                    ^
         hint: `stride` must divide 3 + 2·0 − 2 = 1
@@ -105,7 +105,7 @@ CASES = {
         c = max_pool(x, size=2, stride=1)
         """,
         """
-        m.graph:3:26: error: max_pool: the output width (1 + 2·0 − 2) / 1 + 1 is less than 1: the window is larger than the padded input
+        m.graph:3:26: error[E205]: max_pool: the output width (1 + 2·0 − 2) / 1 + 1 is less than 1: the window is larger than the padded input
          3 |     c = max_pool(x, size=2, stride=1)
            |                          ^
         hint: padded, the input is 1 across, the window 2
@@ -117,7 +117,7 @@ CASES = {
         c = flatten(x)
         """,
         """
-        m.graph:3:17: error: flatten: `x` must be a batch [N, ...], got [4]
+        m.graph:3:17: error[E202]: flatten: `x` must be a batch [N, ...], got [4]
          3 |     c = flatten(x)
            |                 ^
         hint: input `x` is declared f64[4] at line 2
@@ -129,7 +129,7 @@ CASES = {
         c = sum(x, axis=2)
         """,
         """
-        m.graph:3:21: error: axis 2 is out of range for `x` [N, 4]
+        m.graph:3:21: error[E204]: axis 2 is out of range for `x` [N, 4]
          3 |     c = sum(x, axis=2)
            |                     ^
         hint: `x` has 2 axes: 0 to 1, or -2 to -1 from the end
@@ -141,7 +141,7 @@ CASES = {
         c = dropout(x, ratio=1)
         """,
         """
-        m.graph:3:26: error: `ratio` of `dropout` must be in [0, 1), got `1`
+        m.graph:3:26: error[E107]: `ratio` of `dropout` must be in [0, 1), got `1`
          3 |     c = dropout(x, ratio=1)
            |                          ^
         hint: the book drops half: `ratio=0.5`; `ratio=0` keeps everything
@@ -153,7 +153,7 @@ CASES = {
         c = dropout(x, ratio=-0.5)
         """,
         """
-        m.graph:3:26: error: `ratio` of `dropout` must be in [0, 1), got `-0.5`
+        m.graph:3:26: error[E107]: `ratio` of `dropout` must be in [0, 1), got `-0.5`
          3 |     c = dropout(x, ratio=-0.5)
            |                          ^^^^
         hint: the book drops half: `ratio=0.5`; `ratio=0` keeps everything
@@ -165,7 +165,7 @@ CASES = {
         c = dropout(x, ratio=true)
         """,
         """
-        m.graph:3:26: error: `ratio` of `dropout` must be a number, got `true`
+        m.graph:3:26: error[E107]: `ratio` of `dropout` must be a number, got `true`
          3 |     c = dropout(x, ratio=true)
            |                          ^^^^
         hint: the book drops half: `ratio=0.5`; `ratio=0` keeps everything
@@ -179,7 +179,7 @@ CASES = {
         c = batchnorm(x, g, b, eps=0)
         """,
         """
-        m.graph:5:32: error: `eps` of `batchnorm` must be in (0, 1), got `0`
+        m.graph:5:32: error[E107]: `eps` of `batchnorm` must be in (0, 1), got `0`
          5 |     c = batchnorm(x, g, b, eps=0)
            |                                ^
         hint: a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`
@@ -193,7 +193,7 @@ CASES = {
         c = batchnorm(x, g, b, eps=1)
         """,
         """
-        m.graph:5:32: error: `eps` of `batchnorm` must be in (0, 1), got `1`
+        m.graph:5:32: error[E107]: `eps` of `batchnorm` must be in (0, 1), got `1`
          5 |     c = batchnorm(x, g, b, eps=1)
            |                                ^
         hint: a small positive number keeps a feature of zero variance finite, e.g. `eps=1e-7`
@@ -207,7 +207,7 @@ CASES = {
         c = batchnorm(x, g, b, momentum=1)
         """,
         """
-        m.graph:5:37: error: `momentum` of `batchnorm` must be in [0, 1), got `1`
+        m.graph:5:37: error[E107]: `momentum` of `batchnorm` must be in [0, 1), got `1`
          5 |     c = batchnorm(x, g, b, momentum=1)
            |                                     ^
         hint: the book's is `momentum=0.9`
@@ -221,7 +221,7 @@ CASES = {
         c = batchnorm(x, g, b)
         """,
         """
-        m.graph:5:25: error: shape mismatch in `batchnorm`: `b` [3] must be one number per feature of `x` [N, 4], [4]
+        m.graph:5:25: error[E201]: shape mismatch in `batchnorm`: `b` [3] must be one number per feature of `x` [N, 4], [4]
          5 |     c = batchnorm(x, g, b)
            |                         ^
         hint: param `b` is declared f64[3] at line 4
@@ -235,7 +235,7 @@ CASES = {
         c = conv2d(x, W, b)
         """,
         """
-        m.graph:5:19: error: conv2d: the output width (4 + 2·0 − 5) / 1 + 1 is less than 1: the window is larger than the padded input
+        m.graph:5:19: error[E205]: conv2d: the output width (4 + 2·0 − 5) / 1 + 1 is less than 1: the window is larger than the padded input
          5 |     c = conv2d(x, W, b)
            |                   ^
         hint: padded, the input is 4 across, the window 5
@@ -249,7 +249,7 @@ CASES = {
         c = conv2d(x, W, b, stride=2)
         """,
         """
-        m.graph:5:32: error: conv2d: the output width (3 + 2·0 − 2) / 2 + 1 is not a whole number
+        m.graph:5:32: error[E205]: conv2d: the output width (3 + 2·0 − 2) / 2 + 1 is not a whole number
          5 |     c = conv2d(x, W, b, stride=2)
            |                                ^
         hint: `stride` must divide 3 + 2·0 − 2 = 1
@@ -263,7 +263,7 @@ CASES = {
         c = conv2d(x, W, b)
         """,
         """
-        m.graph:5:22: error: shape mismatch in `conv2d`: bias `b` [2] must be one number per filter, [3]
+        m.graph:5:22: error[E201]: shape mismatch in `conv2d`: bias `b` [2] must be one number per filter, [3]
          5 |     c = conv2d(x, W, b)
            |                      ^
         hint: param `b` is declared f64[2] at line 4
@@ -275,7 +275,7 @@ CASES = {
         c = max_pool(x)
         """,
         """
-        m.graph:3:18: error: max_pool: `x` must be a batch of images [N, C, H, W], got [N, 16]
+        m.graph:3:18: error[E202]: max_pool: `x` must be a batch of images [N, C, H, W], got [N, 16]
          3 |     c = max_pool(x)
            |                  ^
         hint: input `x` is declared f64[N, 16] at line 2
@@ -288,7 +288,7 @@ CASES = {
         c = max_pool(x)
         """,
         """
-        m.graph:4:18: error: max_pool: the height and width of `x` [N, 1, H, 4] must be numbers
+        m.graph:4:18: error[E202]: max_pool: the height and width of `x` [N, 1, H, 4] must be numbers
          4 |     c = max_pool(x)
            |                  ^
         hint: input `x` is declared f64[N, 1, H, 4] at line 3
@@ -300,7 +300,7 @@ CASES = {
         c = max_pool(x, size=5, stride=1, pad=1)
         """,
         """
-        m.graph:3:26: error: max_pool: the output height (2 + 2·1 − 5) / 1 + 1 is less than 1: the window is larger than the padded input
+        m.graph:3:26: error[E205]: max_pool: the output height (2 + 2·1 − 5) / 1 + 1 is less than 1: the window is larger than the padded input
          3 |     c = max_pool(x, size=5, stride=1, pad=1)
            |                          ^
         hint: padded, the input is 4 across, the window 5

@@ -137,7 +137,7 @@ def test_an_array_header_claiming_a_trillion_numbers(tmp_path, capsys):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("W1.npy", npy("<f4", (1000000, 1000000)))  # and no data: numpy tries to allocate 3.6 TiB
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: `W1` claims shape [1000000, 1000000]: 1,000,000,000,000 numbers, "
+        f"{path}: error[E801]: `W1` claims shape [1000000, 1000000]: 1,000,000,000,000 numbers, "
         f"more than graphc takes in one tensor\n{TOO_MANY}"
     )
 
@@ -148,7 +148,7 @@ def test_a_zip_bomb_is_refused_by_its_declared_size(tmp_path, capsys):
     assert len(payload) < 4 * 2**20
     path.write_bytes(zip_of([("W1.npy", b"", 128 + 3 * 2**30, payload)]))
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: `W1` would inflate to 3,221,225,600 bytes, more than graphc reads for one array\n{TOO_MANY}"
+        f"{path}: error[E801]: `W1` would inflate to 3,221,225,600 bytes, more than graphc reads for one array\n{TOO_MANY}"
     )
 
 
@@ -169,7 +169,7 @@ def test_a_zip_bomb_that_hides_its_size_is_read_no_further_than_it_says(tmp_path
     bomb = ("W1.npy", b"", 128 + 784 * 50 * 8, payload)
     path.write_bytes(zip_of([bomb, *net_params(("b1", "W2", "b2"))]))
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt or truncated .npz file (Bad CRC-32 for file 'W1.npy')\n{DAMAGED}"
+        f"{path}: error[E701]: corrupt or truncated .npz file (Bad CRC-32 for file 'W1.npy')\n{DAMAGED}"
     )
 
 
@@ -179,7 +179,7 @@ def test_headers_are_checked_against_the_graph_before_any_data_is_read(tmp_path,
     wrong = [(f"{name}.npy", b"", len(content), zlib.compress(content)[2:-4]) for name in ("W1", "b1")]
     path.write_bytes(zip_of(wrong))  # CRC 0: reading their data to the end would say so
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: tensor `W1` has shape [1000], but param `W1` of graph `two_layer_net` has shape [784, 50]\n"
+        f"{path}: error[E707]: tensor `W1` has shape [1000], but param `W1` of graph `two_layer_net` has shape [784, 50]\n"
         "hint: the weights were saved from a graph with different layer sizes"
     )
 
@@ -203,7 +203,8 @@ def test_entries_that_are_not_arrays_of_numbers(tmp_path, capsys, descr, shape, 
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("W1.npy", content)
     err = cli_error(capsys, "run", NET, "--weights", path)
-    assert err.startswith(f"{path}: error: `W1` {reason}")
+    code = "E801" if hint is None else "E702"  # beyond graphc's limits, or not numbers / damaged
+    assert err.startswith(f"{path}: error[{code}]: `W1` {reason}")
     assert err.endswith(
         {"numbers": "\nhint: store numbers only, e.g. numpy.savez(path, W1=W1)", "damaged": "\n" + DAMAGED, None: ""}[
             hint
@@ -235,7 +236,7 @@ def test_a_fortran_order_checkpoint_loads_as_numpy_saved_it(tmp_path):
 def test_malformed_archives(tmp_path, capsys, entries, message):
     path = tmp_path / "w.npz"
     path.write_bytes(zip_of(entries))
-    assert cli_error(capsys, "run", NET, "--weights", path) == f"{path}: error: {message}\n{DAMAGED}"
+    assert cli_error(capsys, "run", NET, "--weights", path) == f"{path}: error[E702]: {message}\n{DAMAGED}"
 
 
 def test_an_entry_compressed_as_numpy_never_does(tmp_path, capsys):
@@ -243,7 +244,7 @@ def test_an_entry_compressed_as_numpy_never_does(tmp_path, capsys):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as archive:
         archive.writestr("W1.npy", npy("<f8", (2,), bytes(16)))
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: entry `W1` is compressed in a way numpy never writes (zip method 12)\n"
+        f"{path}: error[E702]: corrupt checkpoint: entry `W1` is compressed in a way numpy never writes (zip method 12)\n"
         f"{DAMAGED}"
     )
 
@@ -252,7 +253,9 @@ def test_an_entry_compressed_as_numpy_never_does(tmp_path, capsys):
 def test_truncated_checkpoints(tmp_path, capsys, cut):
     path = net_checkpoint(tmp_path / "w.npz")
     path.write_bytes(path.read_bytes()[:cut])
-    assert cli_error(capsys, "run", NET, "--weights", path).startswith(f"{path}: error: corrupt or truncated .npz")
+    assert cli_error(capsys, "run", NET, "--weights", path).startswith(
+        f"{path}: error[E701]: corrupt or truncated .npz"
+    )
 
 
 def test_a_refused_file_is_closed(tmp_path, capsys):
@@ -276,12 +279,12 @@ def test_an_empty_file_and_an_empty_zip(tmp_path, capsys):
     path = tmp_path / "w.npz"
     path.write_bytes(b"")
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: not an .npz file (it does not start as a zip archive does)\n"
+        f"{path}: error[E701]: not an .npz file (it does not start as a zip archive does)\n"
         "hint: weights are written by `graphc train --save W.npz` or numpy.savez"
     )
     zipfile.ZipFile(path, "w").close()
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: no tensor for param `W1` of graph `two_layer_net`\nhint: the file holds nothing"
+        f"{path}: error[E706]: no tensor for param `W1` of graph `two_layer_net`\nhint: the file holds nothing"
     )
 
 
@@ -292,7 +295,7 @@ def test_meta_nested_thousands_deep(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz")
     with_meta_text(path, lambda text: text[:-1] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}")
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: its `meta` entry is JSON nested 100,001 deep; "
+        f"{path}: error[E702]: corrupt checkpoint: its `meta` entry is JSON nested 100,001 deep; "
         f"graphc reads JSON at most {limits.MAX_JSON_DEPTH} deep\n{DAMAGED}"
     )
 
@@ -306,12 +309,12 @@ def test_meta_integers_of_thousands_of_digits(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz")
     with_meta_text(path, lambda text: text.replace('"batch": 100', '"batch": 1' + "0" * 5000))
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: meta field `batch` must be a whole number at least 1, "
+        f"{path}: error[E702]: corrupt checkpoint: meta field `batch` must be a whole number at least 1, "
         f"got an integer of 5,001 digits\n{DAMAGED}"
     )
     path = net_checkpoint(tmp_path / "w.npz", iteration=10**30)
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: meta field `iteration` must be a whole number at most "
+        f"{path}: error[E702]: corrupt checkpoint: meta field `iteration` must be a whole number at most "
         f"9223372036854775807, got 1000000000000000000000000000000\n{DAMAGED}"
     )
 
@@ -331,14 +334,14 @@ def test_meta_rng_state_out_of_range(tmp_path, capsys, change, field, message):
     state = np.random.default_rng(0).bit_generator.state
     net_checkpoint(path, rng={**state, **change})
     err = cli_error(capsys, "train", NET, "--resume", path, "--iters", 10)
-    assert err.startswith(f"{path}: error: corrupt checkpoint: meta field `{field}` must be {message}")
+    assert err.startswith(f"{path}: error[E702]: corrupt checkpoint: meta field `{field}` must be {message}")
     assert err.endswith(DAMAGED)
 
 
 def test_meta_batch_of_a_trillion(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz", batch=10**12)
     assert cli_error(capsys, "train", NET, "--resume", path, "--iters", 10) == (
-        f"{path}: error: the checkpoint's batch size 1000000000000 (meta field `batch`): one step would hold `x` "
+        f"{path}: error[E801]: the checkpoint's batch size 1000000000000 (meta field `batch`): one step would hold `x` "
         f"of shape [1000000000000, 784], 784,000,000,000,000 numbers, more than graphc takes in one tensor\n{TOO_MANY}"
     )
 
@@ -346,7 +349,7 @@ def test_meta_batch_of_a_trillion(tmp_path, capsys):
 def test_meta_optimizer_with_a_hyperparameter_it_does_not_have(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz", optimizer={"name": "sgd", "lr": 0.1, "beta1": 0.9})
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: meta field `optimizer` must be sgd's hyperparameters (lr), "
+        f"{path}: error[E702]: corrupt checkpoint: meta field `optimizer` must be sgd's hyperparameters (lr), "
         f'got {{"name": "sgd", "lr": 0.1, "beta1": 0.9}}\n{DAMAGED}'
     )
 
@@ -354,7 +357,7 @@ def test_meta_optimizer_with_a_hyperparameter_it_does_not_have(tmp_path, capsys)
 def test_a_structure_hash_that_does_not_match_its_own_lines(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz", structure_hash="0" * 64)
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: meta field `structure_hash` is not the SHA-256 of meta field "
+        f"{path}: error[E702]: corrupt checkpoint: meta field `structure_hash` is not the SHA-256 of meta field "
         f"`structure`: the file was edited or damaged\n{DAMAGED}"
     )
 
@@ -366,14 +369,14 @@ def test_optimizer_state_is_checked_against_the_graph_before_it_is_read(tmp_path
     arrays["optimizer/v/W1"] = np.zeros(3)
     np.savez(path, **arrays)
     assert cli_error(capsys, "eval", NET, "--weights", path) == (
-        f"{path}: error: corrupt training state: sgd state has `v/W1`, which this model has no use for"
+        f"{path}: error[E710]: corrupt training state: sgd state has `v/W1`, which this model has no use for"
     )
 
 
 def test_meta_optimizer_named_by_something_not_a_name(tmp_path, capsys):
     path = net_checkpoint(tmp_path / "w.npz", optimizer={"name": {"sgd": 1}})
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: corrupt checkpoint: meta field `optimizer.name` must be one of sgd, momentum, adagrad, "
+        f"{path}: error[E702]: corrupt checkpoint: meta field `optimizer.name` must be one of sgd, momentum, adagrad, "
         f'adam, got {{"sgd": 1}}\n{DAMAGED}'
     )
 
@@ -382,7 +385,7 @@ def test_weights_of_another_graph(tmp_path, capsys):
     path = tmp_path / "w.npz"
     save_checkpoint(path, graphc.compile_file(APPLE))
     assert cli_error(capsys, "run", NET, "--weights", path) == (
-        f"{path}: error: no tensor for param `W1` of graph `two_layer_net`\nhint: the file holds nothing"
+        f"{path}: error[E706]: no tensor for param `W1` of graph `two_layer_net`\nhint: the file holds nothing"
     )
 
 
@@ -397,7 +400,7 @@ def test_an_npy_header_claiming_too_many_numbers(tmp_path, capsys, shape, count)
     path = tmp_path / "x.npy"
     path.write_bytes(npy("<f8", shape))
     assert cli_error(capsys, "run", NET, "--input", f"x={path}") == (
-        f"<command line>:1:11: error: cannot read {path} as a .npy array: it claims shape {list(shape)}: "
+        f"<command line>:1:11: error[E801]: cannot read {path} as a .npy array: it claims shape {list(shape)}: "
         f"{count} numbers, more than graphc takes in one tensor\n"
         f" 1 | --input x={path}\n"
         f"   |           {'^' * len(str(path))}\n"
@@ -423,7 +426,7 @@ def test_npy_files_that_are_not_what_they_claim(tmp_path, capsys, content, reaso
     path = tmp_path / "x.npy"
     path.write_bytes(content)
     err = cli_error(capsys, "run", NET, "--input", f"x={path}")
-    assert err.startswith(f"<command line>:1:11: error: cannot read {path} as a .npy array: it {reason}")
+    assert err.startswith(f"<command line>:1:11: error[E606]: cannot read {path} as a .npy array: it {reason}")
 
 
 def test_an_npy_header_that_python_cannot_tokenize(tmp_path, capsys):
@@ -432,7 +435,7 @@ def test_an_npy_header_that_python_cannot_tokenize(tmp_path, capsys):
     header += b" " * (117 - len(header)) + b"\n"
     path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
     assert cli_error(capsys, "run", NET, "--input", f"x={path}").startswith(
-        f"<command line>:1:11: error: cannot read {path} as a .npy array: it has an .npy header numpy cannot read ("
+        f"<command line>:1:11: error[E606]: cannot read {path} as a .npy array: it has an .npy header numpy cannot read ("
     )
 
 
@@ -461,7 +464,7 @@ def test_a_fortran_order_input_reads_as_numpy_saved_it(tmp_path, capsys):
 def test_set_takes_numbers_only(capsys, value, message):
     column = len("--set apple=") + 1
     assert cli_error(capsys, "run", APPLE, "--set", f"apple={value}") == (
-        f"<command line>:1:{column}: error: {message}\n"
+        f"<command line>:1:{column}: error[E406]: {message}\n"
         f" 1 | --set apple={value}\n"
         f"   | {' ' * (column - 1)}{'^' * len(value)}\n"
         "hint: write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]"
@@ -471,7 +474,7 @@ def test_set_takes_numbers_only(capsys, value, message):
 def test_set_integers_of_thousands_of_digits(capsys):
     err = cli_error(capsys, "run", APPLE, "--set", "apple=1" + "0" * 5000)
     assert err.startswith(
-        "<command line>:1:13: error: `100000000000000000000000000000000000000000000000000000000...` is "
+        "<command line>:1:13: error[E406]: `100000000000000000000000000000000000000000000000000000000...` is "
         "an integer of 5,001 digits, beyond any number graphc computes with"
     )
 
@@ -479,17 +482,17 @@ def test_set_integers_of_thousands_of_digits(capsys):
 def test_set_nested_deep(capsys):
     err = cli_error(capsys, "run", APPLE, "--set", "apple=" + "[" * 5000 + "]" * 5000)
     assert err.startswith(
-        "<command line>:1:13: error: `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[...` is nested "
+        "<command line>:1:13: error[E406]: `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[...` is nested "
         f"5,000 deep; graphc reads JSON at most {limits.MAX_JSON_DEPTH} deep"
     )
 
 
 def test_values_with_control_characters_stay_on_one_line(capsys):
     assert cli_error(capsys, "run", APPLE, "--set", "apple=1\n2").splitlines()[0] == (
-        "<command line>:1:13: error: cannot read `1\\n2` as a number or a list"
+        "<command line>:1:13: error[E406]: cannot read `1\\n2` as a number or a list"
     )
     assert cli_error(capsys, "train", NET, "--iters", "1\x1b[2J") == (
-        "graphc: error: --iters takes a whole number, got `1\\x1b[2J`\nhint: e.g. `--iters 100`"
+        "graphc: error[E502]: --iters takes a whole number, got `1\\x1b[2J`\nhint: e.g. `--iters 100`"
     )
 
 
@@ -499,7 +502,7 @@ def test_values_with_control_characters_stay_on_one_line(capsys):
 @pytest.mark.parametrize("command", ["train", "time"])
 def test_a_batch_of_a_billion(capsys, command):
     assert cli_error(capsys, command, NET, "--batch", "1e9") == (
-        "graphc: error: --batch 1000000000: one step would hold `x` of shape [1000000000, 784], "
+        "graphc: error[E801]: --batch 1000000000: one step would hold `x` of shape [1000000000, 784], "
         f"784,000,000,000 numbers, more than graphc takes in one tensor\n{TOO_MANY}"
     )
 
@@ -513,7 +516,7 @@ def test_a_trainer_refuses_a_minibatch_beyond_the_limit():
     with pytest.raises(GraphcError) as err:
         Trainer(program, data, TrainOptions(batch=10**9))
     assert err.value.render() == (
-        "graphc: error: batch size 1000000000: a minibatch of 1,000,000,000 rows of 784 numbers is more than "
+        "graphc: error[E801]: batch size 1000000000: a minibatch of 1,000,000,000 rows of 784 numbers is more than "
         f"graphc takes in one tensor\n{TOO_MANY}"
     )
 
@@ -533,7 +536,7 @@ def test_a_trainer_refuses_a_minibatch_beyond_the_limit():
     ],
 )
 def test_odd_flag_values(capsys, flag, value, message):
-    assert cli_error(capsys, "train", NET, flag, value).startswith(f"graphc: error: {message}\n")
+    assert cli_error(capsys, "train", NET, flag, value).startswith(f"graphc: error[E502]: {message}\n")
 
 
 # --- MNIST ------------------------------------------------------------------------------
@@ -560,29 +563,33 @@ def test_a_gzip_bomb_among_the_mnist_files(mnist_copy, capsys):
     header = bytes([0, 0, 8, 3]) + np.array([60000, 28, 28], ">u4").tobytes()
     path.write_bytes(gzip_bomb(header, 12 * 1024))  # 12 GiB of images
     assert cli_error(capsys, "train", NET, "--data-dir", mnist_copy, "--iters", 1) == (
-        f"{path}: error: decompresses to more than {data.mnist_bytes('train_images'):,} bytes, "
+        f"{path}: error[E607]: decompresses to more than {data.mnist_bytes('train_images'):,} bytes, "
         "the most this file can hold\nhint: delete the file and download it again"
     )
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "content, code, message",
     [
-        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(9999)), "truncated IDX file"),
-        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(10001)), "IDX file has 1 trailing"),
-        (gzip.compress(b"\0\0\x08\x50" + bytes(400)), "not an IDX file graphc reads"),
-        (gzip.compress(b"\x00\x00\x0d\x01" + (10000).to_bytes(4, "big") + bytes(40000)), "decompresses to more"),
-        (b"\x1f\x8b garbage", "corrupt gzip file"),
-        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(10000))[:-30], "corrupt gzip file"),
-        (b"", "not a gzip file"),
+        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(9999)), "E608", "truncated IDX file"),
+        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(10001)), "E608", "IDX file has 1 trailing"),
+        (gzip.compress(b"\0\0\x08\x50" + bytes(400)), "E608", "not an IDX file graphc reads"),
+        (
+            gzip.compress(b"\x00\x00\x0d\x01" + (10000).to_bytes(4, "big") + bytes(40000)),
+            "E607",
+            "decompresses to more",
+        ),
+        (b"\x1f\x8b garbage", "E607", "corrupt gzip file"),
+        (gzip.compress(b"\0\0\x08\x01" + (10000).to_bytes(4, "big") + bytes(10000))[:-30], "E607", "corrupt gzip file"),
+        (b"", "E607", "not a gzip file"),
     ],
 )
-def test_broken_mnist_labels(mnist_copy, capsys, content, message):
+def test_broken_mnist_labels(mnist_copy, capsys, content, code, message):
     path = mnist_copy / "t10k-labels-idx1-ubyte.gz"
     path.unlink()
     path.write_bytes(content)
     assert cli_error(capsys, "train", NET, "--data-dir", mnist_copy, "--iters", 1).startswith(
-        f"{path}: error: {message}"
+        f"{path}: error[{code}]: {message}"
     )
 
 
@@ -592,7 +599,7 @@ def test_a_raw_idx_file_longer_than_it_can_be(tmp_path):
     with pytest.raises(GraphcError) as err:
         data.read_idx(path, max_bytes=12)
     assert err.value.render() == (
-        f"{path}: error: is 18 bytes, more than the 12 this file can hold\nhint: delete the file and download it again"
+        f"{path}: error[E607]: is 18 bytes, more than the 12 this file can hold\nhint: delete the file and download it again"
     )
 
 
@@ -605,7 +612,7 @@ def graphc_process(*argv: str, **options) -> subprocess.CompletedProcess:
     )
 
 
-FULL = "graphc: error: cannot write to standard output: No space left on device\n"
+FULL = "graphc: error[E604]: cannot write to standard output: No space left on device\n"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
@@ -633,7 +640,7 @@ def test_no_standard_output_at_all():
     done = subprocess.run(
         f"{sys.executable} -m graphc compile {APPLE} >&-", shell=True, capture_output=True, text=True, timeout=120
     )
-    assert (done.returncode, done.stderr) == (2, "graphc: error: cannot write to standard output: it is closed\n")
+    assert (done.returncode, done.stderr) == (2, "graphc: error[E604]: cannot write to standard output: it is closed\n")
 
 
 def test_a_closed_pipe_is_quiet():
@@ -658,8 +665,8 @@ def test_a_file_name_that_is_not_utf8_on_a_strict_stdout(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["compile", APPLE, "-o", ""], "graphc: error: cannot write: the file name is empty"),
-        (["draw", APPLE, "-o", "."], "graphc draw: error: cannot tell what to draw from the extension of `.`"),
+        (["compile", APPLE, "-o", ""], "graphc: error[E604]: cannot write: the file name is empty"),
+        (["draw", APPLE, "-o", "."], "graphc draw: error[E507]: cannot tell what to draw from the extension of `.`"),
     ],
 )
 def test_outputs_that_are_no_file(capsys, argv, message):
@@ -668,10 +675,10 @@ def test_outputs_that_are_no_file(capsys, argv, message):
 
 def test_an_output_that_is_a_directory(tmp_path, capsys):
     assert cli_error(capsys, "compile", APPLE, "-o", tmp_path) == (
-        f"{tmp_path}: error: cannot write: is a directory\nhint: give a file name"
+        f"{tmp_path}: error[E602]: cannot write: is a directory\nhint: give a file name"
     )
     assert cli_error(capsys, "train", NET, "--log", tmp_path) == (
-        f"graphc: error: --log {tmp_path}: is a directory\nhint: give a file name"
+        f"graphc: error[E602]: --log {tmp_path}: is a directory\nhint: give a file name"
     )
 
 
@@ -679,7 +686,7 @@ def test_an_output_that_is_a_directory(tmp_path, capsys):
 @pytest.mark.parametrize("flag, size", [("--log", "4,096"), ("--plot", "262,144")])
 def test_training_outputs_on_a_full_device_fail_before_training(capsys, flag, size):
     assert cli_error(capsys, "train", NET, flag, "/dev/full") == (
-        f"graphc: error: {flag} /dev/full: cannot write: No space left on device "
+        f"graphc: error[E604]: {flag} /dev/full: cannot write: No space left on device "
         f"(a trial write of {size} bytes, what the file will take, failed)"
     )
 
@@ -688,7 +695,7 @@ def test_an_output_file_on_a_full_device(capsys):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
     assert cli_error(capsys, "compile", NET, "-o", "/dev/full") == (
-        "/dev/full: error: cannot write: No space left on device"
+        "/dev/full: error[E604]: cannot write: No space left on device"
     )
 
 
@@ -761,7 +768,7 @@ def test_a_second_training_into_the_same_file_is_refused(tmp_path, capsys):
     try:
         assert holder.stdout.readline() == "locked\n"
         assert cli_error(capsys, "train", NET, "--iters", 5, "--save", path) == (
-            f"graphc: error: --save {path}: another graphc process (pid {holder.pid} on {socket.gethostname()}) "
+            f"graphc: error[E605]: --save {path}: another graphc process (pid {holder.pid} on {socket.gethostname()}) "
             "is writing this file\nhint: wait for it to finish, or write to another file"
         )
     finally:
@@ -785,10 +792,10 @@ def test_the_lock_is_held_while_training_and_released_after(tmp_path, capsys, mo
             with fileio.exclusive_lock(path.resolve()):
                 pass
         seen.append(err.value.message)
-        raise GraphcError("stopped by the test")
+        raise GraphcError("stopped by the test", code="E901")
 
     monkeypatch.setattr(command, "load_data", load_data)
-    assert cli_error(capsys, "train", NET, "--iters", 5, "--save", path) == "graphc: error: stopped by the test"
+    assert cli_error(capsys, "train", NET, "--iters", 5, "--save", path) == "graphc: error[E901]: stopped by the test"
     assert seen == [f"another graphc process (pid {os.getpid()} on {socket.gethostname()}) is writing this file"]
     assert list(tmp_path.iterdir()) == []  # the lock file went with the lock
     with fileio.exclusive_lock(path.resolve()):
@@ -809,7 +816,7 @@ def test_the_write_probe_writes_what_the_checkpoint_will_take(tmp_path, capsys, 
     expected = 2 * checkpoint_bytes(program, "adam", 1)  # no file there yet: two saves' worth
     err = cli_error_after_loading_data(capsys, "train", NET, "--iters", 5, "--optimizer", "adam", "--save", path)
     assert err == (
-        f"graphc: error: --save {path}: cannot write: No space left on device "
+        f"graphc: error[E604]: --save {path}: cannot write: No space left on device "
         f"(a trial write of {expected:,} bytes, what the file will take, failed)"
     )
     assert sizes == [0, expected] and list(tmp_path.iterdir()) == []
@@ -819,7 +826,7 @@ def test_the_write_probe_writes_what_the_checkpoint_will_take(tmp_path, capsys, 
 def test_a_checkpoint_to_a_full_device_fails_before_training(capsys):
     expected = 2 * checkpoint_bytes(graphc.compile_file(NET), "sgd", 1)
     assert cli_error_after_loading_data(capsys, "train", NET, "--iters", 5, "--save", "/dev/full") == (
-        "graphc: error: --save /dev/full: cannot write: No space left on device "
+        "graphc: error[E604]: --save /dev/full: cannot write: No space left on device "
         f"(a trial write of {expected:,} bytes, what the file will take, failed)"
     )
 
@@ -859,7 +866,7 @@ def test_a_full_disk_is_found_before_training(small_disk, capsys):
     assert 512 * 1024 < expected  # two saves do not fit, one would
     err = cli_error_after_loading_data(capsys, "train", NET, "--iters", 5, "--save", path)
     assert err == (
-        f"graphc: error: --save {path}: cannot write: No space left on device "
+        f"graphc: error[E604]: --save {path}: cannot write: No space left on device "
         f"(a trial write of {expected:,} bytes, what the file will take, failed)"
     )
     assert list(small_disk.iterdir()) == []

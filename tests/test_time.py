@@ -139,7 +139,7 @@ def test_a_batch_that_disagrees_with_an_inputs_value(tmp_path, capsys):
     status, out, err = run(["time", str(path), "--batch", "5", *QUICK], capsys)
     assert status == 2
     assert err == (
-        f"{path}:3:11: error: input `x` has a fixed value with N = 2; --batch 5 disagrees\n"
+        f"{path}:3:11: error[E206]: input `x` has a fixed value with N = 2; --batch 5 disagrees\n"
         " 3 |     input x: f64[N, 2] = [[1, 2], [3, 4]]\n"
         "   |           ^\n"
         "hint: time it with `--batch 2`, or without --batch\n"
@@ -164,7 +164,7 @@ def test_made_up_labels_are_class_indices_or_one_hot_rows(tmp_path, labels):
 def test_a_negative_seed_is_a_flag_error(models, capsys):
     status, out, err = run(["time", str(models / "apple.graph"), "--seed", "-1"], capsys)
     assert status == 2
-    assert err == "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`\n"
+    assert err == "graphc: error[E502]: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`\n"
 
 
 # --- bench/compile_scale.py, at small sizes ----------------------------------------

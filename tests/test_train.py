@@ -92,7 +92,7 @@ def test_roles_declared_win_over_shapes():
 def test_roles_ambiguous():
     text = source("f64[N, 784]\n    input z: f64[N, 784]").replace("x -> affine", "v = add(x, z)\n    v -> affine")
     assert error_of(find_roles, program_of(text)) == (
-        "g.graph:3:11: error: cannot tell which input takes the MNIST images: `x` and `z` both fit\n"
+        "g.graph:3:11: error[E903]: cannot tell which input takes the MNIST images: `x` and `z` both fit\n"
         " 3 |     input x: f64[N, 784]\n"
         "   |           ^\n"
         " 4 |     input z: f64[N, 784]\n"
@@ -105,7 +105,7 @@ def test_roles_none_fits():
     text = source("f64[N, 784]", "f64[N, 10]").replace("[784, 10]", "[784, 12]").replace("[10] = zeros", "[12] = zeros")
     text = text.replace("f64[N, 10]", "f64[N, 12]")
     assert error_of(find_roles, program_of(text)) == (
-        "g.graph:2:7: error: no input of graph `g` can take the MNIST labels: it needs a [N, 10] one-hot or [N] i64 input\n"
+        "g.graph:2:7: error[E903]: no input of graph `g` can take the MNIST labels: it needs a [N, 10] one-hot or [N] i64 input\n"
         " 2 | graph g {\n"
         "   |       ^\n"
         "hint: declare one, e.g. `input t: f64[N, 10] from labels`"
@@ -115,7 +115,7 @@ def test_roles_none_fits():
 def test_roles_declared_with_a_shape_that_does_not_fit():
     text = source("f64[N, 100] from images").replace("[784, 10]", "[100, 10]")
     assert error_of(find_roles, program_of(text)) == (
-        "g.graph:3:31: error: input `x` is fed `from images`, but MNIST images need a [N, 784] "
+        "g.graph:3:31: error[E903]: input `x` is fed `from images`, but MNIST images need a [N, 784] "
         "(or [N, 1, 28, 28]) float input; `x` is f64[N, 100]\n"
         " 3 |     input x: f64[N, 100] from images\n"
         "   |                               ^^^^^^"
@@ -207,12 +207,15 @@ def test_prepare_data_from_arrays(net):
     assert (trainer.iters_per_epoch, trainer.epochs) == (2, 3)
     assert [r.iteration for r in trainer.run().history] == [2, 4, 5]
     assert error_of(prepare_data, program, (x, y * 1.0), (x, y), name="noise") == (
-        "graphc: error: noise train: expected 200 integer class labels, got float64[200]"
+        "graphc: error[E903]: noise train: expected 200 integer class labels, got float64[200]"
     )
 
 
 def test_unknown_dataset(net):
-    assert error_of(load_data, "cifar", net()) == "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"
+    assert (
+        error_of(load_data, "cifar", net())
+        == "graphc: error[E503]: unknown dataset `cifar`\nhint: known datasets: mnist"
+    )
 
 
 @pytest.mark.slow
@@ -223,7 +226,7 @@ def test_other_inputs_need_a_fixed_value():
         .replace("input t", "input k: f64[10]\n    input t")
     )
     assert error_of(load_data, "mnist", program_of(text)) == (
-        "g.graph:4:11: error: input `k` is fed neither images nor labels, and has no fixed value to train with\n"
+        "g.graph:4:11: error[E903]: input `k` is fed neither images nor labels, and has no fixed value to train with\n"
         " 4 |     input k: f64[10]\n"
         "   |           ^\n"
         "hint: give it a value (`input k = 0.5`) or make it a param"
@@ -322,7 +325,8 @@ def test_resume_needs_the_same_optimizer(net, data32, tmp_path):
     Trainer(net(), data32, TrainOptions(iters=10, optimizer="adam", evaluate=False)).run(checkpoint=path)
     message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
     assert (
-        message == f"{path}: error: the checkpoint was trained with adam, not sgd\nhint: resume with `--optimizer adam`"
+        message
+        == f"{path}: error[E710]: the checkpoint was trained with adam, not sgd\nhint: resume with `--optimizer adam`"
     )
 
 
@@ -331,7 +335,7 @@ def test_resume_needs_training_state(net, data32, tmp_path):
     save_checkpoint(path, net())
     message = error_of(Trainer, net(), data32, TrainOptions(iters=20), resume=read_checkpoint(path))
     assert message == (
-        f"{path}: error: these weights hold no training state to resume from\n"
+        f"{path}: error[E709]: these weights hold no training state to resume from\n"
         "hint: resume from a checkpoint written by `graphc train --save`"
     )
 
@@ -384,7 +388,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(net, small, tmp_pat
     with pytest.raises(Diverged) as err:
         trainer.run(checkpoint=path)
     assert err.value.render() == (
-        "graphc: error: training diverged at iteration 602: the loss is nan; "
+        "graphc: error[E901]: training diverged at iteration 602: the loss is nan; "
         "the first tensor holding NaN or inf is `y = affine(relu1, W2, b2)`\n"
         f"hint: lower the learning rate (it is 1e+30), e.g. --lr 1e+29; nothing was saved to {path}"
     )
@@ -410,27 +414,32 @@ def test_training_needs_a_scalar_loss():
     text = source().replace("output loss", "output y\n    output loss")
     program = program_of(text)
     assert error_of(load_data, "mnist", program) == (
-        "g.graph:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss\n"
+        "g.graph:9:12: error[E902]: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss\n"
         " 9 |     output y\n"
         "   |            ^\n"
         "hint: training minimises the first output; make it one number, e.g. "
         "`loss = softmax_loss(y, t)` and `output loss`"
     )
     x, y = np.zeros((5, 784)), np.arange(5)
-    assert error_of(prepare_data, program, (x, y), (x, y)).startswith("g.graph:9:12: error: cannot train graph `g`")
+    assert error_of(prepare_data, program, (x, y), (x, y)).startswith(
+        "g.graph:9:12: error[E902]: cannot train graph `g`"
+    )
 
 
 def test_options_are_checked():
-    assert error_of(TrainOptions, iters=0) == "graphc: error: iterations must be at least 1, got 0"
-    assert error_of(TrainOptions, batch=-1) == "graphc: error: batch size must be at least 1, got -1"
-    assert error_of(TrainOptions, lr=float("nan")) == "graphc: error: learning rate must be a positive number, got nan"
+    assert error_of(TrainOptions, iters=0) == "graphc: error[E502]: iterations must be at least 1, got 0"
+    assert error_of(TrainOptions, batch=-1) == "graphc: error[E502]: batch size must be at least 1, got -1"
+    assert (
+        error_of(TrainOptions, lr=float("nan"))
+        == "graphc: error[E502]: learning rate must be a positive number, got nan"
+    )
     assert (
         error_of(TrainOptions, optimizer="adma")
-        == "graphc: error: unknown optimizer `adma`\nhint: did you mean `adam`?"
+        == "graphc: error[E503]: unknown optimizer `adma`\nhint: did you mean `adam`?"
     )
     assert (
         error_of(TrainOptions, engine="jit")
-        == "graphc: error: unknown engine `jit`\nhint: engines: auto, codegen, interpreter"
+        == "graphc: error[E503]: unknown engine `jit`\nhint: engines: auto, codegen, interpreter"
     )
 
 
@@ -611,7 +620,7 @@ def test_cli_a_graph_whose_output_is_not_a_loss(capsys, tmp_path):
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 5)
     assert status == 2
     assert err.startswith(
-        f"{model}:9:12: error: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss"
+        f"{model}:9:12: error[E902]: cannot train graph `g`: its output `y` is f64[N, 10], not a scalar loss"
     )
 
 
@@ -637,7 +646,7 @@ def test_cli_resume_from_a_corrupt_checkpoint(models, capsys, tmp_path):
     status, out, err = graphc_cli(capsys, "train", model, "--iters", 10, "--resume", path)
     assert status == 2
     assert err == (
-        f"{path}: error: corrupt checkpoint: meta field `seed` must be a whole number at least 0, got -1\n"
+        f"{path}: error[E702]: corrupt checkpoint: meta field `seed` must be a whole number at least 0, got -1\n"
         "hint: the file is damaged; use another checkpoint or train again\n"
     )
 
@@ -681,29 +690,35 @@ def test_cli_divergence_exits_1(models, capsys, tmp_path):
     )
     assert status == 1
     assert json.loads(out)["status"] == "diverged"
-    assert err.startswith("graphc: error: training diverged at iteration 2: the loss is nan; ")
+    assert err.startswith("graphc: error[E901]: training diverged at iteration 2: the loss is nan; ")
 
 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--iters", "-5"], "graphc: error: --iters must be at least 1, got -5\nhint: e.g. `--iters 100`"),
-        (["--iters", "ten"], "graphc: error: --iters takes a whole number, got `ten`\nhint: e.g. `--iters 100`"),
-        (["--batch", "0"], "graphc: error: --batch must be at least 1, got 0\nhint: e.g. `--batch 100`"),
-        (["--lr", "fast"], "graphc: error: --lr takes a number, got `fast`\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
-        (["--lr", "-1"], "graphc: error: --lr must be a positive number, got -1\nhint: e.g. `--lr 0.1` or `--lr 1e-3`"),
+        (["--iters", "-5"], "graphc: error[E502]: --iters must be at least 1, got -5\nhint: e.g. `--iters 100`"),
+        (["--iters", "ten"], "graphc: error[E502]: --iters takes a whole number, got `ten`\nhint: e.g. `--iters 100`"),
+        (["--batch", "0"], "graphc: error[E502]: --batch must be at least 1, got 0\nhint: e.g. `--batch 100`"),
+        (
+            ["--lr", "fast"],
+            "graphc: error[E502]: --lr takes a number, got `fast`\nhint: e.g. `--lr 0.1` or `--lr 1e-3`",
+        ),
+        (
+            ["--lr", "-1"],
+            "graphc: error[E502]: --lr must be a positive number, got -1\nhint: e.g. `--lr 0.1` or `--lr 1e-3`",
+        ),
         (
             ["--iters", "10", "--epochs", "2"],
-            "graphc: error: give --iters or --epochs, not both\n"
+            "graphc: error[E505]: give --iters or --epochs, not both\n"
             "hint: --epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
         ),
-        (["--data", "cifar"], "graphc: error: unknown dataset `cifar`\nhint: known datasets: mnist"),
+        (["--data", "cifar"], "graphc: error[E503]: unknown dataset `cifar`\nhint: known datasets: mnist"),
         (
             ["--save", "/no/such/dir/w.npz"],
-            "graphc: error: --save /no/such/dir/w.npz: cannot write: no such directory\n"
+            "graphc: error[E604]: --save /no/such/dir/w.npz: cannot write: no such directory\n"
             "hint: create `/no/such/dir` first",
         ),
-        (["--seed", "-1"], "graphc: error: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`"),
+        (["--seed", "-1"], "graphc: error[E502]: --seed must be at least 0, got -1\nhint: e.g. `--seed 100`"),
         (["--dtype", "float16"], None),
     ],
 )
@@ -718,7 +733,7 @@ def test_cli_an_unwritable_output_fails_before_training(models, capsys, flag):
     # /proc takes no new files, whoever asks (root included).
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", "--iters", 5, flag, "/proc/w.png")
     assert status == 2 and out == ""  # not a line of training
-    assert err.startswith(f"graphc: error: {flag} /proc/w.png: cannot write: ") and err.count("\n") == 1
+    assert err.startswith(f"graphc: error[E604]: {flag} /proc/w.png: cannot write: ") and err.count("\n") == 1
 
 
 def test_cli_checking_an_output_leaves_no_file_behind(models, capsys, tmp_path):
@@ -755,7 +770,7 @@ def test_cli_eval_wrong_weights(models, capsys, tmp_path):
     status, _, err = graphc_cli(capsys, "eval", models / "two_layer_net.graph", "--weights", path)
     assert status == 2
     assert err.startswith(
-        f"{path}: error: tensor `W1` has shape [784, 100], but param `W1` of graph `two_layer_net` has shape [784, 50]"
+        f"{path}: error[E707]: tensor `W1` has shape [784, 100], but param `W1` of graph `two_layer_net` has shape [784, 50]"
     )
 
 
@@ -773,4 +788,4 @@ def test_cli_run_and_gradcheck_with_weights(models, capsys, tmp_path):
     status, out, _ = graphc_cli(capsys, "gradcheck", model, "--weights", path, "--json")
     assert status == 0 and json.loads(out)["ok"]
     status, _, err = graphc_cli(capsys, "run", model, "--weights", tmp_path / "none.npz")
-    assert status == 2 and err.startswith(f"{tmp_path / 'none.npz'}: error: no such weights file")
+    assert status == 2 and err.startswith(f"{tmp_path / 'none.npz'}: error[E601]: no such weights file")

@@ -150,7 +150,7 @@ def test_a_checkpoint_without_the_field_has_none(checkpoint):
 def test_a_negative_lambda_in_a_checkpoint_is_corrupt(checkpoint):
     path = rewrite_meta(checkpoint, lambda meta: meta.update(weight_decay=-1))
     assert error_of(read_meta, path) == (
-        f"{path}: error: corrupt checkpoint: meta field `weight_decay` must be a number at least 0, got -1\n"
+        f"{path}: error[E702]: corrupt checkpoint: meta field `weight_decay` must be a number at least 0, got -1\n"
         "hint: the file is damaged; use another checkpoint or train again"
     )
 
@@ -182,14 +182,14 @@ def test_cli_resume_takes_the_checkpoints_lambda_unless_told_otherwise(models, c
 def test_cli_refuses_a_bad_lambda(models, capsys, value, message):
     status, out, err = graphc_cli(capsys, "train", models / "two_layer_net.graph", f"--weight-decay={value}")
     assert (status, out) == (2, "")
-    assert err == f"graphc: error: {message}\nhint: e.g. `--weight-decay 1e-4`, or 0 for none\n"
+    assert err == f"graphc: error[E502]: {message}\nhint: e.g. `--weight-decay 1e-4`, or 0 for none\n"
 
 
 @pytest.mark.parametrize("lam", [-0.5, float("nan"), float("inf")])
 def test_train_options_refuse_a_bad_lambda(lam):
     assert (
         error_of(TrainOptions, weight_decay=lam)
-        == f"graphc: error: weight decay must be a number at least 0, got {lam}"
+        == f"graphc: error[E502]: weight decay must be a number at least 0, got {lam}"
     )
 
 
@@ -210,7 +210,7 @@ def test_a_graph_without_weights_cannot_be_decayed(capsys, tmp_path):
     status, out, err = graphc_cli(capsys, "train", path, "--iters", 2, "--weight-decay", "0.1")
     assert (status, out) == (2, "")
     assert err == (
-        f"{path}:1:7: error: weight decay needs weights to decay: graph `no_weights` reads no param as the W of "
+        f"{path}:1:7: error[E905]: weight decay needs weights to decay: graph `no_weights` reads no param as the W of "
         "an `affine`\n"
         " 1 | graph no_weights {\n"
         "   |       ^^^^^^^^^^\n"

@@ -8,12 +8,12 @@ import argparse
 from tabulate import tabulate
 
 from graphc.commands.common import add_json_argument, load_graphs, print_json
-from graphc.compiler import CompiledGraph
-from graphc.errors import ExitCode
+from graphc.compiler import CompiledGraph, front_end_file
+from graphc.errors import ExitCode, GraphcError
 from graphc.ir import DTYPES, ConstDecl, InputDecl, OpNode, ParamDecl
 from graphc.plan import state_types
 
-HELP = "parse, check and infer shapes; print a summary table"
+HELP = "parse, check and infer shapes; print a summary table (--json: and every diagnostic, for editors)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,22 +22,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    graphs = load_graphs(args)
     if args.json:
-        print_json(
-            {
-                "file": args.file,
-                "ok": True,
-                "graphs": [summary(g) for g in graphs],
-                "warnings": [d.render() for g in graphs for d in g.warnings],
-            }
-        )
-        return ExitCode.OK
+        return _run_json(args)
+    graphs = load_graphs(args)
     for graph in graphs:
         print(summary_text(graph))
         print()
     warnings = sum(len(g.warnings) for g in graphs)
     print(f"{args.file}: ok, {len(graphs)} graph{'s' * (len(graphs) != 1)}, {warnings} warning{'s' * (warnings != 1)}")
+    return ExitCode.OK
+
+
+def _run_json(args: argparse.Namespace) -> int:
+    """One JSON document on stdout, with every diagnostic (code, place, message,
+    hints): status 2 when there are errors, as without --json."""
+    try:
+        graphs = front_end_file(args.file)
+    except GraphcError as err:
+        diagnostics = [d.as_json() for d in err.diagnostics]
+        print_json({"file": args.file, "ok": False, "diagnostics": diagnostics})
+        return ExitCode.USER_ERROR
+    warnings = [d for g in graphs for d in g.warnings]
+    print_json(
+        {
+            "file": args.file,
+            "ok": True,
+            "diagnostics": [d.as_json() for d in warnings],
+            "graphs": [summary(g) for g in graphs],
+            "warnings": [d.render() for d in warnings],
+        }
+    )
     return ExitCode.OK
 
 

@@ -43,11 +43,11 @@ def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
         value = _whole(text)
         example = f"e.g. `{flag} {max(least, 100)}`"
         if value is None:
-            raise GraphcError(f"{flag} takes a whole number, got `{_clip(text)}`", hint=example)
+            raise GraphcError(f"{flag} takes a whole number, got `{_clip(text)}`", hint=example, code="E502")
         if value < least:
-            raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=example)
+            raise GraphcError(f"{flag} must be at least {least}, got {value}", hint=example, code="E502")
         if value > _MOST:
-            raise GraphcError(f"{flag} must be at most {_MOST}, got {_clip(text)}", hint=example)
+            raise GraphcError(f"{flag} must be at most {_MOST}, got {_clip(text)}", hint=example, code="E502")
         return value
 
     return parse
@@ -88,6 +88,7 @@ def check_batch_size(graph: CompiledGraph, batch: int, what: str, where: str | N
                 f"more than graphc takes in one tensor",
                 where=where,
                 hint=limits.elements_hint(),
+                code="E801",
             )
 
 
@@ -175,14 +176,14 @@ def select_graph(graphs: list[CompiledGraph], args: argparse.Namespace) -> Compi
     """The graph `--graph NAME` names, or the file's first; a wrong name is shown on the command line."""
     name = getattr(args, "graph", None)
     if not graphs:
-        raise GraphcError(NO_GRAPH, where=str(args.file), hint=NO_GRAPH_HINT)
+        raise GraphcError(NO_GRAPH, where=str(args.file), hint=NO_GRAPH_HINT, code="E113")
     try:
         return select(graphs, name)
     except GraphcError as err:
         assert name is not None  # without --graph, select takes the first graph
         where = _Where("--graph", name)
         message = f"{err.message} in {args.file}"
-        raise GraphcError(message, where.span(0, len(name)), err.diagnostics[0].hint) from None
+        raise GraphcError(message, where.span(0, len(name)), err.diagnostics[0].hint, code=err.code) from None
 
 
 class _Where:
@@ -208,9 +209,10 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
             f"{flag} takes NAME=VALUE, got `{_clip(text)}`",
             where.span(0, len(text)),
             f"e.g. `{flag} x=3`" if flag == "--set" else f"e.g. `{flag} x=x.npy`",
+            code="E504",
         )
     if not value:
-        raise GraphcError(f"{flag} {_clip(name)}= has no value", where.value)
+        raise GraphcError(f"{flag} {_clip(name)}= has no value", where.value, code="E504")
     return name.strip(), value, where
 
 
@@ -219,7 +221,7 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
         value = parse_json(text)
     except JSONProblem as problem:
         if problem.depth is not None:
-            raise GraphcError(f"`{_clip(text)}` is {problem}", where.value) from None
+            raise GraphcError(f"`{_clip(text)}` is {problem}", where.value, code="E406") from None
         try:
             value = float(text)  # also inf and nan
         except ValueError:
@@ -227,6 +229,7 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
                 f"cannot read `{_clip(text)}` as a number or a list",
                 where.value,
                 "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]",
+                code="E406",
             ) from None
     wrong = _not_a_number(value)
     if wrong is not None:
@@ -236,14 +239,18 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
             message = f"`{_clip(text)}` is {value}, beyond any number graphc computes with"
         else:
             message = f"`{_clip(text)}` is not a number or a list of numbers"
-        raise GraphcError(message, where.value, "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]")
+        raise GraphcError(
+            message, where.value, "write a number such as 1.5e-3, or a list such as [[1, 2], [3, 4]]", code="E406"
+        )
     try:
         array = np.array(value, dtype=np.float64)
     except OverflowError:
-        raise GraphcError(f"`{_clip(text)}` holds a number beyond any float (about 1.8e308)", where.value) from None
+        raise GraphcError(
+            f"`{_clip(text)}` holds a number beyond any float (about 1.8e308)", where.value, code="E406"
+        ) from None
     except (ValueError, TypeError):
         raise GraphcError(
-            f"`{_clip(text)}` is not a number or a list of numbers with equal rows", where.value
+            f"`{_clip(text)}` is not a number or a list of numbers with equal rows", where.value, code="E406"
         ) from None
     # Whole numbers stay integers: class-index labels and i64 inputs need them.
     try:
@@ -276,16 +283,17 @@ def _load_npy(path: str, span: Span) -> np.ndarray:
     try:
         array = load_npy(path)
     except FileNotFoundError:
-        raise GraphcError(f"no such file: {_clip(path, 200)}", span) from None
+        raise GraphcError(f"no such file: {_clip(path, 200)}", span, code="E601") from None
     except IsADirectoryError:
-        raise GraphcError(f"is a directory: {_clip(path, 200)}", span) from None
+        raise GraphcError(f"is a directory: {_clip(path, 200)}", span, code="E602") from None
     except OSError as err:
-        raise GraphcError(f"cannot read {_clip(path, 200)}: {err.strerror or err}", span) from None
+        raise GraphcError(f"cannot read {_clip(path, 200)}: {err.strerror or err}", span, code="E603") from None
     except ArrayProblem as problem:
         raise GraphcError(
             f"cannot read {_clip(path, 200)} as a .npy array: it {problem.reason}",
             span,
             problem.hint or "save one with numpy.save(path, array)",
+            code="E801" if problem.kind == "size" else "E606",
         ) from None
     return array
 
@@ -303,10 +311,10 @@ def _assign(program: Program, feeds: dict[str, np.ndarray], name: str, array: np
             message = f"no input or param named `{_clip(name)}` in graph `{program.name}`"
             # Params too: a block's are named by its use (`h1.W`), easily mistyped.
             hint = did_you_mean(name, [*program.input_names, *program.param_names]) or first.hint
-            raise GraphcError(message, where.name, hint) from None
+            raise GraphcError(message, where.name, hint, code="E405") from None
         # Show the argument, and the declaration it disagrees with.
         notes = [(f"`{name}` is declared here", first.span)] if first.span is not None else []
-        raise GraphcError(first.message, where.value, first.hint, notes=notes) from None
+        raise GraphcError(first.message, where.value, first.hint, notes=notes, code=first.code) from None
 
 
 # --- printing -----------------------------------------------------------------

@@ -45,21 +45,27 @@ def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
     names = tuple(n.strip() for n in text.split(","))
     if not any(names):
         raise GraphcError(
-            f"--wrt names no value: `{text}`", hint="give `params`, `inputs`, `all`, or names of inputs and params"
+            f"--wrt names no value: `{text}`",
+            hint="give `params`, `inputs`, `all`, or names of inputs and params",
+            code="E506",
         )
     for name in names:
         if not name:
             raise GraphcError(
-                f"--wrt has an empty name: `{text}`", hint="separate names by single commas, e.g. `--wrt W1,b1`"
+                f"--wrt has an empty name: `{text}`",
+                hint="separate names by single commas, e.g. `--wrt W1,b1`",
+                code="E506",
             )
         if name not in inputs + params:
             hint = (
                 did_you_mean(name, inputs + params) or "give `params`, `inputs`, `all`, or names of inputs and params"
             )
-            raise GraphcError(f"--wrt: no input or param named `{name}` in graph `{graph.name}`", hint=hint)
+            raise GraphcError(
+                f"--wrt: no input or param named `{name}` in graph `{graph.name}`", hint=hint, code="E405"
+            )
     duplicates = sorted({n for n in names if names.count(n) > 1}, key=names.index)
     if duplicates:
-        raise GraphcError(f"--wrt names `{duplicates[0]}` twice: `{text}`", hint="name each value once")
+        raise GraphcError(f"--wrt names `{duplicates[0]}` twice: `{text}`", hint="name each value once", code="E506")
     return names
 
 
@@ -177,9 +183,11 @@ def run(args: argparse.Namespace) -> int:
     graph = select_graph(load_graphs(args), args)
     for flag, given in (("--train-step", args.train_step), ("--weights", args.weights)):
         if given and args.emit != "onnx":
-            raise GraphcError(f"{flag} goes with --emit onnx", hint="e.g. `--emit onnx -o model.onnx`")
+            raise GraphcError(f"{flag} goes with --emit onnx", hint="e.g. `--emit onnx -o model.onnx`", code="E505")
     if args.emit in BINARY and args.output in (None, "-"):
-        raise GraphcError(f"--emit {args.emit} writes a binary file: name it with -o", hint="e.g. `-o model.onnx`")
+        raise GraphcError(
+            f"--emit {args.emit} writes a binary file: name it with -o", hint="e.g. `-o model.onnx`", code="E505"
+        )
     emitted = EMITTERS[args.emit](graph, args)
     if isinstance(emitted, bytes):
         write_bytes(args.output, emitted)

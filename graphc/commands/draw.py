@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise GraphcError(
             "--collapse draws the graph's block uses as boxes; the backward plan has no blocks",
             hint="draw the graph (--plan forward), or the backward plan without --collapse",
+            code="E505",
         )
     feeds_given = args.set or args.input or getattr(args, "weights", None)
     if args.values or args.grads or feeds_given:  # feeds are checked even when not shown

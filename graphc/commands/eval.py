@@ -67,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
         raise GraphcError(
             "--filters-param names the param --filters draws: give --filters OUT.png too",
             _on_command_line("--filters-param", args.filters_param),
+            code="E505",
         )
     if args.weights is None:
         raise GraphcError(
             "graphc eval measures trained weights: give --weights W.npz",
             hint="a checkpoint from `graphc train --save`; without weights, only --filters OUT.png draws "
             "(the initial filters)",
+            code="E505",
         )
     meta = read_meta(args.weights)
     # Declared dtypes stand unless --dtype or the weights' training run says otherwise.

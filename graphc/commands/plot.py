@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             f"--label given {len(args.label)} time{'s' * (len(args.label) != 1)} for {len(args.runs)} runs",
             where="graphc plot",
             hint="give one --label per run, in order, or none",
+            code="E505",
         )
     labels = args.label or [Path(r).stem for r in args.runs]
     runs = [(label, read_history(path)) for label, path in zip(labels, args.runs)]
@@ -62,6 +63,7 @@ def read_history(path: str) -> list[EpochRecord]:
                 "no training history in this file",
                 where=path,
                 hint="plot a checkpoint written by `graphc train --save`",
+                code="E612",
             )
         return list(meta.history)
     return read_log(path)
@@ -72,32 +74,33 @@ def read_log(path: str) -> list[EpochRecord]:
     try:
         size = Path(path).stat().st_size
         if size > MAX_LOG_BYTES:
-            raise GraphcError(f"the file is {size:,} bytes, more than a training log takes", where=path)
+            raise GraphcError(f"the file is {size:,} bytes, more than a training log takes", where=path, code="E612")
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:
         raise GraphcError(
-            "no such file", where=path, hint="write a log with `graphc train FILE --log LOG.csv`"
+            "no such file", where=path, hint="write a log with `graphc train FILE --log LOG.csv`", code="E601"
         ) from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise GraphcError(
-            f"cannot read it as a training log: {getattr(err, 'strerror', None) or err}", where=path
+            f"cannot read it as a training log: {getattr(err, 'strerror', None) or err}", where=path, code="E603"
         ) from None
     if not rows or tuple(rows[0]) != LOG_COLUMNS:
         raise GraphcError(
             f"not a training log: its first line must be `{','.join(LOG_COLUMNS)}`",
             where=f"{path}:1",
             hint="write one with `graphc train FILE --log LOG.csv`",
+            code="E612",
         )
     records = [_record(row, f"{path}:{line}") for line, row in enumerate(rows[1:], start=2) if row]
     if not records:
-        raise GraphcError("the log has no epochs", where=path)
+        raise GraphcError("the log has no epochs", where=path, code="E612")
     return records
 
 
 def _record(row: list[str], where: str) -> EpochRecord:
     if len(row) != len(LOG_COLUMNS):
-        raise GraphcError(f"{len(row)} fields where a log row has {len(LOG_COLUMNS)}", where=where)
+        raise GraphcError(f"{len(row)} fields where a log row has {len(LOG_COLUMNS)}", where=where, code="E612")
     cells = {column: text.strip() for column, text in zip(LOG_COLUMNS, row)}
     return EpochRecord(
         epoch=_whole(cells, "epoch", where),
@@ -112,7 +115,7 @@ def _record(row: list[str], where: str) -> EpochRecord:
 def _whole(cells: dict[str, str], column: str, where: str) -> int:
     text = cells[column]
     if not (text.isdigit() and len(text) <= limits.MAX_INT_DIGITS):
-        raise GraphcError(f"`{text[:40]}` in column {column} is not a whole number", where=where)
+        raise GraphcError(f"`{text[:40]}` in column {column} is not a whole number", where=where, code="E612")
     return int(text)
 
 
@@ -121,13 +124,15 @@ def _float(cells: dict[str, str], column: str, where: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise GraphcError(f"`{text[:40]}` in column {column} is not a number", where=where) from None
+        raise GraphcError(f"`{text[:40]}` in column {column} is not a number", where=where, code="E612") from None
 
 
 def _fraction(cells: dict[str, str], column: str, where: str) -> float:
     value = _float(cells, column, where)
     if not 0 <= value <= 1:
-        raise GraphcError(f"`{cells[column]}` in column {column} is not an accuracy between 0 and 1", where=where)
+        raise GraphcError(
+            f"`{cells[column]}` in column {column} is not an accuracy between 0 and 1", where=where, code="E612"
+        )
     return value
 
 

@@ -73,9 +73,13 @@ def _rate(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise GraphcError(f"--lr takes a number, got `{text}`", hint="e.g. `--lr 0.1` or `--lr 1e-3`") from None
+        raise GraphcError(
+            f"--lr takes a number, got `{text}`", hint="e.g. `--lr 0.1` or `--lr 1e-3`", code="E502"
+        ) from None
     if not (math.isfinite(value) and value > 0):
-        raise GraphcError(f"--lr must be a positive number, got {text}", hint="e.g. `--lr 0.1` or `--lr 1e-3`")
+        raise GraphcError(
+            f"--lr must be a positive number, got {text}", hint="e.g. `--lr 0.1` or `--lr 1e-3`", code="E502"
+        )
     return value
 
 
@@ -84,9 +88,9 @@ def _decay(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise GraphcError(f"--weight-decay takes a number, got `{text}`", hint=hint) from None
+        raise GraphcError(f"--weight-decay takes a number, got `{text}`", hint=hint, code="E502") from None
     if not (math.isfinite(value) and value >= 0):
-        raise GraphcError(f"--weight-decay must be a number at least 0, got {text}", hint=hint)
+        raise GraphcError(f"--weight-decay must be a number at least 0, got {text}", hint=hint, code="E502")
     return value
 
 
@@ -183,7 +187,7 @@ def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
     try:
         probe_write(path, size)
     except GraphcError as err:
-        raise GraphcError(f"{flag} {path}: {err.message}", hint=err.diagnostics[0].hint) from None
+        raise GraphcError(f"{flag} {path}: {err.message}", hint=err.diagnostics[0].hint, code=err.code) from None
 
 
 def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
@@ -194,7 +198,7 @@ def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
     try:
         stack.enter_context(exclusive_lock(Path(path).resolve()))
     except GraphcError as err:
-        raise GraphcError(f"--save {path}: {err.message}", hint=err.diagnostics[0].hint) from None
+        raise GraphcError(f"--save {path}: {err.message}", hint=err.diagnostics[0].hint, code=err.code) from None
 
 
 def _check_save_space(path: str | None, program: Program, options: TrainOptions, epochs: int) -> None:
@@ -495,6 +499,7 @@ def run(args: argparse.Namespace) -> int:
         raise GraphcError(
             "give --iters or --epochs, not both",
             hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
+            code="E505",
         )
     for flag, size in _PROBE_BYTES.items():
         _check_writable(f"--{flag}", getattr(args, flag), size)

@@ -7,8 +7,9 @@ everything the run did that a person must never see:
 
 - exit status 3 (graphc's "internal error", with a traceback), or any status but 0, 1, 2;
 - a hang;
-- stderr that is not graphc's diagnostics (`PATH:LINE:COL: error: ...` with its source
-  excerpt, caret and hint; `graphc: error: ...`; `<command line>:1:C: error: ...`);
+- stderr that is not graphc's diagnostics (`PATH:LINE:COL: error[E103]: ...` with its source
+  excerpt, caret and hint; `graphc: error[E501]: ...`; `<command line>:1:C: error[E406]: ...`),
+  or a diagnostic without a code from graphc/codes.py;
 - when the input is one source file and nothing else: an error or warning that does not
   point into that file, or points past its end;
 - a source excerpt hundreds of characters wide (long lines must be clipped);
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import graphc.cli
 from graphc.cli import main
+from graphc.codes import BY_CODE
 from graphc.errors import ExitCode
 
 # Seconds one command may take. Every fuzzed input is small; anything near this is a hang
@@ -149,7 +151,9 @@ def run_graphc(argv: Sequence[str], timeout: float | None = None, stdout: io.Str
 # --- judging ----------------------------------------------------------------------------
 
 _FRAME = re.compile(r'^  File "(?P<path>[^"]*)", line (?P<line>\d+), in (?P<function>\S+)')
-_HEAD = re.compile(r"^(?P<where>\S.*?): (?P<severity>error|warning|note): (?P<message>.*)$")
+_HEAD = re.compile(
+    r"^(?P<where>\S.*?): (?P<severity>error|warning|note)(?:\[(?P<code>[A-Z]\d{3})\])?: (?P<message>.*)$"
+)
 _LOCATED = re.compile(r"^(?P<path>.*):(?P<line>\d+):(?P<column>\d+)$")
 _EXCERPT = re.compile(r"^ +\d+ \|( |$)")
 _CARET = re.compile(r"^ +\| *\^+$")
@@ -248,6 +252,9 @@ def _stderr_problems(stderr: str, source: SourceFile | None) -> list[Problem]:
 
 
 def _head_problems(head: re.Match, source: SourceFile | None, line: str) -> list[Problem]:
+    if head["severity"] != "note" and head["code"] not in BY_CODE:
+        # Every error and warning carries a code from the catalogue (graphc/codes.py); a note none.
+        return [Problem("diagnostic without a catalogued code", mask(head["message"]), line[:300])]
     if source is None or head["severity"] == "note":
         return []
     located = _LOCATED.match(head["where"])

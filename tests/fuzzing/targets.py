@@ -180,8 +180,8 @@ def _valid_expectations(graph: GeneratedGraph) -> Callable[[list[str], Any], lis
     def expect(command: list[str], outcome) -> list[Problem]:
         allowed = {"check": (0,), "compile": (0,), "run": (0, 1) if graph.has_expects else (0,), "gradcheck": (0, 1)}
         if outcome.status not in allowed[command[0]]:
-            first = next((line for line in outcome.stderr.splitlines() if ": error: " in line), outcome.stderr[:200])
-            message = first.split(": error: ", 1)[-1]
+            first = next((line for line in outcome.stderr.splitlines() if ": error[" in line), outcome.stderr[:200])
+            message = re.split(r": error\[\w+\]: ", first, maxsplit=1)[-1]
             return [Problem("valid graph rejected", mask(message), outcome.stderr[:2000])]
         if command[0] == "compile" and "python" in command:
             try:
