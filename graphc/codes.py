@@ -809,6 +809,14 @@ CODES: tuple[Code, ...] = (
     ),
     # --- E7xx: checkpoints and weights --------------------------------------------------------
     Code(
+        "E613",
+        "not an ONNX model",
+        "`graphc import` reads an ONNX model (a .onnx file, as `graphc compile --emit onnx` or another "
+        "framework's exporter writes one); this file is not one, or onnx's checker refuses it.",
+        Example("graphc import model.onnx -o model.graph", setup="open('model.onnx', 'wb').write(b'not a model')"),
+        "Import the .onnx file itself; export it again if it was cut short.",
+    ),
+    Code(
         "E701",
         "not a weights file",
         "`--weights` takes an .npz file: a checkpoint from `graphc train --save`, or numpy.savez of the params.",
@@ -1025,6 +1033,23 @@ CODES: tuple[Code, ...] = (
             "    output y, z\n}\n",
         ),
         "Give one with --dtype float32 or --dtype float64.",
+    ),
+    Code(
+        "E908",
+        "an ONNX model graphc cannot import",
+        "`graphc import` turns each value an ONNX model computes into a graphc op, from the ONNX nodes "
+        "graphc's own export writes for it and the plain forms other exporters write (Gemm, Conv, Sigmoid); "
+        "this node is none of them, or a value's element type has no graphc dtype.",
+        Example(
+            "graphc import model.onnx -o model.graph",
+            setup="import onnx\nfrom onnx import TensorProto, helper\n"
+            "x = helper.make_tensor_value_info('x', TensorProto.FLOAT, ['N', 3])\n"
+            "p = helper.make_tensor_value_info('p', TensorProto.FLOAT, ['N', 3])\n"
+            "node = helper.make_node('Softmax', ['x'], ['p'], '/head/Softmax')\n"
+            "onnx.save(helper.make_model(helper.make_graph([node], 'g', [x], [p])), 'model.onnx')",
+        ),
+        "Write the graph in graphc, or export the model so that its ops are those the hint lists "
+        "(a classifier's scores, before its softmax, import as `affine` and `relu`).",
     ),
     # --- W0xx: warnings -------------------------------------------------------------------------
     Code(

@@ -427,15 +427,19 @@ def read_model(path: str | Path) -> Any:
     onnx = import_onnx("graphc import")
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise GraphcError("no such ONNX model", where=str(path), code="E601") from None
+    except IsADirectoryError:
+        raise GraphcError("is a directory, not an ONNX model", where=str(path), code="E602") from None
     except OSError as err:
-        raise GraphcError(f"cannot read ONNX model: {err.strerror or err}", where=str(path)) from None
+        raise GraphcError(f"cannot read ONNX model: {err.strerror or err}", where=str(path), code="E603") from None
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)
     except Exception as err:  # protobuf's DecodeError, onnx's ValidationError: the file is not a valid model
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GraphcError(
-            f"not a valid ONNX model: {first}", where=str(path), hint="graphc imports .onnx files"
+            f"not a valid ONNX model: {first}", where=str(path), hint="graphc imports .onnx files", code="E613"
         ) from None
     return model
 
@@ -486,6 +490,7 @@ def _unsupported(node: Any, where: str, why: str = "") -> GraphcError:
         f"graphc import has no op for ONNX node `{node.name or node.output[0]}` ({node.op_type}){because}",
         where=where,
         hint=f"ONNX ops graphc imports, in the forms graphc's export writes: {covered}",
+        code="E908",
     )
 
 
@@ -541,6 +546,7 @@ def _model_dtype(model: Any, info: Any, where: str) -> str:
             f"input `{info.name}` has an ONNX element type graphc has no dtype for ({element})",
             where=where,
             hint="graphc's dtypes are f32, f64 and i64",
+            code="E908",
         )
     return _DTYPE[element]
 

@@ -169,7 +169,7 @@ def test_explain_an_unknown_code_suggests_the_nearest(capsys):
     with pytest.raises(GraphcError) as raised:
         explain_code("E990")
     assert raised.value.render() == (
-        "graphc explain: error[E501]: unknown error code `E990`\nhint: did you mean `E907`?"
+        "graphc explain: error[E501]: unknown error code `E990`\nhint: did you mean `E908`?"
     )
 
 

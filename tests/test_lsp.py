@@ -393,7 +393,7 @@ def test_without_pygls_the_command_says_how_to_install_it(capsys, monkeypatch):
     assert cli.main(["lsp"]) == 2
     _, err = capsys.readouterr()
     assert err == (
-        "graphc: error: `graphc lsp` needs pygls, which is not installed\n"
+        "graphc: error[E509]: `graphc lsp` needs pygls, which is not installed\n"
         'hint: install graphc\'s LSP extra: pip install "graphc[lsp]"\n'
     )
 

@@ -219,7 +219,7 @@ def test_an_onnx_op_graphc_has_no_op_for_is_an_error_naming_the_node(tmp_path, c
     status, _, err = helpers.graphc_cli(capsys, "import", path, "-o", out)
     assert status == 2
     assert err == (
-        f"{path}: error: graphc import has no op for ONNX node `/head/Softmax` (Softmax)\n"
+        f"{path}: error[E908]: graphc import has no op for ONNX node `/head/Softmax` (Softmax)\n"
         f"hint: ONNX ops graphc imports, in the forms graphc's export writes: {', '.join(sorted(RECOGNIZERS))}\n"
     )
     assert out.read_text() == "kept\n"  # a failed import leaves the file as it was
@@ -238,14 +238,14 @@ def test_a_file_that_is_not_an_onnx_model_is_an_error(tmp_path, capsys, content,
     path.write_bytes(content)
     status, _, err = helpers.graphc_cli(capsys, "import", path, "-o", tmp_path / "m.graph")
     assert status == 2
-    assert err.startswith(f"{path}: error: {message}")
+    assert err.startswith(f"{path}: error[E613]: {message}")
     assert err.endswith("hint: graphc imports .onnx files\n")
     assert not (tmp_path / "m.graph").exists()
 
 
 def test_a_missing_file_is_an_error(tmp_path, capsys):
     status, _, err = helpers.graphc_cli(capsys, "import", tmp_path / "none.onnx", "-o", tmp_path / "m.graph")
-    assert (status, err) == (2, f"{tmp_path / 'none.onnx'}: error: cannot read ONNX model: No such file or directory\n")
+    assert (status, err) == (2, f"{tmp_path / 'none.onnx'}: error[E601]: no such ONNX model\n")
 
 
 def test_without_the_extra_importing_says_how_to_install_it(tmp_path, capsys, monkeypatch):
@@ -253,7 +253,7 @@ def test_without_the_extra_importing_says_how_to_install_it(tmp_path, capsys, mo
     status, _, err = helpers.graphc_cli(capsys, "import", tmp_path / "m.onnx", "-o", tmp_path / "m.graph")
     assert (status, err) == (
         2,
-        "graphc: error: graphc import needs the onnx package, which is not installed\n"
+        "graphc: error[E509]: graphc import needs the onnx package, which is not installed\n"
         'hint: install graphc\'s ONNX extra: pip install "graphc[onnx]"\n',
     )
 

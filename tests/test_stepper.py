@@ -325,7 +325,7 @@ def test_draw_refuses_what_a_page_cannot_show(tmp_path, capsys, flags, flag):
     status, stdout, stderr = graphc_cli(capsys, "draw", APPLE, "-o", out, *flags)
     assert (status, stdout) == (2, "")
     assert stderr == (
-        f"graphc draw: error: {flag} does not apply to a step-through page\n"
+        f"graphc draw: error[E505]: {flag} does not apply to a step-through page\n"
         "hint: the page draws every value of the graph and steps through forward, then backward\n"
     )
     assert not out.exists()

@@ -101,6 +101,7 @@ def _steps_page(args: argparse.Namespace) -> int:
                 f"{flag} does not apply to a step-through page",
                 where="graphc draw",
                 hint="the page draws every value of the graph and steps through forward, then backward",
+                code="E505",
             )
     program, feeds = load_program(args)
     program.forward(**feeds)

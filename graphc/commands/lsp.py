@@ -24,7 +24,9 @@ def run(args: argparse.Namespace) -> int:
         import pygls  # noqa: F401
     except ImportError:
         raise GraphcError(
-            "`graphc lsp` needs pygls, which is not installed", hint=f"install graphc's LSP extra: {INSTALL}"
+            "`graphc lsp` needs pygls, which is not installed",
+            hint=f"install graphc's LSP extra: {INSTALL}",
+            code="E509",
         ) from None
     from graphc.lsp import serve
 
