@@ -394,7 +394,8 @@ def _render_statement(statement: _Statement, indent: str) -> list[_Line]:
         return _render_as_written(statement, indent)
     tokens = _without_trailing_commas(statement.tokens)
     codes = _layout_for(tokens).lines(tokens, indent)
-    lines = [_Line(code, run=len(codes) == 1) for code in codes]
+    # A header's comment is the graph's, not one of a column of its statements'.
+    lines = [_Line(code, run=len(codes) == 1 and not statement.opens) for code in codes]
     lines[-1].comment = statement.comment
     if len(codes) == 1 and not statement.opens:
         lines[0].cells = _cells(tokens)

@@ -200,6 +200,11 @@ graph e {}
             "\ufeffgraph g  # c\r\n{\r\n\tinput x = 2\r\n\toutput x }",
             "graph g  # c\n{\n    input x = 2\n    output x\n}\n",
         ),
+        # A header's comment stands apart from its statements' column of comments.
+        (
+            "graph g {  # the graph\n input x = 1  # x\n input long_name = 2  # y\n output x\n}\n",
+            "graph g {  # the graph\n    input x         = 1  # x\n    input long_name = 2  # y\n    output x\n}\n",
+        ),
         # Two graphs on one line; a statement on the `{` line.
         (
             "graph a { input x = 1\n output x } graph b { input y = 1\n output y }",
