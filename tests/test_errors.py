@@ -968,7 +968,7 @@ def test_cli_wrong_shape_for_a_param(capsys):
          1 | --set b2=[1, 2]
            |          ^^^^^^
         {NET_FILE}:13:11: note: `b2` is declared here
-         13 |     param b2: [10] = zeros
+         13 |     param b2: [10]      = zeros
             |           ^^
     """)
 
@@ -1016,7 +1016,7 @@ def test_an_empty_batch_in_python():
 def test_cli_batch_dims_disagree_between_set_and_the_made_up_default(capsys):
     assert cli_error(["run", NET_FILE, "--set", "t=[1, 2]"], capsys) == text(f"""
         {NET_FILE}:8:11: error[E206]: input `t` has N = 2, but `x` has N = 3
-         8 |     input t: f64[N, 10] = onehot from labels    # one-hot; class indices work too
+         8 |     input t: f64[N, 10]  = onehot from labels  # one-hot; class indices work too
            |           ^
         hint: every input must agree on the size of `N`
     """)
