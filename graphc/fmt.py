@@ -30,7 +30,6 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from graphc.errors import GraphcError
 from graphc.parse import parse
 
 WIDTH = 100  # columns a statement may take before it breaks
@@ -517,18 +516,7 @@ def format_text(text: str, path: str = "<string>") -> str:
 
 def read_source(path: str) -> tuple[bytes, str]:
     """A .graph file's bytes, and its text as the parser reads it (UTF-8, universal newlines)."""
-    from graphc import limits
-    from graphc.parse import _decode
+    from graphc.parse import decode, read_graph_bytes
 
-    try:
-        with open(path, "rb") as file:
-            data = file.read(limits.MAX_FILE_BYTES + 1)  # bounded: FILE may be /dev/zero or a pipe
-    except FileNotFoundError:
-        raise GraphcError("no such file", where=path) from None
-    except IsADirectoryError:
-        raise GraphcError("is a directory, not a .graph file", where=path) from None
-    except OSError as err:
-        raise GraphcError(err.strerror or str(err), where=path) from None
-    if len(data) > limits.MAX_FILE_BYTES:
-        raise GraphcError(f"larger than {limits.MAX_FILE_BYTES // 2**20} MiB: too large for a .graph file", where=path)
-    return data, _decode(data, path)
+    data = read_graph_bytes(path)
+    return data, decode(data, path)

@@ -149,6 +149,11 @@ def _check_size(source: Source) -> None:
 
 
 def parse_file(path: str | Path) -> ast.Module:
+    return parse(decode(read_graph_bytes(path), str(path)), str(path))
+
+
+def read_graph_bytes(path: str | Path) -> bytes:
+    """A .graph file's bytes, at most graphc's limit, or a GraphcError saying why not."""
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -166,10 +171,10 @@ def parse_file(path: str | Path) -> ast.Module:
             hint="large data belongs in a .npy file, given with --input",
             code="E803",
         )
-    return parse(_decode(data, str(path)), str(path))
+    return data
 
 
-def _decode(data: bytes, path: str) -> str:
+def decode(data: bytes, path: str) -> str:
     """UTF-8 text (a leading byte-order mark, as editors on Windows write, dropped), or a
     GraphcError at the first byte that is not UTF-8, on its line shown as best it decodes."""
     data = data.removeprefix(codecs.BOM_UTF8)

@@ -242,7 +242,7 @@ def test_a_wide_statement_breaks_within_the_width():
 def test_a_syntax_error_is_located():
     with pytest.raises(GraphcError) as err:
         format_text("graph g {\n    input x =\n}\n", "bad.graph")
-    assert err.value.render().startswith("bad.graph:2:14: error: unexpected end of line")
+    assert err.value.render().startswith("bad.graph:2:14: error[E003]: unexpected end of line")
 
 
 # --- the models, the docs and the fuzzer's graphs ---------------------------------------------
@@ -360,7 +360,7 @@ def test_fmt_reports_a_syntax_error_with_status_2_and_goes_on(tmp_path, capsys):
     assert main(["fmt", str(bad), str(messy)]) == 2
     out, err = capsys.readouterr()
     assert err == (
-        f"{bad}:2:14: error: unexpected end of line; expected `[`, a name or a number\n"
+        f"{bad}:2:14: error[E003]: unexpected end of line; expected `[`, a name or a number\n"
         " 2 |     input x =\n"
         "   |              ^\n"
         "hint: a statement ends at the end of its line; it goes on to the next only inside `( )` or `[ ]`, "
@@ -372,7 +372,7 @@ def test_fmt_reports_a_syntax_error_with_status_2_and_goes_on(tmp_path, capsys):
 
 def test_fmt_reports_a_missing_file(tmp_path, capsys):
     assert main(["fmt", str(tmp_path / "none.graph")]) == 2
-    assert capsys.readouterr().err == f"{tmp_path / 'none.graph'}: error: no such file\n"
+    assert capsys.readouterr().err == f"{tmp_path / 'none.graph'}: error[E601]: no such file\n"
 
 
 def test_fmt_formats_standard_input(monkeypatch, capsys):
