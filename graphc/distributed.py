@@ -92,8 +92,9 @@ def place_from_environment(environ: Mapping[str, str] = os.environ) -> Place:
     """RANK and WORLD_SIZE as torchrun sets them, checked; MASTER_ADDR and MASTER_PORT must be set too."""
     missing = [name for name in ENVIRONMENT if not environ.get(name)]
     if missing:
+        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
         raise GraphcError(
-            f"RANK or WORLD_SIZE is set, so this is one worker of a job, but {', '.join(missing)} "
+            f"RANK or WORLD_SIZE is set, so this is one worker of a job, but {names} "
             f"{'is' if len(missing) == 1 else 'are'} not",
             hint="launch with torchrun (docs/interop.md shows how), or unset RANK and WORLD_SIZE",
         )
@@ -113,9 +114,9 @@ def check_split(batch: int, world: int) -> int:
     """The rows each worker trains on: the batch split evenly, else a GraphcError."""
     if batch % world:
         lower, upper = batch - batch % world, batch - batch % world + world
-        example = f"--batch {upper}" if not lower else f"--batch {lower} or --batch {upper}"
+        example = f"`--batch {upper}`" if not lower else f"`--batch {lower}` or `--batch {upper}`"
         raise GraphcError(
-            f"a minibatch of {batch} rows does not split evenly over {world} workers",
+            f"a minibatch of {batch} row{'s' * (batch != 1)} does not split evenly over {world} workers",
             hint=f"every worker must train on as many rows as the others; take a multiple of {world}, e.g. {example}",
         )
     return batch // world
@@ -229,7 +230,6 @@ def run(args: argparse.Namespace) -> int:
             raise GraphcError(
                 "--workers starts its own processes on this machine, but RANK and WORLD_SIZE say that "
                 "torchrun started this one",
-                where="--workers",
                 hint="leave --workers out under torchrun: its --nproc-per-node says how many workers a machine runs",
             )
         return work(place_from_environment(), args)
@@ -261,7 +261,9 @@ def _worker_main(args: argparse.Namespace) -> None:
     except GraphcError as err:
         print(err.render(), file=sys.stderr)
         status = ExitCode.USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before training began (after, Ctrl-C stops it cleanly)
+        if os.environ.get("RANK") == "0":
+            print("graphc: interrupted", file=sys.stderr)
         status = ExitCode.INTERRUPTED
     sys.stdout.flush()
     sys.exit(int(status))
@@ -274,6 +276,13 @@ def _blas_threads(workers: int) -> dict[str, str]:
         return {}
     share = str(max(1, (os.cpu_count() or 1) // workers))
     return {v: share for v in variables}
+
+
+def _torch_installed() -> bool:
+    """Whether torch can be imported, without importing it (seconds): the workers do."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def _free_port() -> int:
@@ -289,9 +298,7 @@ def launch(args: argparse.Namespace, workers: int) -> int:
     """Start `workers` processes on this machine (spawned, not forked), with the
     environment torchrun would give them; wait for all, and stop them all as soon
     as one fails. The job's exit status."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
+    if not _torch_installed():
         import_distributed()  # the error, with the install command
     _before_spawning(args, workers)
     import multiprocessing

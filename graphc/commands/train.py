@@ -93,6 +93,13 @@ def _decay(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        return whole_number("--workers")(text)
+    except GraphcError as err:  # its example would be 100 workers
+        raise GraphcError(err.message, hint="e.g. `--workers 2`") from None
+
+
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--data and --data-dir, as train and eval take them."""
     parser.add_argument(
@@ -163,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     loop.add_argument(
         "--workers",
-        type=whole_number("--workers"),
+        type=_workers,
         metavar="N",
         help="train data-parallel in N processes on this machine (torch.distributed, gloo): each takes "
         'batch/N rows of every minibatch; needs torch (pip install "graphc[distributed]"); '
