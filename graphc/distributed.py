@@ -335,10 +335,13 @@ def launch(args: argparse.Namespace, workers: int) -> int:
 
 
 def _before_spawning(args: argparse.Namespace, workers: int) -> None:
-    """What can be refused once, here, rather than by every worker: a batch that does not split."""
+    """What can be refused once, here, rather than by every worker: a mistake in
+    the graph, a checkpoint that is not one, a batch that does not split."""
     from graphc.checkpoint import read_meta
+    from graphc.commands.common import load_graphs, select_graph
     from graphc.commands.train import DEFAULT_BATCH
 
+    select_graph(load_graphs(args), args)
     meta = read_meta(args.resume) if args.resume else None
     check_split(args.batch or (meta.batch if meta is not None else None) or DEFAULT_BATCH, workers)
 

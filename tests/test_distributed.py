@@ -186,6 +186,21 @@ def test_a_batch_that_does_not_split_is_refused_before_any_worker_starts(
     )
 
 
+def test_a_mistake_in_the_graph_is_shown_once_not_by_every_worker(
+    capsys: pytest.CaptureFixture[str], torch: None, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.graph"
+    bad.write_text("graph g {\n  input x: f64[N, 784]\n  y = relu(x, x)\n  output y\n}\n")
+    status, out, err = graphc_cli(capsys, "train", bad, "--workers", "2")
+    assert (status, out) == (2, "")
+    assert err == (
+        f"{bad}:3:7: error: wrong number of arguments: `relu` takes 1 (x), got 2\n"
+        " 3 |   y = relu(x, x)\n"
+        "   |       ^^^^^^^^^^\n"
+        "hint: write `relu(x)`\n"
+    )
+
+
 def test_missing_torch_says_how_to_install_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
