@@ -211,7 +211,15 @@ def _test_death(rank: int) -> int | None:
 def join(place: Place) -> Team:
     """Meet the other workers (gloo: CPU tensors; the same code would take NCCL on GPUs)."""
     dist = import_distributed()
-    dist.init_process_group("gloo", init_method="env://", rank=place.rank, world_size=place.world, timeout=TIMEOUT)
+    try:
+        dist.init_process_group("gloo", init_method="env://", rank=place.rank, world_size=place.world, timeout=TIMEOUT)
+    except (RuntimeError, ValueError) as err:  # torch's DistNetworkError, DistStoreError, ... are RuntimeErrors
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GraphcError(
+            f"worker {place.rank} of {place.world} could not join the job at {where}: {reason}",
+            hint="MASTER_ADDR:MASTER_PORT must reach rank 0's machine, on a port no other program uses",
+        ) from None
     return Team(dist, place)
 
 

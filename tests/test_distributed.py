@@ -123,7 +123,9 @@ class _OtherWorker:
         assert op == "sum"
         if self.theirs is None:
             raise RuntimeError("Connection closed by peer [127.0.0.1]:41234\nmore detail")
-        tensor += __import__("torch").from_numpy(self.theirs)
+        import torch
+
+        tensor += torch.from_numpy(self.theirs)
 
 
 def test_one_all_reduce_averages_gradients_loss_and_the_wish_to_stop(torch: None) -> None:
