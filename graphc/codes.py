@@ -681,6 +681,16 @@ CODES: tuple[Code, ...] = (
         ),
         "Check the Graphviz installation (`dot -V`), or write .dot or .mmd.",
     ),
+    Code(
+        "E511",
+        "a distributed job's environment is wrong",
+        "RANK or WORLD_SIZE in the environment make `graphc train` one worker of a job that torchrun "
+        "started; such a worker needs RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, as whole numbers "
+        "where they are numbers, and a RANK below WORLD_SIZE.",
+        Example("graphc train bad.graph --iters 1", _MNIST, setup="import os\nos.environ['RANK'] = '0'"),
+        "Launch the workers with torchrun (docs/interop.md shows how), or unset RANK and WORLD_SIZE to "
+        "train in one process or with --workers N.",
+    ),
     # --- E6xx: files and data ---------------------------------------------------------------
     Code(
         "E601",
@@ -1050,6 +1060,19 @@ CODES: tuple[Code, ...] = (
         ),
         "Write the graph in graphc, or export the model so that its ops are those the hint lists "
         "(a classifier's scores, before its softmax, import as `affine` and `relu`).",
+    ),
+    Code(
+        "E910",
+        "a worker of a distributed job was lost",
+        "Training with --workers N (or under torchrun) sums every step's gradients over the workers; one "
+        "of them stopped (killed, out of memory, an error of its own) or could not be reached, so the "
+        "job stops. The last checkpoint --save wrote is intact.",
+        Example(
+            "graphc train bad.graph --iters 4 --batch 10 --workers 2",
+            _MNIST,
+            setup="import os\nos.environ['GRAPHC_TEST_WORKER_DIES'] = '1:2'  # as if worker 1 were killed",
+        ),
+        "Find out why the worker stopped (its message, the machine's memory), then resume with --resume.",
     ),
     # --- W0xx: warnings -------------------------------------------------------------------------
     Code(

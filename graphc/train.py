@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
 from graphc.optim import OPTIMIZERS, Optimizer, WeightDecay, make_optimizer
 from graphc.program import Program
+
+if TYPE_CHECKING:
+    from graphc.distributed import Team
 
 DATASETS = ("mnist",)
 ENGINES = ("auto", "codegen", "interpreter")
@@ -458,6 +461,7 @@ class Trainer:
         data: TrainData,
         options: TrainOptions = TrainOptions(),
         resume: Checkpoint | None = None,
+        team: Team | None = None,
     ):
         rows = math.prod(data.x_train.shape[1:])
         if limits.too_many_elements(options.batch * rows):
@@ -487,6 +491,12 @@ class Trainer:
         if resume is not None:
             self._resume(resume)
         self.draws = MinibatchDraws(self.rng, data.train_size, options.batch)
+        # Data-parallel (graphc.distributed): this process trains on its rows of every
+        # minibatch, and the team averages the gradients over all workers.
+        self.team = team
+        self.rows = team.rows(options.batch) if team is not None else slice(0, options.batch)
+        if team is not None:
+            team.spread_dropout(program)
 
     def _resume(self, checkpoint: Checkpoint) -> None:
         where = checkpoint.path
@@ -609,7 +619,8 @@ class Trainer:
         """
         program, data, options = self.program, self.data, self.options
         x, t = data.x_train, data.t_train
-        batch = options.batch
+        batch = self.rows.stop - self.rows.start
+        team, rows = self.team, self.rows
         # One buffer per minibatch, refilled in place: no allocation per step.
         x_batch = np.empty((batch,) + x.shape[1:], x.dtype)
         t_batch = np.empty((batch,) + t.shape[1:], t.dtype)
@@ -643,15 +654,17 @@ class Trainer:
         with self._sigint_stops(handle_sigint), np.errstate(all="ignore"):
             try:
                 while self.iteration < stop_at:
-                    if self._stop:
+                    if self._stop if team is None else team.stopping:  # workers stop together
                         status = "interrupted"
                         break
-                    index = rows_of(self.iteration)
+                    index = rows_of(self.iteration)[rows]
                     gather_images(index)
                     take(t, index, axis=0, out=t_batch, mode="clip")
                     if lr_scaled:
                         dout[()] = optimizer.lr  # a callback may have changed it
                     loss, grads = loss_and_grads()
+                    if team is not None:  # the whole minibatch's mean loss and gradients
+                        loss, grads = team.average(self.iteration, loss, grads, self._stop)
                     value = float(loss)
                     if decay is not None:  # the penalty is part of the loss reported
                         value += decay.penalty(params)

@@ -166,11 +166,6 @@ def test_explain_an_unknown_code_suggests_the_nearest(capsys):
     assert raised.value.render() == (
         "graphc explain: error[E501]: unknown error code `E199`\nhint: did you mean `E129`?"
     )
-    with pytest.raises(GraphcError) as raised:
-        explain_code("E990")
-    assert raised.value.render() == (
-        "graphc explain: error[E501]: unknown error code `E990`\nhint: did you mean `E908`?"
-    )
 
 
 def test_explain_leaves_the_directory_and_environment_as_they_were(tmp_path, monkeypatch):

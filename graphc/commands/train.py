@@ -26,9 +26,9 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +63,9 @@ from graphc.train import (
     write_log,
 )
 
+if TYPE_CHECKING:
+    from graphc.distributed import Team
+
 HELP = "train on MNIST; print accuracies per epoch; save checkpoints"
 
 DEFAULT_ITERS = 10000
@@ -92,6 +95,13 @@ def _decay(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise GraphcError(f"--weight-decay must be a number at least 0, got {text}", hint=hint, code="E502")
     return value
+
+
+def _workers(text: str) -> int:
+    try:
+        return whole_number("--workers")(text)
+    except GraphcError as err:  # its example would be 100 workers
+        raise GraphcError(err.message, hint="e.g. `--workers 2`", code=err.code) from None
 
 
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -161,6 +171,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="run training steps through the generated numpy module (codegen) or the plan "
         "interpreter; auto (the default) takes codegen where the graph allows it",
+    )
+    loop.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (torch.distributed, gloo): each takes "
+        'batch/N rows of every minibatch; needs torch (pip install "graphc[distributed]"); '
+        "for several machines, launch with torchrun instead (docs/interop.md)",
     )
     files = parser.add_argument_group("files")
     files.add_argument("--save", metavar="W.npz", help="write a checkpoint after every epoch and at the end")
@@ -265,7 +283,7 @@ class _Session:
     trainer: Trainer
 
 
-def _prepare(args: argparse.Namespace) -> _Session:
+def _prepare(args: argparse.Namespace, team: Team | None = None) -> _Session:
     """The program (weights and dtype from --resume), the data and the trainer,
     every input checked before the first iteration."""
     meta = read_meta(args.resume) if args.resume else None
@@ -278,7 +296,9 @@ def _prepare(args: argparse.Namespace) -> _Session:
     _check_batch(args, meta, program)
     data = load_data(args.data, program, data_dir=args.data_dir, progress=not args.no_progress)
     options = _options(args, meta, data.train_size, seed)
-    trainer = Trainer(program, data, options, resume=resume)
+    if team is not None and team.rank:
+        options = replace(options, evaluate=False)  # rank 0 alone evaluates
+    trainer = Trainer(program, data, options, resume=resume, team=team)
     _check_save_space(args.save, program, options, trainer.epochs)
     return _Session(program, data, options, trainer)
 
@@ -397,7 +417,8 @@ def _final_save(session: _Session, args: argparse.Namespace, status: str) -> str
     """Where the final state is saved: --save (the trainer has written it), or,
     interrupted without --save, NAME-interrupted.npz; None if it is nowhere."""
     trainer, save = session.trainer, args.save
-    if status == "interrupted" and save is None and trainer.params_finite():
+    writes = trainer.team is None or trainer.team.rank == 0  # one worker writes: rank 0
+    if status == "interrupted" and save is None and writes and trainer.params_finite():
         save = f"{session.program.name}-interrupted.npz"
         trainer.save(save)
     return save if save and trainer.saved_at == trainer.iteration else None
@@ -495,19 +516,36 @@ def _report(session: _Session, outcome: _Outcome, args: argparse.Namespace) -> i
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.workers or 1) > 1 or "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        from graphc import distributed
+
+        _check_iters(args)
+        return distributed.run(args)
+    return train(args)
+
+
+def _check_iters(args: argparse.Namespace) -> None:
     if args.iters is not None and args.epochs is not None:
         raise GraphcError(
             "give --iters or --epochs, not both",
             hint="--epochs E is E * (train size / batch) iterations, e.g. 600 an epoch for MNIST with batch 100",
             code="E505",
         )
+
+
+def train(args: argparse.Namespace, team: Team | None = None) -> int:
+    """The run, in this process: alone, or as one worker of a team (graphc.distributed),
+    where a worker other than rank 0 is given no files to write and prints nothing."""
+    _check_iters(args)
     for flag, size in _PROBE_BYTES.items():
         _check_writable(f"--{flag}", getattr(args, flag), size)
     with contextlib.ExitStack() as stack:
         _lock_save(stack, args.save)
-        session = _prepare(args)
+        session = _prepare(args, team)
         if not args.json:
             _print_start(session, args)
         outcome = _train(session, args)
+        if team is not None and team.rank:
+            return {"diverged": ExitCode.CHECK_FAILED, "interrupted": ExitCode.INTERRUPTED}.get(outcome.status, 0)
         _write_reports(session, args, outcome)
         return _report(session, outcome, args)
