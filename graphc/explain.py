@@ -243,6 +243,8 @@ def _forward_step(
 def _backward_steps(
     program: Program, saved: Mapping[int, Mapping[str, Any]], shares: Mapping[tuple[str, int], Any], index: Indexer
 ) -> list[Step]:
+    """Each backward step's edges; a gradient with several shares as their sum,
+    after the step that adds its last."""
     plan = program.plan
     counts: dict[str, int] = {}
     for back in plan.backward:
@@ -252,21 +254,23 @@ def _backward_steps(
     steps: list[Step] = []
     for back in plan.backward:
         forward = plan.forward[back.forward_index]
+        complete = []
         for write in back.writes:
             arg = forward.args[write.operand]
-            share = shares[(back.node, write.operand)]
             name = write.target
             if counts[write.target] > 1:
-                parts.setdefault(arg, [])
-                name = f"{write.target}@{len(parts[arg]) + 1}"
-            output = Quantity(name, share, index(arg))
+                name = f"{write.target}@{len(parts.setdefault(arg, [])) + 1}"
+            output = Quantity(name, shares[(back.node, write.operand)], index(arg))
             steps.append(_edge(program, back, forward, write.operand, write.rule, write.reads, output, saved, index))
             if counts[write.target] > 1:
                 parts[arg].append(output)
                 if len(parts[arg]) == counts[write.target]:
-                    total = Quantity(write.target, program.gradients[arg], index(arg))
-                    rule = f"{write.target} = " + " + ".join(p.name for p in parts[arg])
-                    steps.append(Step("sum", arg, None, rule, tuple(parts[arg]), total))
+                    complete.append(arg)
+        for arg in complete:
+            target = grad_name(arg)
+            rule = f"{target} = " + " + ".join(p.name for p in parts[arg])
+            total = Quantity(target, program.gradients[arg], index(arg))
+            steps.append(Step("sum", arg, None, rule, tuple(parts[arg]), total))
     return steps
 
 
@@ -341,15 +345,7 @@ def local_value(
 
 def _atomic(text: str) -> bool:
     """A name or a number: needs no parentheses beside an operator."""
-    return text.replace(".", "").replace("_", "").replace("@", "").isalnum() or _is_number(text)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return text.replace(".", "").replace("_", "").replace("@", "").isalnum()
 
 
 # --- text -------------------------------------------------------------------------
