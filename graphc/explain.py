@@ -110,9 +110,7 @@ def explain(program: Program, at: tuple[int, ...] | None = None) -> Explanation:
     assert plan.seed is not None  # a Program's plan goes backward from its output
     saved, shares = _replay(program)
     index = _indexer(program, at)
-    steps: list[Step] = [
-        _forward_step(plan, i, step, program.values, saved, index) for i, step in enumerate(plan.forward)
-    ]
+    steps = [_forward_step(plan, step, program.values, index) for step in plan.forward]
     seed = grad_name(plan.seed)
     steps.append(
         Step("seed", plan.seed, None, f"{seed} = 1", (), Quantity(seed, program.gradients[plan.seed], index(plan.seed)))
@@ -225,14 +223,7 @@ def _names(step: ForwardStep) -> dict[str, str]:
     return names
 
 
-def _forward_step(
-    plan: Plan,
-    i: int,
-    step: ForwardStep,
-    values: Mapping[str, Any],
-    saved: Mapping[int, Mapping[str, Any]],
-    index: Indexer,
-) -> Step:
+def _forward_step(plan: Plan, step: ForwardStep, values: Mapping[str, Any], index: Indexer) -> Step:
     names = _names(step)
     types = _local_types(plan, step)
     rule = "; ".join(step.op.render(f, names, types) for f in step.op.forward_in(plan.mode, step.attrs))

@@ -504,3 +504,12 @@ def test_help_names_both_targets(capsys):
     assert exit.value.code == 0
     words = " ".join(capsys.readouterr().out.split())  # whatever the terminal's width
     assert "TARGET a .graph file, or an error code such as E012" in words
+
+
+def test_at_with_a_control_character(capsys):
+    assert cli_error(capsys, MODELS / "two_layer_net.graph", "--at", "1\n2") == text("""
+        <command line>:1:6: error: --at takes indices such as 0 or 0,3, got `1\\n2`
+         1 | --at 1\\n2
+           |      ^^^^
+        hint: whole numbers of at least 0, one per dim, separated by commas
+        """)

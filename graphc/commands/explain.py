@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from graphc.errors import ExitCode, GraphcError
+from graphc.errors import ExitCode, GraphcError, Source, Span
 
 HELP = "the chain rule with numbers: every forward and backward step of a run; or what an error code means"
 
@@ -41,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from graphc.commands.common import load_program, print_json
     from graphc.explain import at_problem, explain, explanation_json, explanation_text
 
-    at = _parse_at(args.at) if args.at is not None else None
+    shown = _printable(args.at) if args.at is not None else ""
+    at = _parse_at(shown) if args.at is not None else None
     args.file = args.target
     program, feeds = load_program(args, dtype=args.dtype)
     program.forward(**feeds)
     program.backward()
     problem = at_problem(program, at)
     if problem is not None:
-        raise GraphcError(problem, _at_span(args.at))
+        raise GraphcError(problem, _at_span(shown))
     explanation = explain(program, at)
     if args.json:
         print_json(explanation_json(explanation))
@@ -69,8 +70,12 @@ def _parse_at(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _at_span(text: str):  # -> Span; graphc.errors is imported already
-    from graphc.errors import Source, Span
+def _printable(text: str) -> str:
+    """Command-line text on one line: control characters escaped, as Python spells them."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
+
+def _at_span(text: str) -> Span:
+    """Where --at's value is, shown as `--at TEXT` on the command line."""
     source = Source(f"--at {text}", "<command line>")
     return Span(source, 1, 6, 1, 6 + max(len(text), 1))
