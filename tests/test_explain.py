@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzzing.graphs import valid_graphs
 from helpers import graphc_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_ops import CASES, extras, operand_values
 
 import graphc
@@ -262,6 +265,20 @@ def test_tensors_show_shape_and_first_entries():
 # --- the numbers are the interpreter's ------------------------------------------------
 
 
+def check_arithmetic(explanation) -> None:
+    """What each line claims holds: upstream · local derivative = downstream, and
+    a gradient is the sum of its shares (to rounding: the rule may associate differently)."""
+    for s in explanation.steps:
+        rtol = 1e-5 if np.asarray(s.output.value).dtype == np.float32 else 1e-12
+        with np.errstate(all="ignore"):  # inf · 0 is the user's, on both sides
+            if s.phase == "backward" and s.product is not None:
+                upstream, derivative = (np.asarray(q.value) for q in s.inputs)
+                np.testing.assert_allclose(upstream * derivative, s.output.value, rtol=rtol, err_msg=s.rule)
+            if s.phase == "sum":
+                total = sum(np.asarray(q.value) for q in s.inputs)
+                np.testing.assert_allclose(total, s.output.value, rtol=rtol, err_msg=s.rule)
+
+
 @pytest.mark.parametrize("model", sorted(p.name for p in MODELS.glob("*.graph")))
 def test_each_gradient_is_the_runs(model):
     """The last step writing each input's and param's gradient (or its sum) holds
@@ -278,6 +295,7 @@ def test_each_gradient_is_the_runs(model):
     forward = {s.output.name: s.output.value for s in explanation.steps if s.phase == "forward"}
     for name, value in forward.items():
         np.testing.assert_array_equal(value, program.values[name], err_msg=name)
+    check_arithmetic(explanation)
     assert explanation_text(explanation)  # and every model prints
 
 
@@ -513,3 +531,25 @@ def test_at_with_a_control_character(capsys):
            |      ^^^^
         hint: whole numbers of at least 0, one per dim, separated by commas
         """)
+
+
+@settings(max_examples=40, deadline=None)
+@given(valid_graphs(max_nodes=8), st.integers(0, 2))
+def test_any_valid_graph_is_explained(graph, position):
+    """Generated graphs (the fuzzer's): every one that runs is explained, with
+    and without --at, and its gradients are the run's."""
+    program = graphc.compile_source(graph.text, "g.graph")
+    program.forward(**graph.feeds)
+    grads = program.backward()
+    explanation = explain(program)
+    check_arithmetic(explanation)
+    final = {s.output.name: s.output.value for s in explanation.steps}
+    for name, grad in grads.items():
+        if name not in program.plan.disconnected:
+            np.testing.assert_array_equal(final[f"d_{name}"], grad, err_msg=name)
+    reference = next((n for n in (*program.plan.inputs, *program.plan.params) if np.ndim(program.values[n])), None)
+    if reference is not None:
+        at = tuple(min(position, size - 1) for size in np.shape(program.values[reference]))
+        for index in (at, at[:1]):
+            explanation = explain(program, index)
+            assert explanation_text(explanation).startswith(f"graph {program.name}\nfollowing element [")
