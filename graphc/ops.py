@@ -581,6 +581,44 @@ def _template(op: Op, formula: str, types: Types, people: bool) -> str:
     return text
 
 
+def _factor_dout(tree: ast.expr) -> ast.expr | None:
+    """`tree` divided by `dout`, where `tree` is `dout` times or over other
+    factors (`dout * b`, `-dout * out / b`): `b`, `-out / b`; else None."""
+    if isinstance(tree, ast.Name) and tree.id == "dout":
+        return ast.Constant(1)
+    if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.USub):
+        inner = _factor_dout(tree.operand)
+        if inner is None:
+            return None
+        if isinstance(inner, ast.Constant) and isinstance(inner.value, (int, float)):
+            return ast.Constant(-inner.value)
+        return ast.UnaryOp(ast.USub(), inner)
+    if not isinstance(tree, ast.BinOp) or not isinstance(tree.op, (ast.Mult, ast.Div)):
+        return None
+    left, right = _mentions_dout(tree.left), _mentions_dout(tree.right)
+    if left and not right:
+        factor = _factor_dout(tree.left)
+        if factor is None:
+            return None
+        if isinstance(tree.op, ast.Mult) and isinstance(factor, ast.Constant) and factor.value in (1, -1):
+            return tree.right if factor.value == 1 else ast.UnaryOp(ast.USub(), tree.right)  # 1 * b is b
+        return ast.BinOp(factor, tree.op, tree.right)
+    if right and not left and isinstance(tree.op, ast.Mult):
+        factor = _factor_dout(tree.right)
+        if factor is None:
+            return None
+        return (
+            tree.left
+            if isinstance(factor, ast.Constant) and factor.value == 1
+            else ast.BinOp(tree.left, ast.Mult(), factor)
+        )
+    return None  # dout in a divisor, or in both factors
+
+
+def _mentions_dout(tree: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "dout" for n in ast.walk(tree))
+
+
 def _names_read(formula: str, local: set[str]) -> tuple[str, ...]:
     """The op's names a formula reads, in order of appearance; a kernel's static arguments are not read."""
     found: dict[str, None] = {}
@@ -821,6 +859,28 @@ class Op:
     ) -> str:
         """The operand's gradient as numpy source, already summed to its shape."""
         return _template(self, self.rule_in(mode, self.operands[operand], attrs), types, False).format_map(names)
+
+    def render(self, formula: str, names: Mapping[str, str], types: Types, people: bool = True) -> str:
+        """Any formula in the op's notation (a forward statement, a local
+        derivative), rendered as its rules are, names substituted."""
+        return _template(self, formula, types, people).format_map(names)
+
+    def local_derivative(self, operand: int, attrs: Mapping[str, Any], types: Types, mode: str = "train") -> str | None:
+        """The operand's rule read as the chain rule's product, `dout` times a
+        local derivative, element by element: that derivative's formula (mul's
+        `b`, add's `1`, sigmoid's `out * (1 - out)`), or None where the rule is
+        no such product at these types: a matrix product, a sum that undoes
+        broadcasting, a kernel (softmax's, batchnorm's)."""
+        tree = _expression(self.rule_in(mode, self.operands[operand], attrs))
+        if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "sum_to":
+            added, stretched, _ = _sum_axes(types["out"].shape, types[self.operands[operand]].shape)
+            if added or stretched:
+                return None
+            tree = tree.args[0]
+        factor = _factor_dout(tree)
+        if factor is None or any(isinstance(n, (ast.Call, ast.Subscript, ast.Attribute)) for n in ast.walk(factor)):
+            return None
+        return ast.unparse(factor)
 
     def _own_needed(self, formulas: Sequence[str], attrs: Mapping[str, Any], mode: str) -> set[str]:
         """The own tensors these formulas read, and those the formulas of those read (dropout's mask)."""
