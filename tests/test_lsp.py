@@ -137,10 +137,10 @@ async def test_errors_as_you_type_then_cleared_when_fixed(client, tmp_path):
     assert diagnostic.code == code_of(wrong)
 
     # Another mistake, typed in: a syntax error, which is all the buffer shows until it parses.
-    worse = wrong.replace("input tax = 1.1", "input tax = 1.1 1.2")
+    worse = wrong.replace("= 1.1\n", "= 1.1 1.2\n")
     (diagnostic,) = await change_document(client, path, worse, 2)
     assert (diagnostic.range, diagnostic.message) == (
-        at(5, 20, 23),
+        at(5, 26, 29),
         "unexpected `1.2`; expected `from`, `}` or the end of the line",
     )
     # Fixed: the diagnostics are cleared.

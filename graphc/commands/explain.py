@@ -7,6 +7,7 @@ read more than once as the sum of its shares. Or explain an error code
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 from graphc.errors import ExitCode, GraphcError, Source, Span
@@ -33,7 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if re.fullmatch(r"[EW]\d{3}", args.target.upper()):
+    if re.fullmatch(r"[EW]\d+", args.target.upper()) and not os.path.exists(args.target):
+        if not re.fullmatch(r"[EW]\d{3}", args.target.upper()):
+            raise GraphcError(
+                f"`{args.target}` is not an error code",
+                where="graphc explain",
+                hint="give a code such as E012, as a message shows it: `error[E012]`",
+                code="E501",
+            )
         from graphc.codes import explain_code
 
         print(explain_code(args.target.upper()))
