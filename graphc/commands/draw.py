@@ -20,7 +20,6 @@ from graphc.commands.common import (
     select_graph,
 )
 from graphc.errors import ExitCode, GraphcError
-from graphc.plan import make_plan
 
 HELP = "draw the graph (SVG, PNG, PDF, DOT or Mermaid), with values and gradients"
 
@@ -56,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphc.draw import backward_diagram, graph_diagram, output_format, program_diagram, to_dot, write_diagram
+    from graphc.plan import make_plan
 
     output_format(args.output)  # an unknown extension fails before any work
     if args.collapse and args.plan == "backward":
