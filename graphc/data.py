@@ -21,6 +21,7 @@ is wrong with it; nothing here shows a traceback to a person.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -712,7 +713,7 @@ def _save_cached(folder: Path, paths: Mapping[str, Path], splits: tuple[Split, S
     arrays = {"train_images": train_images, "train_labels": train_labels}
     arrays |= {"test_images": test_images, "test_labels": test_labels}
     for role, array in arrays.items():
-        if not store(folder / f"{role}-{key}.npy", lambda handle, a=array: np.save(handle, a)):
+        if not store(folder / f"{role}-{key}.npy", functools.partial(np.save, arr=array)):
             return
     _write_record(folder, {"version": _CACHE_VERSION, "key": key, "sources": sources})
     for old in folder.glob("*.npy"):  # arrays of files no longer there
