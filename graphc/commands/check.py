@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from graphc._gc import gc_paused
 from graphc.commands.common import add_json_argument, load_graphs, print_json
 from graphc.errors import ExitCode
 
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
+@gc_paused  # the summary too, as the compiler's stages: a row per value, no reference cycles
 def run(args: argparse.Namespace) -> int:
     graphs = load_graphs(args)
     if args.json:
@@ -64,11 +66,11 @@ def _nbytes(graph: CompiledGraph, name: str) -> int:
 
 
 def value_rows(graph: CompiledGraph) -> list[dict]:
-    from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl
-
     """The values the summary lists, for the table and the JSON alike: inputs,
     declared consts and nodes in order. Params show as what each node holds;
     a literal argument is shown where it is written."""
+    from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl
+
     rows = []
     for name in graph.checked.order:
         decl = graph.ir.decls[name]
