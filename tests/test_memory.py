@@ -99,3 +99,12 @@ def test_feeding_floats_into_an_equal_or_wider_float_input_copies_nothing():
     assert program.feed("x", wide) is wide or np.shares_memory(program.feed("x", wide), wide)
     narrow = np.ones((4, 3), np.float32)
     assert program.feed("x", narrow).dtype == np.float64
+
+
+def test_the_range_check_scans_only_where_a_value_may_not_fit():
+    from graphc.ir import unrepresentable
+
+    assert unrepresentable(np.arange(256, dtype=np.uint8), "f32") is None  # bytes fit any float
+    assert unrepresentable(np.full(3, 2**32 - 1, np.uint32), "i64") is None
+    assert unrepresentable(np.array([1, 2**63], np.uint64), "i64") == 2**63  # this one can fail, and is scanned
+    assert unrepresentable(np.array([1.0, 1e300]), "f32") == 1e300
