@@ -51,6 +51,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,23 +142,46 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
 MEMORY_GOAL_MB = 250
 
 
-def peak_rss_mb(command: list[str]) -> float:
-    """The peak resident memory, in MB, of a fresh process running `command` (output discarded)."""
-    process = subprocess.Popen(command, cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with status {process.returncode}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+# Runs a module (`graphc`) or a script as __main__, then writes its peak resident
+# memory, VmHWM of /proc/self/status, in kB, to the file argv[1]. Not the
+# rusage of the child: Linux counts in it the parent's memory the child was
+# forked from, before exec (a benchmark holding MNIST would count it twice).
+_PEAK = """
+import runpy, sys
+out, target = sys.argv[1], sys.argv[2]
+sys.argv = [target, *sys.argv[3:]]
+try:
+    if target.endswith(".py"):
+        runpy.run_path(target, run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(out, "w") as handle:
+        handle.write(str(kb))
+"""
+
+
+def peak_rss_mb(target: str, *args: str) -> float:
+    """The peak resident memory, in MB, of a fresh process running the module or
+    script `target` with `args` (its output discarded)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "peak"
+        command = [sys.executable, "-c", _PEAK, str(out), target, *args]
+        done = subprocess.run(command, cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise SystemExit(f"{target} {' '.join(args)} failed with status {done.returncode}")
+        return int(out.read_text()) / 1024
 
 
 def memory_runs(iters: int) -> dict[str, float]:
     """Peak RSS (MB) of whole runs, one process each: graphc train in float32 and float64, and the reference."""
-    graphc = [sys.executable, "-m", "graphc", "train", "models/two_layer_net.graph", "--no-progress"]
+    graphc = ("graphc", "train", "models/two_layer_net.graph", "--no-progress", "--iters", str(iters))
     return {
-        "graphc train f32": peak_rss_mb([*graphc, "--dtype", "float32", "--iters", str(iters)]),
-        "graphc train f64": peak_rss_mb([*graphc, "--dtype", "float64", "--iters", str(iters)]),
-        "book reference": peak_rss_mb([sys.executable, str(HERE / "reference_numpy.py"), str(iters)]),
+        "graphc train f32": peak_rss_mb(*graphc, "--dtype", "float32"),
+        "graphc train f64": peak_rss_mb(*graphc, "--dtype", "float64"),
+        "book reference": peak_rss_mb(str(HERE / "reference_numpy.py"), str(iters)),
     }
 
 
