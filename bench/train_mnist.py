@@ -31,10 +31,16 @@ iterations each (--whole-iters; 0 skips it), best of --whole-repeat.
     python bench/train_mnist.py [--iters 2000] [--repeat 5] [--whole-iters 10000] [--whole-repeat 2] [--json]
     python bench/train_mnist.py --write-docs     # and write the figures into docs/speed.md
 
-Goals (issues 3 and 5): graphc float64 at least as fast as the reference
+And the memory of a whole run: the peak resident set (RSS) of a fresh
+process running `graphc train` (float32 and float64) and the book-style
+reference, --memory-iters iterations each (default 600: one epoch and its
+evaluation on the whole sets, which is where the peak is; 0 skips it).
+
+Goals (issues 3, 5 and 14): graphc float64 at least as fast as the reference
 (and within 1.10x of it); graphc float32 at least 3x faster than the
 reference and faster than PyTorch on the CPU; a whole `graphc train` run in
-under a third of the book script's time.
+under a third of the book script's time; the whole run's peak RSS under
+250 MB in float32 and float64.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,6 +139,52 @@ def whole_runs(data: dict, iters: int, batch: int, lr: float, repeat: int) -> di
     return runs
 
 
+MEMORY_GOAL_MB = 250
+
+
+# Runs a module (`graphc`) or a script as __main__, then writes its peak resident
+# memory, VmHWM of /proc/self/status, in kB, to the file argv[1]. Not the
+# rusage of the child: Linux counts in it the parent's memory the child was
+# forked from, before exec (a benchmark holding MNIST would count it twice).
+_PEAK = """
+import runpy, sys
+out, target = sys.argv[1], sys.argv[2]
+sys.argv = [target, *sys.argv[3:]]
+try:
+    if target.endswith(".py"):
+        runpy.run_path(target, run_name="__main__")
+    else:
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+finally:
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(out, "w") as handle:
+        handle.write(str(kb))
+"""
+
+
+def peak_rss_mb(target: str, *args: str) -> float:
+    """The peak resident memory, in MB, of a fresh process running the module or
+    script `target` with `args` (its output discarded)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "peak"
+        command = [sys.executable, "-c", _PEAK, str(out), target, *args]
+        done = subprocess.run(command, cwd=HERE.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise SystemExit(f"{target} {' '.join(args)} failed with status {done.returncode}")
+        return int(out.read_text()) / 1024
+
+
+def memory_runs(iters: int) -> dict[str, float]:
+    """Peak RSS (MB) of whole runs, one process each: graphc train in float32 and float64, and the reference."""
+    graphc = ("graphc", "train", "models/two_layer_net.graph", "--no-progress", "--iters", str(iters))
+    return {
+        "graphc train f32": peak_rss_mb(*graphc, "--dtype", "float32"),
+        "graphc train f64": peak_rss_mb(*graphc, "--dtype", "float64"),
+        "book reference": peak_rss_mb(str(HERE / "reference_numpy.py"), str(iters)),
+    }
+
+
 def text_report(
     args: argparse.Namespace,
     per_1000: dict[str, float],
@@ -141,6 +195,7 @@ def text_report(
     goals: dict[str, bool],
     engine: str,
     contenders: list[str],
+    memory: dict[str, float] | None = None,
 ) -> str:
     """The figures as the benchmark prints them (and writes them to docs/speed.md)."""
     lines = [
@@ -168,6 +223,9 @@ def text_report(
                 f"{name:20}  {run['seconds']:7.1f} s  {share:5.2f} of the book script  "
                 f"test acc {run['test_acc']:.4f}  ({run['evals']} evaluations)"
             )
+    if memory:
+        lines += ["", f"peak memory (RSS) of a whole run, {args.memory_iters} iterations, one process each"]
+        lines += [f"{name:20}  {mb:7.0f} MB" for name, mb in memory.items()]
     best_f32 = min(per_1000["graphc interp f32"], per_1000["graphc codegen f32"])
     lines += [
         "",
@@ -197,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--whole-repeat", type=at_least(1), default=2, help="whole runs of each; the best counts (default 2)"
+    )
+    parser.add_argument(
+        "--memory-iters",
+        type=at_least(0),
+        default=600,
+        help="iterations of the whole runs whose peak memory is measured (default 600: an epoch; 0 skips them)",
     )
     parser.add_argument("--batch", type=at_least(1), default=100)
     parser.add_argument("--lr", type=positive_number, default=0.1)
@@ -236,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {name: statistics.median(times) / it * 1000 for name, times in seconds.items()}
     ratio = {name: per_1000[name] / per_1000["reference"] for name in contenders}
     whole = whole_runs(data, args.whole_iters, batch, lr, args.whole_repeat) if args.whole_iters else {}
+    memory = memory_runs(args.memory_iters) if args.memory_iters else {}
 
     best_f64 = min(per_1000["graphc interp f64"], per_1000["graphc codegen f64"])
     best_f32 = min(per_1000["graphc interp f32"], per_1000["graphc codegen f32"])
@@ -251,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         goals["whole run under a third of the book script"] = (
             3 * whole["graphc train f32"]["seconds"] < whole["book script"]["seconds"]
         )
+    for dtype in ("f32", "f64"):
+        if f"graphc train {dtype}" in memory:
+            goals[f"whole run {dtype} under {MEMORY_GOAL_MB} MB"] = memory[f"graphc train {dtype}"] < MEMORY_GOAL_MB
     engine = "codegen" if per_1000["graphc codegen f32"] <= per_1000["graphc interp f32"] else "interpreter"
 
     if args.json:
@@ -265,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio": ratio,
                     "test_acc": accuracies,
                     "whole_run": whole,
+                    "peak_rss_mb": memory,
                     "goals": goals,
                     "faster_f32_engine": engine,
                 },
@@ -272,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    report = text_report(args, per_1000, median, ratio, accuracies, whole, goals, engine, list(contenders))
+    report = text_report(args, per_1000, median, ratio, accuracies, whole, goals, engine, list(contenders), memory)
     print(report, end="")
     if args.write_docs:
         command = command_line("train_mnist.py", argv if argv is not None else sys.argv[1:])

@@ -115,6 +115,8 @@ def unrepresentable(values: Any, dtype: str) -> int | float | None:
             cast = values.astype(DTYPES[dtype])
         bad = np.isfinite(values) & ~np.isfinite(cast)
     elif dtype == "i64" and values.dtype.kind == "u":
+        if values.dtype.itemsize < 8:
+            return None  # uint8 to uint32 all fit: nothing to scan
         bad = values > np.iinfo(np.int64).max
     else:
         return None

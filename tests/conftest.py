@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,12 @@ if not os.environ.get("GRAPHC_DATA"):
     shared = ROOT.parent / "shared" / "data"
     if (shared / "mnist").is_dir():
         os.environ["GRAPHC_DATA"] = str(shared)
+
+# graphc's caches (Lark's parser tables, the parsed MNIST arrays) go to a
+# directory of this test run's own, never the person's; subprocesses inherit it.
+if not os.environ.get("GRAPHC_CACHE_DIR"):
+    os.environ["GRAPHC_CACHE_DIR"] = tempfile.mkdtemp(prefix="graphc-tests-cache-")
+    atexit.register(shutil.rmtree, os.environ["GRAPHC_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -43,7 +43,8 @@ def test_the_tight_floor_trains(bench):
 
 def test_the_benchmark_reports_every_contender(bench, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as where torch is not installed: skipped
-    assert bench["train_mnist"].main(["--iters", "5", "--repeat", "1", "--whole-iters", "0", "--json"]) == 0
+    argv = ["--iters", "5", "--repeat", "1", "--whole-iters", "0", "--memory-iters", "5", "--json"]
+    assert bench["train_mnist"].main(argv) == 0
     out, err = capsys.readouterr()
     report = json.loads(out)  # the JSON alone: the skip message goes to stderr
     assert err.startswith("reference_torch: torch not importable (")
@@ -58,4 +59,8 @@ def test_the_benchmark_reports_every_contender(bench, capsys, monkeypatch):
     assert report["ratio"]["reference"] == 1.0
     assert all(seconds > 0 for seconds in report["seconds_per_1000"].values())
     assert report["faster_f32_engine"] in ("codegen", "interpreter")
+    # Whole runs' peak memory, each a process of its own: more than numpy alone, less than a gigabyte.
+    assert set(report["peak_rss_mb"]) == {"graphc train f32", "graphc train f64", "book reference"}
+    assert all(20 < mb < 1024 for mb in report["peak_rss_mb"].values())
+    assert {"whole run f32 under 250 MB", "whole run f64 under 250 MB"} <= set(report["goals"])
     assert "f32 at least 3x faster than the reference" in report["goals"]

@@ -86,10 +86,11 @@ def render(excinfo: pytest.ExceptionInfo[GraphcError]) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # No test may reach the real mirrors or the person's cache by accident.
     monkeypatch.delenv("GRAPHC_DATA", raising=False)
     monkeypatch.setenv("GRAPHC_MNIST_MIRROR", "http://127.0.0.1:9/")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     data.clear_cache()
     yield
     data.clear_cache()
@@ -653,3 +654,148 @@ def test_real_mnist() -> None:
     assert 0.0 <= x.min() and x.max() == 1.0 and 0.0 <= xt.min() and xt.max() == 1.0
     assert set(np.unique(t)) == set(range(10)) and set(np.unique(tt)) == set(range(10))
     assert t[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first training labels
+
+
+# ---------------------------------------------------------------- the parsed arrays, cached between processes
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per time the .gz files are parsed (not loaded from the cache)."""
+    calls: list[int] = []
+    read = data._read_splits
+
+    def counting(paths):
+        calls.append(1)
+        return read(paths)
+
+    monkeypatch.setattr(data, "_read_splits", counting)
+    return calls
+
+
+def as_new_process(directory: Path):
+    data.clear_cache()  # the per-process cache forgotten: what a new process would load
+    return load_mnist(directory, normalize=False, dtype=np.uint8, download=False)
+
+
+def parsed(directory: Path):
+    return tuple(
+        (read_idx(directory / MNIST_FILES[f"{split}_images"]), read_idx(directory / MNIST_FILES[f"{split}_labels"]))
+        for split in ("train", "test")
+    )
+
+
+def assert_same_arrays(loaded, expected) -> None:
+    for (x, t), (ex, et) in zip(loaded, expected):
+        assert x.dtype == np.uint8 and x.tobytes() == ex.tobytes()
+        assert t.tobytes() == et.astype(np.int64).tobytes()
+
+
+def cache_files() -> list[Path]:
+    return sorted(p for p in Path(os.environ["GRAPHC_CACHE_DIR"]).rglob("*") if p.is_file())
+
+
+def test_the_first_load_parses_and_caches_the_next_loads_the_cache(tmp_path, small_counts, parses) -> None:
+    write_files(tmp_path, tiny_mnist())
+    first = as_new_process(tmp_path)
+    assert len(parses) == 1
+    names = [p.name for p in cache_files()]
+    assert "sources.json" in names and len(names) == 5  # the record and four .npy files
+    second = as_new_process(tmp_path)
+    assert len(parses) == 1  # from the cache
+    assert_same_arrays(second, parsed(tmp_path))
+    assert_same_arrays(first, parsed(tmp_path))
+    assert not second[0][0].flags.writeable
+    # Every dtype and layout is made from the cached bytes alike.
+    data.clear_cache()
+    (x, _), _ = load_mnist(tmp_path, dtype=np.float64, download=False)
+    assert x.tobytes() == (parsed(tmp_path)[0][0].reshape(6, 784) / 255.0).tobytes()
+    assert len(parses) == 1
+
+
+def test_a_changed_source_file_rebuilds_the_cache(tmp_path, small_counts, parses) -> None:
+    write_files(tmp_path, tiny_mnist(seed=0))
+    as_new_process(tmp_path)
+    write_files(tmp_path, tiny_mnist(seed=1))  # other images, the same sizes
+    loaded = as_new_process(tmp_path)
+    assert len(parses) == 2
+    assert_same_arrays(loaded, parsed(tmp_path))
+    assert len([p for p in cache_files() if p.suffix == ".npy"]) == 4  # the stale arrays are gone
+    as_new_process(tmp_path)
+    assert len(parses) == 2
+
+
+def test_a_touched_source_file_with_the_same_bytes_keeps_the_cache(tmp_path, small_counts, parses) -> None:
+    write_files(tmp_path, tiny_mnist())
+    as_new_process(tmp_path)
+    path = tmp_path / MNIST_FILES["train_images"]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert_same_arrays(as_new_process(tmp_path), parsed(tmp_path))
+    assert len(parses) == 1  # hashed, found the same, and recorded with its new time
+
+
+@pytest.mark.parametrize("damage", ["truncated array", "garbage array", "garbage record", "no record", "old version"])
+def test_a_corrupt_cache_is_rebuilt_never_an_error(tmp_path, small_counts, parses, damage) -> None:
+    write_files(tmp_path, tiny_mnist())
+    as_new_process(tmp_path)
+    [record] = [p for p in cache_files() if p.name == "sources.json"]
+    array = next(p for p in cache_files() if p.name.startswith("train_images"))
+    if damage == "truncated array":
+        array.write_bytes(array.read_bytes()[:200])
+    elif damage == "garbage array":
+        array.write_bytes(b"\x93NUMPY garbage" * 10)
+    elif damage == "garbage record":
+        record.write_text("{not json")
+    elif damage == "no record":
+        record.unlink()
+    else:
+        record.write_text(record.read_text().replace('"version": 1', '"version": 0'))
+    assert_same_arrays(as_new_process(tmp_path), parsed(tmp_path))
+    assert len(parses) == 2
+    as_new_process(tmp_path)
+    assert len(parses) == 2  # rebuilt whole
+
+
+def test_an_unusable_cache_dir_only_costs_the_parse(tmp_path, small_counts, parses, monkeypatch) -> None:
+    write_files(tmp_path / "m", tiny_mnist())
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GRAPHC_CACHE_DIR", str(tmp_path / "a-file"))
+    assert_same_arrays(as_new_process(tmp_path / "m"), parsed(tmp_path / "m"))
+    as_new_process(tmp_path / "m")
+    assert len(parses) == 2
+    if Path("/proc/self").is_dir():  # a directory even root cannot write in
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", "/proc")
+        assert_same_arrays(as_new_process(tmp_path / "m"), parsed(tmp_path / "m"))
+
+
+def test_the_cache_never_writes_beside_the_data(tmp_path, small_counts) -> None:
+    write_files(tmp_path / "m", tiny_mnist())
+    before = sorted(os.listdir(tmp_path / "m"))
+    (tmp_path / "m").chmod(0o555)
+    try:
+        as_new_process(tmp_path / "m")
+        as_new_process(tmp_path / "m")
+    finally:
+        (tmp_path / "m").chmod(0o755)
+    assert sorted(os.listdir(tmp_path / "m")) == before
+    assert len(cache_files()) == 5
+
+
+def test_a_broken_source_file_is_reported_even_with_a_cache(tmp_path, small_counts) -> None:
+    write_files(tmp_path, tiny_mnist())
+    as_new_process(tmp_path)
+    (tmp_path / MNIST_FILES["train_labels"]).write_bytes(b"not gzip at all")
+    with pytest.raises(GraphcError, match="train-labels-idx1-ubyte.gz"):
+        as_new_process(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(REAL_DIR is None, reason="real MNIST files not found")
+def test_real_mnist_from_the_cache_is_the_parsed_mnist(parses) -> None:
+    assert REAL_DIR is not None
+    first = as_new_process(REAL_DIR)
+    second = as_new_process(REAL_DIR)
+    assert len(parses) == 1
+    expected = parsed(REAL_DIR)
+    assert_same_arrays(first, expected)
+    assert_same_arrays(second, expected)

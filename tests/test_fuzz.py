@@ -102,7 +102,7 @@ test_mnist_files_get_diagnostics = _fuzz_test("mnist")
 def test_the_harness_sees_an_internal_error(monkeypatch, tmp_path):
     import graphc.commands.check as check_command
 
-    monkeypatch.setattr(check_command, "tabulate", None)  # a bug planted in graphc's own code
+    monkeypatch.setattr(check_command, "text_table", None)  # a bug planted in graphc's own code
     path = tmp_path / "g.graph"
     path.write_text("graph g {\n  input x = 1\n  output x\n}\n")
     [problem] = problems(run_graphc(["check", str(path)]))

@@ -794,7 +794,7 @@ def test_a_second_training_into_the_same_file_is_refused(tmp_path, capsys):
 
 
 def test_the_lock_is_held_while_training_and_released_after(tmp_path, capsys, monkeypatch):
-    import graphc.commands.train as command
+    import graphc.train as command  # the train command takes load_data from here when it runs
 
     path = tmp_path / "w.npz"
     seen = []

@@ -129,9 +129,9 @@ def test_roles_declared_with_a_shape_that_does_not_fit():
 def test_data_is_checked_once_and_not_copied(net):
     program = net("float32")
     data = load_data("mnist", program)
-    (x_train, y_train), (x_test, _) = load_mnist(dtype=np.float32)
-    # Cast once, at load: the loader's own arrays, not copies.
-    assert np.shares_memory(data.x_train, x_train) and np.shares_memory(data.x_test, x_test)
+    (x_train, y_train), (x_test, _) = load_mnist(normalize=False, dtype=np.uint8)
+    # The images stay the loader's bytes, not copies (made numbers a minibatch at a time).
+    assert np.shares_memory(data.x_train.bytes, x_train) and np.shares_memory(data.x_test.bytes, x_test)
     assert data.t_train.dtype == np.int64 and data.t_train.shape == (60000,)  # indices, not one-hot
     assert data.y_train is data.t_train or np.array_equal(data.y_train, y_train)
     assert (data.images, data.labels, data.scores) == ("x", "t", "y")
@@ -194,7 +194,7 @@ def test_data_reshaped_for_image_inputs():
     program = program_of(source("f64[N, 1, 28, 28]", "i64[N]"))
     data = load_data("mnist", program)
     assert data.x_train.shape == (60000, 1, 28, 28)
-    assert np.shares_memory(data.x_train, load_mnist(dtype=np.float64)[0][0])
+    assert np.shares_memory(data.x_train.bytes, load_mnist(normalize=False, dtype=np.uint8)[0][0])
 
 
 def test_prepare_data_from_arrays(net):
@@ -661,7 +661,7 @@ def test_cli_epochs(models, capsys):
 
 
 def test_cli_ctrl_c_saves_and_exits_130(models, capsys, tmp_path, monkeypatch):
-    import graphc.commands.train as command
+    import graphc.train as command  # the train command takes its Trainer from here when it runs
 
     class Interrupted(Trainer):
         def run(self, **kwargs):

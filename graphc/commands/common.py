@@ -8,18 +8,25 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from graphc import limits
-from graphc.compiler import NO_GRAPH, NO_GRAPH_HINT, CompiledGraph, front_end_file, select
 from graphc.errors import Diagnostic, GraphcError, Source, Span, did_you_mean
-from graphc.figures import rounding_error, stable_number
-from graphc.fileio import ArrayProblem, HugeInt, JSONProblem, load_npy, parse_json, shown_json
-from graphc.ir import DTYPE_CHOICES
-from graphc.ops import MODES
-from graphc.program import Program
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from graphc.compiler import CompiledGraph
+    from graphc.program import Program
+
+# Building the parser imports every command module, so these modules import
+# only the standard library and cheap graphc modules at the top; numpy, the
+# compiler and third-party packages load inside the functions that use them
+# (tests/test_startup.py checks what `graphc --help` imports). The choices the
+# flags offer are spelled here for that reason; the same test checks them
+# against graphc.ir.DTYPE_CHOICES and graphc.ops.MODES.
+DTYPE_CHOICES = ("float32", "float64")
+MODES = ("train", "eval")
 
 # --- arguments ---------------------------------------------------------------
 
@@ -147,6 +154,8 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
+    from graphc.compiler import front_end_file
+
     graphs = front_end_file(args.file)
     print_diagnostics(d for g in graphs for d in g.warnings)
     return graphs
@@ -154,6 +163,8 @@ def load_graphs(args: argparse.Namespace) -> list[CompiledGraph]:
 
 def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Program, dict[str, np.ndarray]]:
     """The selected graph as a Program, with --weights, --set and --input applied; returns (program, feeds)."""
+    from graphc.program import Program
+
     compiled = select_graph(load_graphs(args), args)
     program = Program(compiled, dtype=dtype, seed=getattr(args, "seed", 0), mode=getattr(args, "mode", "train"))
     if getattr(args, "weights", None):
@@ -174,6 +185,8 @@ def load_program(args: argparse.Namespace, dtype: str | None = None) -> tuple[Pr
 
 def select_graph(graphs: list[CompiledGraph], args: argparse.Namespace) -> CompiledGraph:
     """The graph `--graph NAME` names, or the file's first; a wrong name is shown on the command line."""
+    from graphc.compiler import NO_GRAPH, NO_GRAPH_HINT, select
+
     name = getattr(args, "graph", None)
     if not graphs:
         raise GraphcError(NO_GRAPH, where=str(args.file), hint=NO_GRAPH_HINT, code="E113")
@@ -217,6 +230,10 @@ def _split_assignment(flag: str, text: str) -> tuple[str, str, _Where]:
 
 
 def _parse_value(text: str, where: _Where) -> np.ndarray:
+    import numpy as np
+
+    from graphc.fileio import HugeInt, JSONProblem, parse_json
+
     try:
         value = parse_json(text)
     except JSONProblem as problem:
@@ -262,6 +279,8 @@ def _parse_value(text: str, where: _Where) -> np.ndarray:
 
 def _not_a_number(value: Any) -> str | None:
     """What in a parsed --set value is not a number (`null`, `true`, a string, ...), or None."""
+    from graphc.fileio import HugeInt, shown_json
+
     if isinstance(value, list):
         return next((wrong for item in value if (wrong := _not_a_number(item)) is not None), None)
     if isinstance(value, HugeInt):
@@ -280,6 +299,8 @@ def _clip(text: str, width: int = 60) -> str:
 
 def _load_npy(path: str, span: Span) -> np.ndarray:
     """An .npy array of numbers; its header is checked before its data is read."""
+    from graphc.fileio import ArrayProblem, load_npy
+
     try:
         array = load_npy(path)
     except FileNotFoundError:
@@ -331,8 +352,12 @@ ELEMENT_DIGITS = 6  # for each number of a small array printed in full
 SUMMARY_DIGITS = 4  # for the mean and norm of a large array
 
 
-def fmt_number(value: float, dtype: Any = np.float64) -> str:
+def fmt_number(value: float, dtype: Any = "float64") -> str:
     """One number computed in `dtype`, to the digits rounding leaves alone."""
+    import numpy as np
+
+    from graphc.figures import rounding_error, stable_number
+
     if np.dtype(dtype).kind in "iub":
         return str(int(value))
     return stable_number(float(value), rounding_error(dtype) * abs(float(value)), SCALAR_DIGITS)
@@ -340,6 +365,10 @@ def fmt_number(value: float, dtype: Any = np.float64) -> str:
 
 def _summary(array: np.ndarray) -> str:
     """`f64[784, 50]  mean M  norm N`, each figure to the digits rounding leaves alone."""
+    import numpy as np
+
+    from graphc.figures import rounding_error, stable_number
+
     finite = np.isfinite(array)
     flags = ""
     if not finite.all():
@@ -358,6 +387,10 @@ def _summary(array: np.ndarray) -> str:
 def _in_full(array: np.ndarray) -> str:
     """A small array as a list, each number to the digits rounding leaves alone
     at the array's scale (an element that is rounding noise beside the largest is 0)."""
+    import numpy as np
+
+    from graphc.figures import rounding_error, stable_number
+
     formatter: dict[str, Callable[[Any], str]] = {"int": str}
     if array.dtype.kind == "f":
         finite = np.abs(array[np.isfinite(array)])
@@ -370,6 +403,8 @@ def _in_full(array: np.ndarray) -> str:
 def fmt_array(value: Any, small: int = 12) -> str:
     """A scalar as a number, a small array in full, a large one summarised by
     shape, mean and norm; every figure to the digits rounding leaves alone."""
+    import numpy as np
+
     if isinstance(value, str):
         return value
     array = np.asarray(value)
@@ -394,6 +429,8 @@ def fmt_named(values: dict[str, Any], indent: str = "  ") -> list[str]:
 
 def to_json(value: Any) -> Any:
     """Plain floats and lists; NaN and infinities as the strings "nan", "inf", "-inf"."""
+    import numpy as np
+
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

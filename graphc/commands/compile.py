@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from graphc.commands.common import (
     add_dtype_argument,
@@ -22,12 +23,11 @@ from graphc.commands.common import (
     whole_number,
     write_output,
 )
-from graphc.compiler import CompiledGraph
-from graphc.emit import plan_json, plan_text
 from graphc.errors import ExitCode, GraphcError, did_you_mean
-from graphc.fileio import write_bytes
-from graphc.ir import float_dtype, retype
-from graphc.plan import Plan, make_plan
+
+if TYPE_CHECKING:
+    from graphc.compiler import CompiledGraph
+    from graphc.plan import Plan
 
 HELP = "print the forward and backward plans, or the graph as Python, JSON, DOT, ONNX, PyTorch or blocks expanded"
 
@@ -71,6 +71,9 @@ def wrt_names(graph: CompiledGraph, text: str | None) -> tuple[str, ...] | None:
 
 def training_plan(graph: CompiledGraph, args: argparse.Namespace) -> Plan:
     """The plan --wrt and --dtype ask for."""
+    from graphc.ir import float_dtype, retype
+    from graphc.plan import make_plan
+
     types = retype(graph.types, float_dtype(getattr(args, "dtype", None)))
     return make_plan(
         graph.checked, types, wrt=wrt_names(graph, getattr(args, "wrt", None)), mode=getattr(args, "mode", "train")
@@ -78,6 +81,8 @@ def training_plan(graph: CompiledGraph, args: argparse.Namespace) -> Plan:
 
 
 def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    from graphc.emit import plan_text
+
     plan = training_plan(graph, args)
     text = plan_text(plan)
     if args.batch is not None:
@@ -88,6 +93,8 @@ def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
 
 
 def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    from graphc.emit import plan_json
+
     plan = training_plan(graph, args)
     data = plan_json(plan)
     if args.batch is not None:
@@ -190,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         )
     emitted = EMITTERS[args.emit](graph, args)
     if isinstance(emitted, bytes):
+        from graphc.fileio import write_bytes
+
         write_bytes(args.output, emitted)
         print(f"wrote {args.output}", file=sys.stderr)
     else:

@@ -22,7 +22,6 @@ from graphc.commands.common import (
     select_graph,
 )
 from graphc.errors import ExitCode, GraphcError
-from graphc.plan import make_plan
 
 HELP = "draw the graph (SVG, PNG, PDF, DOT, Mermaid or a step-through HTML page), with values and gradients"
 
@@ -59,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphc.draw import backward_diagram, graph_diagram, output_format, program_diagram, to_dot, write_diagram
+    from graphc.plan import make_plan
 
     if Path(args.output).suffix.lower() == ".html":
         return _steps_page(args)

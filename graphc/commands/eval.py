@@ -7,11 +7,8 @@ figure 7-24): the trained ones, or without --weights the initial ones of
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-from tabulate import tabulate
-
-from graphc.checkpoint import float_dtype_names, load_weights, read_meta
 from graphc.commands.common import (
     _Where,
     add_dtype_argument,
@@ -23,7 +20,9 @@ from graphc.commands.common import (
 )
 from graphc.commands.train import add_data_arguments
 from graphc.errors import ExitCode, GraphcError, Span
-from graphc.train import load_data, predict
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HELP = "test accuracy, per-class accuracy and confusion matrix of trained weights"
 
@@ -57,10 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
     """counts[i, j]: images of class i predicted as j."""
+    import numpy as np
+
     return np.bincount(truth * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tabulate import tabulate
+
+    from graphc.checkpoint import float_dtype_names, load_weights, read_meta
+    from graphc.train import load_data, predict
+
     if args.filters is not None:
         return draw_filters(args)
     if args.filters_param is not None:
@@ -147,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
 def draw_filters(args: argparse.Namespace) -> int:
     """--filters: the weights' (or --seed's initial) filters as a PNG; no images are read."""
+    import numpy as np
+
+    from graphc.checkpoint import load_weights, read_meta
     from graphc.fileio import write_bytes
     from graphc.filters import check_target, choose_filters, describe, filters_png, layout
 

@@ -6,8 +6,7 @@ exceeds the tolerance."""
 from __future__ import annotations
 
 import argparse
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING
 
 from graphc.commands.common import (
     add_feed_arguments,
@@ -18,7 +17,14 @@ from graphc.commands.common import (
     print_json,
 )
 from graphc.errors import ExitCode
-from graphc.testing import DEFAULT_EPS, DEFAULT_RTOL, GradCheck, check_grads
+
+if TYPE_CHECKING:
+    from graphc.testing import GradCheck
+
+# graphc.testing's defaults, spelled here so that building the parser does not
+# import it (tests/test_startup.py checks that they agree).
+DEFAULT_EPS = 1e-5
+DEFAULT_RTOL = 1e-6
 
 HELP = "compare backprop with numerical gradients, per tensor"
 
@@ -72,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from graphc.testing import check_grads
+
     program, feeds = load_program(args, dtype="float64")
     rows = check_grads(program, feeds, eps=args.eps, rtol=args.rtol)
     failed = [r for r in rows if not r.ok]

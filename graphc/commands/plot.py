@@ -14,11 +14,13 @@ import argparse
 import csv
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphc import limits
-from graphc.checkpoint import EpochRecord, read_meta
 from graphc.errors import GraphcError
-from graphc.train import LOG_COLUMNS
+
+if TYPE_CHECKING:
+    from graphc.checkpoint import EpochRecord
 
 HELP = "draw several training runs (logs or checkpoints) in one figure"
 
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def read_history(path: str) -> list[EpochRecord]:
     """The per-epoch records of a run: from a CSV log, or from a checkpoint's meta."""
     if path.endswith(".npz"):
+        from graphc.checkpoint import read_meta
+
         meta = read_meta(path)
         if meta is None or not meta.history:
             raise GraphcError(
@@ -71,6 +75,8 @@ def read_history(path: str) -> list[EpochRecord]:
 
 def read_log(path: str) -> list[EpochRecord]:
     """A CSV log as `graphc train --log` writes it, every row checked."""
+    from graphc.train import LOG_COLUMNS
+
     try:
         size = Path(path).stat().st_size
         if size > MAX_LOG_BYTES:
@@ -99,6 +105,9 @@ def read_log(path: str) -> list[EpochRecord]:
 
 
 def _record(row: list[str], where: str) -> EpochRecord:
+    from graphc.checkpoint import EpochRecord
+    from graphc.train import LOG_COLUMNS
+
     if len(row) != len(LOG_COLUMNS):
         raise GraphcError(f"{len(row)} fields where a log row has {len(LOG_COLUMNS)}", where=where, code="E612")
     cells = {column: text.strip() for column, text in zip(LOG_COLUMNS, row)}

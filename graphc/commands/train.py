@@ -30,9 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from graphc.checkpoint import CheckpointMeta, checkpoint_bytes, float_dtype_names, read_checkpoint, read_meta
 from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
@@ -43,25 +40,18 @@ from graphc.commands.common import (
     print_json,
     whole_number,
 )
-from graphc.data import is_tty
 from graphc.errors import ExitCode, GraphcError
-from graphc.fileio import exclusive_lock, probe_write
-from graphc.optim import OPTIMIZERS
-from graphc.program import Program
-from graphc.train import (
-    DATASETS,
-    ENGINES,
-    Diverged,
-    EpochRecord,
-    TrainData,
-    Trainer,
-    TrainOptions,
-    TrainResult,
-    epoch_iters,
-    load_data,
-    write_curves,
-    write_log,
-)
+
+if TYPE_CHECKING:
+    from graphc.checkpoint import CheckpointMeta
+    from graphc.program import Program
+    from graphc.train import Diverged, EpochRecord, TrainData, Trainer, TrainOptions, TrainResult
+
+# graphc.train's and graphc.optim's names, spelled here so that building the
+# parser imports neither (tests/test_startup.py checks that they agree).
+DATASETS = ("mnist",)
+ENGINES = ("auto", "codegen", "interpreter")
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam")
 
 if TYPE_CHECKING:
     from graphc.distributed import Team
@@ -200,6 +190,8 @@ _PROBE_BYTES = {"save": 0, "log": 4096, "plot": 256 * 1024}
 def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
     """Fail before training, not after an hour of it: write `size` bytes where the
     file will go (fsync'ed, so that a full disk says so now), and take them away."""
+    from graphc.fileio import probe_write
+
     if path is None:
         return
     try:
@@ -211,6 +203,8 @@ def _check_writable(flag: str, path: str | None, size: int = 0) -> None:
 def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
     """Hold --save's lock for the whole run: a second training into the same file
     is refused at its start, rather than both reporting success with one lost."""
+    from graphc.fileio import exclusive_lock
+
     if path is None or (os.path.exists(path) and not os.path.isfile(path)):
         return  # a device (--save /dev/null) has no file beside it to lock
     try:
@@ -222,6 +216,8 @@ def _lock_save(stack: contextlib.ExitStack, path: str | None) -> None:
 def _check_save_space(path: str | None, program: Program, options: TrainOptions, epochs: int) -> None:
     """The probe at its real size: the checkpoint's bytes, twice where no file is
     there yet (the second save writes its new file while the first still stands)."""
+    from graphc.checkpoint import checkpoint_bytes
+
     if path is None:
         return
     size = checkpoint_bytes(program, options.optimizer, epochs)
@@ -251,6 +247,8 @@ def _check_batch(args: argparse.Namespace, meta: CheckpointMeta | None, program:
 
 def _options(args: argparse.Namespace, meta: CheckpointMeta | None, train_size: int, seed: int) -> TrainOptions:
     """Flags, else what the resumed checkpoint was trained with, else the book's defaults."""
+    from graphc.train import TrainOptions, epoch_iters
+
     optimizer = args.optimizer or (meta.optimizer if meta else None) or "sgd"
     lr = args.lr
     if lr is None and meta is not None and meta.optimizer == optimizer:
@@ -286,6 +284,9 @@ class _Session:
 def _prepare(args: argparse.Namespace, team: Team | None = None) -> _Session:
     """The program (weights and dtype from --resume), the data and the trainer,
     every input checked before the first iteration."""
+    from graphc.checkpoint import read_checkpoint, read_meta
+    from graphc.train import Trainer, load_data
+
     meta = read_meta(args.resume) if args.resume else None
     # Declared dtypes stand unless --dtype (or the resumed run's) says otherwise.
     dtype = args.dtype or (meta.dtype if meta is not None else None)
@@ -325,6 +326,8 @@ def _epoch_line(record: EpochRecord, trainer: Trainer) -> str:
 
 
 def _print_start(session: _Session, args: argparse.Namespace) -> None:
+    from graphc.checkpoint import float_dtype_names
+
     program, data, options, trainer = session.program, session.data, session.options, session.trainer
     dtype_text = "/".join(float_dtype_names(program))
     print(
@@ -345,6 +348,8 @@ def _print_start(session: _Session, args: argparse.Namespace) -> None:
 
 def _progress_bar(session: _Session, args: argparse.Namespace) -> Any:
     """A tqdm bar on stderr when it is a terminal and there is work to do, else None."""
+    from graphc.data import is_tty
+
     trainer, iters = session.trainer, session.options.iters
     if args.no_progress or not is_tty(sys.stderr) or trainer.iteration >= iters:
         return None
@@ -372,6 +377,8 @@ class _Outcome:
 
 def _train(session: _Session, args: argparse.Namespace) -> _Outcome:
     """Run the trainer, printing a line per epoch (and a progress bar on a terminal)."""
+    from graphc.train import Diverged, write_log
+
     trainer = session.trainer
     bar = _progress_bar(session, args)
     out = sys.stdout
@@ -426,6 +433,10 @@ def _final_save(session: _Session, args: argparse.Namespace, status: str) -> str
 
 def _write_reports(session: _Session, args: argparse.Namespace, outcome: _Outcome) -> None:
     """--log and --plot, as the run ended."""
+    import numpy as np
+
+    from graphc.train import write_curves, write_log
+
     trainer, result = session.trainer, outcome.result
     if args.log:
         write_log(args.log, trainer.history)
@@ -441,6 +452,8 @@ def _write_reports(session: _Session, args: argparse.Namespace, outcome: _Outcom
 
 def _summary(session: _Session, outcome: _Outcome) -> dict[str, Any]:
     """The --json report."""
+    from graphc.checkpoint import float_dtype_names
+
     program, trainer, options, result = session.program, session.trainer, session.options, outcome.result
     last = trainer.history[-1] if trainer.history else None
     return {

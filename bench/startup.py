@@ -1,0 +1,116 @@
+"""Start-up time: how long a graphc command takes before it does any work,
+against the floor every numpy program pays, `python -c "import numpy"`.
+
+    python bench/startup.py                 # 10 rounds
+    python bench/startup.py --runs 20 --json
+    python bench/startup.py --write-docs    # and write the figures into docs/speed.md
+
+Each round runs every command once, in turn (interleaved, so that a busy
+spell of the machine slows all of them alike), each a fresh process with its
+output discarded; the report gives min, median and max wall time and each
+command's ratio to `import numpy` (median over median, and min over min).
+Goal: `graphc --help` and `graphc check models/apple.graph` within 1.5x.
+
+Before timing, graphc's bytecode is compiled (as pip does when it installs a
+package; a source checkout run with PYTHONDONTWRITEBYTECODE=1 would compile
+every module in every process) and each command runs once, which also fills
+the Lark parser cache as a person's first command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _args import at_least
+from _docs import Watch, command_line, write_docs
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "models/apple.graph"
+GOAL = 1.5  # --help and check, over `import numpy`
+FLOOR = "import numpy"
+COMMANDS: dict[str, list[str]] = {
+    FLOOR: ["-c", "import numpy"],
+    "graphc --help": ["-m", "graphc", "--help"],
+    f"graphc check {MODEL}": ["-m", "graphc", "check", MODEL],
+    f"graphc run {MODEL}": ["-m", "graphc", "run", MODEL],
+}
+JUDGED = ("graphc --help", f"graphc check {MODEL}")
+
+
+def wall_seconds(args: list[str]) -> float:
+    began = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - began
+
+
+def measure(runs: int) -> dict[str, list[float]]:
+    """Wall seconds of each command, `runs` rounds, interleaved."""
+    compileall.compile_dir(ROOT / "graphc", quiet=1)
+    for args in COMMANDS.values():
+        wall_seconds(args)  # warm: the file cache, and Lark's parser cache
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for _ in range(runs):
+        for name, args in COMMANDS.items():
+            times[name].append(wall_seconds(args))
+    return times
+
+
+def summarise(times: dict[str, list[float]]) -> dict:
+    floor = times[FLOOR]
+    stats = {
+        name: {"min": min(t), "median": statistics.median(t), "max": max(t), "runs": len(t)}
+        for name, t in times.items()
+    }
+    ratio = {name: s["median"] / stats[FLOOR]["median"] for name, s in stats.items()}
+    ratio_min = {name: s["min"] / min(floor) for name, s in stats.items()}
+    return {
+        "seconds": stats,
+        "ratio_median": ratio,
+        "ratio_min": ratio_min,
+        "goal": GOAL,
+        "met": {name: ratio[name] <= GOAL for name in JUDGED},
+    }
+
+
+def report_text(summary: dict) -> str:
+    width = max(len(name) for name in summary["seconds"])
+    lines = [f"{'wall seconds':<{width}}  {'min':>6}  {'median':>6}  {'max':>6}  {'x numpy (median, min)':>22}"]
+    for name, s in summary["seconds"].items():
+        ratios = f"{summary['ratio_median'][name]:.2f}x, {summary['ratio_min'][name]:.2f}x"
+        lines.append(f"{name:<{width}}  {s['min']:6.3f}  {s['median']:6.3f}  {s['max']:6.3f}  {ratios:>22}")
+    runs = next(iter(summary["seconds"].values()))["runs"]
+    lines.append(f"({runs} rounds, interleaved)")
+    for name, met in summary["met"].items():
+        verdict = "met" if met else "NOT met"
+        lines.append(f"goal {name} within {GOAL:g}x of `{FLOOR}`: {verdict} ({summary['ratio_median'][name]:.2f}x)")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=at_least(1), default=10, help="rounds of every command (default 10)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--write-docs", action="store_true", help="write the report into docs/speed.md")
+    args = parser.parse_args(argv)
+    watch = Watch()
+    summary = summarise(measure(args.runs))
+    conditions = watch.done()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    text = report_text(summary)
+    print(text, end="")
+    if args.write_docs:
+        write_docs("startup", command_line("startup.py", argv or sys.argv[1:]), text, conditions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
