@@ -7,6 +7,7 @@ figure 7-24): the trained ones, or without --weights the initial ones of
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 from tabulate import tabulate
@@ -18,6 +19,7 @@ from graphc.commands.common import (
     add_file_arguments,
     add_json_argument,
     add_seed_argument,
+    add_threads_argument,
     load_program,
     print_json,
 )
@@ -41,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dtype_argument(
         parser, help="compute in this dtype (default: the one the weights were trained in, else as the graph declares)"
     )
+    add_threads_argument(parser)
     add_json_argument(parser)
     pictures = parser.add_argument_group("filters (the book's figure 7-24)")
     pictures.add_argument(
@@ -61,6 +64,8 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphc.threads import AUTO, EVAL_PROBE_ROWS, candidate_counts, choose_threads, fixed_threads
+
     if args.filters is not None:
         return draw_filters(args)
     if args.filters_param is not None:
@@ -83,7 +88,16 @@ def run(args: argparse.Namespace) -> int:
     dtype = "/".join(float_dtype_names(program))
     data = load_data(args.data, program, data_dir=args.data_dir)
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
-    predicted = predict(program, data, x)
+    with fixed_threads(args.threads) as blas:
+        chosen = None
+        if args.threads == AUTO:  # a forward pass over a slice of the images at each count
+            probe = x[:EVAL_PROBE_ROWS]
+            chosen = choose_threads(lambda: predict(program, data, probe), candidate_counts(), blas)
+        predicted = predict(program, data, x)
+        threads: dict[str, Any] = {}  # auto's choice, where one was made; a fixed count is the flag's
+        if chosen is not None:
+            seconds = {str(count): round(s, 9) for count, s in chosen[1].items()}
+            threads["threads"] = {"setting": AUTO, "used": blas.count, "seconds": seconds}
     counts = confusion_matrix(y, predicted, data.classes)
     per_class = counts.sum(axis=1)
     correct = np.diag(counts)
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 "split": args.split,
                 "images": len(y),
                 "dtype": dtype,
+                **threads,
                 "accuracy": accuracy,
                 "per_class": [
                     {
@@ -119,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta is not None else ""
     print(f"{program.name} with weights {args.weights}{trained} on the {data.name} {args.split} set, {dtype}")
     print(f"accuracy {accuracy:.4f}  ({int(correct.sum())} of {len(y)} images)")
+    if chosen is not None:
+        timings = ", ".join(f"{count}: {s * 1e3:.1f} ms" for count, s in chosen[1].items())
+        print(f"BLAS threads chosen by timing: {chosen[0]} ({timings} per {len(probe)} images)")
     print()
     print(
         tabulate(
