@@ -44,6 +44,9 @@ Threads = int | str
 START_STEPS = 8
 RECHECK_STEPS = 3
 WARM_STEPS = 1
+# A count whose steps take this many times those of a count measured in full is
+# given up after one timed step: with a busy neighbour, two threads can take 8x.
+GIVE_UP = 1.5
 # Rows of the images a forward pass is timed on, to choose evaluation's count.
 EVAL_PROBE_ROWS = 2000
 
@@ -169,8 +172,9 @@ class ThreadTuner:
     The loop calls start(iteration) first, tick() before each step while
     `trying` is true, finish() before each epoch's evaluation and
     recheck(iteration) after it. A trial runs WARM_STEPS
-    untimed and `steps` timed steps at each count, then sets the fastest count
-    and records a ThreadChoice. The timed steps are real training steps: no
+    untimed and `steps` timed steps at each count (the count in use first; one
+    far slower is given up after one step), then sets the fastest count and
+    records a ThreadChoice. The timed steps are real training steps: no
     work is thrown away, and a run of fewer steps than a trial ends it early
     with what it measured.
     """
@@ -199,8 +203,11 @@ class ThreadTuner:
             if not self.choices:
                 self._record(iteration, {})
             return
-        self._plan = [(count, step >= WARM_STEPS) for count in self.counts for step in range(WARM_STEPS + steps)]
-        self._seconds = {count: [] for count in self.counts}
+        # The count training ran at first (not evaluation's): the others are measured against it.
+        current = self.choices[-1].threads if self.choices else self.counts[0]
+        order = [current, *(count for count in self.counts if count != current)]
+        self._plan = [(count, step >= WARM_STEPS) for count in order for step in range(WARM_STEPS + steps)]
+        self._seconds = {count: [] for count in order}
         self._running = None
         self._began_at = iteration
         self.trying = True
@@ -220,12 +227,22 @@ class ThreadTuner:
         self._since = clock()
 
     def _close(self) -> None:
-        """The running step has ended: keep its time if it is a timed one."""
-        if self._running is not None:
-            count, timed = self._running
-            if timed:
-                self._seconds[count].append(clock() - self._since)
-            self._running = None
+        """The running step has ended: keep its time if it is a timed one, and
+        drop the rest of a count already far slower than one measured in full."""
+        if self._running is None:
+            return
+        count, timed = self._running
+        self._running = None
+        if not timed:
+            return
+        samples = self._seconds[count]
+        samples.append(clock() - self._since)
+        measured = [sum(s) / len(s) for c, s in self._seconds.items() if c != count and s and c not in self._pending()]
+        if measured and sum(samples) / len(samples) > GIVE_UP * min(measured):
+            self._plan = [(c, t) for c, t in self._plan if c != count]
+
+    def _pending(self) -> set[int]:
+        return {count for count, _ in self._plan}
 
     def finish(self) -> None:
         """End the trial (also at an epoch's end, or when training stops, in the
@@ -239,7 +256,7 @@ class ThreadTuner:
         self._record(self._began_at, means)
 
     def _record(self, iteration: int, means: dict[int, float]) -> None:
-        chosen = fastest(means) if means else (self.blas.count or self.counts[0])
+        chosen = fastest(means) if means else self.counts[0]
         self.blas.set(chosen)
         choice = ThreadChoice(iteration, "train", chosen, tuple(means.items()))
         self.choices.append(choice)

@@ -531,7 +531,7 @@ class Trainer:
         """auto: evaluation's own count, by timing a forward pass over a slice of the test images."""
         from graphc.threads import choose_threads
 
-        if self._blas is None or self._tuner is None:
+        if self._blas is None or self._tuner is None or not self.options.evaluate:
             return
         probe = self.data.x_test[:EVAL_PROBE_ROWS]
         chosen, seconds = choose_threads(lambda: self.predict(probe), self._tuner.counts, self._blas)
