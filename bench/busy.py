@@ -24,6 +24,10 @@ seconds per 1000 iterations, and the goals, on the medians:
     graphc's default beside a busy neighbour at most 3x its quiet time
     graphc's default faster than PyTorch CPU (2 threads), in both conditions
 
+Last, why the default is a fixed count: the largest difference between the
+float32 weights of two runs at one thread (0: bit-identical), and between
+one thread and two.
+
     python bench/busy.py [--iters 1000] [--repeat 3] [--json]
     python bench/busy.py --write-docs     # and write the figures into docs/speed.md
 """
@@ -44,6 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import numpy as np  # noqa: E402
 from _args import at_least, positive_number  # noqa: E402
 from _docs import Watch, command_line, write_docs  # noqa: E402
 from _mnist import data_root  # noqa: E402
@@ -152,6 +157,22 @@ def measure(args: argparse.Namespace, runs: dict[str, Callable[[], tuple[float, 
     return {"seconds_per_1000": stats, "auto_choices": choices, "neighbours": neighbours}
 
 
+def rounding(data: TrainData, iters: int, batch: int, lr: float) -> dict[str, float]:
+    """Why the default is a fixed count: the largest difference in any weight
+    between two runs at one thread, and between one and two threads."""
+    weights = []
+    for threads in (1, 1, 2):
+        program = graphc.compile_file(MODEL, dtype="float32", seed=0)
+        options = TrainOptions(iters=iters, batch=batch, lr=lr, seed=0, evaluate=False, threads=threads)
+        Trainer(program, data, options).run()
+        weights.append(program.params)
+
+    def largest(a: dict, b: dict) -> float:
+        return max(float(np.max(np.abs(a[name].astype(np.float64) - b[name]))) for name in a)
+
+    return {"1 thread, rerun": largest(weights[0], weights[1]), "1 thread vs 2": largest(weights[0], weights[2])}
+
+
 def ratios_and_goals(stats: dict) -> tuple[dict[str, float], dict[str, bool]]:
     """The issue's ratios, on the medians, and whether each goal is met."""
     median = {c: {name: s["median"] for name, s in t.items()} for c, t in stats.items()}
@@ -196,6 +217,12 @@ def text_report(args: argparse.Namespace, report: dict) -> str:
         chosen = "; ".join(" ".join(str(n) for n in run) for run in runs)
         lines.append(f"auto's choices, {condition} (each run's, in order): {chosen}")
     lines.append("")
+    same = report["rounding"]
+    lines.append(
+        f"float32 weights after {report['rounding_iters']} iterations, largest difference: "
+        f"two runs at 1 thread {same['1 thread, rerun']:.3g}, 1 thread against 2 threads {same['1 thread vs 2']:.3g}"
+    )
+    lines.append("")
     lines += [f"{name}: {value:.2f}" for name, value in report["ratios"].items()]
     lines += [f"  {'met    ' if met else 'NOT met'}  {goal}" for goal, met in report["goals"].items()]
     return "\n".join(lines) + "\n"
@@ -214,11 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         "--write-docs", action="store_true", help="also write the figures into docs/speed.md, with the machine and load"
     )
     args = parser.parse_args(argv)
+    # A benchmark stopped with `kill` still ends its neighbour (the finally in busy_neighbour).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return run(args, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     watch = Watch()
     os.environ.setdefault("GRAPHC_DATA", str(data_root()))  # where graphc's loader looks, as the reference's
     data = load_data("mnist", graphc.compile_file(MODEL, dtype="float32", seed=0), progress=False)
     runs = contenders(args, data, load_reference_mnist())
     report = measure(args, runs)
+    report["rounding_iters"] = min(args.iters, 600)
+    report["rounding"] = rounding(data, report["rounding_iters"], args.batch, args.lr)
     report["ratios"], report["goals"] = ratios_and_goals(report["seconds_per_1000"])
     report.update(iters=args.iters, repeat=args.repeat, cores=available_cores(), load=os.getloadavg())
     if args.json:

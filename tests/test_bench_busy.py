@@ -44,6 +44,8 @@ def test_the_report_covers_every_contender_in_both_conditions(bench, capsys, mon
         "default within 1.15x of the best fixed count, busy",
         "default busy at most 3x its quiet time",
     }
+    assert report["rounding"]["1 thread, rerun"] == 0.0  # the default's promise: bit-identical
+    assert report["rounding"]["1 thread vs 2"] >= 0.0
     assert set(report["ratios"]) == {
         "default / best fixed count, quiet",
         "default / best fixed count, busy",
