@@ -20,7 +20,9 @@ Which inputs receive the images and the labels is declared in the graph
 
 Nothing here prints: progress goes to the callbacks the caller passes, so the
 command line and tests drive the same loop. Same seed, same data, same
-options: bit-identical weights, also across a save and a resume.
+options: bit-identical weights, also across a save and a resume (at a fixed
+BLAS thread count, the default; `threads="auto"` chooses one by timing, and
+another count rounds the products differently: graphc/threads.py).
 """
 
 from __future__ import annotations
