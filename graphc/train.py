@@ -48,7 +48,16 @@ from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
 from graphc.optim import OPTIMIZERS, Optimizer, WeightDecay, make_optimizer
 from graphc.program import Program
-from graphc.threads import AUTO, DEFAULT_THREADS, EVAL_PROBE_ROWS, BlasThreads, ThreadChoice, Threads, ThreadTuner
+from graphc.threads import (
+    AUTO,
+    DEFAULT_THREADS,
+    EVAL_PROBE_ROWS,
+    BlasThreads,
+    ThreadChoice,
+    Threads,
+    ThreadTuner,
+    choose_threads,
+)
 
 DATASETS = ("mnist",)
 ENGINES = ("auto", "codegen", "interpreter")
@@ -531,8 +540,6 @@ class Trainer:
 
     def _choose_eval_threads(self) -> None:
         """auto: evaluation's own count, by timing a forward pass over a slice of the test images."""
-        from graphc.threads import choose_threads
-
         if self._blas is None or self._tuner is None or not self.options.evaluate:
             return
         probe = self.data.x_test[:EVAL_PROBE_ROWS]

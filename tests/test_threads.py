@@ -312,3 +312,18 @@ def test_run_auto_keeps_forwards_errors(models, capsys, tmp_path):
     status, out, err = graphc_cli(capsys, "run", graph, "--threads", "auto")
     assert status == 2
     assert "input `x` has no value" in err
+
+
+def test_a_resumed_run_keeps_the_choices_before_it(monkeypatch, small, tmp_path):
+    from graphc.checkpoint import read_checkpoint
+
+    path = tmp_path / "w.npz"
+    first, _ = auto_run(monkeypatch, small, lambda i, n: {1: 1.0, 2: 2.0}[n], iters=70, evaluate=False)
+    first.save(path)
+    clock = FakeClock(lambda i, n: {1: 2.0, 2: 1.0}[n])
+    monkeypatch.setattr(threads, "clock", clock)
+    options = TrainOptions(iters=130, batch=BATCH, threads="auto", evaluate=False)
+    second = Trainer(two_layer_net(), small, options, resume=read_checkpoint(path))
+    second.run(on_iteration=clock.step)
+    assert second.thread_choices[:2] == first.thread_choices  # at 0 and at 60: one thread
+    assert [(c.iteration, c.threads) for c in second.thread_choices] == [(0, 1), (60, 1), (70, 2), (120, 2)]
