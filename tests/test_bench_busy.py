@@ -97,3 +97,15 @@ def test_goals_follow_the_medians(bench):
         "default busy at most 3x its quiet time": False,
         "default faster than PyTorch CPU (2 threads), quiet and busy": False,
     }
+
+
+def test_the_speed_page_holds_the_benchmarks_figures():
+    from helpers import ROOT
+
+    text = (ROOT / "docs" / "speed.md").read_text(encoding="utf-8")
+    begin = text.index("<!-- bench busy: written by `python bench/busy.py --write-docs`")
+    region = text[begin : text.index("<!-- end bench busy -->")]
+    assert "Measured on " in region and "load average" in region
+    assert "\n$ python bench/busy.py" in region
+    for goal in ("default within 1.15x of the best fixed count, quiet", "default busy at most 3x its quiet time"):
+        assert goal in region
