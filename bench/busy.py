@@ -136,16 +136,21 @@ def contenders(args: argparse.Namespace, data: TrainData, mnist: dict) -> dict[s
 
 def measure(args: argparse.Namespace, runs: dict[str, Callable[[], tuple[float, list]]]) -> dict:
     """Every contender --repeat times in each condition, interleaved: a round is
-    quiet then busy, each contender once in each."""
+    quiet then busy, each contender once in each, in an order rotated by round."""
     seconds: dict[str, dict[str, list[float]]] = {c: {name: [] for name in runs} for c in CONDITIONS}
     choices: dict[str, list[list[int]]] = {c: [] for c in CONDITIONS}
     neighbours: list[int] = []
-    for _ in range(args.repeat):
+    names = list(runs)
+    for round_ in range(args.repeat):
+        # Each round starts with another contender: none always runs first after the
+        # neighbour starts or stops, or after PyTorch's threads (which spin a while).
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for condition in CONDITIONS:
             with busy_neighbour(condition == "busy") as pid:
                 if pid is not None:
                     neighbours.append(pid)
-                for name, run in runs.items():
+                for name in order:
+                    run = runs[name]
                     took, chosen = run()
                     seconds[condition][name].append(took / args.iters * 1000)
                     if name == "graphc auto":
