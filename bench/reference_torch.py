@@ -29,6 +29,7 @@ def train_torch(
     lr: float = 0.1,
     seed: int = 0,
     dtype: str = "float32",
+    threads: int | None = None,
 ) -> dict | None:
     """Train 784-50-10 (Linear-ReLU-Linear, CrossEntropyLoss mean, plain SGD).
 
@@ -43,7 +44,7 @@ def train_torch(
         print(f"reference_torch: torch not importable ({exc}); skipping", file=sys.stderr)
         return None
 
-    threads = _cores()
+    threads = threads or _cores()  # default: one per core available, torch's own choice
     torch.set_num_threads(threads)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
 

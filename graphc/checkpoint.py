@@ -61,6 +61,7 @@ from graphc.fileio import (
 from graphc.ir import DTYPE_CHOICES, ConstDecl, InputDecl, OpNode, ParamDecl, TensorType, numpy_name
 from graphc.optim import OPTIMIZERS, Optimizer
 from graphc.program import Program
+from graphc.threads import AUTO, ThreadChoice, Threads
 
 FORMAT = "graphc-checkpoint"
 VERSION = 1
@@ -111,6 +112,10 @@ class CheckpointMeta:
     version: int = VERSION
     # The generator dropout draws its masks from (Program.rng), as JSON text; None for a graph without dropout.
     dropout_rng_state: str | None = None
+    # train --threads: the setting (a count or "auto"; None before it was recorded)
+    # and what auto chose, when (graphc/threads.py).
+    threads: Threads | None = None
+    thread_choices: tuple[ThreadChoice, ...] = ()
 
     @property
     def lr(self) -> float | None:
@@ -157,6 +162,9 @@ class CheckpointMeta:
                 meta[key] = getattr(self, key)
         meta.update(seconds=self.seconds, epoch_loss=self.epoch_loss, epoch_count=self.epoch_count)
         meta["weight_decay"] = self.weight_decay
+        if self.threads is not None:
+            meta["threads"] = self.threads
+            meta["thread_choices"] = [choice.as_dict() for choice in self.thread_choices]
         return meta
 
 
@@ -262,6 +270,8 @@ def save_checkpoint(
     epoch_count: int = 0,
     weight_decay: float = 0.0,
     eval_sample: int | None = None,
+    threads: Threads | None = None,
+    thread_choices: tuple[ThreadChoice, ...] | list[ThreadChoice] = (),
 ) -> None:
     """Write program's params (and the training state given) to `path`, atomically."""
     dtypes = float_dtype_names(program)
@@ -285,6 +295,8 @@ def save_checkpoint(
         epoch_count=int(epoch_count),
         weight_decay=float(weight_decay),
         eval_sample=eval_sample,
+        threads=threads,
+        thread_choices=tuple(thread_choices),
     )
     arrays: dict[str, Any] = {f"params/{name}": program.params[name] for name in program.param_names}
     if optimizer is not None:
@@ -685,6 +697,8 @@ def _parse_meta(raw: dict[str, Any], where: str) -> CheckpointMeta:
         weight_decay=f.number("weight_decay") or 0.0,
         eval_sample=f.whole("eval_sample", 1),
         version=version,
+        threads=_parse_threads(f),
+        thread_choices=_parse_thread_choices(f),
     )
 
 
@@ -746,6 +760,38 @@ def _parse_rng(f: _Fields, key: str = "rng") -> str | None:
     except (TypeError, ValueError, KeyError, OverflowError):  # numpy's own checks, should it have more
         raise f.wrong(key, _PCG64_WANT, state) from None
     return json.dumps(state)
+
+
+def _parse_threads(f: _Fields) -> Threads | None:
+    value = f.get("threads", False)
+    if value is None or value == AUTO:
+        return value
+    return f.whole("threads", 1)
+
+
+def _parse_thread_choices(f: _Fields) -> tuple[ThreadChoice, ...]:
+    choices = f.get("thread_choices", False) or []
+    if not isinstance(choices, list):
+        raise f.wrong("thread_choices", "a list of thread choices", choices)
+    parsed = []
+    for i, choice in enumerate(choices):
+        label = f"thread_choices[{i}]"
+        if not isinstance(choice, dict) or sorted(choice) != ["iteration", "seconds", "stage", "threads"]:
+            raise f.wrong(label, "a record of iteration, stage, threads, seconds", choice)
+        if choice["stage"] not in ("train", "eval"):
+            raise f.wrong(f"{label}.stage", "train or eval", choice["stage"])
+        seconds = choice["seconds"]
+        if not isinstance(seconds, dict) or not all(key.isdigit() for key in seconds):
+            raise f.wrong(f"{label}.seconds", "seconds by thread count", seconds)
+        timed = [
+            (int(key), f.number(key, source=seconds, label=f"{label}.seconds.{key}", required=True) or 0.0)
+            for key in seconds
+        ]
+        iteration = f.whole("iteration", 0, True, choice, f"{label}.iteration")
+        threads = f.whole("threads", 1, True, choice, f"{label}.threads")
+        assert iteration is not None and threads is not None  # required: checked
+        parsed.append(ThreadChoice(iteration, choice["stage"], threads, tuple(timed)))
+    return tuple(parsed)
 
 
 def _parse_history(f: _Fields) -> tuple[EpochRecord, ...]:

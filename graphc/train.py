@@ -20,7 +20,9 @@ Which inputs receive the images and the labels is declared in the graph
 
 Nothing here prints: progress goes to the callbacks the caller passes, so the
 command line and tests drive the same loop. Same seed, same data, same
-options: bit-identical weights, also across a save and a resume.
+options: bit-identical weights, also across a save and a resume (at a fixed
+BLAS thread count, the default; `threads="auto"` chooses one by timing, and
+another count rounds the products differently: graphc/threads.py).
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ from graphc.errors import GraphcError, did_you_mean
 from graphc.ir import DTYPES, InputDecl, TensorType
 from graphc.optim import OPTIMIZERS, Optimizer, WeightDecay, make_optimizer
 from graphc.program import Program
+from graphc.threads import (
+    AUTO,
+    DEFAULT_THREADS,
+    EVAL_PROBE_ROWS,
+    BlasThreads,
+    ThreadChoice,
+    Threads,
+    ThreadTuner,
+    choose_threads,
+)
 
 if TYPE_CHECKING:
     from graphc.distributed import Team
@@ -431,6 +443,10 @@ class TrainOptions:
     engine: str = "auto"
     # λ of the book's L2 penalty ½λΣ‖W‖² over the weights (see decayed_weights); 0: none.
     weight_decay: float = 0.0
+    # The BLAS's threads during the run: a fixed count (the default, 1: the same
+    # weights on every rerun), or "auto": chosen by timing, rechecked each epoch
+    # (graphc/threads.py).
+    threads: Threads = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         if self.iters < 1:
@@ -450,6 +466,10 @@ class TrainOptions:
                 f"unknown engine `{self.engine}`",
                 hint=did_you_mean(self.engine, ENGINES) or "engines: " + ", ".join(ENGINES),
                 code="E503",
+            )
+        if self.threads != AUTO and not (isinstance(self.threads, int) and self.threads >= 1):
+            raise GraphcError(
+                f"threads must be a whole number at least 1 or `{AUTO}`, got {self.threads!r}", code="E502"
             )
 
 
@@ -550,6 +570,11 @@ class Trainer:
         self._stop = False
         self._started: float | None = None
         self.engine = options.engine  # the one that ran: "codegen" or "interpreter"
+        # What --threads auto chose, when (resumed runs' choices first); the BLAS's
+        # limiter and auto's tuner while run() runs.
+        self.thread_choices: list[ThreadChoice] = []
+        self._blas: BlasThreads | None = None
+        self._tuner: ThreadTuner | None = None
         if resume is not None:
             self._resume(resume)
         self.draws = MinibatchDraws(self.rng, data.train_size, options.batch)
@@ -590,6 +615,7 @@ class Trainer:
         self.iteration = meta.iteration
         self.seconds_before = meta.seconds
         self.epoch_loss, self.epoch_count = meta.epoch_loss, meta.epoch_count
+        self.thread_choices = list(meta.thread_choices)
 
     # --- evaluation ---
 
@@ -599,6 +625,14 @@ class Trainer:
 
     def accuracy(self, x: np.ndarray | ByteImages, y: np.ndarray) -> float:
         return float(np.mean(self.predict(x) == y)) if len(y) else float("nan")
+
+    def _choose_eval_threads(self) -> None:
+        """auto: evaluation's own count, by timing a forward pass over a slice of the test images."""
+        if self._blas is None or self._tuner is None or not self.options.evaluate:
+            return
+        probe = self.data.x_test[:EVAL_PROBE_ROWS]
+        chosen, seconds = choose_threads(lambda: self.predict(probe), self._tuner.counts, self._blas)
+        self.thread_choices.append(ThreadChoice(self.iteration, "eval", chosen, tuple(seconds.items())))
 
     def measured_on(self, record: EpochRecord) -> tuple[int, int]:
         """How many (train, test) images the record's accuracies were measured on:
@@ -630,6 +664,8 @@ class Trainer:
             epoch_count=self.epoch_count,
             weight_decay=self.options.weight_decay,
             eval_sample=self.options.eval_sample,
+            threads=self.options.threads,
+            thread_choices=self.thread_choices,
         )
         self.saved_at = self.iteration
 
@@ -712,13 +748,16 @@ class Trainer:
         eval_seconds = 0.0
         status = "completed"
         self._started = time.perf_counter()
+        blas, tuner = self._apply_threads()
         # NaN and inf are caught and reported by the loss check, not warned about.
-        with self._sigint_stops(handle_sigint), np.errstate(all="ignore"):
+        with blas, self._sigint_stops(handle_sigint), np.errstate(all="ignore"):
             try:
                 while self.iteration < stop_at:
                     if self._stop if team is None else team.stopping:  # workers stop together
                         status = "interrupted"
                         break
+                    if tuner is not None and tuner.trying:
+                        tuner.tick()
                     index = rows_of(self.iteration)[rows]
                     gather_images(index)
                     take(t, index, axis=0, out=t_batch, mode="clip")
@@ -742,23 +781,45 @@ class Trainer:
                         on_iteration(self.iteration, value)
                     if self.iteration % per_epoch == 0 or self.iteration == stop_at:
                         began = time.perf_counter()
+                        if tuner is not None:
+                            tuner.finish()
+                            self._choose_eval_threads()
                         self.epoch_loss, self.epoch_count = epoch_loss, epoch_count
                         record = self._end_epoch()
                         epoch_loss, epoch_count = self.epoch_loss, self.epoch_count
                         if checkpoint is not None:
                             self.save(checkpoint)
                         eval_seconds += time.perf_counter() - began
+                        if tuner is not None and self.iteration < stop_at:
+                            tuner.recheck(self.iteration)
                         if on_epoch is not None:
                             on_epoch(record)
             finally:  # also when the loss diverges
                 self.epoch_loss, self.epoch_count = epoch_loss, epoch_count
                 self._stop = False
+                if tuner is not None:
+                    tuner.finish()
+                self._blas = self._tuner = None
         if status == "interrupted" and checkpoint is not None and self.params_finite():
             self.save(checkpoint)
         seconds = time.perf_counter() - self._started
         self.seconds_before += seconds
         self._started = None
         return TrainResult(status, start, self.iteration, list(self.history), np.array(losses), seconds, eval_seconds)
+
+    def _apply_threads(self) -> tuple[BlasThreads, ThreadTuner | None]:
+        """The BLAS limited to the run's thread count (restored when the run ends),
+        and for auto the tuner that chooses it, its first trial starting now."""
+        blas = BlasThreads()
+        tuner = None
+        if self.options.threads == AUTO:
+            tuner = ThreadTuner(blas, on_choice=self.thread_choices.append)
+            tuner.start(self.iteration)
+        else:
+            assert isinstance(self.options.threads, int)
+            blas.set(self.options.threads)
+        self._blas, self._tuner = blas, tuner
+        return blas, tuner
 
     def _training_step(
         self,

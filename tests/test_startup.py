@@ -53,9 +53,10 @@ def packages(modules: set[str]) -> set[str]:
 def test_help_imports_no_heavy_package_and_no_numpy(tmp_path):
     modules = imported_by(tmp_path, "--help")
     assert not packages(modules) & {*HEAVY, "numpy"}
-    # Nor graphc's own pipeline: only the command modules and what costs nothing (errors, limits, the gc pause).
+    # Nor graphc's own pipeline: only the command modules and what costs nothing (errors, limits, the gc
+    # pause, and the thread settings --threads' default comes from: the standard library only).
     graphc_modules = {m for m in modules if m.startswith("graphc.") and not m.startswith("graphc.commands")}
-    assert graphc_modules == {"graphc.cli", "graphc.errors", "graphc.limits", "graphc._gc"}
+    assert graphc_modules == {"graphc.cli", "graphc.errors", "graphc.limits", "graphc._gc", "graphc.threads"}
 
 
 @pytest.mark.parametrize("command", command_names())

@@ -60,6 +60,35 @@ def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def threads_setting(text: str) -> int | str:
+    """`--threads`' argparse type: a whole number from 1, or `auto`."""
+    from graphc.threads import AUTO, MOST_THREADS
+
+    hint = f"e.g. `--threads 1`, or `--threads {AUTO}` to choose by measuring"
+    if text.strip().lower() == AUTO:
+        return AUTO
+    value = _whole(text)
+    if value is None:
+        raise GraphcError(f"--threads takes a whole number or `{AUTO}`, got `{_clip(text)}`", hint=hint, code="E502")
+    if not 1 <= value <= MOST_THREADS:
+        raise GraphcError(f"--threads must be from 1 to {MOST_THREADS}, got {_clip(text)}", hint=hint, code="E502")
+    return value
+
+
+def add_threads_argument(parser: argparse._ActionsContainer) -> None:
+    """--threads N|auto: train, eval, time and run take it alike."""
+    from graphc.threads import DEFAULT_THREADS
+
+    parser.add_argument(
+        "--threads",
+        type=threads_setting,
+        default=DEFAULT_THREADS,
+        metavar="N|auto",
+        help=f"threads numpy's BLAS may use (default {DEFAULT_THREADS}: the fastest on a busy machine, and the same "
+        "numbers on every rerun); auto: the fastest count by timing, which reruns may not repeat in the last bits",
+    )
+
+
 def _whole(text: str) -> int | None:
     """`text` as a whole number (`42`, `-3`, `1e9`), or None."""
     digits = text.strip().lstrip("+-")

@@ -7,7 +7,7 @@ figure 7-24): the trained ones, or without --weights the initial ones of
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from graphc.commands.common import (
     _Where,
@@ -15,6 +15,7 @@ from graphc.commands.common import (
     add_file_arguments,
     add_json_argument,
     add_seed_argument,
+    add_threads_argument,
     load_program,
     print_json,
 )
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dtype_argument(
         parser, help="compute in this dtype (default: the one the weights were trained in, else as the graph declares)"
     )
+    add_threads_argument(parser)
     add_json_argument(parser)
     pictures = parser.add_argument_group("filters (the book's figure 7-24)")
     pictures.add_argument(
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from graphc.checkpoint import float_dtype_names, load_weights, read_meta
+    from graphc.threads import AUTO, EVAL_PROBE_ROWS, candidate_counts, choose_threads, fixed_threads
     from graphc.train import load_data, predict
 
     if args.filters is not None:
@@ -92,7 +95,16 @@ def run(args: argparse.Namespace) -> int:
     dtype = "/".join(float_dtype_names(program))
     data = load_data(args.data, program, data_dir=args.data_dir)
     x, y = (data.x_test, data.y_test) if args.split == "test" else (data.x_train, data.y_train)
-    predicted = predict(program, data, x)
+    with fixed_threads(args.threads) as blas:
+        chosen = None
+        if args.threads == AUTO:  # a forward pass over a slice of the images at each count
+            probe = x[:EVAL_PROBE_ROWS]
+            chosen = choose_threads(lambda: predict(program, data, probe), candidate_counts(), blas)
+        predicted = predict(program, data, x)
+        threads: dict[str, Any] = {}  # auto's choice, where one was made; a fixed count is the flag's
+        if chosen is not None:
+            seconds = {str(count): round(s, 9) for count, s in chosen[1].items()}
+            threads["threads"] = {"setting": AUTO, "used": blas.count, "seconds": seconds}
     counts = confusion_matrix(y, predicted, data.classes)
     per_class = counts.sum(axis=1)
     correct = np.diag(counts)
@@ -110,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 "split": args.split,
                 "images": len(y),
                 "dtype": dtype,
+                **threads,
                 "accuracy": accuracy,
                 "per_class": [
                     {
@@ -128,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     trained = f" (iteration {checkpoint.iteration})" if checkpoint.meta is not None else ""
     print(f"{program.name} with weights {args.weights}{trained} on the {data.name} {args.split} set, {dtype}")
     print(f"accuracy {accuracy:.4f}  ({int(correct.sum())} of {len(y)} images)")
+    if chosen is not None:
+        timings = ", ".join(f"{count}: {s * 1e3:.1f} ms" for count, s in chosen[1].items())
+        print(f"BLAS threads chosen by timing: {chosen[0]} ({timings} per {len(probe)} images)")
     print()
     print(
         tabulate(

@@ -15,6 +15,7 @@ from graphc.commands.common import (
     add_json_argument,
     add_mode_argument,
     add_seed_argument,
+    add_threads_argument,
     check_batch_size,
     load_graphs,
     print_json,
@@ -54,12 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed_argument(parser, what="params, made-up inputs and dropout's masks")
     add_mode_argument(parser)
     parser.add_argument("--no-codegen", action="store_true", help="do not time the generated module as well")
+    add_threads_argument(parser)
     add_json_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from graphc.commands.compile import wrt_names
-    from graphc.profile import profile_graph, profile_json, profile_text
+    from graphc.profile import Profile, profile_graph, profile_json, profile_text
+    from graphc.threads import AUTO, candidate_counts, choose_threads, fixed_threads
 
     graph = select_graph(load_graphs(args), args)
     if args.batch is not None:
@@ -67,19 +70,28 @@ def run(args: argparse.Namespace) -> int:
     wrt = None  # the params (the inputs, where there are none): profile_graph's default
     if args.wrt not in (None, "params"):
         wrt = wrt_names(graph, args.wrt) or tuple(d.name for d in graph.ir.inputs() + graph.ir.params())
-    profile = profile_graph(
-        graph,
-        batch=args.batch,
-        iters=args.iters,
-        warmup=args.warmup,
-        dtype=args.dtype,
-        seed=args.seed,
-        wrt=wrt,
-        codegen=not args.no_codegen,
-        mode=args.mode,
-    )
+
+    def timed(iters: int, warmup: int, codegen: bool) -> Profile:
+        return profile_graph(
+            graph,
+            batch=args.batch,
+            iters=iters,
+            warmup=warmup,
+            dtype=args.dtype,
+            seed=args.seed,
+            wrt=wrt,
+            codegen=codegen,
+            mode=args.mode,
+        )
+
+    with fixed_threads(args.threads) as blas:
+        if args.threads == AUTO:  # a short profile at each count, the whole one at the fastest
+            choose_threads(lambda: timed(max(1, args.iters // 10), 1, False), candidate_counts(), blas)
+        profile = timed(args.iters, args.warmup, not args.no_codegen)
+        # auto's choice, where one was made; the BLAS line says the count either way
+        threads = {"threads": {"setting": AUTO, "used": blas.count}} if args.threads == AUTO else {}
     if args.json:
-        print_json(profile_json(profile))
+        print_json({**profile_json(profile), **threads})
     else:
         print(profile_text(profile), end="")
     return ExitCode.OK

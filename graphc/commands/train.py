@@ -35,6 +35,7 @@ from graphc.commands.common import (
     add_file_arguments,
     add_json_argument,
     add_seed_argument,
+    add_threads_argument,
     check_batch_size,
     load_program,
     print_json,
@@ -170,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         'batch/N rows of every minibatch; needs torch (pip install "graphc[distributed]"); '
         "for several machines, launch with torchrun instead (docs/interop.md)",
     )
+    add_threads_argument(loop)
     files = parser.add_argument_group("files")
     files.add_argument("--save", metavar="W.npz", help="write a checkpoint after every epoch and at the end")
     files.add_argument("--resume", metavar="W.npz", help="continue training from a checkpoint")
@@ -268,6 +270,7 @@ def _options(args: argparse.Namespace, meta: CheckpointMeta | None, train_size: 
         engine=args.engine,
         weight_decay=decay,
         eval_sample=sample,
+        threads=args.threads,
     )
 
 
@@ -322,7 +325,17 @@ def _epoch_line(record: EpochRecord, trainer: Trainer) -> str:
     line = f"epoch {record.epoch:>{width}}/{epochs}  iter {record.iteration:>6}  loss {record.loss:.4f}"
     if record.train_acc is not None:
         line += "  " + _accuracies(record, trainer)
-    return line + f"  {record.seconds:6.1f} s"
+    return line + f"  {record.seconds:6.1f} s" + _threads_note(record, trainer)
+
+
+def _threads_note(record: EpochRecord, trainer: Trainer) -> str:
+    """With --threads auto: `  threads T, eval E`, the counts last chosen for the epoch's steps and its evaluation."""
+    if trainer.options.threads != "auto":
+        return ""
+    done = record.iteration
+    train = [c.threads for c in trainer.thread_choices if c.stage == "train" and c.iteration < done]
+    evals = [c.threads for c in trainer.thread_choices if c.stage == "eval" and c.iteration <= done]
+    return f"  threads {train[-1] if train else '-'}, eval {evals[-1] if evals else '-'}"
 
 
 def _print_start(session: _Session, args: argparse.Namespace) -> None:
@@ -335,6 +348,7 @@ def _print_start(session: _Session, args: argparse.Namespace) -> None:
         f"{dtype_text}, {options.optimizer} lr {trainer.optimizer.lr:g}, batch {options.batch}, seed {options.seed}"
         + (f", weight decay {options.weight_decay:g}" if options.weight_decay else "")
         + (f", each epoch measured on the first {options.eval_sample} images" if options.eval_sample else "")
+        + (", BLAS threads chosen by timing (--threads auto)" if options.threads == "auto" else "")
     )
     start_text = f"from iteration {trainer.iteration} " if trainer.iteration else ""
     epochs = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)} of {trainer.iters_per_epoch}"
@@ -478,6 +492,8 @@ def _summary(session: _Session, outcome: _Outcome) -> dict[str, Any]:
         "batch": options.batch,
         "seed": options.seed,
         "engine": trainer.engine,
+        "threads": options.threads,
+        "thread_choices": [c.as_dict() for c in trainer.thread_choices],
         "saved": outcome.saved,
         "history": [r.as_dict() for r in trainer.history],
     }
