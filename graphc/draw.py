@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import math
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -373,36 +373,13 @@ def edge_gradients(program: Program) -> dict[tuple[str, int], np.ndarray]:
     """Each read's share of its value's gradient, by (reader, argument position).
 
     The interpreter sums fan-out contributions as it goes; to draw them one per
-    edge, the program's last run is replayed through the interpreter, from its
-    values and with its seed, keeping what each backward step hands each operand.
+    edge, the program's last run is replayed (graphc.run.replay).
     """
-    from graphc.run import Interpreter
+    from graphc.run import replay
 
-    shares: dict[tuple[str, int], np.ndarray] = {}
-    plan = program.plan
-    if not program.gradients or plan.seed not in program.gradients:
-        return shares
-
-    def keep_shares(kind: str, step: Any, backward: Callable) -> Callable:
-        if kind != "backward":
-            return backward
-
-        def kept(saved: tuple, dout: np.ndarray) -> tuple:
-            results = backward(saved, dout)
-            for position, grad in enumerate(results):
-                if step.needs[position] and grad is not None:
-                    # A copy: fan-out may add the next share into this very array.
-                    shares[(step.node, position)] = np.array(grad, copy=True)
-            return results
-
-        return kept
-
-    interpreter = Interpreter(plan, free=False, wrap=keep_shares)
-    env = dict(program.values)
-    env.update(program.replay())  # the last run's masks, and state to update but the program's own
-    with np.errstate(all="ignore"):
-        interpreter.backward(interpreter.forward(env), program.gradients[plan.seed])
-    return shares
+    if not program.gradients or program.plan.seed not in program.gradients:
+        return {}
+    return replay(program).shares
 
 
 def program_diagram(

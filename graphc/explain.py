@@ -32,7 +32,7 @@ from graphc.ir import Dim, TensorType
 from graphc.ops import Op
 from graphc.plan import BackwardStep, ForwardStep, Plan, grad_name
 from graphc.program import Program
-from graphc.run import Interpreter
+from graphc.run import replay
 
 SCALAR_DIGITS = 10  # a number on its own, as `graphc run` prints it
 ENTRY_DIGITS = 6  # each entry shown of a tensor
@@ -108,7 +108,8 @@ def explain(program: Program, at: tuple[int, ...] | None = None) -> Explanation:
         raise GraphcError(problem, code="E502")
     plan = program.plan
     assert plan.seed is not None  # a Program's plan goes backward from its output
-    saved, shares = _replay(program)
+    replayed = replay(program)
+    saved, shares = replayed.saved, replayed.shares
     index = _indexer(program, at)
     steps = [_forward_step(plan, step, program.values, index) for step in plan.forward]
     seed = grad_name(plan.seed)
@@ -167,46 +168,6 @@ def _indexer(program: Program, at: tuple[int, ...] | None) -> Indexer:
         return at if t is not None and t.shape[: len(at)] == lead else None
 
     return index
-
-
-def _replay(program: Program) -> tuple[dict[int, dict[str, Any]], dict[tuple[str, int], Any]]:
-    """The last run again, from its values and with its seed: what each forward
-    step saved (by the op's names for it) and each backward step's share for
-    each operand, by (node, operand position)."""
-    plan = program.plan
-    saved: dict[int, dict[str, Any]] = {}
-    shares: dict[tuple[str, int], Any] = {}
-    forward_index = {id(step): i for i, step in enumerate(plan.forward)}
-
-    def keep(kind: str, step: Any, function: Callable) -> Callable:
-        if kind == "forward":
-            i = forward_index[id(step)]
-
-            def forward(*arguments: Any) -> tuple[Any, Any]:
-                out, kept = function(*arguments)
-                if kept:
-                    saved[i] = dict(zip(step.op.saves_in(plan.mode), kept))
-                return out, kept
-
-            return forward
-
-        def backward(kept: Any, dout: Any) -> tuple:
-            results = function(kept, dout)
-            for position, grad in enumerate(results):
-                if step.needs[position] and grad is not None:
-                    # A copy: a later share may be added into this very array.
-                    shares[(step.node, position)] = np.array(grad, copy=True)
-            return results
-
-        return backward
-
-    assert plan.seed is not None  # a Program's plan goes backward from its output
-    interpreter = Interpreter(plan, free=False, wrap=keep)
-    env = dict(program.values)
-    env.update(program.replay())  # the run's masks, and state copies to update
-    with np.errstate(all="ignore"):
-        interpreter.backward(interpreter.forward(env), program.gradients[plan.seed])
-    return saved, shares
 
 
 def _local_types(plan: Plan, step: ForwardStep) -> dict[str, TensorType]:

@@ -22,11 +22,16 @@ them after its operands, and a training step updates its state in place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from graphc.ops import StepCode
 from graphc.plan import ForwardStep, Plan, grad_name, shared_gradients
+
+if TYPE_CHECKING:
+    from graphc.program import Program
 
 # observe(pass, step index, *containers): called once a step's results are
 # stored and before anything it frees is let go: forward passes (env, tape),
@@ -117,3 +122,68 @@ def _step_code(plan: Plan, step: ForwardStep, taped: bool, needs: tuple[bool, ..
     types = {operand: plan.types[arg] for operand, arg in zip(step.op.operands, step.args)}
     types["out"] = plan.types[step.out]
     return step.op.compile(step.attrs, types, taped=taped, needs=needs, mode=plan.mode)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What the interpreter computed in a program's last run, step by step, that
+    the run itself does not keep (it frees, and sums fan-out as it goes)."""
+
+    saved: dict[int, dict[str, np.ndarray]]  # forward step -> what it saved, by the op's names for it
+    douts: dict[int, np.ndarray]  # backward step -> the gradient it received
+    shares: dict[tuple[str, int], np.ndarray]  # (reader, position) -> what its backward step handed that operand
+
+    def own(self, plan: Plan) -> dict[str, np.ndarray]:
+        """The ops' own saved tensors (relu1.mask), by plan name."""
+        return {
+            name: self.saved[i][item]
+            for i, step in enumerate(plan.forward)
+            if i in self.saved
+            for name, item in step.own_saves()
+        }
+
+
+def replay(program: Program) -> Replay:
+    """The program's last run again, through the interpreter, from its values and
+    with its seed (the same masks, copies of the state), keeping copies of what
+    each forward step saves, what each backward step receives, and what it hands
+    each operand before fan-out sums it: what `graphc explain`, the step-through
+    page and the diagrams' per-edge gradients show."""
+    plan = program.plan
+    saved: dict[int, dict[str, np.ndarray]] = {}
+    douts: dict[int, np.ndarray] = {}
+    shares: dict[tuple[str, int], np.ndarray] = {}
+    forward_index = {id(step): i for i, step in enumerate(plan.forward)}
+    backward_index = {step.node: j for j, step in enumerate(plan.backward)}
+
+    def keep(kind: str, step: Any, function: Callable) -> Callable:
+        if kind == "forward":
+            i = forward_index[id(step)]
+
+            def forward(*arguments: Any) -> tuple[Any, Any]:
+                out, kept = function(*arguments)
+                if kept:
+                    items = step.op.saves_in(plan.mode)
+                    saved[i] = {item: np.array(value, copy=True) for item, value in zip(items, kept)}
+                return out, kept
+
+            return forward
+
+        def backward(kept: Any, dout: Any) -> tuple:
+            douts[backward_index[step.node]] = np.array(dout, copy=True)
+            results = function(kept, dout)
+            for position, grad in enumerate(results):
+                if step.needs[position] and grad is not None:
+                    # A copy: fan-out may add the next share into this very array.
+                    shares[(step.node, position)] = np.array(grad, copy=True)
+            return results
+
+        return backward
+
+    assert plan.seed is not None  # a Program's plan goes backward from its output
+    interpreter = Interpreter(plan, free=False, wrap=keep)
+    env = dict(program.values)
+    env.update(program.replay())  # the run's masks, and copies of the state to update
+    with np.errstate(all="ignore"):
+        interpreter.backward(interpreter.forward(env), np.array(program.gradients[plan.seed], copy=True))
+    return Replay(saved, douts, shares)

@@ -37,6 +37,8 @@ from graphc.draw import Diagram, graph_diagram, number_text, render, to_dot, val
 from graphc.figures import rounding_error, stable_number
 from graphc.ir import OpNode
 from graphc.plan import BackwardStep, ForwardStep, grad_name
+from graphc.run import Replay
+from graphc.run import replay as replay_run
 
 if TYPE_CHECKING:
     from graphc.program import Program
@@ -72,15 +74,6 @@ class Walk:
 
 
 @dataclass(frozen=True)
-class _Replay:
-    """What the interpreter computed in the program's last run, step by step."""
-
-    own: dict[str, np.ndarray]  # the ops' own saved tensors (relu1.mask), by plan name
-    douts: dict[int, np.ndarray]  # backward step -> the gradient it received
-    shares: dict[tuple[str, int], np.ndarray]  # (reader, position) -> what its backward step handed that operand
-
-
-@dataclass(frozen=True)
 class _Reveals:
     """Which step reveals what: by step index into the walk."""
 
@@ -95,8 +88,8 @@ def walk(program: Program, title: str | None = None) -> Walk:
     assert program.gradients, "walk() needs a forward() and a backward() first"
     plan = program.plan
     assert plan.seed is not None
-    replay = _replay(program)
-    known: dict[str, Any] = {**program.values, **replay.own}
+    replay = replay_run(program)
+    known: dict[str, Any] = {**program.values, **replay.own(program.plan)}
     ids = {name: f"n{i}" for i, name in enumerate(program.checked.order)}
 
     steps = [_start(program)]
@@ -162,51 +155,6 @@ def _flag(text: str, flagged: bool) -> str:
     return ("⚠ " if flagged else "") + text
 
 
-def _replay(program: Program) -> _Replay:
-    """Run the program's last run again through the interpreter, from its
-    values and with its seed, keeping what the plain run does not keep: each
-    op's own saved tensors, the gradient each backward step receives, and
-    what it hands each operand before fan-out sums it (as graphc.draw's
-    edge_gradients does)."""
-    from graphc.run import Interpreter
-
-    plan = program.plan
-    own: dict[str, np.ndarray] = {}
-    douts: dict[int, np.ndarray] = {}
-    shares: dict[tuple[str, int], np.ndarray] = {}
-    backward_index = {step.node: j for j, step in enumerate(plan.backward)}
-
-    def keep(kind: str, step: Any, function: Any) -> Any:
-        if kind == "forward":
-
-            def forward(*args: Any) -> tuple[Any, Any]:
-                out, saved = function(*args)
-                if saved:
-                    by_item = dict(zip(step.op.saves_in(plan.mode), saved))
-                    own.update((name, np.array(by_item[item], copy=True)) for name, item in step.own_saves())
-                return out, saved
-
-            return forward
-
-        def backward(saved: tuple, dout: np.ndarray) -> tuple:
-            douts[backward_index[step.node]] = np.array(dout, copy=True)
-            results = function(saved, dout)
-            for position, grad in enumerate(results):
-                if step.needs[position] and grad is not None:
-                    shares[(step.node, position)] = np.array(grad, copy=True)  # fan-out may add into it
-            return results
-
-        return backward
-
-    interpreter = Interpreter(plan, free=False, wrap=keep)
-    env = dict(program.values)
-    env.update(program.replay())
-    assert plan.seed is not None
-    with np.errstate(all="ignore"):
-        interpreter.backward(interpreter.forward(env), np.array(program.gradients[plan.seed], copy=True))
-    return _Replay(own, douts, shares)
-
-
 def _start(program: Program) -> Step:
     leaves = [n for n in program.checked.order if not isinstance(program.ir.decls[n], OpNode)]
     numbers = tuple(f"{name} = {brief(program.values[name])}" for name in leaves if name in program.values)
@@ -240,7 +188,7 @@ def _backward(
     forward: tuple[ForwardStep, ...],
     ids: Mapping[str, str],
     known: Mapping[str, Any],
-    replay: _Replay,
+    replay: Replay,
     totals: dict[str, np.ndarray],
 ) -> Step:
     """A backward step: each operand's gradient by its local rule, upstream
