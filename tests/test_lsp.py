@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from fuzzing.mutate import mutated
+from helpers import ROOT, needs
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from graphc import lsp as graphc_lsp
 from graphc.errors import GraphcError
 from graphc.parse import parse
-from tests.fuzzing.mutate import mutated
-from tests.helpers import ROOT, needs
 
 try:
     import pytest_lsp

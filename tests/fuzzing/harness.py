@@ -246,6 +246,8 @@ def _stderr_problems(stderr: str, source: SourceFile | None) -> list[Problem]:
             pass  # a message's continuation: the list of mirrors a download tried
         elif line == "" and in_diagnostic:
             pass
+        elif line.startswith("wrote "):
+            in_diagnostic = False  # what a command that writes a file (-o) reports, after any warnings
         else:
             found.append(Problem("stray stderr", mask(line), line[:300]))
     return found

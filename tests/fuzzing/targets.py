@@ -173,12 +173,19 @@ def check_graph_bytes(
     return findings
 
 
-FILE_COMMANDS = [["check", "FILE"], ["run", "FILE"], ["compile", "FILE", "--emit", "python"]]
+FILE_COMMANDS = [
+    ["check", "FILE"],
+    ["run", "FILE"],
+    ["compile", "FILE", "--emit", "python"],
+    ["explain", "FILE"],
+    ["fmt", "--check", "FILE"],
+]
 
 
 def _valid_expectations(graph: GeneratedGraph) -> Callable[[list[str], Any], list[Problem]]:
     def expect(command: list[str], outcome) -> list[Problem]:
         allowed = {"check": (0,), "compile": (0,), "run": (0, 1) if graph.has_expects else (0,), "gradcheck": (0, 1)}
+        allowed |= {"explain": (0,), "fmt": (0, 1), "draw": (0,)}
         if outcome.status not in allowed[command[0]]:
             first = next((line for line in outcome.stderr.splitlines() if ": error[" in line), outcome.stderr[:200])
             message = re.split(r": error\[\w+\]: ", first, maxsplit=1)[-1]
@@ -203,6 +210,9 @@ def check_valid_graph(context: Context, drawn: tuple[GeneratedGraph, bool, str])
             ["compile", "FILE", "--emit", "python"],
             ["gradcheck", "FILE", *feeds],
             ["compile", "FILE", *extra.split()],
+            ["explain", "FILE", *feeds],
+            ["fmt", "--check", "FILE"],
+            ["draw", "FILE", "-o", "{tmp}/steps.html", *feeds],
         ]
         if graph.second_graph:
             commands.append(["run", "FILE", "--graph", graph.second_graph])
