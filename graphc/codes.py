@@ -1154,7 +1154,10 @@ def run_example(example: Example) -> tuple[str, str | None]:
         try:
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
                 if example.setup:
-                    exec(example.setup, made)
+                    try:
+                        exec(example.setup, made)
+                    except ImportError as err:  # an extra the example needs (onnx) is not installed
+                        return f"(shown when {err.name or 'the package it needs'} is installed)", None
                     stderr.seek(0)
                     stderr.truncate()
                 if example.python:

@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,10 @@ def test_check_json_of_a_clean_file_has_no_diagnostics_and_of_one_with_warnings_
         "m.graph:4:5: warning[W001]: unused node `z`\n 4 |     z = add(x, x)\n   |     ^\n"
         "hint: nothing reads it and it is not an output"
     ]
+
+
+def test_an_example_that_needs_a_missing_extra_is_shown_without_its_message(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as without graphc's onnx extra: `import onnx` fails
+    status, out, err = graphc_cli(capsys, "explain", "E908")
+    assert (status, err) == (0, "")
+    assert "`graphc import model.onnx -o model.graph` says:\n\n(shown when onnx is installed)\n\nFix: " in out
