@@ -699,8 +699,9 @@ def _value_info(onnx: Any, name: str, t: TensorType, doc: str = "") -> Any:
     return onnx.helper.make_tensor_value_info(name, _ELEMENT[t.dtype], shape, doc_string=doc)
 
 
-def _unmapped(plan: Plan, program: Program, mappings: Mapping[str, Any], what: str) -> None:
-    """A located error at the first step whose op has no mapping (`what`: "" or "gradient ")."""
+def refuse_unmapped(plan: Plan, program: Program, mappings: Mapping[str, Any], exporter: str, what: str = "") -> None:
+    """A located error at the first step whose op `exporter` has no mapping for (`what`: ""
+    for the forward steps, "gradient " for the backward ones). PyTorch code generation uses it too."""
     steps = [(s.out, s.op.name) for s in plan.forward] if not what else [(s.node, s.op.name) for s in plan.backward]
     for out, op in steps:
         if op not in mappings:
@@ -708,9 +709,9 @@ def _unmapped(plan: Plan, program: Program, mappings: Mapping[str, Any], what: s
             assert isinstance(node, OpNode)
             covered = ", ".join(sorted(mappings))
             raise GraphcError(
-                f"ONNX export has no {what}mapping for op `{op}`",
+                f"{exporter} has no {what}mapping for op `{op}`",
                 node.call_span,
-                f"ops ONNX export {'differentiates' if what else 'covers'}: {covered}",
+                f"ops {exporter} {'differentiates' if what else 'covers'}: {covered}",
                 code="E906",
             )
 
@@ -719,7 +720,7 @@ def onnx_model(program: Program) -> onnx.ModelProto:
     """The program's inference pass as an ONNX model (see the module's docstring)."""
     outputs = export_outputs(program)
     plan = make_inference_plan(program.checked, program.types, outputs, mode="eval")
-    _unmapped(plan, program, MAPPINGS, "")
+    refuse_unmapped(plan, program, MAPPINGS, "ONNX export")
     types = onnx_types(plan)
     builder = _start(program, plan, types)
     _forward(builder, program, plan, types)
@@ -791,8 +792,8 @@ def onnx_train_step(program: Program) -> onnx.ModelProto:
     train, each dropout's mask is an input (`dropout1.mask`, bool) and each
     batchnorm's updated running statistics are outputs (`bn1.running_mean/next`)."""
     plan = make_plan(program.checked, program.types, wrt=program.param_names, mode=program.mode)
-    _unmapped(plan, program, MAPPINGS, "")
-    _unmapped(plan, program, GRADIENTS, "gradient ")
+    refuse_unmapped(plan, program, MAPPINGS, "ONNX export")
+    refuse_unmapped(plan, program, GRADIENTS, "ONNX export", "gradient ")
     types = onnx_types(plan)
     builder = _start(program, plan, types)
     emits = _forward(builder, program, plan, types)
@@ -845,4 +846,5 @@ __all__ = [
     "OPSET",
     "onnx_model",
     "onnx_train_step",
+    "refuse_unmapped",
 ]

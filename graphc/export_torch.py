@@ -41,7 +41,6 @@ import numpy as np
 
 from graphc import __version__
 from graphc.codegen import _Names as _PythonNames
-from graphc.errors import GraphcError
 from graphc.ir import OpNode, TensorType
 from graphc.plan import ForwardStep, Plan, make_inference_plan
 
@@ -269,19 +268,6 @@ def torch_types(plan: Plan) -> dict[str, TensorType]:
     return onnx_types(plan)
 
 
-def _unmapped(plan: Plan, program: Any) -> None:
-    for step in plan.forward:
-        if step.op.name not in MAPPINGS:
-            node = program.ir.decls[step.out]
-            assert isinstance(node, OpNode)
-            raise GraphcError(
-                f"PyTorch code generation has no mapping for op `{step.op.name}`",
-                node.call_span,
-                f"ops it covers: {', '.join(sorted(MAPPINGS))}",
-                code="E906",
-            )
-
-
 def _where(span: Any) -> str:
     """`file:line` of a step, the standard library's as `import` names it (no machine's own path)."""
     from graphc.imports import STD_PREFIX, std_dir
@@ -306,7 +292,9 @@ def torch_module(program: Any) -> str:
     """The source of a module defining the program's graph as an nn.Module (see the module's docstring)."""
     outputs = torch_outputs(program)
     plan = make_inference_plan(program.checked, program.types, outputs, mode="train")
-    _unmapped(plan, program)
+    from graphc.export_onnx import refuse_unmapped
+
+    refuse_unmapped(plan, program, MAPPINGS, "PyTorch code generation")
     types = torch_types(plan)
     names = _Names({"self", "torch", "F", "nn", "np", "device"})
     members = _Names(_MODULE_ATTRIBUTES)

@@ -292,7 +292,7 @@ def test_an_op_without_a_mapping_is_an_error_at_the_op(tmp_path, capsys, monkeyp
         f"{path}:3:9: error[E906]: PyTorch code generation has no mapping for op `relu`\n"
         " 3 |     y = relu(x)\n"
         "   |         ^^^^^^^\n"
-        f"hint: ops it covers: {', '.join(sorted(MAPPINGS))}"
+        f"hint: ops PyTorch code generation covers: {', '.join(sorted(MAPPINGS))}"
     )
 
 
