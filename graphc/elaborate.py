@@ -510,16 +510,14 @@ class _GraphBuilder:
     def operand(self, arg: ast.Arg) -> tuple[str, Span]:
         if isinstance(arg, ast.Name):
             return arg.text, arg.span
-        # A literal operand becomes a const named by its value, shared by equal
+        # A literal operand becomes a const named by its text, shared by equal
         # literals; shape inference gives it its readers' dtype.
-        one_line = arg.span.end_line == arg.span.line
-        name = "".join(_text(arg.span).split()) if one_line else None
+        name = _literal_text(arg.span)
         if name in self.decls:
             return name, arg.span
-        value = self.array(arg, "f64")  # before repr: it refuses lists nested too deep to print
+        value = self.array(arg, "f64")
         if value is None:
-            return name or "", arg.span
-        name = name or "".join(repr(arg.value).split())
+            return name, arg.span
         if name not in self.decls:
             self.decls[name] = ConstDecl(name, arg.span, arg.span, TensorType(None, value.shape), value, literal=True)
         return name, arg.span
@@ -967,6 +965,15 @@ def _written(value: ast.AttrValue) -> str:
     """An attribute's value as written (`1e0`, not 1.0), on one line."""
     span = value.span
     return _text(span) if span.line == span.end_line else " ".join(repr(value.value).split())
+
+
+def _literal_text(span: Span) -> str:
+    """A literal's source text without its spaces, line breaks and comments: its name, the
+    same however the literal is laid out over lines (graphc fmt may move its line breaks)."""
+    lines = [span.source.line(n) for n in range(span.line, span.end_line + 1)]
+    lines[-1] = lines[-1][: span.end_column - 1]
+    lines[0] = lines[0][span.column - 1 :]
+    return "".join("".join(line.split("#", 1)[0].split()) for line in lines)
 
 
 def _text(span: Span) -> str:
