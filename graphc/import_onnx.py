@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from graphc import limits
 from graphc.errors import GraphcError
 from graphc.export_onnx import import_onnx
 
@@ -426,13 +428,22 @@ def read_model(path: str | Path) -> Any:
     """The ONNX model at `path`, checked, or a GraphcError saying what is wrong with the file."""
     onnx = import_onnx("graphc import")
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size  # a file too large is refused unread
+            data = b"" if size > limits.MAX_MODEL_BYTES else file.read(limits.MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
         raise GraphcError("no such ONNX model", where=str(path), code="E601") from None
     except IsADirectoryError:
         raise GraphcError("is a directory, not an ONNX model", where=str(path), code="E602") from None
     except OSError as err:
         raise GraphcError(f"cannot read ONNX model: {err.strerror or err}", where=str(path), code="E603") from None
+    if max(size, len(data)) > limits.MAX_MODEL_BYTES:  # /dev/zero and pipes have no size: read, bounded
+        raise GraphcError(
+            f"larger than {limits.MAX_MODEL_BYTES:,} bytes: more than graphc imports",
+            where=str(path),
+            hint="graphc holds tensors of at most 2**28 numbers; a model this large is not one it can run",
+            code="E613",
+        )
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)

@@ -49,6 +49,10 @@ ELEMENTS_VARIABLE = "GRAPHC_MAX_ELEMENTS"
 MAX_RUN_ELEMENTS = _from_env("GRAPHC_MAX_RUN_ELEMENTS", 2**24)
 RUN_ELEMENTS_VARIABLE = "GRAPHC_MAX_RUN_ELEMENTS"
 
+# Bytes of an ONNX model graphc import reads: 2**28 float32 numbers, the
+# largest tensor graphc holds (protobuf itself stops at 2 GiB).
+MAX_MODEL_BYTES = 2**30
+
 # Lines in one .graph file; the largest graph in the benchmarks has 50,000 nodes.
 MAX_LINES = _from_env("GRAPHC_MAX_LINES", 100_000)
 LINES_VARIABLE = "GRAPHC_MAX_LINES"

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lark
 from lark import Token, Tree
@@ -185,17 +185,23 @@ def read_graph_bytes(path: str | Path) -> bytes:
     path = Path(path)
     try:
         with path.open("rb") as file:
-            data = file.read(limits.MAX_FILE_BYTES + 1)  # bounded: FILE may be /dev/zero or a pipe
+            return read_graph_stream(file, str(path))
     except FileNotFoundError:
         raise GraphcError("no such file", where=str(path), code="E601") from None
     except IsADirectoryError:
         raise GraphcError("is a directory, not a .graph file", where=str(path), code="E602") from None
     except OSError as err:
         raise GraphcError(err.strerror or str(err), where=str(path), code="E603") from None
+
+
+def read_graph_stream(stream: BinaryIO, where: str) -> bytes:
+    """What a .graph file or standard input holds, at most graphc's limit (bounded: it may be
+    /dev/zero or an endless pipe)."""
+    data = stream.read(limits.MAX_FILE_BYTES + 1)
     if len(data) > limits.MAX_FILE_BYTES:
         raise GraphcError(
             f"larger than {limits.MAX_FILE_BYTES // 2**20} MiB: too large for a .graph file",
-            where=str(path),
+            where=where,
             hint="large data belongs in a .npy file, given with --input",
             code="E803",
         )

@@ -378,6 +378,24 @@ def test_fmt_reports_a_missing_file(tmp_path, capsys):
 def test_fmt_formats_standard_input(monkeypatch, capsys):
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO(MESSY))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(MESSY.encode())))
     assert main(["fmt", "-"]) == 0
     assert capsys.readouterr().out == MESSY_FORMATTED
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"graph g {\xff}\n",
+            "<stdin>:1:10: error[E006]: not UTF-8 text: byte 0xff cannot start or continue a character",
+        ),
+        (bytes(16 * 2**20 + 1), "<stdin>: error[E803]: larger than 16 MiB: too large for a .graph file"),
+    ],
+)
+def test_fmt_reads_standard_input_as_a_file_bytes_bounded_and_decoded(monkeypatch, capsys, data, message):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert main(["fmt", "-"]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == message

@@ -29,6 +29,7 @@ from fuzzing.graphs import valid_graphs  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from test_onnx import MODEL_GRAPHS, MODELS, OP_GRAPHS, made_up_feeds, program_of  # noqa: E402
 
+from graphc import limits  # noqa: E402
 from graphc.checkpoint import load_weights  # noqa: E402
 from graphc.compiler import front_end, front_end_file, select  # noqa: E402
 from graphc.emit import plan_text  # noqa: E402
@@ -292,3 +293,19 @@ def test_import_writes_the_graph_and_a_checkpoint_that_run_reads(tmp_path, capsy
     load_weights(back, tmp_path / "net.npz")
     for name in original.param_names:
         np.testing.assert_array_equal(back.params[name], original.params[name])
+
+
+def test_an_endless_file_is_read_only_up_to_the_limit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_MODEL_BYTES", 1000)
+    status, _, err = helpers.graphc_cli(capsys, "import", "/dev/zero", "-o", tmp_path / "m.graph")
+    assert (status, err) == (
+        2,
+        "/dev/zero: error[E613]: larger than 1,000 bytes: more than graphc imports\n"
+        "hint: graphc holds tensors of at most 2**28 numbers; a model this large is not one it can run\n",
+    )
+    big = tmp_path / "big.onnx"
+    with open(big, "wb") as f:
+        f.truncate(2000)  # refused by its size, unread
+    status, _, err = helpers.graphc_cli(capsys, "import", big, "-o", tmp_path / "m.graph")
+    assert status == 2 and err.startswith(f"{big}: error[E613]: larger than")
+    assert not (tmp_path / "m.graph").exists()

@@ -41,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
 def _format_one(path: str, args: argparse.Namespace) -> bool:
     """Format one file as the flags say; whether it is not in the canonical layout."""
     from graphc.fmt import format_text, read_source
+    from graphc.parse import decode, read_graph_stream
 
-    if path == "-":
-        text = sys.stdin.read()
-        data, shown = text.encode("utf-8"), "<stdin>"
+    if path == "-":  # bytes, bounded and decoded as a file's are
+        shown = "<stdin>"
+        data = read_graph_stream(sys.stdin.buffer, shown)
+        text = decode(data, shown)
     else:
         data, text = read_source(path)
         shown = path
