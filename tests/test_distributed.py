@@ -176,6 +176,16 @@ def test_workers_takes_a_whole_number(capsys: pytest.CaptureFixture[str], flag: 
     assert (status, out, err) == (2, "", message + "\nhint: e.g. `--workers 2`\n")
 
 
+def test_workers_are_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = graphc_cli(capsys, "train", NET, "--workers", "100000")
+    assert (status, out, err) == (
+        2,
+        "",
+        "graphc: error[E502]: --workers must be at most 64, got 100000\n"
+        "hint: one process per core of this machine; for more, launch on several machines with torchrun\n",
+    )
+
+
 def test_a_batch_that_does_not_split_is_refused_before_any_worker_starts(
     capsys: pytest.CaptureFixture[str], torch: None
 ) -> None:

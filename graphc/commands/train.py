@@ -88,11 +88,23 @@ def _decay(text: str) -> float:
     return value
 
 
+# Processes --workers starts on one machine: past its cores they only wait on each other
+# (torchrun takes a job over several machines); a bound, so a slip cannot start thousands.
+MAX_WORKERS = 64
+
+
 def _workers(text: str) -> int:
     try:
-        return whole_number("--workers")(text)
+        workers = whole_number("--workers")(text)
     except GraphcError as err:  # its example would be 100 workers
         raise GraphcError(err.message, hint="e.g. `--workers 2`", code=err.code) from None
+    if workers > MAX_WORKERS:
+        raise GraphcError(
+            f"--workers must be at most {MAX_WORKERS}, got {workers}",
+            hint="one process per core of this machine; for more, launch on several machines with torchrun",
+            code="E502",
+        )
+    return workers
 
 
 def add_data_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
