@@ -1,9 +1,9 @@
 """Stage 1: .graph text -> typed syntax tree (`graphc.ast.Module`).
 
 The grammar lives in grammars/graphc.lark (installed as package data under
-`graphc.grammars`). Lark parses it LALR with positions kept; the Transformer
-below only builds dataclasses. Lark's exceptions become GraphcErrors that say,
-in words, what was expected where.
+`graphc.grammars`). Lark parses it LALR, and the builder below makes the
+dataclasses as it goes, each with its place in the file. Lark's exceptions
+become GraphcErrors that say, in words, what was expected where.
 """
 
 from __future__ import annotations
@@ -12,14 +12,16 @@ import codecs
 import functools
 import hashlib
 import re
+import string
 import sys
 from collections.abc import Iterator
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import lark
-from lark import Token, Tree
+from lark import Token
 
 from graphc import ast, limits
 from graphc._gc import gc_paused
@@ -55,14 +57,10 @@ class _RunTogether(Exception):
 def _run_together(first: Token, second: Token) -> bool:
     """Whether `second` starts, with a letter or digit, right where the word `first` ends.
     No two tokens of a valid file do: a name takes every letter and digit it can."""
-    return (
-        first.end_pos == second.start_pos
-        and _WORD.match(first.value[-1:]) is not None
-        and _WORD.match(second.value[:1]) is not None
-    )
+    return first.end_pos == second.start_pos and first.value[-1:] in _WORD and second.value[:1] in _WORD
 
 
-_WORD = re.compile(r"[A-Za-z0-9_]")
+_WORD = frozenset(string.ascii_letters + string.digits + "_")  # what a name is made of
 
 
 class _Lines(lark.lark.PostLex):
@@ -103,7 +101,7 @@ class _Lines(lark.lark.PostLex):
             yield token
 
 
-_OPTIONS: dict[str, Any] = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True}
+_OPTIONS: dict[str, Any] = {"parser": "lalr", "maybe_placeholders": True}
 
 
 @functools.cache
@@ -118,7 +116,7 @@ def _parser() -> lark.Lark:
         try:
             with open(path, "rb") as handle:
                 loaded = lark.Lark.load(handle)
-            if isinstance(loaded.options.postlex, _Lines):
+            if isinstance(loaded.options.postlex, _Lines) and isinstance(loaded.options.transformer, _Build):
                 return loaded
         except Exception:  # noqa: BLE001 -- unreadable or corrupt: build it again, as with no cache
             pass
@@ -129,7 +127,8 @@ def _parser() -> lark.Lark:
 
 
 def build_parser(text: str) -> lark.Lark:
-    return lark.Lark(text, postlex=_Lines(), **_OPTIONS)
+    # The builder makes the syntax tree as Lark parses (Lark's "tree-less" mode).
+    return lark.Lark(text, postlex=_Lines(), transformer=_Build(), **_OPTIONS)
 
 
 @gc_paused
@@ -137,8 +136,9 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the program
     source = Source(text, path)
     _check_size(source)
+    building = _SOURCE.set(source)
     try:
-        tree = _parser().parse(text)
+        module = _parser().parse(text)
     except lark.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
     except _RunTogether as err:
@@ -149,7 +149,10 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
             _token_span(source, err.token),
             code="E802",
         ) from None
-    return _ToAst(source).transform(tree)
+    finally:
+        _SOURCE.reset(building)
+    assert isinstance(module, ast.Module)
+    return module
 
 
 def _check_size(source: Source) -> None:
@@ -381,11 +384,13 @@ def _starts_a_statement(err: lark.UnexpectedToken) -> bool:
     parser = getattr(err, "interactive_parser", None)
     if parser is None:
         return False
-    parser = parser.copy()
+    # Not deep-copied: the builder never changes what it is given, and Lark's deep copy of a
+    # token drops its end position.
+    parser = parser.copy(deepcopy_values=False)
     try:
         parser.feed_token(Token("_NL", "\n"))
         parser.feed_token(err.token)
-    except lark.LarkError:
+    except lark.LarkError:  # (the builder runs as this reduces: a size it refuses is the first error)
         return False
     return True
 
@@ -417,119 +422,167 @@ _CONTINUED = (
 # --- the syntax tree ---------------------------------------------------------
 
 
-def _span(source: Source, meta) -> Span:
-    return Span(source, meta.line, meta.column, meta.end_line, meta.end_column)
+# The source being parsed, for the spans the builder makes. The parser, and so
+# its builder, is one per process; a context variable keeps parses in different
+# threads (the language server's) apart.
+_SOURCE: ContextVar[Source] = ContextVar("graphc_parse_source")
+
+Children = list[Any]  # a rule's children, as Lark hands them to the builder
 
 
-class _ToAst:
-    """Builds `graphc.ast` dataclasses from Lark's tree, and nothing else.
+class _Dim(NamedTuple):
+    """A dim of a shape as written, and where, for messages about one dim."""
 
-    Bottom-up: each rule's method gets the rule's position (Lark's `meta`)
-    and its children, already built; a NAME token becomes an `ast.Name`,
-    other tokens pass as they are. A plain walk with its own stack rather
-    than a `lark.Transformer`: its per-call `v_args` wrappers cost more than
-    building the tree on large files, and a value nested thousands of lists
-    deep must not exhaust Python's recursion limit (elaboration says what is
-    wrong with it).
+    value: int | ast.Name | ast.InDim
+    span: Span
+
+
+class _Shape(NamedTuple):
+    dims: tuple[_Dim, ...]
+    span: Span
+
+
+class _GradTarget(NamedTuple):
+    """`grad(name)` in an expectation, told apart from a plain name."""
+
+    name: ast.Name
+
+
+def _name(token: Token) -> ast.Name:
+    return ast.Name(str(token), _token_span(_SOURCE.get(), token))
+
+
+def _operand(child: Token | Any) -> Any:
+    """A NAME token as an `ast.Name`; a node already built as it is."""
+    return _name(child) if isinstance(child, Token) else child
+
+
+def _names(children: Children) -> tuple[ast.Name, ...]:
+    return tuple(_name(c) for c in children if isinstance(c, Token) and c.type == "NAME")
+
+
+def _extent(children: Children) -> Span:
+    """Where a rule's text is: from its first child's start to its last child's end,
+    absent optional parts (None) aside. A child is a token or a node with a span."""
+    first, last = children[0], children[-1]
+    if first is None or last is None:
+        first = next(c for c in children if c is not None)
+        last = next(c for c in reversed(children) if c is not None)
+    if isinstance(first, Token):
+        line, column, _, _ = _where(first)
+    else:
+        line, column = first.span.line, first.span.column
+    if isinstance(last, Token):
+        _, _, end_line, end_column = _where(last)
+    else:
+        end_line, end_column = last.span.end_line, last.span.end_column
+    return Span(_SOURCE.get(), line, column, end_line, end_column)
+
+
+class _Build:
+    """Builds `graphc.ast` dataclasses while Lark parses, and nothing else.
+
+    Lark reduces bottom-up and calls the method named after each rule with
+    the rule's children: the nodes already built for its rules, and its
+    tokens (a NAME becomes an `ast.Name` here). A rule marked `!` in the
+    grammar also gets its punctuation and keywords, so that its span can
+    start or end at them; an absent optional part is None. Building while
+    parsing spares a whole tree of Lark's and its positions (0.3 s of a
+    10,000-line file), and needs no recursion however deep a value nests.
+    Rules named `_...` are inlined by Lark and have no method.
     """
 
-    def __init__(self, source: Source):
-        self.source = source
-
-    def transform(self, tree: Tree):
-        stack: list[tuple[Tree, list]] = [(tree, [])]  # a rule and its children built so far
-        while True:
-            node, built = stack[-1]
-            if len(built) < len(node.children):
-                child = node.children[len(built)]
-                if isinstance(child, Tree):
-                    stack.append((child, []))
-                else:
-                    built.append(self.NAME(child) if isinstance(child, Token) and child.type == "NAME" else child)
-                continue
-            stack.pop()
-            result = getattr(self, node.data)(node.meta, *built)
-            if not stack:
-                return result
-            stack[-1][1].append(result)
-
-    def _s(self, meta) -> Span:
-        return _span(self.source, meta)
-
-    # Terminals arrive before the rules that hold them.
-    def NAME(self, token: Token) -> ast.Name:  # noqa: N802 (Lark's naming)
-        return ast.Name(str(token), _token_span(self.source, token))
-
-    def start(self, meta, *items):
+    def start(self, items: Children):
         graphs = tuple(i for i in items if isinstance(i, ast.Graph))
         blocks = tuple(i for i in items if isinstance(i, ast.Block))
         imports = tuple(i for i in items if isinstance(i, ast.Import))
-        return ast.Module(graphs, self.source, blocks, imports)
+        return ast.Module(graphs, _SOURCE.get(), blocks, imports)
 
-    def block(self, meta, name, *rest):
-        # The parameters come first, as Names (None where the optional list is empty).
-        params = tuple(p for p in rest if isinstance(p, ast.Name))
-        body = tuple(s for s in rest if s is not None and not isinstance(s, ast.Name))
-        return ast.Block(name, params, body, self._s(meta))
+    def block(self, children: Children):
+        # block NAME ( PARAM, ... ) { statements }: the names after the block's are its parameters
+        body = tuple(c for c in children if c is not None and not isinstance(c, Token))
+        return ast.Block(_name(children[1]), _names(children[2:]), body, _extent(children))
 
-    def import_decl(self, meta, token):
-        return ast.Import(self._unescape(token), _token_span(self.source, token))
+    def import_decl(self, children: Children):
+        (token,) = children
+        return ast.Import(self._unescape(token), _token_span(_SOURCE.get(), token))
 
-    def repeat(self, meta, count, item):
-        return ast.Repeat(self._size(count), _token_span(self.source, count), item, self._s(meta))
+    def repeat(self, children: Children):
+        _, count, item = children
+        return ast.Repeat(self._size(count), _token_span(_SOURCE.get(), count), _operand(item), _extent(children))
 
-    def graph(self, meta, name, *body):
-        return ast.Graph(name, tuple(body), self._s(meta))
+    def graph(self, children: Children):
+        body = tuple(c for c in children if c is not None and not isinstance(c, Token))
+        return ast.Graph(_name(children[1]), body, _extent(children))
 
-    def dim_decl(self, meta, name, size):
-        return ast.DimDecl(name, self._size(size), self._s(meta))
+    def dim_decl(self, children: Children):
+        _, name, _, size = children
+        return ast.DimDecl(_name(name), self._size(size), _extent(children))
 
-    def input_decl(self, meta, name, type_, init, role):
-        return ast.InputDecl(name, type_, init, role, self._s(meta))
+    def input_decl(self, children: Children):
+        type_, init = _typed_parts(children)
+        roles = _names(children[2:])  # the name after `from`
+        return ast.InputDecl(_name(children[1]), type_, init, roles[0] if roles else None, _extent(children))
 
-    def param_decl(self, meta, name, type_, init):
-        return ast.ParamDecl(name, type_, init, self._s(meta))
+    def param_decl(self, children: Children):
+        type_, init = _typed_parts(children)
+        return ast.ParamDecl(_name(children[1]), type_, init, _extent(children))
 
-    def const_decl(self, meta, name, type_, value):
-        return ast.ConstDecl(name, type_, value, self._s(meta))
+    def const_decl(self, children: Children):
+        type_, _ = _typed_parts(children)
+        return ast.ConstDecl(_name(children[1]), type_, children[-1], _extent(children))
 
-    def assign(self, meta, target, call):
-        return ast.Assign(target, call, self._s(meta))
+    def assign(self, children: Children):
+        target, call = children
+        return ast.Assign(_name(target), call, _extent(children))
 
-    def chain(self, meta, head, *links):
-        return ast.Chain(head, tuple(links), self._s(meta))
+    def chain(self, children: Children):
+        return ast.Chain(_operand(children[0]), tuple(children[1:]), _extent(children))
 
-    def link(self, meta, item, alias):
-        return ast.Link(item, alias, self._s(meta))
+    def link(self, children: Children):
+        # -> item [as NAME]: a token last is the alias (an absent one is None)
+        alias = _name(children[-1]) if len(children) > 2 and isinstance(children[-1], Token) else None
+        return ast.Link(_operand(children[1]), alias, _extent(children))
 
-    def output_decl(self, meta, *names):
-        return ast.OutputDecl(tuple(names), self._s(meta))
+    def output_decl(self, children: Children):
+        return ast.OutputDecl(_names(children), _extent(children))
 
-    def expect_decl(self, meta, target, value, tolerance):
-        of_grad = isinstance(target, tuple)
-        name = target[0] if of_grad else target
-        tol = None if tolerance is None else _as_float(tolerance.value)
-        return ast.ExpectDecl(name, of_grad, value, tol, self._s(meta))
+    def expect_decl(self, children: Children):
+        target = children[1]
+        of_grad = isinstance(target, _GradTarget)
+        name = target.name if of_grad else _name(target)
+        value, *tolerance = (c for c in children if isinstance(c, ast.Literal))
+        tol = _number_value(tolerance[0]) if tolerance else None
+        return ast.ExpectDecl(name, of_grad, value, tol, _extent(children))
 
-    def grad_target(self, meta, name):
-        return (name,)  # marks `grad(name)` apart from a plain name
+    def grad_target(self, children: Children):
+        return _GradTarget(_name(children[0]))
 
-    def call(self, meta, op, *args):
-        given = [a for a in args if a is not None]
-        attrs = tuple(a for a in given if isinstance(a, ast.Attr))
-        operands = tuple(a for a in given if not isinstance(a, ast.Attr))
-        return ast.Call(op, operands, attrs, self._s(meta))
+    def call(self, children: Children):
+        # NAME ( arg, ... ): between the parentheses, arguments and commas
+        attrs, operands = [], []
+        for arg in children[2:-1]:
+            if isinstance(arg, ast.Attr):
+                attrs.append(arg)
+            elif isinstance(arg, Token):
+                if arg.type == "NAME":
+                    operands.append(_name(arg))
+            elif arg is not None:
+                operands.append(arg)
+        return ast.Call(_name(children[0]), tuple(operands), tuple(attrs), _extent(children))
 
-    def attr_arg(self, meta, name, value):
+    def attr_arg(self, children: Children):
+        name, value = children
         if isinstance(value, ast.Literal):
             value = ast.AttrValue(value.value, value.span)
-        return ast.Attr(name, value, self._s(meta))
+        return ast.Attr(_name(name), value, _extent(children))
 
-    def symbol(self, meta, name):
+    def symbol(self, children: Children):
+        name = _name(children[0])
         return ast.AttrValue(name.text, name.span)
 
-    def string(self, meta, token):
-        return ast.AttrValue(self._unescape(token), self._s(meta))
+    def string(self, children: Children):
+        return ast.AttrValue(self._unescape(children[0]), _extent(children))
 
     def _unescape(self, token: Token) -> str:
         """The text between the quotes, with its escapes (`\\"`, `\\\\`, `\\n`, `\\t`) applied."""
@@ -548,7 +601,7 @@ class _ToAst:
                 column = start + 1 + i
                 raise GraphcError(
                     f"unknown escape `\\{escape}` in a string",
-                    Span(self.source, line, column, line, column + 2),
+                    Span(_SOURCE.get(), line, column, line, column + 2),
                     'a string may hold `\\"`, `\\\\`, `\\n` and `\\t`',
                     code="E005",
                 )
@@ -556,27 +609,29 @@ class _ToAst:
             i += 2
         return "".join(parts)
 
-    def type(self, meta, *parts):
+    def type(self, children: Children):
         dtype = None
         shape = None
         spans: tuple[Span, ...] = ()
-        for part in parts:
+        for part in children:
             if isinstance(part, Token):
                 dtype = str(part)
             elif part is not None:
-                shape = tuple(d.text if isinstance(d, ast.Name) else d for d, _ in part)
-                spans = tuple(span for _, span in part)
-        return ast.TensorType(dtype, shape, self._s(meta), spans)
+                shape = tuple(d.value.text if isinstance(d.value, ast.Name) else d.value for d in part.dims)
+                spans = tuple(d.span for d in part.dims)
+        return ast.TensorType(dtype, shape, _extent(children), spans)
 
-    def shape(self, meta, *dims):
-        return tuple(d for d in dims if d is not None)
+    def shape(self, children: Children):
+        return _Shape(tuple(d for d in children if isinstance(d, _Dim)), _extent(children))
 
-    # Each dim arrives with its span: (dim, span), for messages about one dim.
-    def int_dim(self, meta, token):
-        return self._size(token), _token_span(self.source, token)
+    def int_dim(self, children: Children):
+        (token,) = children
+        return _Dim(self._size(token), _token_span(_SOURCE.get(), token))
 
-    def in_dim(self, meta, name):
-        return ast.InDim(name, self._s(meta)), self._s(meta)
+    def in_dim(self, children: Children):
+        span = _extent(children)
+        (operand,) = _names(children)
+        return _Dim(ast.InDim(operand, span), span)
 
     def _size(self, token: Token) -> int:
         """A size written in a shape or a `dim`; one with thousands of digits is refused here,
@@ -584,27 +639,29 @@ class _ToAst:
         if _too_many_digits(str(token)):
             raise GraphcError(
                 f"size `{token}` is too large: it has {len(str(token).lstrip('0')):,} digits",
-                _token_span(self.source, token),
+                _token_span(_SOURCE.get(), token),
                 limits.elements_hint(),
                 code="E801",
             )
         return _whole_number(str(token))
 
-    def sym_dim(self, meta, name):
-        return name, name.span
+    def sym_dim(self, children: Children):
+        name = _name(children[0])
+        return _Dim(name, name.span)
 
-    def init_call(self, meta, kind, *args):
-        numbers = tuple(_as_float(a.value) for a in args if a is not None)
-        return ast.Init(kind, numbers, None, self._s(meta))
+    def init_call(self, children: Children):
+        numbers = tuple(_number_value(a) for a in children if isinstance(a, ast.Literal))
+        return ast.Init(_name(children[0]), numbers, None, _extent(children))
 
-    def init_value(self, meta, literal):
-        return ast.Init(None, (), literal, self._s(meta))
+    def init_value(self, children: Children):
+        return ast.Init(None, (), children[0], _extent(children))
 
-    def list(self, meta, *items):
-        items = tuple(item for item in items if item is not None)
-        return ast.Literal([item.value for item in items], self._s(meta), items)
+    def list(self, children: Children):
+        items = tuple(item for item in children if isinstance(item, ast.Literal))
+        return ast.Literal([item.value for item in items], _extent(children), items)
 
-    def number(self, meta, token):
+    def number(self, children: Children):
+        (token,) = children
         text = str(token)
         value: int | float
         if not text.lstrip("+-").isdigit():
@@ -613,7 +670,14 @@ class _ToAst:
             value = float("-inf") if text.startswith("-") else float("inf")  # beyond every dtype, as 1e400
         else:
             value = _whole_number(text)
-        return ast.Literal(value, _token_span(self.source, token))
+        return ast.Literal(value, _token_span(_SOURCE.get(), token))
+
+
+def _typed_parts(children: Children) -> tuple[ast.TensorType | None, ast.Init | None]:
+    """A declaration's written type and initializer, each None where not written."""
+    type_ = next((c for c in children if isinstance(c, ast.TensorType)), None)
+    init = next((c for c in children if isinstance(c, ast.Init)), None)
+    return type_, init
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
@@ -629,6 +693,12 @@ def _whole_number(text: str) -> int:
     """int(text), whatever the number of leading zeros (int() counts them against its limit)."""
     magnitude = int(text.lstrip("+-").lstrip("0") or "0")
     return -magnitude if text.startswith("-") else magnitude
+
+
+def _number_value(literal: ast.Literal) -> float:
+    """A `number` of the grammar (never a list there) as a float."""
+    assert not isinstance(literal.value, list), literal
+    return _as_float(literal.value)
 
 
 def _as_float(value: int | float) -> float:

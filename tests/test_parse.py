@@ -14,6 +14,7 @@ import pytest
 
 from graphc import ast
 from graphc.compiler import front_end
+from graphc.errors import GraphcError
 from graphc.ir import ConstDecl, InputDecl, OpNode, ParamDecl, TensorType
 from graphc.parse import grammar_text, parse
 
@@ -570,3 +571,65 @@ def test_declaration_order_is_derived_from_the_declarations():
 def test_a_tolerance_too_large_for_a_float_is_infinite():
     module = parse("graph g {\n    expect y == 1 within 1" + "0" * 400 + "\n}\n")
     assert module.graphs[0].body[0].tolerance == float("inf")
+
+
+def test_every_node_spans_its_text_from_keyword_to_closing_bracket():
+    """The builder takes a node's place from its first and last token, keywords and brackets included."""
+    text = source(
+        """
+        block dense(x, n) {
+            param W: [in(x), n] = he
+            out = affine(x, W, [0.0])
+        }
+        graph g {
+            input x: f64[2, 3] = uniform(0, 1) from images
+            x -> relu as h
+              -> dense(4) -> y
+            expect grad(x) == [1, 2] within 0.1
+            output y
+        }
+        """
+    )
+    module = parse(text, "s.graph")
+    [block], [graph] = module.blocks, module.graphs
+    assert where(block.span) == (1, 1, 4, 2)
+    param, assign = block.body
+    assert where(param.span) == (2, 5, 2, 29)
+    assert where(param.type.span) == (2, 14, 2, 24)
+    assert [where(s) for s in param.type.dim_spans] == [(2, 15, 2, 20), (2, 22, 2, 23)]
+    assert where(assign.call.span) == (3, 11, 3, 30)
+    assert where(assign.call.args[2].span) == (3, 24, 3, 29)
+    assert where(graph.span) == (5, 1, 11, 2)
+    declaration, chain, expectation, output = graph.body
+    assert where(declaration.span) == (6, 5, 6, 51)
+    assert where(declaration.init.span) == (6, 26, 6, 39)
+    assert declaration.role.text == "images"
+    assert where(chain.span) == (7, 5, 8, 23)
+    assert [where(link.span) for link in chain.links] == [(7, 7, 7, 19), (8, 7, 8, 18), (8, 19, 8, 23)]
+    assert chain.links[0].alias.text == "h"
+    assert expectation.of_grad and expectation.tolerance == 0.1
+    assert where(expectation.span) == (9, 5, 9, 40)
+    assert where(output.span) == (10, 5, 10, 13)
+
+
+def test_parses_in_threads_keep_their_files_apart():
+    """One parser serves the process; each parse's nodes point into its own file (the language server
+    may parse in several threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def parsed(i: int) -> tuple[str, ...]:
+        body = "".join(f"    v{j} = relu(x)\n" for j in range(200))
+        module = parse(f"graph g{i} {{\n    input x = 1\n{body}    output v0\n}}\n", f"f{i}.graph")
+        return tuple({node.span.source.path for node in module.graphs[0].body})
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(parsed, range(16))) == [(f"f{i}.graph",) for i in range(16)]
+
+
+def test_the_first_mistake_in_the_file_is_the_one_reported():
+    """A size too large on line 2 comes before the unclosed `(` on line 3, as the parser meets them."""
+    text = "graph g {\n    input x: f64[" + "9" * 5000 + "]\n    y = relu(x\n    output y\n}\n"
+    with pytest.raises(GraphcError) as caught:
+        parse(text, "first.graph")
+    assert caught.value.code == "E801"
+    assert (caught.value.span.line, caught.value.span.column) == (2, 18)
