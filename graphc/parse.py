@@ -75,30 +75,35 @@ class _Lines(lark.lark.PostLex):
     always_accept = ("_NL",)  # lexed inside brackets too, to be dropped there
     _OPEN = frozenset({"LPAR", "LSQB"})
     _CLOSE = frozenset({"RPAR", "RSQB"})
+    _SPECIAL = _OPEN | _CLOSE | {"_NL", "_NL_ARROW"}  # any other token passes as it is
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0  # of ( and [ together
         lists = 0  # of [ alone: a value has at most limits.MAX_DIMS dims
         last: Token | None = None
+        special = self._SPECIAL
         for token in stream:
-            if last is not None and _run_together(last, token):
+            if last is not None and last.end_pos == token.start_pos and _run_together(last, token):
                 raise _RunTogether(last, token)
             last = token
-            if token.type in self._OPEN:
+            if token.type not in special:
+                yield token
+            elif token.type in self._OPEN:
                 depth += 1
                 lists += token.type == "LSQB"
                 if lists > limits.MAX_DIMS:
                     raise _TooDeep(token)  # before the parser stacks up 100,000 of them
+                yield token
             elif token.type in self._CLOSE:
                 depth = max(depth - 1, 0)
                 lists = max(lists - (token.type == "RSQB"), 0)
-            elif token.type == "_NL" and depth:
-                continue
+                yield token
             elif token.type == "_NL_ARROW":
                 _, _, line, end = _where(token)
                 assert token.end_pos is not None
-                token = Token("_ARROW", "->", token.end_pos - 2, line, end - 2, line, end, token.end_pos)
-            yield token
+                yield Token("_ARROW", "->", token.end_pos - 2, line, end - 2, line, end, token.end_pos)
+            elif not depth:  # a line break, dropped inside brackets
+                yield token
 
 
 _OPTIONS: dict[str, Any] = {"parser": "lalr", "maybe_placeholders": True}
@@ -449,7 +454,10 @@ class _GradTarget(NamedTuple):
 
 
 def _name(token: Token) -> ast.Name:
-    return ast.Name(str(token), _token_span(_SOURCE.get(), token))
+    # _token_span's, for a token on one line (a name always is): a tenth of a large file's parse
+    line, column, end_column = token.line, token.column, token.end_column
+    assert line is not None and column is not None and end_column is not None and token.end_line == line
+    return ast.Name(str(token), Span(_SOURCE.get(), line, column, line, max(end_column, column + 1)))
 
 
 def _operand(child: Token | Any) -> Any:
