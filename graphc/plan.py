@@ -14,8 +14,8 @@ uses at all.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphc._gc import gc_paused
@@ -67,8 +67,14 @@ class GradWrite:
     target: str  # the gradient written, e.g. d_apple
     accumulate: bool  # add into a gradient a later consumer already wrote
     in_place: bool  # ... and that gradient is a buffer of the plan's own, safe to add into
-    rule: str  # the local rule, e.g. d_price * tax
     reads: tuple[str, ...]  # forward values and saved tensors it reads
+    render_rule: Callable[[], str] = field(repr=False)
+
+    @functools.cached_property
+    def rule(self) -> str:
+        """The local rule as people read it, e.g. d_price * tax. Rendered when first read:
+        most plans are run and never printed (a quarter of planning a large graph)."""
+        return self.render_rule()
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,17 +225,15 @@ def _writes(
     mode: str,
 ) -> tuple[GradWrite, ...]:
     """The gradient writes of one backward step, each with its rule as people read it."""
-    names = _rule_names(node, name, mode)
-    local_types = _local_types(node, name, types)
     writes = []
     for i, arg in enumerate(node.args):
         if not needs[i]:
             continue
-        text = node.op.rule(i, names, node.attrs, local_types, mode)
         reads = tuple(_saved_name(node, name, item) for item in node.op.reads(i, node.attrs, mode))
         target = grad_name(arg)
         accumulate = target in written
-        writes.append(GradWrite(i, target, accumulate, in_place=accumulate and written[target], rule=text, reads=reads))
+        rule = functools.partial(_rule_text, node, name, i, types, mode)
+        writes.append(GradWrite(i, target, accumulate, accumulate and written[target], reads, rule))
         written[target] = accumulate or node.op.operands[i] not in node.op.passes_gradient_through
     return tuple(writes)
 
@@ -340,6 +344,10 @@ def _op_node(decls: dict[str, Any], name: str) -> OpNode:
     node = decls[name]
     assert isinstance(node, OpNode), name
     return node
+
+
+def _rule_text(node: OpNode, name: str, operand: int, types: dict[str, TensorType], mode: str) -> str:
+    return node.op.rule(operand, _rule_names(node, name, mode), node.attrs, _local_types(node, name, types), mode)
 
 
 def _rule_names(node: OpNode, name: str, mode: str) -> dict[str, str]:
