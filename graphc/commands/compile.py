@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from graphc._gc import gc_paused
 from graphc.commands.common import (
     add_dtype_argument,
     add_file_arguments,
@@ -186,6 +187,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@gc_paused  # as check: the printers, as the stages, make a row or line per node and no reference cycles
 def run(args: argparse.Namespace) -> int:
     graph = select_graph(load_graphs(args), args)
     for flag, given in (("--train-step", args.train_step), ("--weights", args.weights)):
