@@ -1,8 +1,9 @@
 """Data-parallel training (graphc.distributed, `graphc train --workers N`, torchrun's
 environment): 2 workers on half a minibatch each train the very weights one process
 trains on the whole, a lost worker stops the job and leaves the checkpoint as it
-was, and rank 1 writes nothing. Every job runs on 127.0.0.1 under a timeout, so a
-hang fails the test instead of blocking the run. CI installs torch (.ci/run)."""
+was, rank 1 writes nothing, and a mistake every worker finds is printed once. Every
+job runs on 127.0.0.1 under a timeout, so a hang fails the test instead of blocking
+the run. CI installs torch (.ci/run)."""
 
 from __future__ import annotations
 
@@ -368,7 +369,6 @@ def test_a_mistake_only_rank_1_finds_is_printed_by_rank_1(torch: None, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
 
 
-@pytest.mark.slow
 def test_workers_under_torchrun_is_refused_once(torch: None, tmp_path: Path) -> None:
     rank0, rank1 = _torchrun(tmp_path, ("--workers", 2), ("--workers", 2))
     assert rank0 == (
