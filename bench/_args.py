@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+# graphc's own, which `graphc gradcheck --rtol/--eps` take: one wording for both.
+from graphc.commands.common import positive_number
+
+__all__ = ["at_least", "positive_number"]
+
 
 def at_least(least: int) -> Callable[[str], int]:
     """An argparse type: a whole number at least `least`."""
@@ -20,14 +25,3 @@ def at_least(least: int) -> Callable[[str], int]:
         return value
 
     return parse
-
-
-def positive_number(text: str) -> float:
-    """An argparse type: a number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a number, got `{text}`") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value

@@ -1070,7 +1070,8 @@ CODES: tuple[Code, ...] = (
         Example(
             "graphc train bad.graph --iters 4 --batch 10 --workers 2",
             _MNIST,
-            setup="import os\nos.environ['GRAPHC_TEST_WORKER_DIES'] = '1:2'  # as if worker 1 were killed",
+            setup="import torch  # --workers needs it: the distributed extra\n"
+            "import os\nos.environ['GRAPHC_TEST_WORKER_DIES'] = '1:2'  # as if worker 1 were killed",
         ),
         "Find out why the worker stopped (its message, the machine's memory), then resume with --resume.",
     ),

@@ -13,6 +13,12 @@ The loss and a "stop" flag ride in the same buffer: every worker reports the
 same mean loss (so a divergence stops all of them at once), and a Ctrl-C seen
 by any worker stops all of them after the same iteration.
 
+Before the first iteration the workers meet once (`Team.meet`): each says whether
+its preparation (the graph, the flags, the data, the files) succeeded, and if not,
+its error. A mistake every worker makes (a bad .graph file, a missing data
+directory) is then printed once, by the lowest rank that made it; an error only
+rank 1 hits is printed by rank 1; every worker exits with status 2.
+
 Two launches:
 
     graphc train FILE --workers N             # N processes on this machine (gloo, 127.0.0.1)
@@ -136,6 +142,21 @@ class WorkerLost(GraphcError):
     """The all-reduce failed: another worker died or cannot be reached."""
 
 
+class Stopped(Exception):
+    """This worker stops before training with `status`, saying nothing: the
+    worker that failed to prepare says why."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def printed_by_lower_rank(errors: list[str | None], rank: int) -> bool:
+    """Whether a worker below `rank` reports the very error this one has (`errors`:
+    every worker's rendered error, None where its preparation succeeded)."""
+    return errors[rank] is not None and errors[rank] in errors[:rank]
+
+
 class Team:
     """This worker's part in the job: which rows of every minibatch it trains on,
     and the one all-reduce per step that averages gradients, loss and the stop
@@ -150,6 +171,7 @@ class Team:
         self._tensor: Any = None  # the same memory, as torch sees it
         self._views: dict[str, np.ndarray] = {}
         self.stopping = False  # what the workers agreed at the last all-reduce
+        self.met = False  # whether the meeting before the first iteration took place
         self._dies_at = _test_death(place.rank)
 
     def rows(self, batch: int) -> slice:
@@ -164,6 +186,29 @@ class Team:
         assert isinstance(bits, np.random.PCG64)  # default_rng's
         if self.rank:
             bits.state = bits.jumped(self.rank).state
+
+    def meet(self, error: GraphcError | None) -> list[str | None]:
+        """The meeting before the first iteration: this worker's preparation error
+        (None: it is ready to train) given to every worker, and every worker's
+        received, as rendered text, by rank."""
+        self.met = True
+        errors: list[str | None] = [None] * self.world
+        try:
+            self.dist.all_gather_object(errors, error.render() if error is not None else None)
+        except RuntimeError as err:  # another worker died before training
+            raise WorkerLost(
+                f"worker {self.rank} of {self.world}: the workers could not meet before training: "
+                f"another worker stopped or cannot be reached ({_first_line(err)})",
+                hint="the job stops before its first iteration",
+                code="E910",
+            ) from None
+        return errors
+
+    def ready(self) -> None:
+        """This worker's preparation succeeded; it trains if every other one's did,
+        else it stops (Stopped, status 2) and leaves the saying why to them."""
+        if any(self.meet(None)):
+            raise Stopped(ExitCode.USER_ERROR)
 
     def _layout(self, grads: Mapping[str, np.ndarray]) -> None:
         """One flat buffer that every gradient is packed into, in the same order on every worker."""
@@ -194,10 +239,9 @@ class Team:
         try:
             self.dist.all_reduce(self._tensor, op=self.dist.ReduceOp.SUM)
         except RuntimeError as err:  # gloo's "Connection closed by peer", a timeout, ...
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WorkerLost(
                 f"worker {self.rank} of {self.world}: the all-reduce of iteration {iteration + 1} failed: "
-                f"another worker stopped or cannot be reached ({reason})",
+                f"another worker stopped or cannot be reached ({_first_line(err)})",
                 hint="the job stops; the last checkpoint --save wrote is intact: resume from it",
                 code="E910",
             ) from None
@@ -208,6 +252,12 @@ class Team:
             for name, view in self._views.items()
         }
         return np.asarray(flat[-2]), averaged
+
+
+def _first_line(err: Exception) -> str:
+    """What torch says went wrong, without its pages of C++ context."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _test_death(rank: int) -> int | None:
@@ -223,9 +273,8 @@ def join(place: Place) -> Team:
         dist.init_process_group("gloo", init_method="env://", rank=place.rank, world_size=place.world, timeout=TIMEOUT)
     except (RuntimeError, ValueError) as err:  # torch's DistNetworkError, DistStoreError, ... are RuntimeErrors
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GraphcError(
-            f"worker {place.rank} of {place.world} could not join the job at {where}: {reason}",
+            f"worker {place.rank} of {place.world} could not join the job at {where}: {_first_line(err)}",
             hint="MASTER_ADDR:MASTER_PORT must reach rank 0's machine, on a port no other program uses",
             code="E910",
         ) from None
@@ -243,32 +292,53 @@ def leave(team: Team) -> None:
 def run(args: argparse.Namespace) -> int:
     """`graphc train` with --workers N, or as one worker of a torchrun job."""
     if launched_by_torchrun():
-        if args.workers is not None:
-            raise GraphcError(
-                "--workers starts its own processes on this machine, but RANK and WORLD_SIZE say that "
-                "torchrun started this one",
-                hint="leave --workers out under torchrun: its --nproc-per-node says how many workers a machine runs",
-                code="E505",
-            )
         return work(place_from_environment(), args)
     return launch(args, args.workers)
 
 
 def work(place: Place, args: argparse.Namespace) -> int:
-    """One worker's run: the ordinary `graphc train`, with a team; rank 0 alone prints and writes files."""
-    from graphc.commands import train as train_command
-
+    """One worker's run: the ordinary `graphc train`, with a team; rank 0 alone prints
+    and writes files. A mistake found before the first iteration is shown once
+    (see `Team.meet`), however many workers find it."""
     team = join(place)
     try:
-        if place.rank == 0:
-            return train_command.train(args, team)
-        quiet = open(os.devnull, "w")  # noqa: SIM115 -- kept open for the whole run
-        sys.stdout = quiet
-        silent = {"save": None, "log": None, "plot": None, "json": False, "no_progress": True}
-        worker_args = type(args)(**{**vars(args), **silent})
-        return train_command.train(worker_args, team)
+        return _as_worker(team, args)
+    except GraphcError as err:
+        if not team.met and printed_by_lower_rank(_meet_failed(team, err), team.rank):
+            return ExitCode.USER_ERROR
+        raise
+    except Stopped as stop:
+        return stop.status
     finally:
         leave(team)
+
+
+def _meet_failed(team: Team, error: GraphcError) -> list[str | None]:
+    """Every worker's error, this one's among them; only this one if the others cannot be met."""
+    try:
+        return team.meet(error)
+    except WorkerLost:
+        return [error.render() if rank == team.rank else None for rank in range(team.world)]
+
+
+def _as_worker(team: Team, args: argparse.Namespace) -> int:
+    """`graphc train` as this worker: rank 0 as usual, the others silent and writing nothing."""
+    from graphc.commands import train as train_command
+
+    if args.workers is not None:  # the launcher's workers are given none
+        raise GraphcError(
+            "--workers starts its own processes on this machine, but RANK and WORLD_SIZE say that "
+            "torchrun started this one",
+            hint="leave --workers out under torchrun: its --nproc-per-node says how many workers a machine runs",
+            code="E505",
+        )
+    if team.rank == 0:
+        return train_command.train(args, team)
+    quiet = open(os.devnull, "w")  # noqa: SIM115 -- kept open for the whole run
+    sys.stdout = quiet
+    silent = {"save": None, "log": None, "plot": None, "json": False, "no_progress": True}
+    worker_args = type(args)(**{**vars(args), **silent})
+    return train_command.train(worker_args, team)
 
 
 def _worker_main(args: argparse.Namespace) -> None:
@@ -316,9 +386,13 @@ def launch(args: argparse.Namespace, workers: int) -> int:
     """Start `workers` processes on this machine (spawned, not forked), with the
     environment torchrun would give them; wait for all, and stop them all as soon
     as one fails. The job's exit status."""
+    from graphc.commands.train import check_iters
+
+    check_iters(args)
     if not _torch_installed():
         import_distributed()  # the error, with the install command
     _before_spawning(args, workers)
+    worker_args = type(args)(**{**vars(args), "workers": None})  # each is one worker
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -336,7 +410,7 @@ def launch(args: argparse.Namespace, workers: int) -> int:
                 MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=port,
             )
-            process = context.Process(target=_worker_main, args=(args,), name=f"graphc-worker-{rank}")
+            process = context.Process(target=_worker_main, args=(worker_args,), name=f"graphc-worker-{rank}")
             process.daemon = True  # never outlive the launcher
             process.start()  # a new interpreter, with this environment
             processes.append(process)
@@ -391,7 +465,8 @@ def _supervise(processes: list[Any], wait: Any) -> list[tuple[int, int]]:
 
 def _status(failures: list[tuple[int, int]], workers: int) -> int:
     """The job's exit status. Rank 0 has already reported its own end (a divergence,
-    a mistake, Ctrl-C); a worker killed, or failing alone, is reported here, by rank."""
+    a mistake, Ctrl-C), or exited with status 2 after another worker reported a mistake
+    before training; a worker killed, or failing alone, is reported here, by rank."""
     if not failures:
         return ExitCode.OK
     killed = [(rank, code) for rank, code in failures if code < 0]

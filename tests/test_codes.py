@@ -309,3 +309,17 @@ def test_an_example_that_needs_a_missing_extra_is_shown_without_its_message(caps
     status, out, err = graphc_cli(capsys, "explain", "E908")
     assert (status, err) == (0, "")
     assert "`graphc import model.onnx -o model.graph` says:\n\n(shown when onnx is installed)\n\nFix: " in out
+
+
+def test_the_distributed_example_without_torch_is_shown_without_its_message(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as without graphc's distributed extra: `import torch` fails
+    status, out, err = graphc_cli(capsys, "explain", "E910")
+    assert (status, err) == (0, "")
+    assert (
+        "    import torch  # --workers needs it: the distributed extra\n"
+        "    import os\n"
+        "    os.environ['GRAPHC_TEST_WORKER_DIES'] = '1:2'  # as if worker 1 were killed\n\n"
+        "`graphc train bad.graph --iters 4 --batch 10 --workers 2` says:\n\n"
+        "(shown when torch is installed)\n\nFix: "
+    ) in out
+    assert "E509" not in out

@@ -1,8 +1,9 @@
 """Data-parallel training (graphc.distributed, `graphc train --workers N`, torchrun's
 environment): 2 workers on half a minibatch each train the very weights one process
 trains on the whole, a lost worker stops the job and leaves the checkpoint as it
-was, and rank 1 writes nothing. Every job runs on 127.0.0.1 under a timeout, so a
-hang fails the test instead of blocking the run. CI installs torch (.ci/run)."""
+was, rank 1 writes nothing, and a mistake every worker finds is printed once. Every
+job runs on 127.0.0.1 under a timeout, so a hang fails the test instead of blocking
+the run. CI installs torch (.ci/run)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,52 @@ def test_a_lost_worker_is_an_error_naming_the_iteration(torch: None) -> None:
     )
 
 
+class _Meeting(_OtherWorker):
+    """torch.distributed as rank 0 of 2 sees the meeting before training: the other
+    worker's rendered error, or None (it is ready); no other worker: "lost"."""
+
+    def __init__(self, theirs: str | None):
+        super().__init__(None)
+        self.their_error = theirs
+
+    def all_gather_object(self, errors: list[str | None], mine: str | None) -> None:
+        if self.their_error == "lost":
+            raise RuntimeError("Connection closed by peer [127.0.0.1]:41234")
+        errors[:] = [mine, self.their_error]
+
+
+def test_a_ready_worker_stops_silently_when_another_could_not_prepare(torch: None) -> None:
+    team = distributed.Team(_Meeting("graphc: error[E503]: unknown dataset `nope`"), distributed.Place(0, 2))
+    with pytest.raises(distributed.Stopped) as stop:
+        team.ready()
+    assert stop.value.status == 2
+    distributed.Team(_Meeting(None), distributed.Place(0, 2)).ready()  # both ready: it trains
+
+
+def test_a_worker_lost_before_training_is_an_error(torch: None) -> None:
+    team = distributed.Team(_Meeting("lost"), distributed.Place(0, 2))
+    with pytest.raises(GraphcError) as err:
+        team.ready()
+    assert err.value.render() == (
+        "graphc: error[E910]: worker 0 of 2: the workers could not meet before training: another worker stopped "
+        "or cannot be reached (Connection closed by peer [127.0.0.1]:41234)\n"
+        "hint: the job stops before its first iteration"
+    )
+
+
+@pytest.mark.parametrize(
+    ("errors", "silent"),
+    [
+        (["E1", "E1", "E1"], [False, True, True]),  # the same mistake everywhere: rank 0 prints it
+        ([None, "E1", "E1"], [False, False, True]),  # rank 0 ready: rank 1 prints what it and rank 2 found
+        (["E1", "E2", None], [False, False, False]),  # two different mistakes: each printed by its worker
+        ([None, None, "E2"], [False, False, False]),
+    ],
+)
+def test_each_error_is_printed_by_the_lowest_rank_that_found_it(errors: list[str | None], silent: list[bool]) -> None:
+    assert [distributed.printed_by_lower_rank(errors, rank) for rank in range(3)] == silent
+
+
 def test_each_worker_draws_its_own_dropout_masks(torch: None) -> None:
     program = two_layer_net("float64")
     first = program.rng.bit_generator.state
@@ -228,18 +276,6 @@ def test_missing_torch_says_how_to_install_it(
     )
 
 
-def test_workers_under_torchrun_is_refused(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    status, out, err = graphc_cli(capsys, "train", NET, "--workers", "2")
-    assert (status, out) == (2, "")
-    assert err == (
-        "graphc: error[E505]: --workers starts its own processes on this machine, but RANK and WORLD_SIZE say that "
-        "torchrun started this one\n"
-        "hint: leave --workers out under torchrun: its --nproc-per-node says how many workers a machine runs\n"
-    )
-
-
 @pytest.mark.parametrize(
     ("environment", "message"),
     [
@@ -281,25 +317,68 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def _torchrun(root: Path, *argv: Sequence[object]) -> list[tuple[int, str, str]]:
+    """Workers started as torchrun starts them (environment variables), rank r with
+    the flags argv[r], in its own directory root/rankR: each one's status, stdout and stderr."""
+    port = str(_free_port())
+    processes = []
+    for rank, flags in enumerate(argv):
+        (root / f"rank{rank}").mkdir(exist_ok=True)
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(argv))}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
+        processes.append(_graphc(*flags, cwd=root / f"rank{rank}", env=env))
+    return [_finish(process) for process in processes]
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     needs("torch", importlib.util.find_spec("torch") is not None, 'pip install "torch==2.13.0"; CI installs it')
-    """Two workers started as torchrun starts them (environment variables), each in
-    its own directory, with relative --save and --log paths: 5 iterations."""
+    """Two workers started as torchrun starts them, with relative --save and --log paths: 5 iterations."""
     root = tmp_path_factory.mktemp("torchrun")
-    port = str(_free_port())
-    results = {}
-    processes = []
-    for rank in range(2):
-        (root / f"rank{rank}").mkdir()
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1")
-        processes.append(
-            _graphc("--iters", 5, "--save", "w.npz", "--log", "log.csv", cwd=root / f"rank{rank}", env=env)
-        )
-    for rank, process in enumerate(processes):
-        results[rank] = _finish(process)
-    return {"root": root, "results": results}
+    flags = ("--iters", 5, "--save", "w.npz", "--log", "log.csv")
+    return {"root": root, "results": dict(enumerate(_torchrun(root, flags, flags)))}
+
+
+def _corrupt_mnist(where: Path) -> Path:
+    """A data directory whose four MNIST files are not gzip files."""
+    where.mkdir(parents=True)
+    for name in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (where / f"{name}-ubyte.gz").write_bytes(b"junk\n")
+    return where
+
+
+def _not_gzip(path: str) -> str:
+    return (
+        f"{path}: error[E607]: not a gzip file: the name ends in .gz but the file does not start with the gzip "
+        "magic bytes 1f 8b\n"
+        "hint: rename the file without .gz if it is a raw IDX file, or download it again\n"
+    )
+
+
+def test_a_mistake_every_worker_finds_is_printed_once(torch: None, tmp_path: Path) -> None:
+    bad = _corrupt_mnist(tmp_path / "bad")
+    job = _graphc("--workers", 2, "--data-dir", bad, "--iters", 2, cwd=tmp_path, env=dict(os.environ))
+    assert _finish(job) == (2, "", _not_gzip(f"{bad}/train-images-idx3-ubyte.gz"))
+
+
+def test_a_mistake_only_rank_1_finds_is_printed_by_rank_1(torch: None, tmp_path: Path) -> None:
+    _corrupt_mnist(tmp_path / "rank1" / "bad")
+    rank0, rank1 = _torchrun(tmp_path, ("--iters", 2), ("--iters", 2, "--data-dir", "bad"))
+    assert rank0 == (2, "", "")  # ready, it stops without a word: rank 1 says why
+    assert rank1 == (2, "", _not_gzip("bad/train-images-idx3-ubyte.gz"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+
+
+def test_workers_under_torchrun_is_refused_once(torch: None, tmp_path: Path) -> None:
+    rank0, rank1 = _torchrun(tmp_path, ("--workers", 2), ("--workers", 2))
+    assert rank0 == (
+        2,
+        "",
+        "graphc: error[E505]: --workers starts its own processes on this machine, but RANK and WORLD_SIZE say that "
+        "torchrun started this one\n"
+        "hint: leave --workers out under torchrun: its --nproc-per-node says how many workers a machine runs\n",
+    )
+    assert rank1 == (2, "", "")
 
 
 @pytest.mark.slow

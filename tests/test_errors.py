@@ -1081,11 +1081,20 @@ def test_cli_compile_error_is_the_rendered_diagnostic(tmp_path, capsys):
         assert cli_error([command, str(path)], capsys) == expected, command
 
 
-def test_cli_bad_flag_value(capsys):
-    assert cli_error(["gradcheck", APPLE, "--rtol", "0"], capsys) == text("""
-        graphc gradcheck: error[E501]: argument --rtol: must be positive, got 0
-        hint: see `graphc gradcheck --help`
-    """)
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--rtol", "0", "must be a positive number, got 0"),
+        ("--rtol", "-0.5", "must be a positive number, got -0.5"),
+        ("--rtol", "inf", "must be a positive number, got inf"),  # would pass any gradient
+        ("--eps", "nan", "must be a positive number, got nan"),
+        ("--eps", "small", "takes a number, got `small`"),
+    ],
+)
+def test_cli_bad_flag_value(capsys, flag, value, message):
+    assert cli_error(["gradcheck", APPLE, flag, value], capsys) == (
+        f"graphc gradcheck: error[E501]: argument {flag}: {message}\nhint: see `graphc gradcheck --help`"
+    )
 
 
 def test_cli_unknown_command(capsys):

@@ -235,6 +235,8 @@ def _train_mnist():
         (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
         (["--whole-iters", "-1"], "argument --whole-iters: must be at least 0, got -1"),
         (["--lr", "0"], "argument --lr: must be a positive number, got 0"),
+        (["--lr", "inf"], "argument --lr: must be a positive number, got inf"),
+        (["--lr", "fast"], "argument --lr: takes a number, got `fast`"),
     ],
 )
 def test_train_mnist_bench_checks_its_arguments(capsys, flags, message):
@@ -243,3 +245,9 @@ def test_train_mnist_bench_checks_its_arguments(capsys, flags, message):
         bench.main(flags)
     assert exit.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_the_benchmarks_read_a_positive_number_as_graphc_gradcheck_does():
+    from graphc.commands.common import positive_number
+
+    assert _train_mnist().positive_number is positive_number  # one definition, one wording

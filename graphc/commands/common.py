@@ -60,6 +60,21 @@ def whole_number(flag: str, least: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0 (a tolerance, a step, a rate).
+
+    ArgumentTypeError, so that argparse names the flag: graphc's parser makes it
+    a usage error (E501), a benchmark's plain argparse prints it as usual.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, got `{_clip(text)}`") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {_clip(text)}")
+    return value
+
+
 def threads_setting(text: str) -> int | str:
     """`--threads`' argparse type: a whole number from 1, or `auto`."""
     from graphc.threads import AUTO, MOST_THREADS

@@ -14,6 +14,7 @@ from graphc.commands.common import (
     add_json_argument,
     add_mode_argument,
     load_program,
+    positive_number,
     print_json,
 )
 from graphc.errors import ExitCode
@@ -27,17 +28,6 @@ DEFAULT_EPS = 1e-5
 DEFAULT_RTOL = 1e-6
 
 HELP = "compare backprop with numerical gradients, per tensor"
-
-
-def _positive(text: str) -> float:
-    # ArgumentTypeError, so that argparse names the flag in the message.
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"`{text}` is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def _errors(r: GradCheck) -> tuple[str, str]:
@@ -70,10 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_mode_argument(parser)
     add_json_argument(parser)
     parser.add_argument(
-        "--rtol", type=_positive, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})"
+        "--rtol", type=positive_number, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})"
     )
     parser.add_argument(
-        "--eps", type=_positive, default=DEFAULT_EPS, help=f"finite-difference step (default {DEFAULT_EPS:g})"
+        "--eps", type=positive_number, default=DEFAULT_EPS, help=f"finite-difference step (default {DEFAULT_EPS:g})"
     )
 
 

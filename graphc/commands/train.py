@@ -560,12 +560,11 @@ def run(args: argparse.Namespace) -> int:
     if (args.workers or 1) > 1 or "RANK" in os.environ or "WORLD_SIZE" in os.environ:
         from graphc import distributed
 
-        _check_iters(args)
         return distributed.run(args)
     return train(args)
 
 
-def _check_iters(args: argparse.Namespace) -> None:
+def check_iters(args: argparse.Namespace) -> None:
     if args.iters is not None and args.epochs is not None:
         raise GraphcError(
             "give --iters or --epochs, not both",
@@ -577,12 +576,14 @@ def _check_iters(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace, team: Team | None = None) -> int:
     """The run, in this process: alone, or as one worker of a team (graphc.distributed),
     where a worker other than rank 0 is given no files to write and prints nothing."""
-    _check_iters(args)
+    check_iters(args)
     for flag, size in _PROBE_BYTES.items():
         _check_writable(f"--{flag}", getattr(args, flag), size)
     with contextlib.ExitStack() as stack:
         _lock_save(stack, args.save)
         session = _prepare(args, team)
+        if team is not None:
+            team.ready()  # every worker prepared, or they all stop here
         if not args.json:
             _print_start(session, args)
         outcome = _train(session, args)
