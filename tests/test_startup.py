@@ -14,7 +14,8 @@ import pytest
 from helpers import BENCH, ROOT
 
 from graphc import parse
-from graphc.cli import command_names
+from graphc.cli import build_parser, command_names, parser_for
+from graphc.errors import GraphcError
 
 # Heavy third-party packages: each loads inside the command (or function) that uses it.
 HEAVY = ("networkx", "lark", "tabulate", "tqdm", "matplotlib", "graphviz", "torch", "onnx", "pygls", "threadpoolctl")
@@ -69,6 +70,41 @@ def test_check_imports_the_graph_stage_and_nothing_it_does_not_use(tmp_path):
     modules = packages(imported_by(tmp_path, "check", "models/apple.graph"))
     assert {"numpy", "networkx", "lark"} <= modules  # parse, and the graph stage: networkx sorts and finds cycles
     assert not modules & (set(HEAVY) - {"networkx", "lark"})
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_command_imports_no_other_command(tmp_path, command):
+    # Only the named command's module is imported and its arguments added; the rest are for --help.
+    modules = imported_by(tmp_path, command, "models/apple.graph")
+    commands = {m for m in modules if m.startswith("graphc.commands.")}
+    assert commands == {f"graphc.commands.{command}", "graphc.commands.common"}
+
+
+def test_a_command_after_traceback_is_read_as_without_it(tmp_path):
+    modules = imported_by(tmp_path, "--traceback", "check", "models/apple.graph")
+    commands = {m for m in modules if m.startswith("graphc.commands.")}
+    assert commands == {"graphc.commands.check", "graphc.commands.common"}
+
+
+def _reading(parser, argv: list[str], capsys) -> tuple:
+    """What a parser makes of argv: the arguments, or its complaint, or what it printed on exit."""
+    try:
+        return ("args", vars(parser.parse_args(argv)))
+    except GraphcError as err:
+        return ("error", err.render())
+    except SystemExit as exit:
+        return ("exit", exit.code, capsys.readouterr())
+
+
+@pytest.mark.parametrize("command", command_names())
+@pytest.mark.parametrize(
+    "rest",
+    [[], ["models/apple.graph"], ["models/apple.graph", "--bogus"], ["--help"], ["-h", "x"], ["x", "--json", "--json"]],
+    ids=repr,
+)
+def test_the_one_command_parser_reads_argv_as_the_whole_one_does(command, rest, capsys):
+    for argv in ([command, *rest], ["--traceback", command, *rest]):
+        assert _reading(parser_for(argv), argv, capsys) == _reading(build_parser(), argv, capsys)
 
 
 def test_the_parsers_choices_agree_with_the_modules_that_define_them():
