@@ -71,11 +71,14 @@ def test_each_commands_help_imports_no_heavy_package(tmp_path, command):
 
 def test_check_imports_the_graph_stage_and_nothing_it_does_not_use(tmp_path):
     imported_by(tmp_path, "check", "models/apple.graph")  # fills the parser cache, as a first run does
-    modules = packages(imported_by(tmp_path, "check", "models/apple.graph"))
+    imported = imported_by(tmp_path, "check", "models/apple.graph")
+    modules = packages(imported)
     assert {"numpy", "networkx", "lark"} <= modules  # parse, and the graph stage: networkx sorts and finds cycles
     assert not modules & (set(HEAVY) - {"networkx", "lark"})
     # Nor the standard library's modules that only a mistake (difflib's suggestions) or --json needs.
     assert not modules & {"difflib", "json"}
+    # Nor graphc's stages after shapes: check stops there.
+    assert not imported & {"graphc.plan", "graphc.program", "graphc.run", "graphc.codegen", "graphc.threads"}
 
 
 @pytest.mark.parametrize("command", ["check", "run"])
