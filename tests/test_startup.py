@@ -290,4 +290,18 @@ def test_the_startup_benchmark_reports_every_command(capsys):
         assert figures["runs"] == 1 and 0 < figures["min"] <= figures["median"] <= figures["max"]
     assert report["ratio_median"]["import numpy"] == 1.0
     assert set(report["met"]) == {"graphc --help", "graphc check models/apple.graph"}
-    assert startup.report_text(report).count("\n") == len(commands) + 4
+    stages = report["check_stages"]
+    assert list(stages) == [
+        "python itself (`python -c pass`)",
+        "import numpy",
+        "import networkx (numpy loaded)",
+        "import lark",
+        "graphc's own modules",
+        "Lark's parser tables, from the cache",
+        "the command: argv, parse, check, shapes, table",
+    ]
+    for figures in stages.values():
+        assert 0 < figures["min"] <= figures["median"] <= figures["max"]
+    text = startup.report_text(report)
+    assert text.count("\n") == len(commands) + 4 + 3 + len(stages) + 1
+    assert "sum of the medians" in text
