@@ -78,6 +78,8 @@ class Span:
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """One error or warning: what is wrong, where, and how to fix it."""
+
     message: str
     span: Span | None = None
     hint: str | None = None
