@@ -305,3 +305,35 @@ def test_the_startup_benchmark_reports_every_command(capsys):
     text = startup.report_text(report)
     assert text.count("\n") == len(commands) + 4 + 3 + len(stages) + 1
     assert "sum of the medians" in text
+
+
+# --- the collector, around paused stages ---------------------------------------
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_paused_stage_leaves_what_it_made_old_unscanned_and_still_collectable():
+    import gc
+    import weakref
+
+    from graphc._gc import gc_paused
+
+    @gc_paused
+    def stage() -> tuple[list, weakref.ref]:
+        assert not gc.isenabled()
+        return [[i] for i in range(20_000)], weakref.ref(_Cycle())
+
+    assert gc.isenabled()
+    gc.collect()
+    made, cycle = stage()
+    assert gc.isenabled()
+    # Nothing waits in the youngest generation for the next allocation to scan it...
+    assert gc.get_count()[0] < 100
+    assert any(obj is made for obj in gc.get_objects(generation=2))
+    # ...and a cycle the stage left behind is garbage the next full collection frees.
+    assert cycle() is not None
+    gc.collect()
+    assert cycle() is None
