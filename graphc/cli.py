@@ -173,4 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    """The `graphc` program: main, then the process ends."""
+    from graphc._gc import spare_the_exit_collection
+
+    status = main()
+    spare_the_exit_collection()
+    sys.exit(status)

@@ -337,3 +337,36 @@ def test_a_paused_stage_leaves_what_it_made_old_unscanned_and_still_collectable(
     assert cycle() is not None
     gc.collect()
     assert cycle() is None
+
+
+# Runs the `graphc` program (entry_point, as `python -m graphc` does), and writes how many
+# objects the collector had frozen when the process came to exit to the file named by argv[1].
+_AT_EXIT = """
+import atexit, gc, sys
+out, sys.argv = sys.argv[1], ["graphc", *sys.argv[2:]]
+atexit.register(lambda: open(out, "w").write(str(gc.get_freeze_count())))
+from graphc.cli import entry_point
+entry_point()
+"""
+
+
+def test_the_program_leaves_its_objects_out_of_the_exit_collection(tmp_path):
+    out = tmp_path / "frozen"
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, str(out), "check", "models/apple.graph"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.endswith("models/apple.graph: ok, 1 graph, 0 warnings\n")
+    assert int(out.read_text()) > 50_000  # numpy, networkx, Lark and graphc: everything alive
+
+
+def test_main_freezes_nothing(capsys):
+    import gc
+
+    from graphc.cli import main
+
+    assert main(["check", str(ROOT / "models" / "apple.graph")]) == 0
+    assert gc.get_freeze_count() == 0  # a test's, or a library user's, process goes on collecting
