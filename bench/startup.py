@@ -15,6 +15,14 @@ Before timing, graphc's bytecode is compiled (as pip does when it installs a
 package; a source checkout run with PYTHONDONTWRITEBYTECODE=1 would compile
 every module in every process) and each command runs once, which also fills
 the Lark parser cache as a person's first command does.
+
+Each round also takes apart one `graphc check`: `python -c pass` (the
+interpreter itself), then, in one fresh process, the time to import numpy,
+networkx and Lark, graphc's own modules, to load Lark's parser tables from
+the cache, and to run the command itself, each stage timed after the ones
+before it (so networkx's time does not include numpy, which it imports),
+with the cycle collector paused as the command pauses it. Python's exit is
+not among the stages.
 """
 
 from __future__ import annotations
@@ -43,6 +51,37 @@ COMMANDS: dict[str, list[str]] = {
 }
 JUDGED = ("graphc --help", f"graphc check {MODEL}")
 
+# One `graphc check`, stage by stage, in a fresh process: each stage's seconds as JSON on stdout.
+_STAGES = f"""
+import gc, time
+gc.disable()  # as the command runs them: its imports and its work with the collector paused
+began = time.perf_counter()
+seconds = {{}}
+def done(stage):
+    global began
+    now = time.perf_counter()
+    seconds[stage] = now - began
+    began = now
+import numpy
+done("import numpy")
+import networkx
+done("import networkx (numpy loaded)")
+import lark
+done("import lark")
+import graphc.cli, graphc.commands.check, graphc.compiler, graphc.shapes
+done("graphc's own modules")
+from graphc import parse
+parse._parser()
+done("Lark's parser tables, from the cache")
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()):
+    graphc.cli.main(["check", "{MODEL}"])
+done("the command: argv, parse, check, shapes, table")
+import json, sys
+sys.__stdout__.write(json.dumps(seconds))
+"""
+INTERPRETER = "python itself (`python -c pass`)"
+
 
 def wall_seconds(args: list[str]) -> float:
     began = time.perf_counter()
@@ -50,19 +89,29 @@ def wall_seconds(args: list[str]) -> float:
     return time.perf_counter() - began
 
 
-def measure(runs: int) -> dict[str, list[float]]:
-    """Wall seconds of each command, `runs` rounds, interleaved."""
+def stage_seconds() -> dict[str, float]:
+    """One `graphc check`, taken apart: seconds per stage (see _STAGES), the interpreter's first."""
+    interpreter = wall_seconds(["-c", "pass"])
+    done = subprocess.run([sys.executable, "-c", _STAGES], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {INTERPRETER: interpreter, **json.loads(done.stdout)}
+
+
+def measure(runs: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall seconds of each command, and of each stage of a check, `runs` rounds, interleaved."""
     compileall.compile_dir(ROOT / "graphc", quiet=1)
     for args in COMMANDS.values():
         wall_seconds(args)  # warm: the file cache, and Lark's parser cache
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    stages: dict[str, list[float]] = {}
     for _ in range(runs):
         for name, args in COMMANDS.items():
             times[name].append(wall_seconds(args))
-    return times
+        for stage, seconds in stage_seconds().items():
+            stages.setdefault(stage, []).append(seconds)
+    return times, stages
 
 
-def summarise(times: dict[str, list[float]]) -> dict:
+def summarise(times: dict[str, list[float]], stages: dict[str, list[float]] | None = None) -> dict:
     floor = times[FLOOR]
     stats = {
         name: {"min": min(t), "median": statistics.median(t), "max": max(t), "runs": len(t)}
@@ -76,6 +125,9 @@ def summarise(times: dict[str, list[float]]) -> dict:
         "ratio_min": ratio_min,
         "goal": GOAL,
         "met": {name: ratio[name] <= GOAL for name in JUDGED},
+        "check_stages": {
+            stage: {"min": min(t), "median": statistics.median(t), "max": max(t)} for stage, t in (stages or {}).items()
+        },
     }
 
 
@@ -90,6 +142,19 @@ def report_text(summary: dict) -> str:
     for name, met in summary["met"].items():
         verdict = "met" if met else "NOT met"
         lines.append(f"goal {name} within {GOAL:g}x of `{FLOOR}`: {verdict} ({summary['ratio_median'][name]:.2f}x)")
+    return "\n".join(lines) + "\n" + stages_text(summary["check_stages"])
+
+
+def stages_text(stages: dict[str, dict[str, float]]) -> str:
+    """Where a `graphc check` spends its time, stage by stage, in milliseconds."""
+    if not stages:
+        return ""
+    width = max(len(stage) for stage in stages)
+    lines = ["", f"graphc check {MODEL}, stage by stage (ms)", f"{'':<{width}}  {'min':>6}  {'median':>6}  {'max':>6}"]
+    for stage, s in stages.items():
+        lines.append(f"{stage:<{width}}  {1000 * s['min']:6.1f}  {1000 * s['median']:6.1f}  {1000 * s['max']:6.1f}")
+    total = sum(s["median"] for s in stages.values())
+    lines.append(f"{'sum of the medians':<{width}}  {'':>6}  {1000 * total:6.1f}")
     return "\n".join(lines) + "\n"
 
 
@@ -100,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="write the report into docs/speed.md")
     args = parser.parse_args(argv)
     watch = Watch()
-    summary = summarise(measure(args.runs))
+    summary = summarise(*measure(args.runs))
     conditions = watch.done()
     if args.json:
         print(json.dumps(summary, indent=2))

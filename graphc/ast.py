@@ -24,12 +24,16 @@ LiteralValue = int | float | list  # a number or a nested list of numbers
 
 @dataclass(frozen=True)
 class Name:
+    """A name where it is written: of a value, an op, a dim, a graph or a block."""
+
     text: str
     span: Span
 
 
 @dataclass(frozen=True)
 class Literal:
+    """A number or a nested list of numbers, as written: `1.1`, `[[1, 2], [3, 4]]`."""
+
     value: LiteralValue
     span: Span
     items: tuple[Literal, ...] = ()  # a list's elements, each with its own span
@@ -37,6 +41,8 @@ class Literal:
 
 @dataclass(frozen=True)
 class TensorType:
+    """A written type, `f64[N, 784]`: its dtype, its shape, or both."""
+
     dtype: str | None  # "f32", "f64", or None when not written
     shape: tuple[Dim, ...] | None  # None when not written
     span: Span
@@ -55,6 +61,8 @@ class Init:
 
 @dataclass(frozen=True)
 class DimDecl:
+    """`dim N = 3`: a size for a symbolic dimension."""
+
     name: Name
     size: int
     span: Span
@@ -62,6 +70,8 @@ class DimDecl:
 
 @dataclass(frozen=True)
 class InputDecl:
+    """`input x: f64[N, 784] = uniform(0, 1) from images`: a value fed from outside."""
+
     name: Name
     type: TensorType | None
     init: Init | None
@@ -71,6 +81,8 @@ class InputDecl:
 
 @dataclass(frozen=True)
 class ParamDecl:
+    """`param W1: [784, 50] = normal(0.01)`: a value training changes."""
+
     name: Name
     type: TensorType | None
     init: Init | None
@@ -79,6 +91,8 @@ class ParamDecl:
 
 @dataclass(frozen=True)
 class ConstDecl:
+    """`const c: f32[3] = 2`: a fixed value."""
+
     name: Name
     type: TensorType | None
     value: Literal
@@ -87,12 +101,16 @@ class ConstDecl:
 
 @dataclass(frozen=True)
 class AttrValue:
+    """An attribute's value, as written."""
+
     value: LiteralValue | str  # a number, a list, a string or a bare word
     span: Span
 
 
 @dataclass(frozen=True)
 class Attr:
+    """`axis=1` in a call: a named attribute of the op."""
+
     name: Name
     value: AttrValue
     span: Span
@@ -103,6 +121,8 @@ Arg = Name | Literal
 
 @dataclass(frozen=True)
 class Call:
+    """`affine(W1, b1)`: an op, its operands and its attributes."""
+
     op: Name
     args: tuple[Arg, ...]
     attrs: tuple[Attr, ...]
@@ -111,6 +131,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Assign:
+    """`y = mul(a, b)`: a value made by one call."""
+
     target: Name
     call: Call
     span: Span
@@ -137,6 +159,8 @@ class Link:
 
 @dataclass(frozen=True)
 class Chain:
+    """`x -> affine(W1, b1) -> relu -> y`: calls one after another, each reading the one before."""
+
     head: Name | Call
     links: tuple[Link, ...]
     span: Span
@@ -144,12 +168,16 @@ class Chain:
 
 @dataclass(frozen=True)
 class OutputDecl:
+    """`output loss, y`: the values to compute; backward starts from the first."""
+
     names: tuple[Name, ...]
     span: Span
 
 
 @dataclass(frozen=True)
 class ExpectDecl:
+    """`expect grad(x) == 2.2 within 1e-9`: a value the graph must produce."""
+
     target: Name
     of_grad: bool
     value: Literal
@@ -162,6 +190,8 @@ Statement = DimDecl | InputDecl | ParamDecl | ConstDecl | Assign | Chain | Outpu
 
 @dataclass(frozen=True)
 class Graph:
+    """`graph name { ... }`: one graph's statements."""
+
     name: Name
     body: tuple[Statement, ...]
     span: Span
@@ -187,6 +217,8 @@ class Import:
 
 @dataclass(frozen=True)
 class Module:
+    """A whole .graph file: its graphs, blocks and imports."""
+
     graphs: tuple[Graph, ...]
     source: Source
     blocks: tuple[Block, ...] = ()

@@ -37,6 +37,8 @@ _GRAPH_ONLY = {
 
 @dataclass
 class BlockInfo:
+    """A block as expansion needs it: what each parameter is, and whether it is fit to expand."""
+
     block: ast.Block
     kinds: dict[str, str] = field(default_factory=dict)  # parameter -> OPERAND or SIZE
     dims: set[str] = field(default_factory=set)  # sizes used as dims: whole numbers of at least 1

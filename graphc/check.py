@@ -22,6 +22,8 @@ from graphc.ir import ConstDecl, GraphIR, InputDecl, OpNode, ParamDecl
 
 @dataclass(frozen=True, eq=False)
 class CheckedGraph:
+    """A graph that passed the checks: its networkx graph, a topological order and the warnings."""
+
     ir: GraphIR
     graph: nx.MultiDiGraph
     order: tuple[str, ...]  # topological, ties broken by source order

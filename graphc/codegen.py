@@ -70,9 +70,8 @@ from graphc.plan import (
     make_inference_plan,
     make_plan,
     shared_gradients,
-    state_types,
 )
-from graphc.shapes import class_index_read
+from graphc.shapes import class_index_read, state_types
 
 # Names the module defines or uses itself; a value called so is renamed (`np_`).
 _OWN_NAMES = {

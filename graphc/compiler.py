@@ -21,6 +21,8 @@ from graphc.shapes import infer_shapes
 
 @dataclass(frozen=True, eq=False)
 class CompiledGraph:
+    """A checked graph with the type of every value."""
+
     checked: CheckedGraph
     types: dict[str, TensorType]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import difflib
 import enum
 import re
 from collections.abc import Iterable
@@ -79,6 +78,8 @@ class Span:
 
 @dataclass(frozen=True)
 class Diagnostic:
+    """One error or warning: what is wrong, where, and how to fix it."""
+
     message: str
     span: Span | None = None
     hint: str | None = None
@@ -257,5 +258,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
         half = limits.MAX_SUGGESTION_CANDIDATES // 2
         middle = bisect.bisect_left(names, name)
         names = names[max(middle - half, 0) : middle + half]
+    import difflib  # here: only a mistake needs it, and a run without one need not import it
+
     matches = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     return f"did you mean `{matches[0]}`?" if matches else None

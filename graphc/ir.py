@@ -147,6 +147,8 @@ class Initializer:
 
 @dataclass(frozen=True, eq=False)
 class Decl:
+    """A named value of the flat graph: an input, a param, a const or an op's result."""
+
     name: str
     span: Span  # the name where it is defined
     stmt_span: Span  # the whole statement, for diagrams and cycle reports
@@ -154,6 +156,8 @@ class Decl:
 
 @dataclass(frozen=True, eq=False)
 class InputDecl(Decl):
+    """A value fed from outside, with its type, its default or initializer, and its data role."""
+
     type: TensorType
     init: Initializer | None
     role: str | None  # `from images` / `from labels`
@@ -162,12 +166,16 @@ class InputDecl(Decl):
 
 @dataclass(frozen=True, eq=False)
 class ParamDecl(Decl):
+    """A value training changes, with its type and how it starts."""
+
     type: TensorType
     init: Initializer
 
 
 @dataclass(frozen=True, eq=False)
 class ConstDecl(Decl):
+    """A fixed value: declared, or a literal written as an argument."""
+
     type: TensorType
     value: np.ndarray
     literal: bool = False  # a number or list written as an argument, named by its text
@@ -175,6 +183,8 @@ class ConstDecl(Decl):
 
 @dataclass(frozen=True, eq=False)
 class OpNode(Decl):
+    """An op applied to named values: its result is the value `name`."""
+
     op: Op
     args: tuple[str, ...]
     arg_spans: tuple[Span, ...]
@@ -185,6 +195,8 @@ class OpNode(Decl):
 
 @dataclass(frozen=True, eq=False)
 class Expectation:
+    """An `expect` line: a value or gradient the graph must produce, within a tolerance."""
+
     target: str
     of_grad: bool
     value: np.ndarray
@@ -219,6 +231,8 @@ class Instance:
 
 @dataclass(frozen=True, eq=False)
 class GraphIR:
+    """One graph, flat: blocks expanded, names resolved, every value declared once."""
+
     name: str
     span: Span
     decls: dict[str, Decl]

@@ -65,6 +65,8 @@ class ShapeError(Exception):
 
 @dataclass(frozen=True)
 class Attribute:
+    """An attribute an op takes: its default, the values it allows, and what it means."""
+
     default: Any
     choices: tuple[str, ...] | None = None
     doc: str = ""

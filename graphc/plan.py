@@ -329,17 +329,6 @@ def shared_gradients(plan: Plan) -> tuple[str, ...]:
     return tuple(shared)
 
 
-def state_types(checked: CheckedGraph, types: dict[str, TensorType]) -> dict[str, TensorType]:
-    """Every op's state by plan name (bn1.running_mean), each with its type: the operand's it is shaped like."""
-    result = {}
-    for name in checked.order:
-        node = checked.ir.decls[name]
-        if isinstance(node, OpNode):
-            for item, like in node.op.state.items():
-                result[f"{name}.{item}"] = types[node.args[node.op.operands.index(like)]]
-    return result
-
-
 def _op_node(decls: dict[str, Any], name: str) -> OpNode:
     node = decls[name]
     assert isinstance(node, OpNode), name

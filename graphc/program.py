@@ -40,9 +40,9 @@ from graphc.ir import (
     unrepresentable,
 )
 from graphc.ops import MODES
-from graphc.plan import RNG, Plan, grad_name, make_inference_plan, make_plan, state_types
+from graphc.plan import RNG, Plan, grad_name, make_inference_plan, make_plan
 from graphc.run import Interpreter
-from graphc.shapes import ONEHOT_HINT, class_index_read, index_problem, onehot_problem
+from graphc.shapes import ONEHOT_HINT, class_index_read, index_problem, onehot_problem, state_types
 
 
 def compile_source(

@@ -71,6 +71,17 @@ def infer_shapes(checked: CheckedGraph) -> dict[str, TensorType]:
     return types
 
 
+def state_types(checked: CheckedGraph, types: dict[str, TensorType]) -> dict[str, TensorType]:
+    """Every op's state by plan name (bn1.running_mean), each with its type: the operand's it is shaped like."""
+    result = {}
+    for name in checked.order:
+        node = checked.ir.decls[name]
+        if isinstance(node, OpNode):
+            for item, like in node.op.state.items():
+                result[f"{name}.{item}"] = types[node.args[node.op.operands.index(like)]]
+    return result
+
+
 def _hint(checked: CheckedGraph, node: OpNode, err: ShapeError) -> str | None:
     """Point at where the offending operand's shape comes from."""
     if err.operand is None:

@@ -131,7 +131,7 @@ def summary(graph: CompiledGraph) -> dict:
 
 def _state_summary(graph: CompiledGraph) -> dict:
     """The ops' state (batchnorm's running statistics), where a graph keeps any: not params, never trained."""
-    from graphc.plan import state_types
+    from graphc.shapes import state_types
 
     state = state_types(graph.checked, graph.types)
     if not state:
@@ -141,7 +141,7 @@ def _state_summary(graph: CompiledGraph) -> dict:
 
 def summary_text(graph: CompiledGraph) -> str:
     from graphc.ir import DTYPES, InputDecl
-    from graphc.plan import state_types
+    from graphc.shapes import state_types
 
     rows = []
     for row in value_rows(graph):

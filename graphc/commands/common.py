@@ -4,7 +4,6 @@ line, and printing numbers, arrays and JSON."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -487,6 +486,8 @@ def to_json(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
+    import json  # here: only --json needs it
+
     print(json.dumps(to_json(value), indent=2))
 
 

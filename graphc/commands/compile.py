@@ -8,7 +8,6 @@ training step holds, step by step, and its peak."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -94,6 +93,8 @@ def _plan(graph: CompiledGraph, args: argparse.Namespace) -> str:
 
 
 def _json(graph: CompiledGraph, args: argparse.Namespace) -> str:
+    import json
+
     from graphc.emit import plan_json
 
     plan = training_plan(graph, args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from graphc._gc import gc_paused
 from graphc.commands.common import (
     add_feed_arguments,
     add_file_arguments,
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
+@gc_paused  # as check: its imports, the compile, one forward and backward make no reference cycles
 def run(args: argparse.Namespace) -> int:
     from graphc.threads import AUTO, fixed_threads
 
