@@ -29,6 +29,8 @@ from graphc.ir import Dim, TensorType, shape_text
 
 def _bind(formulas: tuple[str, ...], attrs: Mapping[str, Any]) -> tuple[str, ...]:
     """Formulas with the op's numeric attributes written in as numbers (dropout's `ratio`)."""
+    if not attrs:  # most nodes: planning a large graph asks for each of its formulas
+        return formulas
     numbers = tuple((k, v) for k, v in attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     return tuple(_bound(f, numbers) for f in formulas) if numbers else formulas
 

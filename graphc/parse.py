@@ -567,14 +567,13 @@ class _Build:
         return _GradTarget(_name(children[0]))
 
     def call(self, children: Children):
-        # NAME ( arg, ... ): between the parentheses, arguments and commas
+        # NAME ( arg, ... ): the arguments (None where there are none), then the `)`
         attrs, operands = [], []
-        for arg in children[2:-1]:
-            if isinstance(arg, ast.Attr):
+        for arg in children[1:-1]:
+            if isinstance(arg, Token):
+                operands.append(_name(arg))
+            elif isinstance(arg, ast.Attr):
                 attrs.append(arg)
-            elif isinstance(arg, Token):
-                if arg.type == "NAME":
-                    operands.append(_name(arg))
             elif arg is not None:
                 operands.append(arg)
         return ast.Call(_name(children[0]), tuple(operands), tuple(attrs), _extent(children))
