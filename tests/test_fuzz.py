@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -96,6 +98,37 @@ test_npz_weights_get_diagnostics = _fuzz_test("npz")
 test_mnist_files_get_diagnostics = _fuzz_test("mnist")
 
 
+# --- what the generator covers ------------------------------------------------------------------
+
+
+def test_the_generator_covers_every_op():
+    """valid_graphs() draws each op of the registry (a new op without a generator fails here)."""
+    from fuzzing.graphs import OPS, _Builder
+
+    from graphc.ops import REGISTRY
+
+    assert sorted(OPS) == sorted(REGISTRY)  # what _Builder.node draws from
+    assert all(callable(getattr(_Builder, f"_{op}", None)) for op in OPS)
+
+
+@normal_settings(10)
+@given(data=st.data())
+def test_each_generator_draws_its_op_or_block(data):
+    """Each op's generator makes a node of that op, each kind of block use a use; and the
+    graphs made of them are valid (the targets above run them)."""
+    from fuzzing.graphs import BLOCK_KINDS, OPS, STD_BLOCKS, _Builder
+
+    for op in OPS:
+        builder = _Builder(data.draw, "f64", 2, "dim")
+        getattr(builder, f"_{op}")()
+        assert builder.nodes[-1].op == op
+    for kind, std in [(k, None) for k in BLOCK_KINDS if k != "std"] + [("std", b) for b in STD_BLOCKS]:
+        builder = _Builder(data.draw, "f64", 2, "dim")
+        builder._use_block(kind, std)
+        assert builder.nodes[-1].op == std or builder.nodes[-1].op.startswith(f"blk_{kind}")
+        assert builder.std == (kind == "std")
+
+
 # --- the judge itself ------------------------------------------------------------------------
 
 
@@ -131,6 +164,17 @@ def test_the_harness_wants_errors_located_in_the_file(tmp_path):
     assert [p.kind for p in problems(outcome, SourceFile("elsewhere.graph", ""))] == ["unlocated diagnostic"]
     # Line 2 of a file of one line:
     assert [p.kind for p in problems(outcome, SourceFile(str(path), "graph g {"))] == ["diagnostic outside the file"]
+
+
+def test_the_harness_takes_a_diagnostic_in_an_imported_block_located_by_its_note(tmp_path):
+    path = tmp_path / "g.graph"
+    path.write_text('import "std/layers.graph"\ngraph g {\n  input x: [2]\n  x -> linear(1) -> y\n  output x\n}\n')
+    outcome = run_graphc(["check", str(path)])
+    assert "layers.graph:10:26: warning[W001]: unused node `y`" in outcome.stderr
+    assert problems(outcome, SourceFile(str(path), path.read_text())) == []
+    # The same diagnostic with no note at its use is not located in the file.
+    alone = "\n".join(line for line in outcome.stderr.splitlines() if not line.startswith(str(path)))
+    assert "unlocated diagnostic" in [p.kind for p in problems(replace(outcome, stderr=alone), SourceFile(str(path), ""))]
 
 
 def test_the_harness_wants_only_diagnostics_on_stderr(monkeypatch, tmp_path):
