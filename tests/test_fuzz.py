@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import replace
 
 import numpy as np
@@ -174,7 +173,9 @@ def test_the_harness_takes_a_diagnostic_in_an_imported_block_located_by_its_note
     assert problems(outcome, SourceFile(str(path), path.read_text())) == []
     # The same diagnostic with no note at its use is not located in the file.
     alone = "\n".join(line for line in outcome.stderr.splitlines() if not line.startswith(str(path)))
-    assert "unlocated diagnostic" in [p.kind for p in problems(replace(outcome, stderr=alone), SourceFile(str(path), ""))]
+    assert "unlocated diagnostic" in [
+        p.kind for p in problems(replace(outcome, stderr=alone), SourceFile(str(path), ""))
+    ]
 
 
 def test_the_harness_wants_only_diagnostics_on_stderr(monkeypatch, tmp_path):

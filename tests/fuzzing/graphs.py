@@ -481,7 +481,12 @@ class _Builder:
         images = [v for v in self.floats() if len(v.shape) == 4 and all(isinstance(d, int) for d in v.shape[1:])]
         if images and draw(st.integers(0, 2)) > 0:
             return images[-1] if draw(st.booleans()) else draw(st.sampled_from(images))
-        shape = (draw(st.sampled_from(["N", 1, 2])), draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+        shape = (
+            draw(st.sampled_from(["N", 1, 2])),
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 6)),
+            draw(st.integers(1, 6)),
+        )
         if draw(st.integers(0, 3)) == 0:
             return self.param(tuple(2 if d == "N" else d for d in shape))
         return self.input(shape)
@@ -546,7 +551,9 @@ class _Builder:
     def rows(self, *, ranks: tuple[int, ...] = (1, 2)) -> Value:
         """A float value whose last dim is a known number of features (at most 16): what affine takes."""
         draw = self.draw
-        fits = [v for v in self.floats() if len(v.shape) in ranks and isinstance(v.shape[-1], int) and v.shape[-1] <= 16]
+        fits = [
+            v for v in self.floats() if len(v.shape) in ranks and isinstance(v.shape[-1], int) and v.shape[-1] <= 16
+        ]
         if fits and draw(st.integers(0, 3)) > 0:
             return fits[-1] if draw(st.booleans()) else draw(st.sampled_from(fits))
         features = draw(st.integers(1, 4))
@@ -568,7 +575,9 @@ class _Builder:
     def _unary_links(self, head: str, keep_dims: bool) -> list[str]:
         """`x -> relu -> dropout(ratio=0.5) -> out`, or the same as assignments."""
         ops = self.draw(st.lists(st.sampled_from(SHAPE_KEEPING), min_size=1, max_size=3))
-        calls = [f"dropout(ratio={self.draw(st.sampled_from(['0.1', '0.5']))})" if op == "dropout" else op for op in ops]
+        calls = [
+            f"dropout(ratio={self.draw(st.sampled_from(['0.1', '0.5']))})" if op == "dropout" else op for op in ops
+        ]
         if keep_dims and self.draw(st.booleans()):
             return [f"{head} -> " + " -> ".join(calls) + " -> out"]
         lines, previous = [], head
@@ -625,7 +634,9 @@ class _Builder:
             n = draw(st.integers(1, 4))
             block = self._dense_block()
             if kind == "nested":  # a block that uses another, its values named inside the instance
-                inner = draw(st.sampled_from([f"x -> {block}(n) -> relu -> out", f"h = {block}(x, n)\nout = add(h, h)"]))
+                inner = draw(
+                    st.sampled_from([f"x -> {block}(n) -> relu -> out", f"h = {block}(x, n)\nout = add(h, h)"])
+                )
                 block = self.define(kind, "x, n", inner.split("\n"))
             sizes.append(str(n) if draw(st.booleans()) else f"n={n}")
             if sizes[0].startswith("n="):
@@ -636,7 +647,11 @@ class _Builder:
             n, c, h, w = x.shape
             fn = draw(st.integers(1, 3))
             k, pad = draw(st.sampled_from([(3, 1), (1, 0)]))
-            body = [f"param W: [fn, c, {k}, {k}] = he", "param b: [fn] = zeros", f"x -> conv2d(W, b, pad={pad}) -> relu -> out"]
+            body = [
+                f"param W: [fn, c, {k}, {k}] = he",
+                "param b: [fn] = zeros",
+                f"x -> conv2d(W, b, pad={pad}) -> relu -> out",
+            ]
             block = self.define(f"conv{k}", "x, c, fn", body)
             sizes += [str(c), str(fn)]
             shape = (n, fn, h, w)

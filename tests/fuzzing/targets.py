@@ -335,7 +335,10 @@ def check_codegen(context: Context, drawn: tuple[GeneratedGraph, str]) -> list[F
         detail = "".join(traceback.format_exception(err)[-6:])
         return [
             Finding(
-                Problem("codegen vs interpreter", cause, detail), ("(python)", "compare", "FILE", "--mode", mode), data, "FILE.graph"
+                Problem("codegen vs interpreter", cause, detail),
+                ("(python)", "compare", "FILE", "--mode", mode),
+                data,
+                "FILE.graph",
             )
         ]
     return [
