@@ -1,17 +1,23 @@
 """Hypothesis strategies for `.graph` text: valid graphs, and graphs with a person's mistakes.
 
-`valid_graphs()` draws a random DAG of the six ops whose shapes and dtypes agree (broadcasting
-included), and writes it every way the language allows: functional calls and `->` chains with
-`as`, literal operands, consts, params with every initializer, inputs with literal defaults,
-made-up data or none (then the graph comes with values to feed), several outputs, outputs that
-are inputs, params or consts, values read several times, graphs with no params, `dim`
-declarations, expectations, comments, tabs, CRLF line ends, a byte-order mark, a second graph.
-Each is a `GeneratedGraph`: the text, and what running it needs and what it is made of.
+`valid_graphs()` draws a random DAG of every op of the registry (OPS) whose shapes and dtypes
+agree (broadcasting included; images [N, C, H, W] with windows, strides and padding that fit;
+batches of rows for batchnorm), uses of blocks (the standard library's, imported, and the file's
+own: shape-keeping, affine, sized by attributes, nested, convolutional, of two operands; named,
+unnamed and `repeat`ed), and writes it every way the language allows: functional calls and `->`
+chains with `as`, literal operands, consts, params with every initializer, inputs with literal
+defaults, made-up data or none (then the graph comes with values to feed), several outputs,
+outputs that are inputs, params or consts, values read several times, graphs with no params,
+`dim` declarations, expectations, comments, tabs, CRLF line ends, a byte-order mark, a second
+graph. Each is a `GeneratedGraph`: the text, and what running it needs and what it is made of.
 
 `near_valid_graphs()` takes a valid graph and makes one to three mistakes in it: wrong
-arities, unknown ops and attributes, duplicate and undefined names, cycles, conflicting dims,
-absurd sizes, huge and odd numbers, odd unicode and control characters, very long names,
-deep list nesting, broken statements.
+arities, unknown ops and attributes, attribute values out of range (ratio, momentum, eps,
+stride, pad, size), duplicate and undefined names, cycles, conflicting dims, absurd sizes,
+huge and odd numbers, odd unicode and control characters, very long names, deep list nesting,
+broken statements (windows that do not fit, odd `repeat`s); and in its imports and blocks:
+missing, odd and circular imports, blocks that use themselves, clash or lack `out`, and uses
+of them with odd arguments.
 
 The grammar is grammars/graphc.lark; what elaboration accepts is graphc/elaborate.py.
 """
@@ -624,9 +630,10 @@ class _Builder:
                 sizes.append(draw(st.sampled_from(["0.5", "0.2", "0"])))
             else:
                 body = self._unary_links("x", keep_dims=True)
-                if draw(st.booleans()):  # a param sized by the operand: one number per feature
+                if isinstance(x.shape[-1], int) and draw(st.booleans()):  # a param of one number per feature
                     body = [line.replace("-> out", "-> h").replace("out =", "h =") for line in body]
                     body += ["param s: [in(x)] = ones", "out = mul(h, s)"]
+                    kind = "scale"  # (not to be used again on an x whose last dim is N)
                 block = self.define(kind, "x", body)
             shape = x.shape
         elif kind in ("dense", "nested"):
@@ -1057,6 +1064,36 @@ def _absurd_size(draw, lines):
     return lines + [decl, "big2 = mul(big, 2)", "output big2"]
 
 
+def _other_size(draw, lines):
+    """A dim of a declared shape changed to another small size: shapes that no longer agree."""
+    shapes = [
+        (i, m)
+        for i, line in enumerate(lines)
+        for m in re.finditer(r"\[([0-9N, ]+)\]", line)
+        if ":" in line[: m.start()] and m[1].strip()
+    ]
+    if not shapes:
+        return lines
+    i, m = draw(st.sampled_from(shapes))
+    dims = m[1].split(",")
+    dims[draw(st.integers(0, len(dims) - 1))] = str(draw(st.integers(1, 7)))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(1)] + ",".join(dims) + line[m.end(1) :])
+
+
+def _other_window(draw, lines):
+    """A window attribute of conv2d or a pooling set to another small value: windows that may not fit."""
+    calls = [(i, m) for i, m in _calls(lines) if m[1] in ("conv2d", "max_pool", "avg_pool")]
+    if not calls:
+        return lines
+    i, m = draw(st.sampled_from(calls))
+    name = draw(st.sampled_from(["stride", "pad"] + ["size"] * (m[1] != "conv2d")))
+    args = [a for a in m[2].split(",") if not a.strip().startswith(name + "=")]
+    args.append(f" {name}={draw(st.integers(0 if name == 'pad' else 1, 7))}")
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(2)] + ",".join(args) + line[m.end(2) :])
+
+
 def _odd_number(draw, lines):
     numbers = [
         (i, m) for i, line in enumerate(lines) for m in re.finditer(r"(?<![\w.])-?\d+(\.\d+)?(e-?\d+)?(?![\w.])", line)
@@ -1172,7 +1209,7 @@ def _replace(lines: list[str], i: int, line: str) -> list[str]:
 MISTAKES = (
     _wrong_arity, _unknown_op, _bad_attribute, _duplicate_statement, _undefined_name, _cycle,
     _conflicting_dims, _absurd_size, _odd_number, _odd_character, _long_name, _deep_nesting,
-    _wrong_dtype, _broken_statement, _statements_on_one_line, _drop_statement,
+    _wrong_dtype, _broken_statement, _statements_on_one_line, _drop_statement, _other_size, _other_window,
 )  # fmt: skip
 
 # Imports and blocks a person gets wrong: missing, odd and circular imports, blocks that use
@@ -1247,7 +1284,7 @@ def near_valid_graphs(draw) -> NearValidGraph:
         lines = mistake(draw, lines)
     wrapper = draw(
         st.sampled_from(
-            ["graph {name} {{", "graph {name} {{", "graph {name}{{", "graph {name} {{ graph {name} {{", "graph 1{name} {{",
+            ["graph {name} {{"] * 4 + ["graph {name}{{", "graph {name} {{ graph {name} {{", "graph 1{name} {{",
              "graph {{", "graph {name} ("]
         )
     )  # fmt: skip
@@ -1257,7 +1294,7 @@ def near_valid_graphs(draw) -> NearValidGraph:
         text = "\n".join(prelude) + "\n" + text
     if draw(st.integers(0, 9)) == 0:
         text = "\ufeff" + text
-    tail = draw(st.sampled_from(["", "", "", "graph {name} {{\n  output q\n}}\n", "}}\n", "garbage", "\x00"]))
+    tail = draw(st.sampled_from([""] * 7 + ["graph {name} {{\n  output q\n}}\n", "}}\n", "garbage", "\x00"]))
     text += tail.format(name=graph.name)
     feeds = graph.feeds if draw(st.booleans()) else {}
     return NearValidGraph(text, graph, tuple(names), feeds)
