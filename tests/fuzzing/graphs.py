@@ -68,6 +68,8 @@ class Value:
     kind: str  # input, param, const, node
     labels: bool = False  # one-hot rows or class indices: read as softmax_loss's labels only
     classes: int = 0  # for labels: how many classes they are labels of
+    # Computed from consts with no dtype written (and literals) alone: its dtype is its readers'.
+    weak: bool = False
 
 
 @dataclass
@@ -299,7 +301,7 @@ class _Builder:
                 typed = ""
             text = f"const {name}{typed} = {literal_text(self.random_array(shape), draw)}"
         self.decls.append(text)
-        value = Value(name, shape, self.dtype, "const")
+        value = Value(name, shape, self.dtype, "const", weak=not re.search(r": ?(f32|f64)", text))
         self.values[name] = value
         return value
 
@@ -349,8 +351,14 @@ class _Builder:
     ) -> None:
         name = self.fresh(op[0])
         self.nodes.append(Node(name, op, args, attrs or []))
-        dtype = self.dtype
-        self.values[name] = Value(name, shape, dtype, "node")
+        weak = all(self.values[arg].weak for _, arg in args if arg is not None)
+        self.values[name] = Value(name, shape, self.dtype, "node", weak=weak)
+
+    def strong(self, value: Value) -> Value:
+        """`value`, or in a graph of f32 where it is weak, an input of its shape in its place: a
+        block's params take the dtype of its first operand as the block is expanded, before a weak
+        value's readers decide its dtype (graphc says so, E214)."""
+        return self.input(value.shape) if value.weak and self.dtype != "f64" else value
 
     def _elementwise2(self, op: str) -> None:
         draw = self.draw
@@ -671,12 +679,13 @@ class _Builder:
             block = self.define(f"two_{op}", "a, b", [f"out = {op}(a, b)"])
             shape = broadcast(x.shape, y.shape)
             assert shape is not None
-            sizes.append(y.name)
+            sizes.append(self.strong(y).name)
             repeatable = False
         repeat = draw(st.sampled_from([0, 0, 1, 2, 3])) if repeatable else 0
         name = self.fresh(block.removeprefix("blk_")[:5])
         while name in REGISTRY:
             name += "_"
+        x = self.strong(x)
         args: list[tuple[str, str | None]] = [(x.name, x.name)]
         args += [(size, size if kind == "two" else None) for size in sizes]
         self.nodes.append(Node(name, block, args, attrs, repeat))
