@@ -164,6 +164,11 @@ def test_the_harness_wants_errors_located_in_the_file(tmp_path):
     assert [p.kind for p in problems(outcome, SourceFile("elsewhere.graph", ""))] == ["unlocated diagnostic"]
     # Line 2 of a file of one line:
     assert [p.kind for p in problems(outcome, SourceFile(str(path), "graph g {"))] == ["diagnostic outside the file"]
+    # About the file as a whole, at its path: a file of blocks has no graph to run.
+    path.write_text("block b(x) {\n  out = relu(x)\n}\n")
+    outcome = run_graphc(["run", str(path)])
+    assert outcome.stderr.startswith(f"{path}: error[E113]: no graph to run")
+    assert problems(outcome, SourceFile(str(path), path.read_text())) == []
 
 
 def test_the_harness_takes_a_diagnostic_in_an_imported_block_located_by_its_note(tmp_path):

@@ -274,6 +274,8 @@ def _head_problems(head: re.Match, source: SourceFile | None, line: str) -> list
         return [Problem("diagnostic without a catalogued code", mask(head["message"]), line[:300])]
     if source is None or head["severity"] == "note":
         return []
+    if head["where"] == source.path:
+        return []  # about the file as a whole: it has no graph to run (E113)
     located = _LOCATED.match(head["where"])
     if located is None or located["path"] != source.path:
         return [Problem("unlocated diagnostic", mask(head["message"]), line[:300])]

@@ -253,7 +253,7 @@ def valid_strategy(context: Context) -> st.SearchStrategy:
          "compile --emit plan --batch 3", "compile --emit python --dtype float32", "compile --emit json --wrt inputs",
          "compile --emit expanded", "compile --emit expanded", "compile --emit torch",
          "compile --emit onnx -o {tmp}/m.onnx", "compile --emit onnx --train-step -o {tmp}/m.onnx",
-         "time --iters 1 --warmup 0 --batch 2"]
+         "time --iters 1 --warmup 0"]
     )  # fmt: skip
     return st.tuples(valid_graphs(), st.booleans(), extras, MODES)
 
