@@ -495,12 +495,9 @@ class _Builder:
         images = [v for v in self.floats() if len(v.shape) == 4 and all(isinstance(d, int) for d in v.shape[1:])]
         if images and draw(st.integers(0, 2)) > 0:
             return images[-1] if draw(st.booleans()) else draw(st.sampled_from(images))
-        shape = (
-            draw(st.sampled_from(["N", 1, 2])),
-            draw(st.integers(1, 3)),
-            draw(st.integers(1, 6)),
-            draw(st.integers(1, 6)),
-        )
+        # Small: gradcheck moves each number of each input and param in turn.
+        batch, channels = draw(st.sampled_from(["N", 1, 2])), draw(st.integers(1, 2))
+        shape = (batch, channels, draw(st.integers(1, 5)), draw(st.integers(1, 5)))
         if draw(st.integers(0, 3)) == 0:
             return self.param(tuple(2 if d == "N" else d for d in shape))
         return self.input(shape)
@@ -527,7 +524,7 @@ class _Builder:
         fh, fw = self.window((h,), stride, pad), self.window((w,), stride, pad)
         if fh is None or fw is None:
             stride, fh, fw = 1, 1, 1
-        fn = draw(st.integers(1, 3))
+        fn = draw(st.integers(1, 2))
         filters = [v for v in self.floats() if v.shape == (fn, c, fh, fw)]
         f = draw(st.sampled_from(filters)) if filters and draw(st.booleans()) else self.param((fn, c, fh, fw))
         bias_choice = draw(st.integers(0, 3))
@@ -660,7 +657,7 @@ class _Builder:
         elif kind == "conv":
             x = self.image()
             n, c, h, w = x.shape
-            fn = draw(st.integers(1, 3))
+            fn = draw(st.integers(1, 2))
             k, pad = draw(st.sampled_from([(3, 1), (1, 0)]))
             body = [
                 f"param W: [fn, c, {k}, {k}] = he",
