@@ -224,7 +224,8 @@ def test_mul_of_a_value_with_itself_writes_its_gradient_twice():
 
 def test_an_operand_named_inside_the_use_is_not_an_own_saved_tensor(tmp_path, capsys):
     # Found by the fuzzer: `y`'s square saves its operand `y.square1`, the value the use names
-    # inside itself; taken for one of square's own tensors, `graphc draw` failed with a KeyError.
+    # inside itself; taken for one of square's own tensors, `graphc draw` and `compile --batch` failed
+    # with a KeyError.
     source = """
         block k(x) {
             x -> square -> square -> out
@@ -246,6 +247,9 @@ def test_an_operand_named_inside_the_use_is_not_an_own_saved_tensor(tmp_path, ca
     path.write_text(textwrap.dedent(source))
     assert main(["draw", str(path), "-o", str(tmp_path / "steps.html")]) == 0
     assert "d_y.square1" in (tmp_path / "steps.html").read_text()
+    # The memory of each step (which read the same) also failed.
+    assert main(["compile", str(path), "--emit", "plan", "--batch", "3"]) == 0
+    assert "peak" in capsys.readouterr().out
 
 
 def test_inference_plan_runs_only_what_the_targets_need():
