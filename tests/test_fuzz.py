@@ -226,6 +226,7 @@ KNOWN_GRAPHS = {
     ),
     "a million lines": ("graph g {\n" + "  # a comment\n" * 1_000_000 + "  input x = 1\n  output x\n}\n", (2, 2, 2)),
     "100,000-character name": ("graph g {\n  " + "a" * 100_000 + " = relu(x)\n  output y\n}\n", (2, 2, 2)),
+    "import of a path with NUL": ('import "\x00"\ngraph g {\n  input x = 1\n  output x\n}\n', (2, 2, 2)),
 }
 
 
