@@ -894,7 +894,9 @@ def valid_graphs(draw, *, min_nodes: int = 1, max_nodes: int = 6, dtype: str | N
     name = draw(st.sampled_from(["g", "net", "buy_apple", "class", "G_2", "dense"]))
     prelude = ['import "std/layers.graph"'] * b.std + [line for block in b.blocks.values() for line in block]
     text = _format(statements, draw, header=f"graph {name} {{", bom=False)
-    if prelude:
+    if prelude and draw(st.integers(0, 3)) == 0:  # blocks and imports may come after the graph that uses them
+        text += "\n" + "\n".join(prelude) + "\n"
+    elif prelude:
         text = "\n".join(prelude) + "\n\n" + text
     if draw(st.integers(0, 15)) == 0:
         text = "\ufeff" + text
