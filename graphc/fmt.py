@@ -509,9 +509,9 @@ def _render(items: list[_Item]) -> str:
 
 def format_text(text: str, path: str = "<string>") -> str:
     """`text` in graphc's canonical layout; a GraphcError if it is not valid syntax."""
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    parse(text, path)  # a syntax error is reported where it is, as by every command
-    return _render(_Reader(_tokens(text)).read())
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    parse(text, path)  # a syntax error is reported where it is, as by every command (it drops a byte-order mark)
+    return _render(_Reader(_tokens(text.removeprefix("\ufeff"))).read())
 
 
 def read_source(path: str) -> tuple[bytes, str]:

@@ -317,7 +317,8 @@ def _conv(m: _Model, node: Any) -> Statement:
 
 
 def _im2col(m: _Model, value: str) -> tuple[str, int, int, int, list[Any]]:
-    """(x, window, stride, pad, nodes) of graphc's im2col of x (export_onnx._im2col)."""
+    """(x, pixels in a window, stride, pad, nodes) of graphc's im2col of x (export_onnx._im2col).
+    A pool's window is square; a convolution's is its filters' height by width."""
     reshape = m.node(value, "Reshape")
     moved = m.node(reshape.input[0], "Transpose")
     stacked = m.node(moved.input[0], "Concat")
@@ -329,14 +330,13 @@ def _im2col(m: _Model, value: str) -> tuple[str, int, int, int, list[Any]]:
         sources.add(window.input[0])
         strides.update(m.ints(window.input[4]))
         nodes += [unsqueeze, window]
-    size = math.isqrt(len(stacked.input))
-    if len(sources) != 1 or len(strides) != 1 or size * size != len(stacked.input):
+    if len(sources) != 1 or len(strides) != 1:
         raise _NoMatch
     image = sources.pop()
     x, pad = _pads(m, image)
     if pad:
         nodes.append(m.producers[image])
-    return x, size, strides.pop(), pad, nodes
+    return x, len(stacked.input), strides.pop(), pad, nodes
 
 
 def _conv_im2col(m: _Model, node: Any) -> Statement:
@@ -359,8 +359,9 @@ def _avg_pool_im2col(m: _Model, node: Any, mean: Any) -> Statement:
     """graphc's float64 average pool: each window's sum over its im2col row, / size²."""
     total = m.node(mean.input[0], "ReduceSum")
     windows = m.node(total.input[0], "Reshape")
-    x, size, stride, pad, nodes = _im2col(m, windows.input[0])
-    if m.number(mean.input[1]) != size * size:
+    x, pixels, stride, pad, nodes = _im2col(m, windows.input[0])
+    size = math.isqrt(pixels)
+    if size * size != pixels or m.number(mean.input[1]) != pixels:
         raise _NoMatch
     m.used.update(n.name for n in (*nodes, mean, total, windows))
     return Statement(node.output[0], "avg_pool", (x,), _pool_attrs(size, stride, pad))

@@ -46,6 +46,10 @@ def imported_blocks(module: ast.Module) -> list[tuple[ast.Block, ast.Import]]:
 
     def visit(current: ast.Module, chain: tuple[Path, ...], site: ast.Import | None) -> None:
         for spec in current.imports:
+            if "\x00" in spec.path:  # no file system takes one: resolving or opening it is a ValueError
+                hint = "a NUL character (\\x00) is in the path"
+                errors.append(Diagnostic("cannot import: no file has such a name", spec.span, hint, code="E140"))
+                continue
             path = resolve(spec, current.source.path)
             key = path.resolve()
             if key in chain:

@@ -56,7 +56,12 @@ class ForwardStep:
         """The op's own tensors this step saves (relu's mask), as
         (plan name, the op's name for it): ("relu1.mask", "mask")."""
         prefix = self.out + "."
-        return tuple((item, item[len(prefix) :]) for item in self.saves if item.startswith(prefix))
+        # Not an operand named inside the block instance this step's value names (y.square1 for y).
+        return tuple(
+            (item, item[len(prefix) :])
+            for item in self.saves
+            if item.startswith(prefix) and item[len(prefix) :] in self.op.own
+        )
 
 
 @dataclass(frozen=True, eq=False)

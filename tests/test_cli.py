@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -353,6 +354,16 @@ def test_gradcheck_of_one_tensor(tmp_path, capsys):
     path = write(tmp_path, "one.graph", "graph g {\n    input x = [1, -2]\n    y = relu(x)\n    output y\n}\n")
     out, _ = run(["gradcheck", path], capsys)
     assert words(out)[-1] == "ok: 1 tensor within relative error 1e-06"
+
+
+def test_gradcheck_of_an_infinite_loss_reports_it_without_a_warning(tmp_path, capsys):
+    # Found by the fuzzer: the sum of [inf, -inf] and inf - inf made numpy warn on stderr.
+    path = write(tmp_path, "inf.graph", "graph g {\n    input x = [1, -1]\n    y = div(x, 0)\n    output y\n}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, err = run(["gradcheck", path], capsys, status=1)
+    assert err == ""
+    assert words(out)[-3:] == ["x [2] nan nan FAIL", "", "FAIL: 1 of 1 tensors exceed relative error 1e-06: x"]
 
 
 # --- what the review asked for -----------------------------------------------------------

@@ -333,6 +333,19 @@ def test_fmt_check_lists_the_files_that_would_change_and_changes_none(tmp_path, 
     assert capsys.readouterr().out == ""
 
 
+def test_a_second_byte_order_mark_is_refused_as_the_parser_refuses_it():
+    # Found by the fuzzer: format_text dropped one mark and the parse it runs another, so it
+    # formatted text that parse (and so every command) refuses.
+    text = "\ufeff\ufeffgraph g {\n    input x = 1\n    output x\n}\n"
+    with pytest.raises(GraphcError) as parsed:
+        parse(text)
+    with pytest.raises(GraphcError) as formatted:
+        format_text(text)
+    assert formatted.value.render() == parsed.value.render()
+    assert parsed.value.render().startswith("<string>:1:1: error[E001]: unexpected character `\\ufeff`")
+    assert format_text("\ufeff" + text[2:]) == text[2:]  # one mark is dropped
+
+
 def test_fmt_check_counts_line_ends_and_a_byte_order_mark_as_changes(tmp_path, capsys):
     crlf = tmp_path / "crlf.graph"
     crlf.write_bytes(MESSY_FORMATTED.replace("\n", "\r\n").encode())

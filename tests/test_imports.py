@@ -141,6 +141,19 @@ def test_a_missing_or_unreadable_import(tmp_path: Path, monkeypatch):
     """)
 
 
+def test_an_import_of_a_path_with_a_nul_character(tmp_path: Path, monkeypatch):
+    # Found by the fuzzer: resolving the path raised ValueError, an internal error. (The excerpt
+    # shows the NUL as U+FFFD.)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "n.graph").write_bytes(b'import "a\x00b"\ngraph g {\n    input x = 1\n    output x\n}\n')
+    assert error(Path("n.graph")) == text("""
+        n.graph:1:8: error[E140]: cannot import: no file has such a name
+         1 | import "a\ufffdb"
+           |        ^^^^^
+        hint: a NUL character (\\x00) is in the path
+    """)
+
+
 def test_a_mistake_in_an_imported_file_is_shown_there_with_the_import(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "lib" / "bad.graph", "block b(x) {\n    x -> relu ->\n}\n")

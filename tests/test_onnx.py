@@ -632,11 +632,13 @@ def test_random_graphs_train_steps_give_graphcs_gradients(generated):
     given_feeds = {**program.default_feeds(), **generated.feeds}
     feeds = {name: program.feed(name, given_feeds[name]) for name in plan.inputs}
     assume(all(feeds[n].ndim == onnx_types(plan)[n].ndim for n in plan.inputs))
+    sizes = (feeds[n].shape[i] for n in plan.inputs for i, d in enumerate(program.types[n].shape) if isinstance(d, str))
+    fed = {**feeds, **dropout_masks(program, next(sizes, 1))}  # the masks loss_and_grads draws next
     with np.errstate(all="ignore"):
         loss, grads = program.loss_and_grads(dict(feeds))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     with np.errstate(all="ignore"):  # the reference evaluator's numpy, on a graph's inf and NaN
-        runs = (("onnxruntime", session.run(None, feeds)), ("reference", ReferenceEvaluator(model).run(None, feeds)))
+        runs = (("onnxruntime", session.run(None, fed)), ("reference", ReferenceEvaluator(model).run(None, fed)))
     expected = [loss, *(grads.get(name, np.zeros_like(program.params[name])) for name in program.param_names)]
     finite = [np.asarray(v, np.float64)[np.isfinite(v)] for v in expected]
     scale = max(float(np.linalg.norm(v)) for v in finite)

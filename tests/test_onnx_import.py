@@ -116,6 +116,27 @@ def test_random_graphs_come_back_with_the_same_numbers(generated):
     assert_same_numbers(program, back, feeds)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_convolution_of_filters_taller_than_wide_comes_back(dtype, tmp_path):
+    # Found by the fuzzer's random graphs: the 2 windows of a 2x1 filter's im2col were taken for a
+    # pool's square window, so graphc import refused its own export (E908, at the Transpose).
+    program = program_of(
+        """
+        graph g {
+            input x: [N, 2, 5, 3]
+            param W: [3, 2, 2, 1] = normal(1)
+            param b: [3] = normal(1)
+            c = conv2d(x, W, b, stride=1, pad=1)
+            output c
+        }
+        """,
+        dtype,
+    )
+    back = round_trip(program, tmp_path)
+    assert plan_text(back.plan) == plan_text(program.plan)
+    assert_same_numbers(program, back, made_up_feeds(program, 2, seed=3))
+
+
 # --- ONNX as other exporters write it ----------------------------------------------------
 
 

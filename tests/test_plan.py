@@ -222,6 +222,36 @@ def test_mul_of_a_value_with_itself_writes_its_gradient_twice():
     assert [w.rule for s in plan.backward for w in s.writes] == ["d_y * x", "d_y * x"]
 
 
+def test_an_operand_named_inside_the_use_is_not_an_own_saved_tensor(tmp_path, capsys):
+    # Found by the fuzzer: `y`'s square saves its operand `y.square1`, the value the use names
+    # inside itself; taken for one of square's own tensors, `graphc draw` and `compile --batch` failed
+    # with a KeyError.
+    source = """
+        block k(x) {
+            x -> square -> square -> out
+        }
+        graph g {
+            param w = [1, 2]
+            y = k(w)
+            output y
+        }
+    """
+    plan = plan_of(source)
+    assert [(step.out, step.saves, step.own_saves()) for step in plan.forward] == [
+        ("y.square1", ("w",), ()),
+        ("y", ("y.square1",), ()),
+    ]
+    relu_plan = plan_of("graph g {\n    param w = [1, -2]\n    w -> relu -> y\n    output y\n}\n")
+    assert [step.own_saves() for step in relu_plan.forward] == [(("y.mask", "mask"),)]
+    path = tmp_path / "k.graph"
+    path.write_text(textwrap.dedent(source))
+    assert main(["draw", str(path), "-o", str(tmp_path / "steps.html")]) == 0
+    assert "d_y.square1" in (tmp_path / "steps.html").read_text()
+    # The memory of each step (which read the same) also failed.
+    assert main(["compile", str(path), "--emit", "plan", "--batch", "3"]) == 0
+    assert "peak" in capsys.readouterr().out
+
+
 def test_inference_plan_runs_only_what_the_targets_need():
     [graph] = front_end(textwrap.dedent(PRUNED), "p.graph")
     plan = make_inference_plan(graph.checked, graph.types, ("h",))

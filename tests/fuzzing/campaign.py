@@ -238,13 +238,16 @@ def save_inputs(results: dict[str, Result], directory: Path) -> None:
         (directory / f"{i:03d}-{name}").write_bytes(found.finding.input)
 
 
-def main_campaign(total: int, jobs: int, report_path: str | None = None) -> tuple[dict[str, Result], str]:
-    """Make a context, run the campaign, shrink, and return (results, report)."""
+def main_campaign(
+    total: int, jobs: int, report_path: str | None = None, first_seed: int = 0
+) -> tuple[dict[str, Result], str]:
+    """Make a context, run the campaign (its chunks seeded from `first_seed` on), shrink, and
+    return (results, report)."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graphc-fuzz-context-") as work:
         context = make_context(Path(work))
         run_graphc(["check", str(context.args_graph)])  # import every module before forking
-        results = run_campaign(context, total, jobs)
+        results = run_campaign(context, total, jobs, first_seed=first_seed)
         shrink_findings(results)
     inputs_dir = f"{report_path}.inputs" if report_path else None
     text = report(results, time.perf_counter() - start, inputs_dir)

@@ -1,17 +1,23 @@
 """Hypothesis strategies for `.graph` text: valid graphs, and graphs with a person's mistakes.
 
-`valid_graphs()` draws a random DAG of the six ops whose shapes and dtypes agree (broadcasting
-included), and writes it every way the language allows: functional calls and `->` chains with
-`as`, literal operands, consts, params with every initializer, inputs with literal defaults,
-made-up data or none (then the graph comes with values to feed), several outputs, outputs that
-are inputs, params or consts, values read several times, graphs with no params, `dim`
-declarations, expectations, comments, tabs, CRLF line ends, a byte-order mark, a second graph.
-Each is a `GeneratedGraph`: the text, and what running it needs and what it is made of.
+`valid_graphs()` draws a random DAG of every op of the registry (OPS) whose shapes and dtypes
+agree (broadcasting included; images [N, C, H, W] with windows, strides and padding that fit;
+batches of rows for batchnorm), uses of blocks (the standard library's, imported, and the file's
+own: shape-keeping, affine, sized by attributes, nested, convolutional, of two operands; named,
+unnamed and `repeat`ed), and writes it every way the language allows: functional calls and `->`
+chains with `as`, literal operands, consts, params with every initializer, inputs with literal
+defaults, made-up data or none (then the graph comes with values to feed), several outputs,
+outputs that are inputs, params or consts, values read several times, graphs with no params,
+`dim` declarations, expectations, comments, tabs, CRLF line ends, a byte-order mark, a second
+graph. Each is a `GeneratedGraph`: the text, and what running it needs and what it is made of.
 
 `near_valid_graphs()` takes a valid graph and makes one to three mistakes in it: wrong
-arities, unknown ops and attributes, duplicate and undefined names, cycles, conflicting dims,
-absurd sizes, huge and odd numbers, odd unicode and control characters, very long names,
-deep list nesting, broken statements.
+arities, unknown ops and attributes, attribute values out of range (ratio, momentum, eps,
+stride, pad, size), duplicate and undefined names, cycles, conflicting dims, absurd sizes,
+huge and odd numbers, odd unicode and control characters, very long names, deep list nesting,
+broken statements (windows that do not fit, odd `repeat`s); and in its imports and blocks:
+missing, odd and circular imports, blocks that use themselves, clash or lack `out`, and uses
+of them with odd arguments.
 
 The grammar is grammars/graphc.lark; what elaboration accepts is graphc/elaborate.py.
 """
@@ -25,12 +31,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from hypothesis import strategies as st
 
-from graphc.ops import BroadcastClash, broadcast_shapes
+from graphc.ops import REGISTRY, BroadcastClash, broadcast_shapes
 
 Dim = int | str  # a size, or the symbolic dim "N"
 Shape = tuple[Dim, ...]
 
-OPS = ("mul", "add", "relu", "sigmoid", "affine", "softmax_loss", "sub", "div", "tanh", "exp", "square", "sum", "mean")
+# Every op of graphc.ops.REGISTRY (tests/test_fuzz.py checks that none is left out).
+OPS = (
+    "mul", "add", "relu", "sigmoid", "affine", "softmax_loss", "sub", "div", "tanh", "exp", "log", "square", "sum",
+    "mean", "dropout", "batchnorm", "conv2d", "max_pool", "flatten", "avg_pool",
+)  # fmt: skip
+# The blocks of graphc's standard library (std/layers.graph), by what they take besides x.
+STD_BLOCKS = {
+    "linear": ("n_out",), "dense": ("n_out",), "sigmoid_dense": ("n_out",), "dense_dropout": ("n_out", "ratio"),
+    "bn_relu": ("n_out",), "bn_relu_dropout": ("n_out", "ratio"),
+}  # fmt: skip
+BLOCK_KINDS = ("std", "keep", "dense", "ratio", "nested", "conv", "two")  # see _Builder._use_block
+SHAPE_KEEPING = ("relu", "sigmoid", "tanh", "square", "dropout")  # unary ops a block may stack
 INITIALIZERS = ("zeros", "ones", "normal(0.1)", "uniform(-1, 1)", "he", "xavier")
 
 # Names a person may well choose that Python, numpy or the generated module use themselves.
@@ -51,6 +68,8 @@ class Value:
     kind: str  # input, param, const, node
     labels: bool = False  # one-hot rows or class indices: read as softmax_loss's labels only
     classes: int = 0  # for labels: how many classes they are labels of
+    # Computed from consts with no dtype written (and literals) alone: its dtype is its readers'.
+    weak: bool = False
 
 
 @dataclass
@@ -59,6 +78,7 @@ class Node:
     op: str
     args: list[tuple[str, str | None]]  # (text, the value's name, or None for a literal)
     attrs: list[str] = field(default_factory=list)
+    repeat: int = 0  # a block used `repeat K` times over in a chain (then never in functional form)
 
 
 @dataclass
@@ -74,6 +94,9 @@ class GeneratedGraph:
     dtype: str
     second_graph: str | None = None  # the name of a second graph in the file, if any
     lines: list[str] = field(default_factory=list)  # the first graph's statements, before formatting
+    prelude: list[str] = field(default_factory=list)  # the imports and block definitions before the graph
+    ops: frozenset[str] = frozenset()  # the ops its graph applies (not counting those inside blocks)
+    blocks: frozenset[str] = frozenset()  # the blocks it uses: std's by name, the file's own as blk_KIND
 
     @property
     def params(self) -> list[str]:
@@ -144,8 +167,10 @@ class _Builder:
         self.decls: list[str] = []  # declaration statements
         self.nodes: list[Node] = []
         self.feeds: dict[str, np.ndarray] = {}
-        self.taken: set[str] = set()
+        self.taken: set[str] = set(STD_BLOCKS)  # a value named like a block would read as a use of it
         self.roles: set[str] = set()
+        self.blocks: dict[str, list[str]] = {}  # the file's own blocks: name -> definition lines
+        self.std = False  # whether the file imports std/layers.graph
 
     # names
 
@@ -276,7 +301,7 @@ class _Builder:
                 typed = ""
             text = f"const {name}{typed} = {literal_text(self.random_array(shape), draw)}"
         self.decls.append(text)
-        value = Value(name, shape, self.dtype, "const")
+        value = Value(name, shape, self.dtype, "const", weak=not re.search(r": ?(f32|f64)", text))
         self.values[name] = value
         return value
 
@@ -315,6 +340,9 @@ class _Builder:
     # nodes
 
     def node(self) -> None:
+        if self.draw(st.integers(0, 4)) == 0:
+            self._use_block()
+            return
         op = self.draw(st.sampled_from(OPS))
         getattr(self, "_" + op)()
 
@@ -323,8 +351,14 @@ class _Builder:
     ) -> None:
         name = self.fresh(op[0])
         self.nodes.append(Node(name, op, args, attrs or []))
-        dtype = self.dtype
-        self.values[name] = Value(name, shape, dtype, "node")
+        weak = all(self.values[arg].weak for _, arg in args if arg is not None)
+        self.values[name] = Value(name, shape, self.dtype, "node", weak=weak)
+
+    def strong(self, value: Value) -> Value:
+        """`value`, or in a graph of f32 where it is weak, an input of its shape in its place: a
+        block's params take the dtype of its first operand as the block is expanded, before a weak
+        value's readers decide its dtype (graphc says so, E214)."""
+        return self.input(value.shape) if value.weak and self.dtype != "f64" else value
 
     def _elementwise2(self, op: str) -> None:
         draw = self.draw
@@ -411,6 +445,249 @@ class _Builder:
         shape = tuple(1 if i == at else d for i, d in enumerate(x.shape)) if keep else x.shape[:at] + x.shape[at + 1 :]
         self.add_node(op, [(x.name, x.name)], shape, [f"axis={axis}"] + (["keepdims=true"] if keep else []))
 
+    def _log(self) -> None:
+        self._unary("log")  # log of 0 or of a negative number is -inf or NaN, as in numpy
+
+    def _dropout(self) -> None:
+        x = self.operand()
+        attrs = [f"ratio={self.draw(st.sampled_from(['0', '0.0', '0.25', '0.5', '0.9', '0.999', '1e-3']))}"]
+        self.add_node("dropout", [(x.name, x.name)], x.shape, attrs if self.draw(st.booleans()) else [])
+
+    def _flatten(self) -> None:
+        x = self.operand(min_rank=2)
+        self.add_node("flatten", [(x.name, x.name)], (x.shape[0], math.prod(concrete(x.shape[1:], 1))))
+
+    def _batchnorm(self) -> None:
+        """A batch of rows [N or k, features], gamma and beta of one number per feature."""
+        draw = self.draw
+        rows = [v for v in self.floats() if len(v.shape) == 2 and isinstance(v.shape[1], int)]
+        x = draw(st.sampled_from(rows)) if rows and draw(st.integers(0, 3)) > 0 else None
+        if x is None:
+            x = self.input((draw(st.sampled_from(["N", 1, 2, 4])), draw(st.integers(1, 4))))
+        features = (x.shape[1],)
+        args = [(x.name, x.name)]
+        for init in ("ones", "zeros"):
+            choice = draw(st.integers(0, 5))
+            same = [v for v in self.floats() if v.shape == features]
+            if choice == 0:
+                args.append(self.literal_operand(features))
+            elif choice == 1 and same:
+                v = draw(st.sampled_from(same))
+                args.append((v.name, v.name))
+            else:
+                name = self.fresh("gamma" if init == "ones" else "beta")
+                way = draw(st.sampled_from([init, init, *INITIALIZERS]))
+                self.decls.append(f"param {name}{self.typed(features, literal=False)} = {way}")
+                self.values[name] = Value(name, features, self.dtype, "param")
+                args.append((name, name))
+        attrs = []
+        if draw(st.booleans()):
+            attrs.append(f"momentum={draw(st.sampled_from(['0', '0.5', '0.9', '0.99']))}")
+        if draw(st.booleans()):
+            attrs.append(f"eps={draw(st.sampled_from(['1e-7', '1e-5', '0.5', '0.999']))}")
+        self.add_node("batchnorm", args, x.shape, attrs)
+
+    # images
+
+    def image(self) -> Value:
+        """A float value [N, C, H, W] of known height and width: an existing one, or a new input or param."""
+        draw = self.draw
+        images = [v for v in self.floats() if len(v.shape) == 4 and all(isinstance(d, int) for d in v.shape[1:])]
+        if images and draw(st.integers(0, 2)) > 0:
+            return images[-1] if draw(st.booleans()) else draw(st.sampled_from(images))
+        # Small: gradcheck moves each number of each input and param in turn.
+        batch, channels = draw(st.sampled_from(["N", 1, 2])), draw(st.integers(1, 2))
+        shape = (batch, channels, draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+        if draw(st.integers(0, 3)) == 0:
+            return self.param(tuple(2 if d == "N" else d for d in shape))
+        return self.input(shape)
+
+    def window(self, sizes: tuple[int, ...], stride: int, pad: int) -> int | None:
+        """A window (at most 4 across) that fits each of `sizes` padded, moved by `stride` a whole number of times."""
+        fitting = [
+            k for k in range(1, 5) if all(size + 2 * pad >= k and (size + 2 * pad - k) % stride == 0 for size in sizes)
+        ]
+        return self.draw(st.sampled_from(fitting)) if fitting else None
+
+    def _window_attrs(self, defaults: dict[str, int], chosen: dict[str, int]) -> list[str]:
+        """The window's attributes, each written when it is not the default, or at times anyway."""
+        draw = self.draw
+        attrs = [f"{k}={v}" for k, v in chosen.items() if v != defaults[k] or draw(st.integers(0, 3)) == 0]
+        return draw(st.permutations(attrs)) if attrs else []
+
+    def _conv2d(self) -> None:
+        draw = self.draw
+        x = self.image()
+        n, c, h, w = x.shape
+        assert isinstance(h, int) and isinstance(w, int)
+        stride, pad = draw(st.sampled_from([1, 1, 2, 3])), draw(st.sampled_from([0, 0, 1, 2]))
+        fh, fw = self.window((h,), stride, pad), self.window((w,), stride, pad)
+        if fh is None or fw is None:
+            stride, fh, fw = 1, 1, 1
+        fn = draw(st.integers(1, 2))
+        filters = [v for v in self.floats() if v.shape == (fn, c, fh, fw)]
+        f = draw(st.sampled_from(filters)) if filters and draw(st.booleans()) else self.param((fn, c, fh, fw))
+        bias_choice = draw(st.integers(0, 3))
+        if bias_choice == 0:
+            b_arg = self.literal_operand((fn,))
+        else:
+            biases = [v for v in self.floats() if v.shape == (fn,)]
+            b = draw(st.sampled_from(biases)) if biases and bias_choice == 1 else self.param((fn,))
+            b_arg = (b.name, b.name)
+        out = (n, fn, (h + 2 * pad - fh) // stride + 1, (w + 2 * pad - fw) // stride + 1)
+        attrs = self._window_attrs({"stride": 1, "pad": 0}, {"stride": stride, "pad": pad})
+        self.add_node("conv2d", [(x.name, x.name), (f.name, f.name), b_arg], out, attrs)
+
+    def _pool(self, op: str) -> None:
+        draw = self.draw
+        x = self.image()
+        n, c, h, w = x.shape
+        assert isinstance(h, int) and isinstance(w, int)
+        stride, pad = draw(st.sampled_from([1, 2, 2, 3])), draw(st.sampled_from([0, 0, 0, 1]))
+        size = self.window((h, w), stride, pad)
+        if size is None:
+            stride, pad, size = 1, 0, 1
+        out = (n, c, (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1)
+        attrs = self._window_attrs({"size": 2, "stride": 2, "pad": 0}, {"size": size, "stride": stride, "pad": pad})
+        self.add_node(op, [(x.name, x.name)], out, attrs)
+
+    def _max_pool(self) -> None:
+        self._pool("max_pool")
+
+    def _avg_pool(self) -> None:
+        self._pool("avg_pool")
+
+    # blocks
+
+    def rows(self, *, ranks: tuple[int, ...] = (1, 2)) -> Value:
+        """A float value whose last dim is a known number of features (at most 16): what affine takes."""
+        draw = self.draw
+        fits = [
+            v for v in self.floats() if len(v.shape) in ranks and isinstance(v.shape[-1], int) and v.shape[-1] <= 16
+        ]
+        if fits and draw(st.integers(0, 3)) > 0:
+            return fits[-1] if draw(st.booleans()) else draw(st.sampled_from(fits))
+        features = draw(st.integers(1, 4))
+        if 1 in ranks and draw(st.integers(0, 3)) == 0:
+            return self.input((features,))
+        return self.input((draw(st.sampled_from(["N", 1, 2, 3])), features))
+
+    def define(self, kind: str, params: str, body: list[str]) -> str:
+        """A new block of the file's own (or, at times, one already defined of the same kind)."""
+        same = [name for name in self.blocks if name.startswith(f"blk_{kind}")]
+        if same and self.draw(st.booleans()):
+            return self.draw(st.sampled_from(same))
+        name = f"blk_{kind}{len(self.blocks)}"
+        self.taken.add(name)
+        brace = self.draw(st.sampled_from([" {", " {", "\n{"]))
+        self.blocks[name] = [f"block {name}({params}){brace}", *[f"    {line}" for line in body], "}"]
+        return name
+
+    def _unary_links(self, head: str, keep_dims: bool) -> list[str]:
+        """`x -> relu -> dropout(ratio=0.5) -> out`, or the same as assignments."""
+        ops = self.draw(st.lists(st.sampled_from(SHAPE_KEEPING), min_size=1, max_size=3))
+        calls = [
+            f"dropout(ratio={self.draw(st.sampled_from(['0.1', '0.5']))})" if op == "dropout" else op for op in ops
+        ]
+        if keep_dims and self.draw(st.booleans()):
+            return [f"{head} -> " + " -> ".join(calls) + " -> out"]
+        lines, previous = [], head
+        for k, call in enumerate(calls):
+            target = "out" if k == len(calls) - 1 else f"h{k}"
+            op, _, rest = call.partition("(")
+            lines.append(f"{target} = {op}({previous}{', ' + rest[:-1] if rest else ''})")
+            previous = target
+        return lines
+
+    def _dense_block(self) -> str:
+        init_w = self.draw(st.sampled_from(INITIALIZERS))
+        init_b = self.draw(st.sampled_from(["zeros", "ones", "normal(0.1)"]))
+        activation = self.draw(st.sampled_from(["", " -> relu", " -> sigmoid", " -> tanh", " -> dropout(ratio=0.5)"]))
+        body = [f"param W: [in(x), n] = {init_w}", f"param b: [n] = {init_b}", f"x -> affine(W, b){activation} -> out"]
+        return self.define("dense", "x, n", self.draw(st.permutations(body)))
+
+    def _use_block(self, kind: str | None = None, std: str | None = None) -> None:
+        """A use of a block (of a kind of BLOCK_KINDS): of the standard library (`std`, if given) or
+        of the file's own, named or not, repeated or not."""
+        draw = self.draw
+        kind = kind or draw(st.sampled_from(["std", *BLOCK_KINDS]))
+        sizes: list[str] = []
+        attrs: list[str] = []
+        repeatable = True
+        if kind == "std":
+            block = std or draw(st.sampled_from(list(STD_BLOCKS)))
+            x = self.rows(ranks=(2,) if block.startswith("bn") else (1, 2))  # batchnorm takes rows only
+            self.std = True
+            n = draw(st.integers(1, 4))
+            ratio = draw(st.sampled_from(["0.5", "0.25", "0"]))
+            values = {"n_out": str(n), "ratio": ratio}
+            by_name = draw(st.booleans())
+            for k, size in enumerate(STD_BLOCKS[block]):
+                if by_name and k == len(STD_BLOCKS[block]) - 1:
+                    attrs.append(f"{size}={values[size]}")
+                else:
+                    sizes.append(values[size])
+            shape = x.shape[:-1] + (n,)
+        elif kind in ("keep", "ratio"):
+            x = self.operand(min_rank=1 if kind == "keep" else 0)
+            if kind == "ratio":
+                block = self.define(kind, "x, r", ["x -> dropout(ratio=r) -> out"])
+                sizes.append(draw(st.sampled_from(["0.5", "0.2", "0"])))
+            else:
+                body = self._unary_links("x", keep_dims=True)
+                if isinstance(x.shape[-1], int) and draw(st.booleans()):  # a param of one number per feature
+                    body = [line.replace("-> out", "-> h").replace("out =", "h =") for line in body]
+                    body += ["param s: [in(x)] = ones", "out = mul(h, s)"]
+                    kind = "scale"  # (not to be used again on an x whose last dim is N)
+                block = self.define(kind, "x", body)
+            shape = x.shape
+        elif kind in ("dense", "nested"):
+            x = self.rows()
+            n = draw(st.integers(1, 4))
+            block = self._dense_block()
+            if kind == "nested":  # a block that uses another, its values named inside the instance
+                inner = draw(
+                    st.sampled_from([f"x -> {block}(n) -> relu -> out", f"h = {block}(x, n)\nout = add(h, h)"])
+                )
+                block = self.define(kind, "x, n", inner.split("\n"))
+            sizes.append(str(n) if draw(st.booleans()) else f"n={n}")
+            if sizes[0].startswith("n="):
+                attrs, sizes = sizes, []
+            shape = x.shape[:-1] + (n,)
+        elif kind == "conv":
+            x = self.image()
+            n, c, h, w = x.shape
+            fn = draw(st.integers(1, 2))
+            k, pad = draw(st.sampled_from([(3, 1), (1, 0)]))
+            body = [
+                f"param W: [fn, c, {k}, {k}] = he",
+                "param b: [fn] = zeros",
+                f"x -> conv2d(W, b, pad={pad}) -> relu -> out",
+            ]
+            block = self.define(f"conv{k}", "x, c, fn", body)
+            sizes += [str(c), str(fn)]
+            shape = (n, fn, h, w)
+            repeatable = fn == c
+        else:  # two operands
+            x = self.operand()
+            others = [v for v in self.floats() if broadcast(x.shape, v.shape) is not None]
+            y = draw(st.sampled_from(others))
+            op = draw(st.sampled_from(["add", "mul", "sub"]))
+            block = self.define(f"two_{op}", "a, b", [f"out = {op}(a, b)"])
+            shape = broadcast(x.shape, y.shape)
+            assert shape is not None
+            sizes.append(self.strong(y).name)
+            repeatable = False
+        repeat = draw(st.sampled_from([0, 0, 1, 2, 3])) if repeatable else 0
+        name = self.fresh(block.removeprefix("blk_")[:5])
+        while name in REGISTRY:
+            name += "_"
+        x = self.strong(x)
+        args: list[tuple[str, str | None]] = [(x.name, x.name)]
+        args += [(size, size if kind == "two" else None) for size in sizes]
+        self.nodes.append(Node(name, block, args, attrs, repeat))
+        self.values[name] = Value(name, shape, self.dtype, "node")
+
     def _affine(self) -> None:
         draw = self.draw
         x = self.operand(min_rank=1)
@@ -489,8 +766,10 @@ def _call(node: Node, args: list[tuple[str, str | None]], draw) -> str:
 def _link(node: Node, draw) -> str:
     rest = node.args[1:]
     if not rest and not node.attrs and draw(st.booleans()):
-        return node.op
-    return _call(node, rest, draw)
+        text = node.op
+    else:
+        text = _call(node, rest, draw)
+    return f"repeat {node.repeat} {text}" if node.repeat else text
 
 
 def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> list[str]:
@@ -499,8 +778,6 @@ def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> lis
     `referenced` counts the places each name is read (operands, outputs, expectations): a value
     read only by the next op of its chain may be left unnamed (graphc names it `relu1`).
     """
-    from graphc.ops import REGISTRY
-
     lines = []
     i = 0
     while i < len(nodes):
@@ -515,14 +792,15 @@ def _node_statements(nodes: list[Node], referenced: dict[str, int], draw) -> lis
                 run.append(nodes[i + len(run)])
         while len(run) > 1 and run[-1].name in REGISTRY:  # a chain's last link names a value, not an op
             run.pop()
-        if len(run) == 1 and (node.name in REGISTRY or draw(st.booleans())) or node.args[0][1] is None:
+        functional = len(run) == 1 and (node.name in REGISTRY or draw(st.booleans())) or node.args[0][1] is None
+        if functional and not node.repeat:  # (a repeated use is written only in a chain)
             lines.append(f"{node.name} = {_call(node, node.args, draw)}")
             i += 1
             continue
         parts = []
         first = run[0]
         # `op(x, ...) -> ...`: the head call's value is named by graphc unless it is the chain's last.
-        head_call = (len(run) == 1 or referenced.get(first.name, 0) <= 1) and draw(st.booleans())
+        head_call = (len(run) == 1 or referenced.get(first.name, 0) <= 1) and not first.repeat and draw(st.booleans())
         if head_call:
             parts.append(_call(first, first.args, draw))
             links = run[1:]
@@ -601,7 +879,9 @@ def valid_graphs(draw, *, min_nodes: int = 1, max_nodes: int = 6, dtype: str | N
     if "N" in {d for v in b.values.values() for d in v.shape} and symbolic == "dim":
         statements.insert(draw(st.integers(0, len(statements))), f"dim N = {n}")
     node_lines = _node_statements(b.nodes, referenced, draw)
-    if draw(st.integers(0, 5)) == 0:  # declarations after the nodes that read them
+    # Declarations after the nodes that read them (not where a block reads a shape by `in(x)`: that
+    # needs the value defined before the use).
+    if not b.blocks and not b.std and draw(st.integers(0, 5)) == 0:
         statements = node_lines + statements
     else:
         statements += node_lines
@@ -611,8 +891,15 @@ def valid_graphs(draw, *, min_nodes: int = 1, max_nodes: int = 6, dtype: str | N
         statements += [f"output {o}" for o in outputs]
     statements += expects
 
-    name = draw(st.sampled_from(["g", "net", "buy_apple", "class", "G_2"]))
-    text = _format(statements, draw, header=f"graph {name} {{", bom=draw(st.integers(0, 15)) == 0)
+    name = draw(st.sampled_from(["g", "net", "buy_apple", "class", "G_2", "dense"]))
+    prelude = ['import "std/layers.graph"'] * b.std + [line for block in b.blocks.values() for line in block]
+    text = _format(statements, draw, header=f"graph {name} {{", bom=False)
+    if prelude and draw(st.integers(0, 3)) == 0:  # blocks and imports may come after the graph that uses them
+        text += "\n" + "\n".join(prelude) + "\n"
+    elif prelude:
+        text = "\n".join(prelude) + "\n\n" + text
+    if draw(st.integers(0, 15)) == 0:
+        text = "\ufeff" + text
     second = None
     if draw(st.integers(0, 9)) == 0:
         second = "second" if name != "second" else "other"
@@ -627,6 +914,9 @@ def valid_graphs(draw, *, min_nodes: int = 1, max_nodes: int = 6, dtype: str | N
         dtype,
         second,
         statements,
+        prelude,
+        frozenset(node.op for node in b.nodes if node.op in REGISTRY),
+        frozenset(re.sub(r"\d+$", "", node.op) for node in b.nodes if node.op not in REGISTRY),
     )
 
 
@@ -646,7 +936,10 @@ ODD_CHARACTERS = (
     "\ufeff", "\x00", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "\u200b", "\u202e", "\r",
     "\t", "é", "名前", "🙂", "e\u0301", "\x7f", "\ud7ff", "\U0010ffff", "；", "（", "－>", "\u00a0",
 )  # fmt: skip
-UNKNOWN_OPS = ("rleu", "Relu", "matmul", "softmax", "affine2", "subtract", "expo", "graph", "input", "mul2", "x")
+UNKNOWN_OPS = (
+    "rleu", "Relu", "matmul", "softmax", "affine2", "subtract", "expo", "graph", "input", "mul2", "x", "conv",
+    "maxpool", "batch_norm", "Dropout", "flaten", "avgpool", "dense2", "block", "repeat", "import", "in",
+)  # fmt: skip
 
 
 def _calls(lines: list[str]) -> list[tuple[int, re.Match]]:
@@ -657,8 +950,13 @@ def _names_in(text: str) -> list[re.Match]:
     return list(re.finditer(r"\b[A-Za-z_]\w*\b", text))
 
 
+def _callable(name: str) -> bool:
+    """An op, or a block of the standard library or of the generator's own."""
+    return name in OPS or name in STD_BLOCKS or name.startswith("blk_")
+
+
 def _wrong_arity(draw, lines):
-    calls = [(i, m) for i, m in _calls(lines) if m[1] in OPS]
+    calls = [(i, m) for i, m in _calls(lines) if _callable(m[1])]
     if not calls:
         return lines
     i, m = draw(st.sampled_from(calls))
@@ -680,17 +978,24 @@ def _unknown_op(draw, lines):
     return _replace(lines, i, line[: m.start()] + draw(st.sampled_from(UNKNOWN_OPS)) + line[m.end() :])
 
 
+BAD_ATTRIBUTES = (
+    "reduction=avg", "reduction=1", "reduction=[1]", 'reduction="x"', "reduction=sum, reduction=sum",
+    "axis=0", "foo=bar", "reduction=", "=sum", "reduction==sum", "reduction=\"sum\\\"\"",
+    "ratio=1", "ratio=-0.5", "ratio=2", "ratio=true", "ratio=nan", "ratio=[0.5]", "ratio=1e-400",
+    "momentum=1.5", "momentum=1", "eps=0", "eps=-1", "eps=1e-400", "eps=inf",
+    "stride=0", "stride=-1", "stride=1.5", "stride=" + HUGE_INT, "stride=99999999999999999999",
+    "pad=-1", "pad=0.5", "pad=1000000000000", "pad=" + HUGE_INT, "pad=4294967296",
+    "size=0", "size=100", "size=1.5", "size=1000000000000", "size=" + HUGE_INT, "size=true",
+    "n_out=0", "n_out=-1", "n_out=1000000000000", "n_out=2.5", "n=0", "n=" + HUGE_INT, "ratio=x", "x=1",
+)  # fmt: skip
+
+
 def _bad_attribute(draw, lines):
-    calls = [(i, m) for i, m in _calls(lines) if m[1] in OPS]
+    calls = [(i, m) for i, m in _calls(lines) if _callable(m[1])]
     if not calls:
         return lines
     i, m = draw(st.sampled_from(calls))
-    attr = draw(
-        st.sampled_from(
-            ["reduction=avg", "reduction=1", "reduction=[1]", 'reduction="x"', "reduction=sum, reduction=sum",
-             "axis=0", "foo=bar", "reduction=", "=sum", "reduction==sum", "reduction=\"sum\\\"\""]
-        )
-    )  # fmt: skip
+    attr = draw(st.sampled_from(BAD_ATTRIBUTES))
     line = lines[i]
     inner = m[2] + (", " if m[2].strip() else "") + attr
     return _replace(lines, i, line[: m.start(2)] + inner + line[m.end(2) :])
@@ -765,6 +1070,36 @@ def _absurd_size(draw, lines):
         )
     )  # fmt: skip
     return lines + [decl, "big2 = mul(big, 2)", "output big2"]
+
+
+def _other_size(draw, lines):
+    """A dim of a declared shape changed to another small size: shapes that no longer agree."""
+    shapes = [
+        (i, m)
+        for i, line in enumerate(lines)
+        for m in re.finditer(r"\[([0-9N, ]+)\]", line)
+        if ":" in line[: m.start()] and m[1].strip()
+    ]
+    if not shapes:
+        return lines
+    i, m = draw(st.sampled_from(shapes))
+    dims = m[1].split(",")
+    dims[draw(st.integers(0, len(dims) - 1))] = str(draw(st.integers(1, 7)))
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(1)] + ",".join(dims) + line[m.end(1) :])
+
+
+def _other_window(draw, lines):
+    """A window attribute of conv2d or a pooling set to another small value: windows that may not fit."""
+    calls = [(i, m) for i, m in _calls(lines) if m[1] in ("conv2d", "max_pool", "avg_pool")]
+    if not calls:
+        return lines
+    i, m = draw(st.sampled_from(calls))
+    name = draw(st.sampled_from(["stride", "pad"] + ["size"] * (m[1] != "conv2d")))
+    args = [a for a in m[2].split(",") if not a.strip().startswith(name + "=")]
+    args.append(f" {name}={draw(st.integers(0 if name == 'pad' else 1, 7))}")
+    line = lines[i]
+    return _replace(lines, i, line[: m.start(2)] + ",".join(args) + line[m.end(2) :])
 
 
 def _odd_number(draw, lines):
@@ -843,7 +1178,18 @@ def _broken_statement(draw, lines):
              "y = softmax_loss(1, 2)", "y = affine(1, 2, 3)", "y = affine([1], [[1]], [1, 2])",
              "y = mul([1, 2], [1, 2, 3])", "output x, x", "input z: i64 = 1.5", "param p: i64 = 1",
              "y = mul(x, x", "y = mul x", "y = mul(,)", "y = (x)", "x -> affine(a, b, c, d) -> q",
-             "expect grad(grad(x)) == 1", 'input s = "text"', "y = relu(x=1)", "x -> relu() as -> y"]
+             "expect grad(grad(x)) == 1", 'input s = "text"', "y = relu(x=1)", "x -> relu() as -> y",
+             "y = conv2d([[[[1]]]], [[[[1, 2]]]], [1])", "y = conv2d([[[[1, 2]]]], [[[[1]]]], [1, 2])",
+             "y = conv2d([[[1]]], [[[[1]]]], [1])", "y = conv2d([[[[1]]]], [[[1]]], [1])",
+             "y = conv2d([[[[1, 2, 3]]]], [[[[1, 2]]]], [1], stride=2)", "y = max_pool([[[[1]]]], size=3)",
+             "y = avg_pool([1, 2])", "y = max_pool([[[[1, 2, 3]]]], size=1, stride=2)", "y = flatten(2)",
+             "y = flatten([1, 2])", "y = batchnorm([1, 2], [1], [1])", "y = batchnorm([[1, 2]], [1], [1, 2])",
+             "y = batchnorm([[1, 2]], [1, 2], [[1, 2]])", "y = dropout(2, ratio=1)", "y = log(-1)",
+             "x -> repeat 0 relu -> y", "x -> repeat 1000000000 relu -> y", "x -> repeat -1 relu -> y",
+             "x -> repeat " + HUGE_INT + " relu -> y", "x -> repeat 2 -> y", "y = repeat 2 relu(x)",
+             "x -> repeat 2 repeat 2 relu -> y", "param W: [in(x), 2] = zeros", "x -> unknown_block(3) -> y",
+             "x -> dense(3) -> y", "y = linear(x)", "x -> repeat 1000000 dense(2) -> y",
+             'import "std/layers.graph"', "block b(x) {", "y = b.out", "y = relu(dense1.W)"]
         )
     )  # fmt: skip
     return lines[: (k := draw(st.integers(0, len(lines))))] + [broken] + lines[k:]
@@ -871,7 +1217,51 @@ def _replace(lines: list[str], i: int, line: str) -> list[str]:
 MISTAKES = (
     _wrong_arity, _unknown_op, _bad_attribute, _duplicate_statement, _undefined_name, _cycle,
     _conflicting_dims, _absurd_size, _odd_number, _odd_character, _long_name, _deep_nesting,
-    _wrong_dtype, _broken_statement, _statements_on_one_line, _drop_statement,
+    _wrong_dtype, _broken_statement, _statements_on_one_line, _drop_statement, _other_size, _other_window,
+)  # fmt: skip
+
+# Imports and blocks a person gets wrong: missing, odd and circular imports, blocks that use
+# themselves, clash, lack `out`, declare what only a graph may, or take a name twice.
+BROKEN_PRELUDES = (
+    'import "missing.graph"', 'import "FILE.graph"', 'import "."', 'import "/"', 'import ""', 'import "/dev/null"',
+    'import "std/nothing.graph"', 'import "std"', 'import "std/layers.graph"', 'import "\x00"', "import",
+    'import "std/layers.graph" "x"', "import std/layers.graph", 'import "' + "a" * 5000 + '"',
+    "block b(x) {\n    out = b(x)\n}", "block b(x) {\n    out = c(x)\n}\nblock c(x) {\n    out = b(x)\n}",
+    "block dense(x) {\n    out = relu(x)\n}", "block e() {\n}", "block f(x, x) {\n    out = relu(x)\n}",
+    "block g(x) {\n    out = relu(y)\n}", "block h(x) {\n    y = relu(x)\n}", "block i(x) {\n    output x\n}",
+    "block j(x) {\n    input z = 1\n    out = mul(x, z)\n}", "block k(x) {\n    dim N = 2\n    out = relu(x)\n}",
+    "block l(x, n) {\n    param W: [n, in(y)] = zeros\n    out = mul(x, W)\n}", "block relu(x) {\n    out = x\n}",
+    "block m(x) {\n    out = relu(x)\n    out = relu(x)\n}", "block n(x) {\n    out = x\n}",
+    "block o(x) {\n    out = relu(x)\n    expect out == 1\n}", "block p(x) {", "block q(x) {\n    out = relu(x)\n}}",
+    "block graph(x) {\n    out = relu(x)\n}", "block s(x, r) {\n    x -> dropout(ratio=r) -> out\n}",
+)  # fmt: skip
+
+
+def _broken_prelude(draw, lines):
+    """A broken import or block among the file's own, and maybe a use of it."""
+    k = draw(st.integers(0, len(lines)))
+    broken = draw(st.sampled_from(BROKEN_PRELUDES)).split("\n")
+    return lines[:k] + broken + lines[k:]
+
+
+def _use_of_a_block(draw, lines):
+    """A use of a block of the file (or one that is not there) with odd arguments, in the graph."""
+    block = draw(st.sampled_from(["b", "c", "e", "f", "g", "h", "l", "m", "n", "s", "dense", "linear", "relu", "zz"]))
+    x = next((m[1] for line in lines if (m := re.match(r"(?:input|param|const) (\w+)", line))), "x")
+    use = draw(
+        st.sampled_from(
+            [f"y_ = {block}({x})", f"{x} -> {block} -> y_", f"{x} -> {block}(2) as y_", f"{x} -> repeat 2 {block} -> y_",
+             f"y_ = {block}({x}, 2, 3)", f"y_ = {block}({x}, {x})", f"y_ = {block}(2)", f"y_ = {block}({x}, n=2, n=3)",
+             f"{x} -> {block}(r=2) -> y_", f"y_ = {block}({x}, [1, 2])", f"y_ = {block}({x}, -1)"]
+        )
+    )  # fmt: skip
+    k = draw(st.integers(0, len(lines)))
+    return lines[:k] + [use, "output y_"] + lines[k:]
+
+
+PRELUDE_MISTAKES = (
+    _broken_prelude, _odd_character, _undefined_name, _drop_statement, _duplicate_statement, _odd_number,
+    _absurd_size, _bad_attribute, _wrong_arity, _long_name,
 )  # fmt: skip
 
 
@@ -887,20 +1277,32 @@ class NearValidGraph:
 def near_valid_graphs(draw) -> NearValidGraph:
     graph = draw(valid_graphs(max_nodes=4))
     lines = list(graph.lines)
+    prelude = list(graph.prelude)
     names = []
     for _ in range(draw(st.integers(1, 3))):
-        mistake = draw(st.sampled_from(MISTAKES))
+        if draw(st.integers(0, 3)) == 0:  # in the imports and blocks
+            mistake = draw(st.sampled_from(PRELUDE_MISTAKES))
+            names.append("prelude " + mistake.__name__.lstrip("_"))
+            prelude = mistake(draw, prelude)
+            if mistake is _broken_prelude and draw(st.booleans()):
+                lines = _use_of_a_block(draw, lines)
+            continue
+        mistake = draw(st.sampled_from((*MISTAKES, _use_of_a_block)))
         names.append(mistake.__name__.lstrip("_"))
         lines = mistake(draw, lines)
     wrapper = draw(
         st.sampled_from(
-            ["graph {name} {{", "graph {name} {{", "graph {name}{{", "graph {name} {{ graph {name} {{", "graph 1{name} {{",
+            ["graph {name} {{"] * 4 + ["graph {name}{{", "graph {name} {{ graph {name} {{", "graph 1{name} {{",
              "graph {{", "graph {name} ("]
         )
     )  # fmt: skip
     header = wrapper.format(name=graph.name)
-    text = _format(lines, draw, header=header, bom=draw(st.integers(0, 9)) == 0)
-    tail = draw(st.sampled_from(["", "", "", "graph {name} {{\n  output q\n}}\n", "}}\n", "garbage", "\x00"]))
+    text = _format(lines, draw, header=header, bom=False)
+    if prelude:
+        text = "\n".join(prelude) + "\n" + text
+    if draw(st.integers(0, 9)) == 0:
+        text = "\ufeff" + text
+    tail = draw(st.sampled_from([""] * 7 + ["graph {name} {{\n  output q\n}}\n", "}}\n", "garbage", "\x00"]))
     text += tail.format(name=graph.name)
     feeds = graph.feeds if draw(st.booleans()) else {}
     return NearValidGraph(text, graph, tuple(names), feeds)

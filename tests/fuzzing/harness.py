@@ -224,6 +224,9 @@ def _command(outcome: Outcome) -> str:
 def _stderr_problems(stderr: str, source: SourceFile | None) -> list[Problem]:
     """Every stderr line is part of a diagnostic: a head, a source excerpt, a caret, a hint."""
     found = []
+    # An error or warning inside an imported block is located in the block's file, and located in
+    # the input by the note at its use that follows it: unlocated only if no such note comes.
+    elsewhere: list[Problem] = []
     in_diagnostic = False
     lines = stderr.split("\n")  # not splitlines: a form feed or \x85 in a source excerpt ends no line
     if lines[-1] == "":
@@ -239,7 +242,14 @@ def _stderr_problems(stderr: str, source: SourceFile | None) -> list[Problem]:
                 )
         elif head:
             in_diagnostic = True
-            found.extend(_head_problems(head, source, line))
+            if head["severity"] == "note":
+                if source is not None and _located_in(head, source):
+                    elsewhere = []
+                continue
+            found += elsewhere
+            judged = _head_problems(head, source, line)
+            elsewhere = [p for p in judged if p.kind == "unlocated diagnostic"]
+            found += [p for p in judged if p.kind != "unlocated diagnostic"]
         elif line.startswith("hint: ") and in_diagnostic:
             pass
         elif line.startswith("  ") and line[2:3].strip() and in_diagnostic:
@@ -250,7 +260,12 @@ def _stderr_problems(stderr: str, source: SourceFile | None) -> list[Problem]:
             in_diagnostic = False  # what a command that writes a file (-o) reports, after any warnings
         else:
             found.append(Problem("stray stderr", mask(line), line[:300]))
-    return found
+    return found + elsewhere
+
+
+def _located_in(head: re.Match, source: SourceFile) -> bool:
+    located = _LOCATED.match(head["where"])
+    return located is not None and located["path"] == source.path
 
 
 def _head_problems(head: re.Match, source: SourceFile | None, line: str) -> list[Problem]:
@@ -259,6 +274,8 @@ def _head_problems(head: re.Match, source: SourceFile | None, line: str) -> list
         return [Problem("diagnostic without a catalogued code", mask(head["message"]), line[:300])]
     if source is None or head["severity"] == "note":
         return []
+    if head["where"] == source.path:
+        return []  # about the file as a whole: it has no graph to run (E113)
     located = _LOCATED.match(head["where"])
     if located is None or located["path"] != source.path:
         return [Problem("unlocated diagnostic", mask(head["message"]), line[:300])]

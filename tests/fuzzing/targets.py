@@ -8,6 +8,7 @@ the long mode run the same targets.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import inspect
 import json
@@ -182,10 +183,13 @@ FILE_COMMANDS = [
 ]
 
 
-def _valid_expectations(graph: GeneratedGraph) -> Callable[[list[str], Any], list[Problem]]:
+def _valid_expectations(graph: GeneratedGraph, mode: str) -> Callable[[list[str], Any], list[Problem]]:
     def expect(command: list[str], outcome) -> list[Problem]:
         allowed = {"check": (0,), "compile": (0,), "run": (0, 1) if graph.has_expects else (0,), "gradcheck": (0, 1)}
-        allowed |= {"explain": (0,), "fmt": (0, 1), "draw": (0,)}
+        allowed |= {"explain": (0,), "fmt": (0, 1), "draw": (0,), "time": (0,)}
+        exporting = command[0] == "compile" and ("onnx" in command or "torch" in command)
+        if exporting and outcome.status == 2 and set(re.findall(r"error\[(\w+)\]", outcome.stderr)) == {"E906"}:
+            return []  # an op the exporter does not cover, refused as it should be
         if outcome.status not in allowed[command[0]]:
             first = next((line for line in outcome.stderr.splitlines() if ": error[" in line), outcome.stderr[:200])
             message = re.split(r": error\[\w+\]: ", first, maxsplit=1)[-1]
@@ -195,34 +199,66 @@ def _valid_expectations(graph: GeneratedGraph) -> Callable[[list[str], Any], lis
                 compile(outcome.stdout, "<generated>", "exec")
             except SyntaxError as err:
                 return [Problem("generated module", f"SyntaxError: {err.msg}", outcome.stdout[:2000])]
+        if command[:4] == ["compile", "FILE", "--emit", "expanded"]:
+            return _expanded_problems(graph, outcome.stdout, mode)
         return []
 
     return expect
 
 
-def check_valid_graph(context: Context, drawn: tuple[GeneratedGraph, bool, str]) -> list[Finding]:
-    graph, as_npy, extra = drawn
+def _expanded_problems(graph: GeneratedGraph, expanded: str, mode: str) -> list[Problem]:
+    """`compile --emit expanded` writes a .graph file that compiles to the graph it expands:
+    the same plan, step for step."""
+    from graphc.compiler import front_end
+    from graphc.errors import GraphcError
+    from graphc.plan import make_plan
+
+    original = front_end(graph.text, "FILE.graph")[0]
+    try:
+        [again] = front_end(expanded, "expanded.graph")
+    except GraphcError as err:
+        message = str(err)
+        return [Problem("expanded graph rejected", mask(message.splitlines()[0]), f"{message}\n{expanded}"[:3000])]
+    plans = [make_plan(g.checked, g.types, mode=mode).text() for g in (original, again)]
+    if plans[0] != plans[1]:
+        diff = "\n".join(difflib.unified_diff(*(p.splitlines() for p in plans), "graph", "expanded", lineterm=""))
+        return [Problem("expanded graph differs", "its plan is not the graph's", diff[:3000])]
+    return []
+
+
+def check_valid_graph(context: Context, drawn: tuple[GeneratedGraph, bool, str, str]) -> list[Finding]:
+    graph, as_npy, extra, mode = drawn
     with tempfile.TemporaryDirectory(prefix="graphc-feeds-") as tmp:
         feeds = _feed_arguments(graph.feeds, Path(tmp), as_npy)
+        moded = ["--mode", mode] if mode == "eval" else []  # train is every command's default
         commands = [
             ["check", "FILE"],
-            ["run", "FILE", *feeds],
-            ["compile", "FILE", "--emit", "python"],
-            ["gradcheck", "FILE", *feeds],
-            ["compile", "FILE", *extra.split()],
-            ["explain", "FILE", *feeds],
+            ["run", "FILE", *feeds, *moded],
+            ["compile", "FILE", "--emit", "python", *moded],
+            ["gradcheck", "FILE", *feeds, *moded],
+            [extra.split()[0], "FILE", *extra.split()[1:], *moded],
+            ["explain", "FILE", *feeds, *moded],
             ["fmt", "--check", "FILE"],
-            ["draw", "FILE", "-o", "{tmp}/steps.html", *feeds],
+            ["draw", "FILE", "-o", "{tmp}/steps.html", *feeds, *moded],
         ]
         if graph.second_graph:
             commands.append(["run", "FILE", "--graph", graph.second_graph])
-        return check_graph_bytes(graph.text.encode("utf-8"), commands, "valid", _valid_expectations(graph))
+        return check_graph_bytes(graph.text.encode("utf-8"), commands, "valid", _valid_expectations(graph, mode))
 
 
 def valid_strategy(context: Context) -> st.SearchStrategy:
-    extras = st.sampled_from(["--emit plan", "--emit json", "--emit dot", "--emit python --wrt params",
-                              "--emit plan --batch 3", "--emit python --dtype float32", "--emit json --wrt inputs"])  # fmt: skip
-    return st.tuples(valid_graphs(), st.booleans(), extras)
+    # A command of each: compile's other forms (exports, the expanded graph), time.
+    extras = st.sampled_from(
+        ["compile --emit plan", "compile --emit json", "compile --emit dot", "compile --emit python --wrt params",
+         "compile --emit plan --batch 3", "compile --emit python --dtype float32", "compile --emit json --wrt inputs",
+         "compile --emit expanded", "compile --emit expanded", "compile --emit torch",
+         "compile --emit onnx -o {tmp}/m.onnx", "compile --emit onnx --train-step -o {tmp}/m.onnx",
+         "time --iters 1 --warmup 0"]
+    )  # fmt: skip
+    return st.tuples(valid_graphs(), st.booleans(), extras, MODES)
+
+
+MODES = st.sampled_from(["train", "train", "eval"])  # train mode is the default
 
 
 def check_near_valid(context: Context, case: NearValidGraph) -> list[Finding]:
@@ -266,43 +302,58 @@ def _differences(what: str, actual: dict, expected: dict) -> list[str]:
     return found
 
 
-def compare_codegen(graph: GeneratedGraph) -> list[str]:
-    """How the generated module and the interpreter differ on `graph`: forward, backward, and
-    one training step's loss and param gradients. [] if they agree to 1e-12."""
+def compare_codegen(graph: GeneratedGraph, mode: str = "train") -> list[str]:
+    """How the generated module and the interpreter differ on `graph` in `mode`: forward (and the
+    running statistics it moves), backward, and one training step's loss and param gradients.
+    [] if they agree to 1e-12. Both draw dropout's masks from generators in the same state."""
     from graphc.codegen import load_module, python_module
     from graphc.compiler import front_end
     from graphc.program import Program
 
     compiled = front_end(graph.text, "g.graph")[0]
-    program = Program(compiled, seed=0)
+    program = Program(compiled, seed=0, mode=mode)
     feeds = {n: program.feed(n, v) for n, v in {**program.default_feeds(), **graph.feeds}.items()}
-    module = import_source(python_module(compiled))
+    module = import_source(python_module(compiled, mode=mode))
     params = module.init_params(0)
     found = _differences("param", params, dict(program.params))
     if found:
         return found
+
+    def same_draws() -> np.random.Generator:
+        generator = np.random.default_rng()
+        generator.bit_generator.state = program.rng.bit_generator.state
+        return generator
+
     # The module's keywords are the graph's input names, renamed where Python needs it.
-    keywords = dict(zip(program.plan.inputs, list(inspect.signature(module.forward).parameters)[1:]))
+    parameters = list(inspect.signature(module.forward).parameters)
+    keywords = dict(zip(program.plan.inputs, parameters[1:]))
+    state = {name: value.copy() for name, value in program.state.items()}
+    extra = {"state": state} if "state" in parameters else {}
+    extra |= {"rng": same_draws()} if "rng" in parameters else {}
     # NaN and inf (div by 0, exp of 1000) are results to compare, as the CLI reports them, not warnings.
     with np.errstate(all="ignore"):
-        outputs, saved = module.forward(params, **{keywords[n]: v for n, v in feeds.items()})
+        outputs, saved = module.forward(params, **{keywords[n]: v for n, v in feeds.items()}, **extra)
         grads = module.backward(params, saved)
     found += _differences("output", outputs, program.forward(**feeds))
+    found += _differences("state", state, program.state)
     found += _differences("gradient", grads, program.backward())
     if program.param_names:
-        model = load_module(compiled)
+        model = load_module(compiled, mode=mode)
+        state = {name: value.copy() for name, value in program.state.items()}
         with np.errstate(all="ignore"):  # as training runs it
-            loss, param_grads = model.loss_and_grads(dict(program.params), feeds)
+            loss, param_grads = model.loss_and_grads(dict(program.params), feeds, **model.extra(state, same_draws()))
             expected_loss, expected_grads = program.loss_and_grads(feeds)
         found += _differences("training loss", {"loss": loss}, {"loss": expected_loss})
         found += _differences("training gradient", param_grads, expected_grads)
+        found += _differences("training state", state, program.state)
     return found
 
 
-def check_codegen(context: Context, graph: GeneratedGraph) -> list[Finding]:
+def check_codegen(context: Context, drawn: tuple[GeneratedGraph, str]) -> list[Finding]:
+    graph, mode = drawn
     data = graph.text.encode("utf-8")
     try:
-        differences = compare_codegen(graph)
+        differences = compare_codegen(graph, mode)
     except Exception as err:  # noqa: BLE001 - every exception is a finding here
         import traceback
 
@@ -316,13 +367,16 @@ def check_codegen(context: Context, graph: GeneratedGraph) -> list[Finding]:
         detail = "".join(traceback.format_exception(err)[-6:])
         return [
             Finding(
-                Problem("codegen vs interpreter", cause, detail), ("(python)", "compare", "FILE"), data, "FILE.graph"
+                Problem("codegen vs interpreter", cause, detail),
+                ("(python)", "compare", "FILE", "--mode", mode),
+                data,
+                "FILE.graph",
             )
         ]
     return [
         Finding(
             Problem("codegen vs interpreter", mask(d.split(":")[0]), d),
-            ("(python)", "compare", "FILE"),
+            ("(python)", "compare", "FILE", "--mode", mode),
             data,
             "FILE.graph",
         )
@@ -331,7 +385,7 @@ def check_codegen(context: Context, graph: GeneratedGraph) -> list[Finding]:
 
 
 def codegen_strategy(context: Context) -> st.SearchStrategy:
-    return valid_graphs(dtype="f64")
+    return st.tuples(valid_graphs(dtype="f64"), MODES)
 
 
 # --- command-line values and files -----------------------------------------------------------
