@@ -217,14 +217,16 @@ def read_graph_stream(stream: BinaryIO, where: str) -> bytes:
 
 
 def decode(data: bytes, path: str) -> str:
-    """UTF-8 text (a leading byte-order mark, as editors on Windows write, dropped), or a
-    GraphcError at the first byte that is not UTF-8, on its line shown as best it decodes."""
-    data = data.removeprefix(codecs.BOM_UTF8)
+    """UTF-8 text, or a GraphcError at the first byte that is not UTF-8, on its line shown as
+    best it decodes. A leading byte-order mark (as editors on Windows write) stays the character
+    U+FEFF, which `parse` drops from any text: one, and only one, as from a string."""
+    bom = "\ufeff" if data.startswith(codecs.BOM_UTF8) else ""
+    data = data.removeprefix(codecs.BOM_UTF8)  # not a column of line 1 in a message below
     # Universal newlines, as Python reads text: "\r\n" and a lone "\r" end a line
     # (no UTF-8 character holds either byte).
     data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     try:
-        return data.decode("utf-8")
+        return bom + data.decode("utf-8")
     except UnicodeDecodeError as err:
         line_start = data.rfind(b"\n", 0, err.start) + 1
         line = data.count(b"\n", 0, err.start) + 1
@@ -301,6 +303,8 @@ def _syntax_error(err: lark.UnexpectedInput, source: Source) -> GraphcError:
         span = Span(source, err.line, err.column, err.line, err.column + 1)
         if char == ";":
             hint: str | None = "statements end at the end of the line; no `;` is needed"
+        elif char == "\ufeff":
+            hint = "a byte-order mark may start a file, once, and nowhere else"
         elif char.isalpha():
             hint = "names are made of the letters A to Z and a to z, digits and `_`"
         else:

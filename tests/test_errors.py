@@ -1296,6 +1296,19 @@ def test_windows_line_endings_and_a_byte_order_mark(tmp_path, capsys):
     """)
 
 
+def test_a_file_may_start_with_one_byte_order_mark_not_two(tmp_path, capsys):
+    """The file's mark is dropped as it is read, and a string's as it is parsed: not both of a file's two.
+    (The source line shows the invisible character as U+FFFD, as it shows any it cannot print.)"""
+    path = tmp_path / "bom2.graph"
+    path.write_bytes(b"\xef\xbb\xbf" * 2 + b"graph g {\n    input x = 1\n    output x\n}\n")
+    assert cli_error(["check", str(path)], capsys) == text(f"""
+        {path}:1:1: error[E001]: unexpected character `\\ufeff`
+         1 | \ufffdgraph g {{
+           | ^
+        hint: a byte-order mark may start a file, once, and nowhere else
+    """)
+
+
 # --- sizes ---------------------------------------------------------------------------
 
 
