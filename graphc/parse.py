@@ -292,7 +292,9 @@ def _where(token: Token) -> tuple[int, int, int, int]:
 
 
 def _token_span(source: Source, token: Token) -> Span:
-    line, column, end_line, end_column = _where(token)
+    # _where's, inline: every name of a large file comes here (a tenth of its parse)
+    line, column, end_line, end_column = token.line, token.column, token.end_line, token.end_column
+    assert line is not None and column is not None and end_line is not None and end_column is not None
     end = end_column if end_line == line else column + 1
     return Span(source, line, column, line, max(end, column + 1))
 
@@ -458,10 +460,7 @@ class _GradTarget(NamedTuple):
 
 
 def _name(token: Token) -> ast.Name:
-    # _token_span's, for a token on one line (a name always is): a tenth of a large file's parse
-    line, column, end_column = token.line, token.column, token.end_column
-    assert line is not None and column is not None and end_column is not None and token.end_line == line
-    return ast.Name(str(token), Span(_SOURCE.get(), line, column, line, max(end_column, column + 1)))
+    return ast.Name(str(token), _token_span(_SOURCE.get(), token))
 
 
 def _operand(child: Token | Any) -> Any:
