@@ -83,6 +83,16 @@ graph g {
 """
 
 # A graph that trains on MNIST.
+# A folder of the four MNIST files, well formed, of two images each: not what MNIST holds.
+_TWO_IMAGE_MNIST = (
+    "import gzip, os, struct\nos.mkdir('mnist')\n"
+    "for f, n in (('train-images-idx3-ubyte', 3), ('train-labels-idx1-ubyte', 1), "
+    "('t10k-images-idx3-ubyte', 3), ('t10k-labels-idx1-ubyte', 1)):\n"
+    "    dims = (2, 28, 28) if n == 3 else (2,)\n"
+    "    data = struct.pack('>I', 0x800 + n) + b''.join(struct.pack('>I', d) for d in dims)\n"
+    "    data += bytes(2 * 28 * 28 if n == 3 else 2)\n"
+    "    open(f'mnist/{f}.gz', 'wb').write(gzip.compress(data))"
+)
 _MNIST = """\
 graph net {
     input x: [N, 784] from images
@@ -783,13 +793,7 @@ CODES: tuple[Code, ...] = (
         Example(
             "",
             python="from graphc.data import verify_mnist\nverify_mnist('mnist')",
-            setup="import gzip, os, struct\nos.mkdir('mnist')\n"
-            "for f, n in (('train-images-idx3-ubyte', 3), ('train-labels-idx1-ubyte', 1), "
-            "('t10k-images-idx3-ubyte', 3), ('t10k-labels-idx1-ubyte', 1)):\n"
-            "    dims = (2, 28, 28) if n == 3 else (2,)\n"
-            "    data = struct.pack('>I', 0x800 + n) + b''.join(struct.pack('>I', d) for d in dims)\n"
-            "    data += bytes(2 * 28 * 28 if n == 3 else 2)\n"
-            "    open(f'mnist/{f}.gz', 'wb').write(gzip.compress(data))",
+            setup=_TWO_IMAGE_MNIST,
         ),
         "Delete the file and run again to download a fresh copy.",
     ),
@@ -800,13 +804,7 @@ CODES: tuple[Code, ...] = (
         Example(
             "graphc train bad.graph --iters 1 --data-dir mnist",
             _MNIST,
-            setup="import gzip, os, struct\nos.mkdir('mnist')\n"
-            "for f, n in (('train-images-idx3-ubyte', 3), ('train-labels-idx1-ubyte', 1), "
-            "('t10k-images-idx3-ubyte', 3), ('t10k-labels-idx1-ubyte', 1)):\n"
-            "    dims = (2, 28, 28) if n == 3 else (2,)\n"
-            "    data = struct.pack('>I', 0x800 + n) + b''.join(struct.pack('>I', d) for d in dims)\n"
-            "    data += bytes(2 * 28 * 28 if n == 3 else 2)\n"
-            "    open(f'mnist/{f}.gz', 'wb').write(gzip.compress(data))",
+            setup=_TWO_IMAGE_MNIST,
         ),
         "Delete the file and download it again.",
     ),
