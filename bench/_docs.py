@@ -18,6 +18,7 @@ import datetime
 import os
 import platform
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,12 @@ def region(name: str, command: str, report: str, conditions: Conditions) -> str:
             end_marker(name),
         ]
     )
+
+
+def publish(name: str, argv: list[str] | None, report: str, conditions: Conditions) -> None:
+    """--write-docs: bench/NAME.py's report into its region of the speed page, with the
+    command line that made it (`argv`, or the process's own when None)."""
+    write_docs(name, command_line(f"{name}.py", argv if argv is not None else sys.argv[1:]), report, conditions)
 
 
 def write_docs(name: str, command: str, report: str, conditions: Conditions, path: Path | None = None) -> None:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 from _args import at_least, positive_number  # noqa: E402
-from _docs import Watch, command_line, write_docs  # noqa: E402
+from _docs import Watch, publish  # noqa: E402
 from _mnist import data_root  # noqa: E402
 from _mnist import load_mnist as load_reference_mnist  # noqa: E402
 from reference_torch import train_torch  # noqa: E402
@@ -270,8 +270,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     text = text_report(args, report)
     print(text, end="")
     if args.write_docs:
-        command = command_line("busy.py", argv if argv is not None else sys.argv[1:])
-        write_docs("busy", command, text, watch.done())
+        publish("busy", argv, text, watch.done())
     return 0
 
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.write_docs:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _docs import Watch, command_line, write_docs
+        from _docs import Watch, publish
 
         watch = Watch()
     timings = []
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(timings, args.sizes, args.repeat)
     print(text, end="")
     if args.write_docs:
-        command = command_line("compile_scale.py", argv if argv is not None else sys.argv[1:])
-        write_docs("compile_scale", command, text, watch.done())
+        publish("compile_scale", argv, text, watch.done())
     return 0
 
 

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from _args import at_least
-from _docs import Watch, command_line, write_docs
+from _docs import Watch, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "models/apple.graph"
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report_text(summary)
     print(text, end="")
     if args.write_docs:
-        write_docs("startup", command_line("startup.py", argv or sys.argv[1:]), text, conditions)
+        publish("startup", argv, text, conditions)
     return 0
 
 

@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _args import at_least  # noqa: E402
-from _docs import THREAD_VARIABLES, Watch, command_line, write_docs  # noqa: E402
+from _docs import THREAD_VARIABLES, Watch, publish  # noqa: E402
 from _mnist import data_root  # noqa: E402
 
 MODEL = HERE.parent / "models" / "simple_conv_net.graph"
@@ -333,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     text = text_report(report)
     print(text, end="")
     if args.write_docs:
-        command = command_line("train_cnn.py", argv if argv is not None else sys.argv[1:])
-        write_docs("train_cnn", command, text, watch.done())
+        publish("train_cnn", argv, text, watch.done())
     return 0
 
 

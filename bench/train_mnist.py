@@ -60,7 +60,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 from _args import at_least, positive_number  # noqa: E402
-from _docs import Watch, command_line, write_docs  # noqa: E402
+from _docs import Watch, publish  # noqa: E402
 from _mnist import data_root  # noqa: E402
 from _mnist import load_mnist as load_reference_mnist  # noqa: E402
 from reference_numpy import accuracy, train_reference  # noqa: E402
@@ -344,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     report = text_report(args, per_1000, median, ratio, accuracies, whole, goals, engine, list(contenders), memory)
     print(report, end="")
     if args.write_docs:
-        command = command_line("train_mnist.py", argv if argv is not None else sys.argv[1:])
-        write_docs("train_mnist", command, report, watch.done())
+        publish("train_mnist", argv, report, watch.done())
     return 0
 
 
