@@ -23,6 +23,9 @@ HTML comment on the line before a block's opening fence says how:
                                  timing table sorted by time).
     <!-- run; needs graphviz --> skipped, with a note, where Graphviz's `dot`
                                  is not installed.
+    <!-- run; needs torch -->    skipped, with a note, where PyTorch is not
+                                 installed (the distributed extra, which the
+                                 test extra leaves out for its size).
     Options combine: `<!-- run; timings masked; numbers within 1e-6 -->`.
     <!-- file: PATH -->          the block is the file PATH, whole.
     <!-- excerpt: COMMAND -->    the block is a run of consecutive lines of
@@ -59,6 +62,7 @@ import atexit
 import concurrent.futures
 import difflib
 import functools
+import importlib.util
 import os
 import re
 import shlex
@@ -184,7 +188,7 @@ def lint(block: Block, doc: str) -> None:
         raise ExampleError(f"{where}: <!-- run --> needs a ```console, ```sh, ```python or ```pycon block")
     if marker.kind == "run" and block.lang == "console" and not block.body.startswith("$ "):
         raise ExampleError(f"{where}: a console block starts with `$ COMMAND`")
-    known = {"timings masked", "figures vary", "needs graphviz"}
+    known = {"timings masked", "figures vary", "needs graphviz", "needs torch"}
     if marker.options and marker.options[0].startswith(":"):
         raise ExampleError(f"{where}: write `<!-- run -->`: the command goes in the block, after `$ `")
     for option in marker.options:
@@ -427,6 +431,9 @@ def fresh_body(block: Block, scratch: Scratch, doc: str, rerecord: bool = False)
         return block.body
     if "needs graphviz" in marker.options and shutil.which("dot") is None:
         print(f"{where}: not run: Graphviz's `dot` is not installed", file=sys.stderr)
+        return block.body
+    if "needs torch" in marker.options and importlib.util.find_spec("torch") is None:
+        print(f"{where}: not run: PyTorch is not installed", file=sys.stderr)
         return block.body
     if marker.kind == "file":
         path = ROOT / marker.argument
